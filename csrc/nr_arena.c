@@ -1,0 +1,175 @@
+#include "nr_arena.h"
+
+#define USED 1ull
+static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t *)(r->base + off); }
+static inline uint64_t bsize(nr_block_t *b) { return b->size & ~USED; }
+static inline int bin_of(uint64_t size) { return 63 - __builtin_clzll(size / NR_BLOCK_HDR); }
+
+static void unlink_free(nr_region_t *r, uint64_t off) {
+    nr_arena_t *a = &r->hdr->arena;
+    nr_block_t *b = blk(r, off);
+    int bin = bin_of(bsize(b));
+    if (b->prev_free) blk(r, b->prev_free)->next_free = b->next_free;
+    else a->bins[bin] = b->next_free;
+    if (b->next_free) blk(r, b->next_free)->prev_free = b->prev_free;
+    if (!a->bins[bin]) a->bitmap &= ~(1ull << bin);
+}
+
+static void push_free(nr_region_t *r, uint64_t off) {
+    nr_arena_t *a = &r->hdr->arena;
+    nr_block_t *b = blk(r, off);
+    int bin = bin_of(bsize(b));
+    b->size &= ~USED;
+    b->prev_free = 0;
+    b->next_free = a->bins[bin];
+    if (b->next_free) blk(r, b->next_free)->prev_free = off;
+    a->bins[bin] = off;
+    a->bitmap |= 1ull << bin;
+}
+
+/* Sets the prev_size of the block after `off`, if there is one. */
+static void fix_next(nr_region_t *r, uint64_t off) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t nxt = off + bsize(blk(r, off));
+    if (nxt < a->brk) blk(r, nxt)->prev_size = bsize(blk(r, off));
+    else a->last = off;
+}
+
+/* Cuts `need` bytes off the front of free-or-fresh block `off` (already
+ * unlinked), returning the tail to the free lists. */
+static void split(nr_region_t *r, uint64_t off, uint64_t need) {
+    nr_block_t *b = blk(r, off);
+    uint64_t size = bsize(b);
+    if (size - need < NR_MIN_BLOCK) return;
+    uint64_t rest = off + need;
+    nr_block_t *t = blk(r, rest);
+    t->size = size - need;
+    t->prev_size = need;
+    b->size = need | (b->size & USED);
+    fix_next(r, rest);
+    push_free(r, rest);
+}
+
+uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n) {
+    nr_arena_t *a = &r->hdr->arena;
+    if (n > a->end) return 0;
+    uint64_t need = (n + NR_BLOCK_HDR + NR_ALIGN - 1) & ~(uint64_t)(NR_ALIGN - 1);
+    if (need < NR_MIN_BLOCK) need = NR_MIN_BLOCK;
+    int bin = bin_of(need);
+    uint64_t off = 0;
+    /* Same bin: bounded first fit, most recently freed first. */
+    if (a->bitmap & (1ull << bin)) {
+        uint64_t cur = a->bins[bin];
+        for (int i = 0; cur && i < 32; i++, cur = blk(r, cur)->next_free)
+            if (bsize(blk(r, cur)) >= need) { off = cur; break; }
+    }
+    /* Any block of a higher bin is large enough. */
+    if (!off && bin + 1 < NR_NBINS) {
+        uint64_t m = a->bitmap & (~0ull << (bin + 1));
+        if (m) off = a->bins[__builtin_ctzll(m)];
+    }
+    if (off) {
+        unlink_free(r, off);
+        blk(r, off)->size |= USED;
+        split(r, off, need);
+    } else {
+        if (a->brk + need > a->end) return 0;
+        off = a->brk;
+        nr_block_t *b = blk(r, off);
+        b->size = need | USED;
+        b->prev_size = a->last ? bsize(blk(r, a->last)) : 0;
+        a->brk += need;
+        a->last = off;
+        if (a->brk > a->peak) a->peak = a->brk;
+    }
+    nr_block_t *b = blk(r, off);
+    b->req = n;
+    a->used += bsize(b);
+    a->nallocs++;
+    return off + NR_BLOCK_HDR;
+}
+
+void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t off = payload_off - NR_BLOCK_HDR;
+    nr_block_t *b = blk(r, off);
+    a->used -= bsize(b);
+    a->nallocs--;
+    b->size &= ~USED;
+    /* Merge with the next block. */
+    uint64_t nxt = off + bsize(b);
+    if (nxt < a->brk && !(blk(r, nxt)->size & USED)) {
+        unlink_free(r, nxt);
+        b->size += bsize(blk(r, nxt));
+    }
+    /* Merge into the previous block. */
+    if (b->prev_size) {
+        uint64_t prv = off - b->prev_size;
+        if (!(blk(r, prv)->size & USED)) {
+            unlink_free(r, prv);
+            blk(r, prv)->size += bsize(b);
+            off = prv;
+        }
+    }
+    fix_next(r, off);
+    push_free(r, off);
+}
+
+uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
+    nr_lock(r);
+    uint64_t off = nr_arena_alloc_locked(r, n);
+    nr_unlock(r);
+    return off;
+}
+
+void nr_arena_free(nr_region_t *r, uint64_t payload_off) {
+    nr_lock(r);
+    nr_arena_free_locked(r, payload_off);
+    nr_unlock(r);
+}
+
+uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off) {
+    return bsize(blk(r, payload_off - NR_BLOCK_HDR)) - NR_BLOCK_HDR;
+}
+
+uint64_t nr_arena_largest_free(nr_region_t *r) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t best = a->end - a->brk;
+    for (int bin = 0; bin < NR_NBINS; bin++)
+        for (uint64_t cur = a->bins[bin]; cur; cur = blk(r, cur)->next_free)
+            if (bsize(blk(r, cur)) > best) best = bsize(blk(r, cur));
+    return best > NR_BLOCK_HDR ? best - NR_BLOCK_HDR : 0;
+}
+
+int nr_arena_check(nr_region_t *r) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t off = r->hdr->arena_off, prev = 0, used = 0, nfree_walk = 0, n = 0;
+    int prev_free = 0;
+    while (off < a->brk) {
+        nr_block_t *b = blk(r, off);
+        uint64_t s = bsize(b);
+        if (s < NR_MIN_BLOCK || s % NR_ALIGN) return -1;
+        if (b->prev_size != prev) return -2;
+        int is_free = !(b->size & USED);
+        if (is_free && prev_free) return -3;          /* uncoalesced */
+        if (is_free) nfree_walk++; else { used += s; n++; }
+        prev_free = is_free; prev = s; off += s;
+    }
+    if (off != a->brk) return -4;
+    if (used != a->used || n != a->nallocs) return -5;
+    if (a->last && a->last + bsize(blk(r, a->last)) != a->brk) return -6;
+    uint64_t nfree_lists = 0;
+    for (int bin = 0; bin < NR_NBINS; bin++) {
+        uint64_t cur = a->bins[bin], p = 0;
+        if (!!cur != !!(a->bitmap & (1ull << bin))) return -7;
+        for (; cur; p = cur, cur = blk(r, cur)->next_free) {
+            nr_block_t *b = blk(r, cur);
+            if (b->size & USED) return -8;
+            if (bin_of(bsize(b)) != bin) return -9;
+            if (b->prev_free != p) return -10;
+            nfree_lists++;
+        }
+    }
+    if (nfree_lists != nfree_walk) return -11;
+    return 0;
+}

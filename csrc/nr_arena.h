@@ -1,0 +1,44 @@
+/* nr_arena: the allocator for object payloads and task specs.
+ *
+ * Boundary-tag blocks with segregated free lists (one per power of two of
+ * the size), all links as region offsets.  Two choices matter for speed
+ * here, where first-touch page faults make fresh memory 30-50x slower to
+ * write than reused memory:
+ *   - memory past `brk` (never touched) is used only when no free block
+ *     fits, so a freed block is reused while still warm;
+ *   - free lists are LIFO, so the most recently freed block comes first.
+ * Freed blocks coalesce with free neighbours; the arena never shrinks
+ * below its peak, so memory stays bounded by the peak live size.
+ * Callers hold the region lock (the _locked functions) or use the wrappers.
+ */
+#ifndef NR_ARENA_H
+#define NR_ARENA_H
+
+#include "nr_region.h"
+
+#define NR_BLOCK_HDR 64u
+#define NR_MIN_BLOCK 128u
+
+typedef struct {
+    uint64_t size;       /* block bytes including this header; bit 0 = in use */
+    uint64_t prev_size;  /* bytes of the physically previous block, 0 if first */
+    uint64_t next_free;  /* free-list links, valid while free */
+    uint64_t prev_free;
+    uint64_t req;        /* bytes the caller asked for */
+    uint64_t _pad[3];
+} nr_block_t;
+
+/* Returns the offset of a NR_ALIGN-aligned payload of `n` bytes, 0 if full. */
+uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n);
+void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off);
+uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
+void nr_arena_free(nr_region_t *r, uint64_t payload_off);
+uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off);
+
+/* Walks every block and free list; returns 0 when consistent, else a
+ * negative code naming the first broken invariant (for tests). */
+int nr_arena_check(nr_region_t *r);
+/* Largest block that an allocation could get right now (free lists or brk). */
+uint64_t nr_arena_largest_free(nr_region_t *r);
+
+#endif

@@ -1,0 +1,680 @@
+#define _GNU_SOURCE
+#include "nr_sched.h"
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+typedef struct { uint32_t dep_task, next; } nr_dep_t;
+
+/* Futex wake-ups collected under the lock and issued after it is released,
+ * so no process holds the lock across a system call. */
+typedef struct {
+    int n;
+    uint32_t slots[8];
+    int objs;       /* wake every process waiting on obj_seq */
+    int spawn;      /* poke the zygote */
+} wakeups_t;
+
+static inline nr_object_t *objs(nr_region_t *r) { return (nr_object_t *)(r->base + r->hdr->objs_off); }
+static inline nr_task_t *tasks(nr_region_t *r) { return (nr_task_t *)(r->base + r->hdr->tasks_off); }
+static inline nr_dep_t *deps(nr_region_t *r) { return (nr_dep_t *)(r->base + r->hdr->deps_off); }
+nr_task_t *nr_task(nr_region_t *r, uint32_t t) { return tasks(r) + (t - 1); }
+static inline nr_spec_t *spec_of(nr_region_t *r, nr_task_t *t) { return (nr_spec_t *)(r->base + t->spec); }
+
+static void flush(nr_region_t *r, wakeups_t *w) {
+    for (int i = 0; i < w->n; i++) nr_futex_wake(&nr_proc(r, w->slots[i])->wake, 1);
+    if (w->objs) nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
+    if (w->spawn && r->spawn_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t rc = write(r->spawn_fd, &one, sizeof one);
+        (void)rc;
+    }
+}
+
+/* ---- objects ---------------------------------------------------------- */
+
+nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id) {
+    uint32_t idx = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    if (idx == 0 || idx > r->hdr->max_objects) return NULL;
+    nr_object_t *o = objs(r) + (idx - 1);
+    if (LOAD(&o->gen) != gen || LOAD(&o->state) == NR_OBJ_FREE) return NULL;
+    return o;
+}
+
+static uint64_t obj_alloc_locked(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    uint32_t idx;
+    if (h->obj_free) {
+        idx = h->obj_free - 1;
+        h->obj_free = objs(r)[idx].next_free;
+    } else if (h->obj_hwm < h->max_objects) {
+        idx = h->obj_hwm++;
+        objs(r)[idx].gen = 1;
+    } else {
+        return 0;
+    }
+    nr_object_t *o = objs(r) + idx;
+    o->refs = 1;
+    o->data = o->size = 0;
+    o->dep_head = 0;
+    o->waiters = 0;
+    o->owner = 0;
+    STORE(&o->state, NR_OBJ_PENDING);
+    h->nobjects++;
+    return ((uint64_t)o->gen << 32) | (idx + 1);
+}
+
+static void decref_locked(nr_region_t *r, uint64_t id);
+
+static void obj_free_locked(nr_region_t *r, nr_object_t *o) {
+    if (o->data) {
+        nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
+        uint64_t *c = nr_payload_contained(p);
+        for (uint32_t i = 0; i < p->ncontained; i++) decref_locked(r, c[i]);
+        nr_arena_free_locked(r, o->data);
+        o->data = 0;
+    }
+    STORE(&o->state, NR_OBJ_FREE);
+    ADD(&o->gen, 1);
+    o->next_free = r->hdr->obj_free;
+    r->hdr->obj_free = (uint32_t)(o - objs(r)) + 1;
+    r->hdr->nobjects--;
+}
+
+static void decref_locked(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) obj_free_locked(r, o);
+}
+
+void nr_object_incref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (o) ADD(&o->refs, 1);
+}
+
+void nr_object_decref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    if (ADD(&o->refs, -1) != 0) return;
+    /* Nobody can take a new reference now; free it unless still pending
+     * (then the seal frees it).  Re-check under the lock. */
+    nr_lock(r);
+    if (LOAD(&o->gen) == (uint32_t)(id >> 32) && LOAD(&o->refs) == 0 &&
+        o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
+        obj_free_locked(r, o);
+    nr_unlock(r);
+}
+
+int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    int s = (int)LOAD(&o->state);
+    if (data) *data = o->data;
+    if (size) *size = o->size;
+    return s;
+}
+
+uint64_t nr_object_create(nr_region_t *r) {
+    nr_lock(r);
+    uint64_t id = obj_alloc_locked(r);
+    nr_unlock(r);
+    return id;
+}
+
+static void enqueue_locked(nr_region_t *r, uint32_t t, wakeups_t *w);
+
+static void incref_payload_contained(nr_region_t *r, uint64_t data) {
+    nr_payload_t *p = (nr_payload_t *)(r->base + data);
+    uint64_t *c = nr_payload_contained(p);
+    for (uint32_t i = 0; i < p->ncontained; i++) nr_object_incref(r, c[i]);
+}
+
+static void seal_locked(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
+                        int is_error, wakeups_t *w) {
+    o->data = data;
+    o->size = size;
+    if (data) incref_payload_contained(r, data);
+    STORE(&o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
+    /* Release the tasks that were waiting for this object. */
+    uint32_t d = o->dep_head;
+    o->dep_head = 0;
+    while (d) {
+        nr_dep_t *node = deps(r) + (d - 1);
+        uint32_t next = node->next;
+        nr_task_t *t = nr_task(r, node->dep_task);
+        if (--t->deps_left == 0) enqueue_locked(r, node->dep_task, w);
+        node->next = r->hdr->dep_free;
+        r->hdr->dep_free = d;
+        r->hdr->ndeps_live--;
+        d = next;
+    }
+    if (LOAD(&o->waiters)) {
+        ADD(&r->hdr->obj_seq, 1);
+        w->objs = 1;
+    }
+}
+
+uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    uint64_t id = obj_alloc_locked(r);
+    if (id) seal_locked(r, objs(r) + ((uint32_t)id - 1), data, size, 0, &w);
+    nr_unlock(r);
+    return id;
+}
+
+int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, id);
+    int rc = 0;
+    if (!o) rc = -1;
+    else if (o->state != NR_OBJ_PENDING) rc = 1;   /* a retried task sealed it before */
+    else {
+        seal_locked(r, o, data, size, is_error, &w);
+        if (LOAD(&o->refs) == 0) obj_free_locked(r, o);
+    }
+    nr_unlock(r);
+    flush(r, &w);
+    return rc;
+}
+
+static inline int sealed(nr_object_t *o) { return LOAD(&o->state) != NR_OBJ_PENDING; }
+
+/* Spins up to spin_ns: returns 1 as soon as cond holds. */
+#define SPIN_UNTIL(cond, spin_ns) ({                                     \
+    int _ok = 0;                                                         \
+    if ((spin_ns) > 0) {                                                 \
+        int64_t _end = nr_now_ns() + (spin_ns);                          \
+        for (unsigned _i = 1;; _i++) {                                   \
+            if (cond) { _ok = 1; break; }                                \
+            if ((_i & 63) == 0) {                                        \
+                if (nr_now_ns() > _end) break;                           \
+                sched_yield();                                           \
+            } else nr_cpu_relax();                                       \
+        }                                                                \
+    }                                                                    \
+    _ok; })
+
+int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    if (sealed(o)) return 0;
+    if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
+    int64_t start = nr_now_ns();
+    if (SPIN_UNTIL(sealed(o) || LOAD(&r->hdr->shutdown), spin_ns))
+        return sealed(o) ? 0 : -1;
+    int rc = 0;
+    ADD(&o->waiters, 1);
+    for (;;) {
+        uint32_t seq = LOAD(&r->hdr->obj_seq);
+        if (sealed(o)) break;
+        if (LOAD(&r->hdr->shutdown)) { rc = -1; break; }
+        int64_t left = -1;
+        if (timeout_ns >= 0) {
+            left = timeout_ns - (nr_now_ns() - start);
+            if (left <= 0) { rc = 1; break; }
+        }
+        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+    }
+    ADD(&o->waiters, -1);
+    return rc;
+}
+
+static int count_ready(nr_region_t *r, const uint64_t *ids, int n, uint8_t *ready) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        nr_object_t *o = nr_object_lookup(r, ids[i]);
+        ready[i] = (uint8_t)(!o || sealed(o));   /* a stale id counts as ready: get reports it */
+        k += ready[i];
+    }
+    return k;
+}
+
+int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
+                 int64_t timeout_ns, int64_t spin_ns, uint8_t *ready) {
+    int k = count_ready(r, ids, n, ready);
+    if (k >= want || timeout_ns == 0) return k;
+    if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
+    int64_t start = nr_now_ns();
+    if (SPIN_UNTIL((k = count_ready(r, ids, n, ready)) >= want || LOAD(&r->hdr->shutdown), spin_ns))
+        return k;
+    /* Register as a waiter on the ids pending now, and only on those. */
+    uint8_t stack[256];
+    uint8_t *watched = n <= 256 ? stack : malloc((size_t)n);
+    if (!watched) return k;
+    for (int i = 0; i < n; i++) {
+        nr_object_t *o = ready[i] ? NULL : nr_object_lookup(r, ids[i]);
+        watched[i] = o != NULL;
+        if (o) ADD(&o->waiters, 1);
+    }
+    for (;;) {
+        uint32_t seq = LOAD(&r->hdr->obj_seq);
+        k = count_ready(r, ids, n, ready);
+        if (k >= want || LOAD(&r->hdr->shutdown)) break;
+        int64_t left = -1;
+        if (timeout_ns >= 0) {
+            left = timeout_ns - (nr_now_ns() - start);
+            if (left <= 0) break;
+        }
+        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+    }
+    /* Our waiter counts keep the entries alive: refs are held by the caller. */
+    for (int i = 0; i < n; i++)
+        if (watched[i]) ADD(&objs(r)[(uint32_t)ids[i] - 1].waiters, -1);
+    if (watched != stack) free(watched);
+    return k;
+}
+
+/* ---- queues and processes --------------------------------------------- */
+
+static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
+    return h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail;
+}
+
+static void wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w) {
+    p->sleeping = 0;
+    ADD(&p->wake, 1);
+    if (w->n < 8) w->slots[w->n++] = slot;
+    else nr_futex_wake(&p->wake, 1);     /* rare: more than 8 in one section */
+}
+
+static void sleepers_remove(nr_region_t *r, uint32_t slot) {
+    nr_header_t *h = r->hdr;
+    uint32_t *link = &h->sleep_head;
+    while (*link) {
+        if (*link == slot + 1) {
+            *link = nr_proc(r, slot)->sleep_next;
+            h->nsleeping--;
+            return;
+        }
+        link = &nr_proc(r, *link - 1)->sleep_next;
+    }
+}
+
+/* Wakes one sleeping pool worker; 0 if none sleeps. */
+static int wake_one_locked(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    if (!h->sleep_head) return 0;
+    uint32_t slot = h->sleep_head - 1;
+    nr_proc_t *p = nr_proc(r, slot);
+    h->sleep_head = p->sleep_next;
+    h->nsleeping--;
+    wake_slot(p, slot, w);
+    return 1;
+}
+
+/* Asks the zygote for a worker when runnable work has CPUs but nobody to run it. */
+static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    if (h->spawn_pending || !dispatchable(h, r)) return;
+    if (h->nsleeping || LOAD(&h->nspinning) || h->nstarting) return;
+    if (h->nworkers >= h->max_workers) return;
+    h->spawn_pending = 1;
+    w->spawn = 1;
+}
+
+/* Gets queued work moving: wake a sleeper if the spinners cannot cover it. */
+static void kick_locked(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    if (!dispatchable(h, r)) return;
+    if (h->rq_len > LOAD(&h->nspinning) && wake_one_locked(r, w)) return;
+    maybe_spawn_locked(r, w);
+}
+
+static void enqueue_locked(nr_region_t *r, uint32_t t, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    nr_task_t *task = nr_task(r, t);
+    task->state = NR_TASK_READY;
+    task->next = 0;
+    if (task->target) {
+        nr_proc_t *p = nr_proc(r, task->target - 1);
+        if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
+        p->q_tail = t;
+        p->q_len++;
+        if (p->sleeping) {
+            sleepers_remove(r, task->target - 1);
+            wake_slot(p, task->target - 1, w);
+        }
+        return;
+    }
+    if (h->rq_tail) nr_task(r, h->rq_tail)->next = t; else h->rq_head = t;
+    h->rq_tail = t;
+    h->rq_len++;
+    kick_locked(r, w);
+}
+
+static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
+    nr_header_t *h = r->hdr;
+    uint32_t t = p->q_head;
+    if (t) {
+        p->q_head = nr_task(r, t)->next;
+        if (!p->q_head) p->q_tail = 0;
+        p->q_len--;
+        return t;
+    }
+    if (p->kind != NR_KIND_WORKER || !dispatchable(h, r)) return 0;
+    t = h->rq_head;
+    h->rq_head = nr_task(r, t)->next;
+    if (!h->rq_head) h->rq_tail = 0;
+    h->rq_len--;
+    return t;
+}
+
+static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
+    nr_proc_t *p = nr_proc(r, slot);
+    nr_task_t *task = nr_task(r, t);
+    task->state = NR_TASK_RUNNING;
+    task->proc = slot + 1;
+    task->attempts++;
+    p->task = t;
+    p->state = NR_PROC_RUNNING;
+    p->cpus_held = task->target ? 0 : task->cpus;
+    r->hdr->cpus_avail -= p->cpus_held;
+    p->tasks_run++;
+}
+
+int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns) {
+    nr_header_t *h = r->hdr;
+    nr_proc_t *p = nr_proc(r, slot);
+    for (;;) {
+        wakeups_t w = {0};
+        nr_lock(r);
+        if (h->shutdown) { nr_unlock(r); return 0; }
+        uint32_t t = pop_locked(r, p);
+        if (t) {
+            start_task_locked(r, slot, t);
+            kick_locked(r, &w);           /* more runnable work: chain a wake-up */
+            nr_unlock(r);
+            flush(r, &w);
+            return t;
+        }
+        p->state = NR_PROC_IDLE;
+        nr_unlock(r);
+
+        int is_worker = p->kind == NR_KIND_WORKER;
+        ADD(&h->nspinning, 1);
+        int found = SPIN_UNTIL(LOAD(&p->q_head) || LOAD(&h->shutdown) ||
+                               (is_worker && LOAD(&h->rq_head) && LOAD(&h->cpus_avail) > 0),
+                               spin_ns);
+        ADD(&h->nspinning, -1);
+        if (found) continue;
+
+        nr_lock(r);
+        if (h->shutdown) { nr_unlock(r); return 0; }
+        t = pop_locked(r, p);
+        if (t) {
+            start_task_locked(r, slot, t);
+            kick_locked(r, &w);
+            nr_unlock(r);
+            flush(r, &w);
+            return t;
+        }
+        p->sleeping = 1;
+        p->sleep_next = h->sleep_head;
+        h->sleep_head = slot + 1;
+        h->nsleeping++;
+        uint32_t seen = LOAD(&p->wake);
+        nr_unlock(r);
+
+        int timed_out = nr_futex_wait(&p->wake, seen, idle_timeout_ns);
+
+        nr_lock(r);
+        if (p->sleeping) {               /* timed out or woke spuriously */
+            sleepers_remove(r, slot);
+            p->sleeping = 0;
+            if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
+                p->state = NR_PROC_EXITED;
+                h->nworkers--;
+                nr_unlock(r);
+                return -1;               /* surplus worker retires */
+            }
+        }
+        nr_unlock(r);
+    }
+}
+
+/* Drops what a task held: argument refs, its spec, its entry. */
+static void release_locked(nr_region_t *r, uint32_t t) {
+    nr_header_t *h = r->hdr;
+    nr_task_t *task = nr_task(r, t);
+    nr_spec_t *s = spec_of(r, task);
+    uint64_t *ids = nr_spec_ids(s);
+    for (uint32_t i = s->nret; i < s->nret + s->ndeps + s->ncontained; i++) decref_locked(r, ids[i]);
+    if (s->func_id) decref_locked(r, s->func_id);
+    if (s->args_obj) decref_locked(r, s->args_obj);
+    nr_arena_free_locked(r, task->spec);
+    task->spec = 0;
+    task->state = NR_TASK_FREE;
+    task->gen++;
+    task->next = h->task_free;
+    h->task_free = t;
+    h->ntasks--;
+}
+
+void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    r->hdr->cpus_avail += p->cpus_held;
+    p->cpus_held = 0;
+    p->task = 0;
+    p->state = NR_PROC_IDLE;
+    release_locked(r, t);
+    if (p->kind != NR_KIND_WORKER) kick_locked(r, &w);  /* pool workers poll next themselves */
+    nr_unlock(r);
+    flush(r, &w);
+}
+
+void nr_task_release(nr_region_t *r, uint32_t t) {
+    nr_lock(r);
+    release_locked(r, t);
+    nr_unlock(r);
+}
+
+int nr_task_retry(nr_region_t *r, uint32_t t) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_task_t *task = nr_task(r, t);
+    int ok = task->retries_left != 0;
+    if (ok) {
+        if (task->retries_left > 0) task->retries_left--;
+        task->proc = 0;
+        enqueue_locked(r, t, &w);
+    }
+    nr_unlock(r);
+    flush(r, &w);
+    return ok;
+}
+
+uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
+                        uint32_t target_slot1) {
+    nr_header_t *h = r->hdr;
+    nr_spec_t *s = (nr_spec_t *)(r->base + spec);
+    uint64_t *ids = nr_spec_ids(s);
+    wakeups_t w = {0};
+    nr_lock(r);
+    /* Reserve everything first so a full table fails cleanly. */
+    uint32_t t;
+    if (h->task_free) t = h->task_free;
+    else if (h->task_hwm < h->max_tasks) { t = ++h->task_hwm; nr_task(r, t)->gen = 1; }
+    else { nr_unlock(r); return 0; }
+    if (h->max_objects - h->nobjects < s->nret || h->max_deps - h->ndeps_live < s->ndeps) {
+        nr_unlock(r);
+        return 0;
+    }
+    nr_task_t *task = nr_task(r, t);
+    if (h->task_free == t) h->task_free = task->next;
+    h->ntasks++;
+    task->state = NR_TASK_WAITING;
+    task->spec = spec;
+    task->cpus = cpus;
+    task->retries_left = retries;
+    task->proc = 0;
+    task->target = target_slot1;
+    task->attempts = 0;
+    task->deps_left = 0;
+    task->next = 0;
+    for (uint32_t i = 0; i < s->nret; i++) {
+        ids[i] = obj_alloc_locked(r);
+        objs(r)[(uint32_t)ids[i] - 1].owner = t;
+    }
+    if (s->func_id) nr_object_incref(r, s->func_id);
+    if (s->args_obj) nr_object_incref(r, s->args_obj);
+    for (uint32_t i = s->nret + s->ndeps; i < s->nret + s->ndeps + s->ncontained; i++)
+        nr_object_incref(r, ids[i]);
+    for (uint32_t i = s->nret; i < s->nret + s->ndeps; i++) {
+        nr_object_t *o = nr_object_lookup(r, ids[i]);
+        if (!o) continue;                       /* stale: the worker reports it */
+        ADD(&o->refs, 1);
+        if (o->state != NR_OBJ_PENDING) continue;
+        uint32_t d;
+        if (h->dep_free) { d = h->dep_free; h->dep_free = deps(r)[d - 1].next; }
+        else d = ++h->dep_hwm;
+        h->ndeps_live++;
+        deps(r)[d - 1].dep_task = t;
+        deps(r)[d - 1].next = o->dep_head;
+        o->dep_head = d;
+        task->deps_left++;
+    }
+    if (task->deps_left == 0) enqueue_locked(r, t, &w);
+    nr_unlock(r);
+    flush(r, &w);
+    return t;
+}
+
+int nr_proc_alloc(nr_region_t *r, uint32_t kind) {
+    nr_lock(r);
+    int slot = -1;
+    for (uint32_t i = 0; i < r->hdr->max_procs; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->state == NR_PROC_FREE) {
+            memset(p, 0, sizeof *p);
+            p->state = NR_PROC_STARTING;
+            p->kind = kind;
+            slot = (int)i;
+            break;
+        }
+    }
+    nr_unlock(r);
+    return slot;
+}
+
+void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    p->pid = pid;
+    if (p->state == NR_PROC_STARTING) {
+        p->state = NR_PROC_IDLE;
+        if (p->kind == NR_KIND_WORKER && r->hdr->nstarting) r->hdr->nstarting--;
+    }
+    nr_unlock(r);
+}
+
+void nr_proc_block(nr_region_t *r, uint32_t slot) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    p->state = NR_PROC_BLOCKED;
+    r->hdr->cpus_avail += p->cpus_held;
+    kick_locked(r, &w);
+    nr_unlock(r);
+    flush(r, &w);
+}
+
+void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    r->hdr->cpus_avail -= p->cpus_held;   /* may dip below zero until it finishes */
+    p->state = NR_PROC_RUNNING;
+    nr_unlock(r);
+}
+
+uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
+    nr_header_t *h = r->hdr;
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    uint32_t t = p->task;
+    if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;
+    if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) h->nstarting--;
+    if (p->sleeping) sleepers_remove(r, slot);
+    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) h->nworkers--;
+    if (t) nr_task(r, t)->proc = 0;
+    /* Tasks routed to this process stay queued on it; the language layer
+     * fails them (an actor that will not restart). */
+    p->state = p->q_head ? NR_PROC_EXITED : NR_PROC_FREE;
+    p->task = 0;
+    p->cpus_held = 0;
+    p->sleeping = 0;
+    kick_locked(r, &w);
+    nr_unlock(r);
+    flush(r, &w);
+    return t;
+}
+
+int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    h->spawn_pending = 0;
+    int want = 0;
+    if (h->nworkers < h->min_workers) want = (int)(h->min_workers - h->nworkers);
+    if (dispatchable(h, r)) {
+        int idle = (int)(h->nsleeping + LOAD(&h->nspinning) + h->nstarting);
+        int extra = (int)h->rq_len - idle;
+        int cpu_cap = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
+        if (extra > cpu_cap) extra = cpu_cap;
+        if (extra > want) want = extra;
+    }
+    if (want > (int)(h->max_workers - h->nworkers)) want = (int)(h->max_workers - h->nworkers);
+    if (want > max_out) want = max_out;
+    int n = 0;
+    for (uint32_t i = 1; i < h->max_procs && n < want; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->state != NR_PROC_FREE) continue;
+        memset(p, 0, sizeof *p);
+        p->state = NR_PROC_STARTING;
+        p->kind = NR_KIND_WORKER;
+        out[n++] = i;
+    }
+    h->nworkers += (uint32_t)n;
+    h->nstarting += (uint32_t)n;
+    nr_unlock(r);
+    return n;
+}
+
+void nr_shutdown(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    STORE(&h->shutdown, 1);
+    ADD(&h->obj_seq, 1);
+    for (uint32_t i = 0; i < h->max_procs; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->state != NR_PROC_FREE) { ADD(&p->wake, 1); p->sleeping = 0; }
+    }
+    h->sleep_head = 0;
+    h->nsleeping = 0;
+    nr_unlock(r);
+    for (uint32_t i = 0; i < h->max_procs; i++)
+        if (nr_proc(r, i)->state != NR_PROC_FREE) nr_futex_wake(&nr_proc(r, i)->wake, INT_MAX);
+    nr_futex_wake(&h->obj_seq, INT_MAX);
+}
+
+void nr_stats(nr_region_t *r, nr_stats_t *s) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    s->nobjects = h->nobjects; s->ntasks = h->ntasks; s->rq_len = h->rq_len;
+    s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
+    s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;
+    s->arena_used = h->arena.used; s->arena_nallocs = h->arena.nallocs;
+    s->arena_brk = h->arena.brk - h->arena_off; s->arena_peak = h->arena.peak - h->arena_off;
+    s->arena_size = h->arena.end - h->arena_off;
+    s->repairs = h->repairs;
+    nr_unlock(r);
+}

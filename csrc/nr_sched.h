@@ -1,0 +1,134 @@
+/* nr_sched: objects, tasks, queues and waiting, on the shared region.
+ *
+ * Every process runs this same code on the shared state: a submitter
+ * registers a task and queues it (or parks it on the objects it waits
+ * for); the process that seals an object releases the tasks waiting on it
+ * and wakes the processes blocked in get(); a worker pops its next task
+ * itself.  There is no scheduler process and no extra hop.
+ *
+ *   submit ──► deps ready? ──yes──► ready queue ──► worker pops (if CPUs)
+ *                 │no                   ▲                 │ runs, seals returns
+ *                 └─► dep node on object┘◄── seal ◄───────┘
+ *
+ * Ids: an object id is (generation << 32) | (index + 1), so a stale id is
+ * detected rather than silently naming a reused entry.  Tasks are named by
+ * index + 1 (0 = none).
+ *
+ * Reference counts (atomics outside the lock; freeing under it) count
+ * ObjectRefs in any process, tasks that take the object as an argument or
+ * carry it nested in their arguments, payloads that contain a ref to it,
+ * and live zero-copy views.  An object is freed when its count is zero and
+ * it is no longer pending.
+ */
+#ifndef NR_SCHED_H
+#define NR_SCHED_H
+
+#include "nr_arena.h"
+
+enum { NR_OBJ_FREE = 0, NR_OBJ_PENDING, NR_OBJ_READY, NR_OBJ_ERROR };
+enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
+
+typedef struct {
+    uint32_t gen;         /* generation, bumped on free; high half of the id */
+    uint32_t state;       /* NR_OBJ_* */
+    int64_t refs;         /* atomic reference count */
+    uint64_t data;        /* payload offset in the arena, 0 if none */
+    uint64_t size;        /* payload bytes */
+    uint32_t dep_head;    /* dep nodes of tasks waiting for it (index + 1) */
+    uint32_t waiters;     /* atomic: processes sleeping until it seals */
+    uint32_t next_free;   /* free list link (index + 1) */
+    uint32_t owner;       /* producing task (index + 1), 0 for put */
+    uint64_t _pad[2];
+} nr_object_t;
+
+typedef struct {
+    uint32_t gen;         /* bumped on free */
+    uint32_t state;       /* NR_TASK_* */
+    uint32_t next;        /* queue or free-list link (index + 1) */
+    uint32_t deps_left;   /* argument objects not yet sealed */
+    uint64_t spec;        /* arena offset of its nr_spec_t */
+    int32_t cpus;         /* milli-CPUs it needs */
+    int32_t retries_left; /* re-runs allowed if its process dies */
+    uint32_t proc;        /* slot + 1 of the process running it */
+    uint32_t target;      /* slot + 1 it is routed to, 0 = any worker */
+    uint32_t attempts;    /* times it was started */
+    uint32_t _pad0;
+    uint64_t _pad[10];
+} nr_task_t;
+
+/* A task's description, written into the arena by the submitter. */
+typedef struct {
+    uint64_t func_id;     /* object holding the pickled function */
+    uint64_t args_obj;    /* object holding large pickled args, 0 if inline */
+    uint64_t args_len;    /* bytes of inline pickled args after the ids */
+    uint32_t nret;        /* return objects (ids filled in by submit) */
+    uint32_t ndeps;       /* top-level ref arguments */
+    uint32_t ncontained;  /* refs nested in the args */
+    uint32_t flags;       /* for the language layer */
+    /* uint64_t ret[nret], deps[ndeps], contained[ncontained]; args bytes */
+} nr_spec_t;
+
+/* An object payload, written into the arena by the serializer. */
+typedef struct {
+    uint32_t nbufs;       /* out-of-band buffers */
+    uint32_t ncontained;  /* refs nested in the value */
+    uint64_t pickle_len;  /* bytes of the pickle stream */
+    /* uint64_t contained[ncontained]; {uint64_t off, len} bufs[nbufs];
+     * pickle stream; buffers, each NR_ALIGN-aligned (off from payload start) */
+} nr_payload_t;
+
+static inline uint64_t *nr_spec_ids(nr_spec_t *s) { return (uint64_t *)(s + 1); }
+static inline char *nr_spec_args(nr_spec_t *s) {
+    return (char *)(nr_spec_ids(s) + s->nret + s->ndeps + s->ncontained);
+}
+static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t *)(p + 1); }
+
+typedef struct {
+    uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting;
+    int64_t cpus_total, cpus_avail;
+    uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
+    uint64_t repairs;
+} nr_stats_t;
+
+/* Objects */
+nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id);   /* NULL if stale */
+uint64_t nr_object_create(nr_region_t *r);                      /* pending, refs 1; 0 if full */
+uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1; 0 if full */
+/* 0 sealed; 1 already sealed (caller frees data); -1 stale id */
+int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error);
+void nr_object_incref(nr_region_t *r, uint64_t id);
+void nr_object_decref(nr_region_t *r, uint64_t id);
+/* State (NR_OBJ_*) and payload, -1 if the id is stale. */
+int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);
+/* 0 ready, 1 timed out, -1 shut down or stale id.  timeout_ns < 0: forever. */
+int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns);
+/* Waits until at least `want` of ids are sealed; fills ready[]; returns how many. */
+int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
+                 int64_t timeout_ns, int64_t spin_ns, uint8_t *ready);
+
+/* Tasks.  submit returns the task (index + 1), 0 when a table is full. */
+uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
+                        int32_t retries, uint32_t target_slot1);
+nr_task_t *nr_task(nr_region_t *r, uint32_t t);
+/* Next task for process `slot`: > 0 a task, 0 shut down, -1 idle timeout. */
+int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);
+/* The running process is done with task t: CPUs back, arguments released. */
+void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);
+/* Task t lost its process: queue it again (1) or, with no retries left, 0. */
+int nr_task_retry(nr_region_t *r, uint32_t t);
+/* Releases a task that will not run again (after its returns were sealed). */
+void nr_task_release(nr_region_t *r, uint32_t t);
+
+/* Processes */
+int nr_proc_alloc(nr_region_t *r, uint32_t kind);       /* slot, -1 if none */
+void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid);
+void nr_proc_block(nr_region_t *r, uint32_t slot);       /* lends its CPUs */
+void nr_proc_unblock(nr_region_t *r, uint32_t slot);
+/* A process ended; returns the task it was running (index + 1) or 0. */
+uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot);
+/* Zygote: slots to start now (marked STARTING), written to out[], count returned. */
+int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out);
+void nr_shutdown(nr_region_t *r);
+void nr_stats(nr_region_t *r, nr_stats_t *s);
+
+#endif

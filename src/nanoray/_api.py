@@ -1,0 +1,259 @@
+"""The public functions: init, shutdown, get, put, wait, remote.
+
+Each call goes to one backend object.  Today that is the local
+shared-memory backend (LocalBackend): a region mapped by this process, a
+zygote that forks the workers, and the compiled runtime in
+nanoray._core._runtime.  A Ray-cluster backend (init(address="ray://..."))
+is the next implementation of the same seam.
+"""
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from nanoray import exceptions
+from nanoray._core import _runtime as _rt
+from nanoray._core._runtime import ObjectRef
+
+# Workers beyond num_cpus that may exist at once.  A task blocked in get()
+# lends its CPU and keeps its process, so nested tasks need extra processes;
+# this bounds how many (each idle one retires after 10 s).
+EXTRA_WORKERS = 128
+# The object store's default size, as a share of physical memory (Ray's
+# default too).  The region is sparse: memory is used only as objects need it.
+DEFAULT_STORE_SHARE = 0.3
+
+# The zygote takes the driver's sys.path before importing nanoray, so it finds
+# whatever the driver finds (the package itself, the script's directory).
+_ZYGOTE_BOOT = ("import json, os, sys; "
+                "sys.path[:] = json.loads(os.environ['NANORAY_ZYGOTE'])['sys_path']; "
+                "from nanoray._zygote import main; main()")
+
+_backend = None
+_lock = threading.RLock()
+_atexit_registered = False
+
+
+class LocalBackend:
+    """One machine: the shared region, the zygote and its workers."""
+
+    def __init__(self, region, num_cpus, zygote=None, death_fd=-1, spawn_fd=-1):
+        self.region = region
+        self.num_cpus = num_cpus
+        self.zygote = zygote
+        self.death_fd = death_fd
+        self.spawn_fd = spawn_fd
+
+    @classmethod
+    def start(cls, num_cpus, object_store_memory):
+        region = _rt.Region.create(
+            object_store_memory, int(round(num_cpus * 1000)), min_workers=max(1, int(num_cpus)),
+            max_workers=max(1, int(num_cpus)) + EXTRA_WORKERS)
+        slot = region.proc_alloc(1)                    # NR_KIND_DRIVER
+        region.proc_started(slot, os.getpid())
+        spawn_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        death_r, death_w = os.pipe()
+        cfg = {
+            "driver_pid": os.getpid(), "region_fd": region.fd, "death_fd": death_r,
+            "spawn_fd": spawn_fd, "sys_path": [os.path.abspath(p) if p else os.getcwd()
+                                               for p in sys.path],
+            "preload": ["numpy"] if "numpy" in sys.modules else [],
+        }
+        env = dict(os.environ, NANORAY_ZYGOTE=json.dumps(cfg))
+        try:
+            zygote = subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE_BOOT], env=env, stdin=subprocess.DEVNULL,
+                pass_fds=(region.fd, death_r, spawn_fd), start_new_session=True, close_fds=True)
+        except BaseException:
+            os.close(death_w)
+            os.close(spawn_fd)
+            raise
+        finally:
+            os.close(death_r)
+        region.set_spawn_fd(spawn_fd)
+        _rt.set_process_state(region, slot)
+        return cls(region, num_cpus, zygote, death_w, spawn_fd)
+
+    def check_alive(self):
+        if self.zygote is not None and self.zygote.poll() is not None:
+            raise exceptions.RaySystemError(
+                "nanoray's worker pool exited unexpectedly (exit code %s)" % self.zygote.returncode)
+
+    def stop(self):
+        region = self.region
+        region.shutdown()                              # every waiter returns
+        if self.death_fd >= 0:
+            os.close(self.death_fd)                    # the zygote ends its workers and exits
+            self.death_fd = -1
+        if self.zygote is not None:
+            try:
+                self.zygote.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()                     # workers follow (parent-death signal)
+                self.zygote.wait()
+        if self.spawn_fd >= 0:
+            os.close(self.spawn_fd)
+            self.spawn_fd = -1
+        region.set_spawn_fd(-1)
+        region.close_fd()                              # the mapping lives while refs/views do
+        _rt.set_process_state(None, 0)
+
+
+def _become_worker(region, slot):
+    """Called in a freshly forked worker: the API now talks to this region."""
+    global _backend
+    _backend = LocalBackend(region, None)
+    _rt.set_process_state(region, slot)
+    _rt.set_liveness_check(None)
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
+         address=None, num_gpus=None, resources=None, namespace=None, runtime_env=None,
+         include_dashboard=None, logging_level=None, log_to_driver=True,
+         configure_logging=True, _system_config=None, **kwargs):
+    """Starts nanoray on this machine: the object store and num_cpus workers.
+
+    Returns quickly: workers are forked by a zygote process while the first
+    tasks are being submitted."""
+    global _backend, _atexit_registered
+    if kwargs:
+        raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
+    with _lock:
+        if _backend is not None:
+            if ignore_reinit_error:
+                return _context()
+            raise RuntimeError("Maybe you called nanoray.init twice by accident? This error can "
+                               "be suppressed by passing ignore_reinit_error=True or by calling "
+                               "nanoray.shutdown() prior to nanoray.init().")
+        if address not in (None, "local"):
+            raise NotImplementedError(
+                "nanoray runs on this machine only for now (address=%r): the Ray-cluster "
+                "backend is not available yet" % (address,))
+        if num_gpus:
+            raise ValueError("nanoray schedules CPUs only: num_gpus must be 0 or None")
+        if num_cpus is None:
+            num_cpus = os.cpu_count() or 1
+        if not isinstance(num_cpus, (int, float)) or isinstance(num_cpus, bool) or num_cpus <= 0:
+            raise ValueError("num_cpus must be a positive number, got %r" % (num_cpus,))
+        if object_store_memory is None:
+            object_store_memory = int(_physical_memory() * DEFAULT_STORE_SHARE)
+        if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
+            raise ValueError("object_store_memory must be an int of at least 1 MiB, got %r"
+                             % (object_store_memory,))
+        _backend = LocalBackend.start(num_cpus, object_store_memory)
+        _rt.set_liveness_check(_backend.check_alive)
+        if not _atexit_registered:
+            atexit.register(shutdown)
+            _atexit_registered = True
+        return _context()
+
+
+def _context():
+    return {"num_cpus": _backend.num_cpus, "node_id": "local"}
+
+
+def shutdown(_exiting_interpreter=False):
+    """Stops every worker and releases the store; a no-op when not started."""
+    global _backend
+    with _lock:
+        b = _backend
+        if b is None or b.zygote is None:
+            return
+        _backend = None
+        _rt.set_liveness_check(None)
+        b.stop()
+
+
+def is_initialized():
+    return _backend is not None
+
+
+def _auto_init():
+    with _lock:
+        if _backend is None:
+            init()
+        return _backend
+
+
+def _get_backend():
+    b = _backend
+    return b if b is not None else _auto_init()
+
+
+def put(value, *, _owner=None):
+    """Stores value in the shared object store; returns its ObjectRef."""
+    _get_backend()
+    return _rt.put(value)
+
+
+def get(object_refs, *, timeout=None):
+    """Blocks until the value(s) are available; returns them.
+
+    A list of refs gives a list of values in the same order.  Arrays come
+    back as read-only views of shared memory (no copy).  Raises the task's
+    exception (RayTaskError, also an instance of the original type), or
+    GetTimeoutError when timeout (seconds) passes first."""
+    _get_backend()
+    if type(object_refs) is ObjectRef:
+        return _rt.get_one(object_refs, timeout)
+    if isinstance(object_refs, (list, tuple)):
+        for r in object_refs:
+            if type(r) is not ObjectRef:
+                raise ValueError("'object_refs' must either be an ObjectRef or a list of "
+                                 "ObjectRefs, found %r in the list" % (type(r).__name__,))
+        return _rt.get(object_refs, timeout)
+    raise ValueError("'object_refs' must either be an ObjectRef or a list of ObjectRefs, got %r"
+                     % (type(object_refs).__name__,))
+
+
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+    """Returns (ready, not_ready): the first num_returns refs that are ready,
+    in input order, once that many are ready or timeout passes."""
+    _get_backend()
+    if type(object_refs) is ObjectRef:
+        raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
+    if not isinstance(object_refs, (list, tuple)):
+        raise TypeError("wait() expected a list of ObjectRef, got %r" % (type(object_refs).__name__,))
+    refs = list(object_refs)
+    for r in refs:
+        if type(r) is not ObjectRef:
+            raise TypeError("wait() expected a list of ObjectRef, found %r" % (type(r).__name__,))
+    if len(set(refs)) != len(refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError("Invalid number of objects to return %r." % (num_returns,))
+    if num_returns > len(refs):
+        raise ValueError("num_returns cannot be greater than the number of objects provided "
+                         "to wait.")
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
+    if not refs:
+        return [], []
+    idx = _rt.wait(refs, num_returns, timeout)
+    chosen = set(idx)
+    return [refs[i] for i in idx], [r for i, r in enumerate(refs) if i not in chosen]
+
+
+def cluster_resources():
+    b = _get_backend()
+    return {"CPU": float(b.region.stats()["cpus_total"])}
+
+
+def available_resources():
+    s = _get_backend().region.stats()
+    return {"CPU": max(0.0, float(s["cpus_available"]))}
+
+
+def timeline(*_a, **_k):
+    raise NotImplementedError("nanoray does not record a timeline")

@@ -1,0 +1,154 @@
+# cython: language_level=3
+"""Direct access to the C layer for tests: a private region, no processes.
+
+The tests drive the arena allocator, the object table and the task queues
+through this module exactly as the runtime does, and check the invariants
+(nr_arena_check) after every step."""
+
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memset
+from nanoray._core.region cimport *
+from nanoray._core.arena cimport *
+from nanoray._core.sched cimport *
+
+
+cdef class CRegion:
+    cdef nr_region_t r
+
+    def __cinit__(self, uint64_t arena_bytes=1 << 24, int32_t cpus_milli=2000,
+                  uint32_t max_objects=1024, uint32_t max_tasks=1024, uint32_t max_deps=1024):
+        cdef nr_config_t cfg
+        cfg.arena_bytes = arena_bytes
+        cfg.cpus_milli = cpus_milli
+        cfg.min_workers = 0
+        cfg.max_workers = 8
+        cfg.max_procs = 16
+        cfg.max_objects = max_objects
+        cfg.max_tasks = max_tasks
+        cfg.max_deps = max_deps
+        cdef int rc = nr_region_create(&self.r, &cfg)
+        if rc != 0:
+            raise OSError(-rc, "region")
+
+    def __dealloc__(self):
+        if self.r.base != NULL:
+            nr_region_detach(&self.r)
+            import os
+            os.close(self.r.fd)
+
+    # arena
+    def alloc(self, uint64_t n):
+        return nr_arena_alloc(&self.r, n)
+
+    def free(self, uint64_t off):
+        nr_arena_free(&self.r, off)
+
+    def usable(self, uint64_t off):
+        return nr_arena_usable(&self.r, off)
+
+    def check(self):
+        return nr_arena_check(&self.r)
+
+    def largest_free(self):
+        return nr_arena_largest_free(&self.r)
+
+    def fill(self, uint64_t off, uint64_t n, int byte):
+        memset(self.r.base + off, byte, n)
+
+    def read(self, uint64_t off, uint64_t n):
+        return (self.r.base + off)[:n]
+
+    def stats(self):
+        cdef nr_stats_t s
+        nr_stats(&self.r, &s)
+        return s
+
+    # objects: payloads here are bare nr_payload_t headers listing contained ids
+    def payload(self, contained=()):
+        cdef uint64_t off = nr_arena_alloc(&self.r, 16 + 8 * len(contained))
+        cdef nr_payload_t *p = <nr_payload_t *>(self.r.base + off)
+        p.nbufs = 0
+        p.ncontained = len(contained)
+        p.pickle_len = 0
+        for i, c in enumerate(contained):
+            nr_payload_contained(p)[i] = c
+        return off
+
+    def put(self, contained=()):
+        return nr_put(&self.r, self.payload(contained), 16)
+
+    def create(self):
+        return nr_object_create(&self.r)
+
+    def seal(self, uint64_t oid, contained=(), bint error=False):
+        cdef uint64_t off = self.payload(contained)
+        rc = nr_object_seal(&self.r, oid, off, 16, error)
+        if rc != 0:
+            nr_arena_free(&self.r, off)
+        return rc
+
+    def incref(self, uint64_t oid):
+        nr_object_incref(&self.r, oid)
+
+    def decref(self, uint64_t oid):
+        nr_object_decref(&self.r, oid)
+
+    def state(self, uint64_t oid):
+        return nr_object_info(&self.r, oid, NULL, NULL)
+
+    def wait(self, uint64_t oid, int64_t timeout_ns):
+        return nr_object_wait(&self.r, oid, timeout_ns, 0)
+
+    def wait_many(self, ids, int want, int64_t timeout_ns):
+        cdef uint64_t buf[64]
+        cdef uint8_t ready[64]
+        for i, x in enumerate(ids):
+            buf[i] = x
+        k = nr_wait_many(&self.r, buf, len(ids), want, timeout_ns, 0, ready)
+        return k, [bool(ready[i]) for i in range(len(ids))]
+
+    # tasks
+    def proc(self, uint32_t kind=NR_KIND_WORKER):
+        slot = nr_proc_alloc(&self.r, kind)
+        nr_proc_started(&self.r, slot, 1)
+        return slot
+
+    def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
+               uint32_t target=0):
+        cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps)))
+        cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
+        s.func_id = 0
+        s.args_obj = 0
+        s.args_len = 0
+        s.nret = nret
+        s.ndeps = len(deps)
+        s.ncontained = 0
+        s.flags = 0
+        for i, d in enumerate(deps):
+            nr_spec_ids(s)[nret + i] = d
+        t = nr_task_submit(&self.r, off, cpus, retries, target)
+        if t == 0:
+            nr_arena_free(&self.r, off)
+            return 0, []
+        return t, [nr_spec_ids(s)[i] for i in range(nret)]
+
+    def next(self, uint32_t slot, int64_t timeout_ns=0):
+        return nr_task_next(&self.r, slot, 0, timeout_ns)
+
+    def finish(self, uint32_t slot, uint32_t t):
+        nr_task_finish(&self.r, slot, t)
+
+    def retry(self, uint32_t t):
+        return nr_task_retry(&self.r, t)
+
+    def reap(self, uint32_t slot):
+        return nr_proc_reap(&self.r, slot)
+
+    def block(self, uint32_t slot):
+        nr_proc_block(&self.r, slot)
+
+    def unblock(self, uint32_t slot):
+        nr_proc_unblock(&self.r, slot)
+
+    def shutdown(self):
+        nr_shutdown(&self.r)

@@ -1,0 +1,932 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled runtime: region handle, ObjectRef, serialization, submit,
+get/put/wait, and the worker loop.
+
+Serialization (what crosses the region)
+---------------------------------------
+A value becomes a *payload* in one arena block::
+
+    nr_payload_t | contained ids | {off, len} per buffer | pickle | buffers
+
+The pickle stream is pickle protocol 5 with out-of-band buffers, so numpy
+arrays' data is copied once into the arena by put and never again: get
+rebuilds arrays as read-only views of the block.  Each view holds a
+_PinnedBuffer that keeps a count on the object, so the block lives as long
+as any view does.  Values made only of builtins and plain numpy arrays go
+through the C pickler; anything else (functions, classes and instances from
+__main__, lambdas) through cloudpickle, which pickles those by value.
+
+Refs nested in a value are collected while pickling (ObjectRef.__reduce__)
+and listed in the payload; the region keeps a count on each for as long as
+the payload lives, so a ref inside a value can never dangle.
+
+Task arguments are one payload: inline in the task spec when small (copied
+out in the worker), or an object of its own when larger than
+INLINE_ARGS_MAX (read in place by the worker).  Top-level ObjectRef
+arguments are replaced by _DepArg markers and listed as dependencies: the
+task is queued only once they are sealed, and the worker substitutes their
+values.
+"""
+
+import os
+import pickle
+import sys
+import traceback
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
+from libc.string cimport memcpy
+from libc.stdlib cimport malloc, free
+
+from nanoray._core.region cimport *
+from nanoray._core.arena cimport *
+from nanoray._core.sched cimport *
+
+cdef extern from "Python.h":
+    enum:
+        PyBUF_READ
+
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    enum:
+        PR_SET_PDEATHSIG
+
+from nanoray import exceptions as _exc
+
+# Arguments whose pickled size is above this become an object of their own
+# and are read in place by the worker; below it they ride inline in the task
+# spec (one allocation, copied out).  Ray uses the same 100 KiB bound.
+INLINE_ARGS_MAX = 100 * 1024
+
+# How long a waiting process spins before sleeping on a futex.  A futex
+# wake-up costs ~23 us on the development VM; a spin round trip ~0.1 us.
+# Workers spin longer than getters: in a pipelined burst the next task
+# usually arrives within a few microseconds.
+GET_SPIN_NS = int(os.environ.get("NANORAY_GET_SPIN_US", "50")) * 1000
+WORKER_SPIN_NS = int(os.environ.get("NANORAY_WORKER_SPIN_US", "100")) * 1000
+# A pool worker beyond num_cpus (started for nested tasks) retires after
+# this long idle, so a burst of nesting does not leave processes behind.
+IDLE_RETIRE_NS = 10 * 1000 * 1000 * 1000
+# Long waits wake this often to notice a dead runtime (e.g. the zygote).
+WAIT_SLICE_NS = 500 * 1000 * 1000
+
+cdef object _cloudpickle = None
+cdef object _ndarray = None
+cdef object _pickle_dumps = pickle.dumps
+cdef object _pickle_loads = pickle.loads
+cdef object _PickleBuffer = pickle.PickleBuffer
+
+# Per-process state.
+cdef Region _region = None        # the region this process uses now
+cdef uint32_t _slot = 0           # this process's proc slot
+cdef bint _in_task = False        # a worker running a task (get() lends CPUs)
+cdef list _collector = None       # refs met while pickling, or None
+cdef dict _funcs = {}             # function object id -> callable (workers)
+_liveness_check = None            # driver: callable raising if the runtime died
+
+
+cdef _cloud():
+    global _cloudpickle
+    if _cloudpickle is None:
+        import cloudpickle
+        _cloudpickle = cloudpickle
+    return _cloudpickle
+
+
+cdef inline void _check_ndarray():
+    global _ndarray
+    if _ndarray is None:
+        np = sys.modules.get("numpy")
+        if np is not None:
+            _ndarray = np.ndarray
+
+
+# --------------------------------------------------------------------------
+# Region
+
+
+cdef class Region:
+    """This process's mapping of the shared region.
+
+    The mapping stays until the last Region reference is gone, so arrays and
+    refs that outlive shutdown() still point at mapped memory."""
+    cdef nr_region_t r
+    cdef readonly bint owner          # the driver that created it
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self.r.base = NULL
+        self.r.fd = -1
+        self.r.spawn_fd = -1
+
+    @staticmethod
+    def create(uint64_t arena_bytes, int32_t cpus_milli, uint32_t min_workers,
+               uint32_t max_workers, uint32_t max_procs=1024,
+               uint32_t max_objects=1 << 20, uint32_t max_tasks=1 << 20,
+               uint32_t max_deps=1 << 21):
+        cdef Region self = Region.__new__(Region)
+        cdef nr_config_t cfg
+        cfg.arena_bytes = arena_bytes
+        cfg.cpus_milli = cpus_milli
+        cfg.min_workers = min_workers
+        cfg.max_workers = max_workers
+        cfg.max_procs = max_procs
+        cfg.max_objects = max_objects
+        cfg.max_tasks = max_tasks
+        cfg.max_deps = max_deps
+        cdef int rc = nr_region_create(&self.r, &cfg)
+        if rc != 0:
+            raise OSError(-rc, "nanoray: cannot create the shared region: " + os.strerror(-rc))
+        self.owner = True
+        return self
+
+    @staticmethod
+    def attach(int fd):
+        cdef Region self = Region.__new__(Region)
+        cdef int rc = nr_region_attach(&self.r, fd)
+        if rc != 0:
+            raise OSError(-rc, "nanoray: cannot map the shared region: " + os.strerror(-rc))
+        return self
+
+    def __dealloc__(self):
+        if self.r.base != NULL:
+            nr_region_detach(&self.r)
+        if self.r.fd >= 0:
+            os.close(self.r.fd)
+            self.r.fd = -1
+
+    @property
+    def fd(self):
+        return self.r.fd
+
+    @property
+    def size(self):
+        return self.r.size
+
+    def set_spawn_fd(self, int fd):
+        self.r.spawn_fd = fd
+
+    def close_fd(self):
+        """Closes the memfd; the mapping stays valid."""
+        if self.r.fd >= 0:
+            os.close(self.r.fd)
+            self.r.fd = -1
+
+    def proc_alloc(self, uint32_t kind):
+        return nr_proc_alloc(&self.r, kind)
+
+    def proc_started(self, uint32_t slot, int32_t pid):
+        nr_proc_started(&self.r, slot, pid)
+
+    def proc_pid(self, uint32_t slot):
+        return nr_proc(&self.r, slot).pid
+
+    def proc_state(self, uint32_t slot):
+        return nr_proc(&self.r, slot).state
+
+    def worker_pids(self):
+        cdef uint32_t i
+        cdef nr_proc_t *p
+        out = []
+        for i in range(self.r.hdr.max_procs):
+            p = nr_proc(&self.r, i)
+            if p.kind == NR_KIND_WORKER and p.state != NR_PROC_FREE and p.pid > 0:
+                out.append(p.pid)
+        return out
+
+    def spawn_take(self):
+        cdef uint32_t out[64]
+        cdef int n = nr_spawn_take(&self.r, out, 64)
+        return [out[i] for i in range(n)]
+
+    def shutdown(self):
+        nr_shutdown(&self.r)
+
+    def is_shut_down(self):
+        return self.r.hdr.shutdown != 0
+
+    def stats(self):
+        cdef nr_stats_t s
+        nr_stats(&self.r, &s)
+        return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
+                    workers=s.nworkers, sleeping=s.nsleeping, starting=s.nstarting,
+                    cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
+                    store_used=s.arena_used, store_allocations=s.arena_nallocs,
+                    store_touched=s.arena_peak, store_capacity=s.arena_size,
+                    lock_repairs=s.repairs)
+
+    def arena_check(self):
+        return nr_arena_check(&self.r)
+
+    def object_state(self, uint64_t oid):
+        return nr_object_info(&self.r, oid, NULL, NULL)
+
+    def refcount(self, uint64_t oid):
+        """Counts held on an object in all processes (0 once it is freed)."""
+        if nr_object_info(&self.r, oid, NULL, NULL) < 0:
+            return 0
+        return nr__objrefs(&self.r, <uint32_t>oid)
+
+
+cdef extern from *:
+    """
+    #include "nr_sched.h"
+    static int64_t nr__objrefs(nr_region_t *r, uint32_t idx) {
+        nr_object_t *o = (nr_object_t *)(r->base + r->hdr->objs_off) + (idx - 1);
+        return __atomic_load_n(&o->refs, __ATOMIC_SEQ_CST);
+    }
+    """
+    int64_t nr__objrefs(nr_region_t *r, uint32_t idx)
+
+
+def current_region():
+    return _region
+
+
+def set_process_state(Region region, uint32_t slot):
+    """Makes `region` this process's runtime (driver at init, workers at start)."""
+    global _region, _slot, _funcs
+    _region = region
+    _slot = slot
+    _funcs = {}
+    if region is not None:
+        region.r.slot = slot
+
+
+def set_liveness_check(check):
+    global _liveness_check
+    _liveness_check = check
+
+
+# --------------------------------------------------------------------------
+# ObjectRef
+
+
+cdef class ObjectRef:
+    """A future for a value in the object store, as in Ray.
+
+    Each instance holds one count on its object in the shared table; the
+    value is freed when no ref, task or view in any process holds it."""
+    cdef readonly uint64_t _id
+    cdef Region _reg
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ObjectRefs are made by put() and .remote(), not directly")
+
+    def __dealloc__(self):
+        if self._reg is not None and self._reg.r.base != NULL:
+            nr_object_decref(&self._reg.r, self._id)
+
+    def hex(self):
+        return format(self._id, "016x")
+
+    def binary(self):
+        return self._id.to_bytes(8, "little")
+
+    def __repr__(self):
+        return "ObjectRef(" + self.hex() + ")"
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return type(other) is ObjectRef and (<ObjectRef>other)._id == self._id
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __reduce__(self):
+        if _collector is not None:
+            _collector.append(self)
+        return (_rebuild_ref, (self._id,))
+
+    def future(self):
+        """A concurrent.futures.Future resolved with the value."""
+        import concurrent.futures
+        import threading
+        fut = concurrent.futures.Future()
+        ref = self
+
+        def waiter():
+            try:
+                fut.set_result(get((ref,), None)[0])
+            except BaseException as e:
+                fut.set_exception(e)
+        threading.Thread(target=waiter, daemon=True).start()
+        return fut
+
+
+cdef inline ObjectRef _adopt(Region reg, uint64_t oid):
+    """Wraps an id whose count the caller already took."""
+    cdef ObjectRef ref = ObjectRef.__new__(ObjectRef)
+    ref._id = oid
+    ref._reg = reg
+    return ref
+
+
+cdef inline ObjectRef _new_ref(Region reg, uint64_t oid):
+    nr_object_incref(&reg.r, oid)
+    return _adopt(reg, oid)
+
+
+def _rebuild_ref(uint64_t oid):
+    if _region is None:
+        raise _exc.RaySystemError("an ObjectRef was unpickled outside a nanoray runtime")
+    return _new_ref(_region, oid)
+
+
+cdef class _DepArg:
+    """Marks where a top-level ObjectRef argument's value goes."""
+    cdef public int i
+
+    def __init__(self, int i):
+        self.i = i
+
+    def __reduce__(self):
+        return (_DepArg, (self.i,))
+
+
+cdef class _PinnedBuffer:
+    """A read-only buffer over region memory that pins its object."""
+    cdef Region reg
+    cdef uint64_t oid
+    cdef char *ptr
+    cdef Py_ssize_t size
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+
+    def __dealloc__(self):
+        if self.reg is not None and self.reg.r.base != NULL:
+            nr_object_decref(&self.reg.r, self.oid)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError(
+                "nanoray: objects in the store are read-only; copy the value "
+                "(e.g. numpy.array(x) or x.copy()) to get a writable one")
+        self.shape[0] = self.size
+        self.strides[0] = 1
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.size
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+
+cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
+    cdef _PinnedBuffer b = _PinnedBuffer.__new__(_PinnedBuffer)
+    nr_object_incref(&reg.r, oid)
+    b.reg = reg
+    b.oid = oid
+    b.ptr = ptr
+    b.size = size
+    return b
+
+
+# --------------------------------------------------------------------------
+# Serialization
+
+
+cdef bint _plain(object v, int depth):
+    """True when the C pickler is enough: builtins, plain numpy arrays, refs."""
+    t = type(v)
+    if (t is int or t is float or t is str or t is bytes or t is bool
+            or v is None or t is complex or t is ObjectRef or t is _DepArg):
+        return True
+    if t is _ndarray:
+        return not v.dtype.hasobject
+    if depth == 0:
+        return False
+    if t is tuple or t is list:
+        if len(v) > 256:
+            return False
+        for x in v:
+            if not _plain(x, depth - 1):
+                return False
+        return True
+    if t is dict:
+        if len(v) > 256:
+            return False
+        for k, x in (<dict>v).items():
+            if type(k) is not str or not _plain(x, depth - 1):
+                return False
+        return True
+    return False
+
+
+cdef class _Pickled:
+    """A value pickled and measured, ready to be written as a payload."""
+    cdef bytes data
+    cdef list bufs            # memoryviews, each C-contiguous bytes
+    cdef list contained       # ObjectRefs met while pickling
+    cdef uint64_t size        # payload bytes
+    cdef uint64_t buf_bytes   # out-of-band bytes
+
+
+cdef inline uint64_t _align(uint64_t x):
+    return (x + NR_ALIGN - 1) & ~(<uint64_t>NR_ALIGN - 1)
+
+
+cdef _Pickled _pickle(object value, bint force_cloud):
+    global _collector
+    cdef _Pickled p = _Pickled.__new__(_Pickled)
+    cdef list bufs = []
+    cdef list saved = _collector
+    _collector = []
+    _check_ndarray()
+    try:
+        if not force_cloud and _plain(value, 3):
+            p.data = _pickle_dumps(value, 5, buffer_callback=bufs.append)
+        else:
+            p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append)
+    finally:
+        p.contained = _collector
+        _collector = saved
+    cdef uint64_t size = 16 + 8 * len(p.contained) + 16 * len(bufs) + len(p.data)
+    cdef uint64_t nb = 0
+    p.bufs = []
+    for b in bufs:
+        m = b.raw()
+        p.bufs.append(m)
+        size = _align(size) + len(m)
+        nb += len(m)
+    p.size = size
+    p.buf_bytes = nb
+    return p
+
+
+cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
+    """Writes p at dst (NR_ALIGN-aligned when buffers are to be viewed)."""
+    cdef nr_payload_t *hdr = <nr_payload_t *>dst
+    cdef uint32_t nc = len(p.contained) if with_contained else 0
+    cdef uint32_t nb = len(p.bufs)
+    hdr.nbufs = nb
+    hdr.ncontained = nc
+    hdr.pickle_len = len(p.data)
+    cdef uint64_t *ids = nr_payload_contained(hdr)
+    cdef uint32_t i
+    for i in range(nc):
+        ids[i] = (<ObjectRef>p.contained[i])._id
+    cdef uint64_t *table = ids + nc
+    cdef uint64_t off = 16 + 8 * nc + 16 * nb
+    memcpy(dst + off, PyBytes_AS_STRING(p.data), len(p.data))
+    off += len(p.data)
+    cdef Py_buffer view
+    cdef char *src
+    cdef uint64_t n
+    for i in range(nb):
+        off = _align(off)
+        PyObject_GetBuffer(p.bufs[i], &view, PyBUF_SIMPLE)
+        src = <char *>view.buf
+        n = view.len
+        with nogil:
+            memcpy(dst + off, src, n)
+        PyBuffer_Release(&view)
+        table[2 * i] = off
+        table[2 * i + 1] = n
+        off += n
+
+
+cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
+    cdef uint64_t off
+    with nogil:
+        off = nr_arena_alloc(&reg.r, size)
+    if off == 0:
+        raise _exc.ObjectStoreFullError(
+            "nanoray: the object store is full: %d bytes requested, %d free at most "
+            "(store size %d). Free refs you no longer need, or pass a larger "
+            "object_store_memory to init()." % (
+                size, nr_arena_largest_free(&reg.r), reg.r.size))
+    return off
+
+
+cdef uint64_t _store(Region reg, _Pickled p) except 0:
+    """Writes a payload into a new arena block; returns its offset."""
+    cdef uint64_t off = _alloc(reg, p.size)
+    try:
+        _write_payload(reg.r.base + off, p, True)
+    except BaseException:
+        nr_arena_free(&reg.r, off)
+        raise
+    return off
+
+
+cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
+    """Rebuilds a value from a payload; buffers are pinned views unless copy."""
+    cdef nr_payload_t *hdr = <nr_payload_t *>ptr
+    cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
+    cdef char *stream = <char *>(table + 2 * hdr.nbufs)
+    data = PyMemoryView_FromMemory(stream, hdr.pickle_len, PyBUF_READ)
+    if hdr.nbufs == 0:
+        return _pickle_loads(data)
+    cdef list bufs = []
+    cdef uint32_t i
+    for i in range(hdr.nbufs):
+        if copy:
+            bufs.append(bytearray(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
+        else:
+            bufs.append(memoryview(_pin(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
+    return _pickle_loads(data, buffers=bufs)
+
+
+cdef object _value(Region reg, uint64_t oid, bint *is_error):
+    """The value of a sealed object (an exception instance if it failed)."""
+    cdef uint64_t data, size
+    cdef int st = nr_object_info(&reg.r, oid, &data, &size)
+    if st < 0:
+        raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
+    is_error[0] = st == NR_OBJ_ERROR
+    return _load(reg, oid, reg.r.base + data, False)
+
+
+def put(value):
+    cdef Region reg = _region
+    if type(value) is ObjectRef:
+        raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
+    cdef _Pickled p = _pickle(value, False)
+    cdef uint64_t off = _store(reg, p)
+    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
+    if oid == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    return _adopt(reg, oid)
+
+
+cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
+    cdef _Pickled p
+    try:
+        p = _pickle(value, is_error)
+    except BaseException as e:
+        if is_error:
+            raise
+        err = _exc.RayTaskError("", "", _exc.RaySystemError(
+            "nanoray: the task's result could not be serialized: %r" % (e,)), os.getpid())
+        p = _pickle(err, True)
+        is_error = True
+    cdef uint64_t off = _store(reg, p)
+    if nr_object_seal(&reg.r, oid, off, p.size, is_error) != 0:
+        nr_arena_free(&reg.r, off)
+
+
+def seal_error(uint64_t oid, err):
+    """Seals a pending object with an error (used when a task cannot run)."""
+    _seal(_region, oid, err, True)
+
+
+# --------------------------------------------------------------------------
+# get / wait
+
+
+cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
+    """0 when sealed, 1 on timeout.  Inside a task, lends the task's CPUs."""
+    cdef int st = nr_object_info(&reg.r, oid, NULL, NULL)
+    if st != NR_OBJ_PENDING:
+        if st < 0:
+            raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
+        return 0
+    cdef int rc
+    cdef int64_t left, slice_ns, spin = GET_SPIN_NS
+    cdef bint lent = _in_task
+    if lent:
+        nr_proc_block(&reg.r, _slot)
+    try:
+        while True:
+            slice_ns = WAIT_SLICE_NS
+            if deadline >= 0:
+                left = deadline - nr_now_ns()
+                if left <= 0:
+                    return 1
+                if left < slice_ns:
+                    slice_ns = left
+            with nogil:
+                rc = nr_object_wait(&reg.r, oid, slice_ns, spin)
+            spin = 0
+            if rc == 0:
+                return 0
+            if rc < 0:
+                if reg.r.hdr.shutdown:
+                    raise _exc.RaySystemError("nanoray was shut down while waiting for an object")
+                raise _exc.ObjectLostError("nanoray: object %016x is gone" % oid)
+            if _liveness_check is not None:
+                _liveness_check()
+    finally:
+        if lent:
+            nr_proc_unblock(&reg.r, _slot)
+
+
+cdef inline int64_t _deadline(timeout) except? -2:
+    if timeout is None:
+        return -1
+    if timeout < 0:
+        raise ValueError("timeout must be None or >= 0")
+    return nr_now_ns() + <int64_t>(timeout * 1e9)
+
+
+cdef inline Region _check_ref(object ref):
+    if type(ref) is not ObjectRef:
+        raise TypeError("expected an ObjectRef, got %r" % (type(ref).__name__,))
+    cdef Region reg = (<ObjectRef>ref)._reg
+    if reg is not _region or reg is None:
+        raise _exc.RaySystemError(
+            "nanoray: this ObjectRef belongs to a runtime that was shut down")
+    return reg
+
+
+cdef object _get_one(ObjectRef ref, int64_t deadline):
+    cdef Region reg = _check_ref(ref)
+    cdef bint is_error = False
+    if _wait_one(reg, ref._id, deadline):
+        raise _exc.GetTimeoutError("Get timed out: some object(s) not ready.")
+    value = _value(reg, ref._id, &is_error)
+    if is_error:
+        if isinstance(value, _exc.RayTaskError):
+            raise value.as_instanceof_cause()
+        raise value
+    return value
+
+
+def get(object refs, timeout=None):
+    """Values of a sequence of refs, in order (the API layer validates)."""
+    cdef int64_t deadline = _deadline(timeout)
+    return [_get_one(r, deadline) for r in refs]
+
+
+def get_one(ObjectRef ref, timeout=None):
+    return _get_one(ref, _deadline(timeout))
+
+
+def wait(list refs, int num_returns, timeout):
+    """Indices of the first num_returns sealed refs (input order)."""
+    cdef Py_ssize_t n = len(refs), i
+    if n == 0:
+        return []
+    cdef Region reg = _check_ref(refs[0])
+    cdef uint64_t *ids = <uint64_t *>malloc(n * 8)
+    cdef uint8_t *ready = <uint8_t *>malloc(n)
+    cdef int64_t deadline = _deadline(timeout), left, slice_ns, spin = GET_SPIN_NS
+    cdef int k
+    cdef bint lent = False
+    try:
+        for i in range(n):
+            _check_ref(refs[i])
+            ids[i] = (<ObjectRef>refs[i])._id
+        while True:
+            slice_ns = WAIT_SLICE_NS
+            if deadline >= 0:
+                left = deadline - nr_now_ns()
+                if left < 0:
+                    left = 0
+                if left < slice_ns:
+                    slice_ns = left
+            with nogil:
+                k = nr_wait_many(&reg.r, ids, <int>n, num_returns, 0, 0, ready)
+            if k >= num_returns or slice_ns == 0:
+                break
+            if _in_task and not lent:
+                nr_proc_block(&reg.r, _slot)
+                lent = True
+            with nogil:
+                k = nr_wait_many(&reg.r, ids, <int>n, num_returns, slice_ns, spin, ready)
+            spin = 0
+            if k >= num_returns:
+                break
+            if reg.r.hdr.shutdown:
+                raise _exc.RaySystemError("nanoray was shut down while waiting for objects")
+            if _liveness_check is not None:
+                _liveness_check()
+        out = []
+        for i in range(n):
+            if ready[i] and len(out) < num_returns:
+                out.append(i)
+        return out
+    finally:
+        if lent:
+            nr_proc_unblock(&reg.r, _slot)
+        free(ids)
+        free(ready)
+
+
+# --------------------------------------------------------------------------
+# Tasks
+
+
+def export_function(func):
+    """Stores a pickled function once; returns the ref that keeps it."""
+    cdef Region reg = _region
+    cdef _Pickled p = _pickle(func, True)
+    cdef uint64_t off = _store(reg, p)
+    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
+    if oid == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    return _adopt(reg, oid)
+
+
+def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
+           int32_t cpus_milli, int32_t retries, uint32_t target=0):
+    """Queues func(*args, **kwargs); returns its return ObjectRef(s)."""
+    cdef Region reg = _region
+    if func_ref._reg is not reg:
+        raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
+    cdef list deps = None
+    cdef Py_ssize_t i
+    cdef object a
+    cdef list largs
+    for i in range(len(args)):
+        a = args[i]
+        if type(a) is ObjectRef:
+            _check_ref(a)
+            if deps is None:
+                deps = []
+                largs = list(args)
+            largs[i] = _DepArg(len(deps))
+            deps.append(a)
+    if deps is not None:
+        args = tuple(largs)
+    cdef dict kw = None
+    if kwargs:
+        for k, a in kwargs.items():
+            if type(a) is ObjectRef:
+                _check_ref(a)
+                if deps is None:
+                    deps = []
+                if kw is None:
+                    kw = dict(kwargs)
+                kw[k] = _DepArg(len(deps))
+                deps.append(a)
+        if kw is not None:
+            kwargs = kw
+    else:
+        kwargs = None
+    cdef _Pickled p = _pickle((args, kwargs), False)
+    cdef ObjectRef args_ref = None
+    cdef uint64_t args_bytes = p.size
+    if p.size > INLINE_ARGS_MAX:
+        args_ref = put_pickled(reg, p)
+        args_bytes = 0
+    cdef uint32_t ndeps = 0 if deps is None else len(deps)
+    cdef uint32_t ncont = 0 if args_ref is not None else len(p.contained)
+    cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont) + args_bytes
+    cdef uint64_t off = _alloc(reg, size)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + off)
+    spec.func_id = func_ref._id
+    spec.args_obj = args_ref._id if args_ref is not None else 0
+    spec.args_len = args_bytes
+    spec.nret = nret
+    spec.ndeps = ndeps
+    spec.ncontained = ncont
+    spec.flags = 0
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    for i in range(ndeps):
+        ids[nret + i] = (<ObjectRef>deps[i])._id
+    for i in range(ncont):
+        ids[nret + ndeps + i] = (<ObjectRef>p.contained[i])._id
+    if args_ref is None:
+        _write_payload(nr_spec_args(spec), p, False)
+    cdef uint32_t t = nr_task_submit(&reg.r, off, cpus_milli, retries, target)
+    if t == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.RaySystemError("nanoray: the task or object table is full (too many pending tasks)")
+    if nret == 1:
+        return _adopt(reg, ids[0])
+    return [_adopt(reg, ids[i]) for i in range(nret)]
+
+
+cdef ObjectRef put_pickled(Region reg, _Pickled p):
+    cdef uint64_t off = _store(reg, p)
+    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
+    if oid == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    return _adopt(reg, oid)
+
+
+# --------------------------------------------------------------------------
+# Workers
+
+
+cdef object _function(Region reg, uint64_t fid):
+    f = _funcs.get(fid)
+    if f is None:
+        is_error = False
+        f = _value(reg, fid, &is_error)
+        _funcs[fid] = f
+    return f
+
+
+cdef void _run_task(Region reg, uint32_t t) except *:
+    global _in_task
+    cdef nr_task_t *task = nr_task(&reg.r, t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    cdef uint32_t nret = spec.nret, ndeps = spec.ndeps, i
+    cdef bint is_error = False
+    cdef object result
+    cdef object failure = None
+    name = "task"
+    _in_task = True
+    try:
+        try:
+            func = _function(reg, spec.func_id)
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "task")
+            if spec.args_obj:
+                args, kwargs = _value(reg, spec.args_obj, &is_error)
+            else:
+                args, kwargs = _load(reg, 0, nr_spec_args(spec), True)
+            if ndeps:
+                vals = []
+                for i in range(ndeps):
+                    v = _value(reg, ids[nret + i], &is_error)
+                    if is_error:
+                        failure = v        # a failed argument fails this task too
+                        break
+                    vals.append(v)
+                if failure is None:
+                    args = tuple([vals[(<_DepArg>a).i] if type(a) is _DepArg else a for a in args])
+                    if kwargs:
+                        kwargs = {k: (vals[(<_DepArg>a).i] if type(a) is _DepArg else a)
+                                  for k, a in kwargs.items()}
+            if failure is None:
+                result = func(*args, **kwargs) if kwargs else func(*args)
+        except BaseException as e:
+            if isinstance(e, _exc.RayTaskError):
+                failure = e
+            else:
+                failure = _exc.RayTaskError(name, traceback.format_exc(), e, os.getpid())
+        if failure is None and nret != 1:
+            try:
+                result = tuple(result)
+                if len(result) != nret:
+                    raise ValueError("the task returned %d values; num_returns is %d" % (len(result), nret))
+            except Exception as e:
+                failure = _exc.RayTaskError(name, traceback.format_exc(), e, os.getpid())
+        for i in range(nret):
+            if failure is not None:
+                _seal_failure(reg, ids[i], failure)
+            else:
+                _seal(reg, ids[i], result if nret == 1 else result[i], False)
+    finally:
+        _in_task = False
+        args = kwargs = result = vals = None
+        nr_task_finish(&reg.r, _slot, t)
+
+
+cdef void _seal_failure(Region reg, uint64_t oid, failure) except *:
+    try:
+        _seal(reg, oid, failure, True)
+    except BaseException:
+        # The cause will not pickle: keep its type name and message.
+        failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
+                                    failure.pid, cause_repr=repr(failure.cause))
+        _seal(reg, oid, failure, True)
+
+
+def worker_loop(Region reg, uint32_t slot):
+    """Runs tasks until shutdown (returns 0) or idle retirement (-1)."""
+    cdef int64_t t
+    cdef int64_t spin = WORKER_SPIN_NS, idle = IDLE_RETIRE_NS
+    while True:
+        with nogil:
+            t = nr_task_next(&reg.r, slot, spin, idle)
+        if t <= 0:
+            return t
+        _run_task(reg, <uint32_t>t)
+
+
+def task_returns(Region reg, uint32_t t):
+    """Return ids of task t that are still pending."""
+    cdef nr_task_t *task = nr_task(&reg.r, t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    return [ids[i] for i in range(spec.nret)
+            if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING]
+
+
+def task_retry(Region reg, uint32_t t):
+    return nr_task_retry(&reg.r, t)
+
+
+def task_release(Region reg, uint32_t t):
+    nr_task_release(&reg.r, t)
+
+
+def proc_reap(Region reg, uint32_t slot):
+    return nr_proc_reap(&reg.r, slot)
+
+
+def set_parent_death_signal(int sig):
+    """The kernel sends sig to this process when its parent thread exits."""
+    if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        raise OSError("prctl(PR_SET_PDEATHSIG) failed")

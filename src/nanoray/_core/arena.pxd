@@ -1,0 +1,10 @@
+# Declarations of csrc/nr_arena.h: the allocator for payloads and specs.
+from libc.stdint cimport uint64_t
+from nanoray._core.region cimport nr_region_t
+
+cdef extern from "nr_arena.h" nogil:
+    uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n)
+    void nr_arena_free(nr_region_t *r, uint64_t payload_off)
+    uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off)
+    int nr_arena_check(nr_region_t *r)
+    uint64_t nr_arena_largest_free(nr_region_t *r)

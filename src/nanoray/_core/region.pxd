@@ -1,0 +1,59 @@
+# Declarations of csrc/nr_region.h: the shared region, its lock and futexes.
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
+
+cdef extern from "nr_region.h" nogil:
+    enum:
+        NR_PROC_FREE
+        NR_PROC_STARTING
+        NR_PROC_IDLE
+        NR_PROC_RUNNING
+        NR_PROC_BLOCKED
+        NR_PROC_EXITED
+        NR_KIND_NONE
+        NR_KIND_DRIVER
+        NR_KIND_WORKER
+        NR_KIND_ACTOR
+        NR_ALIGN
+
+    ctypedef struct nr_proc_t:
+        uint32_t wake        # futex word bumped to wake the process
+        uint32_t sleeping    # 1 while parked waiting for work
+        int32_t pid          # OS process id
+        uint32_t state       # NR_PROC_*
+        uint32_t kind        # NR_KIND_*
+        uint32_t task        # running task (index + 1)
+        uint32_t q_len       # tasks routed to this process
+        int32_t cpus_held    # milli-CPUs held
+        uint64_t tasks_run   # statistics
+
+    ctypedef struct nr_header_t:
+        uint64_t size        # total mapped bytes
+        uint32_t max_procs   # proc slots
+        uint32_t shutdown    # set once at shutdown
+        int32_t cpus_total   # milli-CPUs
+
+    ctypedef struct nr_region_t:
+        char *base           # where this process mapped it
+        nr_header_t *hdr     # == base
+        size_t size          # mapped bytes
+        int fd               # the memfd
+        int spawn_fd         # eventfd that wakes the zygote, -1 if none
+        uint32_t slot        # this process's proc slot
+
+    ctypedef struct nr_config_t:
+        uint64_t arena_bytes # object store bytes
+        uint32_t max_procs   # proc slots
+        uint32_t max_objects # object table entries
+        uint32_t max_tasks   # task table entries
+        uint32_t max_deps    # dependency edges
+        int32_t cpus_milli   # CPUs to schedule, in thousandths
+        uint32_t min_workers # pool workers kept alive
+        uint32_t max_workers # pool workers at most (blocked ones included)
+
+    int nr_region_create(nr_region_t *r, const nr_config_t *cfg)
+    int nr_region_attach(nr_region_t *r, int fd)
+    void nr_region_detach(nr_region_t *r)
+    void nr_lock(nr_region_t *r)
+    void nr_unlock(nr_region_t *r)
+    int64_t nr_now_ns()
+    nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot)

@@ -1,0 +1,72 @@
+# Declarations of csrc/nr_sched.h: objects, tasks, queues, waiting.
+from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
+from nanoray._core.region cimport nr_region_t
+
+cdef extern from "nr_sched.h" nogil:
+    enum:
+        NR_OBJ_FREE
+        NR_OBJ_PENDING
+        NR_OBJ_READY
+        NR_OBJ_ERROR
+        NR_TASK_FREE
+        NR_TASK_WAITING
+        NR_TASK_READY
+        NR_TASK_RUNNING
+
+    ctypedef struct nr_task_t:
+        uint32_t state       # NR_TASK_*
+        uint64_t spec        # arena offset of its nr_spec_t
+        int32_t cpus         # milli-CPUs
+        int32_t retries_left # re-runs left if its process dies
+        uint32_t attempts    # times started
+
+    ctypedef struct nr_spec_t:
+        uint64_t func_id     # object holding the pickled function
+        uint64_t args_obj    # object holding large args, 0 if inline
+        uint64_t args_len    # bytes of inline args payload
+        uint32_t nret        # return objects
+        uint32_t ndeps       # top-level ref arguments
+        uint32_t ncontained  # refs nested in the args
+        uint32_t flags       # language-layer flags
+
+    ctypedef struct nr_payload_t:
+        uint32_t nbufs       # out-of-band buffers
+        uint32_t ncontained  # refs nested in the value
+        uint64_t pickle_len  # bytes of the pickle stream
+
+    ctypedef struct nr_stats_t:
+        uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting
+        int64_t cpus_total, cpus_avail
+        uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
+        uint64_t repairs
+
+    uint64_t *nr_spec_ids(nr_spec_t *s)
+    char *nr_spec_args(nr_spec_t *s)
+    uint64_t *nr_payload_contained(nr_payload_t *p)
+
+    uint64_t nr_object_create(nr_region_t *r)
+    uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size)
+    int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error)
+    void nr_object_incref(nr_region_t *r, uint64_t id)
+    void nr_object_decref(nr_region_t *r, uint64_t id)
+    int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size)
+    int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns)
+    int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
+                     int64_t timeout_ns, int64_t spin_ns, uint8_t *ready)
+
+    uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
+                            uint32_t target_slot1)
+    nr_task_t *nr_task(nr_region_t *r, uint32_t t)
+    int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns)
+    void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
+    int nr_task_retry(nr_region_t *r, uint32_t t)
+    void nr_task_release(nr_region_t *r, uint32_t t)
+
+    int nr_proc_alloc(nr_region_t *r, uint32_t kind)
+    void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid)
+    void nr_proc_block(nr_region_t *r, uint32_t slot)
+    void nr_proc_unblock(nr_region_t *r, uint32_t slot)
+    uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
+    int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
+    void nr_shutdown(nr_region_t *r)
+    void nr_stats(nr_region_t *r, nr_stats_t *s)

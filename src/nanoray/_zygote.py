@@ -1,0 +1,159 @@
+"""The zygote: a small clean process that forks workers on demand.
+
+The driver starts it at init() as a fresh interpreter, passing
+the region's memfd, the read end of a pipe whose write end only the driver
+holds (EOF = the driver is gone, however it died), and an eventfd that any
+process pokes when runnable work has CPUs but no worker to run it.
+
+    driver ──Popen──► zygote ──fork──► worker 1 … N   (and more on demand)
+      │ death pipe ───►│◄── eventfd pokes (driver, workers)
+      │                │◄── SIGCHLD: a worker died → retry or fail its task,
+      │                │             start a replacement
+      └─ shared region: every process maps the same memfd
+
+Workers are forked from here, not from the driver, so they never inherit
+the driver's threads, locks or large heap.  Each worker sets
+PR_SET_PDEATHSIG, so it dies with the zygote; the zygote SIGKILLs its
+workers and exits when the death pipe reports EOF.
+"""
+
+import json
+import os
+import select
+import signal
+import sys
+import traceback
+
+
+def main():
+    cfg = json.loads(os.environ.pop("NANORAY_ZYGOTE"))
+    from nanoray._core import _runtime as rt
+
+    rt.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != cfg["driver_pid"]:
+        os._exit(1)                                  # the driver is already gone
+    death_fd, spawn_fd = cfg["death_fd"], cfg["spawn_fd"]
+    region = rt.Region.attach(cfg["region_fd"])
+    region.set_spawn_fd(spawn_fd)
+    rt.set_process_state(region, 0)
+
+    sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(sig_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    children = {}                                    # pid -> slot
+    zygote_pid = os.getpid()
+
+    def worker_main(slot):
+        code = 0
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for fd in (sig_r, sig_w, death_fd):
+                os.close(fd)
+            rt.set_parent_death_signal(signal.SIGKILL)
+            if os.getppid() != zygote_pid:
+                os._exit(1)
+            try:
+                sys.stdout.reconfigure(line_buffering=True)
+            except Exception:
+                pass
+            from nanoray import _api
+            _api._become_worker(region, slot)
+            region.proc_started(slot, os.getpid())
+            rt.worker_loop(region, slot)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def spawn():
+        for slot in region.spawn_take():
+            pid = os.fork()
+            if pid == 0:
+                worker_main(slot)
+            children[pid] = slot
+
+    def lost_task(t):
+        # Its process died: run it again if retries remain, else fail it.
+        if rt.task_retry(region, t):
+            return
+        from nanoray.exceptions import WorkerCrashedError
+        err = WorkerCrashedError(
+            "The worker died unexpectedly while executing this task "
+            "(killed, out of memory, or crashed), and no retries were left.")
+        for oid in rt.task_returns(region, t):
+            rt.seal_error(oid, err)
+        rt.task_release(region, t)
+
+    def reap():
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = children.pop(pid, None)
+            if slot is None:
+                continue
+            t = rt.proc_reap(region, slot)
+            if t:
+                lost_task(t)
+
+    def terminate():
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in list(children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        os._exit(0)
+
+    spawn()
+    for name in cfg.get("preload", ()):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+
+    poller = select.poll()
+    poller.register(death_fd, select.POLLIN | select.POLLHUP)
+    poller.register(spawn_fd, select.POLLIN)
+    poller.register(sig_r, select.POLLIN)
+    while True:
+        try:
+            events = poller.poll()
+        except InterruptedError:
+            events = []
+        for fd, _ in events:
+            if fd == death_fd:
+                terminate()
+            elif fd == spawn_fd:
+                try:
+                    os.eventfd_read(spawn_fd)
+                except BlockingIOError:
+                    pass
+            elif fd == sig_r:
+                try:
+                    while os.read(sig_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        reap()
+        if region.is_shut_down():
+            terminate()
+        spawn()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Exceptions raised by nanoray, with Ray's names and hierarchy.
+
+An exception raised inside a task reaches the caller of get() as a
+RayTaskError that is *also* an instance of the original exception's type
+(see RayTaskError.as_instanceof_cause), so ``except ValueError`` around
+``get()`` works as it does around a local call, and the message carries the
+remote traceback.
+"""
+
+__all__ = [
+    "RayError", "RaySystemError", "RayTaskError", "TaskError", "GetTimeoutError",
+    "ObjectStoreFullError", "ObjectLostError", "WorkerCrashedError",
+    "TaskCancelledError",
+]
+
+
+class RayError(Exception):
+    """Base class of nanoray's errors."""
+
+
+class RaySystemError(RayError):
+    """The runtime itself failed or was used after shutdown."""
+
+
+class GetTimeoutError(RayError, TimeoutError):
+    """get() or wait() ran out of time."""
+
+
+class ObjectStoreFullError(RayError, MemoryError):
+    """The shared object store has no block large enough."""
+
+
+class ObjectLostError(RayError):
+    """An object's value is gone (freed, or its id never existed)."""
+
+
+class WorkerCrashedError(RayError):
+    """The worker running a task died, and the task had no retries left."""
+
+    def __init__(self, message="The worker died unexpectedly while executing this task."):
+        super().__init__(message)
+
+
+class TaskCancelledError(RayError):
+    """The task was cancelled."""
+
+
+class RayTaskError(RayError):
+    """A task raised; carries the remote traceback and the original exception."""
+
+    def __init__(self, function_name, traceback_str, cause, pid, cause_repr=None):
+        self.function_name = function_name
+        self.traceback_str = traceback_str
+        self.cause = cause
+        self.pid = pid
+        self.cause_repr = cause_repr if cause_repr is not None else repr(cause)
+        super().__init__(self._message())
+
+    def _message(self):
+        head = "nanoray::%s() (pid=%s)" % (self.function_name, self.pid)
+        body = self.traceback_str.rstrip() if self.traceback_str else self.cause_repr
+        return head + "\n" + body
+
+    def __str__(self):
+        return self._message()
+
+    def __reduce__(self):
+        return (RayTaskError, (self.function_name, self.traceback_str, self.cause,
+                               self.pid, self.cause_repr))
+
+    def as_instanceof_cause(self):
+        """This error as an instance of a class deriving from both RayTaskError
+        and the cause's type, so callers can catch the original type."""
+        cause = self.cause
+        if cause is None or isinstance(cause, RayTaskError):
+            return self
+        cause_cls = type(cause)
+        cls = _dual_classes.get(cause_cls)
+        if cls is None:
+            try:
+                cls = type("RayTaskError(%s)" % cause_cls.__name__, (RayTaskError, cause_cls), {
+                    "__init__": _dual_init,
+                    "__str__": RayTaskError.__str__,
+                    "__reduce__": RayTaskError.__reduce__,
+                    "__module__": RayTaskError.__module__,
+                })
+            except TypeError:          # layouts that cannot be combined
+                return self
+            _dual_classes[cause_cls] = cls
+        err = cls.__new__(cls)
+        try:
+            err.__init__(self.function_name, self.traceback_str, cause, self.pid, self.cause_repr)
+        except Exception:
+            return self
+        err.args = (self._message(),)
+        return err
+
+
+def _dual_init(self, function_name, traceback_str, cause, pid, cause_repr=None):
+    RayTaskError.__init__(self, function_name, traceback_str, cause, pid, cause_repr)
+    # Copy the cause's attributes (e.g. OSError.errno) so handlers see them.
+    try:
+        self.__dict__.update({k: v for k, v in vars(cause).items() if k not in self.__dict__})
+    except TypeError:
+        pass
+
+
+_dual_classes = {}
+
+# Ray's alias.
+TaskError = RayTaskError

@@ -1,0 +1,143 @@
+"""@remote functions: RemoteFunction and its options."""
+
+import numbers
+
+from nanoray import _api
+from nanoray._core import _runtime as _rt
+
+# Options that change what a task does here, with Ray's defaults.
+_DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3}
+# Options Ray accepts that have no effect on one machine; accepted so that
+# Ray code runs unchanged.
+_NO_EFFECT = {"name", "memory", "scheduling_strategy", "placement_group",
+              "placement_group_bundle_index", "placement_group_capture_child_tasks",
+              "max_calls", "retry_exceptions", "num_gpus", "resources", "runtime_env",
+              "accelerator_type", "_metadata", "label_selector", "enable_task_events"}
+
+
+def validate_options(opts):
+    """Checks remote-function options; returns them with clear errors for bad ones."""
+    for key, value in opts.items():
+        if key not in _DEFAULTS and key not in _NO_EFFECT:
+            raise ValueError("Invalid option keyword %s for remote functions." % (key,))
+    n = opts.get("num_returns")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+    c = opts.get("num_cpus")
+    if c is not None and (not isinstance(c, numbers.Real) or isinstance(c, bool) or c < 0):
+        raise ValueError("num_cpus must be a number >= 0, got %r" % (c,))
+    r = opts.get("max_retries")
+    if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < -1):
+        raise ValueError("max_retries must be an int >= -1 (-1: retry forever), got %r" % (r,))
+    if opts.get("num_gpus"):
+        raise ValueError("nanoray schedules CPUs only: num_gpus must be 0")
+    if opts.get("resources"):
+        raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
+                         % (opts["resources"],))
+    if opts.get("runtime_env"):
+        raise NotImplementedError("runtime_env is not supported by nanoray")
+    if opts.get("retry_exceptions"):
+        raise NotImplementedError("retry_exceptions is not supported by nanoray yet; "
+                                  "tasks are retried only when their worker dies")
+    return opts
+
+
+class _Options:
+    __slots__ = ("num_returns", "cpus_milli", "max_retries")
+
+    def __init__(self, opts):
+        merged = dict(_DEFAULTS)
+        merged.update({k: v for k, v in opts.items() if k in _DEFAULTS and v is not None})
+        self.num_returns = merged["num_returns"]
+        self.cpus_milli = int(round(merged["num_cpus"] * 1000))
+        self.max_retries = merged["max_retries"]
+
+
+class RemoteFunction:
+    """A function run as a task by .remote(); calling it directly is an error."""
+
+    def __init__(self, function, options):
+        self._function = function
+        self._options = dict(options)
+        self._compiled = _Options(self._options)
+        self._ref = None            # the exported function in the current runtime
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(self, attr, getattr(function, attr))
+            except AttributeError:
+                pass
+
+    def __call__(self, *args, **kwargs):
+        name = getattr(self._function, "__name__", "f")
+        raise TypeError("Remote functions cannot be called directly. Instead of running "
+                        "'%s()', try '%s.remote()'." % (name, name))
+
+    def remote(self, *args, **kwargs):
+        """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
+        return self._submit(args, kwargs, self._compiled)
+
+    def options(self, **options):
+        """A copy of this function with some options replaced, for .remote()."""
+        validate_options(options)
+        merged = dict(self._options)
+        merged.update(options)
+        return _Bound(self, _Options(merged))
+
+    def _submit(self, args, kwargs, o):
+        backend = _api._backend or _api._auto_init()
+        ref = self._ref
+        if ref is None or _rt.current_region() is not self._ref_region:
+            ref = self._export()
+        if backend.num_cpus is not None and o.cpus_milli > backend.num_cpus * 1000:
+            raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
+                             % (o.cpus_milli / 1000, backend.num_cpus))
+        if o.num_returns == 0:
+            _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
+            return None
+        return _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
+
+    def _export(self):
+        self._ref = _rt.export_function(self._function)
+        self._ref_region = _rt.current_region()
+        return self._ref
+
+    def __getstate__(self):
+        # The exported ref belongs to one runtime; a copy re-exports on use.
+        return {"_function": self._function, "_options": self._options}
+
+    def __setstate__(self, state):
+        self.__init__(state["_function"], state["_options"])
+
+
+class _Bound:
+    """What .options() returns: the function with options fixed."""
+
+    __slots__ = ("_rf", "_o")
+
+    def __init__(self, rf, o):
+        self._rf = rf
+        self._o = o
+
+    def remote(self, *args, **kwargs):
+        return self._rf._submit(args, kwargs, self._o)
+
+
+def remote(*args, **options):
+    """Makes a function remote: ``@remote`` or ``@remote(num_cpus=2, ...)``."""
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make(args[0], {})
+    if args:
+        raise TypeError("The @remote decorator must be applied either with no arguments "
+                        "and no parentheses, for example '@remote', or it must be applied "
+                        "using keyword arguments, for example '@remote(num_returns=2)'.")
+    validate_options(options)
+    return lambda f: _make(f, options)
+
+
+def _make(obj, options):
+    if isinstance(obj, type):
+        raise NotImplementedError("remote classes (actors) are not available in nanoray yet")
+    if not callable(obj):
+        raise TypeError("@remote applies to functions, got %r" % (type(obj).__name__,))
+    validate_options(options)
+    return RemoteFunction(obj, options)
