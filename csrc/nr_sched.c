@@ -141,9 +141,17 @@ static void seal_locked(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t 
     o->size = size;
     if (data) incref_payload_contained(r, data);
     STORE(&o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
-    /* Release the tasks that were waiting for this object. */
-    uint32_t d = o->dep_head;
+    /* Release the tasks that were waiting for this object, in the order
+     * they were submitted (the list was built by pushing at the head). */
+    uint32_t d = o->dep_head, rev = 0;
     o->dep_head = 0;
+    while (d) {
+        uint32_t next = deps(r)[d - 1].next;
+        deps(r)[d - 1].next = rev;
+        rev = d;
+        d = next;
+    }
+    d = rev;
     while (d) {
         nr_dep_t *node = deps(r) + (d - 1);
         uint32_t next = node->next;
@@ -438,6 +446,19 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         }
         nr_unlock(r);
     }
+}
+
+int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    uint32_t t = pop_locked(r, nr_proc(r, slot));
+    if (t) {
+        start_task_locked(r, slot, t);
+        kick_locked(r, &w);
+    }
+    nr_unlock(r);
+    flush(r, &w);
+    return t;
 }
 
 /* Drops what a task held: argument refs, its spec, its entry. */

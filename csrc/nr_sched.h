@@ -112,6 +112,8 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
 nr_task_t *nr_task(nr_region_t *r, uint32_t t);
 /* Next task for process `slot`: > 0 a task, 0 shut down, -1 idle timeout. */
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);
+/* Pops the next task for `slot` without waiting: > 0 a task, 0 none. */
+int64_t nr_task_try_next(nr_region_t *r, uint32_t slot);
 /* The running process is done with task t: CPUs back, arguments released. */
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);
 /* Task t lost its process: queue it again (1) or, with no retries left, 0. */

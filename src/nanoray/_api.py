@@ -231,6 +231,8 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
             raise TypeError("wait() expected a list of ObjectRef, found %r" % (type(r).__name__,))
     if len(set(refs)) != len(refs):
         raise ValueError("Wait requires a list of unique object refs.")
+    if not refs:
+        return [], []
     if not isinstance(num_returns, int) or num_returns <= 0:
         raise ValueError("Invalid number of objects to return %r." % (num_returns,))
     if num_returns > len(refs):
@@ -238,8 +240,6 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
                          "to wait.")
     if timeout is not None and timeout < 0:
         raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
-    if not refs:
-        return [], []
     idx = _rt.wait(refs, num_returns, timeout)
     chosen = set(idx)
     return [refs[i] for i in idx], [r for i, r in enumerate(refs) if i not in chosen]

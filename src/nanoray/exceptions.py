@@ -54,7 +54,8 @@ class RayTaskError(RayError):
         self.cause = cause
         self.pid = pid
         self.cause_repr = cause_repr if cause_repr is not None else repr(cause)
-        super().__init__(self._message())
+        # Not super(): in the dual class the next __init__ would be the cause's.
+        Exception.__init__(self, self._message())
 
     def _message(self):
         head = "nanoray::%s() (pid=%s)" % (self.function_name, self.pid)

@@ -7,6 +7,7 @@ through this module exactly as the runtime does, and check the invariants
 
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memset
+from posix.unistd cimport close
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
@@ -33,8 +34,7 @@ cdef class CRegion:
     def __dealloc__(self):
         if self.r.base != NULL:
             nr_region_detach(&self.r)
-            import os
-            os.close(self.r.fd)
+            close(self.r.fd)
 
     # arena
     def alloc(self, uint64_t n):
@@ -132,8 +132,23 @@ cdef class CRegion:
             return 0, []
         return t, [nr_spec_ids(s)[i] for i in range(nret)]
 
-    def next(self, uint32_t slot, int64_t timeout_ns=0):
-        return nr_task_next(&self.r, slot, 0, timeout_ns)
+    def next(self, uint32_t slot):
+        """The next task for slot, or 0 when none is runnable now."""
+        return nr_task_try_next(&self.r, slot)
+
+    def next_blocking(self, uint32_t slot, int64_t idle_timeout_ns):
+        return nr_task_next(&self.r, slot, 0, idle_timeout_ns)
+
+    def task_attempts(self, uint32_t t):
+        return nr_task(&self.r, t).attempts
+
+    def cpus_available(self):
+        cdef nr_stats_t s
+        nr_stats(&self.r, &s)
+        return s.cpus_avail
+
+    def proc_state(self, uint32_t slot):
+        return nr_proc(&self.r, slot).state
 
     def finish(self, uint32_t slot, uint32_t t):
         nr_task_finish(&self.r, slot, t)

@@ -40,6 +40,7 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
+from posix.unistd cimport close
 
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
@@ -155,7 +156,7 @@ cdef class Region:
         if self.r.base != NULL:
             nr_region_detach(&self.r)
         if self.r.fd >= 0:
-            os.close(self.r.fd)
+            close(self.r.fd)
             self.r.fd = -1
 
     @property
@@ -864,14 +865,14 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             if isinstance(e, _exc.RayTaskError):
                 failure = e
             else:
-                failure = _exc.RayTaskError(name, traceback.format_exc(), e, os.getpid())
+                failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
         if failure is None and nret != 1:
             try:
                 result = tuple(result)
                 if len(result) != nret:
                     raise ValueError("the task returned %d values; num_returns is %d" % (len(result), nret))
             except Exception as e:
-                failure = _exc.RayTaskError(name, traceback.format_exc(), e, os.getpid())
+                failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure)
@@ -881,6 +882,14 @@ cdef void _run_task(Region reg, uint32_t t) except *:
         _in_task = False
         args = kwargs = result = vals = None
         nr_task_finish(&reg.r, _slot, t)
+
+
+cdef str _format_tb(BaseException e):
+    """The traceback of e from the user's code on (runtime frames dropped)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.endswith("_runtime.pyx"):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb))
 
 
 cdef void _seal_failure(Region reg, uint64_t oid, failure) except *:

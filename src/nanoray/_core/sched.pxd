@@ -58,6 +58,7 @@ cdef extern from "nr_sched.h" nogil:
                             uint32_t target_slot1)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)
     int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns)
+    int64_t nr_task_try_next(nr_region_t *r, uint32_t slot)
     void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)

@@ -1,0 +1,324 @@
+"""Per-task overhead of nanoray next to its peers, measured in one run.
+
+Figures (each the best of a few repeats, to damp noise on a shared machine):
+  init           start-up until the first no-op task's result is back
+  pipelined      no-op tasks submitted in a burst, then all collected (tasks/s)
+  round trip     one no-op task submitted and its result awaited (us)
+  put / get      of a small value (us), and of a 256 MiB float64 array (GB/s, us)
+  array to task  a 256 MiB array handed to a task that reads one element (ms)
+
+Peers: multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor with
+the same number of processes, and Ray when it is installed.  Pools have no
+object store, so put/get have no peer figure; "array to task" is the
+comparable cost (a pool pickles the array through a pipe).
+"""
+
+import argparse
+import concurrent.futures
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+MiB = 1 << 20
+
+
+def noop(x=None):
+    return x
+
+
+def first_element(a):
+    return float(a[0])
+
+
+def _best(fn, repeats):
+    return min(fn() for _ in range(repeats))
+
+
+def _rate(n, seconds):
+    return n / seconds
+
+
+class Figures(dict):
+    pass
+
+
+# ---------------------------------------------------------------- nanoray
+
+def bench_nanoray(num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    import nanoray
+
+    out = Figures()
+    t0 = time.perf_counter()
+    nanoray.init(num_cpus=num_cpus)
+    rnoop = nanoray.remote(noop)
+    nanoray.get(rnoop.remote())
+    out["init_s"] = time.perf_counter() - t0
+    rfirst = nanoray.remote(first_element)
+    try:
+        # let every worker come up before timing steady-state figures
+        nanoray.get([rnoop.remote(i) for i in range(200)])
+
+        def pipelined():
+            t = time.perf_counter()
+            refs = [rnoop.remote(i) for i in range(n_tasks)]
+            nanoray.get(refs)
+            return time.perf_counter() - t
+        out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
+
+        def round_trip():
+            t = time.perf_counter()
+            for i in range(n_rt):
+                nanoray.get(rnoop.remote(i))
+            return (time.perf_counter() - t) / n_rt
+        out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+
+        small = {"a": 1, "b": [1, 2, 3], "c": "text"}
+
+        def put_small():
+            t = time.perf_counter()
+            for _ in range(n_rt):
+                nanoray.put(small)
+            return (time.perf_counter() - t) / n_rt
+        out["put_small_us"] = _best(put_small, repeats) * 1e6
+        ref = nanoray.put(small)
+
+        def get_small():
+            t = time.perf_counter()
+            for _ in range(n_rt):
+                nanoray.get(ref)
+            return (time.perf_counter() - t) / n_rt
+        out["get_small_us"] = _best(get_small, repeats) * 1e6
+
+        big = np.ones(big_bytes // 8)
+        t = time.perf_counter()
+        bref = nanoray.put(big)
+        out["put_big_first_GBps"] = big_bytes / (time.perf_counter() - t) / 1e9
+        del bref
+
+        def put_big():
+            t = time.perf_counter()
+            r = nanoray.put(big)
+            dt = time.perf_counter() - t
+            del r
+            return dt
+        out["put_big_GBps"] = big_bytes / _best(put_big, repeats) / 1e9
+        bref = nanoray.put(big)
+
+        def get_big():
+            t = time.perf_counter()
+            v = nanoray.get(bref)
+            dt = time.perf_counter() - t
+            assert v.shape == big.shape and not v.flags.owndata
+            return dt
+        out["get_big_us"] = _best(get_big, repeats) * 1e6
+
+        def to_task():
+            t = time.perf_counter()
+            nanoray.get(rfirst.remote(bref))
+            return time.perf_counter() - t
+        out["array_to_task_ms"] = _best(to_task, repeats) * 1e3
+        del bref
+    finally:
+        nanoray.shutdown()
+    return out
+
+
+# ---------------------------------------------------------------- pools
+
+def _bench_pool(make, submit, result, num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    out = Figures()
+    t0 = time.perf_counter()
+    pool = make(num_cpus)
+    result(submit(pool, noop, (None,)))
+    out["init_s"] = time.perf_counter() - t0
+    try:
+        [result(f) for f in [submit(pool, noop, (i,)) for i in range(200)]]
+
+        def pipelined():
+            t = time.perf_counter()
+            futs = [submit(pool, noop, (i,)) for i in range(n_tasks)]
+            for f in futs:
+                result(f)
+            return time.perf_counter() - t
+        out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
+
+        def round_trip():
+            t = time.perf_counter()
+            for i in range(n_rt):
+                result(submit(pool, noop, (i,)))
+            return (time.perf_counter() - t) / n_rt
+        out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+
+        big = np.ones(big_bytes // 8)
+
+        def to_task():
+            t = time.perf_counter()
+            result(submit(pool, first_element, (big,)))
+            return time.perf_counter() - t
+        out["array_to_task_ms"] = _best(to_task, repeats) * 1e3
+    finally:
+        if hasattr(pool, "terminate"):
+            pool.terminate()
+            pool.join()
+        else:
+            pool.shutdown(wait=True)
+    return out
+
+
+def bench_pool(num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    return _bench_pool(lambda n: multiprocessing.get_context("fork").Pool(n),
+                       lambda p, f, a: p.apply_async(f, a), lambda r: r.get(),
+                       num_cpus, n_tasks, n_rt, big_bytes, repeats)
+
+
+def bench_executor(num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    return _bench_pool(lambda n: concurrent.futures.ProcessPoolExecutor(
+                           n, mp_context=multiprocessing.get_context("fork")),
+                       lambda p, f, a: p.submit(f, *a), lambda r: r.result(),
+                       num_cpus, n_tasks, n_rt, big_bytes, repeats)
+
+
+def bench_ray(num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    import ray
+
+    out = Figures()
+    t0 = time.perf_counter()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR")
+    rnoop = ray.remote(noop)
+    ray.get(rnoop.remote())
+    out["init_s"] = time.perf_counter() - t0
+    try:
+        ray.get([rnoop.remote(i) for i in range(200)])
+        n = min(n_tasks, 5000)
+
+        def pipelined():
+            t = time.perf_counter()
+            ray.get([rnoop.remote(i) for i in range(n)])
+            return time.perf_counter() - t
+        out["pipelined_tasks_per_s"] = _rate(n, _best(pipelined, repeats))
+        m = min(n_rt, 300)
+
+        def round_trip():
+            t = time.perf_counter()
+            for i in range(m):
+                ray.get(rnoop.remote(i))
+            return (time.perf_counter() - t) / m
+        out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+        big = np.ones(big_bytes // 8)
+
+        def put_big():
+            t = time.perf_counter()
+            r = ray.put(big)
+            dt = time.perf_counter() - t
+            del r
+            return dt
+        out["put_big_GBps"] = big_bytes / _best(put_big, repeats) / 1e9
+    finally:
+        ray.shutdown()
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+ROWS = [
+    ("init_s", "init until first task", "s", "lower"),
+    ("pipelined_tasks_per_s", "pipelined no-op tasks", "tasks/s", "higher"),
+    ("round_trip_us", "task round trip", "us", "lower"),
+    ("put_small_us", "put, small value", "us", "lower"),
+    ("get_small_us", "get, small value", "us", "lower"),
+    ("put_big_first_GBps", "put 256 MiB, first (cold pages)", "GB/s", "higher"),
+    ("put_big_GBps", "put 256 MiB, warm store", "GB/s", "higher"),
+    ("get_big_us", "get 256 MiB", "us", "lower"),
+    ("array_to_task_ms", "256 MiB array to a task", "ms", "lower"),
+]
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return "{:,.0f}".format(v)
+    if v >= 10:
+        return "{:.1f}".format(v)
+    return "{:.3g}".format(v)
+
+
+def report(results):
+    peers = [p for p in ("Pool", "ProcessPoolExecutor", "Ray") if p in results]
+    nr = results["nanoray"]
+    head = ["figure", "unit", "nanoray"] + peers + ["nanoray vs " + p for p in peers]
+    rows = [head]
+    for key, label, unit, better in ROWS:
+        row = [label, unit, _fmt(nr.get(key))]
+        row += [_fmt(results[p].get(key)) for p in peers]
+        for p in peers:
+            a, b = nr.get(key), results[p].get(key)
+            if a is None or b is None or a == 0 or b == 0:
+                row.append("-")
+            else:
+                row.append("{:.2f}x {}".format(a / b if better == "higher" else b / a, "better" if (a > b) == (better == "higher") else "worse"))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for j, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i])
+                               for i, c in enumerate(r)))
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine():
+    return "%s, %d CPUs, Python %s, numpy %s" % (
+        platform.platform(), os.cpu_count(), platform.python_version(), np.__version__)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="nanoray microbenchmark", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--tasks", type=int, default=20000, help="tasks per pipelined burst")
+    ap.add_argument("--round-trips", type=int, default=2000)
+    ap.add_argument("--big-mib", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    ap.add_argument("--only", choices=["nanoray", "Pool", "ProcessPoolExecutor", "Ray"],
+                    action="append", help="run only these (repeatable)")
+    ap.add_argument("--json", help="also write the figures to this file")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.tasks, a.round_trips, a.big_mib, a.repeats = 2000, 200, 16, 1
+    args = (a.num_cpus, a.tasks, a.round_trips, a.big_mib * MiB, a.repeats)
+    runs = [("nanoray", bench_nanoray), ("Pool", bench_pool),
+            ("ProcessPoolExecutor", bench_executor)]
+    try:
+        import ray  # noqa: F401
+        runs.append(("Ray", bench_ray))
+    except ImportError:
+        pass
+    results = {}
+    print("nanoray microbenchmark: %s" % machine())
+    print("num_cpus=%d, %d tasks per burst, %d round trips, %d MiB array, best of %d\n"
+          % (a.num_cpus, a.tasks, a.round_trips, a.big_mib, a.repeats), flush=True)
+    for name, fn in runs:
+        if a.only and name not in a.only and name != "nanoray":
+            continue
+        gc.collect()
+        results[name] = fn(*args)
+        print("  measured %s" % name, file=sys.stderr, flush=True)
+    print(report(results))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"machine": machine(), "args": vars(a), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

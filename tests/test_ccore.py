@@ -1,0 +1,251 @@
+"""The C layer on a private region, no processes: arena, object table, queues."""
+
+import random
+
+import pytest
+
+from nanoray._core._ctest import CRegion
+
+OBJ_PENDING, OBJ_READY, OBJ_ERROR = 1, 2, 3
+KIND_WORKER, KIND_ACTOR = 2, 3
+
+
+# ---------------------------------------------------------------- arena
+
+def test_arena_random_alloc_free_keeps_invariants_and_data():
+    r = CRegion(arena_bytes=8 << 20)
+    rng = random.Random(1)
+    live = {}
+    for step in range(3000):
+        if live and (rng.random() < 0.45 or len(live) > 200):
+            off = rng.choice(list(live))
+            size, byte = live.pop(off)
+            assert r.read(off, size) == bytes([byte]) * size, "block contents changed"
+            r.free(off)
+        else:
+            size = rng.choice([1, 8, 63, 64, 65, 1000, 4096, 70000, rng.randrange(1, 200000)])
+            off = r.alloc(size)
+            if off == 0:
+                continue
+            assert off % 64 == 0 and r.usable(off) >= size
+            byte = step % 251
+            r.fill(off, size, byte)
+            live[off] = (size, byte)
+        assert r.check() == 0, "arena invariant broken at step %d" % step
+    for off in list(live):
+        r.free(off)
+    assert r.check() == 0
+    assert r.stats()["arena_used"] == 0 and r.stats()["arena_nallocs"] == 0
+
+
+def test_arena_reuses_a_freed_block_before_fresh_memory():
+    r = CRegion(arena_bytes=64 << 20)
+    a = r.alloc(10 << 20)
+    r.alloc(100)                                    # keeps a from merging into the top
+    brk = r.stats()["arena_brk"]
+    r.free(a)
+    assert r.alloc(10 << 20) == a                   # the warm block, not new pages
+    assert r.stats()["arena_brk"] == brk
+
+
+def test_arena_coalesces_neighbours():
+    r = CRegion(arena_bytes=1 << 20)
+    blocks = [r.alloc(100 << 10) for _ in range(9)]
+    assert all(blocks) and r.alloc(200 << 10) == 0  # full
+    for b in blocks[2:7]:
+        r.free(b)
+    assert r.check() == 0
+    assert r.alloc(450 << 10) == blocks[2]          # five neighbours merged into one
+    assert r.check() == 0
+
+
+def test_arena_full_returns_zero_and_recovers():
+    r = CRegion(arena_bytes=1 << 20)
+    assert r.alloc(2 << 20) == 0
+    a = r.alloc(900 << 10)
+    assert a and r.alloc(900 << 10) == 0
+    r.free(a)
+    assert r.alloc(900 << 10) == a
+
+
+# ---------------------------------------------------------------- objects
+
+def test_object_lifecycle_and_stale_ids():
+    r = CRegion()
+    oid = r.put()
+    assert r.state(oid) == OBJ_READY
+    r.incref(oid)
+    r.decref(oid)
+    assert r.state(oid) == OBJ_READY
+    r.decref(oid)
+    assert r.state(oid) == -1                        # freed: the id is stale
+    again = r.put()
+    assert again != oid and r.state(oid) == -1 and r.state(again) == OBJ_READY
+    assert r.stats()["nobjects"] == 1
+
+
+def test_pending_object_dropped_before_seal_is_freed_at_seal():
+    r = CRegion()
+    oid = r.create()
+    r.decref(oid)
+    assert r.state(oid) == OBJ_PENDING              # the producer still writes it
+    assert r.seal(oid) == 0
+    assert r.state(oid) == -1 and r.stats()["nobjects"] == 0
+    assert r.stats()["arena_nallocs"] == 0
+
+
+def test_seal_twice_is_refused():
+    r = CRegion()
+    oid = r.create()
+    assert r.seal(oid) == 0
+    assert r.seal(oid) == 1                         # e.g. a retried task's second result
+    assert r.stats()["arena_nallocs"] == 1
+
+
+def test_contained_refs_live_as_long_as_their_container():
+    r = CRegion()
+    inner = r.put()
+    outer = r.put(contained=[inner])
+    r.decref(inner)
+    assert r.state(inner) == OBJ_READY              # held by outer's payload
+    r.decref(outer)
+    assert r.state(inner) == -1 and r.state(outer) == -1
+    assert r.stats()["arena_nallocs"] == 0
+
+
+def test_object_table_full():
+    r = CRegion(max_objects=4)
+    ids = [r.put() for _ in range(4)]
+    assert all(ids) and r.put() == 0
+    r.decref(ids[0])
+    assert r.put() != 0
+
+
+def test_wait_many_counts_ready():
+    r = CRegion()
+    a, b = r.create(), r.create()
+    assert r.wait_many([a, b], 1, 0) == (0, [False, False])
+    assert r.wait(a, 1_000_000) == 1                # times out
+    r.seal(b)
+    assert r.wait_many([a, b], 1, 0) == (1, [False, True])
+    r.seal(a, error=True)
+    assert r.state(a) == OBJ_ERROR and r.wait(a, -1) == 0
+
+
+# ---------------------------------------------------------------- tasks
+
+def test_task_waits_for_its_dependencies():
+    r = CRegion()
+    w = r.proc()
+    dep = r.create()
+    t, (ret,) = r.submit(deps=[dep])
+    assert r.next(w) == 0                            # not runnable yet
+    r.seal(dep)
+    assert r.next(w) == t
+    assert r.state(ret) == OBJ_PENDING
+    r.seal(ret)
+    r.finish(w, t)
+    r.decref(dep)
+    assert r.state(dep) == -1                        # the task's count was released
+    assert r.stats()["ntasks"] == 0
+
+
+def test_queue_is_fifo_and_cpus_are_accounted():
+    r = CRegion(cpus_milli=2000)
+    w1, w2 = r.proc(), r.proc()
+    t1, _ = r.submit(cpus=1000)
+    t2, _ = r.submit(cpus=2000)
+    t3, _ = r.submit(cpus=1000)
+    assert r.next(w1) == t1 and r.cpus_available() == 1000
+    assert r.next(w2) == 0                           # t2 needs 2 CPUs; FIFO holds t3 too
+    r.finish(w1, t1)
+    assert r.next(w2) == t2 and r.cpus_available() == 0
+    assert r.next(w1) == 0
+    r.block(w2)                                      # blocked in get(): lends its CPUs
+    assert r.cpus_available() == 2000 and r.next(w1) == t3
+    r.unblock(w2)
+    assert r.cpus_available() == -1000               # over-committed until one finishes
+    r.finish(w1, t3)
+    r.finish(w2, t2)
+    assert r.cpus_available() == 2000
+
+
+def test_tasks_routed_to_one_process_skip_the_shared_queue():
+    r = CRegion()
+    pool, actor = r.proc(), r.proc(KIND_ACTOR)
+    t, _ = r.submit(target=actor + 1)
+    assert r.next(pool) == 0
+    assert r.next(actor) == t
+    assert r.cpus_available() == 2000                # routed tasks hold no pool CPUs
+    r.finish(actor, t)
+
+
+def test_lost_task_is_retried_then_given_up():
+    r = CRegion()
+    w = r.proc()
+    t, _ = r.submit(retries=1)
+    assert r.next(w) == t
+    assert r.reap(w) == t                            # its process died
+    assert r.cpus_available() == 2000
+    assert r.retry(t) == 1
+    w2 = r.proc()
+    assert r.next(w2) == t and r.task_attempts(t) == 2
+    assert r.reap(w2) == t
+    assert r.retry(t) == 0                           # no retries left
+
+
+def test_dependency_shared_by_many_tasks():
+    r = CRegion()
+    w = r.proc()
+    dep = r.create()
+    tasks = [r.submit(deps=[dep, dep])[0] for _ in range(10)]
+    assert r.next(w) == 0
+    r.seal(dep)
+    got = []
+    while True:
+        t = r.next(w)
+        if not t:
+            break
+        got.append(t)
+        r.finish(w, t)
+    assert got == tasks
+
+
+def test_task_table_full():
+    r = CRegion(max_tasks=2)
+    assert r.submit()[0] and r.submit()[0]
+    assert r.submit()[0] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_dags_run_every_task_once(seed):
+    rng = random.Random(seed)
+    r = CRegion(max_objects=4096, max_tasks=4096, max_deps=8192)
+    w = r.proc()
+    rets = []
+    for _ in range(300):
+        deps = rng.sample(rets, min(len(rets), rng.randrange(0, 4)))
+        t, (ret,) = r.submit(deps=deps)
+        rets.append(ret)
+        if rng.random() < 0.3:                       # run whatever is ready now
+            t = r.next(w)
+            if t:
+                r.finish(w, t)
+    ran = 0
+    while True:
+        t = r.next(w)
+        if not t:
+            break
+        ran += 1
+        r.finish(w, t)
+    assert r.stats()["ntasks"] > 0                   # tasks whose results were never sealed wait
+    # Seal every return in order: all dependents become runnable exactly once.
+    for ret in rets:
+        if r.state(ret) == OBJ_PENDING:
+            r.seal(ret)
+        while True:
+            t = r.next(w)
+            if not t:
+                break
+            r.finish(w, t)
+    assert r.stats()["ntasks"] == 0 and r.check() == 0

@@ -1,0 +1,211 @@
+"""Start, stop, crash: nothing left running, nothing lost, no hangs."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import nanoray
+from conftest import descendants, wait_gone
+from nanoray import exceptions
+
+
+def _runtime_pids():
+    b = nanoray._api._backend
+    return [b.zygote.pid] + b.region.worker_pids()
+
+
+def test_shutdown_stops_every_process(fresh):
+    ray = fresh(num_cpus=3)
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+    ray.get([pid.remote() for _ in range(10)])
+    pids = _runtime_pids()
+    assert len(pids) >= 4 and set(pids) <= set(descendants())
+    ray.shutdown()
+    assert wait_gone(pids, timeout=5) == []
+    assert not ray.is_initialized()
+    ray.shutdown()                                    # a second call is a no-op
+
+
+def test_shutdown_ends_running_tasks(fresh):
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def forever():
+        time.sleep(3600)
+    forever.remote()
+    time.sleep(0.2)
+    pids = _runtime_pids()
+    t = time.monotonic()
+    ray.shutdown()
+    assert wait_gone(pids, timeout=5) == []
+    assert time.monotonic() - t < 5
+
+
+def test_init_twice_and_reinit_after_shutdown(fresh):
+    ray = fresh(num_cpus=1)
+    with pytest.raises(RuntimeError, match="twice"):
+        ray.init(num_cpus=1)
+    ray.init(num_cpus=1, ignore_reinit_error=True)
+    old = ray.put("old session")
+    ray.shutdown()
+    ray.init(num_cpus=1)
+    with pytest.raises(exceptions.RaySystemError, match="shut down"):
+        ray.get(old)
+    assert ray.get(ray.put("new")) == "new"
+
+
+def test_bad_init_arguments(fresh):
+    for kwargs in ({"num_cpus": 0}, {"num_cpus": "2"}, {"object_store_memory": 10},
+                   {"bogus_option": 1}):
+        with pytest.raises((ValueError, TypeError)):
+            nanoray.init(**kwargs)
+    with pytest.raises(NotImplementedError):
+        nanoray.init(address="ray://somewhere:10001")
+    assert not nanoray.is_initialized()
+
+
+def test_first_remote_call_initializes(fresh):
+    assert not nanoray.is_initialized()
+
+    @nanoray.remote
+    def one():
+        return 1
+    assert nanoray.get(one.remote()) == 1
+    assert nanoray.is_initialized()
+
+
+def _wait_for_file(path, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) or os.path.getsize(path) == 0:
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.01)
+    with open(path) as f:
+        return int(f.read())
+
+
+def test_killed_worker_fails_its_task_and_is_replaced(fresh, tmp_path):
+    ray = fresh(num_cpus=2)
+    marker = str(tmp_path / "pid")
+
+    @ray.remote(max_retries=0)
+    def victim(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(3600)
+    ref = victim.remote(marker)
+    os.kill(_wait_for_file(marker), signal.SIGKILL)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(ref, timeout=10)
+
+    @ray.remote
+    def square(x):
+        return x * x
+    assert ray.get([square.remote(i) for i in range(20)], timeout=10) == [i * i for i in range(20)]
+    deadline = time.monotonic() + 5
+    while ray._api._backend.region.stats()["workers"] < 2:
+        assert time.monotonic() < deadline, "no replacement worker was started"
+        time.sleep(0.01)
+
+
+def test_killed_worker_task_is_retried(fresh, tmp_path):
+    ray = fresh(num_cpus=2)
+    marker = str(tmp_path / "pid")
+
+    @ray.remote(max_retries=1)
+    def survives(path):
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(3600)
+        return "second attempt"
+    ref = survives.remote(marker)
+    os.kill(_wait_for_file(marker), signal.SIGKILL)
+    assert ray.get(ref, timeout=10) == "second attempt"
+
+
+def test_killing_a_worker_blocked_in_get_does_not_hang_the_driver(fresh, tmp_path):
+    ray = fresh(num_cpus=2)
+    marker = str(tmp_path / "pid")
+
+    @ray.remote
+    def slow():
+        time.sleep(0.5)
+        return 1
+
+    @ray.remote(max_retries=0)
+    def parent(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        return ray.get(slow.remote())
+    ref = parent.remote(marker)
+    os.kill(_wait_for_file(marker), signal.SIGKILL)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(ref, timeout=10)
+    assert ray.available_resources()["CPU"] <= 2.0
+
+
+DRIVER = textwrap.dedent("""
+    import os, sys, time
+    import nanoray as ray
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    def pid():
+        time.sleep(0.05)
+        return os.getpid()
+    pids = set(ray.get([pid.remote() for _ in range(8)]))
+    b = ray._api._backend
+    print(" ".join(map(str, [b.zygote.pid] + b.region.worker_pids())), flush=True)
+    if sys.argv[1] == "hang":
+        @ray.remote
+        def forever():
+            time.sleep(3600)
+        forever.remote()
+        time.sleep(3600)
+""")
+
+
+def _driver(mode, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    return subprocess.Popen([sys.executable, str(script), mode], stdout=subprocess.PIPE, text=True)
+
+
+def test_driver_killed_with_sigkill_takes_its_workers_down(tmp_path):
+    proc = _driver("hang", tmp_path)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) >= 3
+    proc.kill()
+    proc.wait()
+    assert wait_gone(pids, timeout=5) == [], "workers outlived a SIGKILLed driver"
+
+
+def test_driver_exiting_without_shutdown_leaves_nothing(tmp_path):
+    proc = _driver("exit", tmp_path)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert proc.wait(timeout=30) == 0
+    assert wait_gone(pids, timeout=5) == []
+
+
+def test_idle_workers_sleep(fresh):
+    ray = fresh(num_cpus=2)
+    ray.get(ray.remote(lambda: 1).remote())
+    pids = ray._api._backend.region.worker_pids()
+    time.sleep(0.3)                                    # past every spin phase
+
+    def cpu_ticks(pid):
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])      # utime + stime
+    before = [cpu_ticks(p) for p in pids]
+    time.sleep(1.0)
+    used = [cpu_ticks(p) - b for p, b in zip(pids, before)]
+    assert max(used) <= 2, "an idle worker used CPU: %s ticks" % used
