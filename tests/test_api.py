@@ -377,3 +377,47 @@ def test_object_ref_basics(ray):
 def test_resources(ray):
     assert ray.cluster_resources() == {"CPU": 2.0}
     assert 0 <= ray.available_resources()["CPU"] <= 2.0
+
+
+def test_a_result_too_large_for_the_store_fails_the_task_instead_of_hanging(ray):
+    @ray.remote
+    def huge():
+        return np.zeros((1 << 30) // 8 + 4096)
+    with pytest.raises(exceptions.RayTaskError, match="could not be stored"):
+        ray.get(huge.remote(), timeout=60)
+
+
+def test_threads_putting_refs_inside_values_concurrently(ray):
+    before = store_objects()
+    errors = []
+
+    def work(seed):
+        try:
+            for i in range(200):
+                inner = ray.put(seed * 1000 + i)
+                outer = ray.put({"ref": inner, "pad": "x" * (i % 7)})
+                del inner
+                assert ray.get(ray.get(outer)["ref"]) == seed * 1000 + i
+        except BaseException as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store_objects() == before
+
+
+def test_a_forked_child_does_not_release_the_parents_objects(ray):
+    ref = ray.put(np.arange(10))
+    before = store_objects()
+    pid = os.fork()
+    if pid == 0:
+        del ref                     # the inherited ref is inert in the child
+        import gc
+        gc.collect()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert store_objects() == before
+    np.testing.assert_array_equal(ray.get(ref), np.arange(10))

@@ -31,16 +31,17 @@ values.
 import os
 import pickle
 import sys
+import threading
 import traceback
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.ref cimport Py_INCREF
+from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
-from posix.unistd cimport close
+from posix.unistd cimport close, getpid
 
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
@@ -71,8 +72,9 @@ WORKER_SPIN_NS = int(os.environ.get("NANORAY_WORKER_SPIN_US", "100")) * 1000
 # A pool worker beyond num_cpus (started for nested tasks) retires after
 # this long idle, so a burst of nesting does not leave processes behind.
 IDLE_RETIRE_NS = 10 * 1000 * 1000 * 1000
-# Long waits wake this often to notice a dead runtime (e.g. the zygote).
-WAIT_SLICE_NS = 500 * 1000 * 1000
+# Long waits wake this often to handle signals (Ctrl-C) and to notice a dead
+# runtime (e.g. the zygote was killed).
+WAIT_SLICE_NS = 100 * 1000 * 1000
 
 cdef object _cloudpickle = None
 cdef object _ndarray = None
@@ -84,7 +86,8 @@ cdef object _PickleBuffer = pickle.PickleBuffer
 cdef Region _region = None        # the region this process uses now
 cdef uint32_t _slot = 0           # this process's proc slot
 cdef bint _in_task = False        # a worker running a task (get() lends CPUs)
-cdef list _collector = None       # refs met while pickling, or None
+cdef object _tls = threading.local()  # .refs: refs met while pickling (per thread)
+cdef int _pid = getpid()         # this process; refs inherited by a fork are inert
 cdef dict _funcs = {}             # function object id -> callable (workers)
 _liveness_check = None            # driver: callable raising if the runtime died
 
@@ -116,12 +119,14 @@ cdef class Region:
     refs that outlive shutdown() still point at mapped memory."""
     cdef nr_region_t r
     cdef readonly bint owner          # the driver that created it
+    cdef int pid                      # the process whose counts it may change
     cdef object __weakref__
 
     def __cinit__(self):
         self.r.base = NULL
         self.r.fd = -1
         self.r.spawn_fd = -1
+        self.pid = _pid
 
     @staticmethod
     def create(uint64_t arena_bytes, int32_t cpus_milli, uint32_t min_workers,
@@ -243,6 +248,14 @@ cdef extern from *:
     int64_t nr__objrefs(nr_region_t *r, uint32_t idx)
 
 
+def _after_fork_in_child():
+    global _pid
+    _pid = getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def current_region():
     return _region
 
@@ -255,6 +268,7 @@ def set_process_state(Region region, uint32_t slot):
     _funcs = {}
     if region is not None:
         region.r.slot = slot
+        region.pid = _pid
 
 
 def set_liveness_check(check):
@@ -278,7 +292,7 @@ cdef class ObjectRef:
         raise TypeError("ObjectRefs are made by put() and .remote(), not directly")
 
     def __dealloc__(self):
-        if self._reg is not None and self._reg.r.base != NULL:
+        if self._reg is not None and self._reg.pid == _pid:
             nr_object_decref(&self._reg.r, self._id)
 
     def hex(self):
@@ -300,8 +314,9 @@ cdef class ObjectRef:
         return not self.__eq__(other)
 
     def __reduce__(self):
-        if _collector is not None:
-            _collector.append(self)
+        refs = getattr(_tls, "refs", None)
+        if refs is not None:
+            refs.append(self)
         return (_rebuild_ref, (self._id,))
 
     def future(self):
@@ -360,7 +375,7 @@ cdef class _PinnedBuffer:
     cdef Py_ssize_t strides[1]
 
     def __dealloc__(self):
-        if self.reg is not None and self.reg.r.base != NULL:
+        if self.reg is not None and self.reg.pid == _pid:
             nr_object_decref(&self.reg.r, self.oid)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
@@ -441,11 +456,11 @@ cdef inline uint64_t _align(uint64_t x):
 
 
 cdef _Pickled _pickle(object value, bint force_cloud):
-    global _collector
     cdef _Pickled p = _Pickled.__new__(_Pickled)
     cdef list bufs = []
-    cdef list saved = _collector
-    _collector = []
+    cdef object saved = getattr(_tls, "refs", None)
+    cdef list found = []
+    _tls.refs = found
     _check_ndarray()
     try:
         if not force_cloud and _plain(value, 3):
@@ -453,8 +468,8 @@ cdef _Pickled _pickle(object value, bint force_cloud):
         else:
             p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append)
     finally:
-        p.contained = _collector
-        _collector = saved
+        p.contained = found
+        _tls.refs = saved
     cdef uint64_t size = 16 + 8 * len(p.contained) + 16 * len(bufs) + len(p.data)
     cdef uint64_t nb = 0
     p.bufs = []
@@ -549,6 +564,9 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     if st < 0:
         raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
     is_error[0] = st == NR_OBJ_ERROR
+    if data == 0:
+        is_error[0] = True
+        return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
     return _load(reg, oid, reg.r.base + data, False)
 
 
@@ -566,18 +584,25 @@ def put(value):
 
 
 cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
+    """Stores value as the object's result.  If the value cannot be pickled
+    or stored, the object is sealed with that error instead: a pending
+    object is never left behind (its getters would wait forever)."""
     cdef _Pickled p
+    cdef uint64_t off = 0
     try:
         p = _pickle(value, is_error)
-    except BaseException as e:
-        if is_error:
-            raise
+        off = _store(reg, p)
+    except Exception as e:
+        what = "serialized" if off == 0 and not isinstance(e, _exc.ObjectStoreFullError) else "stored"
         err = _exc.RayTaskError("", "", _exc.RaySystemError(
-            "nanoray: the task's result could not be serialized: %r" % (e,)), os.getpid())
-        p = _pickle(err, True)
+            "nanoray: the task's result could not be %s: %r" % (what, e)), os.getpid())
+        try:
+            p = _pickle(err, True)
+            off = _store(reg, p)
+        except Exception:
+            off = 0                    # sealed with no payload: read back as a system error
         is_error = True
-    cdef uint64_t off = _store(reg, p)
-    if nr_object_seal(&reg.r, oid, off, p.size, is_error) != 0:
+    if nr_object_seal(&reg.r, oid, off, p.size if off else 0, is_error) != 0 and off:
         nr_arena_free(&reg.r, off)
 
 
@@ -620,6 +645,7 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
                 if reg.r.hdr.shutdown:
                     raise _exc.RaySystemError("nanoray was shut down while waiting for an object")
                 raise _exc.ObjectLostError("nanoray: object %016x is gone" % oid)
+            PyErr_CheckSignals()
             if _liveness_check is not None:
                 _liveness_check()
     finally:
@@ -705,6 +731,7 @@ def wait(list refs, int num_returns, timeout):
                 break
             if reg.r.hdr.shutdown:
                 raise _exc.RaySystemError("nanoray was shut down while waiting for objects")
+            PyErr_CheckSignals()
             if _liveness_check is not None:
                 _liveness_check()
         out = []
@@ -894,12 +921,12 @@ cdef str _format_tb(BaseException e):
 
 cdef void _seal_failure(Region reg, uint64_t oid, failure) except *:
     try:
-        _seal(reg, oid, failure, True)
-    except BaseException:
-        # The cause will not pickle: keep its type name and message.
+        _pickle(failure, True)
+    except Exception:
+        # The cause will not pickle: keep its traceback text and repr.
         failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
                                     failure.pid, cause_repr=repr(failure.cause))
-        _seal(reg, oid, failure, True)
+    _seal(reg, oid, failure, True)
 
 
 def worker_loop(Region reg, uint32_t slot):

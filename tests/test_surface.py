@@ -1,0 +1,47 @@
+"""The public surface is pinned: a Ray user's imports keep working."""
+
+import subprocess
+import sys
+
+import nanoray
+
+
+def test_public_names():
+    assert sorted(nanoray.__all__) == sorted([
+        "ObjectRef", "RemoteFunction", "available_resources", "cluster_resources",
+        "exceptions", "get", "init", "is_initialized", "put", "remote", "shutdown",
+        "timeline", "wait", "__version__"])
+    for name in nanoray.__all__:
+        assert hasattr(nanoray, name)
+
+
+def test_exceptions_module_mirrors_ray():
+    from nanoray import exceptions as e
+    assert issubclass(e.GetTimeoutError, e.RayError) and issubclass(e.GetTimeoutError, TimeoutError)
+    assert issubclass(e.RayTaskError, e.RayError)
+    assert issubclass(e.ObjectStoreFullError, e.RayError)
+    assert issubclass(e.WorkerCrashedError, e.RayError)
+    assert e.TaskError is e.RayTaskError
+
+
+def test_importing_starts_nothing():
+    code = "import nanoray, os; print(len(os.listdir('/proc/self/task')), nanoray.is_initialized())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[1] == "False"
+
+
+def test_microbenchmark_cli_reports_nanoray_next_to_its_peers():
+    out = subprocess.run(
+        [sys.executable, "-m", "nanoray", "microbenchmark", "--quick", "--num-cpus", "2"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    for row in ("init until first task", "pipelined no-op tasks", "task round trip",
+                "put 256 MiB", "get 256 MiB"):
+        assert row in out.stdout
+    assert "Pool" in out.stdout and "ProcessPoolExecutor" in out.stdout
+    assert "nanoray vs Pool" in out.stdout
+
+
+def test_cli_rejects_unknown_commands():
+    out = subprocess.run([sys.executable, "-m", "nanoray", "bogus"], capture_output=True, text=True)
+    assert out.returncode == 2 and "unknown command" in out.stderr
