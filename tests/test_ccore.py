@@ -249,3 +249,17 @@ def test_random_dags_run_every_task_once(seed):
                 break
             r.finish(w, t)
     assert r.stats()["ntasks"] == 0 and r.check() == 0
+
+
+def test_lock_held_by_a_dead_process_is_recovered():
+    import os
+    r = CRegion()
+    pid = os.fork()
+    if pid == 0:
+        r.lock()                                     # dies holding the region lock
+        os._exit(0)
+    os.waitpid(pid, 0)
+    oid = r.put()                                    # would hang with a plain mutex
+    assert r.state(oid) == OBJ_READY
+    assert r.stats()["repairs"] == 1
+    assert r.check() == 0

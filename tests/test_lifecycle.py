@@ -209,3 +209,18 @@ def test_idle_workers_sleep(fresh):
     time.sleep(1.0)
     used = [cpu_ticks(p) - b for p, b in zip(pids, before)]
     assert max(used) <= 2, "an idle worker used CPU: %s ticks" % used
+
+
+def test_a_killed_zygote_fails_waiting_gets_instead_of_hanging(fresh):
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def forever():
+        time.sleep(3600)
+    ref = forever.remote()
+    time.sleep(0.1)
+    pids = _runtime_pids()
+    os.kill(pids[0], signal.SIGKILL)
+    with pytest.raises(exceptions.RaySystemError, match="exited unexpectedly"):
+        ray.get(ref, timeout=10)
+    assert wait_gone(pids, timeout=5) == []          # workers followed their parent

@@ -8,7 +8,8 @@ Figures (each the best of a few repeats, to damp noise on a shared machine):
   array to task  a 256 MiB array handed to a task that reads one element (ms)
 
 Peers: multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor with
-the same number of processes, and Ray when it is installed.  Pools have no
+the same number of processes and Python's default start method, and Ray
+when it is installed.  Pools have no
 object store, so put/get have no peer figure; "array to task" is the
 comparable cost (a pool pickles the array through a pipe).
 """
@@ -173,14 +174,13 @@ def _bench_pool(make, submit, result, num_cpus, n_tasks, n_rt, big_bytes, repeat
 
 
 def bench_pool(num_cpus, n_tasks, n_rt, big_bytes, repeats):
-    return _bench_pool(lambda n: multiprocessing.get_context("fork").Pool(n),
+    return _bench_pool(lambda n: multiprocessing.Pool(n),
                        lambda p, f, a: p.apply_async(f, a), lambda r: r.get(),
                        num_cpus, n_tasks, n_rt, big_bytes, repeats)
 
 
 def bench_executor(num_cpus, n_tasks, n_rt, big_bytes, repeats):
-    return _bench_pool(lambda n: concurrent.futures.ProcessPoolExecutor(
-                           n, mp_context=multiprocessing.get_context("fork")),
+    return _bench_pool(lambda n: concurrent.futures.ProcessPoolExecutor(n),
                        lambda p, f, a: p.submit(f, *a), lambda r: r.result(),
                        num_cpus, n_tasks, n_rt, big_bytes, repeats)
 

@@ -167,3 +167,9 @@ cdef class CRegion:
 
     def shutdown(self):
         nr_shutdown(&self.r)
+
+    def lock(self):
+        nr_lock(&self.r)
+
+    def unlock(self):
+        nr_unlock(&self.r)
