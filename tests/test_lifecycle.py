@@ -14,6 +14,14 @@ from conftest import descendants, wait_gone
 from nanoray import exceptions
 
 
+def _wait_for_workers(n, timeout=10):
+    """Workers start asynchronously after init(); waits until n are up."""
+    deadline = time.monotonic() + timeout
+    while len(nanoray._api._backend.region.worker_pids()) < n:
+        assert time.monotonic() < deadline, "fewer than %d workers started" % n
+        time.sleep(0.01)
+
+
 def _runtime_pids():
     b = nanoray._api._backend
     return [b.zygote.pid] + b.region.worker_pids()
@@ -26,6 +34,7 @@ def test_shutdown_stops_every_process(fresh):
     def pid():
         return os.getpid()
     ray.get([pid.remote() for _ in range(10)])
+    _wait_for_workers(3)
     pids = _runtime_pids()
     assert len(pids) >= 4 and set(pids) <= set(descendants())
     ray.shutdown()
@@ -224,3 +233,9 @@ def test_a_killed_zygote_fails_waiting_gets_instead_of_hanging(fresh):
     with pytest.raises(exceptions.RaySystemError, match="exited unexpectedly"):
         ray.get(ref, timeout=10)
     assert wait_gone(pids, timeout=5) == []          # workers followed their parent
+
+
+def test_init_starts_num_cpus_workers_without_any_task(fresh):
+    import numpy  # noqa: F401  (the zygote preloads what the driver uses)
+    fresh(num_cpus=3)
+    _wait_for_workers(3)

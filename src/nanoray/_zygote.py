@@ -72,8 +72,8 @@ def main():
             finally:
                 os._exit(code)
 
-    def spawn():
-        for slot in region.spawn_take():
+    def spawn(limit=64):
+        for slot in region.spawn_take(limit):
             pid = os.fork()
             if pid == 0:
                 worker_main(slot)
@@ -119,12 +119,17 @@ def main():
                 pass
         os._exit(0)
 
-    spawn()
-    for name in cfg.get("preload", ()):
+    # One worker at once, so the first task need not wait; then the modules
+    # the driver uses (numpy) are imported here once and the other workers
+    # share them, instead of each importing its own copy.
+    preload = cfg.get("preload", ())
+    spawn(1 if preload else 64)
+    for name in preload:
         try:
             __import__(name)
         except Exception:
             pass
+    spawn()
 
     poller = select.poll()
     poller.register(death_fd, select.POLLIN | select.POLLHUP)

@@ -203,9 +203,10 @@ cdef class Region:
                 out.append(p.pid)
         return out
 
-    def spawn_take(self):
+    def spawn_take(self, int limit=64):
+        """Slots of the workers to start now (at most limit)."""
         cdef uint32_t out[64]
-        cdef int n = nr_spawn_take(&self.r, out, 64)
+        cdef int n = nr_spawn_take(&self.r, out, min(limit, 64))
         return [out[i] for i in range(n)]
 
     def shutdown(self):
