@@ -282,6 +282,16 @@ int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
 
 /* ---- queues and processes --------------------------------------------- */
 
+/* Every change of a process's state goes through here, so the count of idle
+ * pool workers (what decides whether to start another) stays exact. */
+static void set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
+    if (p->kind == NR_KIND_WORKER) {
+        if (p->state == NR_PROC_IDLE) r->hdr->nidle--;
+        if (state == NR_PROC_IDLE) r->hdr->nidle++;
+    }
+    p->state = state;
+}
+
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
     return h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail;
 }
@@ -318,11 +328,14 @@ static int wake_one_locked(nr_region_t *r, wakeups_t *w) {
     return 1;
 }
 
-/* Asks the zygote for a worker when runnable work has CPUs but nobody to run it. */
+/* Asks the zygote for a worker when runnable work has CPUs but no worker is
+ * free to take it: every pool worker is running a task or blocked in get()
+ * (having lent its CPUs).  A worker between two tasks counts as idle, so a
+ * burst of submissions never starts extra processes. */
 static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (h->spawn_pending || !dispatchable(h, r)) return;
-    if (h->nsleeping || LOAD(&h->nspinning) || h->nstarting) return;
+    if (h->nidle || h->nstarting) return;
     if (h->nworkers >= h->max_workers) return;
     h->spawn_pending = 1;
     w->spawn = 1;
@@ -382,7 +395,7 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     task->proc = slot + 1;
     task->attempts++;
     p->task = t;
-    p->state = NR_PROC_RUNNING;
+    set_state(r, p, NR_PROC_RUNNING);
     p->cpus_held = task->target ? 0 : task->cpus;
     r->hdr->cpus_avail -= p->cpus_held;
     p->tasks_run++;
@@ -403,7 +416,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
             flush(r, &w);
             return t;
         }
-        p->state = NR_PROC_IDLE;
+        set_state(r, p, NR_PROC_IDLE);
         nr_unlock(r);
 
         int is_worker = p->kind == NR_KIND_WORKER;
@@ -438,7 +451,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
             sleepers_remove(r, slot);
             p->sleeping = 0;
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
-                p->state = NR_PROC_EXITED;
+                set_state(r, p, NR_PROC_EXITED);
                 h->nworkers--;
                 nr_unlock(r);
                 return -1;               /* surplus worker retires */
@@ -486,7 +499,7 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
     r->hdr->cpus_avail += p->cpus_held;
     p->cpus_held = 0;
     p->task = 0;
-    p->state = NR_PROC_IDLE;
+    set_state(r, p, NR_PROC_IDLE);
     release_locked(r, t);
     if (p->kind != NR_KIND_WORKER) kick_locked(r, &w);  /* pool workers poll next themselves */
     nr_unlock(r);
@@ -592,7 +605,7 @@ void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
     nr_proc_t *p = nr_proc(r, slot);
     p->pid = pid;
     if (p->state == NR_PROC_STARTING) {
-        p->state = NR_PROC_IDLE;
+        set_state(r, p, NR_PROC_IDLE);
         if (p->kind == NR_KIND_WORKER && r->hdr->nstarting) r->hdr->nstarting--;
     }
     nr_unlock(r);
@@ -602,7 +615,7 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    p->state = NR_PROC_BLOCKED;
+    set_state(r, p, NR_PROC_BLOCKED);
     r->hdr->cpus_avail += p->cpus_held;
     kick_locked(r, &w);
     nr_unlock(r);
@@ -613,7 +626,7 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     r->hdr->cpus_avail -= p->cpus_held;   /* may dip below zero until it finishes */
-    p->state = NR_PROC_RUNNING;
+    set_state(r, p, NR_PROC_RUNNING);
     nr_unlock(r);
 }
 
@@ -630,7 +643,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     if (t) nr_task(r, t)->proc = 0;
     /* Tasks routed to this process stay queued on it; the language layer
      * fails them (an actor that will not restart). */
-    p->state = p->q_head ? NR_PROC_EXITED : NR_PROC_FREE;
+    set_state(r, p, p->q_head ? NR_PROC_EXITED : NR_PROC_FREE);
     p->task = 0;
     p->cpus_held = 0;
     p->sleeping = 0;
@@ -646,11 +659,12 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     h->spawn_pending = 0;
     int want = 0;
     if (h->nworkers < h->min_workers) want = (int)(h->min_workers - h->nworkers);
-    if (dispatchable(h, r)) {
-        int idle = (int)(h->nsleeping + LOAD(&h->nspinning) + h->nstarting);
-        int extra = (int)h->rq_len - idle;
-        int cpu_cap = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
-        if (extra > cpu_cap) extra = cpu_cap;
+    /* Beyond the pool's floor, only when runnable work finds no worker idle
+     * or starting (the same rule as maybe_spawn_locked), and no more than
+     * the free CPUs can run at once. */
+    if (dispatchable(h, r) && !h->nidle && !h->nstarting) {
+        int extra = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
+        if (extra > (int)h->rq_len) extra = (int)h->rq_len;
         if (extra > want) want = extra;
     }
     if (want > (int)(h->max_workers - h->nworkers)) want = (int)(h->max_workers - h->nworkers);
@@ -692,6 +706,7 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     nr_lock(r);
     s->nobjects = h->nobjects; s->ntasks = h->ntasks; s->rq_len = h->rq_len;
     s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
+    s->nidle = h->nidle;
     s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;
     s->arena_used = h->arena.used; s->arena_nallocs = h->arena.nallocs;
     s->arena_brk = h->arena.brk - h->arena_off; s->arena_peak = h->arena.peak - h->arena_off;

@@ -84,7 +84,7 @@ static inline char *nr_spec_args(nr_spec_t *s) {
 static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t *)(p + 1); }
 
 typedef struct {
-    uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting;
+    uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle;
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;

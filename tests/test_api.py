@@ -421,3 +421,4 @@ def test_a_forked_child_does_not_release_the_parents_objects(ray):
     os.waitpid(pid, 0)
     assert store_objects() == before
     np.testing.assert_array_equal(ray.get(ref), np.arange(10))
+

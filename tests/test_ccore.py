@@ -263,3 +263,22 @@ def test_lock_held_by_a_dead_process_is_recovered():
     assert r.state(oid) == OBJ_READY
     assert r.stats()["repairs"] == 1
     assert r.check() == 0
+
+
+def test_idle_workers_are_counted_through_every_state_change():
+    r = CRegion()
+    w1, w2 = r.proc(), r.proc()
+    assert r.stats()["nidle"] == 2
+    t1, _ = r.submit()
+    t2, _ = r.submit()
+    assert r.next(w1) == t1 and r.stats()["nidle"] == 1
+    assert r.next(w2) == t2 and r.stats()["nidle"] == 0
+    r.block(w1)
+    assert r.stats()["nidle"] == 0                   # blocked is not idle
+    r.unblock(w1)
+    r.finish(w1, t1)
+    assert r.stats()["nidle"] == 1
+    r.reap(w2)
+    assert r.stats()["nidle"] == 1                   # w2 was running: not idle
+    r.reap(w1)
+    assert r.stats()["nidle"] == 0

@@ -239,3 +239,33 @@ def test_init_starts_num_cpus_workers_without_any_task(fresh):
     import numpy  # noqa: F401  (the zygote preloads what the driver uses)
     fresh(num_cpus=3)
     _wait_for_workers(3)
+
+
+def test_a_burst_of_tasks_runs_on_num_cpus_workers(fresh):
+    # Extra workers are for tasks blocked in get(); a burst queued even before
+    # the workers are up must run on exactly num_cpus of them.
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def whoami(i):
+        return os.getpid()
+    pids = set()
+    for _ in range(3):
+        pids |= set(ray.get([whoami.remote(i) for i in range(5000)]))
+    assert len(pids) <= 2
+    assert ray._api._backend.region.stats()["workers"] == 2
+
+
+def test_tasks_blocked_in_get_get_extra_workers(fresh):
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def leaf():
+        return os.getpid()
+
+    @ray.remote
+    def parent():
+        return ray.get(leaf.remote())
+    # Both CPUs' workers block in get(); their children need other workers.
+    assert len(ray.get([parent.remote() for _ in range(2)], timeout=30)) == 2
+    assert ray._api._backend.region.stats()["workers"] > 2

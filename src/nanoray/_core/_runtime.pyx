@@ -219,7 +219,7 @@ cdef class Region:
         cdef nr_stats_t s
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
-                    workers=s.nworkers, sleeping=s.nsleeping, starting=s.nstarting,
+                    workers=s.nworkers, idle=s.nidle, sleeping=s.nsleeping, starting=s.nstarting,
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,
                     store_touched=s.arena_peak, store_capacity=s.arena_size,

@@ -35,7 +35,7 @@ cdef extern from "nr_sched.h" nogil:
         uint64_t pickle_len  # bytes of the pickle stream
 
     ctypedef struct nr_stats_t:
-        uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting
+        uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
