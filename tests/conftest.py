@@ -1,6 +1,7 @@
 """Fixtures: a shared 2-CPU runtime per module, and checks that nothing is
 left behind (no descendant processes after shutdown, nothing in /dev/shm)."""
 
+import gc
 import os
 import time
 
@@ -93,4 +94,12 @@ def fresh():
 
 
 def store_objects():
-    return nanoray._api._backend.region.stats()["objects"]
+    """Live objects in the store once it is quiet: cyclic garbage collected
+    (a failed test's traceback can hold refs), and no task in flight (a
+    worker releases a task's arguments just after sealing its result)."""
+    gc.collect()
+    stats = nanoray._api._backend.region.stats
+    deadline = time.monotonic() + 10
+    while stats()["tasks"] and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return stats()["objects"]
