@@ -68,6 +68,11 @@ uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n) {
         uint64_t m = a->bitmap & (~0ull << (bin + 1));
         if (m) off = a->bins[__builtin_ctzll(m)];
     }
+    /* Last resort before fresh memory fails: every block of the same bin. */
+    if (!off && a->brk + need > a->end && (a->bitmap & (1ull << bin))) {
+        for (uint64_t cur = a->bins[bin]; cur; cur = blk(r, cur)->next_free)
+            if (bsize(blk(r, cur)) >= need) { off = cur; break; }
+    }
     if (off) {
         unlink_free(r, off);
         blk(r, off)->size |= USED;
@@ -111,6 +116,13 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
             off = prv;
         }
     }
+    if (off + bsize(blk(r, off)) == a->brk) {
+        /* The top block goes back below brk, so a later, larger request can
+         * grow it in place (its pages stay warm; brk only moves down). */
+        a->brk = off;
+        a->last = blk(r, off)->prev_size ? off - blk(r, off)->prev_size : 0;
+        return;
+    }
     fix_next(r, off);
     push_free(r, off);
 }
@@ -134,10 +146,12 @@ uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off) {
 
 uint64_t nr_arena_largest_free(nr_region_t *r) {
     nr_arena_t *a = &r->hdr->arena;
+    nr_lock(r);
     uint64_t best = a->end - a->brk;
     for (int bin = 0; bin < NR_NBINS; bin++)
         for (uint64_t cur = a->bins[bin]; cur; cur = blk(r, cur)->next_free)
             if (bsize(blk(r, cur)) > best) best = bsize(blk(r, cur));
+    nr_unlock(r);
     return best > NR_BLOCK_HDR ? best - NR_BLOCK_HDR : 0;
 }
 

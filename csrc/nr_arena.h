@@ -7,8 +7,9 @@
  *   - memory past `brk` (never touched) is used only when no free block
  *     fits, so a freed block is reused while still warm;
  *   - free lists are LIFO, so the most recently freed block comes first.
- * Freed blocks coalesce with free neighbours; the arena never shrinks
- * below its peak, so memory stays bounded by the peak live size.
+ * Freed blocks coalesce with free neighbours; a free block at the top
+ * lowers brk so a larger request can grow it in place.  Memory once
+ * touched stays with the region, bounded by the peak live size.
  * Callers hold the region lock (the _locked functions) or use the wrappers.
  */
 #ifndef NR_ARENA_H
@@ -38,7 +39,7 @@ uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off);
 /* Walks every block and free list; returns 0 when consistent, else a
  * negative code naming the first broken invariant (for tests). */
 int nr_arena_check(nr_region_t *r);
-/* Largest block that an allocation could get right now (free lists or brk). */
+/* Largest block that an allocation could get right now (takes the lock). */
 uint64_t nr_arena_largest_free(nr_region_t *r);
 
 #endif

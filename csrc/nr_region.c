@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,6 +69,8 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     if (base == MAP_FAILED) { int e = errno; close(fd); return -e; }
     nr_header_t *h = (nr_header_t *)base;
     memcpy(h, &tmp, sizeof tmp);
+    if (getrandom(&h->session, sizeof h->session, 0) != (ssize_t)sizeof h->session)
+        h->session = (uint64_t)nr_now_ns() ^ ((uint64_t)getpid() << 32);
     h->max_procs = cfg->max_procs;
     h->max_objects = cfg->max_objects;
     h->max_tasks = cfg->max_tasks;

@@ -70,6 +70,7 @@ typedef struct {
 typedef struct {
     uint64_t magic;
     uint64_t size;            /* total mapped bytes */
+    uint64_t session;         /* random at creation: tells runtimes apart */
     pthread_mutex_t lock;     /* guards everything below but atomics */
     uint8_t _lockpad[64 - (sizeof(pthread_mutex_t) % 64)];
 

@@ -70,27 +70,52 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
     return ((uint64_t)o->gen << 32) | (idx + 1);
 }
 
-static void decref_locked(nr_region_t *r, uint64_t id);
-
+/* Frees o, then every object whose last count was held by a payload freed
+ * on the way.  Iterative (a worklist linked through next_free), so a long
+ * chain of refs nested in values cannot overflow the stack. */
 static void obj_free_locked(nr_region_t *r, nr_object_t *o) {
-    if (o->data) {
-        nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
-        uint64_t *c = nr_payload_contained(p);
-        for (uint32_t i = 0; i < p->ncontained; i++) decref_locked(r, c[i]);
-        nr_arena_free_locked(r, o->data);
-        o->data = 0;
+    uint32_t todo = 0;
+    for (;;) {
+        if (o->data) {
+            nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
+            uint64_t *c = nr_payload_contained(p);
+            for (uint32_t i = 0; i < p->ncontained; i++) {
+                nr_object_t *x = nr_object_lookup(r, c[i]);
+                if (x && ADD(&x->refs, -1) == 0 && x->state != NR_OBJ_PENDING) {
+                    x->next_free = todo;
+                    todo = (uint32_t)(x - objs(r)) + 1;
+                }
+            }
+            nr_arena_free_locked(r, o->data);
+            o->data = 0;
+        }
+        STORE(&o->state, NR_OBJ_FREE);
+        ADD(&o->gen, 1);
+        uint32_t next = todo ? objs(r)[todo - 1].next_free : 0;
+        o->next_free = r->hdr->obj_free;
+        r->hdr->obj_free = (uint32_t)(o - objs(r)) + 1;
+        r->hdr->nobjects--;
+        if (!todo) break;
+        o = objs(r) + (todo - 1);
+        todo = next;
     }
-    STORE(&o->state, NR_OBJ_FREE);
-    ADD(&o->gen, 1);
-    o->next_free = r->hdr->obj_free;
-    r->hdr->obj_free = (uint32_t)(o - objs(r)) + 1;
-    r->hdr->nobjects--;
 }
 
 static void decref_locked(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
     if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) obj_free_locked(r, o);
+}
+
+int nr_object_try_incref(nr_region_t *r, uint64_t id) {
+    /* Under the lock, so a count that has reached zero is never revived:
+     * the decref that reached it frees the object under this same lock. */
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, id);
+    int ok = o && o->state != NR_OBJ_PENDING && LOAD(&o->refs) > 0;
+    if (ok) ADD(&o->refs, 1);
+    nr_unlock(r);
+    return ok;
 }
 
 void nr_object_incref(nr_region_t *r, uint64_t id) {
@@ -296,6 +321,19 @@ static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
     return h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail;
 }
 
+/* dispatchable() read without the lock, for spinning: may be stale, never unsafe
+ * (the task table is always mapped); the caller re-checks under the lock. */
+static inline int shared_work_fits(nr_region_t *r) {
+    uint32_t hd = LOAD(&r->hdr->rq_head);
+    return hd && LOAD(&nr_task(r, hd)->cpus) <= LOAD(&r->hdr->cpus_avail);
+}
+
+static inline void set_spinning(nr_header_t *h, nr_proc_t *p, uint32_t on) {
+    if (p->spinning == on) return;
+    p->spinning = on;
+    if (on) h->nspinning++; else h->nspinning--;
+}
+
 static void wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w) {
     p->sleeping = 0;
     ADD(&p->wake, 1);
@@ -345,7 +383,7 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
 static void kick_locked(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (!dispatchable(h, r)) return;
-    if (h->rq_len > LOAD(&h->nspinning) && wake_one_locked(r, w)) return;
+    if (h->rq_len > h->nspinning && wake_one_locked(r, w)) return;
     maybe_spawn_locked(r, w);
 }
 
@@ -360,7 +398,7 @@ static void enqueue_locked(nr_region_t *r, uint32_t t, wakeups_t *w) {
         p->q_tail = t;
         p->q_len++;
         if (p->sleeping) {
-            sleepers_remove(r, task->target - 1);
+            if (p->kind == NR_KIND_WORKER) sleepers_remove(r, task->target - 1);
             wake_slot(p, task->target - 1, w);
         }
         return;
@@ -401,6 +439,17 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     p->tasks_run++;
 }
 
+/* Pops and starts slot's next task (0 if none); if runnable work remains,
+ * chains a wake-up to another worker. */
+static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
+    uint32_t t = pop_locked(r, nr_proc(r, slot));
+    if (t) {
+        start_task_locked(r, slot, t);
+        kick_locked(r, w);
+    }
+    return t;
+}
+
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns) {
     nr_header_t *h = r->hdr;
     nr_proc_t *p = nr_proc(r, slot);
@@ -408,39 +457,38 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         wakeups_t w = {0};
         nr_lock(r);
         if (h->shutdown) { nr_unlock(r); return 0; }
-        uint32_t t = pop_locked(r, p);
+        uint32_t t = take_locked(r, slot, &w);
         if (t) {
-            start_task_locked(r, slot, t);
-            kick_locked(r, &w);           /* more runnable work: chain a wake-up */
             nr_unlock(r);
             flush(r, &w);
             return t;
         }
         set_state(r, p, NR_PROC_IDLE);
+        int is_worker = p->kind == NR_KIND_WORKER;
+        /* Counted under the lock and undone under it, so reap can undo it
+         * for a process that dies mid-spin. */
+        if (is_worker) set_spinning(h, p, 1);
         nr_unlock(r);
 
-        int is_worker = p->kind == NR_KIND_WORKER;
-        ADD(&h->nspinning, 1);
         int found = SPIN_UNTIL(LOAD(&p->q_head) || LOAD(&h->shutdown) ||
-                               (is_worker && LOAD(&h->rq_head) && LOAD(&h->cpus_avail) > 0),
-                               spin_ns);
-        ADD(&h->nspinning, -1);
-        if (found) continue;
+                               (is_worker && shared_work_fits(r)), spin_ns);
 
         nr_lock(r);
+        set_spinning(h, p, 0);
+        if (found) { nr_unlock(r); continue; }
         if (h->shutdown) { nr_unlock(r); return 0; }
-        t = pop_locked(r, p);
+        t = take_locked(r, slot, &w);
         if (t) {
-            start_task_locked(r, slot, t);
-            kick_locked(r, &w);
             nr_unlock(r);
             flush(r, &w);
             return t;
         }
         p->sleeping = 1;
-        p->sleep_next = h->sleep_head;
-        h->sleep_head = slot + 1;
-        h->nsleeping++;
+        if (is_worker) {                 /* only pool workers take shared work */
+            p->sleep_next = h->sleep_head;
+            h->sleep_head = slot + 1;
+            h->nsleeping++;
+        }
         uint32_t seen = LOAD(&p->wake);
         nr_unlock(r);
 
@@ -448,12 +496,14 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
 
         nr_lock(r);
         if (p->sleeping) {               /* timed out or woke spuriously */
-            sleepers_remove(r, slot);
+            if (is_worker) sleepers_remove(r, slot);
             p->sleeping = 0;
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
                 set_state(r, p, NR_PROC_EXITED);
                 h->nworkers--;
+                kick_locked(r, &w);      /* work that arrived meanwhile finds a worker */
                 nr_unlock(r);
+                flush(r, &w);
                 return -1;               /* surplus worker retires */
             }
         }
@@ -464,11 +514,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
 int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
-    uint32_t t = pop_locked(r, nr_proc(r, slot));
-    if (t) {
-        start_task_locked(r, slot, t);
-        kick_locked(r, &w);
-    }
+    uint32_t t = take_locked(r, slot, &w);
     nr_unlock(r);
     flush(r, &w);
     return t;
@@ -528,23 +574,27 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
 }
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                        uint32_t target_slot1) {
+                        uint32_t target_slot1, uint64_t *ret_out) {
     nr_header_t *h = r->hdr;
     nr_spec_t *s = (nr_spec_t *)(r->base + spec);
     uint64_t *ids = nr_spec_ids(s);
     wakeups_t w = {0};
     nr_lock(r);
-    /* Reserve everything first so a full table fails cleanly. */
-    uint32_t t;
-    if (h->task_free) t = h->task_free;
-    else if (h->task_hwm < h->max_tasks) { t = ++h->task_hwm; nr_task(r, t)->gen = 1; }
-    else { nr_unlock(r); return 0; }
-    if (h->max_objects - h->nobjects < s->nret || h->max_deps - h->ndeps_live < s->ndeps) {
+    /* Check every table first, so a full one fails cleanly and takes nothing. */
+    if ((!h->task_free && h->task_hwm >= h->max_tasks) ||
+        h->max_objects - h->nobjects < s->nret || h->max_deps - h->ndeps_live < s->ndeps) {
         nr_unlock(r);
         return 0;
     }
+    uint32_t t;
+    if (h->task_free) {
+        t = h->task_free;
+        h->task_free = nr_task(r, t)->next;
+    } else {
+        t = ++h->task_hwm;
+        nr_task(r, t)->gen = 1;
+    }
     nr_task_t *task = nr_task(r, t);
-    if (h->task_free == t) h->task_free = task->next;
     h->ntasks++;
     task->state = NR_TASK_WAITING;
     task->spec = spec;
@@ -555,8 +605,10 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->attempts = 0;
     task->deps_left = 0;
     task->next = 0;
+    /* The caller gets the return ids from here: once the lock is released
+     * the task may run, finish and free its spec before the caller looks. */
     for (uint32_t i = 0; i < s->nret; i++) {
-        ids[i] = obj_alloc_locked(r);
+        ids[i] = ret_out[i] = obj_alloc_locked(r);
         objs(r)[(uint32_t)ids[i] - 1].owner = t;
     }
     if (s->func_id) nr_object_incref(r, s->func_id);
@@ -638,7 +690,8 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;
     if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) h->nstarting--;
-    if (p->sleeping) sleepers_remove(r, slot);
+    if (p->sleeping && p->kind == NR_KIND_WORKER) sleepers_remove(r, slot);
+    set_spinning(h, p, 0);
     if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) h->nworkers--;
     if (t) nr_task(r, t)->proc = 0;
     /* Tasks routed to this process stay queued on it; the language layer
@@ -707,6 +760,7 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->nobjects = h->nobjects; s->ntasks = h->ntasks; s->rq_len = h->rq_len;
     s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
     s->nidle = h->nidle;
+    s->nspinning = h->nspinning;
     s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;
     s->arena_used = h->arena.used; s->arena_nallocs = h->arena.nallocs;
     s->arena_brk = h->arena.brk - h->arena_off; s->arena_peak = h->arena.peak - h->arena_off;

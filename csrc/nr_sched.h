@@ -84,7 +84,7 @@ static inline char *nr_spec_args(nr_spec_t *s) {
 static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t *)(p + 1); }
 
 typedef struct {
-    uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle;
+    uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning;
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;
@@ -97,6 +97,8 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1
 /* 0 sealed; 1 already sealed (caller frees data); -1 stale id */
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error);
 void nr_object_incref(nr_region_t *r, uint64_t id);
+/* Takes a count only if the object is sealed and still counted: 1, else 0. */
+int nr_object_try_incref(nr_region_t *r, uint64_t id);
 void nr_object_decref(nr_region_t *r, uint64_t id);
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);
@@ -106,9 +108,10 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
 int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
                  int64_t timeout_ns, int64_t spin_ns, uint8_t *ready);
 
-/* Tasks.  submit returns the task (index + 1), 0 when a table is full. */
+/* Tasks.  submit returns the task (index + 1), 0 when a table is full, and
+ * writes the return object ids to ret_out[nret]. */
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
-                        int32_t retries, uint32_t target_slot1);
+                        int32_t retries, uint32_t target_slot1, uint64_t *ret_out);
 nr_task_t *nr_task(nr_region_t *r, uint32_t t);
 /* Next task for process `slot`: > 0 a task, 0 shut down, -1 idle timeout. */
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);

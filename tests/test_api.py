@@ -422,3 +422,46 @@ def test_a_forked_child_does_not_release_the_parents_objects(ray):
     assert store_objects() == before
     np.testing.assert_array_equal(ray.get(ref), np.arange(10))
 
+
+
+def test_wait_on_many_refs(ray):
+    @ray.remote
+    def ident(i):
+        return i
+    refs = [ident.remote(i) for i in range(600)]          # past the 256-id fast path
+    ready, not_ready = ray.wait(refs, num_returns=600, timeout=30)
+    assert ready == refs and not_ready == []
+    gate = ray.put(None)
+
+    @ray.remote
+    def slow(_):
+        time.sleep(0.3)
+        return 1
+    pending = [slow.remote(gate)] + refs[:299]
+    ready, not_ready = ray.wait(pending, num_returns=300, timeout=5)
+    assert not_ready == [] and ready[0] is pending[0]
+
+
+def test_nested_remote_functions_are_stored_once(ray):
+    @ray.remote
+    def fib(n):
+        if n < 2:
+            return n
+        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
+    assert ray.get(fib.remote(6), timeout=60) == 8
+    after_first = store_objects()
+    for _ in range(3):
+        assert ray.get(fib.remote(6), timeout=60) == 8
+    assert store_objects() == after_first            # copies in workers reuse the export
+
+
+def test_an_exception_whose_repr_fails_still_fails_the_task(ray):
+    class BadRepr(Exception):
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    @ray.remote
+    def raises():
+        raise BadRepr("x")
+    with pytest.raises(exceptions.RayTaskError):
+        ray.get(raises.remote(), timeout=30)

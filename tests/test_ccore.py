@@ -282,3 +282,59 @@ def test_idle_workers_are_counted_through_every_state_change():
     assert r.stats()["nidle"] == 1                   # w2 was running: not idle
     r.reap(w1)
     assert r.stats()["nidle"] == 0
+
+
+def test_return_ids_come_from_submit_not_from_the_spec():
+    # The spec may be freed (and its block reused) as soon as submit unlocks.
+    r = CRegion()
+    w = r.proc()
+    t, rets = r.submit(nret=3)
+    assert r.next(w) == t
+    for ret in rets:
+        r.seal(ret)
+    r.finish(w, t)                                   # spec freed here
+    junk = r.alloc(64)
+    r.fill(junk, 64, 0xAB)                           # and its block reused
+    assert [r.state(x) for x in rets] == [OBJ_READY] * 3
+
+
+def test_failed_submits_take_no_task_slot():
+    r = CRegion(max_objects=4, max_tasks=8)
+    held = [r.put() for _ in range(4)]               # object table full
+    for _ in range(20):
+        assert r.submit()[0] == 0
+    for oid in held:
+        r.decref(oid)
+    assert all(r.submit()[0] for _ in range(4))      # slots and objects all usable
+
+
+def test_a_free_top_block_grows_in_place():
+    r = CRegion(arena_bytes=64 << 20)
+    a = r.alloc(36 << 20)
+    r.free(a)
+    assert r.alloc(40 << 20) == a                    # not "full": the top block grows
+    assert r.check() == 0
+
+
+def test_freeing_a_long_chain_of_nested_refs_does_not_recurse():
+    n = 300_000
+    r = CRegion(arena_bytes=256 << 20, max_objects=n + 8)
+    prev = r.put()
+    for _ in range(n):
+        nxt = r.put(contained=[prev])
+        r.decref(prev)
+        prev = nxt
+    assert r.stats()["nobjects"] == n + 1
+    r.decref(prev)                                   # frees the whole chain
+    assert r.stats()["nobjects"] == 0 and r.stats()["arena_nallocs"] == 0
+
+
+def test_try_incref_never_revives_a_dead_object():
+    r = CRegion()
+    oid = r.put()
+    assert r.try_incref(oid) == 1
+    r.decref(oid)
+    r.decref(oid)
+    assert r.try_incref(oid) == 0                    # freed: no count taken
+    pending = r.create()
+    assert r.try_incref(pending) == 0                # not sealed yet

@@ -269,3 +269,74 @@ def test_tasks_blocked_in_get_get_extra_workers(fresh):
     # Both CPUs' workers block in get(); their children need other workers.
     assert len(ray.get([parent.remote() for _ in range(2)], timeout=30)) == 2
     assert ray._api._backend.region.stats()["workers"] > 2
+
+
+def test_get_from_a_second_thread_in_a_task_keeps_cpu_accounting(fresh):
+    ray = fresh(num_cpus=1)
+
+    @ray.remote(num_cpus=0)
+    def slow():
+        time.sleep(0.5)
+        return 1
+
+    @ray.remote
+    def parent(box):
+        box[0].future()            # a thread of this worker blocks in get()
+        return 0
+    s = slow.remote()
+    assert ray.get(parent.remote([s])) == 0 and ray.get(s) == 1
+    time.sleep(0.2)
+    assert ray.available_resources()["CPU"] == 1.0
+
+
+def test_idle_worker_does_not_spin_while_the_queue_head_needs_more_cpus(fresh):
+    ray = fresh(num_cpus=2)
+
+    @ray.remote(num_cpus=1)
+    def holds_one():
+        time.sleep(1.5)
+        return os.getpid()
+
+    @ray.remote(num_cpus=2)
+    def needs_two():
+        return os.getpid()
+    ray.get([needs_two.remote() for _ in range(2)])
+    _wait_for_workers(2)
+    busy = holds_one.remote()
+    time.sleep(0.2)
+    waiting = needs_two.remote()              # cannot start until holds_one ends
+    time.sleep(0.2)
+    pids = ray._api._backend.region.worker_pids()
+
+    def ticks(pid):
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    before = {p: ticks(p) for p in pids}
+    time.sleep(0.8)
+    used = {p: ticks(p) - before[p] for p in pids}
+    runner = ray.get(busy)
+    ray.get(waiting)
+    assert all(u <= 3 for p, u in used.items() if p != runner), used
+
+
+def test_a_worker_killed_while_spinning_is_not_counted_as_spinning(fresh, monkeypatch):
+    monkeypatch.setenv("NANORAY_WORKER_SPIN_US", "3000000")     # workers spin 3 s when idle
+    ray = fresh(num_cpus=2)
+    region = ray._api._backend.region
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+    victim = ray.get(pid.remote())                # now spinning for 3 s
+    time.sleep(0.1)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while True:                                   # every live worker asleep
+        s = region.stats()
+        if s["workers"] >= 2 and s["sleeping"] == s["workers"] and not s["starting"]:
+            break
+        assert time.monotonic() < deadline, s
+        time.sleep(0.05)
+    assert region.stats()["spinning"] == 0
+    assert ray.get(pid.remote(), timeout=5) != victim

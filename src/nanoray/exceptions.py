@@ -53,7 +53,7 @@ class RayTaskError(RayError):
         self.traceback_str = traceback_str
         self.cause = cause
         self.pid = pid
-        self.cause_repr = cause_repr if cause_repr is not None else repr(cause)
+        self.cause_repr = cause_repr if cause_repr is not None else _safe_repr(cause)
         # Not super(): in the dual class the next __init__ would be the cause's.
         Exception.__init__(self, self._message())
 
@@ -95,6 +95,13 @@ class RayTaskError(RayError):
             return self
         err.args = (self._message(),)
         return err
+
+
+def _safe_repr(obj):
+    try:
+        return repr(obj)
+    except Exception:
+        return "<%s object (repr failed)>" % type(obj).__name__
 
 
 def _dual_init(self, function_name, traceback_str, cause, pid, cause_repr=None):

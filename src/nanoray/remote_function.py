@@ -61,6 +61,8 @@ class RemoteFunction:
         self._options = dict(options)
         self._compiled = _Options(self._options)
         self._ref = None            # the exported function in the current runtime
+        self._ref_region = None
+        self._export_hint = None    # (session, id) of the export a pickled copy came from
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
             try:
                 setattr(self, attr, getattr(function, attr))
@@ -97,16 +99,40 @@ class RemoteFunction:
         return _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
 
     def _export(self):
-        self._ref = _rt.export_function(self._function)
+        region = _rt.current_region()
+        ref = None
+        hint = self._export_hint
+        if hint is not None and hint[0] == region.session:
+            # A copy unpickled in a worker uses the driver's export while it
+            # lives, instead of storing the function again.
+            ref = _rt.ref_if_alive(hint[1])
+        if ref is None:
+            try:
+                ref = _rt.export_function(self._function, self._reserved)
+            except BaseException:
+                self._ref = None
+                raise
+        self._ref = ref
+        self._ref_region = region
+        return ref
+
+    def _reserved(self, ref):
+        self._ref = ref
         self._ref_region = _rt.current_region()
-        return self._ref
 
     def __getstate__(self):
-        # The exported ref belongs to one runtime; a copy re-exports on use.
-        return {"_function": self._function, "_options": self._options}
+        # Not the ref itself: a payload holding a ref to the function's own
+        # export would keep it alive forever.  Its id and the runtime's
+        # session instead; the copy takes a count only if it still lives.
+        state = {"_function": self._function, "_options": self._options}
+        region = _rt.current_region()
+        if self._ref is not None and region is not None and self._ref_region is region:
+            state["_export_hint"] = (region.session, self._ref._id)
+        return state
 
     def __setstate__(self, state):
         self.__init__(state["_function"], state["_options"])
+        self._export_hint = state.get("_export_hint")
 
 
 class _Bound:

@@ -87,6 +87,9 @@ cdef class CRegion:
             nr_arena_free(&self.r, off)
         return rc
 
+    def try_incref(self, uint64_t oid):
+        return nr_object_try_incref(&self.r, oid)
+
     def incref(self, uint64_t oid):
         nr_object_incref(&self.r, oid)
 
@@ -126,11 +129,12 @@ cdef class CRegion:
         s.flags = 0
         for i, d in enumerate(deps):
             nr_spec_ids(s)[nret + i] = d
-        t = nr_task_submit(&self.r, off, cpus, retries, target)
+        cdef uint64_t rets[16]
+        t = nr_task_submit(&self.r, off, cpus, retries, target, rets)
         if t == 0:
             nr_arena_free(&self.r, off)
             return 0, []
-        return t, [nr_spec_ids(s)[i] for i in range(nret)]
+        return t, [rets[i] for i in range(nret)]
 
     def next(self, uint32_t slot):
         """The next task for slot, or 0 when none is runnable now."""

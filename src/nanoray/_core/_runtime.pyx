@@ -38,6 +38,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
@@ -86,6 +87,7 @@ cdef object _PickleBuffer = pickle.PickleBuffer
 cdef Region _region = None        # the region this process uses now
 cdef uint32_t _slot = 0           # this process's proc slot
 cdef bint _in_task = False        # a worker running a task (get() lends CPUs)
+cdef long _task_thread = 0        # the thread running it: only its waits lend CPUs
 cdef object _tls = threading.local()  # .refs: refs met while pickling (per thread)
 cdef int _pid = getpid()         # this process; refs inherited by a fork are inert
 cdef dict _funcs = {}             # function object id -> callable (workers)
@@ -169,6 +171,11 @@ cdef class Region:
         return self.r.fd
 
     @property
+    def session(self):
+        """Random at creation: tells one runtime's ids from another's."""
+        return self.r.hdr.session
+
+    @property
     def size(self):
         return self.r.size
 
@@ -219,7 +226,8 @@ cdef class Region:
         cdef nr_stats_t s
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
-                    workers=s.nworkers, idle=s.nidle, sleeping=s.nsleeping, starting=s.nstarting,
+                    workers=s.nworkers, idle=s.nidle, sleeping=s.nsleeping, spinning=s.nspinning,
+                    starting=s.nstarting,
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,
                     store_touched=s.arena_peak, store_capacity=s.arena_size,
@@ -571,17 +579,21 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     return _load(reg, oid, reg.r.base + data, False)
 
 
-def put(value):
-    cdef Region reg = _region
-    if type(value) is ObjectRef:
-        raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
-    cdef _Pickled p = _pickle(value, False)
+cdef ObjectRef put_pickled(Region reg, _Pickled p):
+    """Stores a pickled value as a new sealed object; returns its ref."""
     cdef uint64_t off = _store(reg, p)
     cdef uint64_t oid = nr_put(&reg.r, off, p.size)
     if oid == 0:
         nr_arena_free(&reg.r, off)
         raise _exc.ObjectStoreFullError("nanoray: the object table is full")
     return _adopt(reg, oid)
+
+
+def put(value):
+    cdef Region reg = _region
+    if type(value) is ObjectRef:
+        raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
+    return put_pickled(reg, _pickle(value, False))
 
 
 cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
@@ -596,7 +608,8 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
     except Exception as e:
         what = "serialized" if off == 0 and not isinstance(e, _exc.ObjectStoreFullError) else "stored"
         err = _exc.RayTaskError("", "", _exc.RaySystemError(
-            "nanoray: the task's result could not be %s: %r" % (what, e)), os.getpid())
+            "nanoray: the task's result could not be %s: %s" % (what, _exc._safe_repr(e))),
+            os.getpid())
         try:
             p = _pickle(err, True)
             off = _store(reg, p)
@@ -625,7 +638,7 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
         return 0
     cdef int rc
     cdef int64_t left, slice_ns, spin = GET_SPIN_NS
-    cdef bint lent = _in_task
+    cdef bint lent = _in_task and PyThread_get_thread_ident() == _task_thread
     if lent:
         nr_proc_block(&reg.r, _slot)
     try:
@@ -722,7 +735,7 @@ def wait(list refs, int num_returns, timeout):
                 k = nr_wait_many(&reg.r, ids, <int>n, num_returns, 0, 0, ready)
             if k >= num_returns or slice_ns == 0:
                 break
-            if _in_task and not lent:
+            if _in_task and not lent and PyThread_get_thread_ident() == _task_thread:
                 nr_proc_block(&reg.r, _slot)
                 lent = True
             with nogil:
@@ -751,16 +764,38 @@ def wait(list refs, int num_returns, timeout):
 # Tasks
 
 
-def export_function(func):
-    """Stores a pickled function once; returns the ref that keeps it."""
+def ref_if_alive(uint64_t oid):
+    """An ObjectRef to oid if the object is sealed and still counted, else None."""
     cdef Region reg = _region
-    cdef _Pickled p = _pickle(func, True)
-    cdef uint64_t off = _store(reg, p)
-    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
-    if oid == 0:
-        nr_arena_free(&reg.r, off)
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    if reg is None or not nr_object_try_incref(&reg.r, oid):
+        return None
     return _adopt(reg, oid)
+
+
+def export_function(func, on_reserved):
+    """Stores a pickled function; returns the ref that keeps it.
+
+    In two steps: the object is reserved first and on_reserved(ref) is
+    called before pickling, so a RemoteFunction inside the function's own
+    globals (a function that submits itself) pickles the id of this very
+    export, and copies of it in workers reuse it instead of storing the
+    function again."""
+    cdef Region reg = _region
+    cdef uint64_t oid = nr_object_create(&reg.r)
+    if oid == 0:
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    ref = _adopt(reg, oid)
+    cdef _Pickled p
+    cdef uint64_t off
+    try:
+        on_reserved(ref)
+        p = _pickle(func, True)
+        off = _store(reg, p)
+    except BaseException:
+        nr_object_seal(&reg.r, oid, 0, 0, 1)     # never leave it pending
+        raise
+    nr_object_seal(&reg.r, oid, off, p.size, 0)
+    return ref
 
 
 def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
@@ -824,26 +859,34 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
         ids[nret + ndeps + i] = (<ObjectRef>p.contained[i])._id
     if args_ref is None:
         _write_payload(nr_spec_args(spec), p, False)
-    cdef uint32_t t = nr_task_submit(&reg.r, off, cpus_milli, retries, target)
-    if t == 0:
-        nr_arena_free(&reg.r, off)
-        raise _exc.RaySystemError("nanoray: the task or object table is full (too many pending tasks)")
-    if nret == 1:
-        return _adopt(reg, ids[0])
-    return [_adopt(reg, ids[i]) for i in range(nret)]
-
-
-cdef ObjectRef put_pickled(Region reg, _Pickled p):
-    cdef uint64_t off = _store(reg, p)
-    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
-    if oid == 0:
-        nr_arena_free(&reg.r, off)
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
-    return _adopt(reg, oid)
+    cdef uint64_t rets_stack[8]
+    cdef uint64_t *rets = &rets_stack[0]
+    if nret > 8:
+        rets = <uint64_t *>malloc(8 * nret)
+    cdef uint32_t t
+    try:
+        t = nr_task_submit(&reg.r, off, cpus_milli, retries, target, rets)
+        if t == 0:
+            nr_arena_free(&reg.r, off)
+            raise _exc.RaySystemError(
+                "nanoray: the task or object table is full (too many pending tasks)")
+        # The spec belongs to the task now (it may already have run and been
+        # freed): the ids come from rets, written under the region lock.
+        if nret == 1:
+            return _adopt(reg, rets[0])
+        return [_adopt(reg, rets[i]) for i in range(nret)]
+    finally:
+        if rets != &rets_stack[0]:
+            free(rets)
 
 
 # --------------------------------------------------------------------------
 # Workers
+
+
+# Deserialized functions kept per worker; past this many the cache restarts
+# (a program with more distinct remote functions pays an unpickle again).
+FUNCTION_CACHE_MAX = 4096
 
 
 cdef object _function(Region reg, uint64_t fid):
@@ -851,12 +894,14 @@ cdef object _function(Region reg, uint64_t fid):
     if f is None:
         is_error = False
         f = _value(reg, fid, &is_error)
+        if len(_funcs) >= FUNCTION_CACHE_MAX:
+            _funcs.clear()
         _funcs[fid] = f
     return f
 
 
 cdef void _run_task(Region reg, uint32_t t) except *:
-    global _in_task
+    global _in_task, _task_thread
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -866,6 +911,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     cdef object failure = None
     name = "task"
     _in_task = True
+    _task_thread = PyThread_get_thread_ident()
     try:
         try:
             func = _function(reg, spec.func_id)
@@ -909,6 +955,12 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     finally:
         _in_task = False
         args = kwargs = result = vals = None
+        # Whatever escaped above, no return may stay pending (its getters
+        # would wait forever): seal it with no payload, read back as a
+        # system error.
+        for i in range(nret):
+            if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
+                nr_object_seal(&reg.r, ids[i], 0, 0, 1)
         nr_task_finish(&reg.r, _slot, t)
 
 
@@ -926,7 +978,7 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure) except *:
     except Exception:
         # The cause will not pickle: keep its traceback text and repr.
         failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
-                                    failure.pid, cause_repr=repr(failure.cause))
+                                    failure.pid, cause_repr=_exc._safe_repr(failure.cause))
     _seal(reg, oid, failure, True)
 
 

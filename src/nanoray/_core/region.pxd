@@ -28,6 +28,7 @@ cdef extern from "nr_region.h" nogil:
 
     ctypedef struct nr_header_t:
         uint64_t size        # total mapped bytes
+        uint64_t session     # random at creation: tells runtimes apart
         uint32_t max_procs   # proc slots
         uint32_t shutdown    # set once at shutdown
         int32_t cpus_total   # milli-CPUs

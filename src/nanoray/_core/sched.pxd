@@ -35,7 +35,7 @@ cdef extern from "nr_sched.h" nogil:
         uint64_t pickle_len  # bytes of the pickle stream
 
     ctypedef struct nr_stats_t:
-        uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle
+        uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
@@ -48,6 +48,7 @@ cdef extern from "nr_sched.h" nogil:
     uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size)
     int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error)
     void nr_object_incref(nr_region_t *r, uint64_t id)
+    int nr_object_try_incref(nr_region_t *r, uint64_t id)
     void nr_object_decref(nr_region_t *r, uint64_t id)
     int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size)
     int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns)
@@ -55,7 +56,7 @@ cdef extern from "nr_sched.h" nogil:
                      int64_t timeout_ns, int64_t spin_ns, uint8_t *ready)
 
     uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                            uint32_t target_slot1)
+                            uint32_t target_slot1, uint64_t *ret_out)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)
     int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns)
     int64_t nr_task_try_next(nr_region_t *r, uint32_t slot)
