@@ -473,9 +473,8 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         int found = SPIN_UNTIL(LOAD(&p->q_head) || LOAD(&h->shutdown) ||
                                (is_worker && shared_work_fits(r)), spin_ns);
 
-        nr_lock(r);
+        nr_lock(r);                      /* one section: stop spinning and take */
         set_spinning(h, p, 0);
-        if (found) { nr_unlock(r); continue; }
         if (h->shutdown) { nr_unlock(r); return 0; }
         t = take_locked(r, slot, &w);
         if (t) {
@@ -483,6 +482,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
             flush(r, &w);
             return t;
         }
+        if (found) { nr_unlock(r); continue; }   /* someone else took it: spin again */
         p->sleeping = 1;
         if (is_worker) {                 /* only pool workers take shared work */
             p->sleep_next = h->sleep_head;
