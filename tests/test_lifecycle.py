@@ -253,6 +253,8 @@ def test_a_burst_of_tasks_runs_on_num_cpus_workers(fresh):
     for _ in range(3):
         pids |= set(ray.get([whoami.remote(i) for i in range(5000)]))
     assert len(pids) <= 2
+    assert ray._api._backend.region.stats()["workers"] <= 2
+    _wait_for_workers(2)          # the second may still be starting (numpy preload)
     assert ray._api._backend.region.stats()["workers"] == 2
 
 
