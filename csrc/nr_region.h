@@ -92,6 +92,7 @@ typedef struct {
     uint32_t nworkers;            /* live or starting worker processes */
     uint32_t nstarting;
     uint32_t nidle;               /* pool workers with no task (sleeping, spinning, or between tasks) */
+    uint32_t nblocked;            /* pool workers whose task waits in get() */
     uint32_t min_workers, max_workers;
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
 

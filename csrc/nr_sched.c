@@ -313,6 +313,8 @@ static void set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
     if (p->kind == NR_KIND_WORKER) {
         if (p->state == NR_PROC_IDLE) r->hdr->nidle--;
         if (state == NR_PROC_IDLE) r->hdr->nidle++;
+        if (p->state == NR_PROC_BLOCKED) r->hdr->nblocked--;
+        if (state == NR_PROC_BLOCKED) r->hdr->nblocked++;
     }
     p->state = state;
 }
@@ -663,15 +665,21 @@ void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
     nr_unlock(r);
 }
 
-void nr_proc_block(nr_region_t *r, uint32_t slot) {
+int nr_proc_block(nr_region_t *r, uint32_t slot) {
+    nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     set_state(r, p, NR_PROC_BLOCKED);
-    r->hdr->cpus_avail += p->cpus_held;
+    h->cpus_avail += p->cpus_held;
     kick_locked(r, &w);
+    /* Every pool worker waits in get(), no more may start, and work is
+     * queued: nothing can ever run it.  Report it rather than hang. */
+    int stuck = p->kind == NR_KIND_WORKER && h->rq_len && h->nworkers >= h->max_workers &&
+                h->nblocked == h->nworkers;
     nr_unlock(r);
     flush(r, &w);
+    return stuck;
 }
 
 void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
@@ -760,6 +768,8 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->nobjects = h->nobjects; s->ntasks = h->ntasks; s->rq_len = h->rq_len;
     s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
     s->nidle = h->nidle;
+    s->nblocked = h->nblocked;
+    s->max_workers = h->max_workers;
     s->nspinning = h->nspinning;
     s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;
     s->arena_used = h->arena.used; s->arena_nallocs = h->arena.nallocs;

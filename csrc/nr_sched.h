@@ -85,6 +85,7 @@ static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t
 
 typedef struct {
     uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning;
+    uint64_t nblocked, max_workers;
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;
@@ -127,7 +128,9 @@ void nr_task_release(nr_region_t *r, uint32_t t);
 /* Processes */
 int nr_proc_alloc(nr_region_t *r, uint32_t kind);       /* slot, -1 if none */
 void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid);
-void nr_proc_block(nr_region_t *r, uint32_t slot);       /* lends its CPUs */
+/* The running task waits in get(): lends its CPUs.  Returns 1 when that
+ * leaves no worker able to run the queued work (all blocked, at the limit). */
+int nr_proc_block(nr_region_t *r, uint32_t slot);
 void nr_proc_unblock(nr_region_t *r, uint32_t slot);
 /* A process ended; returns the task it was running (index + 1) or 0. */
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot);

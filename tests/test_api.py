@@ -383,8 +383,9 @@ def test_a_result_too_large_for_the_store_fails_the_task_instead_of_hanging(ray)
     @ray.remote
     def huge():
         return np.zeros((1 << 30) // 8 + 4096)
-    with pytest.raises(exceptions.RayTaskError, match="could not be stored"):
+    with pytest.raises(exceptions.ObjectStoreFullError, match="object_store_memory=") as info:
         ray.get(huge.remote(), timeout=60)
+    assert isinstance(info.value, exceptions.RayTaskError) and "huge" in str(info.value)
 
 
 def test_threads_putting_refs_inside_values_concurrently(ray):

@@ -342,3 +342,31 @@ def test_a_worker_killed_while_spinning_is_not_counted_as_spinning(fresh, monkey
         time.sleep(0.05)
     assert region.stats()["spinning"] == 0
     assert ray.get(pid.remote(), timeout=5) != victim
+
+
+def test_refs_from_a_previous_session_stay_dead_inside_values(fresh):
+    ray = fresh(num_cpus=1)
+    old = ray.put("session one")
+    ray.shutdown()
+    ray.init(num_cpus=1)
+    ray.put("session two")                         # may reuse old's table slot
+
+    @ray.remote
+    def deref(box):
+        return ray.get(box[0])
+    with pytest.raises(exceptions.RaySystemError, match="shut down"):
+        ray.get(deref.remote([old]), timeout=30)
+    with pytest.raises(exceptions.RaySystemError, match="shut down"):
+        ray.get(ray.get(ray.put([old]))[0])
+
+
+def test_nesting_past_the_worker_limit_is_an_error_not_a_hang(fresh):
+    ray = fresh(num_cpus=1, _max_workers=3)
+
+    @ray.remote
+    def depth(n):
+        return 0 if n == 0 else 1 + ray.get(depth.remote(n - 1))
+    assert ray.get(depth.remote(2), timeout=30) == 2          # fits: 3 workers
+    with pytest.raises(exceptions.RaySystemError, match="worker limit"):
+        ray.get(depth.remote(6), timeout=30)
+    assert ray.get(depth.remote(1), timeout=30) == 1          # and it recovers

@@ -49,10 +49,11 @@ class LocalBackend:
         self.spawn_fd = spawn_fd
 
     @classmethod
-    def start(cls, num_cpus, object_store_memory):
+    def start(cls, num_cpus, object_store_memory, max_workers=None):
+        floor = max(1, int(num_cpus))
         region = _rt.Region.create(
-            object_store_memory, int(round(num_cpus * 1000)), min_workers=max(1, int(num_cpus)),
-            max_workers=max(1, int(num_cpus)) + EXTRA_WORKERS)
+            object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
+            max_workers=max(floor, max_workers or floor + EXTRA_WORKERS))
         slot = region.proc_alloc(1)                    # NR_KIND_DRIVER
         region.proc_started(slot, os.getpid())
         spawn_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -121,11 +122,13 @@ def _physical_memory():
 def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
          address=None, num_gpus=None, resources=None, namespace=None, runtime_env=None,
          include_dashboard=None, logging_level=None, log_to_driver=True,
-         configure_logging=True, _system_config=None, **kwargs):
+         configure_logging=True, _system_config=None, _max_workers=None, **kwargs):
     """Starts nanoray on this machine: the object store and num_cpus workers.
 
     Returns quickly: workers are forked by a zygote process while the first
-    tasks are being submitted."""
+    tasks are being submitted.  _max_workers bounds the worker processes,
+    those started for tasks blocked in get() included (default num_cpus +
+    EXTRA_WORKERS)."""
     global _backend, _atexit_registered
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
@@ -151,7 +154,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         if not isinstance(object_store_memory, int) or object_store_memory < (1 << 20):
             raise ValueError("object_store_memory must be an int of at least 1 MiB, got %r"
                              % (object_store_memory,))
-        _backend = LocalBackend.start(num_cpus, object_store_memory)
+        if _max_workers is not None and (not isinstance(_max_workers, int) or _max_workers < 1):
+            raise ValueError("_max_workers must be a positive int, got %r" % (_max_workers,))
+        _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -203,7 +208,8 @@ def get(object_refs, *, timeout=None):
     A list of refs gives a list of values in the same order.  Arrays come
     back as read-only views of shared memory (no copy).  Raises the task's
     exception (RayTaskError, also an instance of the original type), or
-    GetTimeoutError when timeout (seconds) passes first."""
+    GetTimeoutError when timeout (seconds) passes first; a negative timeout
+    waits forever, as in Ray."""
     _get_backend()
     if type(object_refs) is ObjectRef:
         return _rt.get_one(object_refs, timeout)

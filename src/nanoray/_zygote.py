@@ -85,8 +85,8 @@ def main():
             return
         from nanoray.exceptions import WorkerCrashedError
         err = WorkerCrashedError(
-            "The worker died unexpectedly while executing this task "
-            "(killed, out of memory, or crashed), and no retries were left.")
+            "The worker died unexpectedly while executing this task (killed, out of "
+            "memory, crashed, or the task called sys.exit()), and no retries were left.")
         for oid in rt.task_returns(region, t):
             rt.seal_error(oid, err)
         rt.task_release(region, t)

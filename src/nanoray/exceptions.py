@@ -73,7 +73,9 @@ class RayTaskError(RayError):
         """This error as an instance of a class deriving from both RayTaskError
         and the cause's type, so callers can catch the original type."""
         cause = self.cause
-        if cause is None or isinstance(cause, RayTaskError):
+        # Only Exception subclasses: a SystemExit or KeyboardInterrupt raised
+        # from get() would end the caller's program instead of failing a call.
+        if cause is None or isinstance(cause, RayTaskError) or not isinstance(cause, Exception):
             return self
         cause_cls = type(cause)
         cls = _dual_classes.get(cause_cls)
@@ -88,9 +90,8 @@ class RayTaskError(RayError):
             except TypeError:          # layouts that cannot be combined
                 return self
             _dual_classes[cause_cls] = cls
-        err = cls.__new__(cls)
         try:
-            err.__init__(self.function_name, self.traceback_str, cause, self.pid, self.cause_repr)
+            err = cls(self.function_name, self.traceback_str, cause, self.pid, self.cause_repr)
         except Exception:
             return self
         err.args = (self._message(),)

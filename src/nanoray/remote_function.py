@@ -1,5 +1,6 @@
 """@remote functions: RemoteFunction and its options."""
 
+import inspect
 import numbers
 
 from nanoray import _api
@@ -42,6 +43,34 @@ def validate_options(opts):
     return opts
 
 
+def _signature_check(function):
+    """A callable that raises TypeError, at .remote() as in Ray, when the
+    arguments do not fit the function; None when there is no signature.
+    Plain positional calls of functions without *args/**kwargs/keyword-only
+    parameters take a fast path (a length check)."""
+    try:
+        sig = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())
+    name = getattr(function, "__name__", "function")
+
+    def bind(args, kwargs):
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError("%s(): %s" % (name, e)) from None
+    if all(p.kind == p.POSITIONAL_OR_KEYWORD for p in params):
+        most = len(params)
+        least = sum(1 for p in params if p.default is p.empty)
+
+        def check(args, kwargs):
+            if kwargs or not least <= len(args) <= most:
+                bind(args, kwargs)
+        return check
+    return bind
+
+
 class _Options:
     __slots__ = ("num_returns", "cpus_milli", "max_retries")
 
@@ -60,6 +89,7 @@ class RemoteFunction:
         self._function = function
         self._options = dict(options)
         self._compiled = _Options(self._options)
+        self._check = _signature_check(function)
         self._ref = None            # the exported function in the current runtime
         self._ref_region = None
         self._export_hint = None    # (session, id) of the export a pickled copy came from
@@ -86,6 +116,9 @@ class RemoteFunction:
         return _Bound(self, _Options(merged))
 
     def _submit(self, args, kwargs, o):
+        check = self._check
+        if check is not None:
+            check(args, kwargs)
         backend = _api._backend or _api._auto_init()
         ref = self._ref
         if ref is None or _rt.current_region() is not self._ref_region:

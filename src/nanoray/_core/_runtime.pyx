@@ -122,6 +122,7 @@ cdef class Region:
     cdef nr_region_t r
     cdef readonly bint owner          # the driver that created it
     cdef int pid                      # the process whose counts it may change
+    cdef readonly uint64_t session    # random per runtime: a ref from another is dead
     cdef object __weakref__
 
     def __cinit__(self):
@@ -149,6 +150,7 @@ cdef class Region:
         if rc != 0:
             raise OSError(-rc, "nanoray: cannot create the shared region: " + os.strerror(-rc))
         self.owner = True
+        self.session = self.r.hdr.session
         return self
 
     @staticmethod
@@ -157,6 +159,7 @@ cdef class Region:
         cdef int rc = nr_region_attach(&self.r, fd)
         if rc != 0:
             raise OSError(-rc, "nanoray: cannot map the shared region: " + os.strerror(-rc))
+        self.session = self.r.hdr.session
         return self
 
     def __dealloc__(self):
@@ -169,11 +172,6 @@ cdef class Region:
     @property
     def fd(self):
         return self.r.fd
-
-    @property
-    def session(self):
-        """Random at creation: tells one runtime's ids from another's."""
-        return self.r.hdr.session
 
     @property
     def size(self):
@@ -226,8 +224,9 @@ cdef class Region:
         cdef nr_stats_t s
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
-                    workers=s.nworkers, idle=s.nidle, sleeping=s.nsleeping, spinning=s.nspinning,
-                    starting=s.nstarting,
+                    workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
+                    sleeping=s.nsleeping, spinning=s.nspinning, starting=s.nstarting,
+                    max_workers=s.max_workers,
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,
                     store_touched=s.arena_peak, store_capacity=s.arena_size,
@@ -323,10 +322,17 @@ cdef class ObjectRef:
         return not self.__eq__(other)
 
     def __reduce__(self):
-        refs = getattr(_tls, "refs", None)
-        if refs is not None:
-            refs.append(self)
-        return (_rebuild_ref, (self._id,))
+        # Only refs of the running runtime are counted by the payload; a
+        # ref of another (shut down) runtime stays dead when rebuilt.
+        if self._reg is not None and self._reg is _region:
+            refs = getattr(_tls, "refs", None)
+            if refs is not None:
+                refs.append(self)
+        return (_rebuild_ref, (self._id, self._reg.session if self._reg is not None else 0))
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
 
     def future(self):
         """A concurrent.futures.Future resolved with the value."""
@@ -357,9 +363,14 @@ cdef inline ObjectRef _new_ref(Region reg, uint64_t oid):
     return _adopt(reg, oid)
 
 
-def _rebuild_ref(uint64_t oid):
+def _rebuild_ref(uint64_t oid, uint64_t session=0):
     if _region is None:
         raise _exc.RaySystemError("an ObjectRef was unpickled outside a nanoray runtime")
+    if session != _region.session:
+        # From a runtime that was shut down: a dead ref, whose get() says so.
+        ref = ObjectRef.__new__(ObjectRef)
+        (<ObjectRef>ref)._id = oid
+        return ref
     return _new_ref(_region, oid)
 
 
@@ -464,7 +475,39 @@ cdef inline uint64_t _align(uint64_t x):
     return (x + NR_ALIGN - 1) & ~(<uint64_t>NR_ALIGN - 1)
 
 
-cdef _Pickled _pickle(object value, bint force_cloud):
+cdef object _function_pickler = None
+
+
+cdef bytes _dumps_function(func):
+    """cloudpickle, but code objects keep their real co_filename (cloudpickle
+    3 writes "<dynamic-code>"), so remote tracebacks name the user's file and
+    show its source lines."""
+    global _function_pickler
+    if _function_pickler is None:
+        import io
+        import types
+        from collections import ChainMap
+        cp = _cloud()
+        base = cp.CloudPickler.dispatch_table.get(types.CodeType)
+
+        def reduce_code(code):
+            ctor, args = base(code)
+            return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+        class FunctionPickler(cp.CloudPickler):
+            if base is not None:
+                dispatch_table = ChainMap({types.CodeType: reduce_code},
+                                          cp.CloudPickler.dispatch_table)
+
+        def dumps(f):
+            buf = io.BytesIO()
+            FunctionPickler(buf, protocol=5).dump(f)
+            return buf.getvalue()
+        _function_pickler = dumps
+    return _function_pickler(func)
+
+
+cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
     cdef _Pickled p = _Pickled.__new__(_Pickled)
     cdef list bufs = []
     cdef object saved = getattr(_tls, "refs", None)
@@ -472,10 +515,12 @@ cdef _Pickled _pickle(object value, bint force_cloud):
     _tls.refs = found
     _check_ndarray()
     try:
-        if not force_cloud and _plain(value, 3):
-            p.data = _pickle_dumps(value, 5, buffer_callback=bufs.append)
+        if function:
+            p.data = _dumps_function(value)
+        elif not force_cloud and _plain(value, 3):
+            p.data = _pickle_dumps(value, 5, buffer_callback=bufs.append if oob else None)
         else:
-            p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append)
+            p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append if oob else None)
     finally:
         p.contained = found
         _tls.refs = saved
@@ -531,9 +576,9 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
     if off == 0:
         raise _exc.ObjectStoreFullError(
             "nanoray: the object store is full: %d bytes requested, %d free at most "
-            "(store size %d). Free refs you no longer need, or pass a larger "
+            "(object_store_memory=%d). Free refs you no longer need, or pass a larger "
             "object_store_memory to init()." % (
-                size, nr_arena_largest_free(&reg.r), reg.r.size))
+                size, nr_arena_largest_free(&reg.r), reg.stats()["store_capacity"]))
     return off
 
 
@@ -560,7 +605,8 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
     cdef uint32_t i
     for i in range(hdr.nbufs):
         if copy:
-            bufs.append(bytearray(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
+            # an immutable copy: arrays come out read-only, as large ones do
+            bufs.append(bytes(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
         else:
             bufs.append(memoryview(_pin(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
     return _pickle_loads(data, buffers=bufs)
@@ -576,7 +622,13 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     if data == 0:
         is_error[0] = True
         return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
-    return _load(reg, oid, reg.r.base + data, False)
+    if st != NR_OBJ_ERROR:
+        return _load(reg, oid, reg.r.base + data, False)
+    try:
+        return _load(reg, oid, reg.r.base + data, False)
+    except Exception as e:
+        return _exc.RaySystemError("nanoray: the task failed, and its error could not be "
+                                   "deserialized here: %s" % _exc._safe_repr(e))
 
 
 cdef ObjectRef put_pickled(Region reg, _Pickled p):
@@ -596,7 +648,7 @@ def put(value):
     return put_pickled(reg, _pickle(value, False))
 
 
-cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
+cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="") except *:
     """Stores value as the object's result.  If the value cannot be pickled
     or stored, the object is sealed with that error instead: a pending
     object is never left behind (its getters would wait forever)."""
@@ -606,10 +658,12 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error) except *:
         p = _pickle(value, is_error)
         off = _store(reg, p)
     except Exception as e:
-        what = "serialized" if off == 0 and not isinstance(e, _exc.ObjectStoreFullError) else "stored"
-        err = _exc.RayTaskError("", "", _exc.RaySystemError(
-            "nanoray: the task's result could not be %s: %s" % (what, _exc._safe_repr(e))),
-            os.getpid())
+        if isinstance(e, _exc.ObjectStoreFullError):
+            cause = e                  # catchable as ObjectStoreFullError by the caller
+        else:
+            cause = _exc.RaySystemError("nanoray: the result of %s() could not be serialized: %s"
+                                        % (name, _exc._safe_repr(e)))
+        err = _exc.RayTaskError(name, "", cause, os.getpid())
         try:
             p = _pickle(err, True)
             off = _store(reg, p)
@@ -629,6 +683,19 @@ def seal_error(uint64_t oid, err):
 # get / wait
 
 
+cdef int _lend(Region reg) except -1:
+    """This task waits in get(): lend its CPUs to other tasks."""
+    if nr_proc_block(&reg.r, _slot):
+        nr_proc_unblock(&reg.r, _slot)
+        s = reg.stats()
+        raise _exc.RaySystemError(
+            "nanoray: deadlock avoided: all %d workers are running tasks that wait in get(), "
+            "the worker limit (max_workers=%d) is reached, and %d queued tasks cannot start. "
+            "Nest less deeply, or get() fewer results from inside tasks."
+            % (s["workers"], s["max_workers"], s["queued"]))
+    return 0
+
+
 cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
     """0 when sealed, 1 on timeout.  Inside a task, lends the task's CPUs."""
     cdef int st = nr_object_info(&reg.r, oid, NULL, NULL)
@@ -640,7 +707,7 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
     cdef int64_t left, slice_ns, spin = GET_SPIN_NS
     cdef bint lent = _in_task and PyThread_get_thread_ident() == _task_thread
     if lent:
-        nr_proc_block(&reg.r, _slot)
+        _lend(reg)
     try:
         while True:
             slice_ns = WAIT_SLICE_NS
@@ -668,10 +735,8 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
 
 
 cdef inline int64_t _deadline(timeout) except? -2:
-    if timeout is None:
+    if timeout is None or timeout < 0:       # negative: wait forever, as Ray's get()
         return -1
-    if timeout < 0:
-        raise ValueError("timeout must be None or >= 0")
     return nr_now_ns() + <int64_t>(timeout * 1e9)
 
 
@@ -736,7 +801,7 @@ def wait(list refs, int num_returns, timeout):
             if k >= num_returns or slice_ns == 0:
                 break
             if _in_task and not lent and PyThread_get_thread_ident() == _task_thread:
-                nr_proc_block(&reg.r, _slot)
+                _lend(reg)
                 lent = True
             with nogil:
                 k = nr_wait_many(&reg.r, ids, <int>n, num_returns, slice_ns, spin, ready)
@@ -789,7 +854,9 @@ def export_function(func, on_reserved):
     cdef uint64_t off
     try:
         on_reserved(ref)
-        p = _pickle(func, True)
+        # In band: arrays a function captures arrive in each worker as its
+        # own writable copy, as in Ray (not read-only views of the store).
+        p = _pickle(func, True, False, True)
         off = _store(reg, p)
     except BaseException:
         nr_object_seal(&reg.r, oid, 0, 0, 1)     # never leave it pending
@@ -834,7 +901,12 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
             kwargs = kw
     else:
         kwargs = None
-    cdef _Pickled p = _pickle((args, kwargs), False)
+    cdef _Pickled p
+    try:
+        p = _pickle((args, kwargs), False)
+    except Exception as e:
+        raise TypeError("nanoray: could not serialize the arguments of the task: %s"
+                        % _exc._safe_repr(e)) from e
     cdef ObjectRef args_ref = None
     cdef uint64_t args_bytes = p.size
     if p.size > INLINE_ARGS_MAX:
@@ -868,8 +940,11 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
         t = nr_task_submit(&reg.r, off, cpus_milli, retries, target, rets)
         if t == 0:
             nr_arena_free(&reg.r, off)
+            s = reg.stats()
             raise _exc.RaySystemError(
-                "nanoray: the task or object table is full (too many pending tasks)")
+                "nanoray: no room for another task: %d tasks pending and %d objects alive "
+                "(tables hold %d each). Release ObjectRefs you no longer need, or wait "
+                "for results before submitting more." % (s["tasks"], s["objects"], 1 << 20))
         # The spec belongs to the task now (it may already have run and been
         # freed): the ids come from rets, written under the region lock.
         if nret == 1:
@@ -909,6 +984,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     cdef bint is_error = False
     cdef object result
     cdef object failure = None
+    cdef bint exit_worker = False
     name = "task"
     _in_task = True
     _task_thread = PyThread_get_thread_ident()
@@ -935,11 +1011,23 @@ cdef void _run_task(Region reg, uint32_t t) except *:
                                   for k, a in kwargs.items()}
             if failure is None:
                 result = func(*args, **kwargs) if kwargs else func(*args)
+        except SystemExit:
+            # As in Ray: the worker exits; the task is retried (max_retries)
+            # or fails with WorkerCrashedError.  Never re-raised in the driver,
+            # where it would end the program silently.
+            exit_worker = True
+        except KeyboardInterrupt:
+            failure = _exc.TaskCancelledError("nanoray: task %s() was interrupted" % name)
         except BaseException as e:
             if isinstance(e, _exc.RayTaskError):
-                failure = e
+                # A task it waited on failed: keep that cause; the traceback
+                # shows this task's frames, then the inner task's.
+                failure = _exc.RayTaskError(name, _format_tb(e), e.cause, os.getpid(),
+                                            cause_repr=e.cause_repr)
             else:
                 failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
+        if exit_worker:
+            return
         if failure is None and nret != 1:
             try:
                 result = tuple(result)
@@ -949,12 +1037,16 @@ cdef void _run_task(Region reg, uint32_t t) except *:
                 failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
         for i in range(nret):
             if failure is not None:
-                _seal_failure(reg, ids[i], failure)
+                _seal_failure(reg, ids[i], failure, name)
             else:
-                _seal(reg, ids[i], result if nret == 1 else result[i], False)
+                _seal(reg, ids[i], result if nret == 1 else result[i], False, name)
     finally:
         _in_task = False
         args = kwargs = result = vals = None
+        if exit_worker:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         # Whatever escaped above, no return may stay pending (its getters
         # would wait forever): seal it with no payload, read back as a
         # system error.
@@ -972,14 +1064,20 @@ cdef str _format_tb(BaseException e):
     return "".join(traceback.format_exception(type(e), e, tb))
 
 
-cdef void _seal_failure(Region reg, uint64_t oid, failure) except *:
+cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
+    cdef _Pickled p
     try:
-        _pickle(failure, True)
+        p = _pickle(failure, True)
+        _pickle_loads(p.data, buffers=p.bufs)     # the getter must be able to rebuild it
     except Exception:
-        # The cause will not pickle: keep its traceback text and repr.
-        failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
-                                    failure.pid, cause_repr=_exc._safe_repr(failure.cause))
-    _seal(reg, oid, failure, True)
+        # The cause will not pickle or rebuild (e.g. an __init__ that needs
+        # other arguments): keep its traceback text and repr.
+        if isinstance(failure, _exc.RayTaskError):
+            failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
+                                        failure.pid, cause_repr=_exc._safe_repr(failure.cause))
+        else:
+            failure = _exc.RaySystemError(_exc._safe_repr(failure))
+    _seal(reg, oid, failure, True, name)
 
 
 def worker_loop(Region reg, uint32_t slot):

@@ -36,6 +36,7 @@ cdef extern from "nr_sched.h" nogil:
 
     ctypedef struct nr_stats_t:
         uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning
+        uint64_t nblocked, max_workers
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
@@ -66,7 +67,7 @@ cdef extern from "nr_sched.h" nogil:
 
     int nr_proc_alloc(nr_region_t *r, uint32_t kind)
     void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid)
-    void nr_proc_block(nr_region_t *r, uint32_t slot)
+    int nr_proc_block(nr_region_t *r, uint32_t slot)
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)

@@ -1,0 +1,125 @@
+"""Behaviours a Ray user relies on at the edges: exits, interrupts, stale
+refs, writability, unrebuildable errors, tracebacks, call-site checks."""
+
+import asyncio
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nanoray import exceptions
+
+BIG = np.zeros(4)
+
+
+def test_sys_exit_in_a_task_is_a_worker_crash_not_a_silent_driver_exit(ray):
+    @ray.remote(max_retries=0)
+    def leaves():
+        sys.exit(3)
+    with pytest.raises(exceptions.WorkerCrashedError, match="sys.exit"):
+        ray.get(leaves.remote(), timeout=30)
+    assert ray.get(ray.remote(lambda: "still running").remote(), timeout=30) == "still running"
+
+
+def test_keyboard_interrupt_in_a_task_is_task_cancelled(ray):
+    @ray.remote
+    def interrupted():
+        raise KeyboardInterrupt
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(interrupted.remote(), timeout=30)
+
+
+def test_arrays_captured_by_a_function_are_writable_copies_in_the_worker(ray):
+    local = np.zeros(1 << 16)
+
+    @ray.remote
+    def mutate():
+        local[0] += 1                              # a closure's array
+        BIG[1] = 5                                 # a module global's array
+        return float(local[0]), float(BIG[1])
+    assert ray.get(mutate.remote()) == (1.0, 5.0)
+    assert local[0] == 0 and BIG[1] == 0           # the driver's are untouched
+
+
+def test_array_arguments_are_read_only_whatever_their_size(ray):
+    @ray.remote
+    def writable(a):
+        return a.flags.writeable
+    assert ray.get(writable.remote(np.ones(4))) is False
+    assert ray.get(writable.remote(np.ones(1 << 20))) is False
+
+
+class NeedsKeyword(Exception):
+    def __init__(self, *, code):
+        super().__init__("code %d" % code)
+        self.code = code
+
+
+def test_an_exception_that_cannot_be_rebuilt_keeps_its_traceback(ray):
+    @ray.remote
+    def raises():
+        raise NeedsKeyword(code=7)
+    with pytest.raises(exceptions.RayTaskError) as info:
+        ray.get(raises.remote(), timeout=30)
+    assert "NeedsKeyword" in str(info.value) and "code 7" in str(info.value)
+
+
+def test_tracebacks_name_the_users_file_and_the_outer_task(ray):
+    @ray.remote
+    def inner():
+        raise ValueError("deep problem")
+
+    @ray.remote
+    def outer():
+        return ray.get(inner.remote())
+    with pytest.raises(ValueError) as info:
+        ray.get(outer.remote(), timeout=30)
+    text = str(info.value)
+    assert "outer" in text and "inner" in text and "deep problem" in text
+    assert os.path.basename(__file__) in text          # not "<dynamic-code>"
+    assert 'raise ValueError("deep problem")' in text  # the source line
+
+
+def test_call_mistakes_raise_at_remote(ray):
+    @ray.remote
+    def two(a, b=1):
+        return a + b
+    with pytest.raises(TypeError, match="two"):
+        two.remote()
+    with pytest.raises(TypeError):
+        two.remote(1, 2, 3)
+    with pytest.raises(TypeError):
+        two.remote(1, c=2)
+    assert ray.get(two.remote(1, b=5)) == 6
+
+
+def test_unpicklable_arguments_are_named_at_remote(ray):
+    import threading
+
+    @ray.remote
+    def takes(x):
+        return 1
+    with pytest.raises(TypeError, match="arguments"):
+        takes.remote(threading.Lock())
+
+
+def test_unserializable_results_name_the_function(ray):
+    @ray.remote
+    def gen():
+        yield 1
+    with pytest.raises(exceptions.RayTaskError, match="gen"):
+        ray.get(gen.remote(), timeout=30)
+
+
+def test_negative_get_timeout_waits_and_refs_can_be_awaited(ray):
+    @ray.remote
+    def later():
+        time.sleep(0.2)
+        return "done"
+    assert ray.get(later.remote(), timeout=-1) == "done"
+
+    async def main():
+        return await later.remote()
+    assert asyncio.run(main()) == "done"
