@@ -76,6 +76,8 @@ def ray():
     """A 2-CPU runtime shared by a module's tests, stopped (and checked) at its end."""
     nanoray.init(num_cpus=2, object_store_memory=1 << 30)
     yield nanoray
+    if nanoray.is_initialized():
+        assert nanoray._api._backend.region.arena_check() == 0, "store allocator corrupted"
     nanoray.shutdown()
     left = wait_gone()
     assert left == [], "processes left after shutdown: %s" % left

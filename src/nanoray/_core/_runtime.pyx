@@ -120,7 +120,6 @@ cdef class Region:
     The mapping stays until the last Region reference is gone, so arrays and
     refs that outlive shutdown() still point at mapped memory."""
     cdef nr_region_t r
-    cdef readonly bint owner          # the driver that created it
     cdef int pid                      # the process whose counts it may change
     cdef readonly uint64_t session    # random per runtime: a ref from another is dead
     cdef object __weakref__
@@ -149,7 +148,6 @@ cdef class Region:
         cdef int rc = nr_region_create(&self.r, &cfg)
         if rc != 0:
             raise OSError(-rc, "nanoray: cannot create the shared region: " + os.strerror(-rc))
-        self.owner = True
         self.session = self.r.hdr.session
         return self
 
@@ -192,12 +190,6 @@ cdef class Region:
     def proc_started(self, uint32_t slot, int32_t pid):
         nr_proc_started(&self.r, slot, pid)
 
-    def proc_pid(self, uint32_t slot):
-        return nr_proc(&self.r, slot).pid
-
-    def proc_state(self, uint32_t slot):
-        return nr_proc(&self.r, slot).state
-
     def worker_pids(self):
         cdef uint32_t i
         cdef nr_proc_t *p
@@ -233,27 +225,11 @@ cdef class Region:
                     lock_repairs=s.repairs)
 
     def arena_check(self):
-        return nr_arena_check(&self.r)
-
-    def object_state(self, uint64_t oid):
-        return nr_object_info(&self.r, oid, NULL, NULL)
-
-    def refcount(self, uint64_t oid):
-        """Counts held on an object in all processes (0 once it is freed)."""
-        if nr_object_info(&self.r, oid, NULL, NULL) < 0:
-            return 0
-        return nr__objrefs(&self.r, <uint32_t>oid)
-
-
-cdef extern from *:
-    """
-    #include "nr_sched.h"
-    static int64_t nr__objrefs(nr_region_t *r, uint32_t idx) {
-        nr_object_t *o = (nr_object_t *)(r->base + r->hdr->objs_off) + (idx - 1);
-        return __atomic_load_n(&o->refs, __ATOMIC_SEQ_CST);
-    }
-    """
-    int64_t nr__objrefs(nr_region_t *r, uint32_t idx)
+        """0 when the allocator's invariants hold, else which one broke."""
+        nr_lock(&self.r)
+        rc = nr_arena_check(&self.r)
+        nr_unlock(&self.r)
+        return rc
 
 
 def _after_fork_in_child():
