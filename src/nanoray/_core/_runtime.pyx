@@ -21,8 +21,11 @@ and listed in the payload; the region keeps a count on each for as long as
 the payload lives, so a ref inside a value can never dangle.
 
 Task arguments are one payload: inline in the task spec when small (copied
-out in the worker), or an object of its own when larger than
-INLINE_ARGS_MAX (read in place by the worker).  Top-level ObjectRef
+out in the worker as immutable bytes), or an object of its own when larger
+than INLINE_ARGS_MAX (read in place by the worker); either way array
+arguments are read-only, as in Ray.  Functions are pickled in band, with
+their source file names kept, so arrays they capture arrive in each worker
+as its own writable copy and remote tracebacks show the user's source.  Top-level ObjectRef
 arguments are replaced by _DepArg markers and listed as dependencies: the
 task is queued only once they are sealed, and the worker substitutes their
 values.
@@ -35,7 +38,7 @@ import threading
 import traceback
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pythread cimport PyThread_get_thread_ident
@@ -81,7 +84,6 @@ cdef object _cloudpickle = None
 cdef object _ndarray = None
 cdef object _pickle_dumps = pickle.dumps
 cdef object _pickle_loads = pickle.loads
-cdef object _PickleBuffer = pickle.PickleBuffer
 
 # Per-process state.
 cdef Region _region = None        # the region this process uses now
@@ -292,7 +294,8 @@ cdef class ObjectRef:
         return hash(self._id)
 
     def __eq__(self, other):
-        return type(other) is ObjectRef and (<ObjectRef>other)._id == self._id
+        return (type(other) is ObjectRef and (<ObjectRef>other)._id == self._id
+                and (<ObjectRef>other)._reg is self._reg)
 
     def __ne__(self, other):
         return not self.__eq__(other)
@@ -444,7 +447,6 @@ cdef class _Pickled:
     cdef list bufs            # memoryviews, each C-contiguous bytes
     cdef list contained       # ObjectRefs met while pickling
     cdef uint64_t size        # payload bytes
-    cdef uint64_t buf_bytes   # out-of-band bytes
 
 
 cdef inline uint64_t _align(uint64_t x):
@@ -501,15 +503,12 @@ cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint functi
         p.contained = found
         _tls.refs = saved
     cdef uint64_t size = 16 + 8 * len(p.contained) + 16 * len(bufs) + len(p.data)
-    cdef uint64_t nb = 0
     p.bufs = []
     for b in bufs:
         m = b.raw()
         p.bufs.append(m)
         size = _align(size) + len(m)
-        nb += len(m)
     p.size = size
-    p.buf_bytes = nb
     return p
 
 
@@ -666,8 +665,8 @@ cdef int _lend(Region reg) except -1:
         s = reg.stats()
         raise _exc.RaySystemError(
             "nanoray: deadlock avoided: all %d workers are running tasks that wait in get(), "
-            "the worker limit (max_workers=%d) is reached, and %d queued tasks cannot start. "
-            "Nest less deeply, or get() fewer results from inside tasks."
+            "the worker limit (%d) is reached, and %d queued tasks cannot start. Nest less "
+            "deeply, get() fewer results from inside tasks, or raise init(_max_workers=)."
             % (s["workers"], s["max_workers"], s["queued"]))
     return 0
 
