@@ -73,7 +73,8 @@ def test_init_twice_and_reinit_after_shutdown(fresh):
 
 def test_bad_init_arguments(fresh):
     for kwargs in ({"num_cpus": 0}, {"num_cpus": "2"}, {"object_store_memory": 10},
-                   {"bogus_option": 1}):
+                   {"bogus_option": 1}, {"num_cpus": 2, "_max_workers": 5000},
+                   {"num_cpus": 2, "_max_workers": 0}):
         with pytest.raises((ValueError, TypeError)):
             nanoray.init(**kwargs)
     with pytest.raises(NotImplementedError):

@@ -23,6 +23,8 @@ from nanoray._core._runtime import ObjectRef
 # lends its CPU and keeps its process, so nested tasks need extra processes;
 # this bounds how many (each idle one retires after 10 s).
 EXTRA_WORKERS = 128
+# Process slots in the region (driver, workers, later actors).
+MAX_PROCS = 1024
 # The object store's default size, as a share of physical memory (Ray's
 # default too).  The region is sparse: memory is used only as objects need it.
 DEFAULT_STORE_SHARE = 0.3
@@ -51,9 +53,14 @@ class LocalBackend:
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None):
         floor = max(1, int(num_cpus))
+        most = max(floor, max_workers or floor + EXTRA_WORKERS)
+        if most > MAX_PROCS - 2:             # the driver's slot, and one spare
+            raise ValueError("nanoray runs at most %d worker processes; num_cpus=%r and "
+                             "_max_workers=%r ask for %d" % (MAX_PROCS - 2, num_cpus,
+                                                             max_workers, most))
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
-            max_workers=max(floor, max_workers or floor + EXTRA_WORKERS))
+            max_workers=most, max_procs=MAX_PROCS)
         slot = region.proc_alloc(1)                    # NR_KIND_DRIVER
         region.proc_started(slot, os.getpid())
         spawn_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
