@@ -665,20 +665,22 @@ void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
     nr_unlock(r);
 }
 
-int nr_proc_block(nr_region_t *r, uint32_t slot) {
-    nr_header_t *h = r->hdr;
+void nr_proc_block(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     set_state(r, p, NR_PROC_BLOCKED);
-    h->cpus_avail += p->cpus_held;
+    r->hdr->cpus_avail += p->cpus_held;
     kick_locked(r, &w);
-    /* Every pool worker waits in get(), no more may start, and work is
-     * queued: nothing can ever run it.  Report it rather than hang. */
-    int stuck = p->kind == NR_KIND_WORKER && h->rq_len && h->nworkers >= h->max_workers &&
-                h->nblocked == h->nworkers;
     nr_unlock(r);
     flush(r, &w);
+}
+
+int nr_stuck(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    int stuck = h->rq_len && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
+    nr_unlock(r);
     return stuck;
 }
 

@@ -128,9 +128,12 @@ void nr_task_release(nr_region_t *r, uint32_t t);
 /* Processes */
 int nr_proc_alloc(nr_region_t *r, uint32_t kind);       /* slot, -1 if none */
 void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid);
-/* The running task waits in get(): lends its CPUs.  Returns 1 when that
- * leaves no worker able to run the queued work (all blocked, at the limit). */
-int nr_proc_block(nr_region_t *r, uint32_t slot);
+void nr_proc_block(nr_region_t *r, uint32_t slot);       /* waits in get(): lends its CPUs */
+/* 1 when no worker can run the queued work: every pool worker waits in
+ * get() and no more may start.  Also true for an instant while a worker
+ * whose object was just sealed has not woken yet: callers must see it
+ * persist before calling it a deadlock. */
+int nr_stuck(nr_region_t *r);
 void nr_proc_unblock(nr_region_t *r, uint32_t slot);
 /* A process ended; returns the task it was running (index + 1) or 0. */
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot);

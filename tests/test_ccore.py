@@ -338,3 +338,14 @@ def test_try_incref_never_revives_a_dead_object():
     assert r.try_incref(oid) == 0                    # freed: no count taken
     pending = r.create()
     assert r.try_incref(pending) == 0                # not sealed yet
+
+
+def test_stuck_means_every_worker_blocked_at_the_limit_with_work_queued():
+    r = CRegion()                                    # max_workers 8, but procs here are
+    w = r.proc()                                     # not counted as started workers
+    t, _ = r.submit()
+    assert r.next(w) == t
+    r.block(w)
+    assert r.stuck() == 0                            # below the limit: another may start
+    r.unblock(w)
+    r.finish(w, t)

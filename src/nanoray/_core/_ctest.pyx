@@ -166,6 +166,9 @@ cdef class CRegion:
     def block(self, uint32_t slot):
         nr_proc_block(&self.r, slot)
 
+    def stuck(self):
+        return nr_stuck(&self.r)
+
     def unblock(self, uint32_t slot):
         nr_proc_unblock(&self.r, slot)
 

@@ -658,10 +658,22 @@ def seal_error(uint64_t oid, err):
 # get / wait
 
 
-cdef int _lend(Region reg) except -1:
-    """This task waits in get(): lend its CPUs to other tasks."""
-    if nr_proc_block(&reg.r, _slot):
-        nr_proc_unblock(&reg.r, _slot)
+# How long "every worker waits in get() at the worker limit, with work
+# queued" must last before a waiting task calls it a deadlock.  The state
+# also occurs for an instant while a worker whose object was just sealed
+# wakes up; a real deadlock lasts forever.
+STUCK_NS = 1000 * 1000 * 1000
+
+
+cdef int _check_stuck(Region reg, int64_t *since) except -1:
+    """Raises once the runtime has been unable to make progress for STUCK_NS."""
+    if not nr_stuck(&reg.r):
+        since[0] = 0
+        return 0
+    cdef int64_t now = nr_now_ns()
+    if since[0] == 0:
+        since[0] = now
+    elif now - since[0] >= STUCK_NS:
         s = reg.stats()
         raise _exc.RaySystemError(
             "nanoray: deadlock avoided: all %d workers are running tasks that wait in get(), "
@@ -681,8 +693,9 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
     cdef int rc
     cdef int64_t left, slice_ns, spin = GET_SPIN_NS
     cdef bint lent = _in_task and PyThread_get_thread_ident() == _task_thread
+    cdef int64_t stuck_since = 0
     if lent:
-        _lend(reg)
+        nr_proc_block(&reg.r, _slot)
     try:
         while True:
             slice_ns = WAIT_SLICE_NS
@@ -702,6 +715,8 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
                     raise _exc.RaySystemError("nanoray was shut down while waiting for an object")
                 raise _exc.ObjectLostError("nanoray: object %016x is gone" % oid)
             PyErr_CheckSignals()
+            if lent:
+                _check_stuck(reg, &stuck_since)
             if _liveness_check is not None:
                 _liveness_check()
     finally:
@@ -759,6 +774,7 @@ def wait(list refs, int num_returns, timeout):
     cdef int64_t deadline = _deadline(timeout), left, slice_ns, spin = GET_SPIN_NS
     cdef int k
     cdef bint lent = False
+    cdef int64_t stuck_since = 0
     try:
         for i in range(n):
             _check_ref(refs[i])
@@ -776,7 +792,7 @@ def wait(list refs, int num_returns, timeout):
             if k >= num_returns or slice_ns == 0:
                 break
             if _in_task and not lent and PyThread_get_thread_ident() == _task_thread:
-                _lend(reg)
+                nr_proc_block(&reg.r, _slot)
                 lent = True
             with nogil:
                 k = nr_wait_many(&reg.r, ids, <int>n, num_returns, slice_ns, spin, ready)
@@ -786,6 +802,8 @@ def wait(list refs, int num_returns, timeout):
             if reg.r.hdr.shutdown:
                 raise _exc.RaySystemError("nanoray was shut down while waiting for objects")
             PyErr_CheckSignals()
+            if lent:
+                _check_stuck(reg, &stuck_since)
             if _liveness_check is not None:
                 _liveness_check()
         out = []

@@ -67,7 +67,8 @@ cdef extern from "nr_sched.h" nogil:
 
     int nr_proc_alloc(nr_region_t *r, uint32_t kind)
     void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid)
-    int nr_proc_block(nr_region_t *r, uint32_t slot)
+    void nr_proc_block(nr_region_t *r, uint32_t slot)
+    int nr_stuck(nr_region_t *r)
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
