@@ -53,7 +53,8 @@ typedef struct {
     uint32_t sleep_next;  /* link in the sleepers list (slot + 1) */
     uint32_t spinning;    /* 1 while spinning idle for work */
     uint64_t tasks_run;   /* statistics */
-    uint8_t _pad[8];
+    uint32_t may_progress; /* 1 while a waiter of its task has a timeout: not stuck */
+    uint8_t _pad[4];
 } nr_proc_t;
 
 typedef struct {

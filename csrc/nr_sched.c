@@ -112,7 +112,7 @@ int nr_object_try_incref(nr_region_t *r, uint64_t id) {
      * the decref that reached it frees the object under this same lock. */
     nr_lock(r);
     nr_object_t *o = nr_object_lookup(r, id);
-    int ok = o && o->state != NR_OBJ_PENDING && LOAD(&o->refs) > 0;
+    int ok = o && o->state == NR_OBJ_READY && LOAD(&o->refs) > 0;
     if (ok) ADD(&o->refs, 1);
     nr_unlock(r);
     return ok;
@@ -680,8 +680,19 @@ int nr_stuck(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
     int stuck = h->rq_len && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
+    /* A process whose task waits with a timeout will move on by itself. */
+    for (uint32_t i = 0; stuck && i < h->max_procs; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->kind == NR_KIND_WORKER && p->state == NR_PROC_BLOCKED && p->may_progress) stuck = 0;
+    }
     nr_unlock(r);
     return stuck;
+}
+
+void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on) {
+    nr_lock(r);
+    nr_proc(r, slot)->may_progress = (uint32_t)on;
+    nr_unlock(r);
 }
 
 void nr_proc_unblock(nr_region_t *r, uint32_t slot) {

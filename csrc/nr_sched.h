@@ -98,7 +98,8 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1
 /* 0 sealed; 1 already sealed (caller frees data); -1 stale id */
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error);
 void nr_object_incref(nr_region_t *r, uint64_t id);
-/* Takes a count only if the object is sealed and still counted: 1, else 0. */
+/* Takes a count only if the object is ready (sealed, not failed) and still
+ * counted: 1, else 0. */
 int nr_object_try_incref(nr_region_t *r, uint64_t id);
 void nr_object_decref(nr_region_t *r, uint64_t id);
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
@@ -134,6 +135,8 @@ void nr_proc_block(nr_region_t *r, uint32_t slot);       /* waits in get(): lend
  * whose object was just sealed has not woken yet: callers must see it
  * persist before calling it a deadlock. */
 int nr_stuck(nr_region_t *r);
+/* Marks slot's task as waiting with a timeout (1) or not (0), for nr_stuck. */
+void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on);
 void nr_proc_unblock(nr_region_t *r, uint32_t slot);
 /* A process ended; returns the task it was running (index + 1) or 0. */
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot);

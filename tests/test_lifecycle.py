@@ -377,3 +377,90 @@ def test_nesting_past_the_worker_limit_is_an_error_not_a_hang(fresh):
         assert time.monotonic() < deadline, "orphaned tasks never drained"
         time.sleep(0.05)
     assert ray.get(depth.remote(1), timeout=30) == 1
+
+
+class _SlowToPickle:
+    def __reduce__(self):
+        time.sleep(0.5)                   # keeps the first export in progress
+        return (_SlowToPickle, ())
+
+
+_SLOW = _SlowToPickle()
+
+
+def test_a_function_being_exported_is_never_submitted_half_written(fresh):
+    import threading
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    def f(x):
+        _SLOW                             # captured global: pickled with f
+        return x + 1
+    out = {}
+
+    def first():
+        out["a"] = ray.get(f.remote(1), timeout=30)
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.2)                       # the first call is inside the export
+    out["b"] = ray.get(f.remote(2), timeout=30)
+    t.join(30)
+    out["c"] = ray.get(f.remote(3), timeout=30)
+    assert out == {"a": 2, "b": 3, "c": 4}
+
+
+def test_a_task_waiting_through_a_future_or_await_lends_its_cpu(fresh):
+    import asyncio
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    def child():
+        return 41
+
+    @ray.remote
+    def via_future():
+        return child.remote().future().result(timeout=20) + 1
+
+    @ray.remote
+    def via_await():
+        async def main():
+            return await child.remote()
+        return asyncio.run(asyncio.wait_for(main(), 20)) + 1
+    assert ray.get(via_future.remote(), timeout=30) == 42
+    assert ray.get(via_await.remote(), timeout=30) == 42
+
+
+def test_a_timed_wait_at_the_worker_limit_times_out_normally(fresh):
+    ray = fresh(num_cpus=1, _max_workers=1)
+
+    @ray.remote
+    def child():
+        return 1
+
+    @ray.remote
+    def bounded_get():
+        try:
+            return ray.get(child.remote(), timeout=1.5)
+        except exceptions.GetTimeoutError:
+            return "timed out"
+
+    @ray.remote
+    def bounded_wait():
+        ready, _ = ray.wait([child.remote()], timeout=1.5)
+        return len(ready)
+    # The child can never run (one worker, busy), yet these are not deadlocks:
+    # each wait ends by its timeout, as the task asked.
+    assert ray.get(bounded_get.remote(), timeout=30) in ("timed out", 1)
+    assert ray.get(bounded_wait.remote(), timeout=30) in (0, 1)
+
+
+def test_worker_limits():
+    from nanoray._api import EXTRA_WORKERS, MAX_PROCS, worker_limits
+    assert worker_limits(2) == (2, 2 + EXTRA_WORKERS)
+    assert worker_limits(0.5) == (1, 1 + EXTRA_WORKERS)
+    assert worker_limits(900) == (900, MAX_PROCS - 2)      # the default is capped
+    assert worker_limits(2, 3) == (2, 3)
+    with pytest.raises(ValueError):
+        worker_limits(2, 5000)                             # an explicit ask is not
+    with pytest.raises(ValueError):
+        worker_limits(5000)

@@ -52,12 +52,7 @@ class LocalBackend:
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None):
-        floor = max(1, int(num_cpus))
-        most = max(floor, max_workers or floor + EXTRA_WORKERS)
-        if most > MAX_PROCS - 2:             # the driver's slot, and one spare
-            raise ValueError("nanoray runs at most %d worker processes; num_cpus=%r and "
-                             "_max_workers=%r ask for %d" % (MAX_PROCS - 2, num_cpus,
-                                                             max_workers, most))
+        floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
             max_workers=most, max_procs=MAX_PROCS)
@@ -109,6 +104,17 @@ class LocalBackend:
         region.set_spawn_fd(-1)
         region.close_fd()                              # the mapping lives while refs/views do
         _rt.set_process_state(None, 0)
+
+
+def worker_limits(num_cpus, max_workers=None):
+    """(workers kept alive, workers at most) for init's arguments."""
+    floor = max(1, int(num_cpus))
+    limit = MAX_PROCS - 2                      # the driver's slot, and one spare
+    most = max(floor, max_workers or min(floor + EXTRA_WORKERS, limit))
+    if most > limit:
+        raise ValueError("nanoray runs at most %d worker processes; num_cpus=%r and "
+                         "_max_workers=%r ask for %d" % (limit, num_cpus, max_workers, most))
+    return floor, most
 
 
 def _become_worker(region, slot):

@@ -61,7 +61,12 @@ def main():
             from nanoray import _api
             _api._become_worker(region, slot)
             region.proc_started(slot, os.getpid())
-            rt.worker_loop(region, slot)
+            if rt.worker_loop(region, slot) < 0:
+                # Retiring: give back the counts this process holds (the
+                # exports its cached functions refer to) before it goes.
+                rt.drop_function_cache()
+                import gc
+                gc.collect()
         except BaseException:
             traceback.print_exc()
             code = 1

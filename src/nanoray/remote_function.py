@@ -2,6 +2,7 @@
 
 import inspect
 import numbers
+import threading
 
 from nanoray import _api
 from nanoray._core import _runtime as _rt
@@ -90,9 +91,11 @@ class RemoteFunction:
         self._options = dict(options)
         self._compiled = _Options(self._options)
         self._check = _signature_check(function)
-        self._ref = None            # the exported function in the current runtime
+        self._ref = None            # the exported function in the current runtime, once sealed
         self._ref_region = None
+        self._reserving = None      # the export being written: its id goes into the pickle
         self._export_hint = None    # (session, id) of the export a pickled copy came from
+        self._export_lock = threading.Lock()
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
             try:
                 setattr(self, attr, getattr(function, attr))
@@ -122,7 +125,10 @@ class RemoteFunction:
         backend = _api._backend or _api._auto_init()
         ref = self._ref
         if ref is None or _rt.current_region() is not self._ref_region:
-            ref = self._export()
+            with self._export_lock:           # one export, even from many threads
+                ref = self._ref
+                if ref is None or _rt.current_region() is not self._ref_region:
+                    ref = self._export()
         if backend.num_cpus is not None and o.cpus_milli > backend.num_cpus * 1000:
             raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
                              % (o.cpus_milli / 1000, backend.num_cpus))
@@ -142,16 +148,16 @@ class RemoteFunction:
         if ref is None:
             try:
                 ref = _rt.export_function(self._function, self._reserved)
-            except BaseException:
-                self._ref = None
-                raise
+            finally:
+                self._reserving = None
+        # Published only once sealed: a task must never name a function
+        # that is still being written.
         self._ref = ref
         self._ref_region = region
         return ref
 
     def _reserved(self, ref):
-        self._ref = ref
-        self._ref_region = _rt.current_region()
+        self._reserving = ref
 
     def __getstate__(self):
         # Not the ref itself: a payload holding a ref to the function's own
@@ -159,8 +165,11 @@ class RemoteFunction:
         # session instead; the copy takes a count only if it still lives.
         state = {"_function": self._function, "_options": self._options}
         region = _rt.current_region()
-        if self._ref is not None and region is not None and self._ref_region is region:
-            state["_export_hint"] = (region.session, self._ref._id)
+        ref = self._reserving           # pickled during its own export
+        if ref is None and self._ref is not None and self._ref_region is region:
+            ref = self._ref
+        if ref is not None and region is not None:
+            state["_export_hint"] = (region.session, ref._id)
         return state
 
     def __setstate__(self, state):

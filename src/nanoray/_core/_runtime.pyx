@@ -41,7 +41,6 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from cpython.bytes cimport PyBytes_AS_STRING
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.pythread cimport PyThread_get_thread_ident
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
@@ -89,7 +88,9 @@ cdef object _pickle_loads = pickle.loads
 cdef Region _region = None        # the region this process uses now
 cdef uint32_t _slot = 0           # this process's proc slot
 cdef bint _in_task = False        # a worker running a task (get() lends CPUs)
-cdef long _task_thread = 0        # the thread running it: only its waits lend CPUs
+cdef unsigned long _task_seq = 1  # bumped as each task ends; tags its waiters
+cdef int _waiters = 0             # threads of the running task waiting (CPUs lent while > 0)
+cdef int _timed_waiters = 0       # those of them with a timeout
 cdef object _tls = threading.local()  # .refs: refs met while pickling (per thread)
 cdef int _pid = getpid()         # this process; refs inherited by a fork are inert
 cdef dict _funcs = {}             # function object id -> callable (workers)
@@ -257,6 +258,12 @@ def set_process_state(Region region, uint32_t slot):
         region.pid = _pid
 
 
+def drop_function_cache():
+    """Forgets the functions this worker loaded, releasing the refs they hold."""
+    global _funcs
+    _funcs = {}
+
+
 def set_liveness_check(check):
     global _liveness_check
     _liveness_check = check
@@ -322,9 +329,14 @@ cdef class ObjectRef:
 
         def waiter():
             try:
-                fut.set_result(get((ref,), None)[0])
-            except BaseException as e:
-                fut.set_exception(e)
+                try:
+                    value = get((ref,), None)[0]
+                except BaseException as e:
+                    fut.set_exception(e)
+                else:
+                    fut.set_result(value)
+            except concurrent.futures.InvalidStateError:
+                pass                       # cancelled meanwhile (e.g. asyncio.wait_for)
         threading.Thread(target=waiter, daemon=True).start()
         return fut
 
@@ -665,6 +677,52 @@ def seal_error(uint64_t oid, err):
 STUCK_NS = 1000 * 1000 * 1000
 
 
+cdef unsigned long _wait_enter(Region reg, bint timed):
+    """A thread of this worker starts waiting for an object while a task
+    runs: the first such waiter lends the task's CPUs (any thread: a
+    future(), an await, a thread pool).  Returns the tag to pass to
+    _wait_exit, 0 when nothing was lent."""
+    global _waiters, _timed_waiters
+    if not _in_task:
+        return 0
+    if _waiters == 0:
+        nr_proc_block(&reg.r, _slot)
+    _waiters += 1
+    if timed:
+        if _timed_waiters == 0:
+            nr_proc_may_progress(&reg.r, _slot, 1)
+        _timed_waiters += 1
+    return _task_seq
+
+
+cdef void _wait_exit(Region reg, unsigned long tag, bint timed):
+    """The waiter is done; the last one takes the CPUs back.  A waiter whose
+    task has ended meanwhile (tag changed) touches nothing: the task's end
+    already settled the accounting."""
+    global _waiters, _timed_waiters
+    if tag == 0 or tag != _task_seq:
+        return
+    if timed:
+        _timed_waiters -= 1
+        if _timed_waiters == 0:
+            nr_proc_may_progress(&reg.r, _slot, 0)
+    _waiters -= 1
+    if _waiters == 0:
+        nr_proc_unblock(&reg.r, _slot)
+
+
+cdef void _task_ended(Region reg):
+    """Settles waiters still running in other threads when their task ends."""
+    global _waiters, _timed_waiters, _task_seq
+    if _waiters:
+        nr_proc_unblock(&reg.r, _slot)
+        _waiters = 0
+    if _timed_waiters:
+        nr_proc_may_progress(&reg.r, _slot, 0)
+        _timed_waiters = 0
+    _task_seq += 1
+
+
 cdef int _check_stuck(Region reg, int64_t *since) except -1:
     """Raises once the runtime has been unable to make progress for STUCK_NS."""
     if not nr_stuck(&reg.r):
@@ -692,10 +750,9 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
         return 0
     cdef int rc
     cdef int64_t left, slice_ns, spin = GET_SPIN_NS
-    cdef bint lent = _in_task and PyThread_get_thread_ident() == _task_thread
+    cdef bint timed = deadline >= 0
+    cdef unsigned long tag = _wait_enter(reg, timed)
     cdef int64_t stuck_since = 0
-    if lent:
-        nr_proc_block(&reg.r, _slot)
     try:
         while True:
             slice_ns = WAIT_SLICE_NS
@@ -715,13 +772,12 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
                     raise _exc.RaySystemError("nanoray was shut down while waiting for an object")
                 raise _exc.ObjectLostError("nanoray: object %016x is gone" % oid)
             PyErr_CheckSignals()
-            if lent:
+            if tag and not timed:          # a timed wait ends by itself
                 _check_stuck(reg, &stuck_since)
             if _liveness_check is not None:
                 _liveness_check()
     finally:
-        if lent:
-            nr_proc_unblock(&reg.r, _slot)
+        _wait_exit(reg, tag, timed)
 
 
 cdef inline int64_t _deadline(timeout) except? -2:
@@ -773,7 +829,9 @@ def wait(list refs, int num_returns, timeout):
     cdef uint8_t *ready = <uint8_t *>malloc(n)
     cdef int64_t deadline = _deadline(timeout), left, slice_ns, spin = GET_SPIN_NS
     cdef int k
-    cdef bint lent = False
+    cdef bint timed = deadline >= 0
+    cdef unsigned long tag = 0
+    cdef bint entered = False
     cdef int64_t stuck_since = 0
     try:
         for i in range(n):
@@ -791,9 +849,9 @@ def wait(list refs, int num_returns, timeout):
                 k = nr_wait_many(&reg.r, ids, <int>n, num_returns, 0, 0, ready)
             if k >= num_returns or slice_ns == 0:
                 break
-            if _in_task and not lent and PyThread_get_thread_ident() == _task_thread:
-                nr_proc_block(&reg.r, _slot)
-                lent = True
+            if not entered:
+                tag = _wait_enter(reg, timed)
+                entered = True
             with nogil:
                 k = nr_wait_many(&reg.r, ids, <int>n, num_returns, slice_ns, spin, ready)
             spin = 0
@@ -802,7 +860,7 @@ def wait(list refs, int num_returns, timeout):
             if reg.r.hdr.shutdown:
                 raise _exc.RaySystemError("nanoray was shut down while waiting for objects")
             PyErr_CheckSignals()
-            if lent:
+            if tag and not timed:
                 _check_stuck(reg, &stuck_since)
             if _liveness_check is not None:
                 _liveness_check()
@@ -812,8 +870,8 @@ def wait(list refs, int num_returns, timeout):
                 out.append(i)
         return out
     finally:
-        if lent:
-            nr_proc_unblock(&reg.r, _slot)
+        if entered:
+            _wait_exit(reg, tag, timed)
         free(ids)
         free(ready)
 
@@ -958,10 +1016,13 @@ FUNCTION_CACHE_MAX = 4096
 
 
 cdef object _function(Region reg, uint64_t fid):
+    cdef bint is_error = False
     f = _funcs.get(fid)
     if f is None:
-        is_error = False
         f = _value(reg, fid, &is_error)
+        if is_error:                     # never cached: the next task tries again
+            raise _exc.RaySystemError("nanoray: the task's function could not be loaded: %s"
+                                      % _exc._safe_repr(f))
         if len(_funcs) >= FUNCTION_CACHE_MAX:
             _funcs.clear()
         _funcs[fid] = f
@@ -969,7 +1030,7 @@ cdef object _function(Region reg, uint64_t fid):
 
 
 cdef void _run_task(Region reg, uint32_t t) except *:
-    global _in_task, _task_thread
+    global _in_task
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -980,7 +1041,6 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     cdef bint exit_worker = False
     name = "task"
     _in_task = True
-    _task_thread = PyThread_get_thread_ident()
     try:
         try:
             func = _function(reg, spec.func_id)
@@ -1046,6 +1106,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
         for i in range(nret):
             if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
                 nr_object_seal(&reg.r, ids[i], 0, 0, 1)
+        _task_ended(reg)
         nr_task_finish(&reg.r, _slot, t)
 
 

@@ -69,6 +69,7 @@ cdef extern from "nr_sched.h" nogil:
     void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid)
     void nr_proc_block(nr_region_t *r, uint32_t slot)
     int nr_stuck(nr_region_t *r)
+    void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on)
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
