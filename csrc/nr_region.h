@@ -52,9 +52,8 @@ typedef struct {
     int32_t cpus_held;    /* milli-CPUs held by the running task */
     uint32_t sleep_next;  /* link in the sleepers list (slot + 1) */
     uint32_t spinning;    /* 1 while spinning idle for work */
-    uint64_t tasks_run;   /* statistics */
     uint32_t may_progress; /* 1 while a waiter of its task has a timeout: not stuck */
-    uint8_t _pad[4];
+    uint8_t _pad[12];
 } nr_proc_t;
 
 typedef struct {

@@ -64,7 +64,6 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
     o->data = o->size = 0;
     o->dep_head = 0;
     o->waiters = 0;
-    o->owner = 0;
     STORE(&o->state, NR_OBJ_PENDING);
     h->nobjects++;
     return ((uint64_t)o->gen << 32) | (idx + 1);
@@ -438,7 +437,6 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     set_state(r, p, NR_PROC_RUNNING);
     p->cpus_held = task->target ? 0 : task->cpus;
     r->hdr->cpus_avail -= p->cpus_held;
-    p->tasks_run++;
 }
 
 /* Pops and starts slot's next task (0 if none); if runnable work remains,
@@ -609,10 +607,7 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->next = 0;
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
-    for (uint32_t i = 0; i < s->nret; i++) {
-        ids[i] = ret_out[i] = obj_alloc_locked(r);
-        objs(r)[(uint32_t)ids[i] - 1].owner = t;
-    }
+    for (uint32_t i = 0; i < s->nret; i++) ids[i] = ret_out[i] = obj_alloc_locked(r);
     if (s->func_id) nr_object_incref(r, s->func_id);
     if (s->args_obj) nr_object_incref(r, s->args_obj);
     for (uint32_t i = s->nret + s->ndeps; i < s->nret + s->ndeps + s->ncontained; i++)

@@ -37,7 +37,7 @@ typedef struct {
     uint32_t dep_head;    /* dep nodes of tasks waiting for it (index + 1) */
     uint32_t waiters;     /* atomic: processes sleeping until it seals */
     uint32_t next_free;   /* free list link (index + 1) */
-    uint32_t owner;       /* producing task (index + 1), 0 for put */
+    uint32_t _pad0;
     uint64_t _pad[2];
 } nr_object_t;
 
@@ -64,7 +64,6 @@ typedef struct {
     uint32_t nret;        /* return objects (ids filled in by submit) */
     uint32_t ndeps;       /* top-level ref arguments */
     uint32_t ncontained;  /* refs nested in the args */
-    uint32_t flags;       /* for the language layer */
     /* uint64_t ret[nret], deps[ndeps], contained[ncontained]; args bytes */
 } nr_spec_t;
 

@@ -7,8 +7,18 @@ import time
 import numpy as np
 import pytest
 
+import nanoray
+
 from conftest import store_objects
 from nanoray import exceptions
+
+
+@nanoray.remote
+def fib(n):
+    """Recursive: each task submits two and waits for both inside a task."""
+    if n < 2:
+        return n
+    return sum(nanoray.get([fib.remote(n - 1), fib.remote(n - 2)]))
 
 
 class Point:
@@ -251,11 +261,6 @@ def test_wait_semantics(ray):
 
 
 def test_nested_tasks_do_not_deadlock_on_two_cpus(ray):
-    @ray.remote
-    def fib(n):
-        if n < 2:
-            return n
-        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
     assert ray.get(fib.remote(8), timeout=60) == 21
 
 
@@ -444,11 +449,6 @@ def test_wait_on_many_refs(ray):
 
 
 def test_nested_remote_functions_are_stored_once(ray):
-    @ray.remote
-    def fib(n):
-        if n < 2:
-            return n
-        return sum(ray.get([fib.remote(n - 1), fib.remote(n - 2)]))
     assert ray.get(fib.remote(6), timeout=60) == 8
     after_first = store_objects()
     for _ in range(3):

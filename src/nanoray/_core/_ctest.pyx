@@ -126,7 +126,6 @@ cdef class CRegion:
         s.nret = nret
         s.ndeps = len(deps)
         s.ncontained = 0
-        s.flags = 0
         for i, d in enumerate(deps):
             nr_spec_ids(s)[nret + i] = d
         cdef uint64_t rets[16]

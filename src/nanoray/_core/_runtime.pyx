@@ -609,11 +609,11 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     if data == 0:
         is_error[0] = True
         return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
-    if st != NR_OBJ_ERROR:
-        return _load(reg, oid, reg.r.base + data, False)
     try:
         return _load(reg, oid, reg.r.base + data, False)
     except Exception as e:
+        if st != NR_OBJ_ERROR:
+            raise
         return _exc.RaySystemError("nanoray: the task failed, and its error could not be "
                                    "deserialized here: %s" % _exc._safe_repr(e))
 
@@ -974,7 +974,6 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
     spec.nret = nret
     spec.ndeps = ndeps
     spec.ncontained = ncont
-    spec.flags = 0
     cdef uint64_t *ids = nr_spec_ids(spec)
     for i in range(ndeps):
         ids[nret + i] = (<ObjectRef>deps[i])._id

@@ -24,7 +24,6 @@ cdef extern from "nr_region.h" nogil:
         uint32_t task        # running task (index + 1)
         uint32_t q_len       # tasks routed to this process
         int32_t cpus_held    # milli-CPUs held
-        uint64_t tasks_run   # statistics
 
     ctypedef struct nr_header_t:
         uint64_t size        # total mapped bytes

@@ -27,7 +27,6 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t nret        # return objects
         uint32_t ndeps       # top-level ref arguments
         uint32_t ncontained  # refs nested in the args
-        uint32_t flags       # language-layer flags
 
     ctypedef struct nr_payload_t:
         uint32_t nbufs       # out-of-band buffers
