@@ -1,0 +1,151 @@
+# The Region handle: this process's mapping of the shared region, and the
+# process-wide runtime state (which region, which slot) that the other parts read.
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+
+cdef class Region:
+    """This process's mapping of the shared region.
+
+    The mapping stays until the last Region reference is gone, so arrays and
+    refs that outlive shutdown() still point at mapped memory."""
+
+    def __cinit__(self):
+        self.r.base = NULL
+        self.r.fd = -1
+        self.r.spawn_fd = -1
+        self.pid = _pid
+
+    @staticmethod
+    def create(uint64_t arena_bytes, int32_t cpus_milli, uint32_t min_workers,
+               uint32_t max_workers, uint32_t max_procs=1024,
+               uint32_t max_objects=1 << 20, uint32_t max_tasks=1 << 20,
+               uint32_t max_deps=1 << 21):
+        cdef Region self = Region.__new__(Region)
+        cdef nr_config_t cfg
+        cfg.arena_bytes = arena_bytes
+        cfg.cpus_milli = cpus_milli
+        cfg.min_workers = min_workers
+        cfg.max_workers = max_workers
+        cfg.max_procs = max_procs
+        cfg.max_objects = max_objects
+        cfg.max_tasks = max_tasks
+        cfg.max_deps = max_deps
+        cdef int rc = nr_region_create(&self.r, &cfg)
+        if rc != 0:
+            raise OSError(-rc, "nanoray: cannot create the shared region: " + os.strerror(-rc))
+        self.session = self.r.hdr.session
+        return self
+
+    @staticmethod
+    def attach(int fd):
+        cdef Region self = Region.__new__(Region)
+        cdef int rc = nr_region_attach(&self.r, fd)
+        if rc != 0:
+            raise OSError(-rc, "nanoray: cannot map the shared region: " + os.strerror(-rc))
+        self.session = self.r.hdr.session
+        return self
+
+    def __dealloc__(self):
+        if self.r.base != NULL:
+            nr_region_detach(&self.r)
+        if self.r.fd >= 0:
+            close(self.r.fd)
+            self.r.fd = -1
+
+    @property
+    def fd(self):
+        return self.r.fd
+
+    @property
+    def size(self):
+        return self.r.size
+
+    def set_spawn_fd(self, int fd):
+        self.r.spawn_fd = fd
+
+    def close_fd(self):
+        """Closes the memfd; the mapping stays valid."""
+        if self.r.fd >= 0:
+            os.close(self.r.fd)
+            self.r.fd = -1
+
+    def proc_alloc(self, uint32_t kind):
+        return nr_proc_alloc(&self.r, kind)
+
+    def proc_started(self, uint32_t slot, int32_t pid):
+        nr_proc_started(&self.r, slot, pid)
+
+    def worker_pids(self):
+        cdef uint32_t i
+        cdef nr_proc_t *p
+        out = []
+        for i in range(self.r.hdr.max_procs):
+            p = nr_proc(&self.r, i)
+            if p.kind == NR_KIND_WORKER and p.state != NR_PROC_FREE and p.pid > 0:
+                out.append(p.pid)
+        return out
+
+    def spawn_take(self, int limit=64):
+        """Slots of the workers to start now (at most limit)."""
+        cdef uint32_t out[64]
+        cdef int n = nr_spawn_take(&self.r, out, min(limit, 64))
+        return [out[i] for i in range(n)]
+
+    def shutdown(self):
+        nr_shutdown(&self.r)
+
+    def is_shut_down(self):
+        return self.r.hdr.shutdown != 0
+
+    def stats(self):
+        cdef nr_stats_t s
+        nr_stats(&self.r, &s)
+        return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
+                    workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
+                    sleeping=s.nsleeping, spinning=s.nspinning, starting=s.nstarting,
+                    max_workers=s.max_workers,
+                    cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
+                    store_used=s.arena_used, store_allocations=s.arena_nallocs,
+                    store_touched=s.arena_peak, store_capacity=s.arena_size,
+                    lock_repairs=s.repairs)
+
+    def arena_check(self):
+        """0 when the allocator's invariants hold, else which one broke."""
+        nr_lock(&self.r)
+        rc = nr_arena_check(&self.r)
+        nr_unlock(&self.r)
+        return rc
+
+
+def _after_fork_in_child():
+    global _pid
+    _pid = getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current_region():
+    return _region
+
+
+def set_process_state(Region region, uint32_t slot):
+    """Makes `region` this process's runtime (driver at init, workers at start)."""
+    global _region, _slot, _funcs
+    _region = region
+    _slot = slot
+    _funcs = {}
+    if region is not None:
+        region.r.slot = slot
+        region.pid = _pid
+
+
+def drop_function_cache():
+    """Forgets the functions this worker loaded, releasing the refs they hold."""
+    global _funcs
+    _funcs = {}
+
+
+def set_liveness_check(check):
+    global _liveness_check
+    _liveness_check = check

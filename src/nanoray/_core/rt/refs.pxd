@@ -1,0 +1,16 @@
+# Objects that hold counts in the region (rt/refs.pyx).
+
+cdef class ObjectRef:
+    cdef readonly uint64_t _id        # (generation << 32) | (index + 1) in the object table
+    cdef Region _reg                  # the runtime it counts in; None for a dead ref
+
+cdef class _DepArg:
+    cdef public int i                 # index of the top-level ref argument it stands for
+
+cdef class _PinnedBuffer:
+    cdef Region reg                   # region of the pinned object
+    cdef uint64_t oid                 # object whose count this buffer holds
+    cdef char *ptr                    # first byte of the viewed range
+    cdef Py_ssize_t size              # bytes viewed
+    cdef Py_ssize_t shape[1]          # buffer protocol: one dimension of bytes
+    cdef Py_ssize_t strides[1]

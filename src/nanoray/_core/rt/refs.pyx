@@ -1,0 +1,144 @@
+# ObjectRef and the other small objects that hold counts in the region:
+# _DepArg (where a top-level ref argument's value goes) and _PinnedBuffer
+# (a read-only view of store memory that pins its object).
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+
+cdef class ObjectRef:
+    """A future for a value in the object store, as in Ray.
+
+    Each instance holds one count on its object in the shared table; the
+    value is freed when no ref, task or view in any process holds it."""
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("ObjectRefs are made by put() and .remote(), not directly")
+
+    def __dealloc__(self):
+        if self._reg is not None and self._reg.pid == _pid:
+            nr_object_decref(&self._reg.r, self._id)
+
+    def hex(self):
+        return format(self._id, "016x")
+
+    def binary(self):
+        return self._id.to_bytes(8, "little")
+
+    def __repr__(self):
+        return "ObjectRef(" + self.hex() + ")"
+
+    def __hash__(self):
+        return hash(self._id)
+
+    def __eq__(self, other):
+        return (type(other) is ObjectRef and (<ObjectRef>other)._id == self._id
+                and (<ObjectRef>other)._reg is self._reg)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+    def __reduce__(self):
+        # Only refs of the running runtime are counted by the payload; a
+        # ref of another (shut down) runtime stays dead when rebuilt.
+        if self._reg is not None and self._reg is _region:
+            refs = getattr(_tls, "refs", None)
+            if refs is not None:
+                refs.append(self)
+        return (_rebuild_ref, (self._id, self._reg.session if self._reg is not None else 0))
+
+    def __await__(self):
+        import asyncio
+        return asyncio.wrap_future(self.future()).__await__()
+
+    def future(self):
+        """A concurrent.futures.Future resolved with the value."""
+        import concurrent.futures
+        import threading
+        fut = concurrent.futures.Future()
+        ref = self
+
+        def waiter():
+            try:
+                try:
+                    value = get((ref,), None)[0]
+                except BaseException as e:
+                    fut.set_exception(e)
+                else:
+                    fut.set_result(value)
+            except concurrent.futures.InvalidStateError:
+                pass                       # cancelled meanwhile (e.g. asyncio.wait_for)
+        threading.Thread(target=waiter, daemon=True).start()
+        return fut
+
+
+cdef inline ObjectRef _adopt(Region reg, uint64_t oid):
+    """Wraps an id whose count the caller already took."""
+    cdef ObjectRef ref = ObjectRef.__new__(ObjectRef)
+    ref._id = oid
+    ref._reg = reg
+    return ref
+
+
+cdef inline ObjectRef _new_ref(Region reg, uint64_t oid):
+    nr_object_incref(&reg.r, oid)
+    return _adopt(reg, oid)
+
+
+def _rebuild_ref(uint64_t oid, uint64_t session=0):
+    if _region is None:
+        raise _exc.RaySystemError("an ObjectRef was unpickled outside a nanoray runtime")
+    if session != _region.session:
+        # From a runtime that was shut down: a dead ref, whose get() says so.
+        ref = ObjectRef.__new__(ObjectRef)
+        (<ObjectRef>ref)._id = oid
+        return ref
+    return _new_ref(_region, oid)
+
+
+cdef class _DepArg:
+    """Marks where a top-level ObjectRef argument's value goes."""
+
+    def __init__(self, int i):
+        self.i = i
+
+    def __reduce__(self):
+        return (_DepArg, (self.i,))
+
+
+cdef class _PinnedBuffer:
+    """A read-only buffer over region memory that pins its object."""
+
+    def __dealloc__(self):
+        if self.reg is not None and self.reg.pid == _pid:
+            nr_object_decref(&self.reg.r, self.oid)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError(
+                "nanoray: objects in the store are read-only; copy the value "
+                "(e.g. numpy.array(x) or x.copy()) to get a writable one")
+        self.shape[0] = self.size
+        self.strides[0] = 1
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.size
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+
+cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
+    cdef _PinnedBuffer b = _PinnedBuffer.__new__(_PinnedBuffer)
+    nr_object_incref(&reg.r, oid)
+    b.reg = reg
+    b.oid = oid
+    b.ptr = ptr
+    b.size = size
+    return b

@@ -1,0 +1,239 @@
+# Serialization: values to payloads in the arena and back (pickle 5 with
+# out-of-band buffers read in place), put, and sealing results.
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+
+cdef bint _plain(object v, int depth):
+    """True when the C pickler is enough: builtins, plain numpy arrays, refs."""
+    t = type(v)
+    if (t is int or t is float or t is str or t is bytes or t is bool
+            or v is None or t is complex or t is ObjectRef or t is _DepArg):
+        return True
+    if t is _ndarray:
+        return not v.dtype.hasobject
+    if depth == 0:
+        return False
+    if t is tuple or t is list:
+        if len(v) > 256:
+            return False
+        for x in v:
+            if not _plain(x, depth - 1):
+                return False
+        return True
+    if t is dict:
+        if len(v) > 256:
+            return False
+        for k, x in (<dict>v).items():
+            if type(k) is not str or not _plain(x, depth - 1):
+                return False
+        return True
+    return False
+
+
+cdef class _Pickled:
+    """A value pickled and measured, ready to be written as a payload."""
+
+
+cdef inline uint64_t _align(uint64_t x):
+    return (x + NR_ALIGN - 1) & ~(<uint64_t>NR_ALIGN - 1)
+
+
+cdef object _function_pickler = None
+
+
+cdef bytes _dumps_function(func):
+    """cloudpickle, but code objects keep their real co_filename (cloudpickle
+    3 writes "<dynamic-code>"), so remote tracebacks name the user's file and
+    show its source lines."""
+    global _function_pickler
+    if _function_pickler is None:
+        import io
+        import types
+        from collections import ChainMap
+        cp = _cloud()
+        base = cp.CloudPickler.dispatch_table.get(types.CodeType)
+
+        def reduce_code(code):
+            ctor, args = base(code)
+            return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+        class FunctionPickler(cp.CloudPickler):
+            if base is not None:
+                dispatch_table = ChainMap({types.CodeType: reduce_code},
+                                          cp.CloudPickler.dispatch_table)
+
+        def dumps(f):
+            buf = io.BytesIO()
+            FunctionPickler(buf, protocol=5).dump(f)
+            return buf.getvalue()
+        _function_pickler = dumps
+    return _function_pickler(func)
+
+
+cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
+    cdef _Pickled p = _Pickled.__new__(_Pickled)
+    cdef list bufs = []
+    cdef object saved = getattr(_tls, "refs", None)
+    cdef list found = []
+    _tls.refs = found
+    _check_ndarray()
+    try:
+        if function:
+            p.data = _dumps_function(value)
+        elif not force_cloud and _plain(value, 3):
+            p.data = _pickle_dumps(value, 5, buffer_callback=bufs.append if oob else None)
+        else:
+            p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append if oob else None)
+    finally:
+        p.contained = found
+        _tls.refs = saved
+    cdef uint64_t size = 16 + 8 * len(p.contained) + 16 * len(bufs) + len(p.data)
+    p.bufs = []
+    for b in bufs:
+        m = b.raw()
+        p.bufs.append(m)
+        size = _align(size) + len(m)
+    p.size = size
+    return p
+
+
+cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
+    """Writes p at dst (NR_ALIGN-aligned when buffers are to be viewed)."""
+    cdef nr_payload_t *hdr = <nr_payload_t *>dst
+    cdef uint32_t nc = len(p.contained) if with_contained else 0
+    cdef uint32_t nb = len(p.bufs)
+    hdr.nbufs = nb
+    hdr.ncontained = nc
+    hdr.pickle_len = len(p.data)
+    cdef uint64_t *ids = nr_payload_contained(hdr)
+    cdef uint32_t i
+    for i in range(nc):
+        ids[i] = (<ObjectRef>p.contained[i])._id
+    cdef uint64_t *table = ids + nc
+    cdef uint64_t off = 16 + 8 * nc + 16 * nb
+    memcpy(dst + off, PyBytes_AS_STRING(p.data), len(p.data))
+    off += len(p.data)
+    cdef Py_buffer view
+    cdef char *src
+    cdef uint64_t n
+    for i in range(nb):
+        off = _align(off)
+        PyObject_GetBuffer(p.bufs[i], &view, PyBUF_SIMPLE)
+        src = <char *>view.buf
+        n = view.len
+        with nogil:
+            memcpy(dst + off, src, n)
+        PyBuffer_Release(&view)
+        table[2 * i] = off
+        table[2 * i + 1] = n
+        off += n
+
+
+cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
+    cdef uint64_t off
+    with nogil:
+        off = nr_arena_alloc(&reg.r, size)
+    if off == 0:
+        raise _exc.ObjectStoreFullError(
+            "nanoray: the object store is full: %d bytes requested, %d free at most "
+            "(object_store_memory=%d). Free refs you no longer need, or pass a larger "
+            "object_store_memory to init()." % (
+                size, nr_arena_largest_free(&reg.r), reg.stats()["store_capacity"]))
+    return off
+
+
+cdef uint64_t _store(Region reg, _Pickled p) except 0:
+    """Writes a payload into a new arena block; returns its offset."""
+    cdef uint64_t off = _alloc(reg, p.size)
+    try:
+        _write_payload(reg.r.base + off, p, True)
+    except BaseException:
+        nr_arena_free(&reg.r, off)
+        raise
+    return off
+
+
+cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
+    """Rebuilds a value from a payload; buffers are pinned views unless copy."""
+    cdef nr_payload_t *hdr = <nr_payload_t *>ptr
+    cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
+    cdef char *stream = <char *>(table + 2 * hdr.nbufs)
+    data = PyMemoryView_FromMemory(stream, hdr.pickle_len, PyBUF_READ)
+    if hdr.nbufs == 0:
+        return _pickle_loads(data)
+    cdef list bufs = []
+    cdef uint32_t i
+    for i in range(hdr.nbufs):
+        if copy:
+            # an immutable copy: arrays come out read-only, as large ones do
+            bufs.append(bytes(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
+        else:
+            bufs.append(memoryview(_pin(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
+    return _pickle_loads(data, buffers=bufs)
+
+
+cdef object _value(Region reg, uint64_t oid, bint *is_error):
+    """The value of a sealed object (an exception instance if it failed)."""
+    cdef uint64_t data, size
+    cdef int st = nr_object_info(&reg.r, oid, &data, &size)
+    if st < 0:
+        raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
+    is_error[0] = st == NR_OBJ_ERROR
+    if data == 0:
+        is_error[0] = True
+        return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
+    try:
+        return _load(reg, oid, reg.r.base + data, False)
+    except Exception as e:
+        if st != NR_OBJ_ERROR:
+            raise
+        return _exc.RaySystemError("nanoray: the task failed, and its error could not be "
+                                   "deserialized here: %s" % _exc._safe_repr(e))
+
+
+cdef ObjectRef put_pickled(Region reg, _Pickled p):
+    """Stores a pickled value as a new sealed object; returns its ref."""
+    cdef uint64_t off = _store(reg, p)
+    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
+    if oid == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    return _adopt(reg, oid)
+
+
+def put(value):
+    cdef Region reg = _region
+    if type(value) is ObjectRef:
+        raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
+    return put_pickled(reg, _pickle(value, False))
+
+
+cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="") except *:
+    """Stores value as the object's result.  If the value cannot be pickled
+    or stored, the object is sealed with that error instead: a pending
+    object is never left behind (its getters would wait forever)."""
+    cdef _Pickled p
+    cdef uint64_t off = 0
+    try:
+        p = _pickle(value, is_error)
+        off = _store(reg, p)
+    except Exception as e:
+        if isinstance(e, _exc.ObjectStoreFullError):
+            cause = e                  # catchable as ObjectStoreFullError by the caller
+        else:
+            cause = _exc.RaySystemError("nanoray: the result of %s() could not be serialized: %s"
+                                        % (name, _exc._safe_repr(e)))
+        err = _exc.RayTaskError(name, "", cause, os.getpid())
+        try:
+            p = _pickle(err, True)
+            off = _store(reg, p)
+        except Exception:
+            off = 0                    # sealed with no payload: read back as a system error
+        is_error = True
+    if nr_object_seal(&reg.r, oid, off, p.size if off else 0, is_error) != 0 and off:
+        nr_arena_free(&reg.r, off)
+
+
+def seal_error(uint64_t oid, err):
+    """Seals a pending object with an error (used when a task cannot run)."""
+    _seal(_region, oid, err, True)

@@ -1,0 +1,127 @@
+# Submitting tasks: exporting functions, writing a task spec, queueing it.
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+
+def ref_if_alive(uint64_t oid):
+    """An ObjectRef to oid if the object is sealed and still counted, else None."""
+    cdef Region reg = _region
+    if reg is None or not nr_object_try_incref(&reg.r, oid):
+        return None
+    return _adopt(reg, oid)
+
+
+def export_function(func, on_reserved):
+    """Stores a pickled function; returns the ref that keeps it.
+
+    In two steps: the object is reserved first and on_reserved(ref) is
+    called before pickling, so a RemoteFunction inside the function's own
+    globals (a function that submits itself) pickles the id of this very
+    export, and copies of it in workers reuse it instead of storing the
+    function again."""
+    cdef Region reg = _region
+    cdef uint64_t oid = nr_object_create(&reg.r)
+    if oid == 0:
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    ref = _adopt(reg, oid)
+    cdef _Pickled p
+    cdef uint64_t off
+    try:
+        on_reserved(ref)
+        # In band: arrays a function captures arrive in each worker as its
+        # own writable copy, as in Ray (not read-only views of the store).
+        p = _pickle(func, True, False, True)
+        off = _store(reg, p)
+    except BaseException:
+        nr_object_seal(&reg.r, oid, 0, 0, 1)     # never leave it pending
+        raise
+    nr_object_seal(&reg.r, oid, off, p.size, 0)
+    return ref
+
+
+def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
+           int32_t cpus_milli, int32_t retries, uint32_t target=0):
+    """Queues func(*args, **kwargs); returns its return ObjectRef(s)."""
+    cdef Region reg = _region
+    if func_ref._reg is not reg:
+        raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
+    cdef list deps = None
+    cdef Py_ssize_t i
+    cdef object a
+    cdef list largs
+    for i in range(len(args)):
+        a = args[i]
+        if type(a) is ObjectRef:
+            _check_ref(a)
+            if deps is None:
+                deps = []
+                largs = list(args)
+            largs[i] = _DepArg(len(deps))
+            deps.append(a)
+    if deps is not None:
+        args = tuple(largs)
+    cdef dict kw = None
+    if kwargs:
+        for k, a in kwargs.items():
+            if type(a) is ObjectRef:
+                _check_ref(a)
+                if deps is None:
+                    deps = []
+                if kw is None:
+                    kw = dict(kwargs)
+                kw[k] = _DepArg(len(deps))
+                deps.append(a)
+        if kw is not None:
+            kwargs = kw
+    else:
+        kwargs = None
+    cdef _Pickled p
+    try:
+        p = _pickle((args, kwargs), False)
+    except Exception as e:
+        raise TypeError("nanoray: could not serialize the arguments of the task: %s"
+                        % _exc._safe_repr(e)) from e
+    cdef ObjectRef args_ref = None
+    cdef uint64_t args_bytes = p.size
+    if p.size > INLINE_ARGS_MAX:
+        args_ref = put_pickled(reg, p)
+        args_bytes = 0
+    cdef uint32_t ndeps = 0 if deps is None else len(deps)
+    cdef uint32_t ncont = 0 if args_ref is not None else len(p.contained)
+    cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont) + args_bytes
+    cdef uint64_t off = _alloc(reg, size)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + off)
+    spec.func_id = func_ref._id
+    spec.args_obj = args_ref._id if args_ref is not None else 0
+    spec.args_len = args_bytes
+    spec.nret = nret
+    spec.ndeps = ndeps
+    spec.ncontained = ncont
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    for i in range(ndeps):
+        ids[nret + i] = (<ObjectRef>deps[i])._id
+    for i in range(ncont):
+        ids[nret + ndeps + i] = (<ObjectRef>p.contained[i])._id
+    if args_ref is None:
+        _write_payload(nr_spec_args(spec), p, False)
+    cdef uint64_t rets_stack[8]
+    cdef uint64_t *rets = &rets_stack[0]
+    if nret > 8:
+        rets = <uint64_t *>malloc(8 * nret)
+    cdef uint32_t t
+    try:
+        t = nr_task_submit(&reg.r, off, cpus_milli, retries, target, rets)
+        if t == 0:
+            nr_arena_free(&reg.r, off)
+            s = reg.stats()
+            raise _exc.RaySystemError(
+                "nanoray: no room for another task: %d tasks pending and %d objects alive "
+                "(tables hold %d each). Release ObjectRefs you no longer need, or wait "
+                "for results before submitting more." % (s["tasks"], s["objects"], 1 << 20))
+        # The spec belongs to the task now (it may already have run and been
+        # freed): the ids come from rets, written under the region lock.
+        if nret == 1:
+            return _adopt(reg, rets[0])
+        return [_adopt(reg, rets[i]) for i in range(nret)]
+    finally:
+        if rets != &rets_stack[0]:
+            free(rets)

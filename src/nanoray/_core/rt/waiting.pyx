@@ -1,0 +1,209 @@
+# get and wait: spin, then sleep on a futex; a task that waits lends its
+# CPUs so nested tasks cannot deadlock.
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+
+# How long "every worker waits in get() at the worker limit, with work
+# queued" must last before a waiting task calls it a deadlock.  The state
+# also occurs for an instant while a worker whose object was just sealed
+# wakes up; a real deadlock lasts forever.
+STUCK_NS = 1000 * 1000 * 1000
+
+
+cdef unsigned long _wait_enter(Region reg, bint timed):
+    """A thread of this worker starts waiting for an object while a task
+    runs: the first such waiter lends the task's CPUs (any thread: a
+    future(), an await, a thread pool).  Returns the tag to pass to
+    _wait_exit, 0 when nothing was lent."""
+    global _waiters, _timed_waiters
+    if not _in_task:
+        return 0
+    if _waiters == 0:
+        nr_proc_block(&reg.r, _slot)
+    _waiters += 1
+    if timed:
+        if _timed_waiters == 0:
+            nr_proc_may_progress(&reg.r, _slot, 1)
+        _timed_waiters += 1
+    return _task_seq
+
+
+cdef void _wait_exit(Region reg, unsigned long tag, bint timed):
+    """The waiter is done; the last one takes the CPUs back.  A waiter whose
+    task has ended meanwhile (tag changed) touches nothing: the task's end
+    already settled the accounting."""
+    global _waiters, _timed_waiters
+    if tag == 0 or tag != _task_seq:
+        return
+    if timed:
+        _timed_waiters -= 1
+        if _timed_waiters == 0:
+            nr_proc_may_progress(&reg.r, _slot, 0)
+    _waiters -= 1
+    if _waiters == 0:
+        nr_proc_unblock(&reg.r, _slot)
+
+
+cdef void _task_ended(Region reg):
+    """Settles waiters still running in other threads when their task ends."""
+    global _waiters, _timed_waiters, _task_seq
+    if _waiters:
+        nr_proc_unblock(&reg.r, _slot)
+        _waiters = 0
+    if _timed_waiters:
+        nr_proc_may_progress(&reg.r, _slot, 0)
+        _timed_waiters = 0
+    _task_seq += 1
+
+
+cdef int _check_stuck(Region reg, int64_t *since) except -1:
+    """Raises once the runtime has been unable to make progress for STUCK_NS."""
+    if not nr_stuck(&reg.r):
+        since[0] = 0
+        return 0
+    cdef int64_t now = nr_now_ns()
+    if since[0] == 0:
+        since[0] = now
+    elif now - since[0] >= STUCK_NS:
+        s = reg.stats()
+        raise _exc.RaySystemError(
+            "nanoray: deadlock avoided: all %d workers are running tasks that wait in get(), "
+            "the worker limit (%d) is reached, and %d queued tasks cannot start. Nest less "
+            "deeply, get() fewer results from inside tasks, or raise init(_max_workers=)."
+            % (s["workers"], s["max_workers"], s["queued"]))
+    return 0
+
+
+cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
+    """0 when sealed, 1 on timeout.  Inside a task, lends the task's CPUs."""
+    cdef int st = nr_object_info(&reg.r, oid, NULL, NULL)
+    if st != NR_OBJ_PENDING:
+        if st < 0:
+            raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
+        return 0
+    cdef int rc
+    cdef int64_t left, slice_ns, spin = GET_SPIN_NS
+    cdef bint timed = deadline >= 0
+    cdef unsigned long tag = _wait_enter(reg, timed)
+    cdef int64_t stuck_since = 0
+    try:
+        while True:
+            slice_ns = WAIT_SLICE_NS
+            if deadline >= 0:
+                left = deadline - nr_now_ns()
+                if left <= 0:
+                    return 1
+                if left < slice_ns:
+                    slice_ns = left
+            with nogil:
+                rc = nr_object_wait(&reg.r, oid, slice_ns, spin)
+            spin = 0
+            if rc == 0:
+                return 0
+            if rc < 0:
+                if reg.r.hdr.shutdown:
+                    raise _exc.RaySystemError("nanoray was shut down while waiting for an object")
+                raise _exc.ObjectLostError("nanoray: object %016x is gone" % oid)
+            PyErr_CheckSignals()
+            if tag and not timed:          # a timed wait ends by itself
+                _check_stuck(reg, &stuck_since)
+            if _liveness_check is not None:
+                _liveness_check()
+    finally:
+        _wait_exit(reg, tag, timed)
+
+
+cdef inline int64_t _deadline(timeout) except? -2:
+    if timeout is None or timeout < 0:       # negative: wait forever, as Ray's get()
+        return -1
+    return nr_now_ns() + <int64_t>(timeout * 1e9)
+
+
+cdef inline Region _check_ref(object ref):
+    if type(ref) is not ObjectRef:
+        raise TypeError("expected an ObjectRef, got %r" % (type(ref).__name__,))
+    cdef Region reg = (<ObjectRef>ref)._reg
+    if reg is not _region or reg is None:
+        raise _exc.RaySystemError(
+            "nanoray: this ObjectRef belongs to a runtime that was shut down")
+    return reg
+
+
+cdef object _get_one(ObjectRef ref, int64_t deadline):
+    cdef Region reg = _check_ref(ref)
+    cdef bint is_error = False
+    if _wait_one(reg, ref._id, deadline):
+        raise _exc.GetTimeoutError("Get timed out: some object(s) not ready.")
+    value = _value(reg, ref._id, &is_error)
+    if is_error:
+        if isinstance(value, _exc.RayTaskError):
+            raise value.as_instanceof_cause()
+        raise value
+    return value
+
+
+def get(object refs, timeout=None):
+    """Values of a sequence of refs, in order (the API layer validates)."""
+    cdef int64_t deadline = _deadline(timeout)
+    return [_get_one(r, deadline) for r in refs]
+
+
+def get_one(ObjectRef ref, timeout=None):
+    return _get_one(ref, _deadline(timeout))
+
+
+def wait(list refs, int num_returns, timeout):
+    """Indices of the first num_returns sealed refs (input order)."""
+    cdef Py_ssize_t n = len(refs), i
+    if n == 0:
+        return []
+    cdef Region reg = _check_ref(refs[0])
+    cdef uint64_t *ids = <uint64_t *>malloc(n * 8)
+    cdef uint8_t *ready = <uint8_t *>malloc(n)
+    cdef int64_t deadline = _deadline(timeout), left, slice_ns, spin = GET_SPIN_NS
+    cdef int k
+    cdef bint timed = deadline >= 0
+    cdef unsigned long tag = 0
+    cdef bint entered = False
+    cdef int64_t stuck_since = 0
+    try:
+        for i in range(n):
+            _check_ref(refs[i])
+            ids[i] = (<ObjectRef>refs[i])._id
+        while True:
+            slice_ns = WAIT_SLICE_NS
+            if deadline >= 0:
+                left = deadline - nr_now_ns()
+                if left < 0:
+                    left = 0
+                if left < slice_ns:
+                    slice_ns = left
+            with nogil:
+                k = nr_wait_many(&reg.r, ids, <int>n, num_returns, 0, 0, ready)
+            if k >= num_returns or slice_ns == 0:
+                break
+            if not entered:
+                tag = _wait_enter(reg, timed)
+                entered = True
+            with nogil:
+                k = nr_wait_many(&reg.r, ids, <int>n, num_returns, slice_ns, spin, ready)
+            spin = 0
+            if k >= num_returns:
+                break
+            if reg.r.hdr.shutdown:
+                raise _exc.RaySystemError("nanoray was shut down while waiting for objects")
+            PyErr_CheckSignals()
+            if tag and not timed:
+                _check_stuck(reg, &stuck_since)
+            if _liveness_check is not None:
+                _liveness_check()
+        out = []
+        for i in range(n):
+            if ready[i] and len(out) < num_returns:
+                out.append(i)
+        return out
+    finally:
+        if entered:
+            _wait_exit(reg, tag, timed)
+        free(ids)
+        free(ready)
