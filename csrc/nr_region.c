@@ -54,6 +54,8 @@ static void layout(nr_header_t *h, const nr_config_t *c) {
     off = page_up(off + (uint64_t)c->max_tasks * 128);
     h->deps_off = off;
     off = page_up(off + (uint64_t)c->max_deps * 8);
+    h->names_off = off;
+    off = page_up(off + (uint64_t)NR_MAX_NAMES * 128);
     h->arena_off = (off + (1u << 21) - 1) & ~(uint64_t)((1u << 21) - 1); /* 2 MiB aligned */
     h->size = h->arena_off + ((c->arena_bytes + NR_PAGE - 1) & ~(uint64_t)(NR_PAGE - 1));
 }
@@ -75,6 +77,7 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     h->max_objects = cfg->max_objects;
     h->max_tasks = cfg->max_tasks;
     h->max_deps = cfg->max_deps;
+    h->max_names = NR_MAX_NAMES;
     h->cpus_total = h->cpus_avail = cfg->cpus_milli;
     h->min_workers = cfg->min_workers;
     h->max_workers = cfg->max_workers;

@@ -9,7 +9,7 @@
  * is an offset or an index, never a pointer.
  *
  * Layout (each part starts on a page boundary):
- *   header | proc slots | object table | task table | dep nodes | arena
+ *   header | proc slots | object table | task table | dep nodes | actor names | arena
  *
  * Tables are sparse: entries past a table's high-water mark were never
  * touched, so a large table costs no memory until used (memfd pages are
@@ -33,6 +33,7 @@
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64
+#define NR_MAX_NAMES 1024u            /* named actors alive at once */
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -45,15 +46,27 @@ typedef struct {
     int32_t pid;          /* OS process id, 0 until started */
     uint32_t state;       /* NR_PROC_* */
     uint32_t kind;        /* NR_KIND_* */
-    uint32_t task;        /* task index + 1 being run, 0 when none */
+    uint32_t task;        /* task index + 1 being run, 0 when none (pool workers) */
     uint32_t q_head;      /* private queue (tasks routed to this process) */
     uint32_t q_tail;
     uint32_t q_len;
-    int32_t cpus_held;    /* milli-CPUs held by the running task */
+    int32_t cpus_held;    /* milli-CPUs held: the running task's, or an actor's for life */
     uint32_t sleep_next;  /* link in the sleepers list (slot + 1) */
     uint32_t spinning;    /* 1 while spinning idle for work */
     uint32_t may_progress; /* 1 while a waiter of its task has a timeout: not stuck */
-    uint8_t _pad[12];
+    uint32_t gen;         /* bumped each time the slot is freed: (slot, gen) names an actor */
+    /* Actors only (see nr_actor.h). */
+    uint32_t aflags;      /* NR_ACTOR_* */
+    uint32_t spawn_req;   /* 1: the zygote should fork a process into this slot */
+    uint32_t create_task; /* the creation task (index + 1), kept while restarts remain */
+    uint32_t create_ready;/* the creation task, queued ahead of every call (index + 1) */
+    int32_t restarts_left; /* -1: forever */
+    uint32_t restarts;    /* times the actor was restarted */
+    uint32_t nrunning;    /* calls running now (threaded and async actors run several) */
+    uint32_t max_pending; /* queued calls allowed, 0 = no limit */
+    uint64_t handle_obj;  /* object counting the handles (and pending calls) */
+    uint64_t death_obj;   /* error payload every call fails with once dead */
+    uint8_t _pad[24];
 } nr_proc_t;
 
 typedef struct {
@@ -74,8 +87,8 @@ typedef struct {
     pthread_mutex_t lock;     /* guards everything below but atomics */
     uint8_t _lockpad[64 - (sizeof(pthread_mutex_t) % 64)];
 
-    uint64_t procs_off, objs_off, tasks_off, deps_off, arena_off;
-    uint32_t max_procs, max_objects, max_tasks, max_deps;
+    uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, arena_off;
+    uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
 
     uint32_t obj_hwm, obj_free;   /* free list heads hold index + 1 */
     uint32_t task_hwm, task_free;
@@ -100,6 +113,8 @@ typedef struct {
     uint32_t shutdown;            /* set once: every waiter returns */
     uint32_t repairs;             /* locks recovered from a dead holder */
     uint32_t ndeps_live;          /* dep nodes in use */
+    uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
+    uint32_t nactors;             /* live actor slots (tombstones included) */
 
     nr_arena_t arena;
 } nr_header_t;

@@ -6,28 +6,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
-#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+#include "nr_internal.h"
 
-typedef struct { uint32_t dep_task, next; } nr_dep_t;
-
-/* Futex wake-ups collected under the lock and issued after it is released,
- * so no process holds the lock across a system call. */
-typedef struct {
-    int n;
-    uint32_t slots[8];
-    int objs;       /* wake every process waiting on obj_seq */
-    int spawn;      /* poke the zygote */
-} wakeups_t;
-
-static inline nr_object_t *objs(nr_region_t *r) { return (nr_object_t *)(r->base + r->hdr->objs_off); }
-static inline nr_task_t *tasks(nr_region_t *r) { return (nr_task_t *)(r->base + r->hdr->tasks_off); }
-static inline nr_dep_t *deps(nr_region_t *r) { return (nr_dep_t *)(r->base + r->hdr->deps_off); }
 nr_task_t *nr_task(nr_region_t *r, uint32_t t) { return tasks(r) + (t - 1); }
-static inline nr_spec_t *spec_of(nr_region_t *r, nr_task_t *t) { return (nr_spec_t *)(r->base + t->spec); }
 
-static void flush(nr_region_t *r, wakeups_t *w) {
+void nri_flush(nr_region_t *r, wakeups_t *w) {
     for (int i = 0; i < w->n; i++) nr_futex_wake(&nr_proc(r, w->slots[i])->wake, 1);
     if (w->objs) nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
     if (w->spawn && r->spawn_fd >= 0) {
@@ -64,6 +47,7 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
     o->data = o->size = 0;
     o->dep_head = 0;
     o->waiters = 0;
+    o->actor = 0;
     STORE(&o->state, NR_OBJ_PENDING);
     h->nobjects++;
     return ((uint64_t)o->gen << 32) | (idx + 1);
@@ -72,7 +56,7 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
 /* Frees o, then every object whose last count was held by a payload freed
  * on the way.  Iterative (a worklist linked through next_free), so a long
  * chain of refs nested in values cannot overflow the stack. */
-static void obj_free_locked(nr_region_t *r, nr_object_t *o) {
+void nri_obj_free(nr_region_t *r, nr_object_t *o) {
     uint32_t todo = 0;
     for (;;) {
         if (o->data) {
@@ -88,6 +72,11 @@ static void obj_free_locked(nr_region_t *r, nr_object_t *o) {
             nr_arena_free_locked(r, o->data);
             o->data = 0;
         }
+        if (o->actor) {                  /* the last handle of an actor is gone */
+            uint32_t a = o->actor;
+            o->actor = 0;
+            nri_actor_orphaned(r, a);
+        }
         STORE(&o->state, NR_OBJ_FREE);
         ADD(&o->gen, 1);
         uint32_t next = todo ? objs(r)[todo - 1].next_free : 0;
@@ -100,10 +89,10 @@ static void obj_free_locked(nr_region_t *r, nr_object_t *o) {
     }
 }
 
-static void decref_locked(nr_region_t *r, uint64_t id) {
+void nri_decref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
-    if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) obj_free_locked(r, o);
+    if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
 }
 
 int nr_object_try_incref(nr_region_t *r, uint64_t id) {
@@ -131,7 +120,7 @@ void nr_object_decref(nr_region_t *r, uint64_t id) {
     nr_lock(r);
     if (LOAD(&o->gen) == (uint32_t)(id >> 32) && LOAD(&o->refs) == 0 &&
         o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
-        obj_free_locked(r, o);
+        nri_obj_free(r, o);
     nr_unlock(r);
 }
 
@@ -151,7 +140,6 @@ uint64_t nr_object_create(nr_region_t *r) {
     return id;
 }
 
-static void enqueue_locked(nr_region_t *r, uint32_t t, wakeups_t *w);
 
 static void incref_payload_contained(nr_region_t *r, uint64_t data) {
     nr_payload_t *p = (nr_payload_t *)(r->base + data);
@@ -159,7 +147,7 @@ static void incref_payload_contained(nr_region_t *r, uint64_t data) {
     for (uint32_t i = 0; i < p->ncontained; i++) nr_object_incref(r, c[i]);
 }
 
-static void seal_locked(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
+void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
                         int is_error, wakeups_t *w) {
     o->data = data;
     o->size = size;
@@ -180,7 +168,7 @@ static void seal_locked(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t 
         nr_dep_t *node = deps(r) + (d - 1);
         uint32_t next = node->next;
         nr_task_t *t = nr_task(r, node->dep_task);
-        if (--t->deps_left == 0) enqueue_locked(r, node->dep_task, w);
+        if (--t->deps_left == 0) nri_enqueue(r, node->dep_task, w);
         node->next = r->hdr->dep_free;
         r->hdr->dep_free = d;
         r->hdr->ndeps_live--;
@@ -196,8 +184,10 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
     wakeups_t w = {0};
     nr_lock(r);
     uint64_t id = obj_alloc_locked(r);
-    if (id) seal_locked(r, objs(r) + ((uint32_t)id - 1), data, size, 0, &w);
+    if (id) nri_seal(r, objs(r) + ((uint32_t)id - 1), data, size, 0, &w);
+    nri_fail_drain(r, &w);
     nr_unlock(r);
+    nri_flush(r, &w);
     return id;
 }
 
@@ -209,11 +199,12 @@ int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, in
     if (!o) rc = -1;
     else if (o->state != NR_OBJ_PENDING) rc = 1;   /* a retried task sealed it before */
     else {
-        seal_locked(r, o, data, size, is_error, &w);
-        if (LOAD(&o->refs) == 0) obj_free_locked(r, o);
+        nri_seal(r, o, data, size, is_error, &w);
+        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     }
+    nri_fail_drain(r, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
     return rc;
 }
 
@@ -308,7 +299,7 @@ int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
 
 /* Every change of a process's state goes through here, so the count of idle
  * pool workers (what decides whether to start another) stays exact. */
-static void set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
+void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
     if (p->kind == NR_KIND_WORKER) {
         if (p->state == NR_PROC_IDLE) r->hdr->nidle--;
         if (state == NR_PROC_IDLE) r->hdr->nidle++;
@@ -335,14 +326,14 @@ static inline void set_spinning(nr_header_t *h, nr_proc_t *p, uint32_t on) {
     if (on) h->nspinning++; else h->nspinning--;
 }
 
-static void wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w) {
+void nri_wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w) {
     p->sleeping = 0;
     ADD(&p->wake, 1);
     if (w->n < 8) w->slots[w->n++] = slot;
     else nr_futex_wake(&p->wake, 1);     /* rare: more than 8 in one section */
 }
 
-static void sleepers_remove(nr_region_t *r, uint32_t slot) {
+void nri_sleepers_remove(nr_region_t *r, uint32_t slot) {
     nr_header_t *h = r->hdr;
     uint32_t *link = &h->sleep_head;
     while (*link) {
@@ -363,7 +354,7 @@ static int wake_one_locked(nr_region_t *r, wakeups_t *w) {
     nr_proc_t *p = nr_proc(r, slot);
     h->sleep_head = p->sleep_next;
     h->nsleeping--;
-    wake_slot(p, slot, w);
+    nri_wake_slot(p, slot, w);
     return 1;
 }
 
@@ -381,37 +372,39 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
 }
 
 /* Gets queued work moving: wake a sleeper if the spinners cannot cover it. */
-static void kick_locked(nr_region_t *r, wakeups_t *w) {
+void nri_kick(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (!dispatchable(h, r)) return;
     if (h->rq_len > h->nspinning && wake_one_locked(r, w)) return;
     maybe_spawn_locked(r, w);
 }
 
-static void enqueue_locked(nr_region_t *r, uint32_t t, wakeups_t *w) {
+void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     nr_task_t *task = nr_task(r, t);
     task->state = NR_TASK_READY;
     task->next = 0;
     if (task->target) {
         nr_proc_t *p = nr_proc(r, task->target - 1);
+        if (nri_actor_route(r, t, p, task->target - 1, w)) return;
         if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
         p->q_tail = t;
         p->q_len++;
         if (p->sleeping) {
-            if (p->kind == NR_KIND_WORKER) sleepers_remove(r, task->target - 1);
-            wake_slot(p, task->target - 1, w);
+            if (p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, task->target - 1);
+            nri_wake_slot(p, task->target - 1, w);
         }
         return;
     }
     if (h->rq_tail) nr_task(r, h->rq_tail)->next = t; else h->rq_head = t;
     h->rq_tail = t;
     h->rq_len++;
-    kick_locked(r, w);
+    nri_kick(r, w);
 }
 
 static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
     nr_header_t *h = r->hdr;
+    if (p->kind == NR_KIND_ACTOR) return nri_actor_pop(r, p);
     uint32_t t = p->q_head;
     if (t) {
         p->q_head = nr_task(r, t)->next;
@@ -433,8 +426,13 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     task->state = NR_TASK_RUNNING;
     task->proc = slot + 1;
     task->attempts++;
+    if (p->kind == NR_KIND_ACTOR) {      /* may run several; holds its CPUs for life */
+        p->nrunning++;
+        nri_set_state(r, p, NR_PROC_RUNNING);
+        return;
+    }
     p->task = t;
-    set_state(r, p, NR_PROC_RUNNING);
+    nri_set_state(r, p, NR_PROC_RUNNING);
     p->cpus_held = task->target ? 0 : task->cpus;
     r->hdr->cpus_avail -= p->cpus_held;
 }
@@ -445,7 +443,7 @@ static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
     uint32_t t = pop_locked(r, nr_proc(r, slot));
     if (t) {
         start_task_locked(r, slot, t);
-        kick_locked(r, w);
+        nri_kick(r, w);
     }
     return t;
 }
@@ -460,18 +458,20 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         uint32_t t = take_locked(r, slot, &w);
         if (t) {
             nr_unlock(r);
-            flush(r, &w);
+            nri_flush(r, &w);
             return t;
         }
-        set_state(r, p, NR_PROC_IDLE);
+        if (nr_actor_should_exit(p)) { nr_unlock(r); return -2; }
+        if (!p->nrunning) nri_set_state(r, p, NR_PROC_IDLE);
         int is_worker = p->kind == NR_KIND_WORKER;
         /* Counted under the lock and undone under it, so reap can undo it
          * for a process that dies mid-spin. */
         if (is_worker) set_spinning(h, p, 1);
         nr_unlock(r);
 
-        int found = SPIN_UNTIL(LOAD(&p->q_head) || LOAD(&h->shutdown) ||
-                               (is_worker && shared_work_fits(r)), spin_ns);
+        int found = SPIN_UNTIL(LOAD(&h->shutdown) ||
+                               (is_worker ? LOAD(&p->q_head) || shared_work_fits(r)
+                                          : nr_actor_has_work(p)), spin_ns);
 
         nr_lock(r);                      /* one section: stop spinning and take */
         set_spinning(h, p, 0);
@@ -479,10 +479,11 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         t = take_locked(r, slot, &w);
         if (t) {
             nr_unlock(r);
-            flush(r, &w);
+            nri_flush(r, &w);
             return t;
         }
         if (found) { nr_unlock(r); continue; }   /* someone else took it: spin again */
+        if (nr_actor_should_exit(p)) { nr_unlock(r); return -2; }
         p->sleeping = 1;
         if (is_worker) {                 /* only pool workers take shared work */
             p->sleep_next = h->sleep_head;
@@ -496,14 +497,14 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
 
         nr_lock(r);
         if (p->sleeping) {               /* timed out or woke spuriously */
-            if (is_worker) sleepers_remove(r, slot);
+            if (is_worker) nri_sleepers_remove(r, slot);
             p->sleeping = 0;
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
-                set_state(r, p, NR_PROC_EXITED);
+                nri_set_state(r, p, NR_PROC_EXITED);
                 h->nworkers--;
-                kick_locked(r, &w);      /* work that arrived meanwhile finds a worker */
+                nri_kick(r, &w);      /* work that arrived meanwhile finds a worker */
                 nr_unlock(r);
-                flush(r, &w);
+                nri_flush(r, &w);
                 return -1;               /* surplus worker retires */
             }
         }
@@ -516,19 +517,19 @@ int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     uint32_t t = take_locked(r, slot, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
     return t;
 }
 
 /* Drops what a task held: argument refs, its spec, its entry. */
-static void release_locked(nr_region_t *r, uint32_t t) {
+void nri_release(nr_region_t *r, uint32_t t) {
     nr_header_t *h = r->hdr;
     nr_task_t *task = nr_task(r, t);
     nr_spec_t *s = spec_of(r, task);
     uint64_t *ids = nr_spec_ids(s);
-    for (uint32_t i = s->nret; i < s->nret + s->ndeps + s->ncontained; i++) decref_locked(r, ids[i]);
-    if (s->func_id) decref_locked(r, s->func_id);
-    if (s->args_obj) decref_locked(r, s->args_obj);
+    for (uint32_t i = s->nret; i < s->nret + s->ndeps + s->ncontained; i++) nri_decref(r, ids[i]);
+    if (s->func_id) nri_decref(r, s->func_id);
+    if (s->args_obj) nri_decref(r, s->args_obj);
     nr_arena_free_locked(r, task->spec);
     task->spec = 0;
     task->state = NR_TASK_FREE;
@@ -542,19 +543,24 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
+    if (p->kind == NR_KIND_ACTOR) {
+        nri_actor_finish(r, p, t);
+        nr_unlock(r);
+        return;
+    }
     r->hdr->cpus_avail += p->cpus_held;
     p->cpus_held = 0;
     p->task = 0;
-    set_state(r, p, NR_PROC_IDLE);
-    release_locked(r, t);
-    if (p->kind != NR_KIND_WORKER) kick_locked(r, &w);  /* pool workers poll next themselves */
+    nri_set_state(r, p, NR_PROC_IDLE);
+    nri_release(r, t);
+    if (p->kind != NR_KIND_WORKER) nri_kick(r, &w);  /* pool workers poll next themselves */
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
 }
 
 void nr_task_release(nr_region_t *r, uint32_t t) {
     nr_lock(r);
-    release_locked(r, t);
+    nri_release(r, t);
     nr_unlock(r);
 }
 
@@ -566,10 +572,11 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
     if (ok) {
         if (task->retries_left > 0) task->retries_left--;
         task->proc = 0;
-        enqueue_locked(r, t, &w);
+        nri_enqueue(r, t, &w);
     }
+    nri_fail_drain(r, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
     return ok;
 }
 
@@ -605,6 +612,8 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->attempts = 0;
     task->deps_left = 0;
     task->next = 0;
+    task->kind = s->kind;
+    if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1) nr_proc(r, target_slot1 - 1)->create_task = t;
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
     for (uint32_t i = 0; i < s->nret; i++) ids[i] = ret_out[i] = obj_alloc_locked(r);
@@ -626,9 +635,10 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
         o->dep_head = d;
         task->deps_left++;
     }
-    if (task->deps_left == 0) enqueue_locked(r, t, &w);
+    if (task->deps_left == 0) nri_enqueue(r, t, &w);
+    nri_fail_drain(r, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
     return t;
 }
 
@@ -638,7 +648,9 @@ int nr_proc_alloc(nr_region_t *r, uint32_t kind) {
     for (uint32_t i = 0; i < r->hdr->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state == NR_PROC_FREE) {
+            uint32_t gen = p->gen;
             memset(p, 0, sizeof *p);
+            p->gen = gen;
             p->state = NR_PROC_STARTING;
             p->kind = kind;
             slot = (int)i;
@@ -654,7 +666,7 @@ void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
     nr_proc_t *p = nr_proc(r, slot);
     p->pid = pid;
     if (p->state == NR_PROC_STARTING) {
-        set_state(r, p, NR_PROC_IDLE);
+        nri_set_state(r, p, NR_PROC_IDLE);
         if (p->kind == NR_KIND_WORKER && r->hdr->nstarting) r->hdr->nstarting--;
     }
     nr_unlock(r);
@@ -664,11 +676,11 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    set_state(r, p, NR_PROC_BLOCKED);
+    nri_set_state(r, p, NR_PROC_BLOCKED);
     r->hdr->cpus_avail += p->cpus_held;
-    kick_locked(r, &w);
+    nri_kick(r, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
 }
 
 int nr_stuck(nr_region_t *r) {
@@ -694,7 +706,7 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     r->hdr->cpus_avail -= p->cpus_held;   /* may dip below zero until it finishes */
-    set_state(r, p, NR_PROC_RUNNING);
+    nri_set_state(r, p, NR_PROC_RUNNING);
     nr_unlock(r);
 }
 
@@ -706,19 +718,19 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;
     if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) h->nstarting--;
-    if (p->sleeping && p->kind == NR_KIND_WORKER) sleepers_remove(r, slot);
+    if (p->sleeping && p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, slot);
     set_spinning(h, p, 0);
     if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) h->nworkers--;
     if (t) nr_task(r, t)->proc = 0;
     /* Tasks routed to this process stay queued on it; the language layer
      * fails them (an actor that will not restart). */
-    set_state(r, p, p->q_head ? NR_PROC_EXITED : NR_PROC_FREE);
+    nri_set_state(r, p, p->q_head ? NR_PROC_EXITED : NR_PROC_FREE);
     p->task = 0;
     p->cpus_held = 0;
     p->sleeping = 0;
-    kick_locked(r, &w);
+    nri_kick(r, &w);
     nr_unlock(r);
-    flush(r, &w);
+    nri_flush(r, &w);
     return t;
 }
 
@@ -742,13 +754,23 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     for (uint32_t i = 1; i < h->max_procs && n < want; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
+        uint32_t gen = p->gen;
         memset(p, 0, sizeof *p);
+        p->gen = gen;
         p->state = NR_PROC_STARTING;
         p->kind = NR_KIND_WORKER;
         out[n++] = i;
     }
     h->nworkers += (uint32_t)n;
     h->nstarting += (uint32_t)n;
+    /* Actors waiting for a process (new, or restarting). */
+    for (uint32_t i = 1; i < h->max_procs && n < max_out && h->nactors; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->kind == NR_KIND_ACTOR && p->spawn_req) {
+            p->spawn_req = 0;
+            out[n++] = i;
+        }
+    }
     nr_unlock(r);
     return n;
 }

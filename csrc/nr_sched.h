@@ -27,6 +27,7 @@
 
 enum { NR_OBJ_FREE = 0, NR_OBJ_PENDING, NR_OBJ_READY, NR_OBJ_ERROR };
 enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
+enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL };
 
 typedef struct {
     uint32_t gen;         /* generation, bumped on free; high half of the id */
@@ -37,7 +38,7 @@ typedef struct {
     uint32_t dep_head;    /* dep nodes of tasks waiting for it (index + 1) */
     uint32_t waiters;     /* atomic: processes sleeping until it seals */
     uint32_t next_free;   /* free list link (index + 1) */
-    uint32_t _pad0;
+    uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
     uint64_t _pad[2];
 } nr_object_t;
 
@@ -52,7 +53,7 @@ typedef struct {
     uint32_t proc;        /* slot + 1 of the process running it */
     uint32_t target;      /* slot + 1 it is routed to, 0 = any worker */
     uint32_t attempts;    /* times it was started */
-    uint32_t _pad0;
+    uint32_t kind;        /* NR_SPEC_* (from its spec) */
     uint64_t _pad[10];
 } nr_task_t;
 
@@ -64,6 +65,7 @@ typedef struct {
     uint32_t nret;        /* return objects (ids filled in by submit) */
     uint32_t ndeps;       /* top-level ref arguments */
     uint32_t ncontained;  /* refs nested in the args */
+    uint32_t kind;        /* NR_SPEC_TASK, NR_SPEC_ACTOR_CREATE or NR_SPEC_ACTOR_CALL */
     /* uint64_t ret[nret], deps[ndeps], contained[ncontained]; args bytes */
 } nr_spec_t;
 

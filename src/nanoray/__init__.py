@@ -6,11 +6,15 @@ from nanoray._api import (available_resources, cluster_resources, get, init, is_
                           put, shutdown, timeline, wait)
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import RemoteFunction, remote
+from nanoray import actor
+from nanoray.actor import ActorClass, ActorHandle, get_actor, kill, method
+from nanoray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ObjectRef", "RemoteFunction", "available_resources", "cluster_resources", "exceptions",
-    "get", "init", "is_initialized", "put", "remote", "shutdown", "timeline", "wait",
+    "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "actor", "available_resources",
+    "cluster_resources", "exceptions", "get", "get_actor", "get_runtime_context", "init",
+    "is_initialized", "kill", "method", "put", "remote", "shutdown", "timeline", "wait",
     "__version__",
 ]

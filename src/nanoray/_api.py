@@ -43,15 +43,17 @@ _atexit_registered = False
 class LocalBackend:
     """One machine: the shared region, the zygote and its workers."""
 
-    def __init__(self, region, num_cpus, zygote=None, death_fd=-1, spawn_fd=-1):
+    def __init__(self, region, num_cpus, zygote=None, death_fd=-1, spawn_fd=-1,
+                 namespace=None):
         self.region = region
+        self.namespace = namespace or "default"  # where named actors are looked up
         self.num_cpus = num_cpus
         self.zygote = zygote
         self.death_fd = death_fd
         self.spawn_fd = spawn_fd
 
     @classmethod
-    def start(cls, num_cpus, object_store_memory, max_workers=None):
+    def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
@@ -65,6 +67,7 @@ class LocalBackend:
             "spawn_fd": spawn_fd, "sys_path": [os.path.abspath(p) if p else os.getcwd()
                                                for p in sys.path],
             "preload": ["numpy"] if "numpy" in sys.modules else [],
+            "namespace": namespace,
         }
         env = dict(os.environ, NANORAY_ZYGOTE=json.dumps(cfg))
         try:
@@ -79,7 +82,7 @@ class LocalBackend:
             os.close(death_r)
         region.set_spawn_fd(spawn_fd)
         _rt.set_process_state(region, slot)
-        return cls(region, num_cpus, zygote, death_w, spawn_fd)
+        return cls(region, num_cpus, zygote, death_w, spawn_fd, namespace=namespace)
 
     def check_alive(self):
         if self.zygote is not None and self.zygote.poll() is not None:
@@ -117,10 +120,10 @@ def worker_limits(num_cpus, max_workers=None):
     return floor, most
 
 
-def _become_worker(region, slot):
+def _become_worker(region, slot, namespace=None):
     """Called in a freshly forked worker: the API now talks to this region."""
     global _backend
-    _backend = LocalBackend(region, None)
+    _backend = LocalBackend(region, None, namespace=namespace)
     _rt.set_process_state(region, slot)
     _rt.set_liveness_check(None)
 
@@ -169,7 +172,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
                              % (object_store_memory,))
         if _max_workers is not None and (not isinstance(_max_workers, int) or _max_workers < 1):
             raise ValueError("_max_workers must be a positive int, got %r" % (_max_workers,))
-        _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers)
+        if namespace is not None and not isinstance(namespace, str):
+            raise TypeError("namespace must be a str, got %r" % (type(namespace).__name__,))
+        _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)

@@ -8,7 +8,10 @@ process pokes when runnable work has CPUs but no worker to run it.
     driver ──Popen──► zygote ──fork──► worker 1 … N   (and more on demand)
       │ death pipe ───►│◄── eventfd pokes (driver, workers)
       │                │◄── SIGCHLD: a worker died → retry or fail its task,
-      │                │             start a replacement
+      │                │             start a replacement; an actor died → fork
+      │                │             it again (max_restarts) or fail its calls
+      │                └──fork──► actor processes (a spawn request names the slot,
+      │                           whose kind says worker or actor)
       └─ shared region: every process maps the same memfd
 
 Workers are forked from here, not from the driver, so they never inherit
@@ -23,6 +26,8 @@ import select
 import signal
 import sys
 import traceback
+
+ACTOR = 3                                            # NR_KIND_ACTOR
 
 
 def main():
@@ -59,9 +64,11 @@ def main():
             except Exception:
                 pass
             from nanoray import _api
-            _api._become_worker(region, slot)
+            _api._become_worker(region, slot, cfg.get("namespace"))
             region.proc_started(slot, os.getpid())
-            if rt.worker_loop(region, slot) < 0:
+            if region.proc_kind(slot) == ACTOR:
+                rt.actor_loop(region, slot)      # returns when its last handle is gone
+            elif rt.worker_loop(region, slot) < 0:
                 # Retiring: give back the counts this process holds (the
                 # exports its cached functions refer to) before it goes.
                 rt.drop_function_cache()
@@ -106,6 +113,9 @@ def main():
                 return
             slot = children.pop(pid, None)
             if slot is None:
+                continue
+            if region.proc_kind(slot) == ACTOR:
+                rt.actor_reap(region, slot)      # restarts it, or fails its calls
                 continue
             t = rt.proc_reap(region, slot)
             if t:

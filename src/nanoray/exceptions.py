@@ -10,7 +10,8 @@ remote traceback.
 __all__ = [
     "RayError", "RaySystemError", "RayTaskError", "TaskError", "GetTimeoutError",
     "ObjectStoreFullError", "ObjectLostError", "WorkerCrashedError",
-    "TaskCancelledError",
+    "TaskCancelledError", "RayActorError", "ActorDiedError", "ActorUnavailableError",
+    "PendingCallsLimitExceeded",
 ]
 
 
@@ -43,6 +44,35 @@ class WorkerCrashedError(RayError):
 
 class TaskCancelledError(RayError):
     """The task was cancelled."""
+
+
+class RayActorError(RayError):
+    """An actor could not run a call: it died, or never started."""
+
+    def __init__(self, message="The actor died unexpectedly before finishing this task.",
+                 cause=None):
+        self.cause = cause
+        self.error_msg = message
+        text = message
+        if cause is not None:
+            text += "\n" + str(cause)
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (type(self), (self.error_msg, self.cause))
+
+
+class ActorDiedError(RayActorError):
+    """The actor is dead: killed, crashed, exited, or its __init__ raised
+    (then .cause is that error, a RayTaskError with the remote traceback)."""
+
+
+class ActorUnavailableError(RayActorError):
+    """The actor cannot take calls right now (e.g. it is restarting)."""
+
+
+class PendingCallsLimitExceeded(RayError):
+    """More calls are queued on the actor than its max_pending_calls."""
 
 
 class RayTaskError(RayError):

@@ -123,12 +123,7 @@ class RemoteFunction:
         if check is not None:
             check(args, kwargs)
         backend = _api._backend or _api._auto_init()
-        ref = self._ref
-        if ref is None or _rt.current_region() is not self._ref_region:
-            with self._export_lock:           # one export, even from many threads
-                ref = self._ref
-                if ref is None or _rt.current_region() is not self._ref_region:
-                    ref = self._export()
+        ref = self._current_export()
         if backend.num_cpus is not None and o.cpus_milli > backend.num_cpus * 1000:
             raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
                              % (o.cpus_milli / 1000, backend.num_cpus))
@@ -136,6 +131,16 @@ class RemoteFunction:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
             return None
         return _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
+
+    def _current_export(self):
+        """The ref of this function's export in the running runtime."""
+        ref = self._ref
+        if ref is None or _rt.current_region() is not self._ref_region:
+            with self._export_lock:           # one export, even from many threads
+                ref = self._ref
+                if ref is None or _rt.current_region() is not self._ref_region:
+                    ref = self._export()
+        return ref
 
     def _export(self):
         region = _rt.current_region()
@@ -198,14 +203,15 @@ def remote(*args, **options):
         raise TypeError("The @remote decorator must be applied either with no arguments "
                         "and no parentheses, for example '@remote', or it must be applied "
                         "using keyword arguments, for example '@remote(num_returns=2)'.")
-    validate_options(options)
-    return lambda f: _make(f, options)
+    return lambda f: _make(f, options)      # validated there: function or actor options
 
 
 def _make(obj, options):
     if isinstance(obj, type):
-        raise NotImplementedError("remote classes (actors) are not available in nanoray yet")
+        from nanoray.actor import ActorClass
+        return ActorClass(obj, options)
     if not callable(obj):
-        raise TypeError("@remote applies to functions, got %r" % (type(obj).__name__,))
+        raise TypeError("@remote applies to functions and classes, got %r"
+                        % (type(obj).__name__,))
     validate_options(options)
     return RemoteFunction(obj, options)

@@ -4,7 +4,10 @@ from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
+from nanoray._core.actor cimport *
 
 include "rt/handle.pxd"
 include "rt/refs.pxd"
 include "rt/serial.pxd"
+include "rt/worker.pxd"
+include "rt/actor.pxd"

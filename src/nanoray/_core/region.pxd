@@ -24,6 +24,13 @@ cdef extern from "nr_region.h" nogil:
         uint32_t task        # running task (index + 1)
         uint32_t q_len       # tasks routed to this process
         int32_t cpus_held    # milli-CPUs held
+        uint32_t gen         # bumped each time the slot is freed
+        uint32_t aflags      # NR_ACTOR_* (actors)
+        uint32_t nrunning    # calls running now (actors)
+        uint32_t max_pending # queued calls allowed, 0 = no limit (actors)
+        uint32_t restarts    # times restarted (actors)
+        uint32_t q_head      # first task of its private queue
+        uint64_t handle_obj  # object counting the handles (actors)
 
     ctypedef struct nr_header_t:
         uint64_t size        # total mapped bytes

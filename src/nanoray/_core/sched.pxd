@@ -12,13 +12,18 @@ cdef extern from "nr_sched.h" nogil:
         NR_TASK_WAITING
         NR_TASK_READY
         NR_TASK_RUNNING
+        NR_SPEC_TASK
+        NR_SPEC_ACTOR_CREATE
+        NR_SPEC_ACTOR_CALL
 
     ctypedef struct nr_task_t:
+        uint32_t gen         # bumped on free
         uint32_t state       # NR_TASK_*
         uint64_t spec        # arena offset of its nr_spec_t
         int32_t cpus         # milli-CPUs
         int32_t retries_left # re-runs left if its process dies
         uint32_t attempts    # times started
+        uint32_t kind        # NR_SPEC_*
 
     ctypedef struct nr_spec_t:
         uint64_t func_id     # object holding the pickled function
@@ -27,6 +32,7 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t nret        # return objects
         uint32_t ndeps       # top-level ref arguments
         uint32_t ncontained  # refs nested in the args
+        uint32_t kind        # NR_SPEC_*: a task, an actor's creation, a method call
 
     ctypedef struct nr_payload_t:
         uint32_t nbufs       # out-of-band buffers

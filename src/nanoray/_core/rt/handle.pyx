@@ -75,6 +75,9 @@ cdef class Region:
     def proc_started(self, uint32_t slot, int32_t pid):
         nr_proc_started(&self.r, slot, pid)
 
+    def proc_kind(self, uint32_t slot):
+        return nr_proc(&self.r, slot).kind
+
     def worker_pids(self):
         cdef uint32_t i
         cdef nr_proc_t *p

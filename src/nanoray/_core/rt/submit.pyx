@@ -44,6 +44,17 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
     cdef Region reg = _region
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
+    return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, target,
+                   NR_SPEC_TASK, None, None)
+
+
+cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
+                    int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
+                    ObjectRef holds, object method):
+    """Writes a task spec and queues it; returns the return ref(s) (None
+    when nret is 0).  `holds` is a ref the task keeps counted while pending
+    (an actor's handle object); `method` names the actor method called, and
+    rides in the argument payload as (args, kwargs, method)."""
     cdef list deps = None
     cdef Py_ssize_t i
     cdef object a
@@ -76,7 +87,7 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
         kwargs = None
     cdef _Pickled p
     try:
-        p = _pickle((args, kwargs), False)
+        p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
     except Exception as e:
         raise TypeError("nanoray: could not serialize the arguments of the task: %s"
                         % _exc._safe_repr(e)) from e
@@ -87,20 +98,24 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
         args_bytes = 0
     cdef uint32_t ndeps = 0 if deps is None else len(deps)
     cdef uint32_t ncont = 0 if args_ref is not None else len(p.contained)
-    cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont) + args_bytes
+    cdef uint32_t nheld = 0 if holds is None else 1
+    cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont + nheld) + args_bytes
     cdef uint64_t off = _alloc(reg, size)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + off)
-    spec.func_id = func_ref._id
+    spec.func_id = func_id
     spec.args_obj = args_ref._id if args_ref is not None else 0
     spec.args_len = args_bytes
     spec.nret = nret
     spec.ndeps = ndeps
-    spec.ncontained = ncont
+    spec.ncontained = ncont + nheld
+    spec.kind = kind
     cdef uint64_t *ids = nr_spec_ids(spec)
     for i in range(ndeps):
         ids[nret + i] = (<ObjectRef>deps[i])._id
     for i in range(ncont):
         ids[nret + ndeps + i] = (<ObjectRef>p.contained[i])._id
+    if nheld:
+        ids[nret + ndeps + ncont] = holds._id
     if args_ref is None:
         _write_payload(nr_spec_args(spec), p, False)
     cdef uint64_t rets_stack[8]
@@ -119,6 +134,8 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
                 "for results before submitting more." % (s["tasks"], s["objects"], 1 << 20))
         # The spec belongs to the task now (it may already have run and been
         # freed): the ids come from rets, written under the region lock.
+        if nret == 0:
+            return None
         if nret == 1:
             return _adopt(reg, rets[0])
         return [_adopt(reg, rets[i]) for i in range(nret)]

@@ -22,57 +22,108 @@ cdef object _function(Region reg, uint64_t fid):
     return f
 
 
-cdef void _run_task(Region reg, uint32_t t) except *:
+cdef class _Call:
+    """One task being run: what _prepare found, for _invoke and _complete
+    (an async actor awaits between the two)."""
+
+
+cdef object _failure_of(BaseException e, str name):
+    """The error a failed call's returns carry."""
+    if isinstance(e, KeyboardInterrupt):
+        return _exc.TaskCancelledError("nanoray: task %s() was interrupted" % name)
+    if isinstance(e, _exc.RayTaskError):
+        # A task it waited on failed: keep that cause; the traceback shows
+        # this task's frames, then the inner task's.
+        return _exc.RayTaskError(name, _format_tb(e), e.cause, os.getpid(),
+                                 cause_repr=e.cause_repr)
+    return _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
+
+
+cdef _Call _prepare(Region reg, uint32_t t):
+    """Loads the function (or actor method) and the arguments of task t."""
     global _in_task
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
     cdef uint32_t nret = spec.nret, ndeps = spec.ndeps, i
     cdef bint is_error = False
-    cdef object result
-    cdef object failure = None
-    cdef bint exit_worker = False
-    name = "task"
-    _in_task = True
+    cdef _Call c = _Call.__new__(_Call)
+    c.t = t
+    c.kind = spec.kind
+    _tls.task = ((<uint64_t>task.gen) << 32) | t
+    c.nret = nret
+    c.name = "task"
+    if c.kind == NR_SPEC_TASK:
+        _in_task = True                  # get() inside it lends its CPUs
     try:
-        try:
-            func = _function(reg, spec.func_id)
-            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "task")
-            if spec.args_obj:
-                args, kwargs = _value(reg, spec.args_obj, &is_error)
+        if c.kind == NR_SPEC_TASK:
+            c.func = _function(reg, spec.func_id)
+            c.name = getattr(c.func, "__qualname__", None) or getattr(c.func, "__name__", "task")
+        if spec.args_obj:
+            loaded = _value(reg, spec.args_obj, &is_error)
+        else:
+            loaded = _load(reg, 0, nr_spec_args(spec), True)
+        if c.kind == NR_SPEC_TASK:
+            args, kwargs = loaded
+        else:
+            args, kwargs, extra = loaded
+            if c.kind == NR_SPEC_ACTOR_CREATE:
+                c.func, c.name = _actor_constructor(_function(reg, spec.func_id), extra)
             else:
-                args, kwargs = _load(reg, 0, nr_spec_args(spec), True)
-            if ndeps:
-                vals = []
-                for i in range(ndeps):
-                    v = _value(reg, ids[nret + i], &is_error)
-                    if is_error:
-                        failure = v        # a failed argument fails this task too
-                        break
-                    vals.append(v)
-                if failure is None:
-                    args = tuple([vals[(<_DepArg>a).i] if type(a) is _DepArg else a for a in args])
-                    if kwargs:
-                        kwargs = {k: (vals[(<_DepArg>a).i] if type(a) is _DepArg else a)
-                                  for k, a in kwargs.items()}
-            if failure is None:
-                result = func(*args, **kwargs) if kwargs else func(*args)
-        except SystemExit:
-            # As in Ray: the worker exits; the task is retried (max_retries)
-            # or fails with WorkerCrashedError.  Never re-raised in the driver,
-            # where it would end the program silently.
-            exit_worker = True
-        except KeyboardInterrupt:
-            failure = _exc.TaskCancelledError("nanoray: task %s() was interrupted" % name)
-        except BaseException as e:
-            if isinstance(e, _exc.RayTaskError):
-                # A task it waited on failed: keep that cause; the traceback
-                # shows this task's frames, then the inner task's.
-                failure = _exc.RayTaskError(name, _format_tb(e), e.cause, os.getpid(),
-                                            cause_repr=e.cause_repr)
-            else:
-                failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
-        if exit_worker:
+                c.func, c.name = _actor_method(extra)
+        if ndeps:
+            vals = []
+            for i in range(ndeps):
+                v = _value(reg, ids[nret + i], &is_error)
+                if is_error:
+                    c.failure = v          # a failed argument fails this task too
+                    return c
+                vals.append(v)
+            args = tuple([vals[(<_DepArg>a).i] if type(a) is _DepArg else a for a in args])
+            if kwargs:
+                kwargs = {k: (vals[(<_DepArg>a).i] if type(a) is _DepArg else a)
+                          for k, a in kwargs.items()}
+        c.args = args
+        c.kwargs = kwargs
+    except SystemExit:
+        c.exit_worker = True
+    except BaseException as e:
+        c.failure = _failure_of(e, c.name)
+    return c
+
+
+cdef object _invoke(_Call c):
+    """Calls it; an exception becomes c.failure (or c.exit_worker)."""
+    if c.failure is not None or c.exit_worker:
+        return None
+    try:
+        return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
+    except SystemExit:
+        # As in Ray: the worker exits; a task is retried (max_retries) or
+        # fails with WorkerCrashedError; an actor exits on purpose.  Never
+        # re-raised in the driver, where it would end the program silently.
+        c.exit_worker = True
+    except BaseException as e:
+        c.failure = _failure_of(e, c.name)
+    return None
+
+
+cdef void _complete(Region reg, _Call c, object result) except *:
+    """Seals the returns of c (its value, or its failure) and finishes the task."""
+    global _in_task
+    cdef nr_task_t *task = nr_task(&reg.r, c.t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    cdef uint32_t nret = c.nret, i
+    failure = c.failure
+    try:
+        if c.exit_worker:
+            if c.kind != NR_SPEC_TASK:
+                _actor_exit(reg, c.t)      # never returns
+            return
+        if c.kind == NR_SPEC_ACTOR_CREATE:
+            if failure is not None:
+                _actor_init_failed(reg, failure)
             return
         if failure is None and nret != 1:
             try:
@@ -80,16 +131,18 @@ cdef void _run_task(Region reg, uint32_t t) except *:
                 if len(result) != nret:
                     raise ValueError("the task returned %d values; num_returns is %d" % (len(result), nret))
             except Exception as e:
-                failure = _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
+                failure = _exc.RayTaskError(c.name, _format_tb(e), e, os.getpid())
         for i in range(nret):
             if failure is not None:
-                _seal_failure(reg, ids[i], failure, name)
+                _seal_failure(reg, ids[i], failure, c.name)
             else:
-                _seal(reg, ids[i], result if nret == 1 else result[i], False, name)
+                _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
-        _in_task = False
-        args = kwargs = result = vals = None
-        if exit_worker:
+        c.args = c.kwargs = c.failure = None
+        result = failure = None
+        if c.kind == NR_SPEC_TASK:
+            _in_task = False
+        if c.exit_worker:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(1)
@@ -99,8 +152,19 @@ cdef void _run_task(Region reg, uint32_t t) except *:
         for i in range(nret):
             if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
                 nr_object_seal(&reg.r, ids[i], 0, 0, 1)
-        _task_ended(reg)
-        nr_task_finish(&reg.r, _slot, t)
+        if c.kind == NR_SPEC_TASK:
+            _task_ended(reg)
+        nr_task_finish(&reg.r, _slot, c.t)
+
+
+def current_task():
+    """The id of the task this thread runs, None outside tasks."""
+    return getattr(_tls, "task", None)
+
+
+cdef void _run_task(Region reg, uint32_t t) except *:
+    cdef _Call c = _prepare(reg, t)
+    _complete(reg, c, _invoke(c))
 
 
 cdef str _format_tb(BaseException e):

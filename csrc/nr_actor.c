@@ -1,0 +1,330 @@
+#define _GNU_SOURCE
+#include "nr_internal.h"
+#include <limits.h>
+#include <string.h>
+
+static inline nr_name_t *names(nr_region_t *r) { return (nr_name_t *)(r->base + r->hdr->names_off); }
+
+static int slot_is(nr_region_t *r, uint32_t slot, uint32_t gen) {
+    if (slot >= r->hdr->max_procs) return 0;
+    nr_proc_t *p = nr_proc(r, slot);
+    return p->kind == NR_KIND_ACTOR && p->gen == gen && p->state != NR_PROC_FREE;
+}
+
+static void names_remove(nr_region_t *r, uint32_t slot) {
+    nr_name_t *n = names(r);
+    for (uint32_t i = 0; i < r->hdr->max_names; i++)
+        if (n[i].handle_obj && n[i].slot1 == slot + 1) memset(&n[i], 0, sizeof n[i]);
+}
+
+/* The slot goes back to the pool; its generation moves on. */
+static void free_slot(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    names_remove(r, slot);
+    if (p->create_task) nri_release(r, p->create_task);
+    uint64_t death = p->death_obj;
+    uint32_t gen = p->gen + 1;
+    memset(p, 0, sizeof *p);
+    p->gen = gen;
+    r->hdr->nactors--;
+    if (death) nri_decref(r, death);
+}
+
+/* Seals each pending return of task t with a copy of the death payload,
+ * then releases the task. */
+static void fail_task(nr_region_t *r, uint32_t t, uint64_t death, wakeups_t *w) {
+    nr_task_t *task = nr_task(r, t);
+    nr_spec_t *s = spec_of(r, task);
+    uint64_t *ids = nr_spec_ids(s);
+    nr_object_t *d = death ? nr_object_lookup(r, death) : NULL;
+    for (uint32_t i = 0; i < s->nret; i++) {
+        nr_object_t *o = nr_object_lookup(r, ids[i]);
+        if (!o || o->state != NR_OBJ_PENDING) continue;
+        uint64_t off = 0, size = 0;
+        if (d && d->data) {
+            off = nr_arena_alloc_locked(r, d->size);
+            if (off) {
+                memcpy(r->base + off, r->base + d->data, d->size);
+                size = d->size;
+            }
+        }
+        nri_seal(r, o, off, size, 1, w);       /* no payload: read back as a system error */
+        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
+    }
+    task->proc = 0;
+    nri_release(r, t);
+}
+
+void nri_fail_drain(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    while (h->fail_head) {
+        uint32_t t = h->fail_head;
+        nr_task_t *task = nr_task(r, t);
+        h->fail_head = task->next;
+        fail_task(r, t, nr_proc(r, task->target - 1)->death_obj, w);
+    }
+}
+
+int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w) {
+    if (p->kind != NR_KIND_ACTOR) return 0;
+    nr_task_t *task = nr_task(r, t);
+    if (p->aflags & NR_ACTOR_DEAD) {        /* failed by nri_fail_drain before the unlock */
+        task->next = r->hdr->fail_head;
+        r->hdr->fail_head = t;
+        return 1;
+    }
+    if (task->kind != NR_SPEC_ACTOR_CREATE) return 0;
+    STORE(&p->create_ready, t);
+    if (p->sleeping) nri_wake_slot(p, slot, w);
+    return 1;
+}
+
+uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
+    uint32_t t = p->create_ready;
+    if (t) {
+        STORE(&p->create_ready, 0);
+        return t;
+    }
+    if (!(p->aflags & NR_ACTOR_CREATED) || (p->aflags & NR_ACTOR_DEAD)) return 0;
+    t = p->q_head;
+    if (t) {
+        p->q_head = nr_task(r, t)->next;
+        if (!p->q_head) p->q_tail = 0;
+        p->q_len--;
+    }
+    return t;
+}
+
+void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
+    nr_task_t *task = nr_task(r, t);
+    if (p->nrunning) p->nrunning--;
+    if (!p->nrunning) nri_set_state(r, p, NR_PROC_IDLE);
+    if (task->kind == NR_SPEC_ACTOR_CREATE) {
+        if (!(p->aflags & NR_ACTOR_DEAD)) STORE(&p->aflags, p->aflags | NR_ACTOR_CREATED);
+        if (p->restarts_left == 0 || (p->aflags & NR_ACTOR_DEAD)) {
+            if (p->create_task == t) p->create_task = 0;
+            nri_release(r, t);
+        } else {                             /* kept, with its arguments, for a restart */
+            task->state = NR_TASK_WAITING;
+            task->proc = 0;
+        }
+        return;
+    }
+    nri_release(r, t);
+}
+
+void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
+    nr_proc_t *p = nr_proc(r, slot1 - 1);
+    if (p->kind != NR_KIND_ACTOR) return;
+    STORE(&p->aflags, p->aflags | NR_ACTOR_ORPHANED);
+    if ((p->aflags & NR_ACTOR_DEAD) && p->state == NR_PROC_EXITED) {
+        free_slot(r, slot1 - 1);             /* a tombstone nobody can name any more */
+        return;
+    }
+    /* Its process exits once its queue is empty: wake it to see that.  A
+     * system call under the lock, but only once per actor. */
+    ADD(&p->wake, 1);
+    nr_futex_wake(&p->wake, 1);
+}
+
+int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
+                    int32_t cpus_milli, const char *key, uint32_t *gen_out, uint64_t *existing) {
+    nr_header_t *h = r->hdr;
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_name_t *free_name = NULL;
+    if (key) {
+        nr_name_t *n = names(r);
+        for (uint32_t i = 0; i < h->max_names; i++) {
+            if (!n[i].handle_obj) { if (!free_name) free_name = &n[i]; continue; }
+            if (strncmp(n[i].key, key, NR_NAME_MAX) == 0) {
+                *existing = n[i].handle_obj;
+                nr_unlock(r);
+                return -2;
+            }
+        }
+        if (!free_name) { nr_unlock(r); return -3; }
+    }
+    nr_object_t *o = nr_object_lookup(r, handle_obj);
+    int slot = -1;
+    for (uint32_t i = 1; o && i < h->max_procs; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->state != NR_PROC_FREE) continue;
+        uint32_t gen = p->gen;
+        memset(p, 0, sizeof *p);
+        p->gen = gen;
+        p->kind = NR_KIND_ACTOR;
+        p->state = NR_PROC_STARTING;
+        p->restarts_left = max_restarts;
+        p->handle_obj = handle_obj;
+        p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
+        h->cpus_avail -= cpus_milli;
+        p->spawn_req = 1;
+        o->actor = i + 1;
+        h->nactors++;
+        slot = (int)i;
+        *gen_out = gen;
+        if (free_name) {
+            free_name->handle_obj = handle_obj;
+            free_name->slot1 = i + 1;
+            free_name->gen = gen;
+            strncpy(free_name->key, key, NR_NAME_MAX - 1);
+        }
+        w.spawn = 1;
+        break;
+    }
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return slot;
+}
+
+int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint32_t *slot,
+                    uint32_t *gen) {
+    int rc = -1;
+    nr_lock(r);
+    nr_name_t *n = names(r);
+    for (uint32_t i = 0; i < r->hdr->max_names; i++) {
+        if (n[i].handle_obj && strncmp(n[i].key, key, NR_NAME_MAX) == 0) {
+            *handle_obj = n[i].handle_obj;
+            *slot = n[i].slot1 - 1;
+            *gen = n[i].gen;
+            rc = 0;
+            break;
+        }
+    }
+    nr_unlock(r);
+    return rc;
+}
+
+/* Dead for good: fail what is queued, forget the name, give back its CPUs. */
+static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t death, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    STORE(&p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
+    if (!p->death_obj && death) {
+        nr_object_incref(r, death);
+        p->death_obj = death;
+    }
+    names_remove(r, slot);
+    h->cpus_avail += p->cpus_held;
+    p->cpus_held = 0;
+    uint32_t t = p->create_ready;
+    p->create_ready = 0;
+    if (t && t != p->create_task) fail_task(r, t, p->death_obj, w);
+    if (p->create_task && nr_task(r, p->create_task)->state != NR_TASK_RUNNING) {
+        uint32_t c = p->create_task;
+        p->create_task = 0;
+        nri_release(r, c);
+    }
+    while ((t = p->q_head)) {
+        p->q_head = nr_task(r, t)->next;
+        p->q_len--;
+        fail_task(r, t, p->death_obj, w);
+    }
+    p->q_tail = 0;
+    nri_fail_drain(r, w);
+}
+
+int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    int rc = -1;
+    if (slot_is(r, slot, gen)) {
+        die_locked(r, nr_proc(r, slot), slot, death_obj, &w);
+        rc = 0;
+    }
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return rc;
+}
+
+int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart) {
+    int32_t pid = -1;
+    nr_lock(r);
+    if (slot_is(r, slot, gen) && !(nr_proc(r, slot)->aflags & NR_ACTOR_DEAD)) {
+        nr_proc_t *p = nr_proc(r, slot);
+        p->aflags |= NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0);
+        pid = p->state == NR_PROC_STARTING ? 0 : p->pid;
+    }
+    nr_unlock(r);
+    return pid;
+}
+
+int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
+    nr_header_t *h = r->hdr;
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
+                  !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->create_ready) &&
+                  !h->shutdown;
+    /* The calls it was running: retried on the new process, or failed. */
+    uint32_t requeue_head = 0, requeue_tail = 0;
+    for (uint32_t t = 1; t <= h->task_hwm; t++) {
+        nr_task_t *task = nr_task(r, t);
+        if (task->state != NR_TASK_RUNNING || task->proc != slot + 1) continue;
+        task->proc = 0;
+        if (task->kind == NR_SPEC_ACTOR_CREATE) {
+            task->state = NR_TASK_WAITING;       /* queued again below, or released */
+            continue;
+        }
+        if (restart && task->retries_left != 0) {
+            if (task->retries_left > 0) task->retries_left--;
+            task->state = NR_TASK_READY;
+            task->next = 0;
+            if (requeue_tail) nr_task(r, requeue_tail)->next = t; else requeue_head = t;
+            requeue_tail = t;
+        } else {
+            if (!p->death_obj && death_obj) { nr_object_incref(r, death_obj); p->death_obj = death_obj; }
+            fail_task(r, t, p->death_obj, &w);
+        }
+    }
+    p->nrunning = 0;
+    p->pid = 0;
+    p->sleeping = 0;
+    int rc = 0;
+    if (restart) {
+        if (p->restarts_left > 0) p->restarts_left--;
+        p->restarts++;
+        STORE(&p->aflags, p->aflags & ~(NR_ACTOR_CREATED | NR_ACTOR_KILLED));
+        if (requeue_head) {                      /* retried calls go first, in order */
+            nr_task(r, requeue_tail)->next = p->q_head;
+            p->q_head = requeue_head;
+            if (!p->q_tail) p->q_tail = requeue_tail;
+            for (uint32_t t = requeue_head; t; t = nr_task(r, t)->next) p->q_len++;
+        }
+        if (p->create_task) {
+            nr_task(r, p->create_task)->state = NR_TASK_READY;
+            p->create_ready = p->create_task;
+        }
+        p->state = NR_PROC_STARTING;
+        p->spawn_req = 1;
+        rc = 1;
+    } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
+               !p->create_ready) {
+        h->cpus_avail += p->cpus_held;
+        free_slot(r, slot);                      /* its last handle went, and it exited */
+    } else {
+        die_locked(r, p, slot, death_obj, &w);
+        if (p->aflags & NR_ACTOR_ORPHANED) free_slot(r, slot);
+        else p->state = NR_PROC_EXITED;          /* a tombstone until its handles go */
+    }
+    nri_fail_drain(r, &w);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return rc;
+}
+
+int nr_actor_info(nr_region_t *r, uint32_t slot, uint32_t gen, uint32_t *flags,
+                  uint32_t *restarts, int32_t *pid) {
+    int rc = -1;
+    nr_lock(r);
+    if (slot_is(r, slot, gen)) {
+        nr_proc_t *p = nr_proc(r, slot);
+        *flags = p->aflags;
+        *restarts = p->restarts;
+        *pid = p->pid;
+        rc = (int)p->state;
+    }
+    nr_unlock(r);
+    return rc;
+}

@@ -1,0 +1,47 @@
+/* nr_internal: what nr_sched.c and nr_actor.c share inside the C layer.
+ * Never included by Cython: the _locked helpers assume the region lock. */
+#ifndef NR_INTERNAL_H
+#define NR_INTERNAL_H
+
+#include "nr_sched.h"
+#include "nr_actor.h"
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define ADD(p, v) __atomic_add_fetch((p), (v), __ATOMIC_SEQ_CST)
+
+typedef struct { uint32_t dep_task, next; } nr_dep_t;
+
+/* Futex wake-ups collected under the lock and issued after it is released,
+ * so no process holds the lock across a system call. */
+typedef struct {
+    int n;
+    uint32_t slots[8];
+    int objs;       /* wake every process waiting on obj_seq */
+    int spawn;      /* poke the zygote */
+} wakeups_t;
+
+static inline nr_object_t *objs(nr_region_t *r) { return (nr_object_t *)(r->base + r->hdr->objs_off); }
+static inline nr_task_t *tasks(nr_region_t *r) { return (nr_task_t *)(r->base + r->hdr->tasks_off); }
+static inline nr_dep_t *deps(nr_region_t *r) { return (nr_dep_t *)(r->base + r->hdr->deps_off); }
+static inline nr_spec_t *spec_of(nr_region_t *r, nr_task_t *t) { return (nr_spec_t *)(r->base + t->spec); }
+
+void nri_flush(nr_region_t *r, wakeups_t *w);
+void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w);
+void nri_release(nr_region_t *r, uint32_t t);
+void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size, int is_error, wakeups_t *w);
+void nri_decref(nr_region_t *r, uint64_t id);
+void nri_obj_free(nr_region_t *r, nr_object_t *o);
+void nri_wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w);
+void nri_kick(nr_region_t *r, wakeups_t *w);
+void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
+void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
+
+/* nr_actor.c's hooks into the scheduler (all under the lock). */
+void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle object was freed */
+int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w);
+uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p);
+void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t);
+void nri_fail_drain(nr_region_t *r, wakeups_t *w);
+
+#endif

@@ -1,0 +1,295 @@
+# Actors: the process side (hosting one instance, sequential, threaded or
+# async) and the calls that create, call, find and kill them.  The C side,
+# routing and death, is csrc/nr_actor.c.
+# Included by _runtime.pyx: one extension module, one concern per file.
+#
+#   Cls.remote(*a) ─► put(descriptor) = handle object ─► nr_actor_create ─► zygote forks
+#        │                                                      (slot, generation)
+#        └─► creation task (kind ACTOR_CREATE, target slot) ──► runs first, in the actor
+#   h.m.remote(*a) ─► call task (kind ACTOR_CALL, target slot, holds the handle object)
+#                     ─► the actor's queue ─► sequential / thread pool / event loop
+
+cdef object _actor = None          # the instance this process hosts
+cdef str _actor_name = ""          # its class name (or repr) for messages
+cdef uint32_t _actor_gen = 0       # generation of this process's actor slot
+cdef dict _actor_opts = {}         # max_concurrency, is_async
+
+
+cdef class _Constructor:
+    """The creation task's callable: builds the instance this process hosts."""
+
+    def __call__(self, *args, **kwargs):
+        global _actor, _actor_name
+        _actor = self.cls(*args, **kwargs)
+        if type(_actor).__repr__ is not object.__repr__:
+            try:
+                _actor_name = repr(_actor)
+            except Exception:
+                pass
+
+
+cdef tuple _actor_constructor(cls, dict opts):
+    global _actor_name, _actor_opts
+    _actor_name = getattr(cls, "__name__", "Actor")
+    _actor_opts = opts
+    cdef _Constructor c = _Constructor.__new__(_Constructor)
+    c.cls = cls
+    return c, _actor_name + ".__init__"
+
+
+def _terminate():
+    raise SystemExit(0)
+
+
+def _ready():
+    return True
+
+
+cdef tuple _actor_method(str method):
+    if method == "__ray_terminate__":
+        return _terminate, _actor_name + ".__ray_terminate__"
+    if method == "__ray_ready__":
+        return _ready, _actor_name + ".__ray_ready__"
+    return getattr(_actor, method), _actor_name + "." + method
+
+
+cdef void _actor_exit(Region reg, uint32_t t) except *:
+    """exit_actor(), __ray_terminate__ or sys.exit() in a method: the actor
+    ends for good; this call and every queued one fail with ActorDiedError."""
+    death = put(_exc.ActorDiedError(
+        "The actor %s exited on purpose (exit_actor(), __ray_terminate__ or sys.exit() "
+        "in one of its methods): no more calls run on it." % _actor_name))
+    cdef nr_task_t *task = nr_task(&reg.r, t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    cdef uint32_t i
+    for i in range(spec.nret):
+        _seal(reg, ids[i], _value_or_none(reg, (<ObjectRef>death)._id), True)
+    nr_actor_die(&reg.r, _slot, _actor_gen, (<ObjectRef>death)._id)
+    nr_task_finish(&reg.r, _slot, t)
+    try:
+        import atexit
+        atexit._run_exitfuncs()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+cdef object _value_or_none(Region reg, uint64_t oid):
+    cdef bint is_error = False
+    return _value(reg, oid, &is_error)
+
+
+cdef void _actor_init_failed(Region reg, failure) except *:
+    """__init__ raised: the actor is dead; every call raises ActorDiedError
+    carrying that cause.  Its process exits when the creation task ends."""
+    err = _exc.ActorDiedError(
+        "The actor died because of an error raised in its creation task, %s.__init__()"
+        % _actor_name, cause=failure)
+    try:
+        death = put(err)
+    except Exception:
+        death = put(_exc.ActorDiedError(
+            "The actor died because of an error raised in its creation task, %s.__init__(): %s"
+            % (_actor_name, _exc._safe_repr(failure))))
+    nr_actor_die(&reg.r, _slot, _actor_gen, (<ObjectRef>death)._id)
+
+
+def actor_loop(Region reg, uint32_t slot):
+    """Hosts one actor until its last handle is gone (-2) or shutdown (0)."""
+    global _actor_gen
+    cdef nr_proc_t *p = nr_proc(&reg.r, slot)
+    _actor_gen = p.gen
+    if p.aflags & NR_ACTOR_KILLED:
+        return -1                         # killed before it started
+    cdef int64_t t
+    cdef int64_t spin = WORKER_SPIN_NS
+    while True:                           # the creation task comes first
+        with nogil:
+            t = nr_task_next(&reg.r, slot, spin, -1)
+        if t <= 0:
+            return t
+        _run_task(reg, <uint32_t>t)
+        if p.aflags & NR_ACTOR_CREATED:
+            break
+    if p.aflags & NR_ACTOR_DEAD:
+        return -2
+    cdef int concurrency = _actor_opts.get("max_concurrency", 1)
+    if _actor_opts.get("is_async"):
+        return _async_loop(reg, slot, concurrency)
+    if concurrency > 1:
+        return _threaded_loop(reg, slot, concurrency)
+    while True:
+        with nogil:
+            t = nr_task_next(&reg.r, slot, spin, -1)
+        if t <= 0:
+            return t
+        _run_task(reg, <uint32_t>t)
+
+
+cdef int64_t _threaded_loop(Region reg, uint32_t slot, int concurrency) except? -3:
+    """max_concurrency > 1: calls run on a pool of that many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+    free = threading.Semaphore(concurrency)
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="nanoray-actor")
+
+    def run(uint32_t t):
+        try:
+            _run_task(reg, t)
+        finally:
+            free.release()
+    cdef int64_t t
+    cdef int64_t spin = WORKER_SPIN_NS
+    try:
+        while True:
+            free.acquire()
+            with nogil:
+                t = nr_task_next(&reg.r, slot, spin, -1)
+            if t <= 0:
+                return t
+            pool.submit(run, <uint32_t>t)
+    finally:
+        pool.shutdown(wait=t != 0)
+
+
+cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
+    """Async actors: calls run as tasks of one event loop (a thread of this
+    process), up to max_concurrency at once; this thread feeds it."""
+    import asyncio
+    import inspect
+    loop = asyncio.new_event_loop()
+    free = threading.Semaphore(concurrency)
+
+    async def run(uint32_t t):
+        cdef _Call c
+        try:
+            c = _prepare(reg, t)
+            result = _invoke(c)
+            if inspect.isawaitable(result):
+                try:
+                    result = await result
+                except SystemExit:
+                    c.exit_worker = True
+                except BaseException as e:
+                    c.failure = _failure_of(e, c.name)
+            _complete(reg, c, result)
+        finally:
+            free.release()
+
+    def start(uint32_t t):
+        loop.create_task(run(t))
+
+    thread = threading.Thread(target=loop.run_forever, name="nanoray-actor-loop", daemon=True)
+    thread.start()
+    cdef int64_t t
+    cdef int64_t spin = WORKER_SPIN_NS
+    while True:
+        free.acquire()
+        with nogil:
+            t = nr_task_next(&reg.r, slot, spin, -1)
+        if t <= 0:
+            loop.call_soon_threadsafe(loop.stop)
+            return t
+        loop.call_soon_threadsafe(start, <uint32_t>t)
+
+
+# -- the caller's side ------------------------------------------------------
+
+
+def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key):
+    """A slot for a new actor: (slot, generation); (-2, existing handle id)
+    when the name is taken."""
+    cdef Region reg = _check_ref(handle)
+    cdef uint32_t gen = 0
+    cdef uint64_t existing = 0
+    cdef bytes k = None
+    cdef const char *kp = NULL
+    if key is not None:
+        k = key.encode("utf-8")
+        if len(k) >= NR_NAME_MAX:
+            raise ValueError("actor name and namespace are too long (at most %d bytes together)"
+                             % (NR_NAME_MAX - 2))
+        kp = k
+    cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli, kp, &gen,
+                                    &existing)
+    if slot == -1:
+        raise _exc.RaySystemError("nanoray: no process slot is free for another actor "
+                                  "(at most %d processes)" % reg.r.hdr.max_procs)
+    if slot == -3:
+        raise _exc.RaySystemError("nanoray: too many named actors alive at once")
+    if slot == -2:
+        return -2, existing
+    return slot, gen
+
+
+def actor_lookup(str key):
+    """(handle object id, slot, generation) of a named live actor, or None."""
+    cdef Region reg = _region
+    cdef uint64_t h = 0
+    cdef uint32_t slot = 0, gen = 0
+    k = key.encode("utf-8")
+    if reg is None or len(k) >= NR_NAME_MAX or nr_actor_lookup(&reg.r, k, &h, &slot, &gen) != 0:
+        return None
+    return h, slot, gen
+
+
+def submit_actor_create(ObjectRef cls_ref, uint32_t slot, tuple args, dict kwargs, dict opts):
+    cdef Region reg = _region
+    if cls_ref._reg is not reg:
+        raise _exc.RaySystemError("nanoray: this class was exported to a runtime that was shut down")
+    _submit(reg, cls_ref._id, args, kwargs, 0, 0, 0, slot + 1, NR_SPEC_ACTOR_CREATE, None, opts)
+
+
+def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, dict kwargs,
+                      uint32_t nret, int32_t retries, uint32_t max_pending):
+    """Queues handle's actor method call; returns its ref(s)."""
+    cdef Region reg = _check_ref(handle)
+    if max_pending and nr_proc(&reg.r, slot).q_len >= max_pending:
+        raise _exc.PendingCallsLimitExceeded(
+            "The actor has %d calls queued, max_pending_calls=%d"
+            % (nr_proc(&reg.r, slot).q_len, max_pending))
+    return _submit(reg, 0, args, kwargs, nret, 0, retries, slot + 1, NR_SPEC_ACTOR_CALL,
+                   handle, method)
+
+
+def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):
+    """Marks the actor killed; returns its pid (0: not started, -1: gone)."""
+    cdef Region reg = _region
+    return nr_actor_kill(&reg.r, slot, gen, no_restart)
+
+
+def actor_reap(Region reg, uint32_t slot):
+    """The zygote saw actor `slot`'s process end: True to restart it."""
+    cdef nr_proc_t *p = nr_proc(&reg.r, slot)
+    if p.aflags & NR_ACTOR_KILLED:
+        msg = "The actor was killed by nanoray.kill()."
+    else:
+        msg = ("The actor died unexpectedly before finishing this call: its process ended "
+               "(killed, crashed, out of memory, or it called os._exit()).")
+    death = put(_exc.ActorDiedError(msg))
+    return nr_actor_reap(&reg.r, slot, (<ObjectRef>death)._id) == 1
+
+
+def actor_info(uint32_t slot, uint32_t gen):
+    """(state, flags, restarts, pid), or None when (slot, gen) is stale."""
+    cdef Region reg = _region
+    cdef uint32_t flags = 0, restarts = 0
+    cdef int32_t pid = 0
+    cdef int st = nr_actor_info(&reg.r, slot, gen, &flags, &restarts, &pid)
+    if st < 0:
+        return None
+    return st, flags, restarts, pid
+
+
+def current_actor_slot():
+    """(slot, generation, handle object id) when this process hosts an actor, else None."""
+    cdef Region reg = _region
+    if reg is None or _actor is None:
+        return None
+    return _slot, _actor_gen, nr_proc(&reg.r, _slot).handle_obj
+
+
+def hold_forever(ObjectRef ref):
+    """One more count on ref's object, never released (detached actors)."""
+    nr_object_incref(&ref._reg.r, ref._id)

@@ -1,0 +1,11 @@
+# Running tasks (rt/worker.pyx).
+
+cdef class _Call:
+    cdef uint32_t t                   # the task (index + 1)
+    cdef uint32_t kind                # NR_SPEC_*
+    cdef uint32_t nret                # return objects
+    cdef object func                  # what to call: function, constructor, bound method
+    cdef object args, kwargs          # resolved arguments
+    cdef object failure               # the error its returns carry, or None
+    cdef str name                     # for messages: "f", "Cls.__init__", "Cls.method"
+    cdef bint exit_worker             # it raised SystemExit: the process ends

@@ -1,0 +1,349 @@
+"""Actors: @remote on a class, with Ray's names and semantics.
+
+An actor is a process of its own, forked by the zygote, that hosts one
+instance of the class.  A method call is a task routed to that process's
+queue in the shared region (csrc/nr_actor.c), on the same submit path and
+lock as any task, so a call costs what a task costs.
+
+    ActorClass.remote(*args)  ->  ActorHandle   (returns at once)
+    handle.method.remote(*a)  ->  ObjectRef(s)  (runs in submission order)
+
+Handles hold a count on the actor's *handle object*; pickled into a value
+or a task's arguments they are counted there too.  When no handle is left
+anywhere (and no call is pending), the actor's process exits and its slot
+is reused, unless the actor is detached.
+"""
+
+import inspect
+import numbers
+import os
+import signal
+
+from nanoray import _api
+from nanoray import exceptions
+from nanoray._core import _runtime as _rt
+from nanoray._core._runtime import ObjectRef
+from nanoray.remote_function import RemoteFunction, _signature_check
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+
+# Ray's actor options.  Those without an effect on one machine are accepted
+# so that Ray code runs unchanged.
+_ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
+                   "max_task_retries": 0, "name": None, "namespace": None,
+                   "get_if_exists": False, "lifetime": None, "max_pending_calls": -1}
+_ACTOR_NO_EFFECT = {"memory", "scheduling_strategy", "placement_group",
+                    "placement_group_bundle_index", "placement_group_capture_child_tasks",
+                    "num_gpus", "resources", "runtime_env", "accelerator_type", "_metadata",
+                    "label_selector", "enable_task_events", "concurrency_groups",
+                    "object_store_memory", "allow_out_of_order_execution"}
+# Ray's default concurrency for async actors.
+ASYNC_MAX_CONCURRENCY = 1000
+_NAME_SEP = "\x1f"
+
+
+def _check_int(opts, key, least):
+    v = opts.get(key)
+    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < least):
+        raise ValueError("%s must be an int >= %d, got %r" % (key, least, v))
+
+
+def validate_actor_options(opts):
+    for key in opts:
+        if key not in _ACTOR_DEFAULTS and key not in _ACTOR_NO_EFFECT:
+            raise ValueError("Invalid option keyword %s for actors." % (key,))
+    c = opts.get("num_cpus")
+    if c is not None and (not isinstance(c, numbers.Real) or isinstance(c, bool) or c < 0
+                          or c != c):
+        raise ValueError("num_cpus must be a number >= 0, got %r" % (c,))
+    _check_int(opts, "max_concurrency", 1)
+    _check_int(opts, "max_restarts", -1)
+    _check_int(opts, "max_task_retries", -1)
+    mp = opts.get("max_pending_calls")
+    if mp is not None and (not isinstance(mp, int) or isinstance(mp, bool) or mp == 0 or mp < -1):
+        raise ValueError("max_pending_calls must be -1 (no limit) or a positive int, got %r"
+                         % (mp,))
+    for key in ("name", "namespace"):
+        v = opts.get(key)
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ValueError("%s must be a non-empty str, got %r" % (key, v))
+    lifetime = opts.get("lifetime")
+    if lifetime not in (None, "detached", "non_detached"):
+        raise ValueError("actor lifetime must be 'detached' or 'non_detached', got %r"
+                         % (lifetime,))
+    if opts.get("get_if_exists") and not opts.get("name"):
+        raise ValueError("The actor name must be specified to use get_if_exists.")
+    if opts.get("num_gpus"):
+        raise ValueError("nanoray schedules CPUs only: num_gpus must be 0")
+    if opts.get("resources"):
+        raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
+                         % (opts["resources"],))
+    if opts.get("runtime_env"):
+        raise NotImplementedError("runtime_env is not supported by nanoray")
+    return opts
+
+
+def method(*args, **kwargs):
+    """Options for one actor method: ``@nanoray.method(num_returns=2)``."""
+    valid = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions",
+             "_generator_backpressure_num_objects", "enable_task_events", "tensor_transport"}
+    if args:
+        raise ValueError("The @nanoray.method decorator takes keyword arguments only, "
+                         "e.g. @nanoray.method(num_returns=2)")
+    for k in kwargs:
+        if k not in valid:
+            raise ValueError("Invalid option keyword %s for actor methods." % (k,))
+    n = kwargs.get("num_returns")
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+        raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+
+    def decorate(f):
+        f.__nanoray_method_options__ = dict(kwargs)
+        return f
+    return decorate
+
+
+def _describe(cls):
+    """What a handle needs to know of its class: method names, returns,
+    whether it is async.  Pickled with every handle, so kept small."""
+    methods = {}
+    is_async = False
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("__") and name.endswith("__") and name != "__call__":
+            continue
+        if not callable(member) or isinstance(member, type):
+            continue
+        func = getattr(member, "__func__", member)
+        opts = getattr(func, "__nanoray_method_options__", None) or {}
+        if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+            is_async = True
+        methods[name] = (opts.get("num_returns", 1), opts.get("max_task_retries"))
+    return {"class_name": cls.__name__, "module": getattr(cls, "__module__", None),
+            "methods": methods, "is_async": is_async}
+
+
+class ActorClass:
+    """What @remote makes of a class; ``.remote()`` starts an actor."""
+
+    def __init__(self, cls, options):
+        validate_actor_options(options)
+        self._cls = cls
+        self._options = dict(options)
+        self._desc = _describe(cls)
+        self._exporter = RemoteFunction(cls, {})   # exports the class once per runtime
+        self._check = _signature_check(cls)
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            try:
+                setattr(self, attr, getattr(cls, attr))
+            except AttributeError:
+                pass
+
+    def __call__(self, *args, **kwargs):
+        name = self._cls.__name__
+        raise TypeError("Actors cannot be instantiated directly. Instead of '%s()', use "
+                        "'%s.remote()'." % (name, name))
+
+    def __repr__(self):
+        return "ActorClass(%s)" % self._cls.__name__
+
+    def remote(self, *args, **kwargs):
+        """Starts an actor; returns its ActorHandle at once."""
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options):
+        validate_actor_options(options)
+        merged = dict(self._options)
+        merged.update(options)
+        return _BoundActorClass(self, merged)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")
+
+    def _remote(self, args, kwargs, opts):
+        o = dict(_ACTOR_DEFAULTS)
+        o.update({k: v for k, v in opts.items() if k in _ACTOR_DEFAULTS and v is not None})
+        if self._check is not None:
+            self._check(args, kwargs)
+        backend = _api._get_backend()
+        name = o["name"]
+        key = None
+        if name is not None:
+            namespace = o["namespace"] or backend.namespace
+            key = namespace + _NAME_SEP + name
+        is_async = self._desc["is_async"]
+        concurrency = o["max_concurrency"] or (ASYNC_MAX_CONCURRENCY if is_async else 1)
+        cpus_milli = int(round(o["num_cpus"] * 1000))
+        if backend.num_cpus is not None and cpus_milli > backend.num_cpus * 1000:
+            raise ValueError("this actor needs %g CPUs but nanoray was started with num_cpus=%g"
+                             % (cpus_milli / 1000, backend.num_cpus))
+        cls_ref = self._exporter._current_export()
+        handle_ref = _rt.put(self._desc)
+        slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key)
+        if slot == -2:
+            if o["get_if_exists"]:
+                return get_actor(name, o["namespace"])
+            raise ValueError("The name %s (namespace=%s) is already taken by another actor."
+                             % (name, o["namespace"] or backend.namespace))
+        if o["lifetime"] == "detached":
+            _rt.hold_forever(handle_ref)     # lives until shutdown()
+        _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
+                                {"max_concurrency": concurrency, "is_async": is_async})
+        return ActorHandle(handle_ref, slot, gen, self._desc, o["max_task_retries"],
+                           max(0, o["max_pending_calls"]))
+
+
+class _BoundActorClass:
+    __slots__ = ("_ac", "_opts")
+
+    def __init__(self, ac, opts):
+        self._ac = ac
+        self._opts = opts
+
+    def remote(self, *args, **kwargs):
+        return self._ac._remote(args, kwargs, self._opts)
+
+
+class ActorHandle:
+    """A handle to an actor: attribute access gives its methods."""
+
+    def __init__(self, ref, slot, gen, desc, max_task_retries=0, max_pending=0):
+        self._ref = ref
+        self._slot = slot
+        self._gen = gen
+        self._desc = desc
+        self._retries = max_task_retries
+        self._max_pending = max_pending
+
+    def __getattr__(self, name):
+        methods = self.__dict__.get("_desc", {}).get("methods", {})
+        spec = methods.get(name)
+        if spec is None:
+            if name in ("__ray_terminate__", "__ray_ready__"):
+                spec = (1, 0)
+            else:
+                raise AttributeError("'%s' actor has no method '%s'"
+                                     % (self.__dict__.get("_desc", {}).get("class_name"), name))
+        retries = spec[1] if spec[1] is not None else self._retries
+        m = ActorMethod(self, name, spec[0], retries)
+        self.__dict__[name] = m               # cached: the next access is a dict lookup
+        return m
+
+    def __reduce__(self):
+        return (_rebuild_handle, (self._ref, self._slot, self._gen, self._desc, self._retries,
+                                  self._max_pending))
+
+    def __repr__(self):
+        return "Actor(%s, %s)" % (self._desc["class_name"], self._actor_id_hex())
+
+    def __eq__(self, other):
+        return (isinstance(other, ActorHandle) and other._slot == self._slot
+                and other._gen == self._gen and other._ref == self._ref)
+
+    def __hash__(self):
+        return hash((self._slot, self._gen))
+
+    def _actor_id_hex(self):
+        return "%08x%08x%016x" % (self._slot, self._gen, self._ref._id)
+
+    @property
+    def _actor_id(self):
+        return _ActorID(self._actor_id_hex())
+
+
+class _ActorID:
+    __slots__ = ("_hex",)
+
+    def __init__(self, h):
+        self._hex = h
+
+    def hex(self):
+        return self._hex
+
+    def __repr__(self):
+        return "ActorID(%s)" % self._hex
+
+    def __eq__(self, other):
+        return isinstance(other, _ActorID) and other._hex == self._hex
+
+    def __hash__(self):
+        return hash(self._hex)
+
+
+def _rebuild_handle(ref, slot, gen, desc, retries=0, max_pending=0):
+    return ActorHandle(ref, slot, gen, desc, retries, max_pending)
+
+
+class ActorMethod:
+    """handle.method: ``.remote(*args)`` queues a call; ``.options(num_returns=)``."""
+
+    __slots__ = ("_handle", "_name", "_nret", "_retries")
+
+    def __init__(self, handle, name, num_returns, retries):
+        self._handle = handle
+        self._name = name
+        self._nret = num_returns
+        self._retries = retries
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError("Actor methods cannot be called directly. Instead of running "
+                        "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))
+
+    def remote(self, *args, **kwargs):
+        h = self._handle
+        return _rt.submit_actor_call(h._ref, h._slot, self._name, args, kwargs or None,
+                                     self._nret, self._retries, h._max_pending)
+
+    def options(self, **options):
+        for k in options:
+            if k not in ("num_returns", "max_task_retries", "retry_exceptions",
+                         "concurrency_group", "name", "enable_task_events"):
+                raise ValueError("Invalid option keyword %s for actor methods." % (k,))
+        n = options.get("num_returns", self._nret)
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+        r = options.get("max_task_retries", self._retries)
+        return ActorMethod(self._handle, self._name, n, r)
+
+    def bind(self, *args, **kwargs):
+        raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")
+
+
+def get_actor(name, namespace=None):
+    """The handle of the live actor named `name` (ValueError if none)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("Please supply a non-empty value to get_actor")
+    backend = _api._get_backend()
+    ns = namespace or backend.namespace
+    found = _rt.actor_lookup(ns + _NAME_SEP + name)
+    ref = _rt.ref_if_alive(found[0]) if found is not None else None
+    if ref is None:
+        raise ValueError("Failed to look up actor with name '%s'. This could because 1. You "
+                         "are trying to look up a named actor you didn't create. 2. The named "
+                         "actor died. 3. You did not use a namespace matching the namespace of "
+                         "the actor." % (name,))
+    desc = _rt.get_one(ref, None)
+    return ActorHandle(ref, found[1], found[2], desc)
+
+
+def kill(actor, *, no_restart=True):
+    """Kills the actor's process at once (SIGKILL).  Its pending calls fail
+    with ActorDiedError; with no_restart=False it restarts if max_restarts
+    allows."""
+    if not isinstance(actor, ActorHandle):
+        raise ValueError("nanoray.kill() only supported for actors. For tasks, try "
+                         "nanoray.cancel(). Got: %r." % (type(actor).__name__,))
+    _api._get_backend()
+    pid = _rt.actor_kill(actor._slot, actor._gen, bool(no_restart))
+    if pid > 0:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def exit_actor():
+    """Ends the actor this runs in, after the current call: queued calls fail
+    with ActorDiedError, and it is not restarted."""
+    if _rt.current_actor_slot() is None:
+        raise TypeError("exit_actor API is called on a non-actor worker.")
+    raise SystemExit(0)

@@ -1,0 +1,66 @@
+"""get_runtime_context(): where the calling code runs (driver, task, actor)."""
+
+from nanoray import _api
+from nanoray._core import _runtime as _rt
+
+__all__ = ["RuntimeContext", "get_runtime_context"]
+
+
+class RuntimeContext:
+    """Ray's RuntimeContext, for one machine."""
+
+    def get_job_id(self):
+        _api._get_backend()
+        return "%08x" % (_rt.current_region().session & 0xFFFFFFFF)
+
+    def get_node_id(self):
+        _api._get_backend()
+        return "%016x" % _rt.current_region().session
+
+    def get_worker_id(self):
+        import os
+        return "%016x" % os.getpid()
+
+    def get_task_id(self):
+        """The running task's id (hex), None in the driver."""
+        t = _rt.current_task()
+        return None if t is None else "%016x" % t
+
+    def get_actor_id(self):
+        """The id (hex) of the actor this runs in, None outside actors."""
+        h = self.current_actor
+        return None if h is None else h._actor_id_hex()
+
+    @property
+    def current_actor(self):
+        """A handle to the actor this runs in, None outside actors."""
+        me = _rt.current_actor_slot()
+        if me is None:
+            return None
+        from nanoray.actor import ActorHandle
+        ref = _rt.ref_if_alive(me[2])
+        if ref is None:
+            return None
+        return ActorHandle(ref, me[0], me[1], _rt.get_one(ref, None))
+
+    @property
+    def was_current_actor_reconstructed(self):
+        """True in an actor process that is a restart of the actor."""
+        me = _rt.current_actor_slot()
+        if me is None:
+            return False
+        info = _rt.actor_info(me[0], me[1])
+        return info is not None and info[2] > 0
+
+    @property
+    def namespace(self):
+        return _api._get_backend().namespace
+
+    def get(self):
+        return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                "namespace": self.namespace, "task_id": self.get_task_id(),
+                "actor_id": self.get_actor_id()}
+
+
+def get_runtime_context():
+    return RuntimeContext()
