@@ -11,10 +11,16 @@ static int slot_is(nr_region_t *r, uint32_t slot, uint32_t gen) {
     return p->kind == NR_KIND_ACTOR && p->gen == gen && p->state != NR_PROC_FREE;
 }
 
+/* A name holds a count on the handle object: a named actor lives on
+ * without handles, until it dies or is killed. */
 static void names_remove(nr_region_t *r, uint32_t slot) {
     nr_name_t *n = names(r);
-    for (uint32_t i = 0; i < r->hdr->max_names; i++)
-        if (n[i].handle_obj && n[i].slot1 == slot + 1) memset(&n[i], 0, sizeof n[i]);
+    for (uint32_t i = 0; i < r->hdr->max_names; i++) {
+        if (!n[i].handle_obj || n[i].slot1 != slot + 1) continue;
+        uint64_t h = n[i].handle_obj;
+        memset(&n[i], 0, sizeof n[i]);
+        nri_decref(r, h);                    /* may orphan the actor: nothing left names it */
+    }
 }
 
 /* The slot goes back to the pool; its generation moves on. */
@@ -68,15 +74,33 @@ void nri_fail_drain(nr_region_t *r, wakeups_t *w) {
 int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w) {
     if (p->kind != NR_KIND_ACTOR) return 0;
     nr_task_t *task = nr_task(r, t);
+    if (task->in_queue) {                    /* already in place: now it may run */
+        STORE(&task->state, NR_TASK_READY);
+        if (p->sleeping && p->q_head == t) nri_wake_slot(p, slot, w);
+        return 1;
+    }
     if (p->aflags & NR_ACTOR_DEAD) {        /* failed by nri_fail_drain before the unlock */
+        task->state = NR_TASK_READY;
         task->next = r->hdr->fail_head;
         r->hdr->fail_head = t;
         return 1;
     }
     if (task->kind != NR_SPEC_ACTOR_CREATE) return 0;
+    task->state = NR_TASK_READY;
     STORE(&p->create_ready, t);
     if (p->sleeping) nri_wake_slot(p, slot, w);
     return 1;
+}
+
+void nri_actor_hold_place(nr_region_t *r, uint32_t t) {
+    nr_task_t *task = nr_task(r, t);
+    nr_proc_t *p = nr_proc(r, task->target - 1);
+    if (p->kind != NR_KIND_ACTOR || (p->aflags & NR_ACTOR_DEAD)) return;  /* routed when ready */
+    task->in_queue = 1;
+    task->next = 0;
+    if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
+    p->q_tail = t;
+    p->q_len++;
 }
 
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
@@ -87,11 +111,11 @@ uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
     }
     if (!(p->aflags & NR_ACTOR_CREATED) || (p->aflags & NR_ACTOR_DEAD)) return 0;
     t = p->q_head;
-    if (t) {
-        p->q_head = nr_task(r, t)->next;
-        if (!p->q_head) p->q_tail = 0;
-        p->q_len--;
-    }
+    if (!t || nr_task(r, t)->state != NR_TASK_READY) return 0;   /* the head waits for its arguments */
+    nr_task(r, t)->in_queue = 0;
+    p->q_head = nr_task(r, t)->next;
+    if (!p->q_head) p->q_tail = 0;
+    p->q_len--;
     return t;
 }
 
@@ -166,6 +190,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         *gen_out = gen;
         if (free_name) {
             free_name->handle_obj = handle_obj;
+            ADD(&o->refs, 1);
             free_name->slot1 = i + 1;
             free_name->gen = gen;
             strncpy(free_name->key, key, NR_NAME_MAX - 1);
@@ -206,6 +231,7 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
     }
     names_remove(r, slot);
     h->cpus_avail += p->cpus_held;
+    if (p->cpus_held) nri_kick(r, w);          /* queued tasks may fit now */
     p->cpus_held = 0;
     uint32_t t = p->create_ready;
     p->create_ready = 0;
@@ -216,9 +242,13 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
         nri_release(r, c);
     }
     while ((t = p->q_head)) {
-        p->q_head = nr_task(r, t)->next;
+        nr_task_t *task = nr_task(r, t);
+        p->q_head = task->next;
         p->q_len--;
-        fail_task(r, t, p->death_obj, w);
+        task->in_queue = 0;
+        /* One still waiting for its arguments is failed when they are ready
+         * (routed to this dead actor): its dependency links must stay. */
+        if (task->state == NR_TASK_READY) fail_task(r, t, p->death_obj, w);
     }
     p->q_tail = 0;
     nri_fail_drain(r, w);
@@ -254,6 +284,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
+    nri_ledger_release(r, slot);             /* the handles and refs it held */
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->create_ready) &&
                   !h->shutdown;
@@ -274,8 +305,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
             if (requeue_tail) nr_task(r, requeue_tail)->next = t; else requeue_head = t;
             requeue_tail = t;
         } else {
-            if (!p->death_obj && death_obj) { nr_object_incref(r, death_obj); p->death_obj = death_obj; }
-            fail_task(r, t, p->death_obj, &w);
+            fail_task(r, t, p->death_obj ? p->death_obj : death_obj, &w);
         }
     }
     p->nrunning = 0;
@@ -302,6 +332,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
                !p->create_ready) {
         h->cpus_avail += p->cpus_held;
+        if (p->cpus_held) nri_kick(r, &w);
         free_slot(r, slot);                      /* its last handle went, and it exited */
     } else {
         die_locked(r, p, slot, death_obj, &w);

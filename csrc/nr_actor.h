@@ -42,13 +42,6 @@ typedef struct {
     char key[NR_NAME_MAX];
 } nr_name_t;
 
-static inline int nr_actor_has_work(nr_proc_t *p) {
-    uint32_t f = __atomic_load_n(&p->aflags, __ATOMIC_SEQ_CST);
-    return __atomic_load_n(&p->create_ready, __ATOMIC_SEQ_CST) ||
-           ((f & NR_ACTOR_CREATED) && __atomic_load_n(&p->q_head, __ATOMIC_SEQ_CST)) ||
-           (f & (NR_ACTOR_ORPHANED | NR_ACTOR_DEAD));
-}
-
 /* Under the lock: an orphaned actor with nothing left to run exits. */
 static inline int nr_actor_should_exit(nr_proc_t *p) {
     return p->kind == NR_KIND_ACTOR && !p->create_ready && !p->nrunning &&

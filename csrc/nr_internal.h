@@ -36,6 +36,8 @@ void nri_wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w);
 void nri_kick(nr_region_t *r, wakeups_t *w);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
+/* Gives back every count the dead process in `slot` recorded in its ledger. */
+void nri_ledger_release(nr_region_t *r, uint32_t slot);
 
 /* nr_actor.c's hooks into the scheduler (all under the lock). */
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle object was freed */
@@ -43,5 +45,14 @@ int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wak
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p);
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t);
 void nri_fail_drain(nr_region_t *r, wakeups_t *w);
+void nri_actor_hold_place(nr_region_t *r, uint32_t t);
+
+/* Read without the lock, for spinning: may be stale, never unsafe. */
+static inline int nri_actor_has_work(nr_region_t *r, nr_proc_t *p) {
+    uint32_t f = LOAD(&p->aflags), head;
+    if (LOAD(&p->create_ready) || (f & (NR_ACTOR_ORPHANED | NR_ACTOR_DEAD))) return 1;
+    return (f & NR_ACTOR_CREATED) && (head = LOAD(&p->q_head)) &&
+           LOAD(&nr_task(r, head)->state) == NR_TASK_READY;
+}
 
 #endif

@@ -9,7 +9,16 @@
  * is an offset or an index, never a pointer.
  *
  * Layout (each part starts on a page boundary):
- *   header | proc slots | object table | task table | dep nodes | actor names | arena
+ *   header | proc slots | object table | task table | dep nodes | actor names |
+ *   ledgers | arena
+ *
+ * Ledgers: each process slot has an int32 per object-table entry, the
+ * counts that process holds on that object (its ObjectRefs and pinned
+ * views).  Only the process itself writes its ledger (taking a count first,
+ * then recording it; unrecording before giving it back), so whatever it
+ * dies doing, the ledger never claims more than it holds: reaping a dead
+ * process gives back exactly its recorded counts, at worst leaking one it
+ * was in the middle of taking.  Untouched pages cost nothing.
  *
  * Tables are sparse: entries past a table's high-water mark were never
  * touched, so a large table costs no memory until used (memfd pages are
@@ -66,7 +75,8 @@ typedef struct {
     uint32_t max_pending; /* queued calls allowed, 0 = no limit */
     uint64_t handle_obj;  /* object counting the handles (and pending calls) */
     uint64_t death_obj;   /* error payload every call fails with once dead */
-    uint8_t _pad[24];
+    uint32_t ledger_hwm;  /* ledger entries below this may be non-zero */
+    uint8_t _pad[20];
 } nr_proc_t;
 
 typedef struct {
@@ -87,7 +97,7 @@ typedef struct {
     pthread_mutex_t lock;     /* guards everything below but atomics */
     uint8_t _lockpad[64 - (sizeof(pthread_mutex_t) % 64)];
 
-    uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, arena_off;
+    uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, arena_off;
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
 
     uint32_t obj_hwm, obj_free;   /* free list heads hold index + 1 */
@@ -154,5 +164,8 @@ static inline nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot) {
     return (nr_proc_t *)(r->base + r->hdr->procs_off) + slot;
 }
 static inline void *nr_ptr(nr_region_t *r, uint64_t off) { return r->base + off; }
+static inline int32_t *nr_ledger(nr_region_t *r, uint32_t slot) {
+    return (int32_t *)(r->base + r->hdr->ledgers_off) + (uint64_t)slot * r->hdr->max_objects;
+}
 
 #endif

@@ -382,11 +382,14 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
 void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     nr_task_t *task = nr_task(r, t);
+    if (task->target) {
+        nr_proc_t *p = nr_proc(r, task->target - 1);
+        if (nri_actor_route(r, t, p, task->target - 1, w)) return;
+    }
     task->state = NR_TASK_READY;
     task->next = 0;
     if (task->target) {
         nr_proc_t *p = nr_proc(r, task->target - 1);
-        if (nri_actor_route(r, t, p, task->target - 1, w)) return;
         if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
         p->q_tail = t;
         p->q_len++;
@@ -471,7 +474,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
 
         int found = SPIN_UNTIL(LOAD(&h->shutdown) ||
                                (is_worker ? LOAD(&p->q_head) || shared_work_fits(r)
-                                          : nr_actor_has_work(p)), spin_ns);
+                                          : nri_actor_has_work(r, p)), spin_ns);
 
         nr_lock(r);                      /* one section: stop spinning and take */
         set_spinning(h, p, 0);
@@ -613,6 +616,7 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->deps_left = 0;
     task->next = 0;
     task->kind = s->kind;
+    task->in_queue = 0;
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1) nr_proc(r, target_slot1 - 1)->create_task = t;
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
@@ -636,6 +640,7 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
         task->deps_left++;
     }
     if (task->deps_left == 0) nri_enqueue(r, t, &w);
+    else if (s->kind == NR_SPEC_ACTOR_CALL) nri_actor_hold_place(r, t);
     nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -710,10 +715,27 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_unlock(r);
 }
 
+void nri_ledger_release(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    int32_t *ledger = nr_ledger(r, slot);
+    uint32_t n = p->ledger_hwm;
+    if (n > r->hdr->max_objects) n = r->hdr->max_objects;
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t c = ledger[i];
+        if (!c) continue;
+        ledger[i] = 0;
+        nr_object_t *o = objs(r) + i;
+        if (o->state == NR_OBJ_FREE || c < 0) continue;    /* never: counts pin the entry */
+        if (ADD(&o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
+    }
+    p->ledger_hwm = 0;
+}
+
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
+    nri_ledger_release(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;

@@ -54,7 +54,10 @@ typedef struct {
     uint32_t target;      /* slot + 1 it is routed to, 0 = any worker */
     uint32_t attempts;    /* times it was started */
     uint32_t kind;        /* NR_SPEC_* (from its spec) */
-    uint64_t _pad[10];
+    uint32_t in_queue;    /* an actor call holding its place in the queue while its
+                           * arguments are pending (calls run in submission order) */
+    uint32_t _pad1;
+    uint64_t _pad[9];
 } nr_task_t;
 
 /* A task's description, written into the arena by the submitter. */

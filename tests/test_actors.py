@@ -401,6 +401,22 @@ def test_handles_held_by_a_task_or_an_actor_keep_the_actor_alive(ray):
     assert wait_gone([holder_pid, pid]) == [], "actors outlived every handle"
 
 
+def test_handles_held_by_an_actor_are_released_when_it_dies(ray):
+    held = [Counter.remote(), Counter.remote()]
+    held_pids = ray.get([c.pid.remote() for c in held], timeout=T)
+    holders = [Holder.remote(c) for c in held]
+    holder_pids = ray.get([hd.pid.remote() for hd in holders], timeout=T)
+    assert ray.get([hd.bump.remote(1) for hd in holders], timeout=T) == [1, 1]
+    del held
+    gc.collect()
+    time.sleep(0.2)
+    assert wait_gone(held_pids, timeout=0) == held_pids, "collected while a holder has a handle"
+    ray.kill(holders[0])                              # killed by the API
+    os.kill(holder_pids[1], signal.SIGKILL)           # killed from outside
+    assert wait_gone(holder_pids) == []
+    assert wait_gone(held_pids) == [], "a dead actor's handles were never released"
+
+
 def test_named_actor_get_actor_and_name_clash(ray):
     h = Counter.options(name="named-counter").remote(1)
     same = ray.get_actor("named-counter")
@@ -526,8 +542,10 @@ def test_num_cpus_reserves_cpus_for_the_actors_lifetime(ray):
     ref = square.remote(4)
     ready, _ = ray.wait([ref], timeout=0.5)
     assert ready == [], "a task ran while an actor held every CPU"
+    start = time.monotonic()
     ray.kill(h)
     assert ray.get(ref, timeout=T) == 16
+    assert time.monotonic() - start < 2.0, "the killed actor's CPUs came back late"
     assert wait_gone([pid]) == []
 
 

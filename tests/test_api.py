@@ -94,10 +94,14 @@ def test_remote_decorator_forms_and_option_errors(ray):
         ray.remote(num_gpus=1)(lambda: 1)
     with pytest.raises(TypeError):
         ray.remote(1, 2)
-    with pytest.raises(NotImplementedError):
-        @ray.remote
-        class Actor:
-            pass
+    @ray.remote
+    class Actor:
+        pass
+    assert isinstance(Actor, ray.ActorClass)
+    with pytest.raises(TypeError, match="Actor.remote()"):
+        Actor()
+    with pytest.raises(ValueError, match="Invalid option"):
+        ray.remote(max_retries=1)(type("Plain", (), {}))      # a task option on a class
 
 
 def test_kwargs_and_refs_as_kwargs(ray):

@@ -7,7 +7,7 @@ import pytest
 from nanoray._core._ctest import CRegion
 
 OBJ_PENDING, OBJ_READY, OBJ_ERROR = 1, 2, 3
-KIND_WORKER, KIND_ACTOR = 2, 3
+KIND_DRIVER, KIND_WORKER, KIND_ACTOR = 1, 2, 3
 
 
 # ---------------------------------------------------------------- arena
@@ -172,12 +172,12 @@ def test_queue_is_fifo_and_cpus_are_accounted():
 
 def test_tasks_routed_to_one_process_skip_the_shared_queue():
     r = CRegion()
-    pool, actor = r.proc(), r.proc(KIND_ACTOR)
-    t, _ = r.submit(target=actor + 1)
+    pool, other = r.proc(), r.proc(KIND_DRIVER)       # any process with a queue of its own
+    t, _ = r.submit(target=other + 1)
     assert r.next(pool) == 0
-    assert r.next(actor) == t
+    assert r.next(other) == t
     assert r.cpus_available() == 2000                # routed tasks hold no pool CPUs
-    r.finish(actor, t)
+    r.finish(other, t)
 
 
 def test_lost_task_is_retried_then_given_up():

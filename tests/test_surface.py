@@ -8,9 +8,10 @@ import nanoray
 
 def test_public_names():
     assert sorted(nanoray.__all__) == sorted([
-        "ObjectRef", "RemoteFunction", "available_resources", "cluster_resources",
-        "exceptions", "get", "init", "is_initialized", "put", "remote", "shutdown",
-        "timeline", "wait", "__version__"])
+        "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "actor",
+        "available_resources", "cluster_resources", "exceptions", "get", "get_actor",
+        "get_runtime_context", "init", "is_initialized", "kill", "method", "put", "remote",
+        "shutdown", "timeline", "wait", "__version__"])
     for name in nanoray.__all__:
         assert hasattr(nanoray, name)
 

@@ -67,7 +67,8 @@ def main():
             _api._become_worker(region, slot, cfg.get("namespace"))
             region.proc_started(slot, os.getpid())
             if region.proc_kind(slot) == ACTOR:
-                rt.actor_loop(region, slot)      # returns when its last handle is gone
+                if rt.actor_loop(region, slot) != 0:  # its last handle is gone, or it died
+                    rt.actor_teardown()
             elif rt.worker_loop(region, slot) < 0:
                 # Retiring: give back the counts this process holds (the
                 # exports its cached functions refer to) before it goes.

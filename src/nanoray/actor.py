@@ -207,6 +207,7 @@ class ActorHandle:
     """A handle to an actor: attribute access gives its methods."""
 
     def __init__(self, ref, slot, gen, desc, max_task_retries=0, max_pending=0):
+        self._pending = [] if max_pending else None   # this handle's unfinished calls
         self._ref = ref
         self._slot = slot
         self._gen = gen
@@ -224,7 +225,8 @@ class ActorHandle:
                 raise AttributeError("'%s' actor has no method '%s'"
                                      % (self.__dict__.get("_desc", {}).get("class_name"), name))
         retries = spec[1] if spec[1] is not None else self._retries
-        m = ActorMethod(self, name, spec[0], retries)
+        m = ActorMethod(self._ref, self._slot, self._pending, self._max_pending,
+                        self._desc["class_name"], name, spec[0], retries)
         self.__dict__[name] = m               # cached: the next access is a dict lookup
         return m
 
@@ -276,10 +278,17 @@ def _rebuild_handle(ref, slot, gen, desc, retries=0, max_pending=0):
 class ActorMethod:
     """handle.method: ``.remote(*args)`` queues a call; ``.options(num_returns=)``."""
 
-    __slots__ = ("_handle", "_name", "_nret", "_retries")
+    # The handle's fields, not the handle: a handle caches its methods, and
+    # a cycle would keep the actor alive until the garbage collector ran.
+    __slots__ = ("_ref", "_slot", "_pending", "_max_pending", "_cls", "_name", "_nret",
+                 "_retries")
 
-    def __init__(self, handle, name, num_returns, retries):
-        self._handle = handle
+    def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries):
+        self._ref = ref
+        self._slot = slot
+        self._pending = pending
+        self._max_pending = max_pending
+        self._cls = cls_name
         self._name = name
         self._nret = num_returns
         self._retries = retries
@@ -289,9 +298,20 @@ class ActorMethod:
                         "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))
 
     def remote(self, *args, **kwargs):
-        h = self._handle
-        return _rt.submit_actor_call(h._ref, h._slot, self._name, args, kwargs or None,
-                                     self._nret, self._retries, h._max_pending)
+        pending = self._pending
+        if pending is None:
+            return _rt.submit_actor_call(self._ref, self._slot, self._name, args,
+                                         kwargs or None, self._nret, self._retries)
+        # max_pending_calls: counted per handle, as in Ray.
+        if len(pending) >= self._max_pending and _rt.pending_count(pending) >= self._max_pending:
+            raise exceptions.PendingCallsLimitExceeded(
+                "The actor %s has %d calls pending from this handle, and max_pending_calls=%d"
+                % (self._cls, len(pending), self._max_pending))
+        out = _rt.submit_actor_call(self._ref, self._slot, self._name, args, kwargs or None,
+                                    self._nret, self._retries)
+        if self._nret:
+            pending.append(out if self._nret == 1 else out[0])
+        return out
 
     def options(self, **options):
         for k in options:
@@ -302,7 +322,8 @@ class ActorMethod:
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
         r = options.get("max_task_retries", self._retries)
-        return ActorMethod(self._handle, self._name, n, r)
+        return ActorMethod(self._ref, self._slot, self._pending, self._max_pending, self._cls,
+                           self._name, n, r)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")

@@ -11,6 +11,7 @@ from posix.unistd cimport close
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
+from nanoray._core.actor cimport *
 
 
 cdef class CRegion:
@@ -117,17 +118,21 @@ cdef class CRegion:
         return slot
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
-               uint32_t target=0):
-        cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps)))
+               uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0):
+        cdef uint32_t nheld = 1 if holds else 0
+        cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
         cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
         s.func_id = 0
         s.args_obj = 0
         s.args_len = 0
         s.nret = nret
         s.ndeps = len(deps)
-        s.ncontained = 0
+        s.ncontained = nheld
+        s.kind = kind
         for i, d in enumerate(deps):
             nr_spec_ids(s)[nret + i] = d
+        if holds:
+            nr_spec_ids(s)[nret + len(deps)] = holds
         cdef uint64_t rets[16]
         t = nr_task_submit(&self.r, off, cpus, retries, target, rets)
         if t == 0:
@@ -173,6 +178,56 @@ cdef class CRegion:
 
     def shutdown(self):
         nr_shutdown(&self.r)
+
+    # actors
+    def actor_create(self, uint64_t handle_obj, int32_t max_restarts=0, int32_t cpus=0, key=None):
+        """(slot, gen), or (-2, existing handle) when the name is taken."""
+        cdef uint32_t gen = 0
+        cdef uint64_t existing = 0
+        cdef bytes k = key.encode() if key is not None else None
+        cdef const char *kp = NULL
+        if k is not None:
+            kp = k
+        slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus, kp, &gen, &existing)
+        if slot == -2:
+            return -2, existing
+        return slot, gen
+
+    def actor_started(self, uint32_t slot, int32_t pid=1):
+        """What the zygote and the new process do: take the spawn request, start."""
+        cdef uint32_t out[64]
+        cdef int n = nr_spawn_take(&self.r, out, 64)
+        assert slot in [out[i] for i in range(n)], "no spawn request for the actor"
+        nr_proc_started(&self.r, slot, pid)
+
+    def actor_lookup(self, key):
+        cdef uint64_t h = 0
+        cdef uint32_t slot = 0, gen = 0
+        if nr_actor_lookup(&self.r, key.encode(), &h, &slot, &gen) != 0:
+            return None
+        return h, slot, gen
+
+    def actor_die(self, uint32_t slot, uint32_t gen, uint64_t death):
+        return nr_actor_die(&self.r, slot, gen, death)
+
+    def actor_kill(self, uint32_t slot, uint32_t gen, int no_restart=1):
+        return nr_actor_kill(&self.r, slot, gen, no_restart)
+
+    def actor_reap(self, uint32_t slot, uint64_t death):
+        return nr_actor_reap(&self.r, slot, death)
+
+    def actor_info(self, uint32_t slot, uint32_t gen):
+        cdef uint32_t flags = 0, restarts = 0
+        cdef int32_t pid = 0
+        st = nr_actor_info(&self.r, slot, gen, &flags, &restarts, &pid)
+        return None if st < 0 else (st, flags, restarts)
+
+    def object_payload(self, uint64_t oid):
+        """The bytes of a sealed object's payload (None if it has none)."""
+        cdef uint64_t data = 0, size = 0
+        if nr_object_info(&self.r, oid, &data, &size) < 0 or data == 0:
+            return None
+        return (self.r.base + data)[:size]
 
     def lock(self):
         nr_lock(&self.r)

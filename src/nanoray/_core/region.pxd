@@ -27,6 +27,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t gen         # bumped each time the slot is freed
         uint32_t aflags      # NR_ACTOR_* (actors)
         uint32_t nrunning    # calls running now (actors)
+        uint32_t ledger_hwm  # ledger entries below it may be non-zero
         uint32_t max_pending # queued calls allowed, 0 = no limit (actors)
         uint32_t restarts    # times restarted (actors)
         uint32_t q_head      # first task of its private queue
@@ -36,6 +37,7 @@ cdef extern from "nr_region.h" nogil:
         uint64_t size        # total mapped bytes
         uint64_t session     # random at creation: tells runtimes apart
         uint32_t max_procs   # proc slots
+        uint32_t max_objects # object table entries
         uint32_t shutdown    # set once at shutdown
         int32_t cpus_total   # milli-CPUs
 
@@ -64,3 +66,4 @@ cdef extern from "nr_region.h" nogil:
     void nr_unlock(nr_region_t *r)
     int64_t nr_now_ns()
     nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot)
+    int32_t *nr_ledger(nr_region_t *r, uint32_t slot)

@@ -242,15 +242,19 @@ def submit_actor_create(ObjectRef cls_ref, uint32_t slot, tuple args, dict kwarg
 
 
 def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, dict kwargs,
-                      uint32_t nret, int32_t retries, uint32_t max_pending):
+                      uint32_t nret, int32_t retries):
     """Queues handle's actor method call; returns its ref(s)."""
     cdef Region reg = _check_ref(handle)
-    if max_pending and nr_proc(&reg.r, slot).q_len >= max_pending:
-        raise _exc.PendingCallsLimitExceeded(
-            "The actor has %d calls queued, max_pending_calls=%d"
-            % (nr_proc(&reg.r, slot).q_len, max_pending))
     return _submit(reg, 0, args, kwargs, nret, 0, retries, slot + 1, NR_SPEC_ACTOR_CALL,
                    handle, method)
+
+
+def pending_count(list refs):
+    """Drops the sealed refs from refs; returns how many are still pending."""
+    cdef Region reg = _region
+    refs[:] = [r for r in refs
+               if nr_object_info(&reg.r, (<ObjectRef>r)._id, NULL, NULL) == NR_OBJ_PENDING]
+    return len(refs)
 
 
 def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):
@@ -293,3 +297,13 @@ def current_actor_slot():
 def hold_forever(ObjectRef ref):
     """One more count on ref's object, never released (detached actors)."""
     nr_object_incref(&ref._reg.r, ref._id)
+
+
+def actor_teardown():
+    """Before the actor's process exits: drop the instance, and with it the
+    refs and handles it holds, so their counts are given back."""
+    global _actor
+    _actor = None
+    drop_function_cache()
+    import gc
+    gc.collect()

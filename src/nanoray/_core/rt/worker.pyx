@@ -167,10 +167,14 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     _complete(reg, c, _invoke(c))
 
 
+# Frames from these files are the runtime's, not the user's.
+_RUNTIME_SOURCES = os.path.join("nanoray", "_core", "")
+
+
 cdef str _format_tb(BaseException e):
     """The traceback of e from the user's code on (runtime frames dropped)."""
     tb = e.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.endswith("_runtime.pyx"):
+    while tb is not None and _RUNTIME_SOURCES in tb.tb_frame.f_code.co_filename:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(e), e, tb))
 

@@ -1,0 +1,171 @@
+"""Actors in the C layer (csrc/nr_actor.c) on a private region, no processes:
+creation first, calls in submission order, death and restart, names,
+handle counting.  The arena must verify after every scenario."""
+
+import pytest
+
+from nanoray._core._ctest import CRegion
+
+OBJ_PENDING, OBJ_READY, OBJ_ERROR = 1, 2, 3
+SPEC_TASK, SPEC_CREATE, SPEC_CALL = 0, 1, 2
+CREATED, ORPHANED, DEAD, NO_RESTART, KILLED = 1, 2, 4, 8, 16
+PROC_FREE, PROC_EXITED = 0, 5
+
+
+def new_actor(r, max_restarts=0, key=None, cpus=0):
+    handle = r.put()
+    slot, gen = r.actor_create(handle, max_restarts, cpus, key)
+    assert slot > 0
+    create, _ = r.submit(target=slot + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(slot)
+    return handle, slot, gen, create
+
+
+def call(r, handle, slot, deps=(), retries=0):
+    t, rets = r.submit(deps=deps, target=slot + 1, kind=SPEC_CALL, holds=handle, cpus=0,
+                       retries=retries)
+    return t, rets[0]
+
+
+@pytest.fixture
+def r():
+    region = CRegion()
+    yield region
+    assert region.check() == 0, "arena invariant broken"
+
+
+def test_creation_runs_first_and_calls_wait_for_it(r):
+    handle = r.put()
+    slot, gen = r.actor_create(handle)
+    c1, _ = call(r, handle, slot)                      # submitted before the creation task
+    create, _ = r.submit(target=slot + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(slot)
+    assert r.next(slot) == create
+    assert r.next(slot) == 0                           # calls wait until __init__ ends
+    r.finish(slot, create)
+    assert r.actor_info(slot, gen)[1] & CREATED
+    assert r.next(slot) == c1
+
+
+def test_calls_keep_submission_order_while_arguments_are_pending(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    dep = r.create()
+    first, _ = call(r, handle, slot, deps=[dep])
+    second, _ = call(r, handle, slot)
+    assert r.next(slot) == 0                           # `second` may not pass `first`
+    r.seal(dep)
+    assert r.next(slot) == first
+    assert r.next(slot) == second
+
+
+def test_a_dead_actor_fails_queued_and_later_calls_with_a_copy_of_the_death(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    running, ret_running = call(r, handle, slot)
+    queued, ret_queued = call(r, handle, slot)
+    dep = r.create()
+    waiting, ret_waiting = call(r, handle, slot, deps=[dep])
+    assert r.next(slot) == running
+    death = r.put()
+    assert r.actor_reap(slot, death) == 0              # no restarts: dead
+    for ret in (ret_running, ret_queued):
+        assert r.state(ret) == OBJ_ERROR
+        assert r.object_payload(ret) == r.object_payload(death)
+    assert r.state(ret_waiting) == OBJ_PENDING         # fails once its argument is ready
+    r.seal(dep)
+    assert r.state(ret_waiting) == OBJ_ERROR
+    _, later = call(r, handle, slot)
+    assert r.state(later) == OBJ_ERROR
+    st, flags, _ = r.actor_info(slot, gen)
+    assert st == PROC_EXITED and flags & DEAD          # a tombstone while a handle lives
+    for o in (ret_running, ret_queued, ret_waiting, later, dep, death):
+        r.decref(o)
+    r.decref(handle)                                   # the last handle: the slot is freed
+    assert r.actor_info(slot, gen) is None
+    assert r.stats()["nobjects"] == 0 and r.stats()["ntasks"] == 0
+
+
+def test_restart_runs_creation_again_then_retried_and_queued_calls(r):
+    handle, slot, gen, create = new_actor(r, max_restarts=1)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    retried, ret_retried = call(r, handle, slot, retries=1)
+    failed, ret_failed = call(r, handle, slot, retries=0)
+    queued, _ = call(r, handle, slot)
+    assert r.next(slot) == retried
+    death = r.put()
+    assert r.actor_reap(slot, death) == 1              # restarting
+    r.actor_started(slot, pid=2)
+    assert r.next(slot) == create                      # __init__ again, first
+    assert r.next(slot) == 0
+    r.finish(slot, create)
+    assert r.next(slot) == retried
+    assert r.next(slot) == failed                      # its process is alive: it runs
+    assert r.next(slot) == queued
+    assert r.actor_info(slot, gen)[2] == 1             # restarted once
+    assert r.actor_reap(slot, death) == 0              # out of restarts now
+    assert r.state(ret_retried) == OBJ_ERROR
+
+
+def test_a_running_call_without_retries_fails_on_restart(r):
+    handle, slot, gen, create = new_actor(r, max_restarts=-1)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    t, ret = call(r, handle, slot, retries=0)
+    assert r.next(slot) == t
+    death = r.put()
+    assert r.actor_reap(slot, death) == 1
+    assert r.state(ret) == OBJ_ERROR
+
+
+def test_the_last_handle_orphans_the_actor_and_frees_its_slot(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    t, ret = call(r, handle, slot)
+    r.decref(handle)                                   # the pending call still holds it
+    assert not r.actor_info(slot, gen)[1] & ORPHANED
+    assert r.next(slot) == t
+    r.finish(slot, t)
+    assert r.actor_info(slot, gen)[1] & ORPHANED
+    assert r.next_blocking(slot, 0) == -2              # exits: nothing left to run
+    assert r.actor_reap(slot, 0) == 0
+    assert r.actor_info(slot, gen) is None
+    h2, slot2, gen2, _ = new_actor(r)
+    assert slot2 == slot and gen2 == gen + 1           # reused, under a new generation
+
+
+def test_names_hold_the_actor_and_go_with_its_death(r):
+    handle, slot, gen, create = new_actor(r, key="ns\x1fcounter")
+    assert r.actor_lookup("ns\x1fcounter") == (handle, slot, gen)
+    assert r.actor_create(r.put(), 0, 0, "ns\x1fcounter") == (-2, handle)
+    assert r.actor_lookup("other\x1fcounter") is None
+    r.decref(handle)                                   # the name keeps it
+    assert not r.actor_info(slot, gen)[1] & ORPHANED
+    assert r.actor_kill(slot, gen) == 1                # its pid
+    assert r.actor_reap(slot, r.put()) == 0
+    assert r.actor_lookup("ns\x1fcounter") is None
+    assert r.actor_info(slot, gen) is None             # nothing names it: slot freed
+
+
+def test_actor_cpus_are_held_for_its_life(r):
+    before = r.cpus_available()
+    handle, slot, gen, create = new_actor(r, cpus=1000)
+    assert r.cpus_available() == before - 1000
+    r.actor_die(slot, gen, r.put())
+    assert r.cpus_available() == before
+
+
+def test_init_failure_releases_the_creation_task(r):
+    handle, slot, gen, create = new_actor(r, max_restarts=3)
+    t, ret = call(r, handle, slot)
+    assert r.next(slot) == create
+    death = r.put()
+    assert r.actor_die(slot, gen, death) == 0           # __init__ raised
+    r.finish(slot, create)
+    assert r.state(ret) == OBJ_ERROR
+    assert r.actor_reap(slot, r.put()) == 0             # dead: no restart despite max_restarts
+    assert r.stats()["ntasks"] == 0
