@@ -262,6 +262,16 @@ static int count_ready(nr_region_t *r, const uint64_t *ids, int n, uint8_t *read
 
 int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
                  int64_t timeout_ns, int64_t spin_ns, uint8_t *ready) {
+    return nr_wait_many_or(r, ids, n, want, timeout_ns, spin_ns, ready, NULL);
+}
+
+void nr_poke_waiters(nr_region_t *r) {
+    ADD(&r->hdr->obj_seq, 1);
+    nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
+}
+
+int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
+                    int64_t timeout_ns, int64_t spin_ns, uint8_t *ready, uint32_t *cancel) {
     int k = count_ready(r, ids, n, ready);
     if (k >= want || timeout_ns == 0) return k;
     if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
@@ -280,7 +290,7 @@ int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
     for (;;) {
         uint32_t seq = LOAD(&r->hdr->obj_seq);
         k = count_ready(r, ids, n, ready);
-        if (k >= want || LOAD(&r->hdr->shutdown)) break;
+        if (k >= want || LOAD(&r->hdr->shutdown) || (cancel && LOAD(cancel))) break;
         int64_t left = -1;
         if (timeout_ns >= 0) {
             left = timeout_ns - (nr_now_ns() - start);

@@ -114,6 +114,13 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
 int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
                  int64_t timeout_ns, int64_t spin_ns, uint8_t *ready);
 
+/* As nr_wait_many, and returns early once *cancel is non-zero (set by
+ * another thread of this process, followed by nr_poke_waiters). */
+int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
+                    int64_t timeout_ns, int64_t spin_ns, uint8_t *ready, uint32_t *cancel);
+/* Wakes every process waiting for objects, to look again. */
+void nr_poke_waiters(nr_region_t *r);
+
 /* Tasks.  submit returns the task (index + 1), 0 when a table is full, and
  * writes the return object ids to ret_out[nret]. */
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,

@@ -9,5 +9,6 @@ from nanoray._core.actor cimport *
 include "rt/handle.pxd"
 include "rt/refs.pxd"
 include "rt/serial.pxd"
+include "rt/waiting.pxd"
 include "rt/worker.pxd"
 include "rt/actor.pxd"

@@ -60,6 +60,9 @@ cdef extern from "nr_sched.h" nogil:
     int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns)
     int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
                      int64_t timeout_ns, int64_t spin_ns, uint8_t *ready)
+    int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
+                        int64_t timeout_ns, int64_t spin_ns, uint8_t *ready, uint32_t *cancel)
+    void nr_poke_waiters(nr_region_t *r)
 
     uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
                             uint32_t target_slot1, uint64_t *ret_out)

@@ -47,27 +47,25 @@ cdef class ObjectRef:
         return (_rebuild_ref, (self._id, self._reg.session if self._reg is not None else 0))
 
     def __await__(self):
-        import asyncio
-        return asyncio.wrap_future(self.future()).__await__()
+        return _await_ref(self).__await__()
 
     def future(self):
-        """A concurrent.futures.Future resolved with the value."""
+        """A concurrent.futures.Future resolved with the value (or the error).
+        One watcher thread per process serves every pending future and await."""
         import concurrent.futures
-        import threading
         fut = concurrent.futures.Future()
-        ref = self
 
-        def waiter():
+        def resolve(ref):
             try:
                 try:
-                    value = get((ref,), None)[0]
+                    value = get_one(ref, None)
                 except BaseException as e:
                     fut.set_exception(e)
                 else:
                     fut.set_result(value)
             except concurrent.futures.InvalidStateError:
-                pass                       # cancelled meanwhile (e.g. asyncio.wait_for)
-        threading.Thread(target=waiter, daemon=True).start()
+                pass                       # cancelled meanwhile
+        _watch(self, resolve)
         return fut
 
 

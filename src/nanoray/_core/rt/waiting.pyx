@@ -207,3 +207,124 @@ def wait(list refs, int num_returns, timeout):
             _wait_exit(reg, tag, timed)
         free(ids)
         free(ready)
+
+
+
+# --------------------------------------------------------------------------
+# Futures and await: one watcher thread per process
+
+
+cdef class _Watcher:
+    """Waits, in one thread, for every ref that a future() or an await is
+    pending on, and calls their callbacks as the refs seal.  A new ref
+    interrupts the wait (cancel word + poke) so it is watched at once."""
+
+    def add(self, ObjectRef ref, callback):
+        with self.cond:
+            entry = self.pending.get(ref._id)
+            if entry is None:
+                self.pending[ref._id] = [ref, callback]
+            else:
+                entry.append(callback)
+            if _in_task:
+                self.task_seq = _task_seq   # the running task waits through it
+            if self.thread is None:
+                self.thread = threading.Thread(target=self.run, name="nanoray-ref-watcher",
+                                               daemon=True)
+                self.thread.start()
+            self.cancel = 1
+            self.cond.notify()
+        nr_poke_waiters(&self.reg.r)
+
+    def run(self):
+        cdef uint64_t *ids = NULL
+        cdef uint8_t *ready = NULL
+        cdef int n, i, k
+        cdef int64_t slice_ns = WAIT_SLICE_NS
+        cdef unsigned long tag
+        cdef Region reg = self.reg
+        try:
+            while True:
+                with self.cond:
+                    while not self.pending and not reg.r.hdr.shutdown:
+                        self.cond.wait()
+                    keys = list(self.pending)
+                    self.cancel = 0
+                n = len(keys)
+                free(ids)
+                free(ready)
+                ids = <uint64_t *>malloc(8 * n + 8)
+                ready = <uint8_t *>malloc(n + 1)
+                for i in range(n):
+                    ids[i] = keys[i]
+                # While the running task waits through a future or an await,
+                # its CPUs are lent, as for a get() (nested tasks can run).
+                tag = 0
+                if _in_task and self.task_seq == _task_seq:
+                    with nogil:
+                        k = nr_wait_many_or(&reg.r, ids, n, 1, 0, 0, ready, NULL)
+                    if k == 0:
+                        tag = _wait_enter(reg, False)
+                try:
+                    with nogil:
+                        k = nr_wait_many_or(&reg.r, ids, n, 1, slice_ns, 0, ready, &self.cancel)
+                finally:
+                    _wait_exit(reg, tag, False)
+                done = []
+                with self.cond:
+                    for i in range(n):
+                        if ready[i] or reg.r.hdr.shutdown:
+                            entry = self.pending.pop(keys[i], None)
+                            if entry is not None:
+                                done.append(entry)
+                for entry in done:
+                    for cb in entry[1:]:
+                        try:
+                            cb(entry[0])
+                        except BaseException:
+                            pass
+                if reg.r.hdr.shutdown:
+                    return
+        finally:
+            free(ids)
+            free(ready)
+
+
+cdef _Watcher _watcher = None
+
+
+cdef void _watch(ObjectRef ref, callback) except *:
+    """Calls callback(ref) from the watcher thread once ref is sealed (at
+    once, here, when it already is)."""
+    global _watcher
+    cdef Region reg = _check_ref(ref)
+    if nr_object_info(&reg.r, ref._id, NULL, NULL) != NR_OBJ_PENDING:
+        callback(ref)
+        return
+    cdef _Watcher w = _watcher
+    if w is None or w.reg is not reg or w.pid != _pid:
+        w = _Watcher.__new__(_Watcher)
+        w.reg = reg
+        w.pid = _pid
+        w.cond = threading.Condition()
+        w.pending = {}
+        _watcher = w
+    w.add(ref, callback)
+
+
+def _loop_ready(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _await_ref(ObjectRef ref):
+    """`await ref`: suspends until the ref seals (no thread of its own), then
+    reads the value in the awaiting thread."""
+    import asyncio
+    cdef Region reg = _check_ref(ref)
+    if nr_object_info(&reg.r, ref._id, NULL, NULL) == NR_OBJ_PENDING:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        _watch(ref, lambda _r: loop.call_soon_threadsafe(_loop_ready, fut))
+        await fut
+    return get_one(ref, None)
