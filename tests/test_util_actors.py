@@ -147,6 +147,8 @@ def test_get_next_ignore_if_timedout_drops_the_call(pool):
     assert not p.has_next()
     with pytest.raises(StopIteration):
         p.get_next()
+    # The dropped call's actor is free again (its next call queues behind it).
+    assert p.pop_idle() is not None and p.pop_idle() is not None
 
 
 def test_get_next_unordered_timeout(pool):
@@ -236,6 +238,19 @@ def test_a_failed_call_raises_from_get_next_and_its_actor_stays_in_use(Worker):
         p.get_next()
     assert p.get_next()[1] == "after"
     assert p.has_free()
+
+
+def test_a_dead_actor_leaves_the_pool(pool, ray):
+    p, (a, b) = pool
+    ray.kill(a)
+    p.submit(call, (0.0, "on b"))            # the last idle actor is handed out first
+    p.submit(call, (0.0, "on a"))
+    assert p.get_next()[1] == "on b"
+    with pytest.raises(ray.exceptions.RayActorError):
+        p.get_next()
+    # Only b is left: later work all lands on it.
+    assert len({pid for pid, _ in p.map(call, [(0.0, i) for i in range(4)])}) == 1
+    assert p.pop_idle() is b and p.pop_idle() is None
 
 
 def test_fn_must_return_object_refs(pool):

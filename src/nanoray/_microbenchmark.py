@@ -7,6 +7,11 @@ Figures (each the best of a few repeats, to damp noise on a shared machine):
   put / get      of a small value (us), and of a 256 MiB float64 array (GB/s, us);
                  the ratio of the two gets shows that get does not copy
   array to task  a 256 MiB array handed to a task that reads one element (ms)
+  actor create   Cls.remote() until its first call's result is back (ms)
+  actor call     one no-op method call awaited (us); pipelined calls from one
+                 caller (calls/s); num_cpus caller tasks each calling its own
+                 actor (calls/s, all callers together); an async actor's
+                 pipelined calls (calls/s)
 
 Peers: multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor with
 the same number of processes and Python's default start method, and Ray
@@ -37,6 +42,76 @@ def noop(x=None):
 
 def first_element(a):
     return float(a[0])
+
+
+class Actor:
+    def noop(self, x=None):
+        return x
+
+
+class AsyncActor:
+    async def noop(self, x=None):
+        return x
+
+
+def _caller(api):
+    def caller(h, n):
+        api.get([h.noop.remote(i) for i in range(n)])
+        return n
+    return api.remote(caller)
+
+
+def _bench_actors(ray, num_cpus, n_calls, n_rt, repeats, out):
+    """Actor figures, for nanoray and for Ray (the same code)."""
+    RActor = ray.remote(Actor)
+
+    def create():
+        t = time.perf_counter()
+        a = RActor.remote()
+        ray.get(a.noop.remote())
+        dt = time.perf_counter() - t
+        ray.kill(a)
+        return dt
+    create()                                          # warm: the class is exported once
+    out["actor_create_ms"] = _best(create, repeats) * 1e3
+    a = RActor.remote()
+    ray.get(a.noop.remote())
+
+    def round_trip():
+        t = time.perf_counter()
+        for i in range(n_rt):
+            ray.get(a.noop.remote(i))
+        return (time.perf_counter() - t) / n_rt
+    out["actor_round_trip_us"] = _best(round_trip, repeats) * 1e6
+
+    def pipelined():
+        t = time.perf_counter()
+        ray.get([a.noop.remote(i) for i in range(n_calls)])
+        return time.perf_counter() - t
+    out["actor_pipelined_calls_per_s"] = _rate(n_calls, _best(pipelined, repeats))
+
+    actors = [RActor.remote() for _ in range(num_cpus)]
+    ray.get([h.noop.remote() for h in actors])
+    caller = _caller(ray)
+    per = max(1, n_calls // num_cpus)
+    ray.get([caller.remote(h, 10) for h in actors])
+
+    def n_to_n():
+        t = time.perf_counter()
+        ray.get([caller.remote(h, per) for h in actors])
+        return time.perf_counter() - t
+    out["actor_n_to_n_calls_per_s"] = _rate(per * num_cpus, _best(n_to_n, repeats))
+
+    aa = ray.remote(AsyncActor).remote()
+    ray.get(aa.noop.remote())
+
+    def async_pipelined():
+        t = time.perf_counter()
+        ray.get([aa.noop.remote(i) for i in range(n_calls)])
+        return time.perf_counter() - t
+    out["async_actor_calls_per_s"] = _rate(n_calls, _best(async_pipelined, repeats))
+    for h in [a, aa] + actors:
+        ray.kill(h)
 
 
 def _best(fn, repeats):
@@ -81,6 +156,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
                 ray.get(rnoop.remote(i))
             return (time.perf_counter() - t) / n_rt
         out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+        _bench_actors(ray, num_cpus, n_tasks, n_rt, repeats, out)
 
         big = np.ones(big_bytes // 8)
 
@@ -215,6 +291,11 @@ ROWS = [
     ("get_big_us", "get 256 MiB", "us", "lower"),
     ("get_big_over_small", "get 256 MiB / get small value", "ratio", "lower"),
     ("array_to_task_ms", "256 MiB array to a task", "ms", "lower"),
+    ("actor_create_ms", "actor creation until first result", "ms", "lower"),
+    ("actor_round_trip_us", "actor call round trip", "us", "lower"),
+    ("actor_pipelined_calls_per_s", "pipelined actor calls, 1 caller", "calls/s", "higher"),
+    ("actor_n_to_n_calls_per_s", "actor calls, N callers to N actors", "calls/s", "higher"),
+    ("async_actor_calls_per_s", "pipelined async actor calls", "calls/s", "higher"),
 ]
 
 
@@ -243,6 +324,13 @@ def report(results):
             else:
                 row.append("{:.2f}x {}".format(a / b if better == "higher" else b / a, "better" if (a > b) == (better == "higher") else "worse"))
         rows.append(row)
+    # The actor bars compare a call with the peers' *task* round trip.
+    pairs = [("actor call / %s task round trip" % p, results[p].get("round_trip_us"))
+             for p in peers] + [("actor call / nanoray task round trip", nr.get("round_trip_us"))]
+    for label, b in pairs:
+        a = nr.get("actor_round_trip_us")
+        if a and b:
+            rows.append([label, "ratio", _fmt(a / b)] + ["-"] * (len(head) - 3))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
     for j, r in enumerate(rows):
