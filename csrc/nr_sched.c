@@ -807,6 +807,26 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     return n;
 }
 
+/* The zygote could not start a process for a slot nr_spawn_take gave it
+ * (fork failed: ENOMEM, EAGAIN).  A worker slot is freed and no longer
+ * counted as starting, an actor's request is armed again: the next
+ * nr_spawn_take asks for both again, so no request is lost. */
+void nr_spawn_giveback(nr_region_t *r, uint32_t slot) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, slot);
+    if (p->state == NR_PROC_STARTING && !p->pid) {
+        if (p->kind == NR_KIND_WORKER) {
+            if (h->nstarting) h->nstarting--;
+            if (h->nworkers) h->nworkers--;
+            nri_set_state(r, p, NR_PROC_FREE);
+        } else if (p->kind == NR_KIND_ACTOR) {
+            p->spawn_req = 1;
+        }
+    }
+    nr_unlock(r);
+}
+
 void nr_shutdown(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);

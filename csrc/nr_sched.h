@@ -153,6 +153,8 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot);
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot);
 /* Zygote: slots to start now (marked STARTING), written to out[], count returned. */
 int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out);
+/* Zygote: a slot from nr_spawn_take that got no process (fork failed); asked for again. */
+void nr_spawn_giveback(nr_region_t *r, uint32_t slot);
 void nr_shutdown(nr_region_t *r);
 void nr_stats(nr_region_t *r, nr_stats_t *s);
 

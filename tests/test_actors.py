@@ -890,3 +890,13 @@ def test_shutdown_stops_every_actor_including_detached_ones(fresh):
     assert len(set(pids)) == 3
     ray.shutdown()
     assert wait_gone(pids) == []
+
+
+def test_more_actors_at_once_than_one_spawn_batch_all_start(ray):
+    # The zygote takes spawn requests in batches of 64: the rest must follow.
+    actors = [Counter.remote(i) for i in range(80)]
+    assert ray.get([a.read.remote() for a in actors], timeout=60) == list(range(80))
+    pids = ray.get([a.pid.remote() for a in actors], timeout=T)
+    assert len(set(pids)) == 80
+    del actors
+    assert wait_gone(pids) == []

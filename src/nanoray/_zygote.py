@@ -86,11 +86,15 @@ def main():
                 os._exit(code)
 
     def spawn(limit=64):
-        for slot in region.spawn_take(limit):
-            pid = os.fork()
-            if pid == 0:
-                worker_main(slot)
-            children[pid] = slot
+        while True:                  # a full batch may leave more requests (100 actors at once)
+            slots = region.spawn_take(limit)
+            for slot in slots:
+                pid = os.fork()
+                if pid == 0:
+                    worker_main(slot)
+                children[pid] = slot
+            if len(slots) < limit or limit < 64:
+                return
 
     def lost_task(t):
         # Its process died: run it again if retries remain, else fail it.

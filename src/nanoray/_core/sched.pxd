@@ -81,5 +81,6 @@ cdef extern from "nr_sched.h" nogil:
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
+    void nr_spawn_giveback(nr_region_t *r, uint32_t slot)
     void nr_shutdown(nr_region_t *r)
     void nr_stats(nr_region_t *r, nr_stats_t *s)

@@ -95,6 +95,11 @@ cdef class Region:
         cdef int n = nr_spawn_take(&self.r, out, min(limit, 64))
         return [out[i] for i in range(n)]
 
+    def spawn_giveback(self, uint32_t slot):
+        """A slot from spawn_take that got no process (its fork failed): the
+        next spawn_take asks for it again."""
+        nr_spawn_giveback(&self.r, slot)
+
     def shutdown(self):
         nr_shutdown(&self.r)
 
