@@ -51,6 +51,7 @@ class LocalBackend:
         self.zygote = zygote
         self.death_fd = death_fd
         self.spawn_fd = spawn_fd
+        self.pid = os.getpid()      # the process that started it (a forked child is not)
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None):
@@ -92,9 +93,7 @@ class LocalBackend:
     def stop(self):
         region = self.region
         region.shutdown()                              # every waiter returns
-        if self.death_fd >= 0:
-            os.close(self.death_fd)                    # the zygote ends its workers and exits
-            self.death_fd = -1
+        self._close_death_fd()                         # the zygote ends its workers and exits
         if self.zygote is not None:
             try:
                 self.zygote.wait(timeout=10)
@@ -104,6 +103,29 @@ class LocalBackend:
         if self.spawn_fd >= 0:
             os.close(self.spawn_fd)
             self.spawn_fd = -1
+        self._close_local()
+
+    def leave_forked(self):
+        """In a child forked from the process that started the runtime: lets
+        go of this process's copies of its descriptors and state, leaving the
+        runtime (the parent's) running."""
+        self.zygote = None                             # not this process's child
+        self._close_death_fd()
+        if self.spawn_fd >= 0:
+            os.close(self.spawn_fd)
+            self.spawn_fd = -1
+        self._close_local()
+
+    def _close_death_fd(self):
+        if self.death_fd >= 0:
+            try:
+                os.close(self.death_fd)
+            except OSError:
+                pass
+            self.death_fd = -1
+
+    def _close_local(self):
+        region = self.region
         region.set_spawn_fd(-1)
         region.close_fd()                              # the mapping lives while refs/views do
         _rt.set_process_state(None, 0)
@@ -187,15 +209,44 @@ def _context():
 
 
 def shutdown(_exiting_interpreter=False):
-    """Stops every worker and releases the store; a no-op when not started."""
+    """Stops every worker and releases the store; a no-op when not started.
+
+    In a child forked from the process that called init() (its exit runs
+    this too, through atexit), it only lets go of the child's copies: the
+    runtime is the parent's, and keeps running."""
     global _backend
     with _lock:
         b = _backend
-        if b is None or b.zygote is None:
+        if b is None:
             return
-        _backend = None
-        _rt.set_liveness_check(None)
-        b.stop()
+        if b.pid != os.getpid():
+            _backend = None
+            _rt.set_liveness_check(None)
+            b.leave_forked()
+        elif b.zygote is None:
+            return                                     # a worker: the runtime is not its own
+        else:
+            _backend = None
+            _rt.set_liveness_check(None)
+            b.stop()
+    # What nanoray itself caches must not keep the store mapped after shutdown.
+    from nanoray import remote_function
+    remote_function.forget_exports()
+
+
+def _after_fork_in_child():
+    """A forked child must not hold the death pipe's write end: the zygote
+    ends the runtime when every copy of it is closed, so a child that
+    outlives its parent would keep the workers alive.  Its lock may have
+    been held by another thread of the parent, gone in the child."""
+    global _lock
+    _lock = threading.RLock()
+    b = _backend
+    if b is not None and b.pid != os.getpid():
+        b._close_death_fd()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def is_initialized():

@@ -18,6 +18,21 @@ Workers are forked from here, not from the driver, so they never inherit
 the driver's threads, locks or large heap.  Each worker sets
 PR_SET_PDEATHSIG, so it dies with the zygote; the zygote SIGKILLs its
 workers and exits when the death pipe reports EOF.
+
+The zygote itself does not set PR_SET_PDEATHSIG: the kernel sends it when
+the *thread* that forked the process exits, and the driver may start
+nanoray from a pool or handler thread that ends long before the program.
+The death pipe is tied to the driver process instead: its write end is
+close-on-exec and closed in children the driver forks (nanoray._api), so
+EOF comes exactly when the driver is gone, however it died.
+
+The store's descriptors (the region's memfd, the spawn eventfd) are
+close-on-exec here, hence in every worker: fork keeps them, but a program
+that a task runs (os.system, subprocess) does not hold the store.
+
+A fork that fails (ENOMEM, EAGAIN) gives its slot back to the region and is
+retried after a short, growing delay (Spawner): the request is not lost
+and the processes already running are not affected.
 """
 
 import json
@@ -25,19 +40,81 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 
 ACTOR = 3                                            # NR_KIND_ACTOR
+# After a failed fork, the next try waits this long, doubling up to the
+# most: short enough that work resumes soon after memory or process slots
+# free up, long enough not to spin while they do not.
+SPAWN_RETRY_FIRST_S = 0.05
+SPAWN_RETRY_MOST_S = 1.0
+
+
+class Spawner:
+    """Forks a process into each slot the region asks for (spawn_take).
+
+    When a fork fails, that slot and the rest of its batch go back to the
+    region (spawn_giveback), which asks for them again; spawn() does nothing
+    until the retry time, which poll_timeout_ms() gives the main loop.
+    `start(slot)` runs in the child and never returns."""
+
+    def __init__(self, region, start, fork=os.fork, clock=time.monotonic):
+        self.region = region
+        self.start = start
+        self.fork = fork
+        self.clock = clock
+        self.children = {}                           # pid -> slot
+        self.retry_at = None                         # when to try again after a failed fork
+        self.delay = SPAWN_RETRY_FIRST_S
+
+    def spawn(self, limit=64):
+        if self.retry_at is not None and self.clock() < self.retry_at:
+            return
+        while True:                  # a full batch may leave more requests (100 actors at once)
+            slots = self.region.spawn_take(limit)
+            for i, slot in enumerate(slots):
+                try:
+                    pid = self.fork()
+                except OSError as e:
+                    for s in slots[i:]:
+                        self.region.spawn_giveback(s)
+                    self._failed(e)
+                    return
+                if pid == 0:
+                    self.start(slot)
+                self.children[pid] = slot
+            if len(slots) < limit or limit < 64:
+                break
+        self.retry_at = None
+        self.delay = SPAWN_RETRY_FIRST_S
+
+    def _failed(self, e):
+        if self.retry_at is None:
+            print("nanoray: cannot start a worker process (%s); retrying" % (e,),
+                  file=sys.stderr, flush=True)
+        self.retry_at = self.clock() + self.delay
+        self.delay = min(self.delay * 2, SPAWN_RETRY_MOST_S)
+
+    def poll_timeout_ms(self):
+        """How long the main loop may sleep: None (until an event) unless a
+        failed fork waits to be retried."""
+        if self.retry_at is None:
+            return None
+        return max(0, int((self.retry_at - self.clock()) * 1000) + 1)
 
 
 def main():
     cfg = json.loads(os.environ.pop("NANORAY_ZYGOTE"))
     from nanoray._core import _runtime as rt
 
-    rt.set_parent_death_signal(signal.SIGKILL)
+    # No parent-death signal here (see above): the death pipe says when the
+    # driver is gone, even if it died before this line.
     if os.getppid() != cfg["driver_pid"]:
         os._exit(1)                                  # the driver is already gone
     death_fd, spawn_fd = cfg["death_fd"], cfg["spawn_fd"]
+    for fd in (cfg["region_fd"], death_fd, spawn_fd):
+        os.set_inheritable(fd, False)                # kept by fork, closed by exec
     region = rt.Region.attach(cfg["region_fd"])
     region.set_spawn_fd(spawn_fd)
     rt.set_process_state(region, 0)
@@ -46,7 +123,6 @@ def main():
     signal.set_wakeup_fd(sig_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    children = {}                                    # pid -> slot
     zygote_pid = os.getpid()
 
     def worker_main(slot):
@@ -85,16 +161,9 @@ def main():
             finally:
                 os._exit(code)
 
-    def spawn(limit=64):
-        while True:                  # a full batch may leave more requests (100 actors at once)
-            slots = region.spawn_take(limit)
-            for slot in slots:
-                pid = os.fork()
-                if pid == 0:
-                    worker_main(slot)
-                children[pid] = slot
-            if len(slots) < limit or limit < 64:
-                return
+    spawner = Spawner(region, worker_main)
+    spawn = spawner.spawn
+    children = spawner.children                      # pid -> slot
 
     def lost_task(t):
         # Its process died: run it again if retries remain, else fail it.
@@ -157,7 +226,7 @@ def main():
     poller.register(sig_r, select.POLLIN)
     while True:
         try:
-            events = poller.poll()
+            events = poller.poll(spawner.poll_timeout_ms())
         except InterruptedError:
             events = []
         for fd, _ in events:

@@ -3,6 +3,7 @@
 import inspect
 import numbers
 import threading
+import weakref
 
 from nanoray import _api
 from nanoray._core import _runtime as _rt
@@ -15,6 +16,23 @@ _NO_EFFECT = {"name", "memory", "scheduling_strategy", "placement_group",
               "placement_group_bundle_index", "placement_group_capture_child_tasks",
               "max_calls", "retry_exceptions", "num_gpus", "resources", "runtime_env",
               "accelerator_type", "_metadata", "label_selector", "enable_task_events"}
+
+# Every RemoteFunction holding an export of the running runtime.  Its cached
+# ref keeps that runtime's Region (and so the store's mapping) alive, so
+# shutdown() drops them all (forget_exports).
+_exported = weakref.WeakSet()
+_exported_lock = threading.Lock()
+
+
+def forget_exports():
+    """Drops the exports every RemoteFunction (and actor class) caches, so that
+    a runtime that was shut down is no longer mapped because of them."""
+    with _exported_lock:
+        functions = list(_exported)
+        _exported.clear()
+    for rf in functions:
+        rf._ref = None          # a later .remote() exports it to the new runtime
+        rf._ref_region = None
 
 
 def validate_options(opts):
@@ -159,6 +177,8 @@ class RemoteFunction:
         # that is still being written.
         self._ref = ref
         self._ref_region = region
+        with _exported_lock:
+            _exported.add(self)
         return ref
 
     def _reserved(self, ref):

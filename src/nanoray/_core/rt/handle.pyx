@@ -140,10 +140,13 @@ def current_region():
 
 def set_process_state(Region region, uint32_t slot):
     """Makes `region` this process's runtime (driver at init, workers at start)."""
-    global _region, _slot, _funcs
+    global _region, _slot, _funcs, _watcher
     _region = region
     _slot = slot
     _funcs = {}
+    # Caches of a previous runtime would keep its region mapped (rt/waiting.pyx).
+    if _watcher is not None and _watcher.reg is not region:
+        _watcher = None
     if region is not None:
         region.r.slot = slot
         region.pid = _pid

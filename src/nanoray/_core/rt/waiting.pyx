@@ -246,8 +246,11 @@ cdef class _Watcher:
         try:
             while True:
                 with self.cond:
-                    while not self.pending and not reg.r.hdr.shutdown:
-                        self.cond.wait()
+                    while not self.pending:
+                        if reg.r.hdr.shutdown or _watcher is not self:
+                            self.thread = None
+                            return             # lets go of the region after shutdown
+                        self.cond.wait(0.5)
                     keys = list(self.pending)
                     self.cancel = 0
                 n = len(keys)
