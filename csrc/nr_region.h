@@ -106,6 +106,9 @@ typedef struct {
     uint32_t nobjects, ntasks;    /* live counts */
 
     uint32_t rq_head, rq_tail;    /* shared ready queue (task index + 1) */
+    uint32_t nq_head, nq_tail;    /* nested ready queue: tasks submitted from inside tasks
+                                   * and actors, served first so the children of a task
+                                   * blocked in get() run before new top-level work */
     uint32_t rq_len;
     int32_t cpus_total, cpus_avail; /* milli-CPUs */
 

@@ -319,15 +319,26 @@ void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
     p->state = state;
 }
 
+/* Which shared queue's head runs next: the nested queue's when it fits,
+ * else the top-level queue's; 0 when neither fits the free CPUs. */
+static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
+    if (h->nq_head && nr_task(r, h->nq_head)->cpus <= h->cpus_avail) return &h->nq_head;
+    if (h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail) return &h->rq_head;
+    return 0;
+}
+
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
-    return h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail;
+    return next_queue(h, r) != 0;
 }
 
 /* dispatchable() read without the lock, for spinning: may be stale, never unsafe
  * (the task table is always mapped); the caller re-checks under the lock. */
 static inline int shared_work_fits(nr_region_t *r) {
-    uint32_t hd = LOAD(&r->hdr->rq_head);
-    return hd && LOAD(&nr_task(r, hd)->cpus) <= LOAD(&r->hdr->cpus_avail);
+    int32_t avail = LOAD(&r->hdr->cpus_avail);
+    uint32_t hd = LOAD(&r->hdr->nq_head);
+    if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+    hd = LOAD(&r->hdr->rq_head);
+    return hd && LOAD(&nr_task(r, hd)->cpus) <= avail;
 }
 
 static inline void set_spinning(nr_header_t *h, nr_proc_t *p, uint32_t on) {
@@ -409,9 +420,11 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         }
         return;
     }
-    if (h->rq_tail) nr_task(r, h->rq_tail)->next = t; else h->rq_head = t;
-    h->rq_tail = t;
-    h->rq_len++;
+    uint32_t *head = task->nested ? &h->nq_head : &h->rq_head;
+    uint32_t *tail = task->nested ? &h->nq_tail : &h->rq_tail;
+    if (*tail) nr_task(r, *tail)->next = t; else *head = t;
+    *tail = t;
+    h->rq_len++;                         /* both queues */
     nri_kick(r, w);
 }
 
@@ -425,10 +438,14 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         p->q_len--;
         return t;
     }
-    if (p->kind != NR_KIND_WORKER || !dispatchable(h, r)) return 0;
-    t = h->rq_head;
-    h->rq_head = nr_task(r, t)->next;
-    if (!h->rq_head) h->rq_tail = 0;
+    if (p->kind != NR_KIND_WORKER) return 0;
+    uint32_t *head = next_queue(h, r);
+    if (!head) return 0;
+    t = *head;
+    *head = nr_task(r, t)->next;
+    if (!*head) {
+        if (head == &h->nq_head) h->nq_tail = 0; else h->rq_tail = 0;
+    }
     h->rq_len--;
     return t;
 }
@@ -627,6 +644,8 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->next = 0;
     task->kind = s->kind;
     task->in_queue = 0;
+    uint32_t sk = nr_proc(r, r->slot)->kind;
+    task->nested = sk == NR_KIND_WORKER || sk == NR_KIND_ACTOR;
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1) nr_proc(r, target_slot1 - 1)->create_task = t;
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */

@@ -56,7 +56,7 @@ typedef struct {
     uint32_t kind;        /* NR_SPEC_* (from its spec) */
     uint32_t in_queue;    /* an actor call holding its place in the queue while its
                            * arguments are pending (calls run in submission order) */
-    uint32_t _pad1;
+    uint32_t nested;      /* submitted from inside a task or actor: the nested queue */
     uint64_t _pad[9];
 } nr_task_t;
 

@@ -200,6 +200,16 @@ cdef class CRegion:
         assert slot in [out[i] for i in range(n)], "no spawn request for the actor"
         nr_proc_started(&self.r, slot, pid)
 
+    def spawn_take(self, int max_out=64):
+        """The slots the zygote should start processes in now."""
+        cdef uint32_t out[64]
+        cdef int n = nr_spawn_take(&self.r, out, min(max_out, 64))
+        return [out[i] for i in range(n)]
+
+    def spawn_giveback(self, uint32_t slot):
+        """What the zygote does when a fork fails."""
+        nr_spawn_giveback(&self.r, slot)
+
     def actor_lookup(self, key):
         cdef uint64_t h = 0
         cdef uint32_t slot = 0, gen = 0

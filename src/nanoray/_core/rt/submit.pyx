@@ -44,6 +44,11 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
     cdef Region reg = _region
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
+    if cpus_milli > reg.r.hdr.cpus_total:
+        # Checked here, in every process: a task that can never fit would
+        # otherwise sit at the head of its queue and hold up the tasks behind.
+        raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
+                         % (cpus_milli / 1000.0, reg.r.hdr.cpus_total / 1000.0))
     return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, target,
                    NR_SPEC_TASK, None, None)
 
