@@ -64,6 +64,7 @@ static void layout(nr_header_t *h, const nr_config_t *c) {
 
 int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     nr_header_t tmp;
+    if (cfg->max_objects >= (1u << 24)) return -EINVAL;   /* ids keep 24 bits of index */
     memset(&tmp, 0, sizeof tmp);
     layout(&tmp, cfg);
     int fd = memfd_create("nanoray", MFD_CLOEXEC);

@@ -23,10 +23,11 @@ void nri_flush(nr_region_t *r, wakeups_t *w) {
 /* ---- objects ---------------------------------------------------------- */
 
 nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id) {
-    uint32_t idx = (uint32_t)id, gen = (uint32_t)(id >> 32);
+    uint32_t idx = nr_id_index1(id);
+    uint64_t gen = nr_id_gen(id);
     if (idx == 0 || idx > r->hdr->max_objects) return NULL;
     nr_object_t *o = objs(r) + (idx - 1);
-    if (LOAD(&o->gen) != gen || LOAD(&o->state) == NR_OBJ_FREE) return NULL;
+    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) != gen || LOAD(&o->state) == NR_OBJ_FREE) return NULL;
     return o;
 }
 
@@ -50,7 +51,7 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
     o->actor = 0;
     STORE(&o->state, NR_OBJ_PENDING);
     h->nobjects++;
-    return ((uint64_t)o->gen << 32) | (idx + 1);
+    return nr_make_id(o->gen, idx + 1);
 }
 
 /* Frees o, then every object whose last count was held by a payload freed
@@ -118,7 +119,7 @@ void nr_object_decref(nr_region_t *r, uint64_t id) {
     /* Nobody can take a new reference now; free it unless still pending
      * (then the seal frees it).  Re-check under the lock. */
     nr_lock(r);
-    if (LOAD(&o->gen) == (uint32_t)(id >> 32) && LOAD(&o->refs) == 0 &&
+    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) == nr_id_gen(id) && LOAD(&o->refs) == 0 &&
         o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
         nri_obj_free(r, o);
     nr_unlock(r);
@@ -184,7 +185,7 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
     wakeups_t w = {0};
     nr_lock(r);
     uint64_t id = obj_alloc_locked(r);
-    if (id) nri_seal(r, objs(r) + ((uint32_t)id - 1), data, size, 0, &w);
+    if (id) nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
     nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -300,7 +301,7 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
     }
     /* Our waiter counts keep the entries alive: refs are held by the caller. */
     for (int i = 0; i < n; i++)
-        if (watched[i]) ADD(&objs(r)[(uint32_t)ids[i] - 1].waiters, -1);
+        if (watched[i]) ADD(&objs(r)[nr_id_index1(ids[i]) - 1].waiters, -1);
     if (watched != stack) free(watched);
     return k;
 }

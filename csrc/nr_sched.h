@@ -10,8 +10,10 @@
  *                 │no                   ▲                 │ runs, seals returns
  *                 └─► dep node on object┘◄── seal ◄───────┘
  *
- * Ids: an object id is (generation << 32) | (index + 1), so a stale id is
- * detected rather than silently naming a reused entry.  Tasks are named by
+ * Ids: an object id is (generation << 24) | (index + 1), so a stale id is
+ * detected rather than silently naming a reused entry.  Generations have
+ * 40 bits: one entry reused a million times a second wraps after 12 days
+ * (32 bits wrapped within the hour at measured put rates).  Tasks are named by
  * index + 1 (0 = none).
  *
  * Reference counts (atomics outside the lock; freeing under it) count
@@ -25,21 +27,30 @@
 
 #include "nr_arena.h"
 
+#define NR_ID_INDEX_BITS 24                       /* at most 2^24 - 1 objects */
+#define NR_ID_GEN_MASK ((1ULL << 40) - 1)
+static inline uint32_t nr_id_index1(uint64_t id) { return (uint32_t)(id & ((1u << NR_ID_INDEX_BITS) - 1)); }
+static inline uint64_t nr_id_gen(uint64_t id) { return id >> NR_ID_INDEX_BITS; }
+static inline uint64_t nr_make_id(uint64_t gen, uint32_t index1) {
+    return ((gen & NR_ID_GEN_MASK) << NR_ID_INDEX_BITS) | index1;
+}
+
 enum { NR_OBJ_FREE = 0, NR_OBJ_PENDING, NR_OBJ_READY, NR_OBJ_ERROR };
 enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
 enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL };
 
 typedef struct {
-    uint32_t gen;         /* generation, bumped on free; high half of the id */
+    uint64_t gen;         /* generation, bumped on free; the id's high bits (mod 2^40) */
     uint32_t state;       /* NR_OBJ_* */
+    uint32_t dep_head;    /* dep nodes of tasks waiting for it (index + 1) */
     int64_t refs;         /* atomic reference count */
     uint64_t data;        /* payload offset in the arena, 0 if none */
     uint64_t size;        /* payload bytes */
-    uint32_t dep_head;    /* dep nodes of tasks waiting for it (index + 1) */
     uint32_t waiters;     /* atomic: processes sleeping until it seals */
     uint32_t next_free;   /* free list link (index + 1) */
     uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
-    uint64_t _pad[2];
+    uint32_t _pad0;
+    uint64_t _pad[1];
 } nr_object_t;
 
 typedef struct {

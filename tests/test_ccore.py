@@ -349,3 +349,17 @@ def test_stuck_means_every_worker_blocked_at_the_limit_with_work_queued():
     assert r.stuck() == 0                            # below the limit: another may start
     r.unblock(w)
     r.finish(w, t)
+
+
+def test_generations_run_past_32_bits_without_aliasing():
+    r = CRegion()
+    a = r.put()
+    r.decref(a)                                   # entry free again
+    r.set_free_generation((1 << 32) - 1)
+    b = r.put()                                   # same entry, generation 2^32 - 1
+    r.decref(b)
+    c = r.put()                                   # generation 2^32: past 32 bits
+    assert len({a, b, c}) == 3
+    assert r.state(b) == -1 and r.state(a) == -1  # stale ids stay stale
+    assert r.state(c) == OBJ_READY
+    r.decref(c)

@@ -9,6 +9,7 @@ is the next implementation of the same seam.
 
 import atexit
 import json
+import numbers
 import os
 import subprocess
 import sys
@@ -313,8 +314,12 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if num_returns > len(refs):
         raise ValueError("num_returns cannot be greater than the number of objects provided "
                          "to wait.")
-    if timeout is not None and timeout < 0:
-        raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError("timeout must be a number of seconds or None, got %r"
+                            % (type(timeout).__name__,))
+        if not timeout >= 0:                       # negative or nan
+            raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
     idx = _rt.wait(refs, num_returns, timeout)
     chosen = set(idx)
     return [refs[i] for i in idx], [r for i, r in enumerate(refs) if i not in chosen]

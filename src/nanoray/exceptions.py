@@ -142,6 +142,12 @@ def _dual_init(self, function_name, traceback_str, cause, pid, cause_repr=None):
         self.__dict__.update({k: v for k, v in vars(cause).items() if k not in self.__dict__})
     except TypeError:
         pass
+    if isinstance(cause, OSError):                # C-level fields, not in __dict__
+        for name in ("errno", "strerror", "filename", "filename2"):
+            try:
+                setattr(self, name, getattr(cause, name))
+            except (AttributeError, TypeError):
+                pass
 
 
 _dual_classes = {}

@@ -232,6 +232,16 @@ cdef class CRegion:
         st = nr_actor_info(&self.r, slot, gen, &flags, &restarts, &pid)
         return None if st < 0 else (st, flags, restarts)
 
+    def set_free_generation(self, uint64_t gen):
+        """Sets the generation of every free object entry below the table's
+        high-water mark (to test generations past 32 bits)."""
+        cdef uint32_t i
+        cdef nr_object_t *o
+        for i in range(self.r.hdr.obj_hwm):
+            o = <nr_object_t *>(self.r.base + self.r.hdr.objs_off) + i
+            if o.state == NR_OBJ_FREE:
+                o.gen = gen
+
     def object_payload(self, uint64_t oid):
         """The bytes of a sealed object's payload (None if it has none)."""
         cdef uint64_t data = 0, size = 0

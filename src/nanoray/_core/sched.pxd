@@ -16,6 +16,10 @@ cdef extern from "nr_sched.h" nogil:
         NR_SPEC_ACTOR_CREATE
         NR_SPEC_ACTOR_CALL
 
+    ctypedef struct nr_object_t:
+        uint64_t gen         # generation (the id's high bits)
+        uint32_t state       # NR_OBJ_*
+
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
         uint32_t state       # NR_TASK_*
@@ -46,6 +50,7 @@ cdef extern from "nr_sched.h" nogil:
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
 
+    uint32_t nr_id_index1(uint64_t id)   # index + 1 in the object table
     uint64_t *nr_spec_ids(nr_spec_t *s)
     char *nr_spec_args(nr_spec_t *s)
     uint64_t *nr_payload_contained(nr_payload_t *p)

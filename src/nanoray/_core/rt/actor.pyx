@@ -235,7 +235,7 @@ def actor_lookup(str key):
 
 
 def submit_actor_create(ObjectRef cls_ref, uint32_t slot, tuple args, dict kwargs, dict opts):
-    cdef Region reg = _region
+    cdef Region reg = _running()
     if cls_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this class was exported to a runtime that was shut down")
     _submit(reg, cls_ref._id, args, kwargs, 0, 0, 0, slot + 1, NR_SPEC_ACTOR_CREATE, None, opts)
@@ -251,7 +251,7 @@ def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, d
 
 def pending_count(list refs):
     """Drops the sealed refs from refs; returns how many are still pending."""
-    cdef Region reg = _region
+    cdef Region reg = _running()
     refs[:] = [r for r in refs
                if nr_object_info(&reg.r, (<ObjectRef>r)._id, NULL, NULL) == NR_OBJ_PENDING]
     return len(refs)
@@ -259,7 +259,7 @@ def pending_count(list refs):
 
 def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):
     """Marks the actor killed; returns its pid (0: not started, -1: gone)."""
-    cdef Region reg = _region
+    cdef Region reg = _running()
     return nr_actor_kill(&reg.r, slot, gen, no_restart)
 
 
@@ -277,7 +277,7 @@ def actor_reap(Region reg, uint32_t slot):
 
 def actor_info(uint32_t slot, uint32_t gen):
     """(state, flags, restarts, pid), or None when (slot, gen) is stale."""
-    cdef Region reg = _region
+    cdef Region reg = _running()
     cdef uint32_t flags = 0, restarts = 0
     cdef int32_t pid = 0
     cdef int st = nr_actor_info(&reg.r, slot, gen, &flags, &restarts, &pid)

@@ -138,6 +138,16 @@ def current_region():
     return _region
 
 
+cdef Region _running():
+    """This process's region; raises when nanoray is not running here (never
+    started, or shut down, maybe by another thread meanwhile)."""
+    cdef Region reg = _region
+    if reg is None:
+        raise _exc.RaySystemError("nanoray is not running: it was shut down (or never "
+                                  "started in this process)")
+    return reg
+
+
 def set_process_state(Region region, uint32_t slot):
     """Makes `region` this process's runtime (driver at init, workers at start)."""
     global _region, _slot, _funcs, _watcher

@@ -71,7 +71,7 @@ cdef class ObjectRef:
 
 cdef inline void _record(Region reg, uint64_t oid) noexcept:
     """This process now holds one more count on oid (taken already)."""
-    cdef uint32_t idx = <uint32_t>oid - 1
+    cdef uint32_t idx = nr_id_index1(oid) - 1
     if reg.ledger != NULL and idx < reg.r.hdr.max_objects:
         if idx >= reg.ledger_hwm[0]:
             reg.ledger_hwm[0] = idx + 1     # first, so a reaper scans the entry
@@ -81,7 +81,7 @@ cdef inline void _record(Region reg, uint64_t oid) noexcept:
 cdef inline void _unrecord(Region reg, uint64_t oid) noexcept:
     """About to give a count back: unrecorded first, so a death in between
     leaks one count instead of releasing it twice."""
-    cdef uint32_t idx = <uint32_t>oid - 1
+    cdef uint32_t idx = nr_id_index1(oid) - 1
     if reg.ledger != NULL and idx < reg.r.hdr.max_objects:
         reg.ledger[idx] -= 1
 

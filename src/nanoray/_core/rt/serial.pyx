@@ -202,7 +202,7 @@ cdef ObjectRef put_pickled(Region reg, _Pickled p):
 
 
 def put(value):
-    cdef Region reg = _region
+    cdef Region reg = _running()
     if type(value) is ObjectRef:
         raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
     return put_pickled(reg, _pickle(value, False))

@@ -18,7 +18,7 @@ def export_function(func, on_reserved):
     globals (a function that submits itself) pickles the id of this very
     export, and copies of it in workers reuse it instead of storing the
     function again."""
-    cdef Region reg = _region
+    cdef Region reg = _running()
     cdef uint64_t oid = nr_object_create(&reg.r)
     if oid == 0:
         raise _exc.ObjectStoreFullError("nanoray: the object table is full")
@@ -41,7 +41,7 @@ def export_function(func, on_reserved):
 def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
            int32_t cpus_milli, int32_t retries, uint32_t target=0):
     """Queues func(*args, **kwargs); returns its return ObjectRef(s)."""
-    cdef Region reg = _region
+    cdef Region reg = _running()
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
     if cpus_milli > reg.r.hdr.cpus_total:
@@ -101,6 +101,9 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     if p.size > INLINE_ARGS_MAX:
         args_ref = put_pickled(reg, p)
         args_bytes = 0
+    if nret > reg.r.hdr.max_objects:
+        raise ValueError("num_returns=%d is more than the object table holds (%d objects)"
+                         % (nret, reg.r.hdr.max_objects))
     cdef uint32_t ndeps = 0 if deps is None else len(deps)
     cdef uint32_t ncont = 0 if args_ref is not None else len(p.contained)
     cdef uint32_t nheld = 0 if holds is None else 1
@@ -121,12 +124,18 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         ids[nret + ndeps + i] = (<ObjectRef>p.contained[i])._id
     if nheld:
         ids[nret + ndeps + ncont] = holds._id
-    if args_ref is None:
-        _write_payload(nr_spec_args(spec), p, False)
     cdef uint64_t rets_stack[8]
     cdef uint64_t *rets = &rets_stack[0]
-    if nret > 8:
-        rets = <uint64_t *>malloc(8 * nret)
+    try:
+        if args_ref is None:
+            _write_payload(nr_spec_args(spec), p, False)
+        if nret > 8:
+            rets = <uint64_t *>malloc(8 * nret)
+            if rets == NULL:
+                raise MemoryError()
+    except BaseException:
+        nr_arena_free(&reg.r, off)            # the spec is not the task's yet
+        raise
     cdef uint32_t t
     try:
         t = nr_task_submit(&reg.r, off, cpus_milli, retries, target, rets)

@@ -113,10 +113,23 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
         _wait_exit(reg, tag, timed)
 
 
-cdef inline int64_t _deadline(timeout) except? -2:
-    if timeout is None or timeout < 0:       # negative: wait forever, as Ray's get()
+# Timeouts longer than this (about 31 years, inf included) wait forever.
+FOREVER_S = 1e9
+
+
+cdef int64_t _deadline(timeout) except? -2:
+    """The monotonic deadline in ns for a timeout in seconds; -1: none."""
+    if timeout is None:
         return -1
-    return nr_now_ns() + <int64_t>(timeout * 1e9)
+    if isinstance(timeout, bool) or not isinstance(timeout, _numbers.Real):
+        raise TypeError("timeout must be a number of seconds or None, got %r"
+                        % (type(timeout).__name__,))
+    cdef double t = float(timeout)
+    if t != t:
+        raise ValueError("timeout must be a number of seconds or None, got nan")
+    if t < 0 or t > FOREVER_S:               # negative: wait forever, as Ray's get()
+        return -1
+    return nr_now_ns() + <int64_t>(t * 1e9)
 
 
 cdef inline Region _check_ref(object ref):
@@ -160,6 +173,10 @@ def wait(list refs, int num_returns, timeout):
     cdef Region reg = _check_ref(refs[0])
     cdef uint64_t *ids = <uint64_t *>malloc(n * 8)
     cdef uint8_t *ready = <uint8_t *>malloc(n)
+    if ids == NULL or ready == NULL:
+        free(ids)
+        free(ready)
+        raise MemoryError()
     cdef int64_t deadline = _deadline(timeout), left, slice_ns, spin = GET_SPIN_NS
     cdef int k
     cdef bint timed = deadline >= 0
@@ -258,6 +275,8 @@ cdef class _Watcher:
                 free(ready)
                 ids = <uint64_t *>malloc(8 * n + 8)
                 ready = <uint8_t *>malloc(n + 1)
+                if ids == NULL or ready == NULL:
+                    raise MemoryError()
                 for i in range(n):
                     ids[i] = keys[i]
                 # While the running task waits through a future or an await,
