@@ -46,6 +46,27 @@ def test_num_returns_beyond_the_object_table_is_a_clear_error(ray):
     assert ray.get(f.remote()) is None
 
 
+def test_the_runtime_calls_after_shutdown_raise_instead_of_crashing():
+    # What a put racing shutdown() in another thread meets: the region gone
+    # between the API's check and the compiled call.
+    code = textwrap.dedent("""
+        import nanoray
+        from nanoray._core import _runtime as rt
+        nanoray.init(num_cpus=1)
+        f = nanoray.remote(lambda: 1)
+        ref = f._current_export()
+        nanoray.shutdown()
+        for call in (lambda: rt.put(b"x"), lambda: rt.submit(ref, (), {}, 1, 1000, 0)):
+            try:
+                call()
+            except nanoray.exceptions.RaySystemError as e:
+                print("raised", "shut down" in str(e))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["raised", "True", "raised", "True"]
+
+
 def test_put_racing_shutdown_in_another_thread_raises_instead_of_crashing():
     code = textwrap.dedent("""
         import threading, nanoray
