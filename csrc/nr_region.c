@@ -2,6 +2,8 @@
 #include "nr_region.h"
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <string.h>
@@ -117,6 +119,30 @@ void nr_region_detach(nr_region_t *r) {
     r->base = NULL; r->hdr = NULL;
 }
 
+/* This process's pid, without a system call per lock (glibc does not cache
+ * it); refreshed in a forked child. */
+static int32_t self_pid;
+static void refresh_pid(void) { self_pid = (int32_t)getpid(); }
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+static void pid_init(void) { refresh_pid(); pthread_atfork(NULL, NULL, refresh_pid); }
+
+/* 's' of /proc/PID/stat: 'T' stopped (SIGSTOP), 't' traced (a debugger). */
+static char proc_state(int32_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] && p[2] ? p[2] : '?';
+}
+
+/* A holder keeps the lock for microseconds; one that keeps it this long is
+ * stopped or stuck, and waiting on it silently would look like a hang. */
+#define NR_LOCK_STALL_NS (5LL * 1000 * 1000 * 1000)
+
 /* Spin briefly on trylock first: holders keep the lock for well under a
  * microsecond, while sleeping in the kernel costs ~23 us per wake-up here. */
 void nr_lock(nr_region_t *r) {
@@ -127,13 +153,32 @@ void nr_lock(nr_region_t *r) {
         if (rc != EBUSY) break;
         if (i > 50) sched_yield(); else nr_cpu_relax();
     }
-    if (rc == EBUSY) rc = pthread_mutex_lock(m);
+    for (int waited = 0; rc == EBUSY || rc == ETIMEDOUT; waited++) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += NR_LOCK_STALL_NS / 1000000000LL;
+        rc = pthread_mutex_timedlock(m, &until);
+        if (rc == ETIMEDOUT) {
+            int32_t holder = __atomic_load_n(&r->hdr->lock_pid, __ATOMIC_RELAXED);
+            char st = proc_state(holder);
+            __atomic_add_fetch(&r->hdr->lock_stalls, 1, __ATOMIC_RELAXED);
+            fprintf(stderr,
+                    "nanoray: process %d has waited %d s for the shared region's lock, held "
+                    "by process %d%s; nanoray cannot make progress until it runs again\n",
+                    (int)getpid(), (waited + 1) * (int)(NR_LOCK_STALL_NS / 1000000000LL),
+                    (int)holder,
+                    st == 'T' ? ", which is stopped (SIGSTOP or Ctrl-Z: send it SIGCONT)" :
+                    st == 't' ? ", which is stopped in a debugger" : "");
+        }
+    }
     if (rc == EOWNERDEAD) {
         /* The holder died inside a critical section.  Sections are short and
          * write their links last; count the repair so tests can see it. */
         r->hdr->repairs++;
         pthread_mutex_consistent(m);
     }
+    pthread_once(&pid_once, pid_init);
+    r->hdr->lock_pid = self_pid;
 }
 
 void nr_unlock(nr_region_t *r) { pthread_mutex_unlock(&r->hdr->lock); }

@@ -125,6 +125,8 @@ typedef struct {
     uint32_t obj_seq;             /* futex word: bumped when a watched object seals */
     uint32_t shutdown;            /* set once: every waiter returns */
     uint32_t repairs;             /* locks recovered from a dead holder */
+    int32_t lock_pid;             /* the process that last took the lock (for messages) */
+    uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
     uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
     uint32_t nactors;             /* live actor slots (tombstones included) */
