@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "nr_internal.h"
 #include <limits.h>
+#include <signal.h>
 #include <string.h>
 
 static inline nr_name_t *names(nr_region_t *r) { return (nr_name_t *)(r->base + r->hdr->names_off); }
@@ -23,11 +24,28 @@ static void names_remove(nr_region_t *r, uint32_t slot) {
     }
 }
 
+/* Drops the creation task: released, or, while it still waits for its
+ * arguments (dependency links point at it), marked cancelled so that it is
+ * released when they are ready and never runs. */
+static void drop_create_task(nr_region_t *r, nr_proc_t *p) {
+    uint32_t c = p->create_task;
+    p->create_task = 0;
+    if (!c) return;
+    nr_task_t *task = nr_task(r, c);
+    if (task->state == NR_TASK_WAITING && task->deps_left) {
+        task->kind = NR_SPEC_CANCELLED;
+        task->target = 0;
+        return;
+    }
+    nri_release(r, c);
+}
+
 /* The slot goes back to the pool; its generation moves on. */
 static void free_slot(nr_region_t *r, uint32_t slot) {
     nr_proc_t *p = nr_proc(r, slot);
     names_remove(r, slot);
-    if (p->create_task) nri_release(r, p->create_task);
+    if (p->create_ready == p->create_task) p->create_ready = 0;
+    drop_create_task(r, p);
     uint64_t death = p->death_obj;
     uint32_t gen = p->gen + 1;
     memset(p, 0, sizeof *p);
@@ -67,7 +85,7 @@ void nri_fail_drain(nr_region_t *r, wakeups_t *w) {
         uint32_t t = h->fail_head;
         nr_task_t *task = nr_task(r, t);
         h->fail_head = task->next;
-        fail_task(r, t, nr_proc(r, task->target - 1)->death_obj, w);
+        fail_task(r, t, task->target ? nr_proc(r, task->target - 1)->death_obj : 0, w);
     }
 }
 
@@ -76,7 +94,7 @@ int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wak
     nr_task_t *task = nr_task(r, t);
     if (task->in_queue) {                    /* already in place: now it may run */
         STORE(&task->state, NR_TASK_READY);
-        if (p->sleeping && p->q_head == t) nri_wake_slot(p, slot, w);
+        if (p->sleeping) nri_wake_slot(p, slot, w);
         return 1;
     }
     if (p->aflags & NR_ACTOR_DEAD) {        /* failed by nri_fail_drain before the unlock */
@@ -110,13 +128,28 @@ uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (!(p->aflags & NR_ACTOR_CREATED) || (p->aflags & NR_ACTOR_DEAD)) return 0;
-    t = p->q_head;
-    if (!t || nr_task(r, t)->state != NR_TASK_READY) return 0;   /* the head waits for its arguments */
-    nr_task(r, t)->in_queue = 0;
-    p->q_head = nr_task(r, t)->next;
-    if (!p->q_head) p->q_tail = 0;
-    p->q_len--;
-    return t;
+    /* The first call that is ready and, for a sequential actor, has no
+     * earlier call from the same caller still waiting for its arguments:
+     * each caller's calls run in the order it made them, and one caller's
+     * pending argument never holds up another caller. */
+    uint64_t waiting[(1024 + 63) / 64] = {0};  /* callers with a call not ready yet */
+    int ordered = !(p->aflags & NR_ACTOR_UNORDERED);
+    uint32_t prev = 0;
+    for (t = p->q_head; t; prev = t, t = nr_task(r, t)->next) {
+        nr_task_t *task = nr_task(r, t);
+        uint32_t c = task->caller < 1024 ? task->caller : 0;
+        if (task->state != NR_TASK_READY) {
+            if (ordered) waiting[c / 64] |= 1ULL << (c % 64);
+            continue;
+        }
+        if (ordered && (waiting[c / 64] >> (c % 64) & 1)) continue;
+        if (prev) nr_task(r, prev)->next = task->next; else p->q_head = task->next;
+        if (p->q_tail == t) p->q_tail = prev;
+        task->in_queue = 0;
+        p->q_len--;
+        return t;
+    }
+    return 0;
 }
 
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
@@ -152,7 +185,8 @@ void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
 }
 
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                    int32_t cpus_milli, const char *key, uint32_t *gen_out, uint64_t *existing) {
+                    int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
+                    uint64_t *existing) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
@@ -179,6 +213,8 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         p->gen = gen;
         p->kind = NR_KIND_ACTOR;
         p->state = NR_PROC_STARTING;
+        p->aflags = flags & (NR_ACTOR_DETACHED | NR_ACTOR_UNORDERED);
+        if (flags & NR_ACTOR_DETACHED) ADD(&o->refs, 1);   /* dropped when it dies */
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
@@ -230,17 +266,18 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
         p->death_obj = death;
     }
     names_remove(r, slot);
+    if (p->aflags & NR_ACTOR_DETACHED) {       /* nothing keeps it now but handles */
+        STORE(&p->aflags, p->aflags & ~NR_ACTOR_DETACHED);
+        nri_decref(r, p->handle_obj);
+    }
     h->cpus_avail += p->cpus_held;
     if (p->cpus_held) nri_kick(r, w);          /* queued tasks may fit now */
     p->cpus_held = 0;
     uint32_t t = p->create_ready;
     p->create_ready = 0;
     if (t && t != p->create_task) fail_task(r, t, p->death_obj, w);
-    if (p->create_task && nr_task(r, p->create_task)->state != NR_TASK_RUNNING) {
-        uint32_t c = p->create_task;
-        p->create_task = 0;
-        nri_release(r, c);
-    }
+    if (p->create_task && nr_task(r, p->create_task)->state != NR_TASK_RUNNING)
+        drop_create_task(r, p);
     while ((t = p->q_head)) {
         nr_task_t *task = nr_task(r, t);
         p->q_head = task->next;
@@ -274,6 +311,7 @@ int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restar
         nr_proc_t *p = nr_proc(r, slot);
         p->aflags |= NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0);
         pid = p->state == NR_PROC_STARTING ? 0 : p->pid;
+        if (pid > 0) kill(pid, SIGKILL);         /* it cannot be inside a critical section */
     }
     nr_unlock(r);
     return pid;
@@ -285,6 +323,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     nri_ledger_release(r, slot);             /* the handles and refs it held */
+    nr_arena_release_writing(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->create_ready) &&
                   !h->shutdown;
@@ -317,13 +356,14 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
         p->restarts++;
         STORE(&p->aflags, p->aflags & ~(NR_ACTOR_CREATED | NR_ACTOR_KILLED));
         if (requeue_head) {                      /* retried calls go first, in order */
+            for (uint32_t t = requeue_head; t; t = nr_task(r, t)->next) p->q_len++;
             nr_task(r, requeue_tail)->next = p->q_head;
             p->q_head = requeue_head;
             if (!p->q_tail) p->q_tail = requeue_tail;
-            for (uint32_t t = requeue_head; t; t = nr_task(r, t)->next) p->q_len++;
         }
-        if (p->create_task) {
-            nr_task(r, p->create_task)->state = NR_TASK_READY;
+        nr_task_t *c = p->create_task ? nr_task(r, p->create_task) : NULL;
+        if (c && !c->deps_left) {              /* else queued once its arguments are ready */
+            c->state = NR_TASK_READY;
             p->create_ready = p->create_task;
         }
         p->state = NR_PROC_STARTING;

@@ -32,6 +32,10 @@ enum {
     NR_ACTOR_DEAD = 4,         /* will never run again; calls fail */
     NR_ACTOR_NO_RESTART = 8,   /* killed with no_restart, or exited on purpose */
     NR_ACTOR_KILLED = 16,      /* kill() asked; a process that starts now exits */
+    NR_ACTOR_DETACHED = 32,    /* holds a count on its own handle object until it dies */
+    NR_ACTOR_UNORDERED = 64,   /* threaded or async: a call never waits behind another's
+                                * pending arguments (sequential actors keep each
+                                * caller's order) */
 };
 
 #define NR_NAME_MAX 120        /* bytes of "namespace\x1fname" */
@@ -54,15 +58,18 @@ static inline int nr_actor_should_exit(nr_proc_t *p) {
  * no slot is free; -2 when the name is taken by a live actor, whose handle
  * object id is written to *existing; -3 when the name table is full. */
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                    int32_t cpus_milli, const char *key, uint32_t *gen_out, uint64_t *existing);
+                    int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
+                    uint64_t *existing);
 /* Finds a named live actor: 0 and its handle object, slot, generation; -1 if none. */
 int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint32_t *slot,
                     uint32_t *gen);
 /* The actor itself ends for good (__init__ failed, exit_actor()): every call
  * queued fails with death_obj's payload.  0, or -1 if (slot, gen) is stale. */
 int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj);
-/* kill(): marks it (no_restart: never restarted); returns its pid, 0 when
- * its process has not started yet, -1 when (slot, gen) is stale or dead. */
+/* kill(): marks it (no_restart: never restarted) and SIGKILLs its process
+ * while holding the region lock, so the kill never lands inside one of the
+ * actor's critical sections.  Returns the pid, 0 when its process has not
+ * started yet (it exits when it does), -1 when (slot, gen) is stale or dead. */
 int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart);
 /* The zygote saw the actor's process end.  1: restarting (fork a process
  * for it); 0: gone or dead (death_obj is the error its calls now get). */

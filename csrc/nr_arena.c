@@ -127,17 +127,42 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
     push_free(r, off);
 }
 
+/* The caller's blocks in flight are recorded in its process slot, in the
+ * same critical section as the allocation, until a seal, a put or a submit
+ * takes them (nr_arena_written): a process that dies while writing one
+ * leaks nothing.  Two records per process; a third block in flight at
+ * once (threads) goes unrecorded. */
 uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
     nr_lock(r);
     uint64_t off = nr_arena_alloc_locked(r, n);
+    if (off) {
+        nr_proc_t *p = nr_proc(r, r->slot);
+        if (!p->writing[0]) p->writing[0] = off;
+        else if (!p->writing[1]) p->writing[1] = off;
+    }
     nr_unlock(r);
     return off;
 }
 
+void nr_arena_written(nr_region_t *r, uint64_t off) {
+    nr_proc_t *p = nr_proc(r, r->slot);
+    if (p->writing[0] == off) p->writing[0] = 0;
+    else if (p->writing[1] == off) p->writing[1] = 0;
+}
+
 void nr_arena_free(nr_region_t *r, uint64_t payload_off) {
     nr_lock(r);
+    nr_arena_written(r, payload_off);
     nr_arena_free_locked(r, payload_off);
     nr_unlock(r);
+}
+
+void nr_arena_release_writing(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    for (int i = 0; i < 2; i++) {
+        if (p->writing[i]) nr_arena_free_locked(r, p->writing[i]);
+        p->writing[i] = 0;
+    }
 }
 
 uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off) {

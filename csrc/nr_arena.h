@@ -35,6 +35,10 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off);
 uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
 void nr_arena_free(nr_region_t *r, uint64_t payload_off);
 uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off);
+/* Under the lock: the block at off is now owned (sealed, put, submitted). */
+void nr_arena_written(nr_region_t *r, uint64_t off);
+/* Under the lock: frees the blocks a dead process was still writing. */
+void nr_arena_release_writing(nr_region_t *r, uint32_t slot);
 
 /* Walks every block and free list; returns 0 when consistent, else a
  * negative code naming the first broken invariant (for tests). */

@@ -76,7 +76,9 @@ typedef struct {
     uint64_t handle_obj;  /* object counting the handles (and pending calls) */
     uint64_t death_obj;   /* error payload every call fails with once dead */
     uint32_t ledger_hwm;  /* ledger entries below this may be non-zero */
-    uint8_t _pad[20];
+    uint64_t writing[2];  /* arena blocks it allocated and is still writing (not yet
+                           * owned by an object or a task): freed if it dies */
+    uint8_t _pad[4];
 } nr_proc_t;
 
 typedef struct {

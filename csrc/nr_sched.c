@@ -185,7 +185,10 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
     wakeups_t w = {0};
     nr_lock(r);
     uint64_t id = obj_alloc_locked(r);
-    if (id) nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
+    if (id) {
+        nr_arena_written(r, data);
+        nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
+    }
     nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -200,6 +203,7 @@ int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, in
     if (!o) rc = -1;
     else if (o->state != NR_OBJ_PENDING) rc = 1;   /* a retried task sealed it before */
     else {
+        nr_arena_written(r, data);
         nri_seal(r, o, data, size, is_error, &w);
         if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     }
@@ -404,6 +408,12 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
 void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     nr_task_t *task = nr_task(r, t);
+    if (task->kind == NR_SPEC_CANCELLED) {   /* its actor is gone: just released */
+        task->state = NR_TASK_READY;
+        task->next = r->hdr->fail_head;
+        r->hdr->fail_head = t;
+        return;
+    }
     if (task->target) {
         nr_proc_t *p = nr_proc(r, task->target - 1);
         if (nri_actor_route(r, t, p, task->target - 1, w)) return;
@@ -647,6 +657,8 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->in_queue = 0;
     uint32_t sk = nr_proc(r, r->slot)->kind;
     task->nested = sk == NR_KIND_WORKER || sk == NR_KIND_ACTOR;
+    task->caller = r->slot + 1;
+    nr_arena_written(r, spec);
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1) nr_proc(r, target_slot1 - 1)->create_task = t;
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
@@ -766,6 +778,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
     nri_ledger_release(r, slot);
+    nr_arena_release_writing(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;
@@ -878,5 +891,7 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->arena_brk = h->arena.brk - h->arena_off; s->arena_peak = h->arena.peak - h->arena_off;
     s->arena_size = h->arena.end - h->arena_off;
     s->repairs = h->repairs;
+    s->nactors = h->nactors;
+    s->lock_stalls = h->lock_stalls;
     nr_unlock(r);
 }

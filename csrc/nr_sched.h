@@ -37,7 +37,8 @@ static inline uint64_t nr_make_id(uint64_t gen, uint32_t index1) {
 
 enum { NR_OBJ_FREE = 0, NR_OBJ_PENDING, NR_OBJ_READY, NR_OBJ_ERROR };
 enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
-enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL };
+enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL,
+       NR_SPEC_CANCELLED };   /* a creation task whose actor ended while it waited */
 
 typedef struct {
     uint64_t gen;         /* generation, bumped on free; the id's high bits (mod 2^40) */
@@ -68,7 +69,9 @@ typedef struct {
     uint32_t in_queue;    /* an actor call holding its place in the queue while its
                            * arguments are pending (calls run in submission order) */
     uint32_t nested;      /* submitted from inside a task or actor: the nested queue */
-    uint64_t _pad[9];
+    uint32_t caller;      /* slot + 1 of the process that submitted it (actor call order) */
+    uint32_t _pad1;
+    uint64_t _pad[8];
 } nr_task_t;
 
 /* A task's description, written into the arena by the submitter. */
@@ -104,6 +107,7 @@ typedef struct {
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;
+    uint64_t nactors, lock_stalls;
 } nr_stats_t;
 
 /* Objects */

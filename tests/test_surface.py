@@ -11,7 +11,7 @@ def test_public_names():
         "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "actor",
         "available_resources", "cluster_resources", "exceptions", "get", "get_actor",
         "get_runtime_context", "init", "is_initialized", "kill", "method", "put", "remote",
-        "shutdown", "timeline", "wait", "__version__"])
+        "shutdown", "timeline", "util", "wait", "__version__"])
     for name in nanoray.__all__:
         assert hasattr(nanoray, name)
 

@@ -16,8 +16,6 @@ is reused, unless the actor is detached.
 
 import inspect
 import numbers
-import os
-import signal
 
 from nanoray import _api
 from nanoray import exceptions
@@ -67,6 +65,9 @@ def validate_actor_options(opts):
         v = opts.get(key)
         if v is not None and (not isinstance(v, str) or not v):
             raise ValueError("%s must be a non-empty str, got %r" % (key, v))
+        if v is not None and ("\x00" in v or _NAME_SEP in v):
+            raise ValueError("%s cannot contain the characters \\x00 or \\x1f, got %r"
+                             % (key, v))
     lifetime = opts.get("lifetime")
     if lifetime not in (None, "detached", "non_detached"):
         raise ValueError("actor lifetime must be 'detached' or 'non_detached', got %r"
@@ -177,19 +178,28 @@ class ActorClass:
             raise ValueError("this actor needs %g CPUs but nanoray was started with num_cpus=%g"
                              % (cpus_milli / 1000, backend.num_cpus))
         cls_ref = self._exporter._current_export()
-        handle_ref = _rt.put(self._desc)
-        slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key)
+        # The handle object: what every handle (get_actor's too) knows of it.
+        desc = dict(self._desc, max_task_retries=o["max_task_retries"],
+                    max_pending_calls=max(0, o["max_pending_calls"]))
+        handle_ref = _rt.put(desc)
+        slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
+                                     detached=o["lifetime"] == "detached",
+                                     unordered=is_async or concurrency > 1)
         if slot == -2:
             if o["get_if_exists"]:
                 return get_actor(name, o["namespace"])
             raise ValueError("The name %s (namespace=%s) is already taken by another actor."
                              % (name, o["namespace"] or backend.namespace))
-        if o["lifetime"] == "detached":
-            _rt.hold_forever(handle_ref)     # lives until shutdown()
-        _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
-                                {"max_concurrency": concurrency, "is_async": is_async})
-        return ActorHandle(handle_ref, slot, gen, self._desc, o["max_task_retries"],
-                           max(0, o["max_pending_calls"]))
+        try:
+            _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
+                                    {"max_concurrency": concurrency, "is_async": is_async})
+        except BaseException as e:
+            # Never a half-made actor: its name, CPUs and slot go back.
+            _rt.actor_die(slot, gen, _rt.put(exceptions.ActorDiedError(
+                "The actor %s was never created: %s" % (desc["class_name"],
+                                                       exceptions._safe_repr(e)))))
+            raise
+        return ActorHandle(handle_ref, slot, gen, desc)
 
 
 class _BoundActorClass:
@@ -206,14 +216,14 @@ class _BoundActorClass:
 class ActorHandle:
     """A handle to an actor: attribute access gives its methods."""
 
-    def __init__(self, ref, slot, gen, desc, max_task_retries=0, max_pending=0):
-        self._pending = [] if max_pending else None   # this handle's unfinished calls
+    def __init__(self, ref, slot, gen, desc):
         self._ref = ref
         self._slot = slot
         self._gen = gen
         self._desc = desc
-        self._retries = max_task_retries
-        self._max_pending = max_pending
+        self._retries = desc.get("max_task_retries", 0)
+        self._max_pending = desc.get("max_pending_calls", 0)
+        self._pending = [] if self._max_pending else None   # this handle's unfinished calls
 
     def __getattr__(self, name):
         methods = self.__dict__.get("_desc", {}).get("methods", {})
@@ -231,8 +241,7 @@ class ActorHandle:
         return m
 
     def __reduce__(self):
-        return (_rebuild_handle, (self._ref, self._slot, self._gen, self._desc, self._retries,
-                                  self._max_pending))
+        return (_rebuild_handle, (self._ref, self._slot, self._gen, self._desc))
 
     def __repr__(self):
         return "Actor(%s, %s)" % (self._desc["class_name"], self._actor_id_hex())
@@ -271,8 +280,8 @@ class _ActorID:
         return hash(self._hex)
 
 
-def _rebuild_handle(ref, slot, gen, desc, retries=0, max_pending=0):
-    return ActorHandle(ref, slot, gen, desc, retries, max_pending)
+def _rebuild_handle(ref, slot, gen, desc):
+    return ActorHandle(ref, slot, gen, desc)
 
 
 class ActorMethod:
@@ -333,6 +342,8 @@ def get_actor(name, namespace=None):
     """The handle of the live actor named `name` (ValueError if none)."""
     if not isinstance(name, str) or not name:
         raise ValueError("Please supply a non-empty value to get_actor")
+    if namespace is not None and not isinstance(namespace, str):
+        raise TypeError("namespace must be a str or None, got %r" % (type(namespace).__name__,))
     backend = _api._get_backend()
     ns = namespace or backend.namespace
     found = _rt.actor_lookup(ns + _NAME_SEP + name)
@@ -354,12 +365,7 @@ def kill(actor, *, no_restart=True):
         raise ValueError("nanoray.kill() only supported for actors. For tasks, try "
                          "nanoray.cancel(). Got: %r." % (type(actor).__name__,))
     _api._get_backend()
-    pid = _rt.actor_kill(actor._slot, actor._gen, bool(no_restart))
-    if pid > 0:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _rt.actor_kill(actor._slot, actor._gen, bool(no_restart))
 
 
 def exit_actor():

@@ -180,7 +180,8 @@ cdef class CRegion:
         nr_shutdown(&self.r)
 
     # actors
-    def actor_create(self, uint64_t handle_obj, int32_t max_restarts=0, int32_t cpus=0, key=None):
+    def actor_create(self, uint64_t handle_obj, int32_t max_restarts=0, int32_t cpus=0, key=None,
+                     uint32_t flags=0):
         """(slot, gen), or (-2, existing handle) when the name is taken."""
         cdef uint32_t gen = 0
         cdef uint64_t existing = 0
@@ -188,7 +189,7 @@ cdef class CRegion:
         cdef const char *kp = NULL
         if k is not None:
             kp = k
-        slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus, kp, &gen, &existing)
+        slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus, flags, kp, &gen, &existing)
         if slot == -2:
             return -2, existing
         return slot, gen
@@ -216,6 +217,9 @@ cdef class CRegion:
         if nr_actor_lookup(&self.r, key.encode(), &h, &slot, &gen) != 0:
             return None
         return h, slot, gen
+
+    def task_state(self, uint32_t t):
+        return nr_task(&self.r, t).state
 
     def actor_die(self, uint32_t slot, uint32_t gen, uint64_t death):
         return nr_actor_die(&self.r, slot, gen, death)

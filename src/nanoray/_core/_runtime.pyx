@@ -42,6 +42,7 @@ task is queued only once they are sealed, and the worker substitutes their
 values.
 """
 
+import contextvars as _contextvars
 import numbers as _numbers
 import os
 import pickle

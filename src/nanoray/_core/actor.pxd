@@ -9,10 +9,12 @@ cdef extern from "nr_actor.h" nogil:
         NR_ACTOR_DEAD
         NR_ACTOR_NO_RESTART
         NR_ACTOR_KILLED
+        NR_ACTOR_DETACHED
+        NR_ACTOR_UNORDERED
         NR_NAME_MAX
 
     int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                        int32_t cpus_milli, const char *key, uint32_t *gen_out,
+                        int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
                         uint64_t *existing)
     int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint32_t *slot,
                         uint32_t *gen)

@@ -49,6 +49,7 @@ cdef extern from "nr_sched.h" nogil:
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
+        uint64_t nactors, lock_stalls
 
     uint32_t nr_id_index1(uint64_t id)   # index + 1 in the object table
     uint64_t *nr_spec_ids(nr_spec_t *s)

@@ -10,6 +10,7 @@
 #                     ─► the actor's queue ─► sequential / thread pool / event loop
 
 cdef object _actor = None          # the instance this process hosts
+cdef bint _actor_process = False   # this process hosts an actor (from before __init__)
 cdef str _actor_name = ""          # its class name (or repr) for messages
 cdef uint32_t _actor_gen = 0       # generation of this process's actor slot
 cdef dict _actor_opts = {}         # max_concurrency, is_async
@@ -98,9 +99,10 @@ cdef void _actor_init_failed(Region reg, failure) except *:
 
 def actor_loop(Region reg, uint32_t slot):
     """Hosts one actor until its last handle is gone (-2) or shutdown (0)."""
-    global _actor_gen
+    global _actor_gen, _actor_process
     cdef nr_proc_t *p = nr_proc(&reg.r, slot)
     _actor_gen = p.gen
+    _actor_process = True
     if p.aflags & NR_ACTOR_KILLED:
         return -1                         # killed before it started
     cdef int64_t t
@@ -197,7 +199,8 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
 # -- the caller's side ------------------------------------------------------
 
 
-def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key):
+def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key,
+                 bint detached=False, bint unordered=False):
     """A slot for a new actor: (slot, generation); (-2, existing handle id)
     when the name is taken."""
     cdef Region reg = _check_ref(handle)
@@ -205,14 +208,18 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
     cdef uint64_t existing = 0
     cdef bytes k = None
     cdef const char *kp = NULL
+    cdef uint32_t flags = (NR_ACTOR_DETACHED if detached else 0) | (
+        NR_ACTOR_UNORDERED if unordered else 0)
     if key is not None:
+        if "\x00" in key:
+            raise ValueError("actor names and namespaces cannot contain NUL characters")
         k = key.encode("utf-8")
         if len(k) >= NR_NAME_MAX:
             raise ValueError("actor name and namespace are too long (at most %d bytes together)"
                              % (NR_NAME_MAX - 2))
         kp = k
-    cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli, kp, &gen,
-                                    &existing)
+    cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli, flags, kp,
+                                    &gen, &existing)
     if slot == -1:
         raise _exc.RaySystemError("nanoray: no process slot is free for another actor "
                                   "(at most %d processes)" % reg.r.hdr.max_procs)
@@ -257,8 +264,15 @@ def pending_count(list refs):
     return len(refs)
 
 
+def actor_die(uint32_t slot, uint32_t gen, ObjectRef death):
+    """Ends the actor for good (its creation could not be submitted)."""
+    cdef Region reg = _running()
+    return nr_actor_die(&reg.r, slot, gen, death._id)
+
+
 def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):
-    """Marks the actor killed; returns its pid (0: not started, -1: gone)."""
+    """Kills the actor's process (SIGKILL, sent under the region lock);
+    returns its pid (0: not started yet, -1: gone)."""
     cdef Region reg = _running()
     return nr_actor_kill(&reg.r, slot, gen, no_restart)
 
@@ -289,7 +303,7 @@ def actor_info(uint32_t slot, uint32_t gen):
 def current_actor_slot():
     """(slot, generation, handle object id) when this process hosts an actor, else None."""
     cdef Region reg = _region
-    if reg is None or _actor is None:
+    if reg is None or not _actor_process:
         return None
     return _slot, _actor_gen, nr_proc(&reg.r, _slot).handle_obj
 

@@ -116,7 +116,7 @@ cdef class Region:
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,
                     store_touched=s.arena_peak, store_capacity=s.arena_size,
-                    lock_repairs=s.repairs)
+                    lock_repairs=s.repairs, actors=s.nactors, lock_stalls=s.lock_stalls)
 
     def arena_check(self):
         """0 when the allocator's invariants hold, else which one broke."""

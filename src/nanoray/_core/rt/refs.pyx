@@ -53,7 +53,7 @@ cdef class ObjectRef:
         """A concurrent.futures.Future resolved with the value (or the error).
         One watcher thread per process serves every pending future and await."""
         import concurrent.futures
-        fut = concurrent.futures.Future()
+        fut = _ref_future_class()()
 
         def resolve(ref):
             try:

@@ -243,8 +243,6 @@ cdef class _Watcher:
                 self.pending[ref._id] = [ref, callback]
             else:
                 entry.append(callback)
-            if _in_task:
-                self.task_seq = _task_seq   # the running task waits through it
             if self.thread is None:
                 self.thread = threading.Thread(target=self.run, name="nanoray-ref-watcher",
                                                daemon=True)
@@ -258,7 +256,6 @@ cdef class _Watcher:
         cdef uint8_t *ready = NULL
         cdef int n, i, k
         cdef int64_t slice_ns = WAIT_SLICE_NS
-        cdef unsigned long tag
         cdef Region reg = self.reg
         try:
             while True:
@@ -279,19 +276,8 @@ cdef class _Watcher:
                     raise MemoryError()
                 for i in range(n):
                     ids[i] = keys[i]
-                # While the running task waits through a future or an await,
-                # its CPUs are lent, as for a get() (nested tasks can run).
-                tag = 0
-                if _in_task and self.task_seq == _task_seq:
-                    with nogil:
-                        k = nr_wait_many_or(&reg.r, ids, n, 1, 0, 0, ready, NULL)
-                    if k == 0:
-                        tag = _wait_enter(reg, False)
-                try:
-                    with nogil:
-                        k = nr_wait_many_or(&reg.r, ids, n, 1, slice_ns, 0, ready, &self.cancel)
-                finally:
-                    _wait_exit(reg, tag, False)
+                with nogil:
+                    k = nr_wait_many_or(&reg.r, ids, n, 1, slice_ns, 0, ready, &self.cancel)
                 done = []
                 with self.cond:
                     for i in range(n):
@@ -341,12 +327,50 @@ def _loop_ready(fut):
 
 async def _await_ref(ObjectRef ref):
     """`await ref`: suspends until the ref seals (no thread of its own), then
-    reads the value in the awaiting thread."""
+    reads the value in the awaiting thread.  In a task, its CPUs are lent
+    while it is suspended, as for a get()."""
     import asyncio
     cdef Region reg = _check_ref(ref)
+    cdef unsigned long tag
     if nr_object_info(&reg.r, ref._id, NULL, NULL) == NR_OBJ_PENDING:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         _watch(ref, lambda _r: loop.call_soon_threadsafe(_loop_ready, fut))
-        await fut
+        tag = _wait_enter(reg, False)
+        try:
+            await fut
+        finally:
+            _wait_exit(reg, tag, False)
     return get_one(ref, None)
+
+
+_RefFuture = None
+
+
+def _ref_future_class():
+    """concurrent.futures.Future whose blocking result() and exception()
+    lend the running task's CPUs while they wait, as a get() does."""
+    global _RefFuture
+    if _RefFuture is None:
+        import concurrent.futures
+
+        class RefFuture(concurrent.futures.Future):
+            def result(self, timeout=None):
+                return _lending(super().result, timeout, self)
+
+            def exception(self, timeout=None):
+                return _lending(super().exception, timeout, self)
+        _RefFuture = RefFuture
+    return _RefFuture
+
+
+def _lending(method, timeout, fut):
+    cdef Region reg = _region
+    cdef unsigned long tag = 0
+    if reg is not None and not fut.done():
+        tag = _wait_enter(reg, timeout is not None)
+    try:
+        return method(timeout)
+    finally:
+        if tag:
+            _wait_exit(reg, tag, timeout is not None)

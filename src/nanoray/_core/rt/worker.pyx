@@ -50,7 +50,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
     cdef _Call c = _Call.__new__(_Call)
     c.t = t
     c.kind = spec.kind
-    _tls.task = ((<uint64_t>task.gen) << 32) | t
+    _task_id.set(((<uint64_t>task.gen) << 32) | t)
     c.nret = nret
     c.name = "task"
     if c.kind == NR_SPEC_TASK:
@@ -157,9 +157,14 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         nr_task_finish(&reg.r, _slot, c.t)
 
 
+# The running task's id: a context variable, so that each coroutine of an
+# async actor (and each thread) sees its own.
+_task_id = _contextvars.ContextVar("nanoray_task_id", default=None)
+
+
 def current_task():
-    """The id of the task this thread runs, None outside tasks."""
-    return getattr(_tls, "task", None)
+    """The id of the task this code runs in, None outside tasks."""
+    return _task_id.get()
 
 
 cdef void _run_task(Region reg, uint32_t t) except *:
