@@ -224,3 +224,25 @@ def test_each_coroutine_of_an_async_actor_sees_its_own_task_id(ray):
     out = ray.get([a.ids.remote(0.2), a.ids.remote(0.1)], timeout=T)
     assert all(before == after for before, after in out)
     assert out[0][0] != out[1][0]
+
+
+def test_an_actor_keeping_its_own_handle_still_exits_with_its_last_handle(ray):
+    @ray.remote
+    class Selfish:
+        def __init__(self):
+            self.me = ray.get_runtime_context().current_actor
+
+        def pid(self):
+            return os.getpid()
+
+        def through_copy(self):
+            @ray.remote
+            def use(h):
+                return ray.get(h.pid.remote(), timeout=T)
+            return use.remote(self.me)          # a real handle travels with the task
+    s = Selfish.remote()
+    pid = ray.get(s.pid.remote(), timeout=T)
+    inner = ray.get(s.through_copy.remote(), timeout=T)
+    assert ray.get(inner, timeout=T) == pid
+    del s, inner
+    assert wait_gone([pid]) == [], "its own handle kept the actor alive"

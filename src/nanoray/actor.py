@@ -213,6 +213,27 @@ class _BoundActorClass:
         return self._ac._remote(args, kwargs, self._opts)
 
 
+class _WeakRef:
+    """The handle object's id without a count: what a weak handle holds (an
+    actor's handle to itself, so that it does not keep itself alive)."""
+    __slots__ = ("_id",)
+
+    def __init__(self, oid):
+        self._id = oid
+
+    def strong(self):
+        ref = _rt.ref_if_alive(self._id)
+        if ref is None:
+            raise exceptions.ActorDiedError("The actor is gone: no handle to it is left.")
+        return ref
+
+    def __eq__(self, other):
+        return isinstance(other, (_WeakRef, ObjectRef)) and other._id == self._id
+
+    def __hash__(self):
+        return hash(self._id)
+
+
 class ActorHandle:
     """A handle to an actor: attribute access gives its methods."""
 
@@ -241,14 +262,17 @@ class ActorHandle:
         return m
 
     def __reduce__(self):
-        return (_rebuild_handle, (self._ref, self._slot, self._gen, self._desc))
+        ref = self._ref
+        if type(ref) is _WeakRef:
+            ref = ref.strong()               # a copy sent elsewhere is a real handle
+        return (_rebuild_handle, (ref, self._slot, self._gen, self._desc))
 
     def __repr__(self):
         return "Actor(%s, %s)" % (self._desc["class_name"], self._actor_id_hex())
 
     def __eq__(self, other):
         return (isinstance(other, ActorHandle) and other._slot == self._slot
-                and other._gen == self._gen and other._ref == self._ref)
+                and other._gen == self._gen and other._ref._id == self._ref._id)
 
     def __hash__(self):
         return hash((self._slot, self._gen))
@@ -307,16 +331,19 @@ class ActorMethod:
                         "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))
 
     def remote(self, *args, **kwargs):
+        ref = self._ref
+        if type(ref) is _WeakRef:
+            ref = ref.strong()               # the call holds the actor while pending
         pending = self._pending
         if pending is None:
-            return _rt.submit_actor_call(self._ref, self._slot, self._name, args,
+            return _rt.submit_actor_call(ref, self._slot, self._name, args,
                                          kwargs or None, self._nret, self._retries)
         # max_pending_calls: counted per handle, as in Ray.
         if len(pending) >= self._max_pending and _rt.pending_count(pending) >= self._max_pending:
             raise exceptions.PendingCallsLimitExceeded(
                 "The actor %s has %d calls pending from this handle, and max_pending_calls=%d"
                 % (self._cls, len(pending), self._max_pending))
-        out = _rt.submit_actor_call(self._ref, self._slot, self._name, args, kwargs or None,
+        out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
                                     self._nret, self._retries)
         if self._nret:
             pending.append(out if self._nret == 1 else out[0])

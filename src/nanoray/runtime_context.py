@@ -33,15 +33,17 @@ class RuntimeContext:
 
     @property
     def current_actor(self):
-        """A handle to the actor this runs in, None outside actors."""
+        """A handle to the actor this runs in, None outside actors.  It is
+        weak, as in Ray: kept by the actor itself, it does not keep the actor
+        alive (a copy passed to a task or another actor is a real handle)."""
         me = _rt.current_actor_slot()
         if me is None:
             return None
-        from nanoray.actor import ActorHandle
+        from nanoray.actor import ActorHandle, _WeakRef
         ref = _rt.ref_if_alive(me[2])
         if ref is None:
             return None
-        return ActorHandle(ref, me[0], me[1], _rt.get_one(ref, None))
+        return ActorHandle(_WeakRef(me[2]), me[0], me[1], _rt.get_one(ref, None))
 
     @property
     def was_current_actor_reconstructed(self):
