@@ -4,11 +4,11 @@ handle counting.  The arena must verify after every scenario."""
 
 import pytest
 
-from nanoray._core._ctest import CRegion
+from nanoray._core._ctest import NO_SUCH_PID, CRegion
 
 OBJ_PENDING, OBJ_READY, OBJ_ERROR = 1, 2, 3
 SPEC_TASK, SPEC_CREATE, SPEC_CALL = 0, 1, 2
-CREATED, ORPHANED, DEAD, NO_RESTART, KILLED = 1, 2, 4, 8, 16
+CREATED, ORPHANED, DEAD, NO_RESTART, KILLED, DETACHED, UNORDERED = 1, 2, 4, 8, 16, 32, 64
 PROC_FREE, PROC_EXITED = 0, 5
 
 
@@ -98,7 +98,7 @@ def test_restart_runs_creation_again_then_retried_and_queued_calls(r):
     assert r.next(slot) == retried
     death = r.put()
     assert r.actor_reap(slot, death) == 1              # restarting
-    r.actor_started(slot, pid=2)
+    r.actor_started(slot, pid=NO_SUCH_PID - 1)
     assert r.next(slot) == create                      # __init__ again, first
     assert r.next(slot) == 0
     r.finish(slot, create)
@@ -145,7 +145,7 @@ def test_names_hold_the_actor_and_go_with_its_death(r):
     assert r.actor_lookup("other\x1fcounter") is None
     r.decref(handle)                                   # the name keeps it
     assert not r.actor_info(slot, gen)[1] & ORPHANED
-    assert r.actor_kill(slot, gen) == 1                # its pid
+    assert r.actor_kill(slot, gen) == NO_SUCH_PID      # its pid (signalled: nobody there)
     assert r.actor_reap(slot, r.put()) == 0
     assert r.actor_lookup("ns\x1fcounter") is None
     assert r.actor_info(slot, gen) is None             # nothing names it: slot freed
@@ -169,3 +169,52 @@ def test_init_failure_releases_the_creation_task(r):
     assert r.state(ret) == OBJ_ERROR
     assert r.actor_reap(slot, r.put()) == 0             # dead: no restart despite max_restarts
     assert r.stats()["ntasks"] == 0
+
+
+def test_one_callers_pending_call_does_not_block_another_caller(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    caller_a, caller_b = r.proc(), r.proc()
+    dep = r.create()
+    r.set_slot(caller_a)
+    a1, _ = call(r, handle, slot, deps=[dep])
+    a2, _ = call(r, handle, slot)
+    r.set_slot(caller_b)
+    b1, _ = call(r, handle, slot)
+    assert r.next(slot) == b1                          # b is not held up by a's argument
+    assert r.next(slot) == 0                           # a2 still waits behind a1
+    r.seal(dep)
+    assert r.next(slot) == a1
+    assert r.next(slot) == a2
+
+
+def test_unordered_actors_run_any_ready_call(r):
+    handle = r.put()
+    slot, gen = r.actor_create(handle, 0, 0, None, UNORDERED)
+    create, _ = r.submit(target=slot + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(slot)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    dep = r.create()
+    first, _ = call(r, handle, slot, deps=[dep])
+    second, _ = call(r, handle, slot)                   # same caller, ready
+    assert r.next(slot) == second
+    r.seal(dep)
+    assert r.next(slot) == first
+
+
+def test_a_creation_task_cancelled_while_waiting_never_runs(r):
+    handle = r.put()
+    slot, gen = r.actor_create(handle)
+    dep = r.create()
+    create, _ = r.submit(deps=[dep], target=slot + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(slot)
+    r.decref(handle)                                   # orphaned before __init__ could run
+    assert r.next_blocking(slot, 0) == -2
+    assert r.actor_reap(slot, 0) == 0                  # slot freed; creation task cancelled
+    assert r.stats()["ntasks"] == 1
+    r.seal(dep)                                        # released now, never queued anywhere
+    assert r.stats()["ntasks"] == 0
+    w = r.proc()
+    assert r.next(w) == 0

@@ -14,6 +14,10 @@ from nanoray._core.sched cimport *
 from nanoray._core.actor cimport *
 
 
+# Above Linux's largest pid_max (2^22): a signal sent to it reaches nobody.
+NO_SUCH_PID = (1 << 30) - 7
+
+
 cdef class CRegion:
     cdef nr_region_t r
 
@@ -114,7 +118,7 @@ cdef class CRegion:
     # tasks
     def proc(self, uint32_t kind=NR_KIND_WORKER):
         slot = nr_proc_alloc(&self.r, kind)
-        nr_proc_started(&self.r, slot, 1)
+        nr_proc_started(&self.r, slot, NO_SUCH_PID)
         return slot
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
@@ -194,8 +198,9 @@ cdef class CRegion:
             return -2, existing
         return slot, gen
 
-    def actor_started(self, uint32_t slot, int32_t pid=1):
-        """What the zygote and the new process do: take the spawn request, start."""
+    def actor_started(self, uint32_t slot, int32_t pid=NO_SUCH_PID):
+        """What the zygote and the new process do: take the spawn request, start.
+        The pid is one no process can have: kill() sends it real signals."""
         cdef uint32_t out[64]
         cdef int n = nr_spawn_take(&self.r, out, 64)
         assert slot in [out[i] for i in range(n)], "no spawn request for the actor"
@@ -217,6 +222,10 @@ cdef class CRegion:
         if nr_actor_lookup(&self.r, key.encode(), &h, &slot, &gen) != 0:
             return None
         return h, slot, gen
+
+    def set_slot(self, uint32_t slot):
+        """Act as the process in `slot` (who submits, for per-caller order)."""
+        self.r.slot = slot
 
     def task_state(self, uint32_t t):
         return nr_task(&self.r, t).state
