@@ -123,8 +123,11 @@ void nr_region_detach(nr_region_t *r) {
  * it); refreshed in a forked child. */
 static int32_t self_pid;
 static void refresh_pid(void) { self_pid = (int32_t)getpid(); }
-static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
-static void pid_init(void) { refresh_pid(); pthread_atfork(NULL, NULL, refresh_pid); }
+static int pid_hooked;
+static void pid_init(void) {       /* racing threads both do it: harmless */
+    if (!__atomic_exchange_n(&pid_hooked, 1, __ATOMIC_SEQ_CST)) pthread_atfork(NULL, NULL, refresh_pid);
+    refresh_pid();
+}
 
 /* 's' of /proc/PID/stat: 'T' stopped (SIGSTOP), 't' traced (a debugger). */
 static char proc_state(int32_t pid) {
@@ -177,7 +180,7 @@ void nr_lock(nr_region_t *r) {
         r->hdr->repairs++;
         pthread_mutex_consistent(m);
     }
-    pthread_once(&pid_once, pid_init);
+    if (__builtin_expect(!self_pid, 0)) pid_init();
     r->hdr->lock_pid = self_pid;
 }
 

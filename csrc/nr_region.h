@@ -97,7 +97,9 @@ typedef struct {
     uint64_t size;            /* total mapped bytes */
     uint64_t session;         /* random at creation: tells runtimes apart */
     pthread_mutex_t lock;     /* guards everything below but atomics */
-    uint8_t _lockpad[64 - (sizeof(pthread_mutex_t) % 64)];
+    int32_t lock_pid;             /* the process that last took the lock (for messages):
+                                   * in the lock's cache line, which the taker owns anyway */
+    uint8_t _lockpad[60 - (sizeof(pthread_mutex_t) % 64)];
 
     uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, arena_off;
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
@@ -127,7 +129,6 @@ typedef struct {
     uint32_t obj_seq;             /* futex word: bumped when a watched object seals */
     uint32_t shutdown;            /* set once: every waiter returns */
     uint32_t repairs;             /* locks recovered from a dead holder */
-    int32_t lock_pid;             /* the process that last took the lock (for messages) */
     uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
     uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */

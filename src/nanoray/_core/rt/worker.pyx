@@ -41,7 +41,7 @@ cdef object _failure_of(BaseException e, str name):
 
 cdef _Call _prepare(Region reg, uint32_t t):
     """Loads the function (or actor method) and the arguments of task t."""
-    global _in_task
+    global _in_task, _pool_task_id
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -50,7 +50,10 @@ cdef _Call _prepare(Region reg, uint32_t t):
     cdef _Call c = _Call.__new__(_Call)
     c.t = t
     c.kind = spec.kind
-    _task_id.set(((<uint64_t>task.gen) << 32) | t)
+    if c.kind == NR_SPEC_TASK:
+        _pool_task_id = ((<uint64_t>task.gen) << 32) | t   # one task at a time here
+    else:
+        _task_id.set(((<uint64_t>task.gen) << 32) | t)     # per coroutine / thread
     c.nret = nret
     c.name = "task"
     if c.kind == NR_SPEC_TASK:
@@ -162,8 +165,13 @@ cdef void _complete(Region reg, _Call c, object result) except *:
 _task_id = _contextvars.ContextVar("nanoray_task_id", default=None)
 
 
+cdef uint64_t _pool_task_id = 0
+
+
 def current_task():
     """The id of the task this code runs in, None outside tasks."""
+    if _in_task:
+        return _pool_task_id
     return _task_id.get()
 
 
