@@ -38,13 +38,14 @@ enum {
                                 * caller's order) */
 };
 
-#define NR_NAME_MAX 120        /* bytes of "namespace\x1fname" */
+#define NR_NAME_MAX 112        /* bytes of "namespace\x1fname": an entry is 128 bytes */
 
 typedef struct {
     uint64_t handle_obj;       /* 0 = free entry */
     uint32_t slot1, gen;
     char key[NR_NAME_MAX];
 } nr_name_t;
+_Static_assert(sizeof(nr_name_t) == 128, "the region lays out 128 bytes per name");
 
 /* Under the lock: an orphaned actor with nothing left to run exits. */
 static inline int nr_actor_should_exit(nr_proc_t *p) {

@@ -53,6 +53,7 @@ typedef struct {
     uint32_t _pad0;
     uint64_t _pad[1];
 } nr_object_t;
+_Static_assert(sizeof(nr_object_t) == 64, "the region lays out 64 bytes per object");
 
 typedef struct {
     uint32_t gen;         /* bumped on free */
@@ -73,6 +74,7 @@ typedef struct {
     uint32_t _pad1;
     uint64_t _pad[8];
 } nr_task_t;
+_Static_assert(sizeof(nr_task_t) == 128, "the region lays out 128 bytes per task");
 
 /* A task's description, written into the arena by the submitter. */
 typedef struct {

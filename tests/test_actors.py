@@ -900,3 +900,19 @@ def test_more_actors_at_once_than_one_spawn_batch_all_start(ray):
     assert len(set(pids)) == 80
     del actors
     assert wait_gone(pids) == []
+
+
+def test_list_named_actors(ray):
+    a = Counter.options(name="listed-a").remote()
+    b = Counter.options(name="listed-b", namespace="elsewhere").remote()
+    ray.get([a.read.remote(), b.read.remote()], timeout=T)
+    names = ray.util.list_named_actors()
+    assert "listed-a" in names and "listed-b" not in names
+    everywhere = ray.util.list_named_actors(all_namespaces=True)
+    assert {"name": "listed-b", "namespace": "elsewhere"} in everywhere
+    ray.kill(a)
+    ray.kill(b)
+    deadline = time.monotonic() + T
+    while "listed-a" in ray.util.list_named_actors():
+        assert time.monotonic() < deadline, "a killed actor's name stayed listed"
+        time.sleep(0.02)

@@ -13,6 +13,12 @@ cdef extern from "nr_actor.h" nogil:
         NR_ACTOR_UNORDERED
         NR_NAME_MAX
 
+    ctypedef struct nr_name_t:
+        uint64_t handle_obj  # 0: a free entry
+        uint32_t slot1       # the actor's slot + 1
+        uint32_t gen         # its generation
+        char key[112]        # "namespace\x1fname"
+
     int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
                         int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
                         uint64_t *existing)

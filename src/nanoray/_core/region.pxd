@@ -39,6 +39,8 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_procs   # proc slots
         uint32_t max_objects # object table entries
         uint32_t obj_hwm     # object entries ever used
+        uint64_t names_off   # where the actor name table starts
+        uint32_t max_names   # its entries
         uint64_t objs_off    # where the object table starts
         uint32_t shutdown    # set once at shutdown
         int32_t cpus_total   # milli-CPUs

@@ -8,4 +8,16 @@ on its own (``from nanoray.util.queue import Queue``), as in Ray.
 
 from nanoray.util.actor_pool import ActorPool
 
-__all__ = ["ActorPool"]
+__all__ = ["ActorPool", "list_named_actors"]
+
+
+def list_named_actors(all_namespaces=False):
+    """Names of the live named actors in the current namespace; with
+    all_namespaces, dicts of their name and namespace (as in Ray)."""
+    from nanoray import _api
+    from nanoray._core import _runtime
+    backend = _api._get_backend()
+    pairs = _runtime.actor_names()
+    if all_namespaces:
+        return [{"name": name, "namespace": ns} for ns, name in pairs]
+    return [name for ns, name in pairs if ns == backend.namespace]

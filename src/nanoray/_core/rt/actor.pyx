@@ -230,6 +230,22 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
     return slot, gen
 
 
+def actor_names():
+    """(namespace, name) of every named actor alive."""
+    cdef Region reg = _running()
+    cdef nr_name_t *n = <nr_name_t *>(reg.r.base + reg.r.hdr.names_off)
+    cdef uint32_t i
+    keys = []
+    nr_lock(&reg.r)
+    try:
+        for i in range(reg.r.hdr.max_names):
+            if n[i].handle_obj:
+                keys.append(<bytes>n[i].key)
+    finally:
+        nr_unlock(&reg.r)
+    return [tuple(k.decode("utf-8", "replace").split("\x1f", 1)) for k in keys]
+
+
 def actor_lookup(str key):
     """(handle object id, slot, generation) of a named live actor, or None."""
     cdef Region reg = _region
