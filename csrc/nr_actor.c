@@ -262,7 +262,7 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
     nr_header_t *h = r->hdr;
     STORE(&p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
     if (!p->death_obj && death) {
-        nr_object_incref(r, death);
+        nri_incref(r, death);
         p->death_obj = death;
     }
     names_remove(r, slot);

@@ -26,6 +26,25 @@ static inline nr_task_t *tasks(nr_region_t *r) { return (nr_task_t *)(r->base + 
 static inline nr_dep_t *deps(nr_region_t *r) { return (nr_dep_t *)(r->base + r->hdr->deps_off); }
 static inline nr_spec_t *spec_of(nr_region_t *r, nr_task_t *t) { return (nr_spec_t *)(r->base + t->spec); }
 
+/* This process took (d = 1) or is giving back (d = -1) a count on id: its
+ * ledger says so, for the reaper.  Taken: recorded after the count (in the
+ * same critical section when the count is taken under the lock); given
+ * back: unrecorded first.  A death in between leaks one count, never frees
+ * one twice. */
+static inline void nri_ledger_add(nr_region_t *r, uint64_t id, int32_t d) {
+    if (!r->ledger) return;
+    uint32_t idx = nr_id_index1(id) - 1;
+    if (idx >= r->hdr->max_objects) return;
+    if (d > 0 && idx >= LOAD(r->ledger_hwm)) STORE(r->ledger_hwm, idx + 1);
+    ADD(&r->ledger[idx], d);
+}
+
+/* A count held by a task, a payload or the region itself, not a process. */
+static inline void nri_incref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (o) ADD(&o->refs, 1);
+}
+
 void nri_flush(nr_region_t *r, wakeups_t *w);
 void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w);
 void nri_release(nr_region_t *r, uint32_t t);

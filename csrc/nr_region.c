@@ -100,6 +100,7 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     __atomic_store_n(&h->magic, NR_MAGIC, __ATOMIC_RELEASE);
     r->base = base; r->hdr = h; r->size = tmp.size; r->fd = fd;
     r->spawn_fd = -1; r->slot = 0;
+    r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
 }
 
@@ -111,6 +112,7 @@ int nr_region_attach(nr_region_t *r, int fd) {
     if (base == MAP_FAILED) return -errno;
     r->base = base; r->hdr = (nr_header_t *)base; r->size = h.size; r->fd = fd;
     r->spawn_fd = -1; r->slot = 0;
+    r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
 }
 

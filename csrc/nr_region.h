@@ -145,6 +145,8 @@ typedef struct {
     int fd;         /* memfd */
     int spawn_fd;   /* eventfd that wakes the zygote, -1 if none */
     uint32_t slot;  /* this process's proc slot */
+    int32_t *ledger;        /* this process's ledger (workers, actors); NULL in the driver */
+    uint32_t *ledger_hwm;   /* its high-water mark, in its proc slot */
 } nr_region_t;
 
 typedef struct {

@@ -51,7 +51,9 @@ static uint64_t obj_alloc_locked(nr_region_t *r) {
     o->actor = 0;
     STORE(&o->state, NR_OBJ_PENDING);
     h->nobjects++;
-    return nr_make_id(o->gen, idx + 1);
+    uint64_t id = nr_make_id(o->gen, idx + 1);
+    nri_ledger_add(r, id, 1);            /* the caller's first count: its ObjectRef */
+    return id;
 }
 
 /* Frees o, then every object whose last count was held by a payload freed
@@ -102,19 +104,25 @@ int nr_object_try_incref(nr_region_t *r, uint64_t id) {
     nr_lock(r);
     nr_object_t *o = nr_object_lookup(r, id);
     int ok = o && o->state == NR_OBJ_READY && LOAD(&o->refs) > 0;
-    if (ok) ADD(&o->refs, 1);
+    if (ok) {
+        ADD(&o->refs, 1);
+        nri_ledger_add(r, id, 1);
+    }
     nr_unlock(r);
     return ok;
 }
 
 void nr_object_incref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
-    if (o) ADD(&o->refs, 1);
+    if (!o) return;
+    ADD(&o->refs, 1);
+    nri_ledger_add(r, id, 1);
 }
 
 void nr_object_decref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
+    nri_ledger_add(r, id, -1);
     if (ADD(&o->refs, -1) != 0) return;
     /* Nobody can take a new reference now; free it unless still pending
      * (then the seal frees it).  Re-check under the lock. */
@@ -145,7 +153,7 @@ uint64_t nr_object_create(nr_region_t *r) {
 static void incref_payload_contained(nr_region_t *r, uint64_t data) {
     nr_payload_t *p = (nr_payload_t *)(r->base + data);
     uint64_t *c = nr_payload_contained(p);
-    for (uint32_t i = 0; i < p->ncontained; i++) nr_object_incref(r, c[i]);
+    for (uint32_t i = 0; i < p->ncontained; i++) nri_incref(r, c[i]);
 }
 
 void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
@@ -663,10 +671,10 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
     for (uint32_t i = 0; i < s->nret; i++) ids[i] = ret_out[i] = obj_alloc_locked(r);
-    if (s->func_id) nr_object_incref(r, s->func_id);
-    if (s->args_obj) nr_object_incref(r, s->args_obj);
+    if (s->func_id) nri_incref(r, s->func_id);
+    if (s->args_obj) nri_incref(r, s->args_obj);
     for (uint32_t i = s->nret + s->ndeps; i < s->nret + s->ndeps + s->ncontained; i++)
-        nr_object_incref(r, ids[i]);
+        nri_incref(r, ids[i]);
     for (uint32_t i = s->nret; i < s->nret + s->ndeps; i++) {
         nr_object_t *o = nr_object_lookup(r, ids[i]);
         if (!o) continue;                       /* stale: the worker reports it */

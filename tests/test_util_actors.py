@@ -67,7 +67,7 @@ def values_of(results):
 def test_util_exports_and_imports_start_nothing():
     import nanoray.util
     import nanoray.util.queue as q
-    assert nanoray.util.__all__ == ["ActorPool"]
+    assert nanoray.util.__all__ == ["ActorPool", "list_named_actors"]
     assert nanoray.util.ActorPool is ActorPool
     assert issubclass(q.Empty, std_queue.Empty) and issubclass(q.Full, std_queue.Full)
     code = ("import nanoray, nanoray.util, nanoray.util.queue, nanoray.util.actor_pool; "

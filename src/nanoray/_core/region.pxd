@@ -52,6 +52,8 @@ cdef extern from "nr_region.h" nogil:
         int fd               # the memfd
         int spawn_fd         # eventfd that wakes the zygote, -1 if none
         uint32_t slot        # this process's proc slot
+        int32_t *ledger      # this process's ledger, NULL when it keeps none
+        uint32_t *ledger_hwm # its high-water mark
 
     ctypedef struct nr_config_t:
         uint64_t arena_bytes # object store bytes

@@ -324,11 +324,6 @@ def current_actor_slot():
     return _slot, _actor_gen, nr_proc(&reg.r, _slot).handle_obj
 
 
-def hold_forever(ObjectRef ref):
-    """One more count on ref's object, never released (detached actors)."""
-    nr_object_incref(&ref._reg.r, ref._id)
-
-
 def actor_teardown():
     """Before the actor's process exits: drop the instance, and with it the
     refs and handles it holds, so their counts are given back."""

@@ -4,6 +4,4 @@ cdef class Region:
     cdef nr_region_t r                # the C handle: base address, header, fds, slot
     cdef int pid                      # the process whose counts it may change
     cdef readonly uint64_t session    # random per runtime: a ref from another is dead
-    cdef int32_t *ledger              # this process's ledger (workers, actors), else NULL
-    cdef uint32_t *ledger_hwm         # entries below it may be non-zero
     cdef object __weakref__

@@ -10,7 +10,6 @@ cdef class Region:
     refs that outlive shutdown() still point at mapped memory."""
 
     def __cinit__(self):
-        self.ledger = NULL
         self.r.base = NULL
         self.r.fd = -1
         self.r.spawn_fd = -1
@@ -160,12 +159,13 @@ def set_process_state(Region region, uint32_t slot):
     if region is not None:
         region.r.slot = slot
         region.pid = _pid
-        region.ledger = NULL
+        region.r.ledger = NULL
         kind = nr_proc(&region.r, slot).kind
         if kind == NR_KIND_WORKER or kind == NR_KIND_ACTOR:
-            # The driver keeps none: when it dies, the whole runtime goes.
-            region.ledger = nr_ledger(&region.r, slot)
-            region.ledger_hwm = &nr_proc(&region.r, slot).ledger_hwm
+            # The C layer records the counts this process takes and gives
+            # back.  The driver keeps none: when it dies, the runtime goes.
+            region.r.ledger = nr_ledger(&region.r, slot)
+            region.r.ledger_hwm = &nr_proc(&region.r, slot).ledger_hwm
 
 
 def drop_function_cache():

@@ -15,7 +15,6 @@ cdef class ObjectRef:
 
     def __dealloc__(self):
         if self._reg is not None and self._reg.pid == _pid:
-            _unrecord(self._reg, self._id)
             nr_object_decref(&self._reg.r, self._id)
 
     def hex(self):
@@ -69,29 +68,11 @@ cdef class ObjectRef:
         return fut
 
 
-cdef inline void _record(Region reg, uint64_t oid) noexcept:
-    """This process now holds one more count on oid (taken already)."""
-    cdef uint32_t idx = nr_id_index1(oid) - 1
-    if reg.ledger != NULL and idx < reg.r.hdr.max_objects:
-        if idx >= reg.ledger_hwm[0]:
-            reg.ledger_hwm[0] = idx + 1     # first, so a reaper scans the entry
-        reg.ledger[idx] += 1
-
-
-cdef inline void _unrecord(Region reg, uint64_t oid) noexcept:
-    """About to give a count back: unrecorded first, so a death in between
-    leaks one count instead of releasing it twice."""
-    cdef uint32_t idx = nr_id_index1(oid) - 1
-    if reg.ledger != NULL and idx < reg.r.hdr.max_objects:
-        reg.ledger[idx] -= 1
-
-
 cdef inline ObjectRef _adopt(Region reg, uint64_t oid):
     """Wraps an id whose count the caller already took."""
     cdef ObjectRef ref = ObjectRef.__new__(ObjectRef)
     ref._id = oid
     ref._reg = reg
-    _record(reg, oid)
     return ref
 
 
@@ -126,7 +107,6 @@ cdef class _PinnedBuffer:
 
     def __dealloc__(self):
         if self.reg is not None and self.reg.pid == _pid:
-            _unrecord(self.reg, self.oid)
             nr_object_decref(&self.reg.r, self.oid)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
@@ -155,7 +135,6 @@ cdef class _PinnedBuffer:
 cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
     cdef _PinnedBuffer b = _PinnedBuffer.__new__(_PinnedBuffer)
     nr_object_incref(&reg.r, oid)
-    _record(reg, oid)
     b.reg = reg
     b.oid = oid
     b.ptr = ptr
