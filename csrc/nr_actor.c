@@ -3,6 +3,8 @@
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
+
 
 static inline nr_name_t *names(nr_region_t *r) { return (nr_name_t *)(r->base + r->hdr->names_off); }
 
@@ -134,6 +136,9 @@ uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
      * pending argument never holds up another caller. */
     uint64_t waiting[(1024 + 63) / 64] = {0};  /* callers with a call not ready yet */
     int ordered = !(p->aflags & NR_ACTOR_UNORDERED);
+    /* The scan is as long as the run of calls waiting at the head (under the
+     * lock): bounding it could leave a ready call stuck behind calls whose
+     * arguments it produces. */
     uint32_t prev = 0;
     for (t = p->q_head; t; prev = t, t = nr_task(r, t)->next) {
         nr_task_t *task = nr_task(r, t);
@@ -203,6 +208,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         }
         if (!free_name) { nr_unlock(r); return -3; }
     }
+    if (cpus_milli > h->cpus_total) { nr_unlock(r); return -4; }
     nr_object_t *o = nr_object_lookup(r, handle_obj);
     int slot = -1;
     for (uint32_t i = 1; o && i < h->max_procs; i++) {
@@ -306,14 +312,17 @@ int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj
 
 int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart) {
     int32_t pid = -1;
+    int self = 0;
     nr_lock(r);
     if (slot_is(r, slot, gen) && !(nr_proc(r, slot)->aflags & NR_ACTOR_DEAD)) {
         nr_proc_t *p = nr_proc(r, slot);
         p->aflags |= NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0);
         pid = p->state == NR_PROC_STARTING ? 0 : p->pid;
-        if (pid > 0) kill(pid, SIGKILL);         /* it cannot be inside a critical section */
+        self = pid == (int32_t)getpid();
+        if (pid > 0 && !self) kill(pid, SIGKILL);   /* it cannot be inside a critical section */
     }
     nr_unlock(r);
+    if (self) kill(pid, SIGKILL);                   /* an actor killing itself: not holding it */
     return pid;
 }
 

@@ -57,7 +57,8 @@ static inline int nr_actor_should_exit(nr_proc_t *p) {
  * asks the zygote for its process.  With a name (key != NULL) the name is
  * registered too.  Returns the slot (its generation in *gen_out); -1 when
  * no slot is free; -2 when the name is taken by a live actor, whose handle
- * object id is written to *existing; -3 when the name table is full. */
+ * object id is written to *existing; -3 when the name table is full; -4
+ * when it needs more CPUs than the runtime has. */
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
                     int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
                     uint64_t *existing);

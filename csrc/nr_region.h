@@ -113,6 +113,7 @@ typedef struct {
     uint32_t nq_head, nq_tail;    /* nested ready queue: tasks submitted from inside tasks
                                    * and actors, served first so the children of a task
                                    * blocked in get() run before new top-level work */
+    uint32_t nq_streak;           /* nested tasks taken in a row (see next_queue) */
     uint32_t rq_len;
     int32_t cpus_total, cpus_avail; /* milli-CPUs */
 

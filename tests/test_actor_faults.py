@@ -246,3 +246,51 @@ def test_an_actor_keeping_its_own_handle_still_exits_with_its_last_handle(ray):
     assert ray.get(inner, timeout=T) == pid
     del s, inner
     assert wait_gone([pid]) == [], "its own handle kept the actor alive"
+
+
+def test_an_actor_needing_more_cpus_than_exist_is_refused_in_tasks_too(ray):
+    @ray.remote(num_cpus=4)
+    class Big:
+        pass
+
+    @ray.remote
+    def make():
+        try:
+            Big.remote()
+        except ValueError as e:
+            return str(e)
+        return "accepted"
+    assert "needs 4 CPUs" in ray.get(make.remote(), timeout=T)
+    assert ray.available_resources()["CPU"] >= 0
+
+
+def test_an_actor_killing_itself_is_not_killed_inside_the_lock(ray):
+    @ray.remote
+    class Quitter:
+        def die(self):
+            ray.kill(ray.get_runtime_context().current_actor)
+            time.sleep(5)
+
+    region = ray._api._backend.region
+    repairs = region.stats()["lock_repairs"]
+    q = Quitter.remote()
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(q.die.remote(), timeout=T)
+    assert region.stats()["lock_repairs"] == repairs
+    assert region.arena_check() == 0
+
+
+def test_get_actor_id_still_works_while_an_orphaned_actor_drains(ray):
+    @ray.remote
+    class A:
+        def slow_id(self, d):
+            time.sleep(d)
+            return ray.get_runtime_context().get_actor_id()
+
+        def actor_id(self):
+            return ray.get_runtime_context().get_actor_id()
+    a = A.remote()
+    expected = ray.get(a.actor_id.remote(), timeout=T)
+    r = a.slow_id.remote(0.3)
+    del a                                             # the queued call still runs
+    assert ray.get(r, timeout=T) == expected

@@ -54,3 +54,51 @@ def test_a_nested_task_needing_more_cpus_than_exist_is_refused_and_blocks_nothin
     assert ray.get([fine.remote(i) for i in range(20)], timeout=10) == list(range(1, 21))
     with pytest.raises(ValueError, match="needs 3 CPUs"):
         too_big.remote()
+
+
+def test_a_stream_of_nested_work_does_not_starve_top_level_tasks(ray):
+    import time
+
+    @ray.remote
+    def work(d):
+        time.sleep(d)
+        return 1
+
+    @ray.remote
+    class Producer:
+        def run(self, secs):                        # keeps 8 nested tasks in flight
+            end = time.time() + secs
+            inflight, n = [], 0
+            while time.time() < end:
+                while len(inflight) < 8:
+                    inflight.append(work.remote(0.01))
+                    n += 1
+                _, inflight = ray.wait(inflight, num_returns=1, timeout=10)
+            ray.get(inflight, timeout=10)
+            return n
+    p = Producer.remote()
+    r = p.run.remote(3)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert ray.get(work.remote(0), timeout=10) == 1
+    assert time.monotonic() - t0 < 1.0, "a top-level task waited for the nested stream to end"
+    assert ray.get(r, timeout=20) > 0
+
+
+def test_waiting_on_futures_in_any_way_lends_the_cpu(fresh):
+    import concurrent.futures
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    def child():
+        return 1
+
+    @ray.remote
+    def parent(how):
+        futs = [child.remote().future()]
+        if how == "wait":
+            done, _ = concurrent.futures.wait(futs, timeout=20)
+            return len(done)
+        return sum(f.result() for f in concurrent.futures.as_completed(futs, timeout=20))
+    assert ray.get(parent.remote("wait"), timeout=30) == 1
+    assert ray.get(parent.remote("as_completed"), timeout=30) == 1

@@ -178,22 +178,29 @@ def main():
         rt.task_release(region, t)
 
     def reap():
+        # The dead child stays a zombie (WNOWAIT) until the region no longer
+        # names its pid: until then no new process can take the pid, so a
+        # kill() aimed at the actor can never reach a stranger.
         while True:
             try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None or info.si_pid == 0:
                 return
+            pid = info.si_pid
             slot = children.pop(pid, None)
-            if slot is None:
-                continue
-            if region.proc_kind(slot) == ACTOR:
-                rt.actor_reap(region, slot)      # restarts it, or fails its calls
-                continue
-            t = rt.proc_reap(region, slot)
-            if t:
-                lost_task(t)
+            if slot is not None:
+                if region.proc_kind(slot) == ACTOR:
+                    rt.actor_reap(region, slot)  # restarts it, or fails its calls
+                else:
+                    t = rt.proc_reap(region, slot)
+                    if t:
+                        lost_task(t)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
 
     def terminate():
         for pid in list(children):

@@ -195,9 +195,13 @@ class ActorClass:
                                     {"max_concurrency": concurrency, "is_async": is_async})
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
-            _rt.actor_die(slot, gen, _rt.put(exceptions.ActorDiedError(
-                "The actor %s was never created: %s" % (desc["class_name"],
-                                                       exceptions._safe_repr(e)))))
+            try:
+                death = _rt.put(exceptions.ActorDiedError(
+                    "The actor %s was never created: %s" % (desc["class_name"],
+                                                           exceptions._safe_repr(e))))
+            except BaseException:
+                death = None                 # calls then fail with a system error
+            _rt.actor_die(slot, gen, death)
             raise
         return ActorHandle(handle_ref, slot, gen, desc)
 
@@ -278,7 +282,7 @@ class ActorHandle:
         return hash((self._slot, self._gen))
 
     def _actor_id_hex(self):
-        return "%08x%08x%016x" % (self._slot, self._gen, self._ref._id)
+        return actor_id_hex(self._slot, self._gen, self._ref._id)
 
     @property
     def _actor_id(self):
@@ -302,6 +306,11 @@ class _ActorID:
 
     def __hash__(self):
         return hash(self._hex)
+
+
+def actor_id_hex(slot, gen, handle_obj):
+    """An actor's id: its slot, the slot's generation, its handle object."""
+    return "%08x%08x%016x" % (slot, gen, handle_obj)
 
 
 def _rebuild_handle(ref, slot, gen, desc):

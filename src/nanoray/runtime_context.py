@@ -27,9 +27,11 @@ class RuntimeContext:
         return None if t is None else "%016x" % t
 
     def get_actor_id(self):
-        """The id (hex) of the actor this runs in, None outside actors."""
-        h = self.current_actor
-        return None if h is None else h._actor_id_hex()
+        """The id (hex) of the actor this runs in, None outside actors (also
+        while its last queued calls run after its last handle is gone)."""
+        from nanoray.actor import actor_id_hex
+        me = _rt.current_actor_slot()
+        return None if me is None else actor_id_hex(*me)
 
     @property
     def current_actor(self):

@@ -225,6 +225,9 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
                                   "(at most %d processes)" % reg.r.hdr.max_procs)
     if slot == -3:
         raise _exc.RaySystemError("nanoray: too many named actors alive at once")
+    if slot == -4:
+        raise ValueError("this actor needs %g CPUs but nanoray was started with num_cpus=%g"
+                         % (cpus_milli / 1000.0, reg.r.hdr.cpus_total / 1000.0))
     if slot == -2:
         return -2, existing
     return slot, gen
@@ -280,10 +283,10 @@ def pending_count(list refs):
     return len(refs)
 
 
-def actor_die(uint32_t slot, uint32_t gen, ObjectRef death):
+def actor_die(uint32_t slot, uint32_t gen, ObjectRef death=None):
     """Ends the actor for good (its creation could not be submitted)."""
     cdef Region reg = _running()
-    return nr_actor_die(&reg.r, slot, gen, death._id)
+    return nr_actor_die(&reg.r, slot, gen, death._id if death is not None else 0)
 
 
 def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):

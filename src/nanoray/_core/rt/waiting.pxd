@@ -7,3 +7,4 @@ cdef class _Watcher:
     cdef object cond                  # guards pending
     cdef dict pending                 # object id -> [ref, callback, ...]
     cdef object thread                # the watcher thread, once started
+    cdef unsigned long task_seq       # the task that last registered a ref (workers)

@@ -243,6 +243,8 @@ cdef class _Watcher:
                 self.pending[ref._id] = [ref, callback]
             else:
                 entry.append(callback)
+            if _in_task:
+                self.task_seq = _task_seq   # the running task waits through it
             if self.thread is None:
                 self.thread = threading.Thread(target=self.run, name="nanoray-ref-watcher",
                                                daemon=True)
@@ -256,6 +258,7 @@ cdef class _Watcher:
         cdef uint8_t *ready = NULL
         cdef int n, i, k
         cdef int64_t slice_ns = WAIT_SLICE_NS
+        cdef unsigned long tag
         cdef Region reg = self.reg
         try:
             while True:
@@ -276,8 +279,19 @@ cdef class _Watcher:
                     raise MemoryError()
                 for i in range(n):
                     ids[i] = keys[i]
-                with nogil:
-                    k = nr_wait_many_or(&reg.r, ids, n, 1, slice_ns, 0, ready, &self.cancel)
+                # While the running task has futures or awaits pending, its
+                # CPUs are lent, as for a get(): however it blocks on them
+                # (result(), concurrent.futures.wait, as_completed, an event
+                # loop), its nested tasks can run.  The price: a task that
+                # computes while its futures are pending shares its CPU.
+                tag = 0
+                if _in_task and self.task_seq == _task_seq:
+                    tag = _wait_enter(reg, False)
+                try:
+                    with nogil:
+                        k = nr_wait_many_or(&reg.r, ids, n, 1, slice_ns, 0, ready, &self.cancel)
+                finally:
+                    _wait_exit(reg, tag, False)
                 done = []
                 with self.cond:
                     for i in range(n):
