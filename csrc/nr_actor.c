@@ -49,9 +49,8 @@ static void free_slot(nr_region_t *r, uint32_t slot) {
     if (p->create_ready == p->create_task) p->create_ready = 0;
     drop_create_task(r, p);
     uint64_t death = p->death_obj;
-    uint32_t gen = p->gen + 1;
-    memset(p, 0, sizeof *p);
-    p->gen = gen;
+    p->gen++;
+    nri_proc_reset(p, NR_KIND_NONE, NR_PROC_FREE);
     r->hdr->nactors--;
     if (death) nri_decref(r, death);
 }
@@ -214,11 +213,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
     for (uint32_t i = 1; o && i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
-        uint32_t gen = p->gen;
-        memset(p, 0, sizeof *p);
-        p->gen = gen;
-        p->kind = NR_KIND_ACTOR;
-        p->state = NR_PROC_STARTING;
+        nri_proc_reset(p, NR_KIND_ACTOR, NR_PROC_STARTING);
         p->aflags = flags & (NR_ACTOR_DETACHED | NR_ACTOR_UNORDERED);
         if (flags & NR_ACTOR_DETACHED) ADD(&o->refs, 1);   /* dropped when it dies */
         p->restarts_left = max_restarts;
@@ -229,12 +224,12 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         o->actor = i + 1;
         h->nactors++;
         slot = (int)i;
-        *gen_out = gen;
+        *gen_out = p->gen;
         if (free_name) {
             free_name->handle_obj = handle_obj;
             ADD(&o->refs, 1);
             free_name->slot1 = i + 1;
-            free_name->gen = gen;
+            free_name->gen = p->gen;
             strncpy(free_name->key, key, NR_NAME_MAX - 1);
         }
         w.spawn = 1;

@@ -3,6 +3,7 @@
 #ifndef NR_INTERNAL_H
 #define NR_INTERNAL_H
 
+#include <string.h>
 #include "nr_sched.h"
 #include "nr_actor.h"
 
@@ -37,6 +38,16 @@ static inline void nri_ledger_add(nr_region_t *r, uint64_t id, int32_t d) {
     if (idx >= r->hdr->max_objects) return;
     if (d > 0 && idx >= LOAD(r->ledger_hwm)) STORE(r->ledger_hwm, idx + 1);
     ADD(&r->ledger[idx], d);
+}
+
+/* Clears a process slot for a new process; its generation stays (it moves
+ * on only when the slot is freed). */
+static inline void nri_proc_reset(nr_proc_t *p, uint32_t kind, uint32_t state) {
+    uint32_t gen = p->gen;
+    memset(p, 0, sizeof *p);
+    p->gen = gen;
+    p->kind = kind;
+    p->state = state;
 }
 
 /* A count held by a task, a payload or the region itself, not a process. */

@@ -714,11 +714,7 @@ int nr_proc_alloc(nr_region_t *r, uint32_t kind) {
     for (uint32_t i = 0; i < r->hdr->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state == NR_PROC_FREE) {
-            uint32_t gen = p->gen;
-            memset(p, 0, sizeof *p);
-            p->gen = gen;
-            p->state = NR_PROC_STARTING;
-            p->kind = kind;
+            nri_proc_reset(p, kind, NR_PROC_STARTING);
             slot = (int)i;
             break;
         }
@@ -838,11 +834,7 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     for (uint32_t i = 1; i < h->max_procs && n < want; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
-        uint32_t gen = p->gen;
-        memset(p, 0, sizeof *p);
-        p->gen = gen;
-        p->state = NR_PROC_STARTING;
-        p->kind = NR_KIND_WORKER;
+        nri_proc_reset(p, NR_KIND_WORKER, NR_PROC_STARTING);
         out[n++] = i;
     }
     h->nworkers += (uint32_t)n;

@@ -21,7 +21,7 @@ from nanoray import _api
 from nanoray import exceptions
 from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
-from nanoray.remote_function import RemoteFunction, _signature_check
+from nanoray.remote_function import RemoteFunction, _Bound, _signature_check
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -149,18 +149,18 @@ class ActorClass:
 
     def remote(self, *args, **kwargs):
         """Starts an actor; returns its ActorHandle at once."""
-        return self._remote(args, kwargs, self._options)
+        return self._submit(args, kwargs, self._options)
 
     def options(self, **options):
         validate_actor_options(options)
         merged = dict(self._options)
         merged.update(options)
-        return _BoundActorClass(self, merged)
+        return _Bound(self, merged)
 
     def bind(self, *args, **kwargs):
         raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")
 
-    def _remote(self, args, kwargs, opts):
+    def _submit(self, args, kwargs, opts):
         o = dict(_ACTOR_DEFAULTS)
         o.update({k: v for k, v in opts.items() if k in _ACTOR_DEFAULTS and v is not None})
         if self._check is not None:
@@ -204,17 +204,6 @@ class ActorClass:
             _rt.actor_die(slot, gen, death)
             raise
         return ActorHandle(handle_ref, slot, gen, desc)
-
-
-class _BoundActorClass:
-    __slots__ = ("_ac", "_opts")
-
-    def __init__(self, ac, opts):
-        self._ac = ac
-        self._opts = opts
-
-    def remote(self, *args, **kwargs):
-        return self._ac._remote(args, kwargs, self._opts)
 
 
 class _WeakRef:

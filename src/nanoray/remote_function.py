@@ -203,7 +203,7 @@ class RemoteFunction:
 
 
 class _Bound:
-    """What .options() returns: the function with options fixed."""
+    """What .options() returns: the function (or actor class) with options fixed."""
 
     __slots__ = ("_rf", "_o")
 
