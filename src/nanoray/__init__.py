@@ -1,15 +1,16 @@
 """nanoray: Ray's core API on one machine, over a compiled shared-memory
-scheduler and object store.  ``import nanoray as ray`` and go."""
+scheduler and object store.  ``import nanoray as ray`` and go.
+
+The actor API and ``nanoray.util`` load on first use (module __getattr__):
+a script that only runs tasks does not pay for importing them."""
+
+import importlib
 
 from nanoray import exceptions
 from nanoray._api import (available_resources, cluster_resources, get, init, is_initialized,
                           put, shutdown, timeline, wait)
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import RemoteFunction, remote
-from nanoray import actor
-from nanoray.actor import ActorClass, ActorHandle, get_actor, kill, method
-from nanoray.runtime_context import get_runtime_context
-from nanoray import util  # noqa: E402 (Ray's users reach ray.util.ActorPool this way)
 
 __version__ = "0.1.0"
 
@@ -19,3 +20,31 @@ __all__ = [
     "is_initialized", "kill", "method", "put", "remote", "shutdown", "timeline", "util", "wait",
     "__version__",
 ]
+
+# name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "actor": ("nanoray.actor", None),
+    "ActorClass": ("nanoray.actor", "ActorClass"),
+    "ActorHandle": ("nanoray.actor", "ActorHandle"),
+    "get_actor": ("nanoray.actor", "get_actor"),
+    "kill": ("nanoray.actor", "kill"),
+    "method": ("nanoray.actor", "method"),
+    "get_runtime_context": ("nanoray.runtime_context", "get_runtime_context"),
+    "util": ("nanoray.util", None),
+}
+
+
+def __getattr__(name):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError("module 'nanoray' has no attribute %r" % (name,)) from None
+    value = importlib.import_module(module)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

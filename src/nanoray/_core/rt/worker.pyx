@@ -22,6 +22,7 @@ cdef object _function(Region reg, uint64_t fid):
     return f
 
 
+@cython.freelist(8)
 cdef class _Call:
     """One task being run: what _prepare found, for _invoke and _complete
     (an async actor awaits between the two)."""
