@@ -6,12 +6,14 @@ queue in the shared region (csrc/nr_actor.c), on the same submit path and
 lock as any task, so a call costs what a task costs.
 
     ActorClass.remote(*args)  ->  ActorHandle   (returns at once)
-    handle.method.remote(*a)  ->  ObjectRef(s)  (runs in submission order)
+    handle.method.remote(*a)  ->  ObjectRef(s)  (each caller's in its order)
 
 Handles hold a count on the actor's *handle object*; pickled into a value
-or a task's arguments they are counted there too.  When no handle is left
-anywhere (and no call is pending), the actor's process exits and its slot
-is reused, unless the actor is detached.
+or a task's arguments they are counted there too, and every pending call
+holds one.  A name holds one until the actor dies, and so does a detached
+actor.  When nothing holds it, the actor's process exits once its queue is
+empty and its slot is reused.  An actor's handle to itself
+(get_runtime_context().current_actor) holds nothing (_WeakRef).
 """
 
 import inspect
