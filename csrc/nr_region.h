@@ -92,50 +92,60 @@ typedef struct {
     uint64_t last;        /* offset of the block that ends at brk, 0 if none */
 } nr_arena_t;
 
+#define NR_LINE __attribute__((aligned(64)))
+
+/* Grouped by who writes what, one cache line group each, so that processes
+ * spinning on a word (queue heads, shutdown) or reading table offsets on
+ * every access are not slowed by writes to unrelated counters. */
 typedef struct {
+    /* Read-mostly: set at creation (shutdown: once, at the end). */
     uint64_t magic;
     uint64_t size;            /* total mapped bytes */
     uint64_t session;         /* random at creation: tells runtimes apart */
-    pthread_mutex_t lock;     /* guards everything below but atomics */
-    int32_t lock_pid;             /* the process that last took the lock (for messages):
-                                   * in the lock's cache line, which the taker owns anyway */
-    uint8_t _lockpad[60 - (sizeof(pthread_mutex_t) % 64)];
-
     uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, arena_off;
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
+    int32_t cpus_total;       /* milli-CPUs */
+    uint32_t min_workers, max_workers;
+    uint32_t shutdown;        /* set once: every waiter returns */
 
-    uint32_t obj_hwm, obj_free;   /* free list heads hold index + 1 */
-    uint32_t task_hwm, task_free;
-    uint32_t dep_hwm, dep_free;
-    uint32_t nobjects, ntasks;    /* live counts */
+    /* The lock, alone in its line with its holder's pid (the taker owns the
+     * line anyway); then counters written once in a long while. */
+    pthread_mutex_t lock NR_LINE; /* guards everything below but atomics */
+    int32_t lock_pid;             /* the process that last took the lock (for messages) */
+    uint32_t repairs;             /* locks recovered from a dead holder */
+    uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
 
-    uint32_t rq_head, rq_tail;    /* shared ready queue (task index + 1) */
+    /* Scheduler state, written under the lock. */
+    uint32_t rq_head NR_LINE;     /* shared ready queue (task index + 1) */
+    uint32_t rq_tail;
     uint32_t nq_head, nq_tail;    /* nested ready queue: tasks submitted from inside tasks
                                    * and actors, served first so the children of a task
                                    * blocked in get() run before new top-level work */
     uint32_t nq_streak;           /* nested tasks taken in a row (see next_queue) */
-    uint32_t rq_len;
-    int32_t cpus_total, cpus_avail; /* milli-CPUs */
-
+    uint32_t rq_len;              /* tasks in both ready queues */
+    int32_t cpus_avail;           /* milli-CPUs */
     uint32_t sleep_head;          /* sleeping worker slots (slot + 1) */
     uint32_t nsleeping;
-    uint32_t nspinning;           /* atomic */
+    uint32_t nspinning;
     uint32_t nworkers;            /* live or starting worker processes */
     uint32_t nstarting;
     uint32_t nidle;               /* pool workers with no task (sleeping, spinning, or between tasks) */
     uint32_t nblocked;            /* pool workers whose task waits in get() */
-    uint32_t min_workers, max_workers;
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
-
-    uint32_t obj_seq;             /* futex word: bumped when a watched object seals */
-    uint32_t shutdown;            /* set once: every waiter returns */
-    uint32_t repairs;             /* locks recovered from a dead holder */
-    uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
-    uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
+
+    /* Tables, written under the lock. */
+    uint32_t obj_hwm NR_LINE, obj_free;   /* free list heads hold index + 1 */
+    uint32_t task_hwm, task_free;
+    uint32_t dep_hwm, dep_free;
+    uint32_t nobjects, ntasks;    /* live counts */
+    uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t nactors;             /* live actor slots (tombstones included) */
 
-    nr_arena_t arena;
+    /* The futex word that sleepers in get() wait on. */
+    uint32_t obj_seq NR_LINE;     /* bumped when a watched object seals */
+
+    nr_arena_t arena NR_LINE;
 } nr_header_t;
 
 /* Process-local handle to the region. */
