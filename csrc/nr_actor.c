@@ -49,6 +49,7 @@ static void free_slot(nr_region_t *r, uint32_t slot) {
     if (p->create_ready == p->create_task) p->create_ready = 0;
     drop_create_task(r, p);
     uint64_t death = p->death_obj;
+    memset(nr_held_counts(r, slot), 0, (r->hdr->max_procs + 1) * sizeof(uint16_t));
     p->gen++;
     nri_proc_reset(p, NR_KIND_NONE, NR_PROC_FREE);
     r->hdr->nactors--;
@@ -90,18 +91,81 @@ void nri_fail_drain(nr_region_t *r, wakeups_t *w) {
     }
 }
 
+static inline int ordered(nr_proc_t *p) { return !(p->aflags & NR_ACTOR_UNORDERED); }
+
+static inline uint32_t caller_of(nr_region_t *r, nr_task_t *task) {
+    return task->caller <= r->hdr->max_procs ? task->caller : 0;
+}
+
+static void queue_append(nr_region_t *r, nr_proc_t *p, uint32_t t) {
+    nr_task(r, t)->next = 0;
+    nr_task(r, t)->in_queue = 0;
+    if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
+    p->q_tail = t;
+}
+
+static void held_append(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint32_t t) {
+    nr_task_t *task = nr_task(r, t);
+    task->next = 0;
+    task->in_queue = 1;
+    if (p->h_tail) nr_task(r, p->h_tail)->next = t; else p->h_head = t;
+    p->h_tail = t;
+    p->q_len++;
+    if (ordered(p)) nr_held_counts(r, slot)[caller_of(r, task)]++;
+}
+
+/* Moves held call t (after prev, 0 if at the head) to the queue's tail. */
+static void held_release(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint32_t prev, uint32_t t) {
+    nr_task_t *task = nr_task(r, t);
+    if (prev) nr_task(r, prev)->next = task->next; else p->h_head = task->next;
+    if (p->h_tail == t) p->h_tail = prev;
+    if (ordered(p)) nr_held_counts(r, slot)[caller_of(r, task)]--;
+    queue_append(r, p, t);
+}
+
+/* Held call t's arguments are ready.  Unordered: it runs.  Ordered: its
+ * caller's leading held calls that are ready run (up to the first that
+ * still waits, which may be an earlier one). */
+static void held_ready(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint32_t t) {
+    uint32_t prev = 0, x = p->h_head;
+    if (!ordered(p)) {
+        while (x && x != t) { prev = x; x = nr_task(r, x)->next; }
+        if (x) held_release(r, p, slot, prev, x);
+        return;
+    }
+    uint32_t c = caller_of(r, nr_task(r, t));
+    while (x) {
+        nr_task_t *task = nr_task(r, x);
+        uint32_t next = task->next;
+        if (caller_of(r, task) == c) {
+            if (task->state != NR_TASK_READY) break;
+            held_release(r, p, slot, prev, x);
+        } else {
+            prev = x;
+        }
+        x = next;
+    }
+}
+
 int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w) {
     if (p->kind != NR_KIND_ACTOR) return 0;
     nr_task_t *task = nr_task(r, t);
-    if (task->in_queue) {                    /* already in place: now it may run */
+    if (task->in_queue) {                    /* held: its arguments are ready now */
         STORE(&task->state, NR_TASK_READY);
-        if (p->sleeping) nri_wake_slot(p, slot, w);
+        held_ready(r, p, slot, t);
+        if (p->sleeping && p->q_head) nri_wake_slot(p, slot, w);
         return 1;
     }
     if (p->aflags & NR_ACTOR_DEAD) {        /* failed by nri_fail_drain before the unlock */
         task->state = NR_TASK_READY;
         task->next = r->hdr->fail_head;
         r->hdr->fail_head = t;
+        return 1;
+    }
+    if (task->kind == NR_SPEC_ACTOR_CALL && ordered(p) &&
+        nr_held_counts(r, slot)[caller_of(r, task)]) {
+        task->state = NR_TASK_READY;         /* behind its caller's held calls */
+        held_append(r, p, slot, t);
         return 1;
     }
     if (task->kind != NR_SPEC_ACTOR_CREATE) return 0;
@@ -115,11 +179,7 @@ void nri_actor_hold_place(nr_region_t *r, uint32_t t) {
     nr_task_t *task = nr_task(r, t);
     nr_proc_t *p = nr_proc(r, task->target - 1);
     if (p->kind != NR_KIND_ACTOR || (p->aflags & NR_ACTOR_DEAD)) return;  /* routed when ready */
-    task->in_queue = 1;
-    task->next = 0;
-    if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
-    p->q_tail = t;
-    p->q_len++;
+    held_append(r, p, task->target - 1, t);
 }
 
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
@@ -129,31 +189,13 @@ uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (!(p->aflags & NR_ACTOR_CREATED) || (p->aflags & NR_ACTOR_DEAD)) return 0;
-    /* The first call that is ready and, for a sequential actor, has no
-     * earlier call from the same caller still waiting for its arguments:
-     * each caller's calls run in the order it made them, and one caller's
-     * pending argument never holds up another caller. */
-    uint64_t waiting[(1024 + 63) / 64] = {0};  /* callers with a call not ready yet */
-    int ordered = !(p->aflags & NR_ACTOR_UNORDERED);
-    /* The scan is as long as the run of calls waiting at the head (under the
-     * lock): bounding it could leave a ready call stuck behind calls whose
-     * arguments it produces. */
-    uint32_t prev = 0;
-    for (t = p->q_head; t; prev = t, t = nr_task(r, t)->next) {
-        nr_task_t *task = nr_task(r, t);
-        uint32_t c = task->caller < 1024 ? task->caller : 0;
-        if (task->state != NR_TASK_READY) {
-            if (ordered) waiting[c / 64] |= 1ULL << (c % 64);
-            continue;
-        }
-        if (ordered && (waiting[c / 64] >> (c % 64) & 1)) continue;
-        if (prev) nr_task(r, prev)->next = task->next; else p->q_head = task->next;
-        if (p->q_tail == t) p->q_tail = prev;
-        task->in_queue = 0;
+    t = p->q_head;                           /* every queued call may run: O(1) */
+    if (t) {
+        p->q_head = nr_task(r, t)->next;
+        if (!p->q_head) p->q_tail = 0;
         p->q_len--;
-        return t;
     }
-    return 0;
+    return t;
 }
 
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
@@ -280,15 +322,22 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
     if (p->create_task && nr_task(r, p->create_task)->state != NR_TASK_RUNNING)
         drop_create_task(r, p);
     while ((t = p->q_head)) {
+        p->q_head = nr_task(r, t)->next;
+        p->q_len--;
+        fail_task(r, t, p->death_obj, w);
+    }
+    p->q_tail = 0;
+    while ((t = p->h_head)) {
         nr_task_t *task = nr_task(r, t);
-        p->q_head = task->next;
+        p->h_head = task->next;
         p->q_len--;
         task->in_queue = 0;
         /* One still waiting for its arguments is failed when they are ready
          * (routed to this dead actor): its dependency links must stay. */
         if (task->state == NR_TASK_READY) fail_task(r, t, p->death_obj, w);
     }
-    p->q_tail = 0;
+    p->h_tail = 0;
+    memset(nr_held_counts(r, slot), 0, (r->hdr->max_procs + 1) * sizeof(uint16_t));
     nri_fail_drain(r, w);
 }
 
@@ -329,7 +378,8 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     nri_ledger_release(r, slot);             /* the handles and refs it held */
     nr_arena_release_writing(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
-                  !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->create_ready) &&
+                  !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head &&
+                    !p->create_ready) &&
                   !h->shutdown;
     /* The calls it was running: retried on the new process, or failed. */
     uint32_t requeue_head = 0, requeue_tail = 0;
@@ -374,6 +424,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
         p->spawn_req = 1;
         rc = 1;
     } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
+               !p->h_head &&
                !p->create_ready) {
         h->cpus_avail += p->cpus_held;
         if (p->cpus_held) nri_kick(r, &w);

@@ -20,6 +20,13 @@
  *     object's payload (a copy of it, sealed as an error).  A dead actor's
  *     slot stays as a tombstone until its handle object is freed.
  *   - Named actors are found through a small name table in the region.
+ *   - Two lists per actor: the queue, of calls it may run now (popped from
+ *     the head), and the held list, in submission order, of calls waiting
+ *     for their arguments and, for a sequential actor, the later calls of
+ *     the same caller (each caller's calls run in its order; one caller's
+ *     pending argument never holds up another's calls).  A count per caller
+ *     says whether it has held calls.  Popping is O(1); a call whose
+ *     arguments become ready releases its caller's leading calls.
  */
 #ifndef NR_ACTOR_H
 #define NR_ACTOR_H
@@ -50,7 +57,8 @@ _Static_assert(sizeof(nr_name_t) == 128, "the region lays out 128 bytes per name
 /* Under the lock: an orphaned actor with nothing left to run exits. */
 static inline int nr_actor_should_exit(nr_proc_t *p) {
     return p->kind == NR_KIND_ACTOR && !p->create_ready && !p->nrunning &&
-           (((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head) || (p->aflags & NR_ACTOR_DEAD));
+           (((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head) ||
+            (p->aflags & NR_ACTOR_DEAD));
 }
 
 /* Takes a free slot for a new actor whose handles handle_obj counts, and

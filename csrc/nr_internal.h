@@ -79,10 +79,10 @@ void nri_actor_hold_place(nr_region_t *r, uint32_t t);
 
 /* Read without the lock, for spinning: may be stale, never unsafe. */
 static inline int nri_actor_has_work(nr_region_t *r, nr_proc_t *p) {
-    uint32_t f = LOAD(&p->aflags), head;
+    uint32_t f = LOAD(&p->aflags);
+    (void)r;
     if (LOAD(&p->create_ready) || (f & (NR_ACTOR_ORPHANED | NR_ACTOR_DEAD))) return 1;
-    return (f & NR_ACTOR_CREATED) && (head = LOAD(&p->q_head)) &&
-           LOAD(&nr_task(r, head)->state) == NR_TASK_READY;
+    return (f & NR_ACTOR_CREATED) && LOAD(&p->q_head);   /* queued calls may all run */
 }
 
 #endif

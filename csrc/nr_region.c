@@ -60,6 +60,8 @@ static void layout(nr_header_t *h, const nr_config_t *c) {
     off = page_up(off + (uint64_t)NR_MAX_NAMES * 128);
     h->ledgers_off = off;
     off = page_up(off + (uint64_t)c->max_procs * c->max_objects * 4);
+    h->held_off = off;
+    off = page_up(off + (uint64_t)c->max_procs * (c->max_procs + 1) * 2);
     h->arena_off = (off + (1u << 21) - 1) & ~(uint64_t)((1u << 21) - 1); /* 2 MiB aligned */
     h->size = h->arena_off + ((c->arena_bytes + NR_PAGE - 1) & ~(uint64_t)(NR_PAGE - 1));
 }

@@ -78,7 +78,9 @@ typedef struct {
     uint32_t ledger_hwm;  /* ledger entries below this may be non-zero */
     uint64_t writing[2];  /* arena blocks it allocated and is still writing (not yet
                            * owned by an object or a task): freed if it dies */
-    uint8_t _pad[4];
+    uint32_t h_head;      /* actors: held calls (see nr_actor.h), in submission order */
+    uint32_t h_tail;
+    uint8_t _pad[60];
 } nr_proc_t;
 
 typedef struct {
@@ -102,7 +104,8 @@ typedef struct {
     uint64_t magic;
     uint64_t size;            /* total mapped bytes */
     uint64_t session;         /* random at creation: tells runtimes apart */
-    uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, arena_off;
+    uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, held_off,
+             arena_off;
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
     int32_t cpus_total;       /* milli-CPUs */
     uint32_t min_workers, max_workers;
@@ -185,6 +188,10 @@ static inline nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot) {
     return (nr_proc_t *)(r->base + r->hdr->procs_off) + slot;
 }
 static inline void *nr_ptr(nr_region_t *r, uint64_t off) { return r->base + off; }
+/* Actors: per caller (slot + 1), how many of its calls the actor holds. */
+static inline uint16_t *nr_held_counts(nr_region_t *r, uint32_t slot) {
+    return (uint16_t *)(r->base + r->hdr->held_off) + (uint64_t)slot * (r->hdr->max_procs + 1);
+}
 static inline int32_t *nr_ledger(nr_region_t *r, uint32_t slot) {
     return (int32_t *)(r->base + r->hdr->ledgers_off) + (uint64_t)slot * r->hdr->max_objects;
 }

@@ -218,3 +218,37 @@ def test_a_creation_task_cancelled_while_waiting_never_runs(r):
     assert r.stats()["ntasks"] == 0
     w = r.proc()
     assert r.next(w) == 0
+
+
+def test_thousands_of_held_calls_do_not_delay_another_callers_calls(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    caller_a, caller_b = r.proc(), r.proc()
+    dep = r.create()
+    r.set_slot(caller_a)
+    held = [call(r, handle, slot, deps=[dep])[0] for _ in range(500)]
+    r.set_slot(caller_b)
+    b = [call(r, handle, slot)[0] for _ in range(3)]
+    assert [r.next(slot) for _ in range(4)] == b + [0]      # b's calls, at once
+    r.seal(dep)
+    assert [r.next(slot) for _ in range(501)] == held + [0]  # then a's, in order
+
+
+def test_a_callers_ready_call_waits_behind_its_held_one_then_both_run_in_order(r):
+    handle, slot, gen, create = new_actor(r)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    a, b = r.proc(), r.proc()
+    d1, d2 = r.create(), r.create()
+    r.set_slot(a)
+    a1, _ = call(r, handle, slot, deps=[d1])
+    a2, _ = call(r, handle, slot, deps=[d2])
+    a3, _ = call(r, handle, slot)                            # ready, held behind a1
+    r.set_slot(b)
+    b1, _ = call(r, handle, slot)
+    assert r.next(slot) == b1 and r.next(slot) == 0
+    r.seal(d2)                                               # a2 ready, a1 still waits
+    assert r.next(slot) == 0
+    r.seal(d1)
+    assert [r.next(slot) for _ in range(4)] == [a1, a2, a3, 0]
