@@ -3,6 +3,7 @@
 #ifndef NR_INTERNAL_H
 #define NR_INTERNAL_H
 
+#include <sched.h>
 #include <string.h>
 #include "nr_sched.h"
 #include "nr_actor.h"
@@ -55,6 +56,24 @@ static inline void nri_incref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (o) ADD(&o->refs, 1);
 }
+
+/* Spins up to spin_ns: returns 1 as soon as cond holds. */
+#define SPIN_UNTIL(cond, spin_ns) ({                                     \
+    int _ok = 0;                                                         \
+    if ((spin_ns) > 0) {                                                 \
+        int64_t _end = nr_now_ns() + (spin_ns);                          \
+        for (unsigned _i = 1;; _i++) {                                   \
+            if (cond) { _ok = 1; break; }                                \
+            if ((_i & 63) == 0) {                                        \
+                if (nr_now_ns() > _end) break;                           \
+                sched_yield();                                           \
+            } else nr_cpu_relax();                                       \
+        }                                                                \
+    }                                                                    \
+    _ok; })
+
+/* A new pending object with one count, the caller's; 0 when the table is full. */
+uint64_t nri_obj_alloc(nr_region_t *r);
 
 void nri_flush(nr_region_t *r, wakeups_t *w);
 void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w);

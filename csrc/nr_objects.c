@@ -1,0 +1,293 @@
+/* nr_objects: the object table (ids, counts, sealing, freeing) and waiting
+ * for objects (get, wait).  Tasks, queues and processes: nr_sched.c. */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nr_internal.h"
+
+
+nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id) {
+    uint32_t idx = nr_id_index1(id);
+    uint64_t gen = nr_id_gen(id);
+    if (idx == 0 || idx > r->hdr->max_objects) return NULL;
+    nr_object_t *o = objs(r) + (idx - 1);
+    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) != gen || LOAD(&o->state) == NR_OBJ_FREE) return NULL;
+    return o;
+}
+
+uint64_t nri_obj_alloc(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    uint32_t idx;
+    if (h->obj_free) {
+        idx = h->obj_free - 1;
+        h->obj_free = objs(r)[idx].next_free;
+    } else if (h->obj_hwm < h->max_objects) {
+        idx = h->obj_hwm++;
+        objs(r)[idx].gen = 1;
+    } else {
+        return 0;
+    }
+    nr_object_t *o = objs(r) + idx;
+    o->refs = 1;
+    o->data = o->size = 0;
+    o->dep_head = 0;
+    o->waiters = 0;
+    o->actor = 0;
+    STORE(&o->state, NR_OBJ_PENDING);
+    h->nobjects++;
+    uint64_t id = nr_make_id(o->gen, idx + 1);
+    nri_ledger_add(r, id, 1);            /* the caller's first count: its ObjectRef */
+    return id;
+}
+
+/* Frees o, then every object whose last count was held by a payload freed
+ * on the way.  Iterative (a worklist linked through next_free), so a long
+ * chain of refs nested in values cannot overflow the stack. */
+void nri_obj_free(nr_region_t *r, nr_object_t *o) {
+    uint32_t todo = 0;
+    for (;;) {
+        if (o->data) {
+            nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
+            uint64_t *c = nr_payload_contained(p);
+            for (uint32_t i = 0; i < p->ncontained; i++) {
+                nr_object_t *x = nr_object_lookup(r, c[i]);
+                if (x && ADD(&x->refs, -1) == 0 && x->state != NR_OBJ_PENDING) {
+                    x->next_free = todo;
+                    todo = (uint32_t)(x - objs(r)) + 1;
+                }
+            }
+            nr_arena_free_locked(r, o->data);
+            o->data = 0;
+        }
+        if (o->actor) {                  /* the last handle of an actor is gone */
+            uint32_t a = o->actor;
+            o->actor = 0;
+            nri_actor_orphaned(r, a);
+        }
+        STORE(&o->state, NR_OBJ_FREE);
+        ADD(&o->gen, 1);
+        uint32_t next = todo ? objs(r)[todo - 1].next_free : 0;
+        o->next_free = r->hdr->obj_free;
+        r->hdr->obj_free = (uint32_t)(o - objs(r)) + 1;
+        r->hdr->nobjects--;
+        if (!todo) break;
+        o = objs(r) + (todo - 1);
+        todo = next;
+    }
+}
+
+void nri_decref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
+}
+
+int nr_object_try_incref(nr_region_t *r, uint64_t id) {
+    /* Under the lock, so a count that has reached zero is never revived:
+     * the decref that reached it frees the object under this same lock. */
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, id);
+    int ok = o && o->state == NR_OBJ_READY && LOAD(&o->refs) > 0;
+    if (ok) {
+        ADD(&o->refs, 1);
+        nri_ledger_add(r, id, 1);
+    }
+    nr_unlock(r);
+    return ok;
+}
+
+void nr_object_incref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    ADD(&o->refs, 1);
+    nri_ledger_add(r, id, 1);
+}
+
+void nr_object_decref(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    nri_ledger_add(r, id, -1);
+    if (ADD(&o->refs, -1) != 0) return;
+    /* Nobody can take a new reference now; free it unless still pending
+     * (then the seal frees it).  Re-check under the lock. */
+    nr_lock(r);
+    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) == nr_id_gen(id) && LOAD(&o->refs) == 0 &&
+        o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
+        nri_obj_free(r, o);
+    nr_unlock(r);
+}
+
+int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    int s = (int)LOAD(&o->state);
+    if (data) *data = o->data;
+    if (size) *size = o->size;
+    return s;
+}
+
+uint64_t nr_object_create(nr_region_t *r) {
+    nr_lock(r);
+    uint64_t id = nri_obj_alloc(r);
+    nr_unlock(r);
+    return id;
+}
+
+
+static void incref_payload_contained(nr_region_t *r, uint64_t data) {
+    nr_payload_t *p = (nr_payload_t *)(r->base + data);
+    uint64_t *c = nr_payload_contained(p);
+    for (uint32_t i = 0; i < p->ncontained; i++) nri_incref(r, c[i]);
+}
+
+void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
+                        int is_error, wakeups_t *w) {
+    o->data = data;
+    o->size = size;
+    if (data) incref_payload_contained(r, data);
+    STORE(&o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
+    /* Release the tasks that were waiting for this object, in the order
+     * they were submitted (the list was built by pushing at the head). */
+    uint32_t d = o->dep_head, rev = 0;
+    o->dep_head = 0;
+    while (d) {
+        uint32_t next = deps(r)[d - 1].next;
+        deps(r)[d - 1].next = rev;
+        rev = d;
+        d = next;
+    }
+    d = rev;
+    while (d) {
+        nr_dep_t *node = deps(r) + (d - 1);
+        uint32_t next = node->next;
+        nr_task_t *t = nr_task(r, node->dep_task);
+        if (--t->deps_left == 0) nri_enqueue(r, node->dep_task, w);
+        node->next = r->hdr->dep_free;
+        r->hdr->dep_free = d;
+        r->hdr->ndeps_live--;
+        d = next;
+    }
+    if (LOAD(&o->waiters)) {
+        ADD(&r->hdr->obj_seq, 1);
+        w->objs = 1;
+    }
+}
+
+uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    uint64_t id = nri_obj_alloc(r);
+    if (id) {
+        nr_arena_written(r, data);
+        nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
+    }
+    nri_fail_drain(r, &w);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return id;
+}
+
+int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, id);
+    int rc = 0;
+    if (!o) rc = -1;
+    else if (o->state != NR_OBJ_PENDING) rc = 1;   /* a retried task sealed it before */
+    else {
+        nr_arena_written(r, data);
+        nri_seal(r, o, data, size, is_error, &w);
+        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
+    }
+    nri_fail_drain(r, &w);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return rc;
+}
+
+static inline int sealed(nr_object_t *o) { return LOAD(&o->state) != NR_OBJ_PENDING; }
+
+
+
+int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    if (sealed(o)) return 0;
+    if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
+    int64_t start = nr_now_ns();
+    if (SPIN_UNTIL(sealed(o) || LOAD(&r->hdr->shutdown), spin_ns))
+        return sealed(o) ? 0 : -1;
+    int rc = 0;
+    ADD(&o->waiters, 1);
+    for (;;) {
+        uint32_t seq = LOAD(&r->hdr->obj_seq);
+        if (sealed(o)) break;
+        if (LOAD(&r->hdr->shutdown)) { rc = -1; break; }
+        int64_t left = -1;
+        if (timeout_ns >= 0) {
+            left = timeout_ns - (nr_now_ns() - start);
+            if (left <= 0) { rc = 1; break; }
+        }
+        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+    }
+    ADD(&o->waiters, -1);
+    return rc;
+}
+
+static int count_ready(nr_region_t *r, const uint64_t *ids, int n, uint8_t *ready) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        nr_object_t *o = nr_object_lookup(r, ids[i]);
+        ready[i] = (uint8_t)(!o || sealed(o));   /* a stale id counts as ready: get reports it */
+        k += ready[i];
+    }
+    return k;
+}
+
+int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
+                 int64_t timeout_ns, int64_t spin_ns, uint8_t *ready) {
+    return nr_wait_many_or(r, ids, n, want, timeout_ns, spin_ns, ready, NULL);
+}
+
+void nr_poke_waiters(nr_region_t *r) {
+    ADD(&r->hdr->obj_seq, 1);
+    nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
+}
+
+int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
+                    int64_t timeout_ns, int64_t spin_ns, uint8_t *ready, uint32_t *cancel) {
+    int k = count_ready(r, ids, n, ready);
+    if (k >= want || timeout_ns == 0) return k;
+    if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
+    int64_t start = nr_now_ns();
+    if (SPIN_UNTIL((k = count_ready(r, ids, n, ready)) >= want || LOAD(&r->hdr->shutdown), spin_ns))
+        return k;
+    /* Register as a waiter on the ids pending now, and only on those. */
+    uint8_t stack[256];
+    uint8_t *watched = n <= 256 ? stack : malloc((size_t)n);
+    if (!watched) return k;
+    for (int i = 0; i < n; i++) {
+        nr_object_t *o = ready[i] ? NULL : nr_object_lookup(r, ids[i]);
+        watched[i] = o != NULL;
+        if (o) ADD(&o->waiters, 1);
+    }
+    for (;;) {
+        uint32_t seq = LOAD(&r->hdr->obj_seq);
+        k = count_ready(r, ids, n, ready);
+        if (k >= want || LOAD(&r->hdr->shutdown) || (cancel && LOAD(cancel))) break;
+        int64_t left = -1;
+        if (timeout_ns >= 0) {
+            left = timeout_ns - (nr_now_ns() - start);
+            if (left <= 0) break;
+        }
+        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+    }
+    /* Our waiter counts keep the entries alive: refs are held by the caller. */
+    for (int i = 0; i < n; i++)
+        if (watched[i]) ADD(&objs(r)[nr_id_index1(ids[i]) - 1].waiters, -1);
+    if (watched != stack) free(watched);
+    return k;
+}
