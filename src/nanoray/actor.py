@@ -175,10 +175,7 @@ class ActorClass:
             key = namespace + _NAME_SEP + name
         is_async = self._desc["is_async"]
         concurrency = o["max_concurrency"] or (ASYNC_MAX_CONCURRENCY if is_async else 1)
-        cpus_milli = int(round(o["num_cpus"] * 1000))
-        if backend.num_cpus is not None and cpus_milli > backend.num_cpus * 1000:
-            raise ValueError("this actor needs %g CPUs but nanoray was started with num_cpus=%g"
-                             % (cpus_milli / 1000, backend.num_cpus))
+        cpus_milli = int(round(o["num_cpus"] * 1000))     # actor_create refuses too many
         cls_ref = self._exporter._current_export()
         # The handle object: what every handle (get_actor's too) knows of it.
         desc = dict(self._desc, max_task_retries=o["max_task_retries"],

@@ -140,11 +140,8 @@ class RemoteFunction:
         check = self._check
         if check is not None:
             check(args, kwargs)
-        backend = _api._backend or _api._auto_init()
-        ref = self._current_export()
-        if backend.num_cpus is not None and o.cpus_milli > backend.num_cpus * 1000:
-            raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
-                             % (o.cpus_milli / 1000, backend.num_cpus))
+        _api._backend or _api._auto_init()
+        ref = self._current_export()         # submit refuses more CPUs than the runtime has
         if o.num_returns == 0:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
             return None

@@ -227,9 +227,6 @@ cdef class CRegion:
         """Act as the process in `slot` (who submits, for per-caller order)."""
         self.r.slot = slot
 
-    def task_state(self, uint32_t t):
-        return nr_task(&self.r, t).state
-
     def actor_die(self, uint32_t slot, uint32_t gen, uint64_t death):
         return nr_actor_die(&self.r, slot, gen, death)
 

@@ -100,24 +100,20 @@ class ActorPool:
         Results of earlier submissions not yet collected are discarded
         first.  All values are submitted at once (the backlog holds those no
         actor is free for); iterate to collect the results."""
-        self._discard_pending()
-        for v in values:
-            self.submit(fn, v)
-
-        def results():
-            while self.has_next():
-                yield self.get_next()
-        return results()
+        return self._map(fn, values, self.get_next)
 
     def map_unordered(self, fn, values):
         """As map(), but yields each result as soon as it is ready."""
+        return self._map(fn, values, self.get_next_unordered)
+
+    def _map(self, fn, values, next_result):
         self._discard_pending()
         for v in values:
             self.submit(fn, v)
 
         def results():
             while self.has_next():
-                yield self.get_next_unordered()
+                yield next_result()
         return results()
 
     # -- collecting ---------------------------------------------------------
