@@ -18,14 +18,15 @@ if os.environ.get("NANORAY_SANITIZE"):
     lflags += ["-fsanitize=address,undefined"]
 
 
-def ext(name, pyx):
-    return Extension(name, [pyx] + csrc, include_dirs=["csrc"],
+def ext(name, pyx, macros=()):
+    return Extension(name, [pyx] + csrc, include_dirs=["csrc"], define_macros=list(macros),
                      extra_compile_args=cflags, extra_link_args=lflags)
 
 
 setup(ext_modules=cythonize(
     [ext("nanoray._core._runtime", "src/nanoray/_core/_runtime.pyx"),
-     ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx")],
+     # The test module's copy of the core has crash points (csrc/nr_undo.h).
+     ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", [("NR_CRASHPOINTS", "1")])],
     compiler_directives={"language_level": 3},
     include_path=["src"],
 ))

@@ -21,6 +21,7 @@ static void names_remove(nr_region_t *r, uint32_t slot) {
     for (uint32_t i = 0; i < r->hdr->max_names; i++) {
         if (!n[i].handle_obj || n[i].slot1 != slot + 1) continue;
         uint64_t h = n[i].handle_obj;
+        nr_undo_bytes(r, &n[i], sizeof n[i]);
         memset(&n[i], 0, sizeof n[i]);
         nri_decref(r, h);                    /* may orphan the actor: nothing left names it */
     }
@@ -31,28 +32,35 @@ static void names_remove(nr_region_t *r, uint32_t slot) {
  * released when they are ready and never runs. */
 static void drop_create_task(nr_region_t *r, nr_proc_t *p) {
     uint32_t c = p->create_task;
-    p->create_task = 0;
     if (!c) return;
+    W(p->create_task, 0);
     nr_task_t *task = nr_task(r, c);
     if (task->state == NR_TASK_WAITING && task->deps_left) {
-        task->kind = NR_SPEC_CANCELLED;
-        task->target = 0;
+        W(task->kind, NR_SPEC_CANCELLED);
+        W(task->target, 0);
         return;
     }
     nri_release(r, c);
+}
+
+/* Zeroes the per-caller counts of held calls (all are zero but a few). */
+static void held_clear(nr_region_t *r, uint32_t slot) {
+    uint16_t *c = nr_held_counts(r, slot);
+    for (uint32_t i = 0; i <= r->hdr->max_procs; i++)
+        if (c[i]) W(c[i], 0);
 }
 
 /* The slot goes back to the pool; its generation moves on. */
 static void free_slot(nr_region_t *r, uint32_t slot) {
     nr_proc_t *p = nr_proc(r, slot);
     names_remove(r, slot);
-    if (p->create_ready == p->create_task) p->create_ready = 0;
+    if (p->create_ready == p->create_task) W(p->create_ready, 0);
     drop_create_task(r, p);
     uint64_t death = p->death_obj;
-    memset(nr_held_counts(r, slot), 0, (r->hdr->max_procs + 1) * sizeof(uint16_t));
-    p->gen++;
-    nri_proc_reset(p, NR_KIND_NONE, NR_PROC_FREE);
-    r->hdr->nactors--;
+    held_clear(r, slot);
+    WINC(p->gen);
+    nri_proc_reset(r, p, NR_KIND_NONE, NR_PROC_FREE);
+    WDEC(r->hdr->nactors);
     if (death) nri_decref(r, death);
 }
 
@@ -77,18 +85,26 @@ static void fail_task(nr_region_t *r, uint32_t t, uint64_t death, wakeups_t *w) 
         nri_seal(r, o, off, size, 1, w);       /* no payload: read back as a system error */
         if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     }
-    task->proc = 0;
+    W(task->proc, 0);
     nri_release(r, t);
 }
 
-void nri_fail_drain(nr_region_t *r, wakeups_t *w) {
-    nr_header_t *h = r->hdr;
-    while (h->fail_head) {
-        uint32_t t = h->fail_head;
-        nr_task_t *task = nr_task(r, t);
-        h->fail_head = task->next;
-        fail_task(r, t, task->target ? nr_proc(r, task->target - 1)->death_obj : 0, w);
-    }
+void nri_fail_push(nr_region_t *r, uint32_t t, uint64_t death) {
+    nr_task_t *task = nr_task(r, t);
+    if (death) nri_incref(r, death);
+    W(task->fail_obj, death);
+    W(task->state, NR_TASK_READY);
+    W(task->next, r->hdr->fail_head);
+    W(r->hdr->fail_head, t);
+}
+
+void nri_fail_one(nr_region_t *r, wakeups_t *w) {
+    uint32_t t = r->hdr->fail_head;
+    nr_task_t *task = nr_task(r, t);
+    uint64_t death = task->fail_obj;
+    W(r->hdr->fail_head, task->next);
+    fail_task(r, t, death, w);
+    if (death) nri_decref(r, death);
 }
 
 static inline int ordered(nr_proc_t *p) { return !(p->aflags & NR_ACTOR_UNORDERED); }
@@ -98,28 +114,28 @@ static inline uint32_t caller_of(nr_region_t *r, nr_task_t *task) {
 }
 
 static void queue_append(nr_region_t *r, nr_proc_t *p, uint32_t t) {
-    nr_task(r, t)->next = 0;
-    nr_task(r, t)->in_queue = 0;
-    if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
-    p->q_tail = t;
+    W(nr_task(r, t)->next, 0);
+    W(nr_task(r, t)->in_queue, 0);
+    if (p->q_tail) W(nr_task(r, p->q_tail)->next, t); else W(p->q_head, t);
+    W(p->q_tail, t);
 }
 
 static void held_append(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint32_t t) {
     nr_task_t *task = nr_task(r, t);
-    task->next = 0;
-    task->in_queue = 1;
-    if (p->h_tail) nr_task(r, p->h_tail)->next = t; else p->h_head = t;
-    p->h_tail = t;
-    p->q_len++;
-    if (ordered(p)) nr_held_counts(r, slot)[caller_of(r, task)]++;
+    W(task->next, 0);
+    W(task->in_queue, 1);
+    if (p->h_tail) W(nr_task(r, p->h_tail)->next, t); else W(p->h_head, t);
+    W(p->h_tail, t);
+    WINC(p->q_len);
+    if (ordered(p)) WINC(nr_held_counts(r, slot)[caller_of(r, task)]);
 }
 
 /* Moves held call t (after prev, 0 if at the head) to the queue's tail. */
 static void held_release(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint32_t prev, uint32_t t) {
     nr_task_t *task = nr_task(r, t);
-    if (prev) nr_task(r, prev)->next = task->next; else p->h_head = task->next;
-    if (p->h_tail == t) p->h_tail = prev;
-    if (ordered(p)) nr_held_counts(r, slot)[caller_of(r, task)]--;
+    if (prev) W(nr_task(r, prev)->next, task->next); else W(p->h_head, task->next);
+    if (p->h_tail == t) W(p->h_tail, prev);
+    if (ordered(p)) WDEC(nr_held_counts(r, slot)[caller_of(r, task)]);
     queue_append(r, p, t);
 }
 
@@ -151,27 +167,25 @@ int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wak
     if (p->kind != NR_KIND_ACTOR) return 0;
     nr_task_t *task = nr_task(r, t);
     if (task->in_queue) {                    /* held: its arguments are ready now */
-        STORE(&task->state, NR_TASK_READY);
+        W(task->state, NR_TASK_READY);
         held_ready(r, p, slot, t);
-        if (p->sleeping && p->q_head) nri_wake_slot(p, slot, w);
+        if (p->sleeping && p->q_head) nri_wake_slot(r, p, slot, w);
         return 1;
     }
-    if (p->aflags & NR_ACTOR_DEAD) {        /* failed by nri_fail_drain before the unlock */
-        task->state = NR_TASK_READY;
-        task->next = r->hdr->fail_head;
-        r->hdr->fail_head = t;
+    if (p->aflags & NR_ACTOR_DEAD) {        /* failed at the end of the section */
+        nri_fail_push(r, t, p->death_obj);
         return 1;
     }
     if (task->kind == NR_SPEC_ACTOR_CALL && ordered(p) &&
         nr_held_counts(r, slot)[caller_of(r, task)]) {
-        task->state = NR_TASK_READY;         /* behind its caller's held calls */
+        W(task->state, NR_TASK_READY);       /* behind its caller's held calls */
         held_append(r, p, slot, t);
         return 1;
     }
     if (task->kind != NR_SPEC_ACTOR_CREATE) return 0;
-    task->state = NR_TASK_READY;
-    STORE(&p->create_ready, t);
-    if (p->sleeping) nri_wake_slot(p, slot, w);
+    W(task->state, NR_TASK_READY);
+    W(p->create_ready, t);
+    if (p->sleeping) nri_wake_slot(r, p, slot, w);
     return 1;
 }
 
@@ -185,31 +199,31 @@ void nri_actor_hold_place(nr_region_t *r, uint32_t t) {
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p) {
     uint32_t t = p->create_ready;
     if (t) {
-        STORE(&p->create_ready, 0);
+        W(p->create_ready, 0);
         return t;
     }
     if (!(p->aflags & NR_ACTOR_CREATED) || (p->aflags & NR_ACTOR_DEAD)) return 0;
     t = p->q_head;                           /* every queued call may run: O(1) */
     if (t) {
-        p->q_head = nr_task(r, t)->next;
-        if (!p->q_head) p->q_tail = 0;
-        p->q_len--;
+        W(p->q_head, nr_task(r, t)->next);
+        if (!p->q_head) W(p->q_tail, 0);
+        WDEC(p->q_len);
     }
     return t;
 }
 
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
     nr_task_t *task = nr_task(r, t);
-    if (p->nrunning) p->nrunning--;
+    if (p->nrunning) WDEC(p->nrunning);
     if (!p->nrunning) nri_set_state(r, p, NR_PROC_IDLE);
     if (task->kind == NR_SPEC_ACTOR_CREATE) {
-        if (!(p->aflags & NR_ACTOR_DEAD)) STORE(&p->aflags, p->aflags | NR_ACTOR_CREATED);
+        if (!(p->aflags & NR_ACTOR_DEAD)) W(p->aflags, p->aflags | NR_ACTOR_CREATED);
         if (p->restarts_left == 0 || (p->aflags & NR_ACTOR_DEAD)) {
-            if (p->create_task == t) p->create_task = 0;
+            if (p->create_task == t) W(p->create_task, 0);
             nri_release(r, t);
         } else {                             /* kept, with its arguments, for a restart */
-            task->state = NR_TASK_WAITING;
-            task->proc = 0;
+            W(task->state, NR_TASK_WAITING);
+            W(task->proc, 0);
         }
         return;
     }
@@ -219,7 +233,7 @@ void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
     nr_proc_t *p = nr_proc(r, slot1 - 1);
     if (p->kind != NR_KIND_ACTOR) return;
-    STORE(&p->aflags, p->aflags | NR_ACTOR_ORPHANED);
+    W(p->aflags, p->aflags | NR_ACTOR_ORPHANED);
     if ((p->aflags & NR_ACTOR_DEAD) && p->state == NR_PROC_EXITED) {
         free_slot(r, slot1 - 1);             /* a tombstone nobody can name any more */
         return;
@@ -255,21 +269,22 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
     for (uint32_t i = 1; o && i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
-        nri_proc_reset(p, NR_KIND_ACTOR, NR_PROC_STARTING);
+        nri_proc_reset(r, p, NR_KIND_ACTOR, NR_PROC_STARTING);  /* logged: plain stores follow */
         p->aflags = flags & (NR_ACTOR_DETACHED | NR_ACTOR_UNORDERED);
-        if (flags & NR_ACTOR_DETACHED) ADD(&o->refs, 1);   /* dropped when it dies */
+        if (flags & NR_ACTOR_DETACHED) LADD64(o->refs, 1);   /* dropped when it dies */
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
-        h->cpus_avail -= cpus_milli;
+        W(h->cpus_avail, h->cpus_avail - cpus_milli);
         p->spawn_req = 1;
-        o->actor = i + 1;
-        h->nactors++;
+        W(o->actor, i + 1);
+        WINC(h->nactors);
         slot = (int)i;
         *gen_out = p->gen;
         if (free_name) {
+            nr_undo_bytes(r, free_name, sizeof *free_name);
             free_name->handle_obj = handle_obj;
-            ADD(&o->refs, 1);
+            LADD64(o->refs, 1);
             free_name->slot1 = i + 1;
             free_name->gen = p->gen;
             strncpy(free_name->key, key, NR_NAME_MAX - 1);
@@ -303,42 +318,42 @@ int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint3
 /* Dead for good: fail what is queued, forget the name, give back its CPUs. */
 static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t death, wakeups_t *w) {
     nr_header_t *h = r->hdr;
-    STORE(&p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
+    W(p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
     if (!p->death_obj && death) {
         nri_incref(r, death);
-        p->death_obj = death;
+        W(p->death_obj, death);
     }
     names_remove(r, slot);
     if (p->aflags & NR_ACTOR_DETACHED) {       /* nothing keeps it now but handles */
-        STORE(&p->aflags, p->aflags & ~NR_ACTOR_DETACHED);
+        W(p->aflags, p->aflags & ~NR_ACTOR_DETACHED);
         nri_decref(r, p->handle_obj);
     }
-    h->cpus_avail += p->cpus_held;
+    WADD(h->cpus_avail, p->cpus_held);
     if (p->cpus_held) nri_kick(r, w);          /* queued tasks may fit now */
-    p->cpus_held = 0;
+    W(p->cpus_held, 0);
     uint32_t t = p->create_ready;
-    p->create_ready = 0;
-    if (t && t != p->create_task) fail_task(r, t, p->death_obj, w);
+    W(p->create_ready, 0);
+    if (t && t != p->create_task) nri_fail_push(r, t, p->death_obj);
     if (p->create_task && nr_task(r, p->create_task)->state != NR_TASK_RUNNING)
         drop_create_task(r, p);
+    /* Queued calls fail at the end of the section, one step each. */
     while ((t = p->q_head)) {
-        p->q_head = nr_task(r, t)->next;
-        p->q_len--;
-        fail_task(r, t, p->death_obj, w);
+        W(p->q_head, nr_task(r, t)->next);
+        WDEC(p->q_len);
+        nri_fail_push(r, t, p->death_obj);
     }
-    p->q_tail = 0;
+    W(p->q_tail, 0);
     while ((t = p->h_head)) {
         nr_task_t *task = nr_task(r, t);
-        p->h_head = task->next;
-        p->q_len--;
-        task->in_queue = 0;
+        W(p->h_head, task->next);
+        WDEC(p->q_len);
+        W(task->in_queue, 0);
         /* One still waiting for its arguments is failed when they are ready
          * (routed to this dead actor): its dependency links must stay. */
-        if (task->state == NR_TASK_READY) fail_task(r, t, p->death_obj, w);
+        if (task->state == NR_TASK_READY) nri_fail_push(r, t, p->death_obj);
     }
-    p->h_tail = 0;
-    memset(nr_held_counts(r, slot), 0, (r->hdr->max_procs + 1) * sizeof(uint16_t));
-    nri_fail_drain(r, w);
+    W(p->h_tail, 0);
+    held_clear(r, slot);
 }
 
 int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj) {
@@ -360,7 +375,7 @@ int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restar
     nr_lock(r);
     if (slot_is(r, slot, gen) && !(nr_proc(r, slot)->aflags & NR_ACTOR_DEAD)) {
         nr_proc_t *p = nr_proc(r, slot);
-        p->aflags |= NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0);
+        W(p->aflags, p->aflags | NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0));
         pid = p->state == NR_PROC_STARTING ? 0 : p->pid;
         self = pid == (int32_t)getpid();
         if (pid > 0 && !self) kill(pid, SIGKILL);   /* it cannot be inside a critical section */
@@ -375,7 +390,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    nri_ledger_release(r, slot);             /* the handles and refs it held */
+    nri_ledger_release(r, slot);             /* the handles and refs it held (first: it commits) */
     nr_arena_release_writing(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head &&
@@ -386,55 +401,54 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     for (uint32_t t = 1; t <= h->task_hwm; t++) {
         nr_task_t *task = nr_task(r, t);
         if (task->state != NR_TASK_RUNNING || task->proc != slot + 1) continue;
-        task->proc = 0;
+        W(task->proc, 0);
         if (task->kind == NR_SPEC_ACTOR_CREATE) {
-            task->state = NR_TASK_WAITING;       /* queued again below, or released */
+            W(task->state, NR_TASK_WAITING);     /* queued again below, or released */
             continue;
         }
         if (restart && task->retries_left != 0) {
-            if (task->retries_left > 0) task->retries_left--;
-            task->state = NR_TASK_READY;
-            task->next = 0;
-            if (requeue_tail) nr_task(r, requeue_tail)->next = t; else requeue_head = t;
+            if (task->retries_left > 0) WDEC(task->retries_left);
+            W(task->state, NR_TASK_READY);
+            W(task->next, 0);
+            if (requeue_tail) W(nr_task(r, requeue_tail)->next, t); else requeue_head = t;
             requeue_tail = t;
         } else {
-            fail_task(r, t, p->death_obj ? p->death_obj : death_obj, &w);
+            nri_fail_push(r, t, p->death_obj ? p->death_obj : death_obj);
         }
     }
-    p->nrunning = 0;
-    p->pid = 0;
-    p->sleeping = 0;
+    W(p->nrunning, 0);
+    W(p->pid, 0);
+    W(p->sleeping, 0);
     int rc = 0;
     if (restart) {
-        if (p->restarts_left > 0) p->restarts_left--;
-        p->restarts++;
-        STORE(&p->aflags, p->aflags & ~(NR_ACTOR_CREATED | NR_ACTOR_KILLED));
+        if (p->restarts_left > 0) WDEC(p->restarts_left);
+        WINC(p->restarts);
+        W(p->aflags, p->aflags & ~(NR_ACTOR_CREATED | NR_ACTOR_KILLED));
         if (requeue_head) {                      /* retried calls go first, in order */
-            for (uint32_t t = requeue_head; t; t = nr_task(r, t)->next) p->q_len++;
-            nr_task(r, requeue_tail)->next = p->q_head;
-            p->q_head = requeue_head;
-            if (!p->q_tail) p->q_tail = requeue_tail;
+            for (uint32_t t = requeue_head; t; t = nr_task(r, t)->next) WINC(p->q_len);
+            W(nr_task(r, requeue_tail)->next, p->q_head);
+            W(p->q_head, requeue_head);
+            if (!p->q_tail) W(p->q_tail, requeue_tail);
         }
         nr_task_t *c = p->create_task ? nr_task(r, p->create_task) : NULL;
         if (c && !c->deps_left) {              /* else queued once its arguments are ready */
-            c->state = NR_TASK_READY;
-            p->create_ready = p->create_task;
+            W(c->state, NR_TASK_READY);
+            W(p->create_ready, p->create_task);
         }
-        p->state = NR_PROC_STARTING;
-        p->spawn_req = 1;
+        W(p->state, NR_PROC_STARTING);
+        W(p->spawn_req, 1);
         rc = 1;
     } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
                !p->h_head &&
                !p->create_ready) {
-        h->cpus_avail += p->cpus_held;
+        WADD(h->cpus_avail, p->cpus_held);
         if (p->cpus_held) nri_kick(r, &w);
         free_slot(r, slot);                      /* its last handle went, and it exited */
     } else {
         die_locked(r, p, slot, death_obj, &w);
         if (p->aflags & NR_ACTOR_ORPHANED) free_slot(r, slot);
-        else p->state = NR_PROC_EXITED;          /* a tombstone until its handles go */
+        else W(p->state, NR_PROC_EXITED);        /* a tombstone until its handles go */
     }
-    nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return rc;

@@ -1,4 +1,5 @@
 #include "nr_arena.h"
+#include "nr_undo.h"
 
 #define USED 1ull
 static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t *)(r->base + off); }
@@ -9,30 +10,31 @@ static void unlink_free(nr_region_t *r, uint64_t off) {
     nr_arena_t *a = &r->hdr->arena;
     nr_block_t *b = blk(r, off);
     int bin = bin_of(bsize(b));
-    if (b->prev_free) blk(r, b->prev_free)->next_free = b->next_free;
-    else a->bins[bin] = b->next_free;
-    if (b->next_free) blk(r, b->next_free)->prev_free = b->prev_free;
-    if (!a->bins[bin]) a->bitmap &= ~(1ull << bin);
+    if (b->prev_free) W(blk(r, b->prev_free)->next_free, b->next_free);
+    else W(a->bins[bin], b->next_free);
+    if (b->next_free) W(blk(r, b->next_free)->prev_free, b->prev_free);
+    if (!a->bins[bin]) W(a->bitmap, a->bitmap & ~(1ull << bin));
 }
 
 static void push_free(nr_region_t *r, uint64_t off) {
     nr_arena_t *a = &r->hdr->arena;
     nr_block_t *b = blk(r, off);
     int bin = bin_of(bsize(b));
-    b->size &= ~USED;
-    b->prev_free = 0;
-    b->next_free = a->bins[bin];
-    if (b->next_free) blk(r, b->next_free)->prev_free = off;
-    a->bins[bin] = off;
-    a->bitmap |= 1ull << bin;
+    W(b->size, b->size & ~USED);
+    W(b->prev_free, 0);
+    W(b->next_free, a->bins[bin]);
+    if (b->next_free) W(blk(r, b->next_free)->prev_free, off);
+    W(a->bins[bin], off);
+    W(a->bitmap, a->bitmap | (1ull << bin));
 }
 
-/* Sets the prev_size of the block after `off`, if there is one. */
+/* Sets the prev_size of the block after `off`.  There always is one: `off`
+ * is a free block or a split-off tail of one, and no free block ends at brk
+ * (freeing the top block lowers brk instead). */
 static void fix_next(nr_region_t *r, uint64_t off) {
     nr_arena_t *a = &r->hdr->arena;
     uint64_t nxt = off + bsize(blk(r, off));
-    if (nxt < a->brk) blk(r, nxt)->prev_size = bsize(blk(r, off));
-    else a->last = off;
+    if (nxt < a->brk) W(blk(r, nxt)->prev_size, bsize(blk(r, off)));
 }
 
 /* Cuts `need` bytes off the front of free-or-fresh block `off` (already
@@ -43,9 +45,9 @@ static void split(nr_region_t *r, uint64_t off, uint64_t need) {
     if (size - need < NR_MIN_BLOCK) return;
     uint64_t rest = off + need;
     nr_block_t *t = blk(r, rest);
-    t->size = size - need;
-    t->prev_size = need;
-    b->size = need | (b->size & USED);
+    W(t->size, size - need);
+    W(t->prev_size, need);
+    W(b->size, need | (b->size & USED));
     fix_next(r, rest);
     push_free(r, rest);
 }
@@ -75,22 +77,22 @@ uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n) {
     }
     if (off) {
         unlink_free(r, off);
-        blk(r, off)->size |= USED;
+        W(blk(r, off)->size, blk(r, off)->size | USED);
         split(r, off, need);
     } else {
         if (a->brk + need > a->end) return 0;
         off = a->brk;
         nr_block_t *b = blk(r, off);
-        b->size = need | USED;
-        b->prev_size = a->last ? bsize(blk(r, a->last)) : 0;
-        a->brk += need;
-        a->last = off;
-        if (a->brk > a->peak) a->peak = a->brk;
+        W(b->size, need | USED);
+        W(b->prev_size, a->last ? bsize(blk(r, a->last)) : 0);
+        WADD(a->brk, need);
+        W(a->last, off);
+        if (a->brk > a->peak) a->peak = a->brk;   /* a high-water mark: not undone */
     }
     nr_block_t *b = blk(r, off);
-    b->req = n;
-    a->used += bsize(b);
-    a->nallocs++;
+    W(b->req, n);
+    WADD(a->used, bsize(b));
+    WINC(a->nallocs);
     return off + NR_BLOCK_HDR;
 }
 
@@ -98,29 +100,29 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
     nr_arena_t *a = &r->hdr->arena;
     uint64_t off = payload_off - NR_BLOCK_HDR;
     nr_block_t *b = blk(r, off);
-    a->used -= bsize(b);
-    a->nallocs--;
-    b->size &= ~USED;
+    W(a->used, a->used - bsize(b));
+    WDEC(a->nallocs);
+    W(b->size, b->size & ~USED);
     /* Merge with the next block. */
     uint64_t nxt = off + bsize(b);
     if (nxt < a->brk && !(blk(r, nxt)->size & USED)) {
         unlink_free(r, nxt);
-        b->size += bsize(blk(r, nxt));
+        WADD(b->size, bsize(blk(r, nxt)));
     }
     /* Merge into the previous block. */
     if (b->prev_size) {
         uint64_t prv = off - b->prev_size;
         if (!(blk(r, prv)->size & USED)) {
             unlink_free(r, prv);
-            blk(r, prv)->size += bsize(b);
+            WADD(blk(r, prv)->size, bsize(b));
             off = prv;
         }
     }
     if (off + bsize(blk(r, off)) == a->brk) {
         /* The top block goes back below brk, so a later, larger request can
          * grow it in place (its pages stay warm; brk only moves down). */
-        a->brk = off;
-        a->last = blk(r, off)->prev_size ? off - blk(r, off)->prev_size : 0;
+        W(a->brk, off);
+        W(a->last, blk(r, off)->prev_size ? off - blk(r, off)->prev_size : 0);
         return;
     }
     fix_next(r, off);
@@ -137,8 +139,8 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
     uint64_t off = nr_arena_alloc_locked(r, n);
     if (off) {
         nr_proc_t *p = nr_proc(r, r->slot);
-        if (!p->writing[0]) p->writing[0] = off;
-        else if (!p->writing[1]) p->writing[1] = off;
+        if (!p->writing[0]) W(p->writing[0], off);
+        else if (!p->writing[1]) W(p->writing[1], off);
     }
     nr_unlock(r);
     return off;
@@ -146,8 +148,8 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
 
 void nr_arena_written(nr_region_t *r, uint64_t off) {
     nr_proc_t *p = nr_proc(r, r->slot);
-    if (p->writing[0] == off) p->writing[0] = 0;
-    else if (p->writing[1] == off) p->writing[1] = 0;
+    if (p->writing[0] == off) W(p->writing[0], 0);
+    else if (p->writing[1] == off) W(p->writing[1], 0);
 }
 
 void nr_arena_free(nr_region_t *r, uint64_t payload_off) {
@@ -161,7 +163,7 @@ void nr_arena_release_writing(nr_region_t *r, uint32_t slot) {
     nr_proc_t *p = nr_proc(r, slot);
     for (int i = 0; i < 2; i++) {
         if (p->writing[i]) nr_arena_free_locked(r, p->writing[i]);
-        p->writing[i] = 0;
+        if (p->writing[i]) W(p->writing[i], 0);
     }
 }
 

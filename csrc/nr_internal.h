@@ -7,6 +7,7 @@
 #include <string.h>
 #include "nr_sched.h"
 #include "nr_actor.h"
+#include "nr_undo.h"
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
@@ -41,10 +42,21 @@ static inline void nri_ledger_add(nr_region_t *r, uint64_t id, int32_t d) {
     ADD(&r->ledger[idx], d);
 }
 
+/* The same, under the lock: logged, so a rollback undoes it with the count
+ * it records (the high-water mark only grows, and is not undone). */
+static inline void nri_ledger_add_locked(nr_region_t *r, uint64_t id, int32_t d) {
+    if (!r->ledger) return;
+    uint32_t idx = nr_id_index1(id) - 1;
+    if (idx >= r->hdr->max_objects) return;
+    if (d > 0 && idx >= LOAD(r->ledger_hwm)) STORE(r->ledger_hwm, idx + 1);
+    LADD32(r->ledger[idx], d);
+}
+
 /* Clears a process slot for a new process; its generation stays (it moves
  * on only when the slot is freed). */
-static inline void nri_proc_reset(nr_proc_t *p, uint32_t kind, uint32_t state) {
+static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, uint32_t state) {
     uint32_t gen = p->gen;
+    nr_undo_bytes(r, p, sizeof *p);
     memset(p, 0, sizeof *p);
     p->gen = gen;
     p->kind = kind;
@@ -54,7 +66,7 @@ static inline void nri_proc_reset(nr_proc_t *p, uint32_t kind, uint32_t state) {
 /* A count held by a task, a payload or the region itself, not a process. */
 static inline void nri_incref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
-    if (o) ADD(&o->refs, 1);
+    if (o) LADD64(o->refs, 1);
 }
 
 /* Spins up to spin_ns: returns 1 as soon as cond holds. */
@@ -81,7 +93,7 @@ void nri_release(nr_region_t *r, uint32_t t);
 void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size, int is_error, wakeups_t *w);
 void nri_decref(nr_region_t *r, uint64_t id);
 void nri_obj_free(nr_region_t *r, nr_object_t *o);
-void nri_wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w);
+void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 void nri_kick(nr_region_t *r, wakeups_t *w);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
@@ -93,7 +105,12 @@ void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle obje
 int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p);
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t);
-void nri_fail_drain(nr_region_t *r, wakeups_t *w);
+/* Queues task t to be failed with death's payload (a count is taken on it)
+ * at the end of the section; nri_fail_one fails the first queued. */
+void nri_fail_push(nr_region_t *r, uint32_t t, uint64_t death);
+void nri_fail_one(nr_region_t *r, wakeups_t *w);
+/* Frees zombies and fails queued calls, one committed step each. */
+void nri_drain(nr_region_t *r, wakeups_t *w);
 void nri_actor_hold_place(nr_region_t *r, uint32_t t);
 
 /* Read without the lock, for spinning: may be stale, never unsafe. */

@@ -23,66 +23,80 @@ uint64_t nri_obj_alloc(nr_region_t *r) {
     uint32_t idx;
     if (h->obj_free) {
         idx = h->obj_free - 1;
-        h->obj_free = objs(r)[idx].next_free;
+        W(h->obj_free, objs(r)[idx].next_free);
     } else if (h->obj_hwm < h->max_objects) {
-        idx = h->obj_hwm++;
-        objs(r)[idx].gen = 1;
+        idx = h->obj_hwm;
+        objs(r)[idx].gen = 1;            /* past the high-water mark: nothing reads it */
+        W(h->obj_hwm, idx + 1);
     } else {
         return 0;
     }
-    nr_object_t *o = objs(r) + idx;
+    nr_object_t *o = objs(r) + idx;      /* free: plain stores (see nr_undo.h) */
     o->refs = 1;
     o->data = o->size = 0;
     o->dep_head = 0;
     o->waiters = 0;
     o->actor = 0;
-    STORE(&o->state, NR_OBJ_PENDING);
-    h->nobjects++;
+    W(o->state, NR_OBJ_PENDING);
+    WINC(h->nobjects);
     uint64_t id = nr_make_id(o->gen, idx + 1);
-    nri_ledger_add(r, id, 1);            /* the caller's first count: its ObjectRef */
+    nri_ledger_add_locked(r, id, 1);     /* the caller's first count: its ObjectRef */
     return id;
 }
 
-/* Frees o, then every object whose last count was held by a payload freed
- * on the way.  Iterative (a worklist linked through next_free), so a long
- * chain of refs nested in values cannot overflow the stack. */
+/* Frees o.  An object whose last count was held by o's payload becomes a
+ * zombie, freed in a step of its own at the end of the section (nr_unlock),
+ * so a long chain of refs nested in values neither overflows the stack nor
+ * makes one step too large to undo. */
 void nri_obj_free(nr_region_t *r, nr_object_t *o) {
-    uint32_t todo = 0;
-    for (;;) {
-        if (o->data) {
-            nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
-            uint64_t *c = nr_payload_contained(p);
-            for (uint32_t i = 0; i < p->ncontained; i++) {
-                nr_object_t *x = nr_object_lookup(r, c[i]);
-                if (x && ADD(&x->refs, -1) == 0 && x->state != NR_OBJ_PENDING) {
-                    x->next_free = todo;
-                    todo = (uint32_t)(x - objs(r)) + 1;
-                }
+    nr_header_t *h = r->hdr;
+    if (o->data) {
+        nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
+        uint64_t *c = nr_payload_contained(p);
+        for (uint32_t i = 0; i < p->ncontained; i++) {
+            nr_object_t *x = nr_object_lookup(r, c[i]);
+            if (x && LADD64(x->refs, -1) == 0 && x->state != NR_OBJ_PENDING) {
+                W(x->next_free, h->zombie_head);
+                W(h->zombie_head, (uint32_t)(x - objs(r)) + 1);
             }
-            nr_arena_free_locked(r, o->data);
-            o->data = 0;
         }
-        if (o->actor) {                  /* the last handle of an actor is gone */
-            uint32_t a = o->actor;
-            o->actor = 0;
-            nri_actor_orphaned(r, a);
+        nr_arena_free_locked(r, o->data);
+        W(o->data, 0);
+    }
+    if (o->actor) {                      /* the last handle of an actor is gone */
+        uint32_t a = o->actor;
+        W(o->actor, 0);
+        nri_actor_orphaned(r, a);
+    }
+    W(o->state, NR_OBJ_FREE);
+    W(o->gen, o->gen + 1);
+    W(o->next_free, h->obj_free);
+    W(h->obj_free, (uint32_t)(o - objs(r)) + 1);
+    WDEC(h->nobjects);
+}
+
+/* Frees the zombies and fails the calls on the fail list, one committed
+ * step each (the section before is complete). */
+void nri_drain(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    for (;;) {
+        nr_undo_commit(r);
+        if (h->zombie_head) {
+            nr_object_t *o = objs(r) + (h->zombie_head - 1);
+            W(h->zombie_head, o->next_free);
+            nri_obj_free(r, o);
+        } else if (h->fail_head) {
+            nri_fail_one(r, w);
+        } else {
+            return;
         }
-        STORE(&o->state, NR_OBJ_FREE);
-        ADD(&o->gen, 1);
-        uint32_t next = todo ? objs(r)[todo - 1].next_free : 0;
-        o->next_free = r->hdr->obj_free;
-        r->hdr->obj_free = (uint32_t)(o - objs(r)) + 1;
-        r->hdr->nobjects--;
-        if (!todo) break;
-        o = objs(r) + (todo - 1);
-        todo = next;
     }
 }
 
 void nri_decref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
-    if (ADD(&o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
+    if (LADD64(o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
 }
 
 int nr_object_try_incref(nr_region_t *r, uint64_t id) {
@@ -92,8 +106,8 @@ int nr_object_try_incref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     int ok = o && o->state == NR_OBJ_READY && LOAD(&o->refs) > 0;
     if (ok) {
-        ADD(&o->refs, 1);
-        nri_ledger_add(r, id, 1);
+        LADD64(o->refs, 1);
+        nri_ledger_add_locked(r, id, 1);
     }
     nr_unlock(r);
     return ok;
@@ -143,19 +157,20 @@ static void incref_payload_contained(nr_region_t *r, uint64_t data) {
     for (uint32_t i = 0; i < p->ncontained; i++) nri_incref(r, c[i]);
 }
 
+
 void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
                         int is_error, wakeups_t *w) {
-    o->data = data;
-    o->size = size;
+    W(o->data, data);
+    W(o->size, size);
     if (data) incref_payload_contained(r, data);
-    STORE(&o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
+    W(o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
     /* Release the tasks that were waiting for this object, in the order
      * they were submitted (the list was built by pushing at the head). */
     uint32_t d = o->dep_head, rev = 0;
-    o->dep_head = 0;
+    W(o->dep_head, 0);
     while (d) {
         uint32_t next = deps(r)[d - 1].next;
-        deps(r)[d - 1].next = rev;
+        W(deps(r)[d - 1].next, rev);
         rev = d;
         d = next;
     }
@@ -164,10 +179,11 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
         nr_dep_t *node = deps(r) + (d - 1);
         uint32_t next = node->next;
         nr_task_t *t = nr_task(r, node->dep_task);
-        if (--t->deps_left == 0) nri_enqueue(r, node->dep_task, w);
-        node->next = r->hdr->dep_free;
-        r->hdr->dep_free = d;
-        r->hdr->ndeps_live--;
+        WDEC(t->deps_left);
+        if (t->deps_left == 0) nri_enqueue(r, node->dep_task, w);
+        W(node->next, r->hdr->dep_free);
+        W(r->hdr->dep_free, d);
+        WDEC(r->hdr->ndeps_live);
         d = next;
     }
     if (LOAD(&o->waiters)) {
@@ -184,7 +200,6 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
         nr_arena_written(r, data);
         nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
     }
-    nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return id;
@@ -202,7 +217,6 @@ int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, in
         nri_seal(r, o, data, size, is_error, &w);
         if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     }
-    nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return rc;

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "nr_region.h"
+#include "nr_undo.h"
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -62,6 +63,11 @@ static void layout(nr_header_t *h, const nr_config_t *c) {
     off = page_up(off + (uint64_t)c->max_procs * c->max_objects * 4);
     h->held_off = off;
     off = page_up(off + (uint64_t)c->max_procs * (c->max_procs + 1) * 2);
+    h->undo_off = off;
+    /* Enough for the largest committed step: one object or task with every
+     * entry of the tables in its lists. */
+    h->undo_cap = 4 * (c->max_objects + c->max_tasks + c->max_deps) + 65536;
+    off = page_up(off + (uint64_t)h->undo_cap * sizeof(nr_undo_t));
     h->arena_off = (off + (1u << 21) - 1) & ~(uint64_t)((1u << 21) - 1); /* 2 MiB aligned */
     h->size = h->arena_off + ((c->arena_bytes + NR_PAGE - 1) & ~(uint64_t)(NR_PAGE - 1));
 }
@@ -101,6 +107,7 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
 
     __atomic_store_n(&h->magic, NR_MAGIC, __ATOMIC_RELEASE);
     r->base = base; r->hdr = h; r->size = tmp.size; r->fd = fd;
+    r->undo_log = base + h->undo_off; r->undo_cap = h->undo_cap;
     r->spawn_fd = -1; r->slot = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
@@ -113,6 +120,7 @@ int nr_region_attach(nr_region_t *r, int fd) {
     char *base = mmap(NULL, h.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) return -errno;
     r->base = base; r->hdr = (nr_header_t *)base; r->size = h.size; r->fd = fd;
+    r->undo_log = base + h.undo_off; r->undo_cap = h.undo_cap;
     r->spawn_fd = -1; r->slot = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
@@ -178,14 +186,80 @@ void nr_lock(nr_region_t *r) {
                     st == 't' ? ", which is stopped in a debugger" : "");
         }
     }
+    if (__builtin_expect(!self_pid, 0)) pid_init();
     if (rc == EOWNERDEAD) {
-        /* The holder died inside a critical section.  Sections are short and
-         * write their links last; count the repair so tests can see it. */
-        r->hdr->repairs++;
+        /* The holder died inside a critical section: undo it, check the
+         * structures, and only then let anyone use them again. */
+        r->hdr->lock_pid = self_pid;
+        nr_repair(r);
         pthread_mutex_consistent(m);
     }
-    if (__builtin_expect(!self_pid, 0)) pid_init();
     r->hdr->lock_pid = self_pid;
+#ifdef NR_CRASHPOINTS
+    nr_crash_checkpoint(r);
+#endif
 }
 
-void nr_unlock(nr_region_t *r) { pthread_mutex_unlock(&r->hdr->lock); }
+/* The lock is held and its last holder died.  A log that overflowed cannot
+ * be undone: the runtime is shut down with a message instead of running on
+ * half-updated structures. */
+void nr_repair(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    h->repairs++;
+    if (h->undo_overflow) {
+        h->undo_n = 0;
+        h->undo_overflow = 0;
+        h->broken = 1;
+    } else if (h->undo_n) {
+        nr_undo_rollback(r);
+    }
+    if (!h->broken && nr_region_verify(r, NULL) < 0) h->broken = 2;
+    if (h->broken && !h->shutdown) {
+        fprintf(stderr, "nanoray: a process died inside a critical section and the shared state "
+                        "could not be repaired (%s); the runtime is shutting down\n",
+                h->broken == 1 ? "its undo log had overflowed" : "it failed verification");
+        __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&h->obj_seq, 1, __ATOMIC_SEQ_CST);
+        nr_futex_wake(&h->obj_seq, INT_MAX);
+        for (uint32_t i = 0; i < h->max_procs; i++) {
+            nr_proc_t *p = nr_proc(r, i);
+            __atomic_add_fetch(&p->wake, 1, __ATOMIC_SEQ_CST);
+            nr_futex_wake(&p->wake, INT_MAX);
+        }
+    }
+}
+
+static inline int undo_decrements(uint64_t kind, uint64_t v) {
+    return (kind == NR_UNDO_D64 || kind == NR_UNDO_D32) && (int64_t)v > 0;
+}
+
+/* Newest entry first.  Restoring an old value is idempotent, so such an
+ * entry is dropped after it is applied; undoing a delta is not, so it is
+ * dropped before when the undo decrements (a death in between leaks) and
+ * after when it increments (a death in between leaks too). */
+void nr_undo_rollback(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    nr_undo_t *log = (nr_undo_t *)(r->base + h->undo_off);
+    uint32_t n = h->undo_n;
+    if (n > h->undo_cap) n = h->undo_cap;
+    h->rollbacks++;
+    while (n) {
+        nr_undo_t e = log[n - 1];
+        uint64_t kind = e.where & 7, off = e.where >> 3;
+        if (off + 8 > h->size) { h->undo_n = --n; continue; }
+        void *p = r->base + off;
+        int before = undo_decrements(kind, e.old);
+        if (before) { h->undo_n = n - 1; NR_BARRIER(); }
+        switch (kind) {
+        case NR_UNDO_U16: *(uint16_t *)p = (uint16_t)e.old; break;
+        case NR_UNDO_U32: *(uint32_t *)p = (uint32_t)e.old; break;
+        case NR_UNDO_U64: *(uint64_t *)p = e.old; break;
+        case NR_UNDO_D64: __atomic_sub_fetch((int64_t *)p, (int64_t)e.old, __ATOMIC_SEQ_CST); break;
+        case NR_UNDO_D32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
+        }
+        NR_BARRIER();
+        h->undo_n = --n;
+        NR_BARRIER();
+        h->undone++;
+    }
+}

@@ -10,7 +10,7 @@
  *
  * Layout (each part starts on a page boundary):
  *   header | proc slots | object table | task table | dep nodes | actor names |
- *   ledgers | arena
+ *   ledgers | held counts | undo log | arena
  *
  * Ledgers: each process slot has an int32 per object-table entry, the
  * counts that process holds on that object (its ObjectRefs and pinned
@@ -105,7 +105,8 @@ typedef struct {
     uint64_t size;            /* total mapped bytes */
     uint64_t session;         /* random at creation: tells runtimes apart */
     uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, held_off,
-             arena_off;
+             undo_off, arena_off;
+    uint32_t undo_cap;        /* undo log entries (see nr_undo.h) */
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
     int32_t cpus_total;       /* milli-CPUs */
     uint32_t min_workers, max_workers;
@@ -117,6 +118,11 @@ typedef struct {
     int32_t lock_pid;             /* the process that last took the lock (for messages) */
     uint32_t repairs;             /* locks recovered from a dead holder */
     uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
+    uint32_t undo_n;              /* entries in the undo log of the section under way */
+    uint32_t undo_overflow;       /* the section outgrew the log: a death in it cannot be undone */
+    uint32_t broken;              /* a repair failed: the runtime shut down rather than go on */
+    uint32_t rollbacks;           /* sections undone after their holder died */
+    uint64_t undone;              /* undo entries applied by those rollbacks */
 
     /* Scheduler state, written under the lock. */
     uint32_t rq_head NR_LINE;     /* shared ready queue (task index + 1) */
@@ -136,6 +142,8 @@ typedef struct {
     uint32_t nblocked;            /* pool workers whose task waits in get() */
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
+    uint32_t zombie_head;         /* objects whose last count went while freeing another:
+                                   * freed one per step at the end of the section */
 
     /* Tables, written under the lock. */
     uint32_t obj_hwm NR_LINE, obj_free;   /* free list heads hold index + 1 */
@@ -161,6 +169,8 @@ typedef struct {
     uint32_t slot;  /* this process's proc slot */
     int32_t *ledger;        /* this process's ledger (workers, actors); NULL in the driver */
     uint32_t *ledger_hwm;   /* its high-water mark, in its proc slot */
+    void *undo_log;         /* the undo log (nr_undo.h), and its entries */
+    uint32_t undo_cap;
 } nr_region_t;
 
 typedef struct {
@@ -174,8 +184,32 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg);   /* 0 or -errno *
 int nr_region_attach(nr_region_t *r, int fd);                   /* 0 or -errno */
 void nr_region_detach(nr_region_t *r);
 
+/* Takes the lock; if its last holder died inside a critical section, first
+ * undoes that section (nr_undo.h) and checks the structures. */
 void nr_lock(nr_region_t *r);
+/* Ends the section: finishes deferred frees and failures (one committed
+ * step each), commits, releases the lock, then issues the wake-ups. */
 void nr_unlock(nr_region_t *r);
+
+/* Called by nr_lock when the last holder died: rolls its section back and
+ * verifies; on failure shuts the runtime down (hdr->broken says why). */
+void nr_repair(nr_region_t *r);
+
+/* What nr_region_verify found (any may be NULL). */
+typedef struct {
+    int code;               /* 0, or the first broken invariant (negative) */
+    uint64_t orphan_blocks; /* arena blocks in use that nothing owns */
+    uint64_t orphan_bytes;
+    uint64_t zero_count_objects; /* sealed objects nothing counts, not yet freed */
+} nr_verify_t;
+
+/* Checks every table, queue, list and counter against each other and the
+ * arena (the lock is held).  0 when consistent, else a negative code naming
+ * the first broken invariant.  Orphan blocks are reported, not failed: the
+ * runtime may be writing them. */
+int nr_region_verify(nr_region_t *r, nr_verify_t *out);
+/* A hash of what the structures mean (tests: a rollback restores it). */
+uint64_t nr_region_digest(nr_region_t *r);
 
 /* futex on a word in shared memory; timeout_ns < 0 waits forever.
  * Returns 0 when woken (or the word already changed), 1 on timeout. */

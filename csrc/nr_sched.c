@@ -20,18 +20,35 @@ void nri_flush(nr_region_t *r, wakeups_t *w) {
     }
 }
 
+void nr_unlock(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    NR_CRASH_AT_END();
+    if (__builtin_expect(h->zombie_head | h->fail_head, 0)) {
+        wakeups_t w = {0};
+        nri_drain(r, &w);
+        NR_CRASH_AT_END();
+        nr_undo_commit(r);
+        pthread_mutex_unlock(&h->lock);
+        nri_flush(r, &w);
+        return;
+    }
+    nr_undo_commit(r);
+    pthread_mutex_unlock(&h->lock);
+}
+
 /* ---- queues and processes --------------------------------------------- */
 
 /* Every change of a process's state goes through here, so the count of idle
  * pool workers (what decides whether to start another) stays exact. */
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
+    if (p->state == state) return;
     if (p->kind == NR_KIND_WORKER) {
-        if (p->state == NR_PROC_IDLE) r->hdr->nidle--;
-        if (state == NR_PROC_IDLE) r->hdr->nidle++;
-        if (p->state == NR_PROC_BLOCKED) r->hdr->nblocked--;
-        if (state == NR_PROC_BLOCKED) r->hdr->nblocked++;
+        if (p->state == NR_PROC_IDLE) WDEC(r->hdr->nidle);
+        if (state == NR_PROC_IDLE) WINC(r->hdr->nidle);
+        if (p->state == NR_PROC_BLOCKED) WDEC(r->hdr->nblocked);
+        if (state == NR_PROC_BLOCKED) WINC(r->hdr->nblocked);
     }
-    p->state = state;
+    W(p->state, state);
 }
 
 /* Nested tasks taken in a row before a waiting top-level task gets its
@@ -66,14 +83,14 @@ static inline int shared_work_fits(nr_region_t *r) {
     return hd && LOAD(&nr_task(r, hd)->cpus) <= avail;
 }
 
-static inline void set_spinning(nr_header_t *h, nr_proc_t *p, uint32_t on) {
+static inline void set_spinning(nr_region_t *r, nr_proc_t *p, uint32_t on) {
     if (p->spinning == on) return;
-    p->spinning = on;
-    if (on) h->nspinning++; else h->nspinning--;
+    W(p->spinning, on);
+    if (on) WINC(r->hdr->nspinning); else WDEC(r->hdr->nspinning);
 }
 
-void nri_wake_slot(nr_proc_t *p, uint32_t slot, wakeups_t *w) {
-    p->sleeping = 0;
+void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w) {
+    W(p->sleeping, 0);
     ADD(&p->wake, 1);
     if (w->n < 8) w->slots[w->n++] = slot;
     else nr_futex_wake(&p->wake, 1);     /* rare: more than 8 in one section */
@@ -84,8 +101,8 @@ void nri_sleepers_remove(nr_region_t *r, uint32_t slot) {
     uint32_t *link = &h->sleep_head;
     while (*link) {
         if (*link == slot + 1) {
-            *link = nr_proc(r, slot)->sleep_next;
-            h->nsleeping--;
+            W(*link, nr_proc(r, slot)->sleep_next);
+            WDEC(h->nsleeping);
             return;
         }
         link = &nr_proc(r, *link - 1)->sleep_next;
@@ -98,9 +115,9 @@ static int wake_one_locked(nr_region_t *r, wakeups_t *w) {
     if (!h->sleep_head) return 0;
     uint32_t slot = h->sleep_head - 1;
     nr_proc_t *p = nr_proc(r, slot);
-    h->sleep_head = p->sleep_next;
-    h->nsleeping--;
-    nri_wake_slot(p, slot, w);
+    W(h->sleep_head, p->sleep_next);
+    WDEC(h->nsleeping);
+    nri_wake_slot(r, p, slot, w);
     return 1;
 }
 
@@ -113,7 +130,7 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
     if (h->spawn_pending || !dispatchable(h, r)) return;
     if (h->nidle || h->nstarting) return;
     if (h->nworkers >= h->max_workers) return;
-    h->spawn_pending = 1;
+    W(h->spawn_pending, 1);
     w->spawn = 1;
 }
 
@@ -129,33 +146,31 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     nr_task_t *task = nr_task(r, t);
     if (task->kind == NR_SPEC_CANCELLED) {   /* its actor is gone: just released */
-        task->state = NR_TASK_READY;
-        task->next = r->hdr->fail_head;
-        r->hdr->fail_head = t;
+        nri_fail_push(r, t, 0);
         return;
     }
     if (task->target) {
         nr_proc_t *p = nr_proc(r, task->target - 1);
         if (nri_actor_route(r, t, p, task->target - 1, w)) return;
     }
-    task->state = NR_TASK_READY;
-    task->next = 0;
+    W(task->state, NR_TASK_READY);
+    W(task->next, 0);
     if (task->target) {
         nr_proc_t *p = nr_proc(r, task->target - 1);
-        if (p->q_tail) nr_task(r, p->q_tail)->next = t; else p->q_head = t;
-        p->q_tail = t;
-        p->q_len++;
+        if (p->q_tail) W(nr_task(r, p->q_tail)->next, t); else W(p->q_head, t);
+        W(p->q_tail, t);
+        WINC(p->q_len);
         if (p->sleeping) {
             if (p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, task->target - 1);
-            nri_wake_slot(p, task->target - 1, w);
+            nri_wake_slot(r, p, task->target - 1, w);
         }
         return;
     }
     uint32_t *head = task->nested ? &h->nq_head : &h->rq_head;
     uint32_t *tail = task->nested ? &h->nq_tail : &h->rq_tail;
-    if (*tail) nr_task(r, *tail)->next = t; else *head = t;
-    *tail = t;
-    h->rq_len++;                         /* both queues */
+    if (*tail) W(nr_task(r, *tail)->next, t); else W(*head, t);
+    W(*tail, t);
+    WINC(h->rq_len);                     /* both queues */
     nri_kick(r, w);
 }
 
@@ -164,39 +179,39 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
     if (p->kind == NR_KIND_ACTOR) return nri_actor_pop(r, p);
     uint32_t t = p->q_head;
     if (t) {
-        p->q_head = nr_task(r, t)->next;
-        if (!p->q_head) p->q_tail = 0;
-        p->q_len--;
+        W(p->q_head, nr_task(r, t)->next);
+        if (!p->q_head) W(p->q_tail, 0);
+        WDEC(p->q_len);
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
     t = *head;
-    h->nq_streak = head == &h->nq_head ? h->nq_streak + 1 : 0;
-    *head = nr_task(r, t)->next;
+    W(h->nq_streak, head == &h->nq_head ? h->nq_streak + 1 : 0);
+    W(*head, nr_task(r, t)->next);
     if (!*head) {
-        if (head == &h->nq_head) h->nq_tail = 0; else h->rq_tail = 0;
+        if (head == &h->nq_head) W(h->nq_tail, 0); else W(h->rq_tail, 0);
     }
-    h->rq_len--;
+    WDEC(h->rq_len);
     return t;
 }
 
 static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     nr_proc_t *p = nr_proc(r, slot);
     nr_task_t *task = nr_task(r, t);
-    task->state = NR_TASK_RUNNING;
-    task->proc = slot + 1;
-    task->attempts++;
+    W(task->state, NR_TASK_RUNNING);
+    W(task->proc, slot + 1);
+    WINC(task->attempts);
     if (p->kind == NR_KIND_ACTOR) {      /* may run several; holds its CPUs for life */
-        p->nrunning++;
+        WINC(p->nrunning);
         nri_set_state(r, p, NR_PROC_RUNNING);
         return;
     }
-    p->task = t;
+    W(p->task, t);
     nri_set_state(r, p, NR_PROC_RUNNING);
-    p->cpus_held = task->target ? 0 : task->cpus;
-    r->hdr->cpus_avail -= p->cpus_held;
+    W(p->cpus_held, task->target ? 0 : task->cpus);
+    W(r->hdr->cpus_avail, r->hdr->cpus_avail - p->cpus_held);
 }
 
 /* Pops and starts slot's next task (0 if none); if runnable work remains,
@@ -228,7 +243,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         int is_worker = p->kind == NR_KIND_WORKER;
         /* Counted under the lock and undone under it, so reap can undo it
          * for a process that dies mid-spin. */
-        if (is_worker) set_spinning(h, p, 1);
+        if (is_worker) set_spinning(r, p, 1);
         nr_unlock(r);
 
         int found = SPIN_UNTIL(LOAD(&h->shutdown) ||
@@ -236,7 +251,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
                                           : nri_actor_has_work(r, p)), spin_ns);
 
         nr_lock(r);                      /* one section: stop spinning and take */
-        set_spinning(h, p, 0);
+        set_spinning(r, p, 0);
         if (h->shutdown) { nr_unlock(r); return 0; }
         t = take_locked(r, slot, &w);
         if (t) {
@@ -246,11 +261,11 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         }
         if (found) { nr_unlock(r); continue; }   /* someone else took it: spin again */
         if (nr_actor_should_exit(p)) { nr_unlock(r); return -2; }
-        p->sleeping = 1;
+        W(p->sleeping, 1);
         if (is_worker) {                 /* only pool workers take shared work */
-            p->sleep_next = h->sleep_head;
-            h->sleep_head = slot + 1;
-            h->nsleeping++;
+            W(p->sleep_next, h->sleep_head);
+            W(h->sleep_head, slot + 1);
+            WINC(h->nsleeping);
         }
         uint32_t seen = LOAD(&p->wake);
         nr_unlock(r);
@@ -260,10 +275,10 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         nr_lock(r);
         if (p->sleeping) {               /* timed out or woke spuriously */
             if (is_worker) nri_sleepers_remove(r, slot);
-            p->sleeping = 0;
+            W(p->sleeping, 0);
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
                 nri_set_state(r, p, NR_PROC_EXITED);
-                h->nworkers--;
+                WDEC(h->nworkers);
                 nri_kick(r, &w);      /* work that arrived meanwhile finds a worker */
                 nr_unlock(r);
                 nri_flush(r, &w);
@@ -293,12 +308,12 @@ void nri_release(nr_region_t *r, uint32_t t) {
     if (s->func_id) nri_decref(r, s->func_id);
     if (s->args_obj) nri_decref(r, s->args_obj);
     nr_arena_free_locked(r, task->spec);
-    task->spec = 0;
-    task->state = NR_TASK_FREE;
-    task->gen++;
-    task->next = h->task_free;
-    h->task_free = t;
-    h->ntasks--;
+    W(task->spec, 0);
+    W(task->state, NR_TASK_FREE);
+    WINC(task->gen);
+    W(task->next, h->task_free);
+    W(h->task_free, t);
+    WDEC(h->ntasks);
 }
 
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
@@ -310,9 +325,9 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
         nr_unlock(r);
         return;
     }
-    r->hdr->cpus_avail += p->cpus_held;
-    p->cpus_held = 0;
-    p->task = 0;
+    WADD(r->hdr->cpus_avail, p->cpus_held);
+    W(p->cpus_held, 0);
+    W(p->task, 0);
     nri_set_state(r, p, NR_PROC_IDLE);
     nri_release(r, t);
     if (p->kind != NR_KIND_WORKER) nri_kick(r, &w);  /* pool workers poll next themselves */
@@ -332,11 +347,10 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
     nr_task_t *task = nr_task(r, t);
     int ok = task->retries_left != 0;
     if (ok) {
-        if (task->retries_left > 0) task->retries_left--;
-        task->proc = 0;
+        if (task->retries_left > 0) WDEC(task->retries_left);
+        W(task->proc, 0);
         nri_enqueue(r, t, &w);
     }
-    nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return ok;
@@ -358,14 +372,14 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     uint32_t t;
     if (h->task_free) {
         t = h->task_free;
-        h->task_free = nr_task(r, t)->next;
+        W(h->task_free, nr_task(r, t)->next);
     } else {
-        t = ++h->task_hwm;
-        nr_task(r, t)->gen = 1;
+        t = h->task_hwm + 1;
+        nr_task(r, t)->gen = 1;          /* past the high-water mark: nothing reads it */
+        W(h->task_hwm, t);
     }
-    nr_task_t *task = nr_task(r, t);
-    h->ntasks++;
-    task->state = NR_TASK_WAITING;
+    nr_task_t *task = nr_task(r, t);     /* free: plain stores (see nr_undo.h) */
+    WINC(h->ntasks);
     task->spec = spec;
     task->cpus = cpus;
     task->retries_left = retries;
@@ -373,14 +387,17 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->target = target_slot1;
     task->attempts = 0;
     task->deps_left = 0;
-    task->next = 0;
+    W(task->next, 0);                    /* its free-list link until committed */
     task->kind = s->kind;
     task->in_queue = 0;
     uint32_t sk = nr_proc(r, r->slot)->kind;
     task->nested = sk == NR_KIND_WORKER || sk == NR_KIND_ACTOR;
     task->caller = r->slot + 1;
+    task->fail_obj = 0;
+    W(task->state, NR_TASK_WAITING);
     nr_arena_written(r, spec);
-    if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1) nr_proc(r, target_slot1 - 1)->create_task = t;
+    if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1)
+        W(nr_proc(r, target_slot1 - 1)->create_task, t);
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
     for (uint32_t i = 0; i < s->nret; i++) ids[i] = ret_out[i] = nri_obj_alloc(r);
@@ -391,20 +408,19 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     for (uint32_t i = s->nret; i < s->nret + s->ndeps; i++) {
         nr_object_t *o = nr_object_lookup(r, ids[i]);
         if (!o) continue;                       /* stale: the worker reports it */
-        ADD(&o->refs, 1);
+        LADD64(o->refs, 1);
         if (o->state != NR_OBJ_PENDING) continue;
         uint32_t d;
-        if (h->dep_free) { d = h->dep_free; h->dep_free = deps(r)[d - 1].next; }
-        else d = ++h->dep_hwm;
-        h->ndeps_live++;
-        deps(r)[d - 1].dep_task = t;
-        deps(r)[d - 1].next = o->dep_head;
-        o->dep_head = d;
-        task->deps_left++;
+        if (h->dep_free) { d = h->dep_free; W(h->dep_free, deps(r)[d - 1].next); }
+        else { d = h->dep_hwm + 1; W(h->dep_hwm, d); }
+        WINC(h->ndeps_live);
+        W(deps(r)[d - 1].dep_task, t);
+        W(deps(r)[d - 1].next, o->dep_head);
+        W(o->dep_head, d);
+        WINC(task->deps_left);
     }
     if (task->deps_left == 0) nri_enqueue(r, t, &w);
     else if (s->kind == NR_SPEC_ACTOR_CALL) nri_actor_hold_place(r, t);
-    nri_fail_drain(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return t;
@@ -416,7 +432,11 @@ int nr_proc_alloc(nr_region_t *r, uint32_t kind) {
     for (uint32_t i = 0; i < r->hdr->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state == NR_PROC_FREE) {
-            nri_proc_reset(p, kind, NR_PROC_STARTING);
+            nri_proc_reset(r, p, kind, NR_PROC_STARTING);
+            if (kind == NR_KIND_WORKER) {    /* counted as nr_spawn_take counts them */
+                WINC(r->hdr->nworkers);
+                WINC(r->hdr->nstarting);
+            }
             slot = (int)i;
             break;
         }
@@ -428,10 +448,10 @@ int nr_proc_alloc(nr_region_t *r, uint32_t kind) {
 void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    p->pid = pid;
+    W(p->pid, pid);
     if (p->state == NR_PROC_STARTING) {
         nri_set_state(r, p, NR_PROC_IDLE);
-        if (p->kind == NR_KIND_WORKER && r->hdr->nstarting) r->hdr->nstarting--;
+        if (p->kind == NR_KIND_WORKER && r->hdr->nstarting) WDEC(r->hdr->nstarting);
     }
     nr_unlock(r);
 }
@@ -441,7 +461,7 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     nri_set_state(r, p, NR_PROC_BLOCKED);
-    r->hdr->cpus_avail += p->cpus_held;
+    WADD(r->hdr->cpus_avail, p->cpus_held);
     nri_kick(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -462,14 +482,14 @@ int nr_stuck(nr_region_t *r) {
 
 void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on) {
     nr_lock(r);
-    nr_proc(r, slot)->may_progress = (uint32_t)on;
+    W(nr_proc(r, slot)->may_progress, (uint32_t)on);
     nr_unlock(r);
 }
 
 void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    r->hdr->cpus_avail -= p->cpus_held;   /* may dip below zero until it finishes */
+    W(r->hdr->cpus_avail, r->hdr->cpus_avail - p->cpus_held);  /* may dip below zero until it finishes */
     nri_set_state(r, p, NR_PROC_RUNNING);
     nr_unlock(r);
 }
@@ -482,34 +502,36 @@ void nri_ledger_release(nr_region_t *r, uint32_t slot) {
     for (uint32_t i = 0; i < n; i++) {
         int32_t c = ledger[i];
         if (!c) continue;
-        ledger[i] = 0;
+        W(ledger[i], 0);
         nr_object_t *o = objs(r) + i;
-        if (o->state == NR_OBJ_FREE || c < 0) continue;    /* never: counts pin the entry */
-        if (ADD(&o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
+        if (o->state != NR_OBJ_FREE && c > 0 &&            /* else never: counts pin the entry */
+            LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING)
+            nri_obj_free(r, o);
+        nr_undo_commit(r);               /* one entry per step: see the caller */
     }
-    p->ledger_hwm = 0;
+    p->ledger_hwm = 0;                   /* not logged: a high-water mark may stay high */
 }
 
 uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
-    nri_ledger_release(r, slot);
+    nri_ledger_release(r, slot);         /* first: it commits as it goes */
     nr_arena_release_writing(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
-    if (p->state == NR_PROC_RUNNING) h->cpus_avail += p->cpus_held;
-    if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) h->nstarting--;
+    if (p->state == NR_PROC_RUNNING) WADD(h->cpus_avail, p->cpus_held);
+    if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) WDEC(h->nstarting);
     if (p->sleeping && p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, slot);
-    set_spinning(h, p, 0);
-    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) h->nworkers--;
-    if (t) nr_task(r, t)->proc = 0;
+    set_spinning(r, p, 0);
+    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) WDEC(h->nworkers);
+    if (t) W(nr_task(r, t)->proc, 0);
     /* Tasks routed to this process stay queued on it; the language layer
      * fails them (an actor that will not restart). */
     nri_set_state(r, p, p->q_head ? NR_PROC_EXITED : NR_PROC_FREE);
-    p->task = 0;
-    p->cpus_held = 0;
-    p->sleeping = 0;
+    W(p->task, 0);
+    W(p->cpus_held, 0);
+    W(p->sleeping, 0);
     nri_kick(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -519,7 +541,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
 int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
-    h->spawn_pending = 0;
+    W(h->spawn_pending, 0);
     int want = 0;
     if (h->nworkers < h->min_workers) want = (int)(h->min_workers - h->nworkers);
     /* Beyond the pool's floor, only when runnable work finds no worker idle
@@ -536,16 +558,16 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
     for (uint32_t i = 1; i < h->max_procs && n < want; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
-        nri_proc_reset(p, NR_KIND_WORKER, NR_PROC_STARTING);
+        nri_proc_reset(r, p, NR_KIND_WORKER, NR_PROC_STARTING);
         out[n++] = i;
     }
-    h->nworkers += (uint32_t)n;
-    h->nstarting += (uint32_t)n;
+    WADD(h->nworkers, (uint32_t)n);
+    WADD(h->nstarting, (uint32_t)n);
     /* Actors waiting for a process (new, or restarting). */
     for (uint32_t i = 1; i < h->max_procs && n < max_out && h->nactors; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->kind == NR_KIND_ACTOR && p->spawn_req) {
-            p->spawn_req = 0;
+            W(p->spawn_req, 0);
             out[n++] = i;
         }
     }
@@ -563,11 +585,11 @@ void nr_spawn_giveback(nr_region_t *r, uint32_t slot) {
     nr_proc_t *p = nr_proc(r, slot);
     if (p->state == NR_PROC_STARTING && !p->pid) {
         if (p->kind == NR_KIND_WORKER) {
-            if (h->nstarting) h->nstarting--;
-            if (h->nworkers) h->nworkers--;
+            if (h->nstarting) WDEC(h->nstarting);
+            if (h->nworkers) WDEC(h->nworkers);
             nri_set_state(r, p, NR_PROC_FREE);
         } else if (p->kind == NR_KIND_ACTOR) {
-            p->spawn_req = 1;
+            W(p->spawn_req, 1);
         }
     }
     nr_unlock(r);
@@ -580,10 +602,10 @@ void nr_shutdown(nr_region_t *r) {
     ADD(&h->obj_seq, 1);
     for (uint32_t i = 0; i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
-        if (p->state != NR_PROC_FREE) { ADD(&p->wake, 1); p->sleeping = 0; }
+        if (p->state != NR_PROC_FREE) { ADD(&p->wake, 1); W(p->sleeping, 0); }
     }
-    h->sleep_head = 0;
-    h->nsleeping = 0;
+    W(h->sleep_head, 0);
+    W(h->nsleeping, 0);
     nr_unlock(r);
     for (uint32_t i = 0; i < h->max_procs; i++)
         if (nr_proc(r, i)->state != NR_PROC_FREE) nr_futex_wake(&nr_proc(r, i)->wake, INT_MAX);

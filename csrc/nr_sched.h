@@ -74,7 +74,8 @@ typedef struct {
     uint32_t nested;      /* submitted from inside a task or actor: the nested queue */
     uint32_t caller;      /* slot + 1 of the process that submitted it (actor call order) */
     uint32_t _pad1;
-    uint64_t _pad[8];
+    uint64_t fail_obj;    /* on the fail list: the error payload to fail it with (counted) */
+    uint64_t _pad[7];
 } nr_task_t;
 _Static_assert(sizeof(nr_task_t) == 128, "the region lays out 128 bytes per task");
 

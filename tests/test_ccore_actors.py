@@ -32,6 +32,7 @@ def r():
     region = CRegion()
     yield region
     assert region.check() == 0, "arena invariant broken"
+    assert region.verify()[0] == 0, "region invariant broken"
 
 
 def test_creation_runs_first_and_calls_wait_for_it(r):

@@ -7,11 +7,88 @@ through this module exactly as the runtime does, and check the invariants
 
 from libc.stdint cimport uint8_t, uint32_t, int32_t, uint64_t, int64_t
 from libc.string cimport memset
-from posix.unistd cimport close
+from posix.unistd cimport close, getpid
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_SHARED, MAP_ANONYMOUS, MAP_FAILED
 from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
 from nanoray._core.actor cimport *
+
+
+cdef extern from "nr_undo.h" nogil:
+    enum:
+        NR_MAX_CRASH_SITES
+    ctypedef struct nr_crash_site_t:
+        char file[48]
+        int32_t line
+        uint64_t hits
+    ctypedef struct nr_crash_state_t:
+        int32_t pid
+        uint32_t nsites
+        uint64_t count
+        uint64_t arm
+        uint32_t died_site
+        uint32_t checkpoints
+        uint64_t digest
+        nr_crash_site_t sites[NR_MAX_CRASH_SITES]
+    nr_crash_state_t *nr_crash_state
+
+
+cdef class CrashPoints:
+    """The crash points of this module's copy of the core (NR_CRASHPOINTS),
+    in memory shared with forked children: arm(n) in a child makes it
+    SIGKILL itself at the n-th logged store it passes, inside the critical
+    section; the parent then reads where it died and the digest of the
+    structures at its last lock or commit."""
+    cdef nr_crash_state_t *s
+    cdef size_t size
+
+    def __cinit__(self):
+        self.size = sizeof(nr_crash_state_t)
+        cdef void *p = mmap(NULL, self.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        if p == MAP_FAILED:
+            raise OSError("mmap")
+        self.s = <nr_crash_state_t *>p
+        memset(p, 0, self.size)
+        global nr_crash_state
+        nr_crash_state = self.s
+
+    def __dealloc__(self):
+        global nr_crash_state
+        if nr_crash_state == self.s:
+            nr_crash_state = NULL
+        munmap(self.s, self.size)
+
+    def arm(self, uint64_t n):
+        """Count (n = 0) or die at the n-th point, in this process only."""
+        self.s.pid = getpid()
+        self.s.count = 0
+        self.s.arm = n
+        self.s.died_site = 0
+        self.s.checkpoints = 0
+
+    def disarm(self):
+        self.s.pid = 0
+        self.s.arm = 0
+
+    @property
+    def count(self):
+        return self.s.count
+
+    @property
+    def digest(self):
+        return self.s.digest
+
+    @property
+    def died_at(self):
+        return self.site(self.s.died_site - 1) if self.s.died_site else None
+
+    def site(self, uint32_t i):
+        return (self.s.sites[i].file.decode(), self.s.sites[i].line)
+
+    def sites(self):
+        """Every point passed so far: {(file, line): hits}."""
+        return {self.site(i): self.s.sites[i].hits for i in range(self.s.nsites)}
 
 
 # Above Linux's largest pid_max (2^22): a signal sent to it reaches nobody.
@@ -149,7 +226,13 @@ cdef class CRegion:
         return nr_task_try_next(&self.r, slot)
 
     def next_blocking(self, uint32_t slot, int64_t idle_timeout_ns):
-        return nr_task_next(&self.r, slot, 0, idle_timeout_ns)
+        cdef int64_t t
+        with nogil:
+            t = nr_task_next(&self.r, slot, 0, idle_timeout_ns)
+        return t
+
+    def sleeping(self, uint32_t slot):
+        return nr_proc(&self.r, slot).sleeping
 
     def task_attempts(self, uint32_t t):
         return nr_task(&self.r, t).attempts
@@ -223,6 +306,21 @@ cdef class CRegion:
             return None
         return h, slot, gen
 
+    def use_ledger(self, slot):
+        """Act as the process in `slot`, keeping its ledger (None: stop, and
+        act as slot 0 without a ledger, as before)."""
+        if slot is None:
+            self.r.slot = 0
+            self.r.ledger = NULL
+            self.r.ledger_hwm = NULL
+            return
+        self.r.slot = slot
+        self.r.ledger = nr_ledger(&self.r, slot)
+        self.r.ledger_hwm = &nr_proc(&self.r, slot).ledger_hwm
+
+    def may_progress(self, uint32_t slot, int on):
+        nr_proc_may_progress(&self.r, slot, on)
+
     def set_slot(self, uint32_t slot):
         """Act as the process in `slot` (who submits, for per-caller order)."""
         self.r.slot = slot
@@ -258,6 +356,30 @@ cdef class CRegion:
         if nr_object_info(&self.r, oid, &data, &size) < 0 or data == 0:
             return None
         return (self.r.base + data)[:size]
+
+    def verify(self):
+        """(code, orphan blocks, zero-count objects): code 0 when consistent."""
+        cdef nr_verify_t v
+        nr_lock(&self.r)
+        nr_region_verify(&self.r, &v)
+        nr_unlock(&self.r)
+        return v.code, v.orphan_blocks, v.zero_count_objects
+
+    def digest(self):
+        """A hash of what the structures mean (taken under the lock)."""
+        nr_lock(&self.r)
+        d = nr_region_digest(&self.r)
+        nr_unlock(&self.r)
+        return d
+
+    def digest_unlocked(self):
+        """The digest without taking the lock (so without repairing it)."""
+        return nr_region_digest(&self.r)
+
+    def header(self, name):
+        return {"repairs": self.r.hdr.repairs, "rollbacks": self.r.hdr.rollbacks,
+                "undone": self.r.hdr.undone, "broken": self.r.hdr.broken,
+                "undo_n": self.r.hdr.undo_n}[name]
 
     def lock(self):
         nr_lock(&self.r)

@@ -43,6 +43,11 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_names   # its entries
         uint64_t objs_off    # where the object table starts
         uint32_t shutdown    # set once at shutdown
+        uint32_t repairs     # locks recovered from a dead holder
+        uint32_t rollbacks   # sections undone after their holder died
+        uint64_t undone      # undo entries applied
+        uint32_t broken      # a repair failed: shut down
+        uint32_t undo_n      # undo entries of the section under way
         int32_t cpus_total   # milli-CPUs
 
     ctypedef struct nr_region_t:
@@ -64,6 +69,16 @@ cdef extern from "nr_region.h" nogil:
         int32_t cpus_milli   # CPUs to schedule, in thousandths
         uint32_t min_workers # pool workers kept alive
         uint32_t max_workers # pool workers at most (blocked ones included)
+
+    ctypedef struct nr_verify_t:
+        int code                   # 0, or the first broken invariant
+        uint64_t orphan_blocks     # used blocks nothing owns
+        uint64_t orphan_bytes
+        uint64_t zero_count_objects
+
+    int nr_region_verify(nr_region_t *r, nr_verify_t *out)
+    uint64_t nr_region_digest(nr_region_t *r)
+    void nr_repair(nr_region_t *r)
 
     int nr_region_create(nr_region_t *r, const nr_config_t *cfg)
     int nr_region_attach(nr_region_t *r, int fd)

@@ -117,6 +117,21 @@ cdef class Region:
                     store_touched=s.arena_peak, store_capacity=s.arena_size,
                     lock_repairs=s.repairs, actors=s.nactors, lock_stalls=s.lock_stalls)
 
+    def verify(self):
+        """Checks every table, queue and counter of the region against the
+        others (under the lock): a dict with code (0 when consistent, else
+        the first broken invariant), orphan_blocks and orphan_bytes (store
+        blocks nothing owns: a leak once nothing is being written), and
+        zero_count_objects (objects nothing counts, not yet freed)."""
+        cdef nr_verify_t v
+        nr_lock(&self.r)
+        nr_region_verify(&self.r, &v)
+        rollbacks, undone, broken = self.r.hdr.rollbacks, self.r.hdr.undone, self.r.hdr.broken
+        nr_unlock(&self.r)
+        return dict(code=v.code, orphan_blocks=v.orphan_blocks, orphan_bytes=v.orphan_bytes,
+                    zero_count_objects=v.zero_count_objects, rollbacks=rollbacks,
+                    undone=undone, broken=broken)
+
     def arena_check(self):
         """0 when the allocator's invariants hold, else which one broke."""
         nr_lock(&self.r)

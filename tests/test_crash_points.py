@@ -1,0 +1,281 @@
+"""Crash consistency of the C layer, walked point by point.
+
+The test module's copy of the core is built with crash points
+(NR_CRASHPOINTS, csrc/nr_undo.h): every logged store in a critical section
+is one.  A scenario that passes through every critical section runs in a
+forked child, which SIGKILLs itself at the n-th point, for every n.  The
+parent then takes the lock (which undoes the dead child's section) and
+checks that:
+  - the structures mean exactly what they meant when the child last took
+    the lock or committed (a digest of them, nr_region_digest);
+  - every table, queue, list and counter agrees with the others
+    (nr_region_verify);
+  - the region still works: objects, a task and the arena, after which
+    everything verifies again.
+"""
+
+import os
+import re
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from nanoray._core._ctest import CrashPoints, CRegion
+
+SPEC_TASK, SPEC_CREATE, SPEC_CALL = 0, 1, 2
+KIND_DRIVER, KIND_WORKER, KIND_ACTOR = 1, 2, 3
+DETACHED, UNORDERED = 32, 64
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+
+
+def scenario(r):
+    """Every critical section of the C layer, in a fixed order, acting as
+    several processes (one keeps a ledger and blocks in flight, and is
+    reaped by this one; one sleeps for work in a thread)."""
+    assert r.proc(KIND_DRIVER) == 0              # this process
+    # Objects: put, nested refs, create/seal, errors, try_incref, decref.
+    a = r.put()
+    b = r.put([a])
+    c = r.create()
+    r.seal(c, [b])
+    r.decref(a)
+    r.decref(b)
+    assert r.try_incref(c)
+    r.decref(c)
+    err = r.create()
+    r.seal(err, error=True)
+    assert r.seal(err) == 1                       # sealed twice: refused
+    dropped = r.create()
+    r.decref(dropped)                             # freed when sealed
+    r.seal(dropped)
+    r.free(r.alloc(5000))
+
+    # A second process with counts in its own ledger and two blocks in
+    # flight, reaped below.
+    other = r.proc()
+    r.use_ledger(other)
+    held = r.put()
+    r.incref(c)
+    assert r.try_incref(c)
+    r.alloc(100)
+    r.free(r.alloc(100))
+    r.alloc(300)
+    r.use_ledger(None)
+
+    # Tasks: waiting on an argument, ready, running, finished, retried.
+    w = r.proc()
+    dep = r.create()
+    t1, (r1,) = r.submit(deps=[dep, c], holds=c, retries=1)
+    t2, (r2,) = r.submit(deps=[c])
+    assert r.next(w) == t2
+    r.block(w)
+    r.may_progress(w, 1)
+    r.may_progress(w, 0)
+    r.unblock(w)
+    r.seal(r2)
+    r.finish(w, t2)
+    r.seal(dep)                                   # t1 is ready now
+    assert r.next(w) == t1
+    r.reap(w)                                     # its worker dies running it
+    assert r.retry(t1) == 1
+    w2 = r.proc()
+    assert r.next(w2) == t1
+    r.seal(r1, [c])
+    r.finish(w2, t1)
+    routed, (rr,) = r.submit(target=w2 + 1)       # to w2's own queue
+    assert r.next(w2) == routed
+    r.finish(w2, routed)
+    assert r.next_blocking(w2, 1_000_000) == -1   # sleeps, times out, retires
+    r.reap(w2)
+    r.reap(other)                                 # gives back its ledger and blocks
+    for x in (dep, r1, r2, err, c, rr):           # `held` went with `other`
+        r.decref(x)
+
+    # A worker asleep in a thread is woken by a submit.
+    w3 = r.proc()
+    got = []
+    th = threading.Thread(target=lambda: got.append(r.next_blocking(w3, 10_000_000_000)))
+    th.start()
+    while not r.sleeping(w3):
+        time.sleep(0.0005)
+    t5, (r5,) = r.submit()
+    th.join()
+    assert got == [t5]
+    r.finish(w3, t5)
+
+    # Spawning: requests taken, one given back (a failed fork), one reaped
+    # before it started.
+    t3, (r3,) = r.submit()
+    t4, (r4,) = r.submit()
+    r.block(w3)                                   # so no worker is idle
+    slots = r.spawn_take()
+    assert len(slots) == 2, slots
+    r.spawn_giveback(slots[0])
+    r.reap(slots[1])
+
+    # Actors: named, restarted (once while running a call, once inside
+    # __init__), calls retried, held behind a pending argument, killed,
+    # reaped for good, handles dropped.
+    handle = r.put()
+    slot, gen = r.actor_create(handle, 2, 0, "walk")
+    create, _ = r.submit(target=slot + 1, kind=SPEC_CREATE, nret=0)
+    assert slot in r.spawn_take()
+    r.spawn_giveback(slot)                        # its fork failed: asked for again
+    r.actor_started(slot)
+    assert r.actor_lookup("walk")[0] == handle
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    pend = r.create()
+    c1, (rc1,) = r.submit(deps=[pend], target=slot + 1, kind=SPEC_CALL, holds=handle, cpus=0,
+                          retries=1)
+    c2, (rc2,) = r.submit(target=slot + 1, kind=SPEC_CALL, holds=handle, cpus=0, retries=1)
+    r.seal(pend)
+    assert r.next(slot) == c1
+    death = r.put()
+    assert r.actor_reap(slot, death) == 1          # restarts: c1 is retried first
+    r.actor_started(slot)
+    assert r.next(slot) == create
+    assert r.actor_reap(slot, death) == 1          # dies in __init__: restarts again
+    r.actor_started(slot)
+    assert r.next(slot) == create
+    r.finish(slot, create)
+    assert r.next(slot) == c1
+    r.finish(slot, c1)
+    assert r.next(slot) == c2
+    c3, (rc3,) = r.submit(target=slot + 1, kind=SPEC_CALL, holds=handle, cpus=0)
+    r.actor_kill(slot, gen)
+    assert r.actor_reap(slot, death) == 0          # killed for good: c2 and c3 fail
+    late, (rl,) = r.submit(target=slot + 1, kind=SPEC_CALL, holds=handle, cpus=0)
+    r.actor_die(slot, gen, death)
+
+    # A detached actor dies while its creation and a call wait for arguments.
+    h3 = r.put()
+    s3, g3 = r.actor_create(h3, 0, 0, None, DETACHED)
+    parg = r.create()
+    cr3, _ = r.submit(deps=[parg], target=s3 + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(s3)
+    parg2 = r.create()
+    q3, (rq3,) = r.submit(deps=[parg2], target=s3 + 1, kind=SPEC_CALL, holds=h3, cpus=0)
+    r.actor_die(s3, g3, death)
+    r.seal(parg)                                  # the cancelled creation is released
+    r.seal(parg2)                                 # the held call fails now
+
+    # An unordered actor restarted while running two calls (both retried),
+    # then its last handle goes and its process exits.
+    h2 = r.put()
+    s2, g2 = r.actor_create(h2, 1, 0, None, UNORDERED)
+    cr2, _ = r.submit(target=s2 + 1, kind=SPEC_CREATE, nret=0)
+    r.actor_started(s2)
+    assert r.next(s2) == cr2
+    r.finish(s2, cr2)
+    q1, (rq1,) = r.submit(target=s2 + 1, kind=SPEC_CALL, holds=h2, cpus=0, retries=1)
+    q2, (rq2,) = r.submit(target=s2 + 1, kind=SPEC_CALL, holds=h2, cpus=0, retries=1)
+    assert r.next(s2) == q1
+    assert r.next(s2) == q2
+    assert r.actor_reap(s2, death) == 1
+    r.actor_started(s2)
+    assert r.next(s2) == cr2
+    r.finish(s2, cr2)
+    assert {r.next(s2), r.next(s2)} == {q1, q2}     # unordered: either order
+    r.finish(s2, q1)
+    r.finish(s2, q2)
+    r.decref(h2)
+    r.actor_reap(s2, death)
+    for x in (handle, h3, death, pend, parg, parg2, rc1, rc2, rc3, rl, rq1, rq2, rq3, r3, r4, r5):
+        r.decref(x)
+    r.shutdown()
+
+
+def smoke(r):
+    """Objects, nested refs, a task and the arena, on whatever the dead
+    scenario left behind (a task routed to a new worker's own queue runs
+    before anything else queued)."""
+    w = r.proc()
+    a = r.put()
+    b = r.put([a])
+    r.decref(a)
+    t, (ret,) = r.submit(deps=[b], target=w + 1)
+    assert r.next(w) == t
+    r.seal(ret, [b])
+    r.finish(w, t)
+    r.decref(b)
+    assert r.state(ret) == 2                      # ready
+    r.decref(ret)
+    r.free(r.alloc(10000))
+    r.reap(w)
+
+
+def run_child(r, cp, arm):
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            cp.arm(arm)
+            scenario(r)
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    return status
+
+
+def logged_sites():
+    """Every crash point in the C sources: a logged store (W, WINC, WDEC,
+    WADD, LADD64, LADD32, nr_undo_bytes) or the end of a section."""
+    sites = set()
+    pat = re.compile(r"\b(W|WINC|WDEC|WADD|LADD64|LADD32|nr_undo_bytes)\(|NR_CRASH_AT_END\(\)")
+    for path in sorted(CSRC.glob("*.[ch]")):
+        if path.name == "nr_undo.h":              # where they are defined
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if pat.search(line.split("/*")[0]):
+                sites.add((path.name, i))
+    return sites
+
+
+def new_region():
+    return CRegion(arena_bytes=1 << 20, max_objects=64, max_tasks=64, max_deps=64)
+
+
+def test_the_scenario_runs_clean_and_passes_through_every_crash_point():
+    cp = CrashPoints()
+    r = new_region()
+    assert run_child(r, cp, 0) == 0
+    assert r.verify()[0] == 0
+    hit = {(os.path.basename(f), line) for f, line in cp.sites()}
+    missed = sorted(logged_sites() - hit)
+    assert not missed, "crash points the scenario never reaches: %s" % missed
+
+
+def test_a_death_at_every_crash_point_is_undone_exactly():
+    cp = CrashPoints()
+    probe = new_region()
+    assert run_child(probe, cp, 0) == 0
+    total = cp.count
+    assert total > 500
+    seen = set()
+    for n in range(1, total + 1):
+        r = new_region()
+        status = run_child(r, cp, n)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (n, status)
+        site = cp.died_at
+        seen.add(site)
+        before = cp.digest
+        r.lock()                                  # the repair runs here
+        after = r.digest_unlocked()               # (unlocking finishes deferred frees)
+        r.unlock()
+        assert r.header("repairs") == 1, (n, site)
+        assert r.header("broken") == 0, (n, site)
+        assert r.header("undo_n") == 0
+        assert after == before, "crash point %d at %s:%d was not undone exactly" % (n, *site)
+        code, _, _ = r.verify()
+        assert code == 0, "crash point %d at %s:%d: invariant %d broken" % (n, *site, code)
+        smoke(r)                                  # the region still works
+        assert r.verify()[0] == 0, (n, site)
+    assert len(seen) > 100
