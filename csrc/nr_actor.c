@@ -390,7 +390,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    nri_ledger_release(r, slot);             /* the handles and refs it held (first: it commits) */
+    nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
     nr_arena_release_writing(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head &&

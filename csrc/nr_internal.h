@@ -98,7 +98,7 @@ void nri_kick(nr_region_t *r, wakeups_t *w);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
 /* Gives back every count the dead process in `slot` recorded in its ledger. */
-void nri_ledger_release(nr_region_t *r, uint32_t slot);
+void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w);
 
 /* nr_actor.c's hooks into the scheduler (all under the lock). */
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle object was freed */

@@ -37,6 +37,7 @@ uint64_t nri_obj_alloc(nr_region_t *r) {
     o->dep_head = 0;
     o->waiters = 0;
     o->actor = 0;
+    o->creator = 0;
     W(o->state, NR_OBJ_PENDING);
     WINC(h->nobjects);
     uint64_t id = nr_make_id(o->gen, idx + 1);
@@ -99,6 +100,33 @@ void nri_decref(nr_region_t *r, uint64_t id) {
     if (LADD64(o->refs, -1) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
 }
 
+/* A process that dies after its decref took an object's count to zero but
+ * before it took the lock to free it leaves a sealed object nothing counts.
+ * Called after reaping a process: looks for such objects without the lock,
+ * then frees each under it, if still uncounted and not a zombie (a live
+ * process in the same window finds the generation moved on, and frees
+ * nothing).  Returns how many it freed. */
+uint32_t nr_sweep_uncounted(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    uint32_t n = LOAD(&h->obj_hwm), freed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        nr_object_t *o = objs(r) + i;
+        uint32_t st = LOAD(&o->state);
+        if (LOAD(&o->refs) != 0 || st == NR_OBJ_FREE || st == NR_OBJ_PENDING) continue;
+        nr_lock(r);
+        int zombie = 0;
+        for (uint32_t z = h->zombie_head; z && !zombie; z = objs(r)[z - 1].next_free)
+            zombie = z == i + 1;
+        if (!zombie && LOAD(&o->refs) == 0 && o->state != NR_OBJ_FREE &&
+            o->state != NR_OBJ_PENDING) {
+            nri_obj_free(r, o);
+            freed++;
+        }
+        nr_unlock(r);
+    }
+    return freed;
+}
+
 int nr_object_try_incref(nr_region_t *r, uint64_t id) {
     /* Under the lock, so a count that has reached zero is never revived:
      * the decref that reached it frees the object under this same lock. */
@@ -146,6 +174,7 @@ int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size) 
 uint64_t nr_object_create(nr_region_t *r) {
     nr_lock(r);
     uint64_t id = nri_obj_alloc(r);
+    if (id) W(objs(r)[nr_id_index1(id) - 1].creator, r->slot + 1);   /* it will seal it */
     nr_unlock(r);
     return id;
 }

@@ -494,7 +494,7 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_unlock(r);
 }
 
-void nri_ledger_release(nr_region_t *r, uint32_t slot) {
+void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
     nr_proc_t *p = nr_proc(r, slot);
     int32_t *ledger = nr_ledger(r, slot);
     uint32_t n = p->ledger_hwm;
@@ -504,9 +504,13 @@ void nri_ledger_release(nr_region_t *r, uint32_t slot) {
         if (!c) continue;
         W(ledger[i], 0);
         nr_object_t *o = objs(r) + i;
-        if (o->state != NR_OBJ_FREE && c > 0 &&            /* else never: counts pin the entry */
-            LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING)
-            nri_obj_free(r, o);
+        if (o->state == NR_OBJ_FREE || c <= 0) {           /* never: counts pin the entry */
+            nr_undo_commit(r);
+            continue;
+        }
+        if (o->state == NR_OBJ_PENDING && o->creator == slot + 1)
+            nri_seal(r, o, 0, 0, 1, w);  /* it died before sealing it: no payload, an error */
+        if (LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
         nr_undo_commit(r);               /* one entry per step: see the caller */
     }
     p->ledger_hwm = 0;                   /* not logged: a high-water mark may stay high */
@@ -516,7 +520,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
-    nri_ledger_release(r, slot);         /* first: it commits as it goes */
+    nri_ledger_release(r, slot, &w);     /* first: it commits as it goes */
     nr_arena_release_writing(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;

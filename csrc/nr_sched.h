@@ -52,7 +52,7 @@ typedef struct {
     uint32_t waiters;     /* atomic: processes sleeping until it seals */
     uint32_t next_free;   /* free list link (index + 1) */
     uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
-    uint32_t _pad0;
+    uint32_t creator;     /* nr_object_create: slot + 1 of the process that will seal it */
     uint64_t _pad[1];
 } nr_object_t;
 _Static_assert(sizeof(nr_object_t) == 64, "the region lays out 64 bytes per object");
@@ -126,6 +126,9 @@ void nr_object_incref(nr_region_t *r, uint64_t id);
  * counted: 1, else 0. */
 int nr_object_try_incref(nr_region_t *r, uint64_t id);
 void nr_object_decref(nr_region_t *r, uint64_t id);
+/* Frees sealed objects nothing counts any more (left by a process that died
+ * between its decref and the free); called after a reap.  Returns how many. */
+uint32_t nr_sweep_uncounted(nr_region_t *r);
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);
 /* 0 ready, 1 timed out, -1 shut down or stale id.  timeout_ns < 0: forever. */

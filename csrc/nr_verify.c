@@ -293,7 +293,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
         FEED(&f, o->gen); FEED(&f, o->state); FEED(&f, o->next_free);
         if (o->state == NR_OBJ_FREE) continue;
         FEED(&f, o->dep_head); FEED(&f, o->refs); FEED(&f, o->data); FEED(&f, o->size);
-        FEED(&f, o->actor);
+        FEED(&f, o->actor); FEED(&f, o->creator);
     }
     for (uint32_t t = 1; t <= h->task_hwm; t++) {
         nr_task_t tc;

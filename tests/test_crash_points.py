@@ -64,7 +64,9 @@ def scenario(r):
     r.alloc(100)
     r.free(r.alloc(100))
     r.alloc(300)
+    unsealed = r.create()                         # it dies before sealing this
     r.use_ledger(None)
+    r.incref(unsealed)
 
     # Tasks: waiting on an argument, ready, running, finished, retried.
     w = r.proc()
@@ -92,6 +94,8 @@ def scenario(r):
     assert r.next_blocking(w2, 1_000_000) == -1   # sleeps, times out, retires
     r.reap(w2)
     r.reap(other)                                 # gives back its ledger and blocks
+    assert r.state(unsealed) == 3                 # sealed as an error for it
+    r.decref(unsealed)
     for x in (dep, r1, r2, err, c, rr):           # `held` went with `other`
         r.decref(x)
 

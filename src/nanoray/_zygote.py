@@ -197,6 +197,8 @@ def main():
                     t = rt.proc_reap(region, slot)
                     if t:
                         lost_task(t)
+                if info.si_code != os.CLD_EXITED or info.si_status != 0:
+                    rt.sweep_uncounted(region)   # it may have died mid-decref
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:

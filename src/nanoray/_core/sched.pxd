@@ -19,6 +19,8 @@ cdef extern from "nr_sched.h" nogil:
     ctypedef struct nr_object_t:
         uint64_t gen         # generation (the id's high bits)
         uint32_t state       # NR_OBJ_*
+        int64_t refs         # reference count
+        uint64_t size        # payload bytes
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -86,6 +88,7 @@ cdef extern from "nr_sched.h" nogil:
     void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on)
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
+    uint32_t nr_sweep_uncounted(nr_region_t *r)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
     void nr_spawn_giveback(nr_region_t *r, uint32_t slot)
     void nr_shutdown(nr_region_t *r)

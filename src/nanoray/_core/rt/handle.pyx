@@ -132,6 +132,28 @@ cdef class Region:
                     zero_count_objects=v.zero_count_objects, rollbacks=rollbacks,
                     undone=undone, broken=broken)
 
+    def objects(self):
+        """Every live object, read without the lock (a snapshot that may be
+        stale): dicts of id, state, refs, size and holders, the counts each
+        process's ledger records ({pid: count})."""
+        cdef uint32_t i, s, n = self.r.hdr.obj_hwm
+        cdef nr_object_t *o
+        cdef nr_proc_t *p
+        out = []
+        for i in range(n):
+            o = <nr_object_t *>(self.r.base + self.r.hdr.objs_off) + i
+            if o.state == NR_OBJ_FREE:
+                continue
+            holders = {}
+            for s in range(self.r.hdr.max_procs):
+                p = nr_proc(&self.r, s)
+                if p.state != NR_PROC_FREE and i < p.ledger_hwm and nr_ledger(&self.r, s)[i]:
+                    holders[p.pid] = nr_ledger(&self.r, s)[i]
+            out.append(dict(id=((o.gen & ((1 << 40) - 1)) << 24) | (i + 1),
+                            state=("pending", "ready", "error")[o.state - 1],
+                            refs=o.refs, size=o.size, holders=holders))
+        return out
+
     def arena_check(self):
         """0 when the allocator's invariants hold, else which one broke."""
         nr_lock(&self.r)

@@ -242,6 +242,15 @@ def proc_reap(Region reg, uint32_t slot):
     return nr_proc_reap(&reg.r, slot)
 
 
+def sweep_uncounted(Region reg):
+    """Frees sealed objects nothing counts (a process died between its
+    decref and the free); after a reap.  Returns how many."""
+    cdef uint32_t n
+    with nogil:
+        n = nr_sweep_uncounted(&reg.r)
+    return n
+
+
 def set_parent_death_signal(int sig):
     """The kernel sends sig to this process when its parent thread exits."""
     if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:

@@ -1,0 +1,158 @@
+"""Kill -9 at random: workers die at any instruction, inside critical
+sections too, while every result is checked exactly.  Afterwards the region
+verifies (nr_region_verify: every table, queue and counter agrees with the
+others) and the store is back to its baseline once the refs are dropped.
+
+The deterministic counterpart, a death at every crash point of every
+critical section, is tests/test_crash_points.py."""
+
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+
+from conftest import store_objects
+
+
+class Killer:
+    """SIGKILLs a random worker every `every` seconds (jittered) until stopped."""
+
+    def __init__(self, region, every, seed):
+        self.region, self.every, self.rng = region, every, random.Random(seed)
+        self.kills = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.wait(self.every * self.rng.uniform(0.3, 1.7)):
+            pids = self.region.worker_pids()
+            if not pids:
+                continue
+            try:
+                os.kill(self.rng.choice(pids), signal.SIGKILL)
+                self.kills += 1
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def _settled(ray, timeout=20.0):
+    """The store once quiet, with no worker caches in it: every worker is
+    killed (the pool starts fresh ones) and its ledger given back, so what
+    remains is what the driver holds.  Returns (object ids, bytes used)."""
+    region = ray._api._backend.region
+    old = set(region.worker_pids())
+    for pid in old:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while old & set(region.worker_pids()):
+        assert time.monotonic() < deadline, "killed workers were never reaped"
+        time.sleep(0.01)
+    store_objects()                                    # gc, and no task in flight
+    return {o["id"] for o in region.objects()}, region.stats()["store_used"]
+
+
+def _assert_back_to(ray, baseline, timeout=20.0):
+    region = ray._api._backend.region
+    deadline = time.monotonic() + timeout
+    while True:
+        ids, used = _settled(ray)
+        if (ids <= baseline[0] and used <= baseline[1]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    left = [o for o in region.objects() if o["id"] not in baseline[0]]
+    assert not left, "objects left: %s" % left
+    assert used <= baseline[1], "%d bytes used (baseline %d)" % (used, baseline[1])
+    v = region.verify()
+    assert v["code"] == 0 and v["orphan_blocks"] == 0 and v["zero_count_objects"] == 0, v
+
+
+def test_random_worker_kills_leave_every_result_exact_and_the_store_clean(fresh):
+    ray = fresh(num_cpus=2, object_store_memory=256 << 20)
+    region = ray._api._backend.region
+
+    @ray.remote(max_retries=-1)
+    def leaf(i, arr):
+        return arr * i
+
+    @ray.remote(max_retries=-1)
+    def parent(i):
+        kids = [leaf.remote(4 * i + j, np.arange(64)) for j in range(4)]
+        inner = ray.put(np.full(256, i))               # a ref nested in the result
+        total = sum(int(v.sum()) for v in ray.get(kids))  # a nested get
+        return total, [inner]
+
+    ray.get(parent.remote(0))                          # functions exported, workers up
+    baseline = _settled(ray)
+    n, rounds, checked = 200, 0, 0
+    expect = {i: sum((4 * i + j) * (63 * 64 // 2) for j in range(4)) for i in range(n)}
+    deadline = time.monotonic() + 60
+    with Killer(region, every=0.01, seed=7) as killer:
+        while killer.kills < 150 and time.monotonic() < deadline:
+            refs = [parent.remote(i) for i in range(n)]
+            got = ray.get(refs, timeout=120)
+            for i, (total, (inner,)) in enumerate(got):
+                assert total == expect[i], (rounds, i, total, expect[i])
+                assert (ray.get(inner, timeout=30) == i).all()
+            rounds += 1
+            checked += n * 5
+    assert killer.kills >= 150, "only %d kills landed in %d rounds" % (killer.kills, rounds)
+    v = region.verify()
+    assert v["code"] == 0, v
+    assert v["broken"] == 0
+    del refs, got, inner
+    _assert_back_to(ray, baseline)
+    assert region.arena_check() == 0
+
+
+def test_a_task_putting_in_a_loop_killed_again_and_again_never_corrupts_the_store(fresh):
+    ray = fresh(num_cpus=2, object_store_memory=256 << 20)
+    region = ray._api._backend.region
+
+    @ray.remote(max_retries=0)
+    def churn(seconds):
+        end = time.monotonic() + seconds
+        keep = []
+        while time.monotonic() < end:                  # allocating and freeing as fast as it can
+            keep.append(ray.put(np.ones(1 + len(keep) % 5000)))
+            if len(keep) > 50:
+                del keep[:25]
+        return len(keep)
+
+    ray.get(churn.remote(0.01))                        # exported
+    baseline = _settled(ray)
+    kills = 0
+    for k in range(40):
+        ref = churn.remote(5.0)
+        time.sleep(0.02 + (k % 7) * 0.011)             # somewhere inside the loop
+        for pid in region.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                pass
+        try:
+            ray.get(ref, timeout=30)
+        except ray.exceptions.WorkerCrashedError:
+            pass
+        del ref
+        assert region.arena_check() == 0, "store corrupted after kill %d" % k
+    assert kills >= 40
+    v = region.verify()
+    assert v["code"] == 0 and v["broken"] == 0, v
+    _assert_back_to(ray, baseline)
+    ref = ray.put(np.ones(24 << 20))                   # 192 MiB of the 256 still fits
+    assert ray.get(ref)[0] == 1.0
