@@ -57,6 +57,7 @@ static void free_slot(nr_region_t *r, uint32_t slot) {
     if (p->create_ready == p->create_task) W(p->create_ready, 0);
     drop_create_task(r, p);
     uint64_t death = p->death_obj;
+    nri_pin(r, death, -1);
     held_clear(r, slot);
     WINC(p->gen);
     nri_proc_reset(r, p, NR_KIND_NONE, NR_PROC_FREE);
@@ -92,6 +93,7 @@ static void fail_task(nr_region_t *r, uint32_t t, uint64_t death, wakeups_t *w) 
 void nri_fail_push(nr_region_t *r, uint32_t t, uint64_t death) {
     nr_task_t *task = nr_task(r, t);
     if (death) nri_incref(r, death);
+    nri_pin(r, death, 1);
     W(task->fail_obj, death);
     W(task->state, NR_TASK_READY);
     W(task->next, r->hdr->fail_head);
@@ -104,6 +106,7 @@ void nri_fail_one(nr_region_t *r, wakeups_t *w) {
     uint64_t death = task->fail_obj;
     W(r->hdr->fail_head, task->next);
     fail_task(r, t, death, w);
+    nri_pin(r, death, -1);
     if (death) nri_decref(r, death);
 }
 
@@ -321,6 +324,7 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
     W(p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
     if (!p->death_obj && death) {
         nri_incref(r, death);
+        nri_pin(r, death, 1);
         W(p->death_obj, death);
     }
     names_remove(r, slot);
@@ -392,6 +396,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     nr_proc_t *p = nr_proc(r, slot);
     nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
     nr_arena_release_writing(r, slot);
+    nri_spill_release(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head &&
                     !p->create_ready) &&

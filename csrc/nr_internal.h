@@ -84,6 +84,13 @@ static inline void nri_incref(nr_region_t *r, uint64_t id) {
     }                                                                    \
     _ok; })
 
+/* Pins (d = 1) or unpins an object whose payload the C layer reads itself
+ * (an actor's death error, copied into each failed call): never spilled. */
+static inline void nri_pin(nr_region_t *r, uint64_t id, int32_t d) {
+    nr_object_t *o = id ? nr_object_lookup(r, id) : NULL;
+    if (o) LADD32(o->pins, d);
+}
+
 /* A new pending object with one count, the caller's; 0 when the table is full. */
 uint64_t nri_obj_alloc(nr_region_t *r);
 
@@ -99,6 +106,12 @@ void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
 /* Gives back every count the dead process in `slot` recorded in its ledger. */
 void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w);
+
+/* nr_spill.c's hooks (under the lock). */
+void nri_spill_forget(nr_region_t *r, nr_object_t *o);   /* a spilled object is being freed */
+void nri_spill_release(nr_region_t *r, uint32_t slot);   /* reaping: what it was writing out */
+void nri_spill_unlink_pending(nr_region_t *r);           /* after the commit */
+int nri_spill_pending(void);
 
 /* nr_actor.c's hooks into the scheduler (all under the lock). */
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle object was freed */

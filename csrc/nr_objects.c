@@ -38,6 +38,8 @@ uint64_t nri_obj_alloc(nr_region_t *r) {
     o->waiters = 0;
     o->actor = 0;
     o->creator = 0;
+    o->pins = 0;
+    o->spill = NR_SPILL_NONE;
     W(o->state, NR_OBJ_PENDING);
     WINC(h->nobjects);
     uint64_t id = nr_make_id(o->gen, idx + 1);
@@ -64,6 +66,7 @@ void nri_obj_free(nr_region_t *r, nr_object_t *o) {
         nr_arena_free_locked(r, o->data);
         W(o->data, 0);
     }
+    if (o->spill == NR_SPILL_DONE) nri_spill_forget(r, o);
     if (o->actor) {                      /* the last handle of an actor is gone */
         uint32_t a = o->actor;
         W(o->actor, 0);

@@ -244,6 +244,7 @@ void nr_undo_rollback(nr_region_t *r) {
     if (n > h->undo_cap) n = h->undo_cap;
     h->rollbacks++;
     while (n) {
+        NR_CRASH_SITE();
         nr_undo_t e = log[n - 1];
         uint64_t kind = e.where & 7, off = e.where >> 3;
         if (off + 8 > h->size) { h->undo_n = --n; continue; }
@@ -258,6 +259,7 @@ void nr_undo_rollback(nr_region_t *r) {
         case NR_UNDO_D32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
         }
         NR_BARRIER();
+        if (kind != NR_UNDO_D64 && kind != NR_UNDO_D32) NR_CRASH_SITE();   /* see nr_undo.h */
         h->undo_n = --n;
         NR_BARRIER();
         h->undone++;

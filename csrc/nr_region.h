@@ -80,8 +80,10 @@ typedef struct {
                            * owned by an object or a task): freed if it dies */
     uint32_t h_head;      /* actors: held calls (see nr_actor.h), in submission order */
     uint32_t h_tail;
-    uint8_t _pad[60];
+    uint64_t spilling;    /* the object it is writing out (NR_SPILL_WRITING), 0 if none */
+    uint8_t _pad[48];
 } nr_proc_t;
+_Static_assert(sizeof(nr_proc_t) == 192, "three cache lines per process slot");
 
 typedef struct {
     uint64_t brk;         /* arena offset where never-used memory begins */
@@ -111,6 +113,7 @@ typedef struct {
     int32_t cpus_total;       /* milli-CPUs */
     uint32_t min_workers, max_workers;
     uint32_t shutdown;        /* set once: every waiter returns */
+    char spill_dir[256];      /* where spilled payloads go ("" until set at init) */
 
     /* The lock, alone in its line with its holder's pid (the taker owns the
      * line anyway); then counters written once in a long while. */
@@ -142,6 +145,9 @@ typedef struct {
     uint32_t nblocked;            /* pool workers whose task waits in get() */
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
+    uint32_t nspilled;            /* objects whose payload is in a file */
+    uint64_t spilled_bytes;
+    uint64_t spills, restores;    /* statistics: not undone */
     uint32_t zombie_head;         /* objects whose last count went while freeing another:
                                    * freed one per step at the end of the section */
 

@@ -28,11 +28,13 @@ void nr_unlock(nr_region_t *r) {
         nri_drain(r, &w);
         NR_CRASH_AT_END();
         nr_undo_commit(r);
+        if (nri_spill_pending()) nri_spill_unlink_pending(r);
         pthread_mutex_unlock(&h->lock);
         nri_flush(r, &w);
         return;
     }
     nr_undo_commit(r);
+    if (__builtin_expect(nri_spill_pending(), 0)) nri_spill_unlink_pending(r);
     pthread_mutex_unlock(&h->lock);
 }
 
@@ -522,6 +524,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nri_ledger_release(r, slot, &w);     /* first: it commits as it goes */
     nr_arena_release_writing(r, slot);
+    nri_spill_release(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) WADD(h->cpus_avail, p->cpus_held);
@@ -632,5 +635,9 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->repairs = h->repairs;
     s->nactors = h->nactors;
     s->lock_stalls = h->lock_stalls;
+    s->spilled_objects = h->nspilled;
+    s->spilled_bytes = h->spilled_bytes;
+    s->spills = h->spills;
+    s->restores = h->restores;
     nr_unlock(r);
 }

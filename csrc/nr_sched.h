@@ -38,6 +38,7 @@ static inline uint64_t nr_make_id(uint64_t gen, uint32_t index1) {
 }
 
 enum { NR_OBJ_FREE = 0, NR_OBJ_PENDING, NR_OBJ_READY, NR_OBJ_ERROR };
+enum { NR_SPILL_NONE = 0, NR_SPILL_WRITING, NR_SPILL_DONE };
 enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
 enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL,
        NR_SPEC_CANCELLED };   /* a creation task whose actor ended while it waited */
@@ -53,7 +54,8 @@ typedef struct {
     uint32_t next_free;   /* free list link (index + 1) */
     uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
     uint32_t creator;     /* nr_object_create: slot + 1 of the process that will seal it */
-    uint64_t _pad[1];
+    uint32_t pins;        /* atomic: readers of its payload in memory (views, loads) */
+    uint32_t spill;       /* NR_SPILL_*: in memory, being written out, or in a file */
 } nr_object_t;
 _Static_assert(sizeof(nr_object_t) == 64, "the region lays out 64 bytes per object");
 
@@ -113,6 +115,7 @@ typedef struct {
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;
     uint64_t nactors, lock_stalls;
+    uint64_t spilled_objects, spilled_bytes, spills, restores;
 } nr_stats_t;
 
 /* Objects */
@@ -129,6 +132,26 @@ void nr_object_decref(nr_region_t *r, uint64_t id);
 /* Frees sealed objects nothing counts any more (left by a process that died
  * between its decref and the free); called after a reap.  Returns how many. */
 uint32_t nr_sweep_uncounted(nr_region_t *r);
+/* Spilling (see nr_spill.c).  Reading a payload: pin it first.  pin returns
+ * the state (-1 stale) and, when the payload is in memory, its offset and
+ * size with a pin taken (unpin when done); with *data == 0 and spill set
+ * (*spill: NR_SPILL_WRITING, wait; NR_SPILL_DONE, restore it) it took none. */
+int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill);
+void nr_object_unpin(nr_region_t *r, uint64_t id);
+/* Picks the sealed, unpinned object whose block would free the largest
+ * span (preferring spans of at least `need` bytes), marks it being written
+ * out by this process, and returns its id (0: none), payload and size. */
+uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size);
+/* Its payload is in the file now: frees the block (1), or, if a reader
+ * pinned it meanwhile, leaves it in memory (0: remove the file). */
+int nr_spill_commit(nr_region_t *r, uint64_t id);
+void nr_spill_abort(nr_region_t *r, uint64_t id);
+/* The file was read into block `off`: the object takes it (1), or another
+ * process restored it first (0: free the block). */
+int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t off);
+/* The file holding a spilled object's payload; 0, or -1 if no spill directory. */
+int nr_spill_path(nr_region_t *r, uint64_t id, char *out, size_t cap);
+int nr_spill_set_dir(nr_region_t *r, const char *dir);   /* the driver, at init */
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);
 /* 0 ready, 1 timed out, -1 shut down or stale id.  timeout_ns < 0: forever. */

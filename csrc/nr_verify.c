@@ -61,7 +61,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (blk(r, off)->size & USED) b.off[b.n++] = off;
 
     /* Objects. */
-    uint32_t live = 0;
+    uint32_t live = 0, nspilled = 0;
     for (uint32_t i = 0; i < h->obj_hwm; i++) {
         nr_object_t *o = objs(r) + i;
         if (o->state == NR_OBJ_FREE) continue;
@@ -69,6 +69,17 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         live++;
         if (o->refs < 0) FAIL(-202);
         if (o->data && claim(&b, o->data)) FAIL(-203);
+        if (o->spill == NR_SPILL_DONE) {
+            if (o->data || o->state == NR_OBJ_PENDING) FAIL(-230);
+            nspilled++;
+        } else if (o->spill == NR_SPILL_WRITING) {
+            int owner = 0;
+            for (uint32_t s = 0; s < h->max_procs && !owner; s++)
+                owner = nr_proc(r, s)->spilling == nr_make_id(o->gen, i + 1);
+            if (!o->data || !owner) FAIL(-231);
+        } else if (o->spill != NR_SPILL_NONE) {
+            FAIL(-232);
+        }
         if (o->state != NR_OBJ_PENDING && o->dep_head) FAIL(-204);
         uint32_t ndeps = 0;
         for (uint32_t d = o->dep_head; d; d = deps(r)[d - 1].next) {
@@ -80,6 +91,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (o->refs == 0 && o->state != NR_OBJ_PENDING && out) out->zero_count_objects++;
     }
     if (live != h->nobjects) FAIL(-207);
+    if (nspilled != h->nspilled) FAIL(-233);
     uint32_t n = 0;
     for (uint32_t f = h->obj_free; f; f = objs(r)[f - 1].next_free) {
         if (f > h->obj_hwm || ++n > h->obj_hwm || objs(r)[f - 1].state != NR_OBJ_FREE) FAIL(-208);
@@ -276,7 +288,8 @@ uint64_t nr_region_digest(nr_region_t *r) {
     memset(&hc.lock, 0, sizeof hc.lock);
     hc.lock_pid = 0; hc.repairs = 0; hc.lock_stalls = 0; hc.undo_n = 0; hc.undo_overflow = 0;
     hc.rollbacks = 0; hc.undone = 0; hc.obj_seq = 0; hc.arena.peak = 0; hc.shutdown = 0;
-    hc.broken = 0;
+    hc.broken = 0; hc.spills = 0; hc.restores = 0;
+    memset(hc.spill_dir, 0, sizeof hc.spill_dir);   /* set once at init, not undone */
     FEED(&f, hc);
     for (uint32_t i = 0; i < h->max_procs; i++) {
         nr_proc_t pc;
@@ -293,7 +306,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
         FEED(&f, o->gen); FEED(&f, o->state); FEED(&f, o->next_free);
         if (o->state == NR_OBJ_FREE) continue;
         FEED(&f, o->dep_head); FEED(&f, o->refs); FEED(&f, o->data); FEED(&f, o->size);
-        FEED(&f, o->actor); FEED(&f, o->creator);
+        FEED(&f, o->actor); FEED(&f, o->creator); FEED(&f, o->spill);
     }
     for (uint32_t t = 1; t <= h->task_hwm; t++) {
         nr_task_t tc;

@@ -37,6 +37,7 @@ def scenario(r):
     several processes (one keeps a ledger and blocks in flight, and is
     reaped by this one; one sleeps for work in a thread)."""
     assert r.proc(KIND_DRIVER) == 0              # this process
+    r.spill_dir("/nonexistent-nanoray-walk")     # state only: no file is written
     # Objects: put, nested refs, create/seal, errors, try_incref, decref.
     a = r.put()
     b = r.put([a])
@@ -65,6 +66,8 @@ def scenario(r):
     r.free(r.alloc(100))
     r.alloc(300)
     unsealed = r.create()                         # it dies before sealing this
+    writing_out = r.put()
+    assert r.spill_pick(0)[0]                     # it dies writing one out
     r.use_ledger(None)
     r.incref(unsealed)
 
@@ -96,6 +99,27 @@ def scenario(r):
     r.reap(other)                                 # gives back its ledger and blocks
     assert r.state(unsealed) == 3                 # sealed as an error for it
     r.decref(unsealed)
+
+    # Spilling: written out, pinned meanwhile (kept), restored, freed spilled.
+    s1 = r.put()
+    s2 = r.put()
+    oid, data, _ = r.spill_pick(1 << 30)
+    assert r.spill_commit(oid) == 1
+    assert r.pin(oid)[1:] == (0, 2)               # in a file: no pin taken
+    block = r.alloc(16)
+    assert r.spill_restore(oid, block) == 1
+    assert r.pin(oid)[2] == 0
+    r.unpin(oid)
+    oid2, _, _ = r.spill_pick(1 << 30)
+    r.raw_pin(oid2, 1)                            # a racing reader's pin lands first
+    assert r.spill_commit(oid2) == 0              # so the block stays
+    r.raw_pin(oid2, -1)
+    oid3, _, _ = r.spill_pick(1 << 30)
+    r.spill_abort(oid3)
+    oid4, _, _ = r.spill_pick(1 << 30)
+    assert r.spill_commit(oid4) == 1
+    r.decref(s1)
+    r.decref(s2)                                  # one of them freed while spilled
     for x in (dep, r1, r2, err, c, rr):           # `held` went with `other`
         r.decref(x)
 
@@ -283,3 +307,34 @@ def test_a_death_at_every_crash_point_is_undone_exactly():
         smoke(r)                                  # the region still works
         assert r.verify()[0] == 0, (n, site)
     assert len(seen) > 100
+
+
+def test_a_death_while_undoing_a_dead_holders_section_is_undone_too():
+    """The process repairing a dead holder's section dies at each step of
+    the rollback; the next one finishes it, to the same state."""
+    cp = CrashPoints()
+    probe = new_region()
+    assert run_child(probe, cp, 0) == 0
+    total = cp.count
+    walked = 0
+    for n in range(total // 20, total + 1, total // 20):   # twenty first deaths, spread out
+        for m in range(1, 10_000):
+            r = new_region()
+            status = run_child(r, cp, n)
+            assert os.WIFSIGNALED(status)
+            before = cp.digest
+            pid = os.fork()
+            if pid == 0:                          # the repairer, dying at its m-th step
+                cp.arm(m)
+                r.lock()
+                os._exit(0)                       # rolled back without dying: holds the lock
+            _, status = os.waitpid(pid, 0)
+            r.lock()
+            after = r.digest_unlocked()
+            r.unlock()
+            assert after == before, "first death %d, repairer's death %d" % (n, m)
+            assert r.verify()[0] == 0
+            walked += 1
+            if not os.WIFSIGNALED(status):        # the repairer got through: next n
+                break
+    assert walked > 100                           # deaths inside rollbacks, not just after

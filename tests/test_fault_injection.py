@@ -156,3 +156,34 @@ def test_a_task_putting_in_a_loop_killed_again_and_again_never_corrupts_the_stor
     _assert_back_to(ray, baseline)
     ref = ray.put(np.ones(24 << 20))                   # 192 MiB of the 256 still fits
     assert ray.get(ref)[0] == 1.0
+
+
+def test_workers_killed_while_the_store_spills_and_restores_lose_nothing(fresh):
+    """A store a quarter the size of the data: every round spills and
+    restores, while workers die at random, inside spills and restores too."""
+    ray = fresh(num_cpus=2, object_store_memory=24 << 20)
+    region = ray._api._backend.region
+
+    @ray.remote(max_retries=-1)
+    def make(i):
+        return np.full(1 << 17, i, dtype=np.int64)         # 1 MiB
+
+    @ray.remote(max_retries=-1)
+    def check(i, a):
+        return int(a[0]) == i and int(a[-1]) == i
+
+    assert ray.get(check.remote(0, make.remote(0)))   # exported
+    baseline = _settled(ray)
+    deadline = time.monotonic() + 60
+    with Killer(region, every=0.02, seed=11) as killer:
+        while killer.kills < 60 and time.monotonic() < deadline:
+            made = [make.remote(i) for i in range(96)]      # 96 MiB through 24
+            assert all(ray.get([check.remote(i, m) for i, m in enumerate(made)], timeout=120))
+            assert [int(ray.get(m)[7]) for m in made] == list(range(96))
+            del made
+    assert killer.kills >= 60, killer.kills
+    s = region.stats()
+    assert s["spills"] > 100 and s["restores"] > 100, s
+    v = region.verify()
+    assert v["code"] == 0 and v["broken"] == 0, v
+    _assert_back_to(ray, baseline)

@@ -11,7 +11,9 @@ import atexit
 import json
 import numbers
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -55,11 +57,17 @@ class LocalBackend:
         self.pid = os.getpid()      # the process that started it (a forked child is not)
 
     @classmethod
-    def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None):
+    def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
+              spill_base=None):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
             max_workers=most, max_procs=MAX_PROCS)
+        # Created by the first process that spills; removed at shutdown, or by
+        # the zygote if the driver dies.
+        _rt.set_spill_dir(region, os.path.join(
+            spill_base or tempfile.gettempdir(),
+            "nanoray-spill-%d-%016x" % (os.getpid(), region.session)))
         slot = region.proc_alloc(1)                    # NR_KIND_DRIVER
         region.proc_started(slot, os.getpid())
         spawn_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
@@ -104,6 +112,7 @@ class LocalBackend:
         if self.spawn_fd >= 0:
             os.close(self.spawn_fd)
             self.spawn_fd = -1
+        remove_spill_dir(region)
         self._close_local()
 
     def leave_forked(self):
@@ -130,6 +139,34 @@ class LocalBackend:
         region.set_spawn_fd(-1)
         region.close_fd()                              # the mapping lives while refs/views do
         _rt.set_process_state(None, 0)
+
+
+def _spill_base(directory, system_config):
+    """The directory spilled objects go under, from init's arguments."""
+    if directory is None and system_config:
+        cfg = system_config.get("object_spilling_config")
+        if cfg:
+            if isinstance(cfg, str):
+                cfg = json.loads(cfg)
+            if cfg.get("type", "filesystem") != "filesystem":
+                raise ValueError("nanoray spills to the local filesystem only, not %r"
+                                 % (cfg.get("type"),))
+            directory = (cfg.get("params") or {}).get("directory_path")
+            if isinstance(directory, (list, tuple)):
+                directory = directory[0] if directory else None
+    if directory is None:
+        return None
+    directory = os.fspath(directory)
+    if not isinstance(directory, str):
+        directory = os.fsdecode(directory)
+    return os.path.abspath(directory)
+
+
+def remove_spill_dir(region):
+    """Removes the runtime's spill files (and its directory)."""
+    path = _rt.spill_dir(region)
+    if path and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def worker_limits(num_cpus, max_workers=None):
@@ -161,13 +198,19 @@ def _physical_memory():
 def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
          address=None, num_gpus=None, resources=None, namespace=None, runtime_env=None,
          include_dashboard=None, logging_level=None, log_to_driver=True,
-         configure_logging=True, _system_config=None, _max_workers=None, **kwargs):
+         configure_logging=True, object_spilling_directory=None, _system_config=None,
+         _max_workers=None, **kwargs):
     """Starts nanoray on this machine: the object store and num_cpus workers.
 
     Returns quickly: workers are forked by a zygote process while the first
     tasks are being submitted.  _max_workers bounds the worker processes,
     those started for tasks blocked in get() included (default num_cpus +
-    EXTRA_WORKERS)."""
+    EXTRA_WORKERS).
+
+    When the store is full, objects nothing has mapped are spilled to files
+    under object_spilling_directory (default: the temporary directory; also
+    read from Ray's _system_config={"object_spilling_config": ...}), in a
+    directory of this runtime's own that is removed at shutdown."""
     global _backend, _atexit_registered
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
@@ -197,7 +240,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
             raise ValueError("_max_workers must be a positive int, got %r" % (_max_workers,))
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError("namespace must be a str, got %r" % (type(namespace).__name__,))
-        _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace)
+        spill_base = _spill_base(object_spilling_directory, _system_config)
+        _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
+                                      spill_base)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)

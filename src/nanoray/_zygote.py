@@ -205,6 +205,13 @@ def main():
                 pass
 
     def terminate():
+        try:
+            path = rt.spill_dir(region)              # the driver may be gone: its files go
+            if path and os.path.isdir(path):
+                import shutil
+                shutil.rmtree(path, ignore_errors=True)
+        except Exception:
+            pass
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGKILL)

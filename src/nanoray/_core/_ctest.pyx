@@ -318,6 +318,40 @@ cdef class CRegion:
         self.r.ledger = nr_ledger(&self.r, slot)
         self.r.ledger_hwm = &nr_proc(&self.r, slot).ledger_hwm
 
+    # spilling (the C state only: no files here)
+    def spill_dir(self, str d):
+        return nr_spill_set_dir(&self.r, d.encode())
+
+    def pin(self, uint64_t oid):
+        """(state, data, spill): data 0 and no pin taken unless in memory."""
+        cdef uint64_t data = 0, size = 0
+        cdef uint32_t spill = 0
+        st = nr_object_pin(&self.r, oid, &data, &size, &spill)
+        return st, data, spill
+
+    def unpin(self, uint64_t oid):
+        nr_object_unpin(&self.r, oid)
+
+    def raw_pin(self, uint64_t oid, int d):
+        """What a racing reader does first (its pin, before it sees the mark)."""
+        cdef nr_object_t *o = <nr_object_t *>(self.r.base + self.r.hdr.objs_off) + (nr_id_index1(oid) - 1)
+        o.pins += d
+
+    def spill_pick(self, uint64_t need):
+        """(id, data, size) of the object to write out, id 0 if none."""
+        cdef uint64_t data = 0, size = 0
+        oid = nr_spill_pick(&self.r, need, &data, &size)
+        return oid, data, size
+
+    def spill_commit(self, uint64_t oid):
+        return nr_spill_commit(&self.r, oid)
+
+    def spill_abort(self, uint64_t oid):
+        nr_spill_abort(&self.r, oid)
+
+    def spill_restore(self, uint64_t oid, uint64_t off):
+        return nr_spill_restore(&self.r, oid, off)
+
     def may_progress(self, uint32_t slot, int on):
         nr_proc_may_progress(&self.r, slot, on)
 

@@ -48,6 +48,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import traceback
 
 cimport cython
@@ -63,6 +64,7 @@ from posix.unistd cimport close, getpid
 cdef extern from "Python.h":
     enum:
         PyBUF_READ
+        PyBUF_WRITE
 
 cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
@@ -130,3 +132,4 @@ include "rt/waiting.pyx"
 include "rt/submit.pyx"
 include "rt/worker.pyx"
 include "rt/actor.pyx"
+include "rt/spill.pyx"

@@ -33,7 +33,13 @@ cdef extern from "nr_region.h" nogil:
         uint32_t q_head      # first task of its private queue
         uint64_t handle_obj  # object counting the handles (actors)
 
+    ctypedef struct nr_arena_t:
+        uint64_t brk         # where never-used memory begins
+        uint64_t end         # the arena's end (region offsets)
+
     ctypedef struct nr_header_t:
+        uint64_t arena_off   # where the arena starts
+        nr_arena_t arena
         uint64_t size        # total mapped bytes
         uint64_t session     # random at creation: tells runtimes apart
         uint32_t max_procs   # proc slots
@@ -43,6 +49,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_names   # its entries
         uint64_t objs_off    # where the object table starts
         uint32_t shutdown    # set once at shutdown
+        char spill_dir[256]  # where spilled payloads go
         uint32_t repairs     # locks recovered from a dead holder
         uint32_t rollbacks   # sections undone after their holder died
         uint64_t undone      # undo entries applied

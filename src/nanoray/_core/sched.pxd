@@ -15,12 +15,16 @@ cdef extern from "nr_sched.h" nogil:
         NR_SPEC_TASK
         NR_SPEC_ACTOR_CREATE
         NR_SPEC_ACTOR_CALL
+        NR_SPILL_NONE
+        NR_SPILL_WRITING
+        NR_SPILL_DONE
 
     ctypedef struct nr_object_t:
         uint64_t gen         # generation (the id's high bits)
         uint32_t state       # NR_OBJ_*
         int64_t refs         # reference count
         uint64_t size        # payload bytes
+        uint32_t pins        # readers of its payload in memory
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -52,6 +56,7 @@ cdef extern from "nr_sched.h" nogil:
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
         uint64_t nactors, lock_stalls
+        uint64_t spilled_objects, spilled_bytes, spills, restores
 
     uint32_t nr_id_index1(uint64_t id)   # index + 1 in the object table
     uint64_t *nr_spec_ids(nr_spec_t *s)
@@ -89,6 +94,14 @@ cdef extern from "nr_sched.h" nogil:
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     uint32_t nr_sweep_uncounted(nr_region_t *r)
+    int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill)
+    void nr_object_unpin(nr_region_t *r, uint64_t id)
+    uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size)
+    int nr_spill_commit(nr_region_t *r, uint64_t id)
+    void nr_spill_abort(nr_region_t *r, uint64_t id)
+    int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t off)
+    int nr_spill_path(nr_region_t *r, uint64_t id, char *out, size_t cap)
+    int nr_spill_set_dir(nr_region_t *r, const char *dir)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
     void nr_spawn_giveback(nr_region_t *r, uint32_t slot)
     void nr_shutdown(nr_region_t *r)

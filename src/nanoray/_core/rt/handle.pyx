@@ -115,7 +115,9 @@ cdef class Region:
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,
                     store_touched=s.arena_peak, store_capacity=s.arena_size,
-                    lock_repairs=s.repairs, actors=s.nactors, lock_stalls=s.lock_stalls)
+                    lock_repairs=s.repairs, actors=s.nactors, lock_stalls=s.lock_stalls,
+                    spilled_objects=s.spilled_objects, spilled_bytes=s.spilled_bytes,
+                    spills=s.spills, restores=s.restores)
 
     def verify(self):
         """Checks every table, queue and counter of the region against the

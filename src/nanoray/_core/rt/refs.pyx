@@ -107,6 +107,7 @@ cdef class _PinnedBuffer:
 
     def __dealloc__(self):
         if self.reg is not None and self.reg.pid == _pid:
+            nr_object_unpin(&self.reg.r, self.oid)
             nr_object_decref(&self.reg.r, self.oid)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
@@ -134,7 +135,12 @@ cdef class _PinnedBuffer:
 
 cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
     cdef _PinnedBuffer b = _PinnedBuffer.__new__(_PinnedBuffer)
+    cdef uint64_t data, nbytes
+    cdef uint32_t spill
     nr_object_incref(&reg.r, oid)
+    # The payload is pinned while it is loaded, so it is in memory: this pin
+    # keeps it there (never spilled) for the life of the view.
+    nr_object_pin(&reg.r, oid, &data, &nbytes, &spill)
     b.reg = reg
     b.oid = oid
     b.ptr = ptr

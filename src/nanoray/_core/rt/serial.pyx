@@ -130,15 +130,23 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
 
 
 cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
+    """A block of `size` bytes; spills objects to make room if need be."""
     cdef uint64_t off
     with nogil:
         off = nr_arena_alloc(&reg.r, size)
-    if off == 0:
-        raise _exc.ObjectStoreFullError(
-            "nanoray: the object store is full: %d bytes requested, %d free at most "
-            "(object_store_memory=%d). Free refs you no longer need, or pass a larger "
-            "object_store_memory to init()." % (
-                size, nr_arena_largest_free(&reg.r), reg.stats()["store_capacity"]))
+    while off == 0:
+        if size + 64 > reg.r.hdr.arena.end - reg.r.hdr.arena_off or not _spill_one(reg, size):
+            s = reg.stats()
+            raise _exc.ObjectStoreFullError(
+                "nanoray: the object store is full: %d bytes requested, %d free at most "
+                "(object_store_memory=%d, %d bytes in use, %d objects spilled to %s). What "
+                "is left is held by arrays from get() that are still alive, by running "
+                "tasks, or by values holding refs, none of which can be spilled. Free refs "
+                "you no longer need, or pass a larger object_store_memory to init()." % (
+                    size, nr_arena_largest_free(&reg.r), s["store_capacity"], s["store_used"],
+                    s["spilled_objects"], spill_dir(reg) or "(spilling off)"))
+        with nogil:
+            off = nr_arena_alloc(&reg.r, size)
     return off
 
 
@@ -173,9 +181,10 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
 
 
 cdef object _value(Region reg, uint64_t oid, bint *is_error):
-    """The value of a sealed object (an exception instance if it failed)."""
-    cdef uint64_t data, size
-    cdef int st = nr_object_info(&reg.r, oid, &data, &size)
+    """The value of a sealed object (an exception instance if it failed).
+    Its payload is pinned while it is read (restored first if spilled)."""
+    cdef int st = 0
+    cdef uint64_t data = _pin_payload(reg, oid, &st)
     if st < 0:
         raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
     is_error[0] = st == NR_OBJ_ERROR
@@ -189,6 +198,8 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
             raise
         return _exc.RaySystemError("nanoray: the task failed, and its error could not be "
                                    "deserialized here: %s" % _exc._safe_repr(e))
+    finally:
+        nr_object_unpin(&reg.r, oid)
 
 
 cdef ObjectRef put_pickled(Region reg, _Pickled p):

@@ -1,0 +1,215 @@
+/* nr_spill: moving sealed payloads to files when the store is full, and
+ * back on demand.
+ *
+ * The C layer keeps the state; the language layer does the file I/O.
+ *   spill:   nr_spill_pick marks an object NR_SPILL_WRITING (recorded in the
+ *            spiller's process slot, so its death undoes the mark); the
+ *            spiller writes the payload to the object's file, then
+ *            nr_spill_commit frees the block and marks it NR_SPILL_DONE,
+ *            unless a reader pinned it meanwhile.
+ *   read:    every reader of a payload pins it first (nr_object_pin).  The
+ *            pin and the mark are each set before the other is checked, so
+ *            either the spiller sees the pin and keeps the block, or the
+ *            reader sees the mark and does not read it.
+ *   restore: a reader of a spilled object allocates a block, reads the file
+ *            into it, and nr_spill_restore gives it to the object (the first
+ *            of several racing restorers wins; the others free theirs).
+ * A spilled object's file is removed when the object is freed, after the
+ * section commits (nr_unlock), and the whole directory at shutdown.
+ *
+ * Pins are not in the ledgers: a process that dies holding a view leaves
+ * its object pinned, so it is never spilled, and it is still freed when its
+ * counts go. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nr_internal.h"
+
+#define USED 1ull
+static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t *)(r->base + off); }
+
+int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    int st = (int)LOAD(&o->state);
+    *data = 0;
+    *size = o->size;
+    *spill = 0;
+    if (st == NR_OBJ_PENDING) return st;
+    ADD(&o->pins, 1);
+    uint32_t sp = LOAD(&o->spill);
+    if (sp != NR_SPILL_NONE) {
+        ADD(&o->pins, -1);
+        *spill = sp;
+        return st;
+    }
+    *data = LOAD(&o->data);
+    return st;
+}
+
+void nr_object_unpin(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = objs(r) + (nr_id_index1(id) - 1);   /* the caller's count keeps it */
+    ADD(&o->pins, -1);
+}
+
+int nr_spill_set_dir(nr_region_t *r, const char *dir) {
+    if (strlen(dir) + 40 >= sizeof r->hdr->spill_dir) return -1;
+    nr_lock(r);
+    strcpy(r->hdr->spill_dir, dir);      /* before any process spills: not logged */
+    nr_unlock(r);
+    return 0;
+}
+
+int nr_spill_path(nr_region_t *r, uint64_t id, char *out, size_t cap) {
+    if (!r->hdr->spill_dir[0]) return -1;
+    int n = snprintf(out, cap, "%s/%016llx", r->hdr->spill_dir, (unsigned long long)id);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+/* The span of free memory that freeing block `off` would make: the block,
+ * its free neighbours, and the fresh memory past brk if it is the top
+ * block (a free block never ends at brk). */
+static uint64_t span_if_freed(nr_region_t *r, uint64_t off) {
+    nr_arena_t *a = &r->hdr->arena;
+    nr_block_t *b = blk(r, off);
+    uint64_t size = b->size & ~USED, span = size;
+    if (b->prev_size && !(blk(r, off - b->prev_size)->size & USED)) span += b->prev_size;
+    uint64_t nxt = off + size;
+    if (nxt >= a->brk) span += a->end - a->brk;
+    else if (!(blk(r, nxt)->size & USED)) span += blk(r, nxt)->size & ~USED;
+    return span;
+}
+
+uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    nr_proc_t *p = nr_proc(r, r->slot);
+    uint64_t best = 0, best_span = 0, best_size = 0;
+    if (h->spill_dir[0] && !p->spilling) {
+        for (uint32_t i = 0; i < h->obj_hwm; i++) {
+            nr_object_t *o = objs(r) + i;
+            if ((o->state != NR_OBJ_READY && o->state != NR_OBJ_ERROR) || !o->data ||
+                o->spill != NR_SPILL_NONE || LOAD(&o->pins) || o->actor ||
+                ((nr_payload_t *)(r->base + o->data))->ncontained)
+                continue;                /* (refs inside a value are released from its block) */
+            uint64_t span = span_if_freed(r, o->data - NR_BLOCK_HDR);
+            int enough = span >= need + NR_BLOCK_HDR, best_enough = best_span >= need + NR_BLOCK_HDR;
+            /* Enough room with the least written out, else the most room. */
+            if (!best || (enough && (!best_enough || o->size < best_size)) ||
+                (!enough && !best_enough && span > best_span)) {
+                best = nr_make_id(o->gen, i + 1);
+                best_span = span;
+                best_size = o->size;
+            }
+        }
+    }
+    if (best) {
+        nr_object_t *o = objs(r) + (nr_id_index1(best) - 1);
+        LADD64(o->refs, 1);              /* kept while written out: given back at commit */
+        nri_ledger_add_locked(r, best, 1);
+        W(o->spill, NR_SPILL_WRITING);
+        W(p->spilling, best);
+        *data = o->data;
+        *size = o->size;
+    }
+    nr_unlock(r);
+    return best;
+}
+
+int nr_spill_commit(nr_region_t *r, uint64_t id) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    nr_object_t *o = objs(r) + (nr_id_index1(id) - 1);   /* our count keeps it */
+    int ok = 0;
+    if (o->spill == NR_SPILL_WRITING) {
+        if (LOAD(&o->pins) == 0) {
+            nr_arena_free_locked(r, o->data);
+            W(o->data, 0);
+            W(o->spill, NR_SPILL_DONE);
+            WINC(h->nspilled);
+            WADD(h->spilled_bytes, o->size);
+            h->spills++;
+            ok = 1;
+        } else {
+            W(o->spill, NR_SPILL_NONE);
+        }
+    }
+    W(nr_proc(r, r->slot)->spilling, 0);
+    nri_ledger_add_locked(r, id, -1);
+    nri_decref(r, id);
+    nr_unlock(r);
+    return ok;
+}
+
+void nr_spill_abort(nr_region_t *r, uint64_t id) {
+    nr_lock(r);
+    nr_object_t *o = objs(r) + (nr_id_index1(id) - 1);
+    if (o->spill == NR_SPILL_WRITING) W(o->spill, NR_SPILL_NONE);
+    W(nr_proc(r, r->slot)->spilling, 0);
+    nri_ledger_add_locked(r, id, -1);
+    nri_decref(r, id);
+    nr_unlock(r);
+}
+
+int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t off) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, id);
+    int ok = o && o->spill == NR_SPILL_DONE;
+    if (ok) {
+        nr_arena_written(r, off);
+        W(o->data, off);
+        W(o->spill, NR_SPILL_NONE);
+        WDEC(h->nspilled);
+        W(h->spilled_bytes, h->spilled_bytes - o->size);
+        h->restores++;
+    }
+    nr_unlock(r);
+    return ok;
+}
+
+/* ---- files of freed objects, removed once the section has committed ---- */
+
+static uint64_t *unlinks;
+static uint32_t nunlinks, unlinks_cap;
+
+/* Under the lock: o (spilled) is being freed. */
+void nri_spill_forget(nr_region_t *r, nr_object_t *o) {
+    nr_header_t *h = r->hdr;
+    WDEC(h->nspilled);
+    W(h->spilled_bytes, h->spilled_bytes - o->size);
+    W(o->spill, NR_SPILL_NONE);
+    if (nunlinks == unlinks_cap) {
+        uint32_t cap = unlinks_cap ? unlinks_cap * 2 : 16;
+        uint64_t *n = realloc(unlinks, cap * sizeof *n);
+        if (!n) return;                  /* the file stays until shutdown */
+        unlinks = n;
+        unlinks_cap = cap;
+    }
+    unlinks[nunlinks++] = nr_make_id(o->gen, (uint32_t)(o - objs(r)) + 1);
+}
+
+/* After the commit, still holding the lock: the files go.  A death before
+ * this leaves them for shutdown to remove, never a spilled object without
+ * its file. */
+void nri_spill_unlink_pending(nr_region_t *r) {
+    char path[320];
+    for (uint32_t i = 0; i < nunlinks; i++)
+        if (nr_spill_path(r, unlinks[i], path, sizeof path) == 0) unlink(path);
+    nunlinks = 0;
+}
+
+int nri_spill_pending(void) { return nunlinks != 0; }
+
+/* Reaping: an object the dead process was writing out stays in memory
+ * (its count went with the ledger). */
+void nri_spill_release(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    if (!p->spilling) return;
+    nr_object_t *o = nr_object_lookup(r, p->spilling);
+    if (o && o->spill == NR_SPILL_WRITING) W(o->spill, NR_SPILL_NONE);
+    W(p->spilling, 0);
+}
