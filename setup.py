@@ -10,6 +10,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 csrc = sorted(glob.glob("csrc/*.c"))
+headers = sorted(glob.glob("csrc/*.h"))
 cflags, lflags = ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function"], []
 if os.environ.get("NANORAY_DEBUG"):
     cflags = ["-O0", "-g", "-std=gnu11", "-UNDEBUG"]
@@ -18,15 +19,35 @@ if os.environ.get("NANORAY_SANITIZE"):
     lflags += ["-fsanitize=address,undefined"]
 
 
-def ext(name, pyx, macros=()):
-    return Extension(name, [pyx] + csrc, include_dirs=["csrc"], define_macros=list(macros),
-                     extra_compile_args=cflags, extra_link_args=lflags)
+def crashpoint_sources():
+    """The test module's copy of the core has crash points (csrc/nr_undo.h).
+    Each C file is compiled through a wrapper of its own, so its object file
+    never stands in for the runtime's (both extensions share build_temp)."""
+    out = []
+    os.makedirs("build/crashpoints", exist_ok=True)
+    for c in csrc:
+        wrapper = os.path.join("build/crashpoints", os.path.basename(c))
+        text = '#ifndef NR_CRASHPOINTS\n#define NR_CRASHPOINTS 1\n#endif\n#include "%s"\n' % (
+            os.path.abspath(c))
+        if not os.path.exists(wrapper) or open(wrapper).read() != text:
+            with open(wrapper, "w") as f:
+                f.write(text)
+        out.append(wrapper)
+    return out
+
+
+def ext(name, pyx, c_sources, macros=()):
+    # depends: a changed header (or, for the wrappers, C file) rebuilds every
+    # object: setuptools does not read #includes.
+    return Extension(name, [pyx] + c_sources, include_dirs=["csrc"], depends=headers + csrc,
+                     define_macros=list(macros), extra_compile_args=cflags,
+                     extra_link_args=lflags)
 
 
 setup(ext_modules=cythonize(
-    [ext("nanoray._core._runtime", "src/nanoray/_core/_runtime.pyx"),
-     # The test module's copy of the core has crash points (csrc/nr_undo.h).
-     ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", [("NR_CRASHPOINTS", "1")])],
+    [ext("nanoray._core._runtime", "src/nanoray/_core/_runtime.pyx", csrc),
+     ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", crashpoint_sources(),
+         [("NR_CRASHPOINTS", "1")])],
     compiler_directives={"language_level": 3},
     include_path=["src"],
 ))

@@ -49,7 +49,7 @@ static inline void nri_ledger_add_locked(nr_region_t *r, uint64_t id, int32_t d)
     uint32_t idx = nr_id_index1(id) - 1;
     if (idx >= r->hdr->max_objects) return;
     if (d > 0 && idx >= LOAD(r->ledger_hwm)) STORE(r->ledger_hwm, idx + 1);
-    LADD32(r->ledger[idx], d);
+    LEDGER_ADD(r->ledger[idx], d);
 }
 
 /* Clears a process slot for a new process; its generation stays (it moves

@@ -53,6 +53,7 @@ uint64_t nri_obj_alloc(nr_region_t *r) {
  * makes one step too large to undo. */
 void nri_obj_free(nr_region_t *r, nr_object_t *o) {
     nr_header_t *h = r->hdr;
+    if (o->spill == NR_SPILL_DONE) nri_spill_forget(r, o);   /* data: a file, not a block */
     if (o->data) {
         nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
         uint64_t *c = nr_payload_contained(p);
@@ -66,7 +67,6 @@ void nri_obj_free(nr_region_t *r, nr_object_t *o) {
         nr_arena_free_locked(r, o->data);
         W(o->data, 0);
     }
-    if (o->spill == NR_SPILL_DONE) nri_spill_forget(r, o);
     if (o->actor) {                      /* the last handle of an actor is gone */
         uint32_t a = o->actor;
         W(o->actor, 0);
@@ -147,6 +147,10 @@ int nr_object_try_incref(nr_region_t *r, uint64_t id) {
 void nr_object_incref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
+    /* Between the count and its ledger entry a death leaks the count.  The
+     * first touch of a ledger page by this process faults, and a fault is
+     * where a signal is most likely to stop it: fault before the count. */
+    if (r->ledger) (void)*(volatile int32_t *)&r->ledger[nr_id_index1(id) - 1];
     ADD(&o->refs, 1);
     nri_ledger_add(r, id, 1);
 }

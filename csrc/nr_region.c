@@ -200,6 +200,11 @@ void nr_lock(nr_region_t *r) {
 #endif
 }
 
+int32_t nr_lock_holder(nr_region_t *r) {
+    if (!__atomic_load_n(&r->hdr->lock.__data.__lock, __ATOMIC_RELAXED)) return 0;
+    return __atomic_load_n(&r->hdr->lock_pid, __ATOMIC_RELAXED);
+}
+
 /* The lock is held and its last holder died.  A log that overflowed cannot
  * be undone: the runtime is shut down with a message instead of running on
  * half-updated structures. */
@@ -213,11 +218,13 @@ void nr_repair(nr_region_t *r) {
     } else if (h->undo_n) {
         nr_undo_rollback(r);
     }
-    if (!h->broken && nr_region_verify(r, NULL) < 0) h->broken = 2;
+    int code = 0;
+    if (!h->broken && (code = nr_region_verify(r, NULL)) < 0) h->broken = 2;
     if (h->broken && !h->shutdown) {
         fprintf(stderr, "nanoray: a process died inside a critical section and the shared state "
-                        "could not be repaired (%s); the runtime is shutting down\n",
-                h->broken == 1 ? "its undo log had overflowed" : "it failed verification");
+                        "could not be repaired (%s %d); the runtime is shutting down\n",
+                h->broken == 1 ? "its undo log had overflowed" : "it failed verification check",
+                code);
         __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&h->obj_seq, 1, __ATOMIC_SEQ_CST);
         nr_futex_wake(&h->obj_seq, INT_MAX);
@@ -229,14 +236,18 @@ void nr_repair(nr_region_t *r) {
     }
 }
 
-static inline int undo_decrements(uint64_t kind, uint64_t v) {
-    return (kind == NR_UNDO_D64 || kind == NR_UNDO_D32) && (int64_t)v > 0;
+/* Whether an entry is dropped before it is undone (else after). */
+static inline int drop_first(uint64_t kind, uint64_t v) {
+    if (kind == NR_UNDO_D64 || kind == NR_UNDO_D32) return (int64_t)v > 0;
+    if (kind == NR_UNDO_L32) return (int64_t)v < 0;
+    return 0;
 }
 
 /* Newest entry first.  Restoring an old value is idempotent, so such an
- * entry is dropped after it is applied; undoing a delta is not, so it is
- * dropped before when the undo decrements (a death in between leaks) and
- * after when it increments (a death in between leaks too). */
+ * entry is dropped after it is applied.  Undoing a delta is not, and a
+ * death between undoing and dropping it must only leak: a count or pin
+ * may end one too high (the undo of an increment is dropped first, of a
+ * decrement after), a ledger entry one too low (the other way round). */
 void nr_undo_rollback(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_undo_t *log = (nr_undo_t *)(r->base + h->undo_off);
@@ -249,17 +260,22 @@ void nr_undo_rollback(nr_region_t *r) {
         uint64_t kind = e.where & 7, off = e.where >> 3;
         if (off + 8 > h->size) { h->undo_n = --n; continue; }
         void *p = r->base + off;
-        int before = undo_decrements(kind, e.old);
+        /* A page this process never touched faults on first access, and a
+         * fault is where a signal stops it: touch it before dropping the
+         * entry, so a death there cannot fall between drop and undo. */
+        (void)*(volatile uint8_t *)p;
+        int before = drop_first(kind, e.old);
         if (before) { h->undo_n = n - 1; NR_BARRIER(); }
         switch (kind) {
         case NR_UNDO_U16: *(uint16_t *)p = (uint16_t)e.old; break;
         case NR_UNDO_U32: *(uint32_t *)p = (uint32_t)e.old; break;
         case NR_UNDO_U64: *(uint64_t *)p = e.old; break;
         case NR_UNDO_D64: __atomic_sub_fetch((int64_t *)p, (int64_t)e.old, __ATOMIC_SEQ_CST); break;
-        case NR_UNDO_D32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
+        case NR_UNDO_D32:
+        case NR_UNDO_L32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
         }
         NR_BARRIER();
-        if (kind != NR_UNDO_D64 && kind != NR_UNDO_D32) NR_CRASH_SITE();   /* see nr_undo.h */
+        if (kind <= NR_UNDO_U64) NR_CRASH_SITE();   /* deltas: see nr_undo.h */
         h->undo_n = --n;
         NR_BARRIER();
         h->undone++;

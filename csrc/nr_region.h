@@ -81,7 +81,8 @@ typedef struct {
     uint32_t h_head;      /* actors: held calls (see nr_actor.h), in submission order */
     uint32_t h_tail;
     uint64_t spilling;    /* the object it is writing out (NR_SPILL_WRITING), 0 if none */
-    uint8_t _pad[48];
+    uint64_t spill_file;  /* and the file it writes it to */
+    uint8_t _pad[40];
 } nr_proc_t;
 _Static_assert(sizeof(nr_proc_t) == 192, "three cache lines per process slot");
 
@@ -148,6 +149,7 @@ typedef struct {
     uint32_t nspilled;            /* objects whose payload is in a file */
     uint64_t spilled_bytes;
     uint64_t spills, restores;    /* statistics: not undone */
+    uint64_t spill_seq;           /* names spill files: each spill writes a new one */
     uint32_t zombie_head;         /* objects whose last count went while freeing another:
                                    * freed one per step at the end of the section */
 
@@ -196,6 +198,9 @@ void nr_lock(nr_region_t *r);
 /* Ends the section: finishes deferred frees and failures (one committed
  * step each), commits, releases the lock, then issues the wake-ups. */
 void nr_unlock(nr_region_t *r);
+/* The pid that holds the lock now (as far as a glance can tell), 0 if free:
+ * for fault-injection tests that aim at critical sections. */
+int32_t nr_lock_holder(nr_region_t *r);
 
 /* Called by nr_lock when the last holder died: rolls its section back and
  * verifies; on failure shuts the runtime down (hdr->broken says why). */

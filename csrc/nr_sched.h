@@ -55,7 +55,8 @@ typedef struct {
     uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
     uint32_t creator;     /* nr_object_create: slot + 1 of the process that will seal it */
     uint32_t pins;        /* atomic: readers of its payload in memory (views, loads) */
-    uint32_t spill;       /* NR_SPILL_*: in memory, being written out, or in a file */
+    uint32_t spill;       /* NR_SPILL_*: in memory, being written out, or in a file
+                           * (then `data` holds the file's number, not an offset) */
 } nr_object_t;
 _Static_assert(sizeof(nr_object_t) == 64, "the region lays out 64 bytes per object");
 
@@ -135,22 +136,30 @@ uint32_t nr_sweep_uncounted(nr_region_t *r);
 /* Spilling (see nr_spill.c).  Reading a payload: pin it first.  pin returns
  * the state (-1 stale) and, when the payload is in memory, its offset and
  * size with a pin taken (unpin when done); with *data == 0 and spill set
- * (*spill: NR_SPILL_WRITING, wait; NR_SPILL_DONE, restore it) it took none. */
-int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill);
+ * it took none: NR_SPILL_WRITING, wait; NR_SPILL_DONE, restore it from
+ * file number *file. */
+int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill,
+                  uint64_t *file);
 void nr_object_unpin(nr_region_t *r, uint64_t id);
 /* Picks the sealed, unpinned object whose block would free the largest
  * span (preferring spans of at least `need` bytes), marks it being written
- * out by this process, and returns its id (0: none), payload and size. */
-uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size);
+ * out by this process (one at a time per process slot), and returns its id
+ * (0: none), payload, size, and the number of the new file to write. */
+uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size,
+                       uint64_t *file);
 /* Its payload is in the file now: frees the block (1), or, if a reader
  * pinned it meanwhile, leaves it in memory (0: remove the file). */
 int nr_spill_commit(nr_region_t *r, uint64_t id);
 void nr_spill_abort(nr_region_t *r, uint64_t id);
-/* The file was read into block `off`: the object takes it (1), or another
- * process restored it first (0: free the block). */
-int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t off);
-/* The file holding a spilled object's payload; 0, or -1 if no spill directory. */
-int nr_spill_path(nr_region_t *r, uint64_t id, char *out, size_t cap);
+/* File `file` was read into block `off`: the object takes the block (1) and
+ * its file is removed, or the object is no longer in that file (0: free
+ * the block, pin again). */
+int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t file, uint64_t off);
+/* The path of spill file number `file`; 0, or -1 if no spill directory. */
+int nr_spill_path(nr_region_t *r, uint64_t file, char *out, size_t cap);
+/* An object stored sealed with a pin that is never given back (never
+ * spilled): for payloads the C layer reads itself (an actor's death error). */
+uint64_t nr_put_pinned(nr_region_t *r, uint64_t data, uint64_t size);
 int nr_spill_set_dir(nr_region_t *r, const char *dir);   /* the driver, at init */
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);

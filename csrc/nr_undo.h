@@ -10,13 +10,14 @@
  * began (nr_undo_rollback), then checks them (nr_region_verify).
  *
  * Words that other processes change with atomics outside the lock
- * (reference counts, a process's own ledger) are logged as deltas, not old
- * values, and undone by subtracting the delta.  An increment is logged
- * after it is applied and a decrement before, so a death in the one
- * instruction between the two can only leave a count one too high (that
- * object leaks), never one too low (an object freed while in use).  Those
- * two windows are the only places a death is not undone exactly, and the
- * only places the crash points skip.  Rolling back follows the same rule, and
+ * (reference counts, pins, a process's own ledger) are logged as deltas,
+ * not old values, and undone by subtracting the delta.  A death in the one
+ * instruction between a delta and its log entry must only ever leak: a
+ * count or a pin one too high (an increment is logged after it is applied,
+ * a decrement before), a ledger entry one too low (the other way round,
+ * since reaping gives back what the ledger says).  Those windows are the
+ * only places a death is not undone exactly, and the only places the crash
+ * points skip.  Rolling back follows the same rule, and
  * removes an entry as soon as it has been undone, so a process that dies
  * while rolling back leaves a log the next one finishes.
  *
@@ -64,7 +65,9 @@ void nr_crash_checkpoint(nr_region_t *r);
 #endif
 #define NR_CRASH_AT_END() NR_CRASH_SITE()
 
-enum { NR_UNDO_U16 = 1, NR_UNDO_U32, NR_UNDO_U64, NR_UNDO_D64, NR_UNDO_D32 };
+/* D64, D32: counts where one too many only leaks (reference counts, pins);
+ * L32: a ledger, where one too few only leaks (it is given back at reap). */
+enum { NR_UNDO_U16 = 1, NR_UNDO_U32, NR_UNDO_U64, NR_UNDO_D64, NR_UNDO_D32, NR_UNDO_L32 };
 
 typedef struct {
     uint64_t where;       /* region offset << 3 | NR_UNDO_* */
@@ -77,19 +80,34 @@ typedef struct {
 void nr_undo_check_holder(nr_region_t *r);   /* aborts unless this thread holds the lock */
 #endif
 
-static inline void nr_undo_push(nr_region_t *r, const void *p, uint64_t kind, uint64_t old) {
+/* Writes the next entry without counting it yet (0: the log is full).
+ * Writing it first means a page fault on a fresh page of the log, where a
+ * signal is most likely to stop a process, happens before the change it
+ * covers, never between a delta and its entry. */
+static inline nr_undo_t *nr_undo_prepare(nr_region_t *r, const void *p, uint64_t kind,
+                                         uint64_t old) {
     nr_header_t *h = r->hdr;
 #ifdef NR_CRASHPOINTS
     nr_undo_check_holder(r);
 #endif
     uint32_t n = h->undo_n;
-    if (__builtin_expect(n >= r->undo_cap, 0)) { h->undo_overflow = 1; return; }
+    if (__builtin_expect(n >= r->undo_cap, 0)) { h->undo_overflow = 1; return 0; }
     nr_undo_t *e = (nr_undo_t *)r->undo_log + n;
     e->where = ((uint64_t)((const char *)p - r->base) << 3) | kind;
     e->old = old;
+    return e;
+}
+
+/* Counts the prepared entry. */
+static inline void nr_undo_publish(nr_region_t *r, nr_undo_t *e) {
+    if (!e) return;
     NR_BARRIER();          /* the entry is whole before it counts */
-    h->undo_n = n + 1;
+    r->hdr->undo_n = (uint32_t)(e - (nr_undo_t *)r->undo_log) + 1;
     NR_BARRIER();          /* and counts before the store it covers */
+}
+
+static inline void nr_undo_push(nr_region_t *r, const void *p, uint64_t kind, uint64_t old) {
+    nr_undo_publish(r, nr_undo_prepare(r, p, kind, old));
 }
 
 static inline uint64_t nr_undo_kind(size_t width) {
@@ -117,16 +135,18 @@ static inline uint64_t nr_undo_kind(size_t width) {
 
 /* Atomic add to a count others change outside the lock, logged as a delta
  * (increments after, decrements before: a death in between leaks, never
- * frees).  Returns the new value. */
+ * frees).  Returns the new value.  LADD32 is for pins, which err the same
+ * way; a ledger errs the other way (LEDGER_ADD). */
 #define LADD64(lv, d) ({                                                    \
     int64_t *_lp = (int64_t *)&(lv);                                        \
     int64_t _ld = (int64_t)(d), _lr;                                        \
     NR_CRASH_SITE();                                                        \
+    nr_undo_t *_le = nr_undo_prepare(r, _lp, NR_UNDO_D64, (uint64_t)_ld);   \
     if (_ld > 0) {                                                          \
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
-        nr_undo_push(r, _lp, NR_UNDO_D64, (uint64_t)_ld);                   \
+        nr_undo_publish(r, _le);                                            \
     } else {                                                                \
-        nr_undo_push(r, _lp, NR_UNDO_D64, (uint64_t)_ld);                   \
+        nr_undo_publish(r, _le);                                            \
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
     }                                                                       \
     _lr; })
@@ -135,14 +155,34 @@ static inline uint64_t nr_undo_kind(size_t width) {
     int32_t *_lp = (int32_t *)&(lv);                                        \
     int32_t _ld = (int32_t)(d), _lr;                                        \
     NR_CRASH_SITE();                                                        \
+    nr_undo_t *_le = nr_undo_prepare(r, _lp, NR_UNDO_D32, (uint64_t)(int64_t)_ld); \
     if (_ld > 0) {                                                          \
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
-        nr_undo_push(r, _lp, NR_UNDO_D32, (uint64_t)(int64_t)_ld);          \
+        nr_undo_publish(r, _le);                                            \
     } else {                                                                \
-        nr_undo_push(r, _lp, NR_UNDO_D32, (uint64_t)(int64_t)_ld);          \
+        nr_undo_publish(r, _le);                                            \
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
     }                                                                       \
     _lr; })
+
+/* A ledger entry: the counts a process holds, given back when it is reaped,
+ * so one too many would free an object still in use.  Increments are
+ * logged before, decrements after: a death in between leaves it one too
+ * low, which only leaks that count. */
+#define LEDGER_ADD(lv, d) do {                                              \
+    int32_t *_gp = (int32_t *)&(lv);                                        \
+    int32_t _gd = (int32_t)(d);                                             \
+    NR_CRASH_SITE();                                                        \
+    nr_undo_t *_ge = nr_undo_prepare(r, _gp, NR_UNDO_L32, (uint64_t)(int64_t)_gd); \
+    __atomic_fetch_add(_gp, 0, __ATOMIC_RELAXED);  /* a fresh page faults here */ \
+    if (_gd > 0) {                                                          \
+        nr_undo_publish(r, _ge);                                            \
+        __atomic_add_fetch(_gp, _gd, __ATOMIC_SEQ_CST);                     \
+    } else {                                                                \
+        __atomic_add_fetch(_gp, _gd, __ATOMIC_SEQ_CST);                     \
+        nr_undo_publish(r, _ge);                                            \
+    }                                                                       \
+} while (0)
 
 /* Logs every 8-byte word of [p, p + len) (len a multiple of 8), for a
  * memset or memcpy over a record. */

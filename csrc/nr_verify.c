@@ -68,9 +68,9 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (o->state > NR_OBJ_ERROR) FAIL(-201);
         live++;
         if (o->refs < 0) FAIL(-202);
-        if (o->data && claim(&b, o->data)) FAIL(-203);
+        if (o->data && o->spill != NR_SPILL_DONE && claim(&b, o->data)) FAIL(-203);
         if (o->spill == NR_SPILL_DONE) {
-            if (o->data || o->state == NR_OBJ_PENDING) FAIL(-230);
+            if (!o->data || o->state == NR_OBJ_PENDING) FAIL(-230);
             nspilled++;
         } else if (o->spill == NR_SPILL_WRITING) {
             int owner = 0;

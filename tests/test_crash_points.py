@@ -103,11 +103,13 @@ def scenario(r):
     # Spilling: written out, pinned meanwhile (kept), restored, freed spilled.
     s1 = r.put()
     s2 = r.put()
-    oid, data, _ = r.spill_pick(1 << 30)
+    oid, data, file = r.spill_pick(1 << 30)
     assert r.spill_commit(oid) == 1
     assert r.pin(oid)[1:] == (0, 2)               # in a file: no pin taken
+    assert r.spill_file(oid) == file
     block = r.alloc(16)
-    assert r.spill_restore(oid, block) == 1
+    assert r.spill_restore(oid, file + 1, block) == 0   # not its file
+    assert r.spill_restore(oid, file, block) == 1
     assert r.pin(oid)[2] == 0
     r.unpin(oid)
     oid2, _, _ = r.spill_pick(1 << 30)
@@ -255,9 +257,9 @@ def run_child(r, cp, arm):
 
 def logged_sites():
     """Every crash point in the C sources: a logged store (W, WINC, WDEC,
-    WADD, LADD64, LADD32, nr_undo_bytes) or the end of a section."""
+    WADD, LADD64, LADD32, LEDGER_ADD, nr_undo_bytes) or the end of a section."""
     sites = set()
-    pat = re.compile(r"\b(W|WINC|WDEC|WADD|LADD64|LADD32|nr_undo_bytes)\(|NR_CRASH_AT_END\(\)")
+    pat = re.compile(r"\b(W|WINC|WDEC|WADD|LADD64|LADD32|LEDGER_ADD|nr_undo_bytes)\(|NR_CRASH_AT_END\(\)")
     for path in sorted(CSRC.glob("*.[ch]")):
         if path.name == "nr_undo.h":              # where they are defined
             continue

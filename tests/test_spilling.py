@@ -121,9 +121,17 @@ def test_the_spilling_directory_from_rays_system_config(fresh, tmp_path):
 
 DRIVER = textwrap.dedent("""
     import sys, numpy as np, nanoray as ray
-    ray.init(num_cpus=1, object_store_memory=32 << 20, object_spilling_directory=sys.argv[1])
+    ray.init(num_cpus=2, object_store_memory=32 << 20, object_spilling_directory=sys.argv[1])
     import nanoray._core._runtime as rt
+
+    @ray.remote
+    def churn():                                                # workers spill too
+        keep = []
+        while True:
+            keep.append(ray.put(np.ones(1 << 18)))
+            del keep[:-12]
     keep = [ray.put(np.ones(1 << 20)) for _ in range(8)]       # 64 MiB: half spilled
+    busy = [churn.remote() for _ in range(2)]
     print(rt.spill_dir(ray._api._backend.region), *ray._api._backend.region.worker_pids(),
           flush=True)
     while True:                                                 # putting until killed
@@ -150,3 +158,72 @@ def test_a_driver_killed_mid_put_leaves_no_spill_files_and_no_processes(tmp_path
     while os.path.exists(spill_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(spill_dir), "spill files outlived a SIGKILLed driver"
+
+
+def test_readers_in_many_processes_restore_and_respill_the_same_objects(fresh):
+    """Workers and the driver read the same spilled objects at once, in a
+    store too small to hold them all: restores race, objects go back out
+    and come back again, and no file is ever lost."""
+    ray = fresh(num_cpus=3, object_store_memory=32 * MiB)
+
+    @ray.remote
+    def read_all(refs, rounds):
+        out = 0
+        for _ in range(rounds):
+            for i, r in enumerate(refs):
+                out += int(ray.get(r)[i % 7] == i)
+        return out
+
+    refs = [ray.put(np.full(6 * MiB // 8, i, dtype=np.int64)) for i in range(8)]   # 48 MiB
+    pending = [read_all.remote(refs, 3) for _ in range(3)]
+    mine = sum(int(ray.get(r)[0] == i) for _ in range(3) for i, r in enumerate(refs))
+    assert ray.get(pending, timeout=120) == [24, 24, 24] and mine == 24
+    s = _stats(ray)
+    assert s["restores"] > 8 and len(os.listdir(_spill_dir(ray))) == s["spilled_objects"]
+    assert ray._api._backend.region.verify()["code"] == 0
+
+
+def test_threads_that_find_the_store_full_each_get_room(fresh):
+    import threading
+    ray = fresh(num_cpus=1, object_store_memory=64 * MiB)
+    errors, kept = [], []
+
+    def putter(k):
+        try:
+            for i in range(30):
+                kept.append(ray.put(np.full(MiB // 2, k)))       # 4 MiB each
+        except Exception as e:
+            errors.append(e)
+    threads = [threading.Thread(target=putter, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(int(ray.get(r)[0]) for r in kept) == sorted(k for k in range(4) for _ in range(30))
+
+
+def test_an_actors_death_error_survives_a_full_store(fresh):
+    ray = fresh(num_cpus=2, object_store_memory=32 * MiB)
+
+    @ray.remote
+    class A:
+        def pid(self):
+            return os.getpid()
+
+    a = A.remote()
+    pid = ray.get(a.pid.remote())
+    filler = [ray.put(np.ones(MiB)) for _ in range(6)]          # 48 MiB: spilling
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(a.pid.remote(), timeout=30)
+    del filler
+
+
+def test_a_spilling_directory_that_is_not_utf8(fresh, tmp_path):
+    odd = os.path.join(os.fsencode(str(tmp_path)), b"sp\xffill")
+    os.mkdir(odd)
+    ray = fresh(num_cpus=1, object_store_memory=16 * MiB, object_spilling_directory=odd)
+    refs = [ray.put(np.full(MiB // 4, i)) for i in range(8)]    # 16 MiB
+    assert [int(ray.get(r)[0]) for r in refs] == list(range(8))
+    assert _stats(ray)["spills"] > 0

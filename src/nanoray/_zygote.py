@@ -118,6 +118,7 @@ def main():
     region = rt.Region.attach(cfg["region_fd"])
     region.set_spawn_fd(spawn_fd)
     rt.set_process_state(region, 0)
+    rt.no_spilling()                                 # it shares the driver's slot
 
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sig_w)
@@ -191,27 +192,23 @@ def main():
             pid = info.si_pid
             slot = children.pop(pid, None)
             if slot is not None:
-                if region.proc_kind(slot) == ACTOR:
-                    rt.actor_reap(region, slot)  # restarts it, or fails its calls
-                else:
-                    t = rt.proc_reap(region, slot)
-                    if t:
-                        lost_task(t)
-                if info.si_code != os.CLD_EXITED or info.si_status != 0:
-                    rt.sweep_uncounted(region)   # it may have died mid-decref
+                try:
+                    if region.proc_kind(slot) == ACTOR:
+                        rt.actor_reap(region, slot)  # restarts it, or fails its calls
+                    else:
+                        t = rt.proc_reap(region, slot)
+                        if t:
+                            lost_task(t)
+                    if info.si_code != os.CLD_EXITED or info.si_status != 0:
+                        rt.sweep_uncounted(region)   # it may have died mid-decref
+                except Exception:
+                    traceback.print_exc()            # never end the zygote over one reap
             try:
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
 
     def terminate():
-        try:
-            path = rt.spill_dir(region)              # the driver may be gone: its files go
-            if path and os.path.isdir(path):
-                import shutil
-                shutil.rmtree(path, ignore_errors=True)
-        except Exception:
-            pass
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -222,6 +219,13 @@ def main():
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        try:
+            path = rt.spill_dir(region)              # the driver may be gone: its files go,
+            if path and os.path.isdir(path):         # once no worker can write more
+                import shutil
+                shutil.rmtree(path, ignore_errors=True)
+        except Exception:
+            pass
         os._exit(0)
 
     # One worker at once, so the first task need not wait; then the modules

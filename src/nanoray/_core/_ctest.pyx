@@ -324,9 +324,9 @@ cdef class CRegion:
 
     def pin(self, uint64_t oid):
         """(state, data, spill): data 0 and no pin taken unless in memory."""
-        cdef uint64_t data = 0, size = 0
+        cdef uint64_t data = 0, size = 0, file = 0
         cdef uint32_t spill = 0
-        st = nr_object_pin(&self.r, oid, &data, &size, &spill)
+        st = nr_object_pin(&self.r, oid, &data, &size, &spill, &file)
         return st, data, spill
 
     def unpin(self, uint64_t oid):
@@ -338,10 +338,19 @@ cdef class CRegion:
         o.pins += d
 
     def spill_pick(self, uint64_t need):
-        """(id, data, size) of the object to write out, id 0 if none."""
-        cdef uint64_t data = 0, size = 0
-        oid = nr_spill_pick(&self.r, need, &data, &size)
-        return oid, data, size
+        """(id, data, file) of the object to write out, id 0 if none."""
+        cdef uint64_t data = 0, size = 0, file = 0
+        oid = nr_spill_pick(&self.r, need, &data, &size, &file)
+        return oid, data, file
+
+    def spill_file(self, uint64_t oid):
+        """The file a spilled object is in (0 if it is not spilled)."""
+        cdef uint64_t data = 0, size = 0, file = 0
+        cdef uint32_t spill = 0
+        nr_object_pin(&self.r, oid, &data, &size, &spill, &file)
+        if data:
+            nr_object_unpin(&self.r, oid)
+        return file
 
     def spill_commit(self, uint64_t oid):
         return nr_spill_commit(&self.r, oid)
@@ -349,8 +358,8 @@ cdef class CRegion:
     def spill_abort(self, uint64_t oid):
         nr_spill_abort(&self.r, oid)
 
-    def spill_restore(self, uint64_t oid, uint64_t off):
-        return nr_spill_restore(&self.r, oid, off)
+    def spill_restore(self, uint64_t oid, uint64_t file, uint64_t off):
+        return nr_spill_restore(&self.r, oid, file, off)
 
     def may_progress(self, uint32_t slot, int on):
         nr_proc_may_progress(&self.r, slot, on)

@@ -92,6 +92,7 @@ cdef extern from "nr_region.h" nogil:
     void nr_region_detach(nr_region_t *r)
     void nr_lock(nr_region_t *r)
     void nr_unlock(nr_region_t *r)
+    int32_t nr_lock_holder(nr_region_t *r)
     int64_t nr_now_ns()
     nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot)
     int32_t *nr_ledger(nr_region_t *r, uint32_t slot)

@@ -25,6 +25,7 @@ cdef extern from "nr_sched.h" nogil:
         int64_t refs         # reference count
         uint64_t size        # payload bytes
         uint32_t pins        # readers of its payload in memory
+        uint32_t spill       # NR_SPILL_*
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -94,13 +95,16 @@ cdef extern from "nr_sched.h" nogil:
     void nr_proc_unblock(nr_region_t *r, uint32_t slot)
     uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot)
     uint32_t nr_sweep_uncounted(nr_region_t *r)
-    int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill)
+    int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, uint32_t *spill,
+                      uint64_t *file)
     void nr_object_unpin(nr_region_t *r, uint64_t id)
-    uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size)
+    uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size,
+                           uint64_t *file)
     int nr_spill_commit(nr_region_t *r, uint64_t id)
     void nr_spill_abort(nr_region_t *r, uint64_t id)
-    int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t off)
-    int nr_spill_path(nr_region_t *r, uint64_t id, char *out, size_t cap)
+    int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t file, uint64_t off)
+    int nr_spill_path(nr_region_t *r, uint64_t file, char *out, size_t cap)
+    uint64_t nr_put_pinned(nr_region_t *r, uint64_t data, uint64_t size)
     int nr_spill_set_dir(nr_region_t *r, const char *dir)
     int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out)
     void nr_spawn_giveback(nr_region_t *r, uint32_t slot)

@@ -54,10 +54,16 @@ cdef tuple _actor_method(str method):
     return getattr(_actor, method), _actor_name + "." + method
 
 
+cdef ObjectRef _put_death(err):
+    """Stores an actor's death error: pinned, never spilled, since the C
+    layer copies its payload into each call that fails."""
+    return put_pickled(_running(), _pickle(err, False), True)
+
+
 cdef void _actor_exit(Region reg, uint32_t t) except *:
     """exit_actor(), __ray_terminate__ or sys.exit() in a method: the actor
     ends for good; this call and every queued one fail with ActorDiedError."""
-    death = put(_exc.ActorDiedError(
+    death = _put_death(_exc.ActorDiedError(
         "The actor %s exited on purpose (exit_actor(), __ray_terminate__ or sys.exit() "
         "in one of its methods): no more calls run on it." % _actor_name))
     cdef nr_task_t *task = nr_task(&reg.r, t)
@@ -89,9 +95,9 @@ cdef void _actor_init_failed(Region reg, failure) except *:
         "The actor died because of an error raised in its creation task, %s.__init__()"
         % _actor_name, cause=failure)
     try:
-        death = put(err)
+        death = _put_death(err)
     except Exception:
-        death = put(_exc.ActorDiedError(
+        death = _put_death(_exc.ActorDiedError(
             "The actor died because of an error raised in its creation task, %s.__init__(): %s"
             % (_actor_name, _exc._safe_repr(failure))))
     nr_actor_die(&reg.r, _slot, _actor_gen, (<ObjectRef>death)._id)
@@ -304,8 +310,12 @@ def actor_reap(Region reg, uint32_t slot):
     else:
         msg = ("The actor died unexpectedly before finishing this call: its process ended "
                "(killed, crashed, out of memory, or it called os._exit()).")
-    death = put(_exc.ActorDiedError(msg))
-    return nr_actor_reap(&reg.r, slot, (<ObjectRef>death)._id) == 1
+    try:
+        death = _put_death(_exc.ActorDiedError(msg))
+        death_id = (<ObjectRef>death)._id
+    except Exception:                          # the store is full: calls fail without it
+        death_id = 0
+    return nr_actor_reap(&reg.r, slot, death_id) == 1
 
 
 def actor_info(uint32_t slot, uint32_t gen):

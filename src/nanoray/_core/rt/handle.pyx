@@ -78,6 +78,10 @@ cdef class Region:
     def proc_kind(self, uint32_t slot):
         return nr_proc(&self.r, slot).kind
 
+    def lock_holder(self):
+        """The pid holding the region's lock at this instant, 0 if none."""
+        return nr_lock_holder(&self.r)
+
     def worker_pids(self):
         cdef uint32_t i
         cdef nr_proc_t *p
@@ -153,7 +157,8 @@ cdef class Region:
                     holders[p.pid] = nr_ledger(&self.r, s)[i]
             out.append(dict(id=((o.gen & ((1 << 40) - 1)) << 24) | (i + 1),
                             state=("pending", "ready", "error")[o.state - 1],
-                            refs=o.refs, size=o.size, holders=holders))
+                            refs=o.refs, size=o.size, holders=holders, pins=o.pins,
+                            spilled=("no", "writing", "yes")[o.spill]))
         return out
 
     def arena_check(self):

@@ -135,12 +135,12 @@ cdef class _PinnedBuffer:
 
 cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
     cdef _PinnedBuffer b = _PinnedBuffer.__new__(_PinnedBuffer)
-    cdef uint64_t data, nbytes
+    cdef uint64_t data, nbytes, file
     cdef uint32_t spill
     nr_object_incref(&reg.r, oid)
     # The payload is pinned while it is loaded, so it is in memory: this pin
     # keeps it there (never spilled) for the life of the view.
-    nr_object_pin(&reg.r, oid, &data, &nbytes, &spill)
+    nr_object_pin(&reg.r, oid, &data, &nbytes, &spill, &file)
     b.reg = reg
     b.oid = oid
     b.ptr = ptr

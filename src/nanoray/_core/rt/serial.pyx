@@ -188,7 +188,7 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     if st < 0:
         raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
     is_error[0] = st == NR_OBJ_ERROR
-    if data == 0:
+    if data == 0:                      # no payload, so no pin taken
         is_error[0] = True
         return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
     try:
@@ -202,10 +202,11 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
         nr_object_unpin(&reg.r, oid)
 
 
-cdef ObjectRef put_pickled(Region reg, _Pickled p):
-    """Stores a pickled value as a new sealed object; returns its ref."""
+cdef ObjectRef put_pickled(Region reg, _Pickled p, bint pinned=False):
+    """Stores a pickled value as a new sealed object; returns its ref.
+    pinned: never spilled (a payload the C layer reads itself)."""
     cdef uint64_t off = _store(reg, p)
-    cdef uint64_t oid = nr_put(&reg.r, off, p.size)
+    cdef uint64_t oid = nr_put_pinned(&reg.r, off, p.size) if pinned else nr_put(&reg.r, off, p.size)
     if oid == 0:
         nr_arena_free(&reg.r, off)
         raise _exc.ObjectStoreFullError("nanoray: the object table is full")
