@@ -137,11 +137,11 @@ static inline uint64_t nr_undo_kind(size_t width) {
  * (increments after, decrements before: a death in between leaks, never
  * frees).  Returns the new value.  LADD32 is for pins, which err the same
  * way; a ledger errs the other way (LEDGER_ADD). */
-#define LADD64(lv, d) ({                                                    \
-    int64_t *_lp = (int64_t *)&(lv);                                        \
-    int64_t _ld = (int64_t)(d), _lr;                                        \
+#define LADD_(lv, d, T, KIND) ({                                           \
+    T *_lp = (T *)&(lv);                                                    \
+    T _ld = (T)(d), _lr;                                                    \
     NR_CRASH_SITE();                                                        \
-    nr_undo_t *_le = nr_undo_prepare(r, _lp, NR_UNDO_D64, (uint64_t)_ld);   \
+    nr_undo_t *_le = nr_undo_prepare(r, _lp, KIND, (uint64_t)(int64_t)_ld); \
     if (_ld > 0) {                                                          \
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
         nr_undo_publish(r, _le);                                            \
@@ -150,20 +150,8 @@ static inline uint64_t nr_undo_kind(size_t width) {
         _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
     }                                                                       \
     _lr; })
-
-#define LADD32(lv, d) ({                                                    \
-    int32_t *_lp = (int32_t *)&(lv);                                        \
-    int32_t _ld = (int32_t)(d), _lr;                                        \
-    NR_CRASH_SITE();                                                        \
-    nr_undo_t *_le = nr_undo_prepare(r, _lp, NR_UNDO_D32, (uint64_t)(int64_t)_ld); \
-    if (_ld > 0) {                                                          \
-        _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
-        nr_undo_publish(r, _le);                                            \
-    } else {                                                                \
-        nr_undo_publish(r, _le);                                            \
-        _lr = __atomic_add_fetch(_lp, _ld, __ATOMIC_SEQ_CST);               \
-    }                                                                       \
-    _lr; })
+#define LADD64(lv, d) LADD_(lv, d, int64_t, NR_UNDO_D64)
+#define LADD32(lv, d) LADD_(lv, d, int32_t, NR_UNDO_D32)
 
 /* A ledger entry: the counts a process holds, given back when it is reaped,
  * so one too many would free an object still in use.  Increments are
