@@ -231,6 +231,8 @@ def main():
     # One worker at once, so the first task need not wait; then the modules
     # the driver uses (numpy) are imported here once and the other workers
     # share them, instead of each importing its own copy.
+    from nanoray import _threads
+    _threads.preset_environment()                    # before numpy loads its BLAS
     preload = cfg.get("preload", ())
     spawn(1 if preload else 64)
     for name in preload:

@@ -111,6 +111,8 @@ def actor_loop(Region reg, uint32_t slot):
     _actor_process = True
     if p.aflags & NR_ACTOR_KILLED:
         return -1                         # killed before it started
+    from nanoray._threads import limit
+    limit(p.cpus_held // 1000)            # BLAS/OpenMP threads: the CPUs it holds for life
     cdef int64_t t
     cdef int64_t spin = WORKER_SPIN_NS
     while True:                           # the creation task comes first

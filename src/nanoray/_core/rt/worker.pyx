@@ -176,8 +176,16 @@ def current_task():
     return _task_id.get()
 
 
+cdef object _limit_threads = None
+
+
 cdef void _run_task(Region reg, uint32_t t) except *:
+    global _limit_threads
     cdef _Call c = _prepare(reg, t)
+    if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted
+        if _limit_threads is None:
+            from nanoray._threads import limit as _limit_threads
+        _limit_threads(nr_task(&reg.r, t).cpus // 1000)
     _complete(reg, c, _invoke(c))
 
 
