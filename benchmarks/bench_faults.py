@@ -31,25 +31,15 @@ import time
 import numpy as np
 
 import nanoray as ray
-from nanoray._faults import Killer
+from nanoray._faults import Killer, nested_workload
 
 
 def kill_storm(target_kills):
     ray.init(num_cpus=2, object_store_memory=256 << 20)
     region = ray._api._backend.region
-
-    @ray.remote(max_retries=-1)
-    def leaf(i, arr):
-        return arr * i
-
-    @ray.remote(max_retries=-1)
-    def parent(i):
-        kids = [leaf.remote(4 * i + j, np.arange(64)) for j in range(4)]
-        inner = ray.put(np.full(256, i))
-        return sum(int(v.sum()) for v in ray.get(kids)), [inner]
-
+    parent, expected = nested_workload(ray)
     n = 200
-    expect = [sum((4 * i + j) * 2016 for j in range(4)) for i in range(n)]
+    expect = [expected(i) for i in range(n)]
 
     def one_round():
         got = ray.get([parent.remote(i) for i in range(n)], timeout=300)

@@ -100,3 +100,27 @@ class Killer:
     def __exit__(self, *exc):
         os.close(self._stop_w)                      # the child stops at its next turn
         os.waitpid(self.pid, 0)
+
+
+def nested_workload(ray):
+    """(parent, expect): parent(i) fans out to four leaf tasks with array
+    arguments, puts a ref it returns nested in its result, and gets its
+    children (a nested get); expect(i) is the total it must return.  Every
+    task may be retried forever, so under kills each result must still be
+    exact."""
+    import numpy as np
+
+    @ray.remote(max_retries=-1)
+    def leaf(i, arr):
+        return arr * i
+
+    @ray.remote(max_retries=-1)
+    def parent(i):
+        kids = [leaf.remote(4 * i + j, np.arange(64)) for j in range(4)]
+        inner = ray.put(np.full(256, i))
+        return sum(int(v.sum()) for v in ray.get(kids)), [inner]
+
+    def expect(i):
+        return sum((4 * i + j) * (63 * 64 // 2) for j in range(4))
+
+    return parent, expect
