@@ -76,7 +76,7 @@ static void fail_task(nr_region_t *r, uint32_t t, uint64_t death, wakeups_t *w) 
         nr_object_t *o = nr_object_lookup(r, ids[i]);
         if (!o || o->state != NR_OBJ_PENDING) continue;
         uint64_t off = 0, size = 0;
-        if (d && d->data) {
+        if (d && d->data && d->spill == NR_SPILL_NONE) {   /* pinned: never spilled, but */
             off = nr_arena_alloc_locked(r, d->size);
             if (off) {
                 memcpy(r->base + off, r->base + d->data, d->size);

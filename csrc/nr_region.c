@@ -271,8 +271,16 @@ void nr_undo_rollback(nr_region_t *r) {
         case NR_UNDO_U32: *(uint32_t *)p = (uint32_t)e.old; break;
         case NR_UNDO_U64: *(uint64_t *)p = e.old; break;
         case NR_UNDO_D64: __atomic_sub_fetch((int64_t *)p, (int64_t)e.old, __ATOMIC_SEQ_CST); break;
-        case NR_UNDO_D32:
-        case NR_UNDO_L32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
+        case NR_UNDO_D32: __atomic_sub_fetch((int32_t *)p, (int32_t)(int64_t)e.old, __ATOMIC_SEQ_CST); break;
+        case NR_UNDO_L32: {
+            /* Only the dead holder's own ledger is in its log, and nobody
+             * else writes it: a death between its entry and its add leaves
+             * the entry to undo an add that never happened, so clamp at 0
+             * (one too low only leaks; a negative ledger means nothing). */
+            int32_t *l = (int32_t *)p, v = *l - (int32_t)(int64_t)e.old;
+            __atomic_store_n(l, v < 0 ? 0 : v, __ATOMIC_SEQ_CST);
+            break;
+        }
         }
         NR_BARRIER();
         if (kind <= NR_UNDO_U64) NR_CRASH_SITE();   /* deltas: see nr_undo.h */

@@ -49,8 +49,10 @@ int nr_object_pin(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size, u
     uint32_t sp = LOAD(&o->spill);
     if (sp != NR_SPILL_NONE) {
         ADD(&o->pins, -1);
-        *spill = sp;
-        *file = sp == NR_SPILL_DONE ? LOAD(&o->data) : 0;
+        uint64_t f = sp == NR_SPILL_DONE ? LOAD(&o->data) : 0;
+        if (LOAD(&o->spill) != sp) f = 0;   /* restored meanwhile: `data` was a block */
+        *spill = f || sp != NR_SPILL_DONE ? sp : NR_SPILL_WRITING;   /* (look again) */
+        *file = f;
         return st;
     }
     *data = LOAD(&o->data);
@@ -102,7 +104,7 @@ uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *
             /* Not: pending, spilled, read now, an actor's handles, a value
              * holding refs (its block lists the refs it gives back), or one
              * nothing counts (a zombie, or in a decref's last instant). */
-            if ((o->state != NR_OBJ_READY && o->state != NR_OBJ_ERROR) ||
+            if ((o->state != NR_OBJ_READY && o->state != NR_OBJ_ERROR) || !o->data ||
                 o->spill != NR_SPILL_NONE || LOAD(&o->pins) || o->actor || LOAD(&o->refs) <= 0 ||
                 ((nr_payload_t *)(r->base + o->data))->ncontained)
                 continue;

@@ -188,6 +188,7 @@ static inline void nr_undo_bytes_(nr_region_t *r, void *p, size_t len) {
 static inline void nr_undo_commit(nr_region_t *r) {
     NR_BARRIER();
     r->hdr->undo_n = 0;
+    if (__builtin_expect(r->hdr->undo_overflow, 0)) r->hdr->undo_overflow = 0;
     NR_BARRIER();
 #ifdef NR_CRASHPOINTS
     nr_crash_checkpoint(r);

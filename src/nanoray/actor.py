@@ -195,7 +195,7 @@ class ActorClass:
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
             try:
-                death = _rt.put(exceptions.ActorDiedError(
+                death = _rt.put_death(exceptions.ActorDiedError(
                     "The actor %s was never created: %s" % (desc["class_name"],
                                                            exceptions._safe_repr(e))))
             except BaseException:

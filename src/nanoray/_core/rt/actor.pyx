@@ -60,6 +60,11 @@ cdef ObjectRef _put_death(err):
     return put_pickled(_running(), _pickle(err, False), True)
 
 
+def put_death(err):
+    """_put_death for the Python layer."""
+    return _put_death(err)
+
+
 cdef void _actor_exit(Region reg, uint32_t t) except *:
     """exit_actor(), __ray_terminate__ or sys.exit() in a method: the actor
     ends for good; this call and every queued one fail with ActorDiedError."""

@@ -6,7 +6,9 @@
 
 # One spill at a time per process (the C layer marks one object per process
 # slot); other threads that find the store full wait here, then look again.
-cdef object _spill_lock = threading.Lock()
+# Re-entrant: a signal handler or finalizer that puts while this thread
+# spills gets no object to spill (ObjectStoreFullError), not a deadlock.
+cdef object _spill_lock = threading.RLock()
 cdef int _no_spill_pid = 0        # the zygote never spills (see no_spilling); its
                                   # forked workers do
 
