@@ -201,7 +201,14 @@ void nr_lock(nr_region_t *r) {
 }
 
 int32_t nr_lock_holder(nr_region_t *r) {
+#ifdef __GLIBC__
     if (!__atomic_load_n(&r->hdr->lock.__data.__lock, __ATOMIC_RELAXED)) return 0;
+#else
+    if (pthread_mutex_trylock(&r->hdr->lock) == 0) {   /* free: a glance, given back */
+        pthread_mutex_unlock(&r->hdr->lock);
+        return 0;
+    }
+#endif
     return __atomic_load_n(&r->hdr->lock_pid, __ATOMIC_RELAXED);
 }
 
