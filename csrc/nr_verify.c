@@ -44,7 +44,8 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     nr_header_t *h = r->hdr;
     int rc = nr_arena_check(r);
     blocks_t b = {0};
-    uint32_t *tcount = NULL, *tdeps = NULL;
+    uint32_t *tcount = NULL, *tdeps = NULL, *held = NULL;
+    int64_t *sum = NULL;
     if (out) memset(out, 0, sizeof *out);
     if (rc) return -100 + rc;
     if (h->obj_hwm > h->max_objects || h->task_hwm > h->max_tasks || h->dep_hwm > h->max_deps)
@@ -155,46 +156,46 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
              nstarting = 0;
     int64_t cpus = h->cpus_total;
     uint32_t max_callers = h->max_procs + 1;
-    uint32_t *held = calloc(max_callers, sizeof *held);
+    held = calloc(max_callers, sizeof *held);
     if (!held) FAIL(-1);
     for (uint32_t i = 0; i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state == NR_PROC_FREE) continue;
-        if (p->state > NR_PROC_EXITED || p->kind > NR_KIND_ACTOR) { free(held); FAIL(-401); }
+        if (p->state > NR_PROC_EXITED || p->kind > NR_KIND_ACTOR) FAIL(-401);
         if (p->spinning) nspin++;
         for (int k = 0; k < 2; k++)
-            if (p->writing[k] && claim(&b, p->writing[k])) { free(held); FAIL(-402); }
+            if (p->writing[k] && claim(&b, p->writing[k])) FAIL(-402);
         uint32_t len = 0, last = 0;
         for (uint32_t t = p->q_head; t; last = t, t = nr_task(r, t)->next) {
-            if (t > h->task_hwm || ++len > h->task_hwm) { free(held); FAIL(-403); }
-            if (nr_task(r, t)->state != NR_TASK_READY) { free(held); FAIL(-404); }
+            if (t > h->task_hwm || ++len > h->task_hwm) FAIL(-403);
+            if (nr_task(r, t)->state != NR_TASK_READY) FAIL(-404);
             tcount[t]++;
         }
-        if (p->q_tail != last) { free(held); FAIL(-405); }
+        if (p->q_tail != last) FAIL(-405);
         if (p->kind == NR_KIND_ACTOR) {
             nactors++;
             cpus -= p->cpus_held;
             memset(held, 0, max_callers * sizeof *held);
             last = 0;
             for (uint32_t t = p->h_head; t; last = t, t = nr_task(r, t)->next) {
-                if (t > h->task_hwm || ++len > h->task_hwm) { free(held); FAIL(-406); }
+                if (t > h->task_hwm || ++len > h->task_hwm) FAIL(-406);
                 nr_task_t *task = nr_task(r, t);
-                if (!task->in_queue || task->state == NR_TASK_FREE) { free(held); FAIL(-407); }
+                if (!task->in_queue || task->state == NR_TASK_FREE) FAIL(-407);
                 if (task->state == NR_TASK_READY) tcount[t]++;
                 if (task->caller <= h->max_procs) held[task->caller]++;
             }
-            if (p->h_tail != last) { free(held); FAIL(-408); }
+            if (p->h_tail != last) FAIL(-408);
             if (!(p->aflags & NR_ACTOR_UNORDERED)) {
                 uint16_t *hc = nr_held_counts(r, i);
                 for (uint32_t c = 0; c < max_callers; c++)
-                    if (hc[c] != held[c]) { free(held); FAIL(-409); }
+                    if (hc[c] != held[c]) FAIL(-409);
             }
             if (p->create_ready) {
-                if (p->create_ready > h->task_hwm) { free(held); FAIL(-410); }
+                if (p->create_ready > h->task_hwm) FAIL(-410);
                 tcount[p->create_ready]++;
             }
         }
-        if (p->q_len != len) { free(held); FAIL(-411); }
+        if (p->q_len != len) FAIL(-411);
         if (p->kind == NR_KIND_WORKER) {
             if (p->state == NR_PROC_IDLE) nidle++;
             if (p->state == NR_PROC_BLOCKED) nblocked++;
@@ -203,7 +204,6 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             if (p->state == NR_PROC_RUNNING) cpus -= p->cpus_held;
         }
     }
-    free(held);
     for (uint32_t s = h->sleep_head; s; s = nr_proc(r, s - 1)->sleep_next) {
         if (s > h->max_procs || ++nsleep > h->max_procs) FAIL(-420);
         nr_proc_t *p = nr_proc(r, s - 1);
@@ -224,23 +224,19 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     }
 
     /* Ledgers never claim more than an object's count. */
-    int64_t *sum = calloc((size_t)h->obj_hwm + 1, sizeof *sum);
+    sum = calloc((size_t)h->obj_hwm + 1, sizeof *sum);
     if (!sum) FAIL(-1);
     for (uint32_t s = 0; s < h->max_procs; s++) {
         uint32_t hwm = nr_proc(r, s)->ledger_hwm;
         int32_t *l = nr_ledger(r, s);
         if (hwm > h->obj_hwm) hwm = h->obj_hwm;
         for (uint32_t i = 0; i < hwm; i++) {
-            if (l[i] < 0) { free(sum); FAIL(-501); }
+            if (l[i] < 0) FAIL(-501);
             sum[i] += l[i];
         }
     }
     for (uint32_t i = 0; i < h->obj_hwm; i++)
-        if (sum[i] && (objs(r)[i].state == NR_OBJ_FREE || objs(r)[i].refs < sum[i])) {
-            free(sum);
-            FAIL(-502);
-        }
-    free(sum);
+        if (sum[i] && (objs(r)[i].state == NR_OBJ_FREE || objs(r)[i].refs < sum[i])) FAIL(-502);
 
     /* Names. */
     for (uint32_t i = 0; i < h->max_names; i++) {
@@ -264,6 +260,8 @@ out:
     free(b.owners);
     free(tcount);
     free(tdeps);
+    free(held);
+    free(sum);
     if (out) out->code = rc;
     return rc;
 }

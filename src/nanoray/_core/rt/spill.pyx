@@ -20,6 +20,13 @@ cdef bytes _spill_path(Region reg, uint64_t file):
     return <bytes>buf
 
 
+cdef void _unlink_quietly(bytes path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 cdef bint _spill_one(Region reg, uint64_t need) except -1:
     """Writes out the object whose block frees the most useful span; False
     when no object can be spilled."""
@@ -47,20 +54,14 @@ cdef bint _spill_one(Region reg, uint64_t need) except -1:
         except BaseException as e:
             nr_spill_abort(&reg.r, oid)
             if path is not None:
-                try:
-                    os.unlink(path)             # its own file: no object names it
-                except OSError:
-                    pass
+                _unlink_quietly(path)           # its own file: no object names it
             if isinstance(e, OSError):
                 raise _exc.ObjectStoreFullError(
                     "nanoray: the object store is full, and spilling an object to %s failed: %s"
                     % (os.fsdecode(path or b"?"), e)) from e
             raise
         if not nr_spill_commit(&reg.r, oid):   # a reader pinned it meanwhile
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink_quietly(path)
     return True
 
 

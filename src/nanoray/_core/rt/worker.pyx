@@ -176,16 +176,19 @@ def current_task():
     return _task_id.get()
 
 
-cdef object _limit_threads = None
+cdef int _task_threads = 1            # BLAS/OpenMP threads set for tasks (workers start at 1)
 
 
 cdef void _run_task(Region reg, uint32_t t) except *:
-    global _limit_threads
+    global _task_threads
     cdef _Call c = _prepare(reg, t)
+    cdef int cpus
     if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted
-        if _limit_threads is None:
-            from nanoray._threads import limit as _limit_threads
-        _limit_threads(nr_task(&reg.r, t).cpus // 1000)
+        cpus = max(1, nr_task(&reg.r, t).cpus // 1000)
+        if cpus != _task_threads:      # a C compare per task; Python only on a change
+            from nanoray._threads import limit
+            limit(cpus)
+            _task_threads = cpus
     _complete(reg, c, _invoke(c))
 
 
