@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "nr_internal.h"
@@ -358,6 +359,89 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
     return ok;
 }
 
+int nr_task_use_retry(nr_region_t *r, uint32_t t) {
+    nr_lock(r);
+    nr_task_t *task = nr_task(r, t);
+    int ok = task->retries_left != 0 && !task->cancelled;
+    if (ok && task->retries_left > 0) WDEC(task->retries_left);
+    nr_unlock(r);
+    return ok;
+}
+
+/* Task (t, gen) is alive: its slot holds that generation and is in use. */
+static nr_task_t *live_task(nr_region_t *r, uint32_t t, uint32_t gen) {
+    if (t == 0 || t > r->hdr->task_hwm) return NULL;
+    nr_task_t *task = nr_task(r, t);
+    return task->gen == gen && task->state != NR_TASK_FREE && task->spec ? task : NULL;
+}
+
+uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen) {
+    uint32_t found = 0;
+    nr_lock(r);
+    nr_object_t *o = nr_object_lookup(r, ret_id);
+    /* `task` is only a hint (a stale free-list link for other objects): the
+     * task must be live and list ret_id among its returns. */
+    if (o && o->task && o->task <= r->hdr->task_hwm) {
+        nr_task_t *task = nr_task(r, o->task);
+        if (task->state != NR_TASK_FREE && task->spec) {
+            nr_spec_t *s = spec_of(r, task);
+            for (uint32_t i = 0; i < s->nret && !found; i++)
+                if (nr_spec_ids(s)[i] == ret_id) found = o->task;
+            if (found) *gen = task->gen;
+        }
+    }
+    nr_unlock(r);
+    return found;
+}
+
+int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
+                   uint32_t *kind, uint64_t *rets, uint32_t *nret) {
+    int state = -1;
+    *pid = 0;
+    nr_lock(r);
+    nr_task_t *task = live_task(r, t, gen);
+    if (task) {
+        state = (int)task->state;
+        *kind = task->kind;
+        nr_spec_t *s = spec_of(r, task);
+        for (uint32_t i = 0; i < s->nret && i < *nret; i++) rets[i] = nr_spec_ids(s)[i];
+        *nret = s->nret;
+        if (mark) {
+            W(task->cancelled, 1);
+            W(task->retries_left, 0);
+        }
+        if (state == NR_TASK_RUNNING && task->proc) *pid = nr_proc(r, task->proc - 1)->pid;
+    }
+    nr_unlock(r);
+    return state;
+}
+
+int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig) {
+    int sent = 0;
+    nr_lock(r);
+    nr_task_t *task = live_task(r, t, gen);
+    if (task && task->state == NR_TASK_RUNNING && task->proc) {
+        int32_t pid = nr_proc(r, task->proc - 1)->pid;
+        if (pid > 0 && pid != (int32_t)getpid()) sent = kill(pid, sig) == 0;
+    }
+    nr_unlock(r);
+    return sent;
+}
+
+uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max) {
+    uint32_t n = 0;
+    nr_lock(r);
+    for (uint32_t t = 1; t <= r->hdr->task_hwm; t++) {
+        nr_task_t *task = nr_task(r, t);
+        if (task->state == NR_TASK_FREE || !task->spec || spec_of(r, task)->parent != parent)
+            continue;
+        if (n < max) out[n] = ((uint64_t)task->gen << 32) | t;
+        n++;
+    }
+    nr_unlock(r);
+    return n;
+}
+
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
                         uint32_t target_slot1, uint64_t *ret_out) {
     nr_header_t *h = r->hdr;
@@ -396,13 +480,17 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->nested = sk == NR_KIND_WORKER || sk == NR_KIND_ACTOR;
     task->caller = r->slot + 1;
     task->fail_obj = 0;
+    task->cancelled = 0;
     W(task->state, NR_TASK_WAITING);
     nr_arena_written(r, spec);
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1)
         W(nr_proc(r, target_slot1 - 1)->create_task, t);
     /* The caller gets the return ids from here: once the lock is released
      * the task may run, finish and free its spec before the caller looks. */
-    for (uint32_t i = 0; i < s->nret; i++) ids[i] = ret_out[i] = nri_obj_alloc(r);
+    for (uint32_t i = 0; i < s->nret; i++) {
+        ids[i] = ret_out[i] = nri_obj_alloc(r);
+        W(objs(r)[nr_id_index1(ids[i]) - 1].task, t);   /* logged: it was the free-list link */
+    }
     if (s->func_id) nri_incref(r, s->func_id);
     if (s->args_obj) nri_incref(r, s->args_obj);
     for (uint32_t i = s->nret + s->ndeps; i < s->nret + s->ndeps + s->ncontained; i++)

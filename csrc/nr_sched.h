@@ -51,7 +51,10 @@ typedef struct {
     uint64_t data;        /* payload offset in the arena, 0 if none */
     uint64_t size;        /* payload bytes */
     uint32_t waiters;     /* atomic: processes sleeping until it seals */
-    uint32_t next_free;   /* free list link (index + 1) */
+    union {
+        uint32_t next_free;   /* free (or zombie) list link (index + 1) */
+        uint32_t task;        /* a task's return: that task (index + 1), for cancel */
+    };
     uint32_t actor;       /* slot + 1 of the actor whose handles it counts, 0 if none */
     uint32_t creator;     /* nr_object_create: slot + 1 of the process that will seal it */
     uint32_t pins;        /* atomic: readers of its payload in memory (views, loads) */
@@ -76,7 +79,7 @@ typedef struct {
                            * arguments are pending (calls run in submission order) */
     uint32_t nested;      /* submitted from inside a task or actor: the nested queue */
     uint32_t caller;      /* slot + 1 of the process that submitted it (actor call order) */
-    uint32_t _pad1;
+    uint32_t cancelled;   /* nanoray.cancel() asked for it: never (re)run, no retries */
     uint64_t fail_obj;    /* on the fail list: the error payload to fail it with (counted) */
     uint64_t _pad[7];
 } nr_task_t;
@@ -91,6 +94,7 @@ typedef struct {
     uint32_t ndeps;       /* top-level ref arguments */
     uint32_t ncontained;  /* refs nested in the args */
     uint32_t kind;        /* NR_SPEC_TASK, NR_SPEC_ACTOR_CREATE or NR_SPEC_ACTOR_CALL */
+    uint64_t parent;      /* (gen << 32) | index + 1 of the task that submitted it, 0 if none */
     /* uint64_t ret[nret], deps[ndeps], contained[ncontained]; args bytes */
 } nr_spec_t;
 
@@ -191,6 +195,24 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);
 int nr_task_retry(nr_region_t *r, uint32_t t);
 /* Releases a task that will not run again (after its returns were sealed). */
 void nr_task_release(nr_region_t *r, uint32_t t);
+/* The running task t raised an exception it may be retried for: takes one
+ * of its retries (1), or 0 when none is left. */
+int nr_task_use_retry(nr_region_t *r, uint32_t t);
+/* Cancelling.  nr_task_of: the live task (index + 1, and its generation)
+ * that ret_id is a return of; 0 if none (finished, or not a task's return).
+ * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),
+ * the process running it (*pid), its NR_SPEC_* (*kind), and its return ids
+ * (up to *nret of them written to rets; *nret set to how many it has); with
+ * mark it is also marked cancelled: it never starts, and is not retried.
+ * nr_task_signal sends sig to the process running (t, gen) if it still runs
+ * it (under the lock, so the signal never reaches a process that moved on):
+ * 1 if sent.  nr_task_children writes up to max (gen << 32 | t) of the live
+ * tasks submitted by task `parent` (same packing); returns how many exist. */
+uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen);
+int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
+                   uint32_t *kind, uint64_t *rets, uint32_t *nret);
+int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig);
+uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max);
 
 /* Processes */
 int nr_proc_alloc(nr_region_t *r, uint32_t kind);       /* slot, -1 if none */

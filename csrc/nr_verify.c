@@ -314,7 +314,6 @@ uint64_t nr_region_digest(nr_region_t *r) {
             continue;
         }
         memset(tc._pad, 0, sizeof tc._pad);
-        tc._pad1 = 0;
         FEED(&f, tc);
     }
     for (uint32_t d = 0; d < h->dep_hwm; d++) FEED(&f, deps(r)[d]);

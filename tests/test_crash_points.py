@@ -137,6 +137,28 @@ def scenario(r):
     assert got == [t5]
     r.finish(w3, t5)
 
+    # Exception retries and cancelling: a retry taken until none is left; a
+    # running task cancelled (no retry after it); a queued one cancelled.
+    parent = (7 << 32) | 3
+    t6, (r6,) = r.submit(retries=1, parent=parent)
+    t6_, g6 = r.task_of(r6)
+    assert t6_ == t6 and r.children(parent) == [(g6 << 32) | t6]
+    assert r.next(w3) == t6
+    assert r.use_retry(t6) == 1 and r.use_retry(t6) == 0
+    assert r.cancel(t6, g6)[0] == 3                # NR_TASK_RUNNING
+    assert r.task_cancelled(t6) == 1
+    r.seal(r6, error=True)
+    r.finish(w3, t6)
+    assert r.task_of(r6) == (0, 0) and r.cancel(t6, g6)[0] == -1   # released
+    t7, (r7,) = r.submit(retries=2)
+    assert r.cancel(t7, r.task_of(r7)[1])[0] == 2  # NR_TASK_READY: it never starts
+    assert r.use_retry(t7) == 0
+    assert r.next(w3) == t7
+    r.seal(r7, error=True)
+    r.finish(w3, t7)
+    r.decref(r6)
+    r.decref(r7)
+
     # Spawning: requests taken, one given back (a failed fork), one reaped
     # before it started.
     t3, (r3,) = r.submit()

@@ -199,7 +199,8 @@ cdef class CRegion:
         return slot
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
-               uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0):
+               uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0,
+               uint64_t parent=0):
         cdef uint32_t nheld = 1 if holds else 0
         cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
         cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
@@ -210,6 +211,7 @@ cdef class CRegion:
         s.ndeps = len(deps)
         s.ncontained = nheld
         s.kind = kind
+        s.parent = parent
         for i, d in enumerate(deps):
             nr_spec_ids(s)[nret + i] = d
         if holds:
@@ -253,6 +255,31 @@ cdef class CRegion:
 
     def reap(self, uint32_t slot):
         return nr_proc_reap(&self.r, slot)
+
+    def use_retry(self, uint32_t t):
+        return nr_task_use_retry(&self.r, t)
+
+    def task_of(self, uint64_t ret):
+        """(task, generation) whose pending return ret is, or (0, 0)."""
+        cdef uint32_t gen = 0
+        cdef uint32_t t = nr_task_of(&self.r, ret, &gen)
+        return t, gen
+
+    def cancel(self, uint32_t t, uint32_t gen):
+        """(state or -1, pid running it, kind)."""
+        cdef int32_t pid = 0
+        cdef uint32_t kind = 0, nret = 4
+        cdef uint64_t rets[4]
+        cdef int st = nr_task_cancel(&self.r, t, gen, 1, &pid, &kind, rets, &nret)
+        return st, pid, kind
+
+    def task_cancelled(self, uint32_t t):
+        return nr_task(&self.r, t).cancelled
+
+    def children(self, uint64_t parent):
+        cdef uint64_t out[64]
+        cdef uint32_t n = nr_task_children(&self.r, parent, out, 64)
+        return [out[i] for i in range(min(n, 64))]
 
     def block(self, uint32_t slot):
         nr_proc_block(&self.r, slot)

@@ -35,6 +35,7 @@ cdef extern from "nr_sched.h" nogil:
         int32_t retries_left # re-runs left if its process dies
         uint32_t attempts    # times started
         uint32_t kind        # NR_SPEC_*
+        uint32_t cancelled   # nanoray.cancel() asked for it
 
     ctypedef struct nr_spec_t:
         uint64_t func_id     # object holding the pickled function
@@ -44,6 +45,7 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t ndeps       # top-level ref arguments
         uint32_t ncontained  # refs nested in the args
         uint32_t kind        # NR_SPEC_*: a task, an actor's creation, a method call
+        uint64_t parent      # (gen << 32) | index + 1 of the submitting task, 0 if none
 
     ctypedef struct nr_payload_t:
         uint32_t nbufs       # out-of-band buffers
@@ -86,6 +88,12 @@ cdef extern from "nr_sched.h" nogil:
     void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)
+    int nr_task_use_retry(nr_region_t *r, uint32_t t)
+    uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen)
+    int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
+                       uint32_t *kind, uint64_t *rets, uint32_t *nret)
+    int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig)
+    uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max)
 
     int nr_proc_alloc(nr_region_t *r, uint32_t kind)
     void nr_proc_started(nr_region_t *r, uint32_t slot, int32_t pid)
