@@ -131,6 +131,7 @@ def main():
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            rt.install_cancel_handler()              # SIGINT: nanoray.cancel()
             for fd in (sig_r, sig_w, death_fd):
                 os.close(fd)
             rt.set_parent_death_signal(signal.SIGKILL)

@@ -7,6 +7,8 @@
     rt/waiting.pyx  get and wait; CPU lending while a task waits
     rt/submit.pyx   exporting functions; task specs; submit
     rt/worker.pyx   running tasks in workers; what the zygote calls on a death
+    rt/stream.pyx   generator tasks: values streamed as they are yielded
+    rt/cancel.pyx   cancelling tasks
     rt/actor.pyx    actors: creation, method calls, handles, their processes
 
 Each rt/*.pyx has its declarations in rt/*.pxd, gathered by _runtime.pxd
@@ -131,5 +133,7 @@ include "rt/serial.pyx"
 include "rt/waiting.pyx"
 include "rt/submit.pyx"
 include "rt/worker.pyx"
+include "rt/stream.pyx"
+include "rt/cancel.pyx"
 include "rt/actor.pyx"
 include "rt/spill.pyx"

@@ -33,9 +33,18 @@ cdef tuple _actor_constructor(cls, dict opts):
     global _actor_name, _actor_opts
     _actor_name = getattr(cls, "__name__", "Actor")
     _actor_opts = opts
+    env = opts.get("runtime_env")
+    if env:                               # for the life of this process
+        from nanoray import _runtime_env
+        _runtime_env.apply(env)
     cdef _Constructor c = _Constructor.__new__(_Constructor)
     c.cls = cls
     return c, _actor_name + ".__init__"
+
+
+cdef uint64_t _first_return(Region reg, uint32_t t):
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + nr_task(&reg.r, t).spec)
+    return nr_spec_ids(spec)[0] if spec.nret else 0
 
 
 def _terminate():
@@ -180,14 +189,22 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
         cdef _Call c
         try:
             c = _prepare(reg, t)
-            result = _invoke(c)
-            if inspect.isawaitable(result):
-                try:
-                    result = await result
-                except SystemExit:
-                    c.exit_worker = True
-                except BaseException as e:
-                    c.failure = _failure_of(e, c.name)
+            while True:
+                result = _invoke(c)
+                if inspect.isasyncgen(result) and c.extras is not None and \
+                        c.extras.get("gen") == "streaming":
+                    await stream_async(reg, c, result, _first_return(reg, t))
+                    c.streamed = True
+                elif inspect.isawaitable(result):
+                    try:
+                        result = await result
+                    except SystemExit:
+                        c.exit_worker = True
+                    except BaseException as e:
+                        c.raised = e
+                        c.failure = _failure_of(e, c.name)
+                if c.raised is None or not _retry_exception(reg, c):
+                    break
             _complete(reg, c, result)
         finally:
             free.release()
@@ -281,11 +298,11 @@ def submit_actor_create(ObjectRef cls_ref, uint32_t slot, tuple args, dict kwarg
 
 
 def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, dict kwargs,
-                      uint32_t nret, int32_t retries):
+                      uint32_t nret, int32_t retries, dict extras=None):
     """Queues handle's actor method call; returns its ref(s)."""
     cdef Region reg = _check_ref(handle)
     return _submit(reg, 0, args, kwargs, nret, 0, retries, slot + 1, NR_SPEC_ACTOR_CALL,
-                   handle, method)
+                   handle, method, extras)
 
 
 def pending_count(list refs):

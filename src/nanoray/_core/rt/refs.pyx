@@ -43,6 +43,11 @@ cdef class ObjectRef:
             refs = getattr(_tls, "refs", None)
             if refs is not None:
                 refs.append(self)
+            elif self._reg.pid == _pid:
+                # Out of band (nanoray.cloudpickle, pickle.dumps): no payload
+                # counts it, so, as in Ray, the object is kept for the life of
+                # this process (its ledger gives the count back when it ends).
+                nr_object_incref(&self._reg.r, self._id)
         return (_rebuild_ref, (self._id, self._reg.session if self._reg is not None else 0))
 
     def __await__(self):

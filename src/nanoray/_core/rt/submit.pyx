@@ -39,8 +39,10 @@ def export_function(func, on_reserved):
 
 
 def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
-           int32_t cpus_milli, int32_t retries, uint32_t target=0):
-    """Queues func(*args, **kwargs); returns its return ObjectRef(s)."""
+           int32_t cpus_milli, int32_t retries, dict extras=None):
+    """Queues func(*args, **kwargs); returns its return ObjectRef(s).
+    extras: what the worker needs beyond the call (retry_exceptions, a
+    generator's mode, runtime_env), or None."""
     cdef Region reg = _running()
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
@@ -49,17 +51,18 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
         # otherwise sit at the head of its queue and hold up the tasks behind.
         raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
                          % (cpus_milli / 1000.0, reg.r.hdr.cpus_total / 1000.0))
-    return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, target,
-                   NR_SPEC_TASK, None, None)
+    return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, 0,
+                   NR_SPEC_TASK, None, None, extras)
 
 
 cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
                     int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
-                    ObjectRef holds, object method):
+                    ObjectRef holds, object method, dict extras=None):
     """Writes a task spec and queues it; returns the return ref(s) (None
     when nret is 0).  `holds` is a ref the task keeps counted while pending
     (an actor's handle object); `method` names the actor method called, and
-    rides in the argument payload as (args, kwargs, method)."""
+    rides in the argument payload as (args, kwargs, method); `extras` makes
+    it (args, kwargs, method, extras)."""
     cdef list deps = None
     cdef Py_ssize_t i
     cdef object a
@@ -92,7 +95,10 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         kwargs = None
     cdef _Pickled p
     try:
-        p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
+        if extras is not None:
+            p = _pickle((args, kwargs, method, extras), False)
+        else:
+            p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
     except Exception as e:
         raise TypeError("nanoray: could not serialize the arguments of the task: %s"
                         % _exc._safe_repr(e)) from e
@@ -117,6 +123,7 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     spec.ndeps = ndeps
     spec.ncontained = ncont + nheld
     spec.kind = kind
+    spec.parent = _parent_task()
     cdef uint64_t *ids = nr_spec_ids(spec)
     for i in range(ndeps):
         ids[nret + i] = (<ObjectRef>deps[i])._id

@@ -31,7 +31,8 @@ cdef class _Call:
 cdef object _failure_of(BaseException e, str name):
     """The error a failed call's returns carry."""
     if isinstance(e, KeyboardInterrupt):
-        return _exc.TaskCancelledError("nanoray: task %s() was interrupted" % name)
+        return _exc.TaskCancelledError(
+            error_message="nanoray: task %s() was cancelled (interrupted while running)" % name)
     if isinstance(e, _exc.RayTaskError):
         # A task it waited on failed: keep that cause; the traceback shows
         # this task's frames, then the inner task's.
@@ -59,6 +60,11 @@ cdef _Call _prepare(Region reg, uint32_t t):
     c.name = "task"
     if c.kind == NR_SPEC_TASK:
         _in_task = True                  # get() inside it lends its CPUs
+    if task.cancelled:                   # nanoray.cancel() came first: it never runs
+        c.failure = _exc.TaskCancelledError(
+            error_message="nanoray: task %016x was cancelled before it ran"
+            % (((<uint64_t>task.gen) << 32) | t))
+        return c
     try:
         if c.kind == NR_SPEC_TASK:
             c.func = _function(reg, spec.func_id)
@@ -68,9 +74,15 @@ cdef _Call _prepare(Region reg, uint32_t t):
         else:
             loaded = _load(reg, 0, nr_spec_args(spec), True)
         if c.kind == NR_SPEC_TASK:
-            args, kwargs = loaded
+            if len(loaded) == 2:
+                args, kwargs = loaded
+            else:
+                args, kwargs, extra, c.extras = loaded
         else:
-            args, kwargs, extra = loaded
+            if len(loaded) == 3:
+                args, kwargs, extra = loaded
+            else:
+                args, kwargs, extra, c.extras = loaded
             if c.kind == NR_SPEC_ACTOR_CREATE:
                 c.func, c.name = _actor_constructor(_function(reg, spec.func_id), extra)
             else:
@@ -100,7 +112,15 @@ cdef object _invoke(_Call c):
     """Calls it; an exception becomes c.failure (or c.exit_worker)."""
     if c.failure is not None or c.exit_worker:
         return None
+    global _in_user_code
+    cdef bint interruptible = c.kind == NR_SPEC_TASK
     try:
+        if interruptible:
+            _in_user_code = True
+            try:
+                return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
+            finally:
+                _in_user_code = False
         return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
     except SystemExit:
         # As in Ray: the worker exits; a task is retried (max_retries) or
@@ -108,8 +128,26 @@ cdef object _invoke(_Call c):
         # re-raised in the driver, where it would end the program silently.
         c.exit_worker = True
     except BaseException as e:
+        c.raised = e
         c.failure = _failure_of(e, c.name)
     return None
+
+
+cdef bint _retry_exception(Region reg, _Call c) except -1:
+    """The call raised an exception its options retry, and it has a retry
+    left (taken now): run it again, in place."""
+    e = c.raised
+    if e is None or c.extras is None:
+        return False
+    allowed = c.extras.get("retry_exceptions")
+    if not allowed or isinstance(e, KeyboardInterrupt) or not isinstance(e, Exception):
+        return False
+    if allowed is not True and not isinstance(e, allowed):
+        return False
+    if not nr_task_use_retry(&reg.r, c.t):
+        return False
+    c.raised = c.failure = None
+    return True
 
 
 cdef void _complete(Region reg, _Call c, object result) except *:
@@ -129,6 +167,16 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             if failure is not None:
                 _actor_init_failed(reg, failure)
             return
+        mode = c.extras.get("gen") if c.extras is not None else None
+        if mode == "streaming":
+            if not c.streamed:
+                _stream_sync(reg, c, result, ids[0])
+            return
+        if mode == "dynamic" and failure is None:
+            result = _dynamic_refs(reg, c, result)
+        elif failure is None and type(result) is _GeneratorType:
+            _static_returns(reg, c, result, ids)
+            return
         if failure is None and nret != 1:
             try:
                 result = tuple(result)
@@ -142,7 +190,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             else:
                 _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
-        c.args = c.kwargs = c.failure = None
+        c.args = c.kwargs = c.failure = c.raised = None
         result = failure = None
         if c.kind == NR_SPEC_TASK:
             _in_task = False
@@ -189,7 +237,45 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             from nanoray._threads import limit
             limit(cpus)
             _task_threads = cpus
-    _complete(reg, c, _invoke(c))
+    env = c.extras.get("env") if c.extras is not None else None
+    token = None
+    if env is not None and c.failure is None:
+        from nanoray import _runtime_env
+        try:
+            token = _runtime_env.apply(env)
+        except Exception as e:
+            c.failure = _exc.RuntimeEnvSetupError(
+                "nanoray: the runtime_env of %s() could not be applied: %s"
+                % (c.name, _exc._safe_repr(e)))
+    try:
+        result = _invoke(c)
+        while c.raised is not None and _retry_exception(reg, c):
+            result = _invoke(c)
+        _complete(reg, c, result)
+    finally:
+        if token is not None:
+            _runtime_env.restore(token)
+
+
+cdef uint64_t _parent_task():
+    """The id of the task running here, for the tasks it submits (cancel's
+    recursion); 0 in the driver."""
+    if _in_task:
+        return _pool_task_id
+    if _actor_process:
+        t = _task_id.get()
+        return t if t is not None else 0
+    return 0
+
+
+def task_cancel_requested():
+    """True when nanoray.cancel() was called on the task running here."""
+    cdef Region reg = _region
+    t = current_task()
+    if reg is None or t is None:
+        return False
+    cdef nr_task_t *task = nr_task(&reg.r, <uint32_t>(t & 0xFFFFFFFF))
+    return task.gen == (t >> 32) and task.cancelled != 0
 
 
 # Frames from these files are the runtime's, not the user's.

@@ -1,0 +1,94 @@
+# Cancelling tasks (nanoray.cancel) and the signal that interrupts one.
+# Included by _runtime.pyx: one extension module, one concern per file.
+#
+# The task is marked cancelled under the region lock (csrc/nr_sched.c): a
+# queued or waiting task then never starts (the worker that pops it fails
+# it instead), and no cancelled task is retried.  Returns still pending are
+# sealed with TaskCancelledError right away when the task is not running,
+# or when force kills its worker (sealed first, so the death is not
+# reported as a crash).  A running task gets SIGINT, sent under the lock to
+# the process still running it; the worker's handler raises
+# KeyboardInterrupt only while that task's own code runs, so a signal that
+# arrives late never reaches the next task or the runtime's bookkeeping.
+# Running actor calls are not interrupted (an actor's state would be left
+# half-changed), as in Ray; they see get_runtime_context().is_canceled().
+
+import signal as _signal
+
+cdef bint _in_user_code = False    # the main thread runs a pool task's own code
+
+
+cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint recursive,
+                       int depth) except *:
+    cdef int32_t pid = 0
+    cdef uint32_t kind = 0, nret = 16, i
+    cdef uint64_t rets_stack[16]
+    cdef uint64_t *rets = &rets_stack[0]
+    cdef int st = nr_task_cancel(&reg.r, t, gen, 0, &pid, &kind, rets, &nret)
+    if st < 0:
+        return                              # finished meanwhile
+    if force and kind != NR_SPEC_TASK:
+        raise ValueError("force=True is not supported for actor tasks (an actor call "
+                         "cannot be killed alone); use nanoray.kill() on the actor")
+    if nret > 16:
+        rets = <uint64_t *>malloc(8 * nret)
+        if rets == NULL:
+            raise MemoryError()
+    try:
+        st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
+        if st < 0:
+            return
+        err = _exc.TaskCancelledError(
+            "%016x" % ((<uint64_t>gen << 32) | t),
+            "nanoray: task %016x was cancelled by nanoray.cancel()" % ((<uint64_t>gen << 32) | t))
+        if st != NR_TASK_RUNNING or force:
+            for i in range(nret):
+                if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
+                    _seal(reg, rets[i], err, True)
+        if st == NR_TASK_RUNNING and kind == NR_SPEC_TASK:
+            nr_task_signal(&reg.r, t, gen, _signal.SIGKILL if force else _signal.SIGINT)
+    finally:
+        if rets != &rets_stack[0]:
+            free(rets)
+    if recursive and depth < 64:
+        for child in _children(reg, (<uint64_t>gen << 32) | t):
+            _cancel_task(reg, <uint32_t>(child & 0xFFFFFFFF), <uint32_t>(child >> 32), force,
+                         recursive, depth + 1)
+
+
+cdef list _children(Region reg, uint64_t parent):
+    cdef uint32_t cap = 64, n
+    cdef uint64_t *out
+    while True:
+        out = <uint64_t *>malloc(8 * cap)
+        if out == NULL:
+            raise MemoryError()
+        try:
+            n = nr_task_children(&reg.r, parent, out, cap)
+            if n <= cap:
+                return [out[i] for i in range(n)]
+        finally:
+            free(out)
+        cap = n + 64
+
+
+def cancel(ObjectRef ref, bint force, bint recursive):
+    """Cancels the task whose return ref is; a no-op when it has finished
+    (or ref is not a task's return, e.g. from put())."""
+    cdef Region reg = _check_ref(ref)
+    cdef uint32_t gen = 0
+    cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)
+    if t:
+        _cancel_task(reg, t, gen, force, recursive, 0)
+
+
+def _on_cancel_signal(signum, frame):
+    """SIGINT in a worker: KeyboardInterrupt in the task's own code, if its
+    task was cancelled; otherwise (a late signal) ignored."""
+    if _in_user_code and task_cancel_requested():
+        raise KeyboardInterrupt
+
+
+def install_cancel_handler():
+    """In a worker process, before it runs tasks."""
+    _signal.signal(_signal.SIGINT, _on_cancel_signal)

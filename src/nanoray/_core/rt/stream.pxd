@@ -1,0 +1,13 @@
+# Generator tasks (rt/stream.pyx).
+
+cdef class _Stream:
+    cdef Region reg
+    cdef uint32_t t                   # the task yielding
+    cdef str name
+    cdef uint64_t cell                # the next cell to seal (pending)
+    cdef object cell_ref              # this process's count on it (None: a task return)
+    cdef bint started                 # a value was yielded: no more retries
+
+    cdef void emit(self, object value) except *
+    cdef void fail(self, object failure) except *
+    cdef void end(self) except *

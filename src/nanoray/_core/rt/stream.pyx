@@ -1,0 +1,194 @@
+# Generator tasks: values sent to the caller as they are yielded.
+# Included by _runtime.pyx: one extension module, one concern per file.
+#
+# A streaming generator (Ray's default for generator functions; also
+# num_returns="streaming") has one return object, the first *cell* of a
+# chain.  Each yield stores the value as an object of its own, creates the
+# next cell (pending, so the caller can wait for it) and seals the current
+# cell with (value ref, next cell ref): the payload counts both.  The last
+# cell is sealed with None; an exception stores the error as an object and
+# seals the cell with (error ref, None), so the caller meets it at the item
+# where it happened and keeps every value yielded before it.
+#
+#   ret0 = cell0 ──seal──► (v0, cell1) ──► (v1, cell2) ──► ... ──► None
+#
+# The caller's ObjectRefGenerator (nanoray/_generator.py) holds only the
+# current cell; the cells it passed are freed.  A worker that dies mid-way
+# leaves its current cell unsealed: the runtime seals it as an error when it
+# reaps the process (the object's creator), so the caller never hangs.  Once
+# a value was yielded the task is not retried (its earlier items were seen).
+
+import types as _types
+
+_GeneratorType = _types.GeneratorType
+
+
+cdef class _Stream:
+    """The yielding side of one streaming generator task."""
+
+    def __cinit__(self, Region reg, uint32_t t, uint64_t first_cell, str name):
+        self.reg = reg
+        self.t = t
+        self.cell = first_cell
+        self.cell_ref = None
+        self.name = name
+
+    cdef void emit(self, object value) except *:
+        cdef Region reg = self.reg
+        item = put_pickled(reg, _pickle(value, False))
+        cdef uint64_t nxt = nr_object_create(&reg.r)
+        if nxt == 0:
+            raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+        nref = _adopt(reg, nxt)
+        if not self.started:
+            # The caller may have seen this item: a retry would repeat it.
+            self.started = True
+            nr_task(&reg.r, self.t).retries_left = 0
+        _seal(reg, self.cell, (item, nref), False, self.name)
+        self.cell = nxt
+        self.cell_ref = nref           # dropped when the next cell replaces it
+
+    cdef void fail(self, object failure) except *:
+        cdef Region reg = self.reg
+        cdef uint64_t eid = nr_object_create(&reg.r)
+        if eid == 0:
+            _seal(reg, self.cell, failure, True, self.name)   # the cell itself raises
+            return
+        err = _adopt(reg, eid)
+        _seal_failure(reg, eid, failure, self.name)
+        _seal(reg, self.cell, (err, None), False, self.name)
+
+    cdef void end(self) except *:
+        _seal(self.reg, self.cell, None, False, self.name)
+
+
+cdef object _END = object()
+
+
+cdef object _next_value(_Call c, object it):
+    """next(it) as the task's own code (cancel may interrupt it); _END at
+    the end."""
+    global _in_user_code
+    _in_user_code = c.kind == NR_SPEC_TASK
+    try:
+        return next(it)
+    except StopIteration:
+        return _END
+    finally:
+        _in_user_code = False
+
+
+cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) except *:
+    """Runs a streaming generator to its end (or its first exception)."""
+    cdef _Stream s = _Stream(reg, c.t, first_cell, c.name)
+    if c.failure is not None:
+        s.fail(c.failure)
+        return
+    if type(gen) is not _GeneratorType and not hasattr(gen, "__next__"):
+        s.emit(gen)                    # a plain value: a stream of one, as Ray does
+        s.end()
+        return
+    try:
+        it = iter(gen)
+        while True:
+            value = _next_value(c, it)
+            if value is _END:
+                break
+            s.emit(value)
+    except SystemExit:
+        c.exit_worker = True
+        s.fail(_exc.WorkerCrashedError("The generator called sys.exit(); its worker exited."))
+        return
+    except BaseException as e:
+        s.fail(_failure_of(e, c.name))
+        return
+    s.end()
+
+
+cdef object _dynamic_refs(Region reg, _Call c, object gen):
+    """num_returns="dynamic": every yielded value stored; an exception is
+    one more item, the last.  Returns the refs in order."""
+    refs = []
+    try:
+        it = iter(gen)
+        while True:
+            value = _next_value(c, it)
+            if value is _END:
+                break
+            refs.append(put_pickled(reg, _pickle(value, False)))
+    except SystemExit:
+        raise
+    except BaseException as e:
+        eid = nr_object_create(&reg.r)
+        if eid == 0:
+            raise
+        err = _adopt(reg, eid)
+        _seal_failure(reg, eid, _failure_of(e, c.name), c.name)
+        refs.append(err)
+    from nanoray._generator import DynamicObjectRefGenerator
+    return DynamicObjectRefGenerator(refs)
+
+
+cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except *:
+    """A generator with a fixed num_returns: each value seals the next return
+    as it is yielded (the last one once the generator has ended, so one
+    value too many fails it); an exception fails only the returns not yet
+    sealed."""
+    cdef uint32_t i = 0, nret = c.nret, j
+    failure = None
+    last = _END
+    if nret == 0:                          # num_returns=0: run it, keep nothing
+        try:
+            it = iter(gen)
+            while _next_value(c, it) is not _END:
+                pass
+        except SystemExit:
+            c.exit_worker = True
+        except BaseException:
+            pass
+        return
+    try:
+        it = iter(gen)
+        while True:
+            value = _next_value(c, it)
+            if value is _END:
+                break
+            if i >= nret:
+                raise ValueError("the generator yielded more than num_returns=%d values" % nret)
+            if i + 1 == nret:
+                last = value               # held until the generator ends
+            else:
+                _seal(reg, ids[i], value, False, c.name)
+            i += 1
+        if i < nret:
+            raise ValueError("the generator yielded %d values; num_returns is %d" % (i, nret))
+        _seal(reg, ids[nret - 1], last, False, c.name)
+        return
+    except SystemExit:
+        c.exit_worker = True
+        return
+    except BaseException as e:
+        failure = _failure_of(e, c.name)
+    if failure is not None:
+        for j in range(min(i, nret - 1), nret):
+            _seal_failure(reg, ids[j], failure, c.name)
+
+
+def stream_async(Region reg, _Call c, object agen, uint64_t first_cell):
+    """An async generator method of an async actor, streamed (awaitable)."""
+    return _astream(reg, c, agen, first_cell)
+
+
+async def _astream(Region reg, _Call c, object agen, uint64_t first_cell):
+    cdef _Stream s = _Stream(reg, c.t, first_cell, c.name)
+    try:
+        async for value in agen:
+            s.emit(value)
+    except SystemExit:
+        c.exit_worker = True
+        s.fail(_exc.WorkerCrashedError("The generator called sys.exit(); its actor exited."))
+        return
+    except BaseException as e:
+        s.fail(_failure_of(e, c.name))
+        return
+    s.end()

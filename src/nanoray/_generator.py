@@ -1,0 +1,116 @@
+"""ObjectRefGenerator and DynamicObjectRefGenerator: what generator tasks
+return, with Ray's names and behaviour.
+
+A streaming generator task's return is the first cell of a chain (see
+nanoray/_core/rt/stream.pyx): each cell, once sealed, holds (ref of the next
+value, next cell), or None at the end.  Iterating waits for the current
+cell and yields the value's ref as soon as the worker has yielded it."""
+
+__all__ = ["DynamicObjectRefGenerator", "ObjectRefGenerator"]
+
+
+class ObjectRefGenerator:
+    """Refs of a generator task's values, each available as soon as the task
+    yields it: ``for ref in gen``, ``next(gen)``, ``async for ref in gen``;
+    ``nanoray.wait([gen])`` returns it as ready once its next value is.  An
+    exception raised by the task arrives as the ref at the item where it
+    happened (getting it raises); the values before it stay readable."""
+
+    def __init__(self, first_cell):
+        self._cell = first_cell          # None once finished
+        self._task_ref = first_cell      # the task's return: what cancel() names
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._advance(None)
+
+    def _next_sync(self, timeout_s=None):
+        """The next ref, waiting at most timeout_s (GetTimeoutError)."""
+        return self._advance(timeout_s)
+
+    def _advance(self, timeout):
+        from nanoray import _api
+        cell = self._cell
+        if cell is None:
+            raise StopIteration
+        try:
+            value = _api.get(cell, timeout=timeout)
+        except Exception as e:
+            if isinstance(e, _api.exceptions.GetTimeoutError):
+                raise
+            # The cell itself failed (the task failed before it could store
+            # an item, or its worker died): that ref is the last item.
+            self._cell = None
+            return cell
+        return self._step(value)
+
+    def _step(self, value):
+        if value is None:
+            self._cell = None
+            raise StopIteration
+        item, self._cell = value
+        return item
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        cell = self._cell
+        if cell is None:
+            raise StopAsyncIteration
+        try:
+            value = await cell
+        except Exception:
+            self._cell = None
+            return cell
+        try:
+            return self._step(value)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+    def is_finished(self):
+        """True once every item was taken (or the stream ended)."""
+        return self._cell is None
+
+    def _ready_ref(self):
+        """The ref that is ready when the next item is (None: finished)."""
+        return self._cell
+
+    def __reduce__(self):
+        return (_rebuild, (self._cell, self._task_ref))
+
+    def __repr__(self):
+        return "ObjectRefGenerator(%s)" % (self._task_ref.hex() if self._task_ref else "")
+
+
+def _rebuild(cell, task_ref):
+    g = ObjectRefGenerator(cell)
+    g._task_ref = task_ref
+    return g
+
+
+class DynamicObjectRefGenerator:
+    """num_returns="dynamic": the value of the task's one return, a sequence
+    of refs to every value it yielded (an error, if it raised, is the last)."""
+
+    def __init__(self, refs):
+        self._refs = list(refs)
+
+    def __iter__(self):
+        return iter(self._refs)
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __getitem__(self, i):
+        return self._refs[i]
+
+    def __reduce__(self):
+        return (DynamicObjectRefGenerator, (self._refs,))
+
+    def __repr__(self):
+        return "DynamicObjectRefGenerator(%d refs)" % len(self._refs)
+
+
