@@ -107,10 +107,11 @@ def test_unpicklable_arguments_are_named_at_remote(ray):
 
 def test_unserializable_results_name_the_function(ray):
     @ray.remote
-    def gen():
-        yield 1
-    with pytest.raises(exceptions.RayTaskError, match="gen"):
-        ray.get(gen.remote(), timeout=30)
+    def make_lock():
+        import threading
+        return threading.Lock()                    # cannot be pickled
+    with pytest.raises(exceptions.RayTaskError, match="make_lock"):
+        ray.get(make_lock.remote(), timeout=30)
 
 
 def test_negative_get_timeout_waits_and_refs_can_be_awaited(ray):

@@ -8,8 +8,9 @@ import nanoray
 
 def test_public_names():
     assert sorted(nanoray.__all__) == sorted([
-        "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "actor",
-        "available_resources", "cluster_resources", "exceptions", "get", "get_actor",
+        "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef",
+        "ObjectRefGenerator", "RemoteFunction", "actor", "available_resources", "cancel",
+        "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor",
         "get_runtime_context", "init", "is_initialized", "kill", "method", "put", "remote",
         "shutdown", "timeline", "util", "wait", "__version__"])
     for name in nanoray.__all__:
@@ -23,6 +24,19 @@ def test_exceptions_module_mirrors_ray():
     assert issubclass(e.ObjectStoreFullError, e.RayError)
     assert issubclass(e.WorkerCrashedError, e.RayError)
     assert e.TaskError is e.RayTaskError
+    for lost in (e.ObjectFreedError, e.OwnerDiedError, e.ObjectFetchTimedOutError,
+                 e.ReferenceCountingAssertionError, e.ObjectReconstructionFailedError):
+        assert issubclass(lost, e.ObjectLostError)
+    for actor_error in (e.ActorDiedError, e.ActorUnavailableError):
+        assert issubclass(actor_error, e.RayActorError)
+    for name in ("TaskCancelledError", "RuntimeEnvSetupError", "PendingCallsLimitExceeded",
+                 "OutOfMemoryError", "OutOfDiskError", "NodeDiedError", "RaySystemError",
+                 "TaskUnschedulableError", "ActorUnschedulableError", "AsyncioActorExit",
+                 "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved"):
+        assert issubclass(getattr(e, name), e.RayError), name
+    assert set(e.__all__) <= set(dir(e))
+    err = e.TaskCancelledError("00ff")
+    assert err.task_id == "00ff" and "00ff" in str(err)
 
 
 def test_importing_starts_nothing():

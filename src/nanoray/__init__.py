@@ -7,16 +7,16 @@ a script that only runs tasks does not pay for importing them."""
 import importlib
 
 from nanoray import exceptions
-from nanoray._api import (available_resources, cluster_resources, get, init, is_initialized,
-                          put, shutdown, timeline, wait)
+from nanoray._api import (available_resources, cancel, cluster_resources, get, init,
+                          is_initialized, put, shutdown, timeline, wait)
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import RemoteFunction, remote
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "ObjectRef", "RemoteFunction", "actor", "available_resources",
-    "cluster_resources", "exceptions", "get", "get_actor", "get_runtime_context", "init",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
+    "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor", "get_runtime_context", "init",
     "is_initialized", "kill", "method", "put", "remote", "shutdown", "timeline", "util", "wait",
     "__version__",
 ]
@@ -30,6 +30,9 @@ _LAZY = {
     "kill": ("nanoray.actor", "kill"),
     "method": ("nanoray.actor", "method"),
     "get_runtime_context": ("nanoray.runtime_context", "get_runtime_context"),
+    "cloudpickle": ("nanoray.cloudpickle", None),
+    "ObjectRefGenerator": ("nanoray._generator", "ObjectRefGenerator"),
+    "DynamicObjectRefGenerator": ("nanoray._generator", "DynamicObjectRefGenerator"),
     "util": ("nanoray.util", None),
 }
 

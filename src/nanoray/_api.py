@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from nanoray import exceptions
+from nanoray import _runtime_env, exceptions
 from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
 
@@ -58,7 +58,7 @@ class LocalBackend:
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
-              spill_base=None):
+              spill_base=None, runtime_env=None):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
@@ -72,17 +72,20 @@ class LocalBackend:
         region.proc_started(slot, os.getpid())
         spawn_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         death_r, death_w = os.pipe()
+        env_vars, workdir, paths = _runtime_env.for_zygote(runtime_env)
         cfg = {
             "driver_pid": os.getpid(), "region_fd": region.fd, "death_fd": death_r,
-            "spawn_fd": spawn_fd, "sys_path": [os.path.abspath(p) if p else os.getcwd()
-                                               for p in sys.path],
+            "spawn_fd": spawn_fd, "sys_path": paths + [os.path.abspath(p) if p else os.getcwd()
+                                                       for p in sys.path],
             "preload": ["numpy"] if "numpy" in sys.modules else [],
             "namespace": namespace,
         }
-        env = dict(os.environ, NANORAY_ZYGOTE=json.dumps(cfg))
+        env = dict(os.environ, **env_vars)
+        env["NANORAY_ZYGOTE"] = json.dumps(cfg)
         try:
             zygote = subprocess.Popen(
                 [sys.executable, "-c", _ZYGOTE_BOOT], env=env, stdin=subprocess.DEVNULL,
+                cwd=workdir,
                 pass_fds=(region.fd, death_r, spawn_fd), start_new_session=True, close_fds=True)
         except BaseException:
             os.close(death_w)
@@ -241,8 +244,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         if namespace is not None and not isinstance(namespace, str):
             raise TypeError("namespace must be a str, got %r" % (type(namespace).__name__,))
         spill_base = _spill_base(object_spilling_directory, _system_config)
+        env = _runtime_env.validate(runtime_env)
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
-                                      spill_base)
+                                      spill_base, env)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)
@@ -347,9 +351,13 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError("wait() expected a list of ObjectRef, got %r" % (type(object_refs).__name__,))
     refs = list(object_refs)
+    generators = False
     for r in refs:
         if type(r) is not ObjectRef:
-            raise TypeError("wait() expected a list of ObjectRef, found %r" % (type(r).__name__,))
+            if type(r) is not _ObjectRefGenerator():
+                raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
+                                "found %r" % (type(r).__name__,))
+            generators = True
     if len(set(refs)) != len(refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if not refs:
@@ -365,9 +373,59 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
                             % (type(timeout).__name__,))
         if not timeout >= 0:                       # negative or nan
             raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
-    idx = _rt.wait(refs, num_returns, timeout)
+    if generators:
+        idx = _wait_generators(refs, num_returns, timeout)
+    else:
+        idx = _rt.wait(refs, num_returns, timeout)
     chosen = set(idx)
     return [refs[i] for i in idx], [r for i, r in enumerate(refs) if i not in chosen]
+
+
+def _ObjectRefGenerator():
+    from nanoray._generator import ObjectRefGenerator
+    return ObjectRefGenerator
+
+
+def _wait_generators(items, num_returns, timeout):
+    """wait() over refs and generators: a generator is ready when its next
+    item is (or it has finished)."""
+    finished = []
+    waiting = []                   # (index in items, ref to wait on)
+    for i, x in enumerate(items):
+        ref = x if type(x) is ObjectRef else x._ready_ref()
+        if ref is None:
+            finished.append(i)
+        else:
+            waiting.append((i, ref))
+    want = num_returns - len(finished)
+    if want <= 0:
+        return finished[:num_returns]
+    refs = [ref for _, ref in waiting]
+    if len(set(refs)) != len(refs):
+        raise ValueError("Wait requires a list of unique object refs.")
+    got = _rt.wait(refs, min(want, len(refs)), timeout)
+    return sorted(finished + [waiting[j][0] for j in got])[:num_returns]
+
+
+def cancel(ref, *, force=False, recursive=True):
+    """Cancels the task that returns ref (or an ObjectRefGenerator's task).
+
+    A task that has not started never runs; a running one gets
+    KeyboardInterrupt in its own code (force=True kills its worker
+    instead); either way get() raises TaskCancelledError, and the task is
+    not retried.  With recursive (the default) the tasks it submitted are
+    cancelled too.  A running actor call is not interrupted (an async
+    actor's coroutine neither, yet); it can look at
+    get_runtime_context().is_canceled().  Cancelling a finished task does
+    nothing."""
+    _get_backend()
+    if type(ref) is not ObjectRef:
+        if type(ref) is _ObjectRefGenerator():
+            ref = ref._task_ref
+        else:
+            raise TypeError("nanoray.cancel() only supports ObjectRefs (or an "
+                            "ObjectRefGenerator), got %r" % (type(ref).__name__,))
+    _rt.cancel(ref, bool(force), bool(recursive))
 
 
 def cluster_resources():

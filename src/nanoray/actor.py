@@ -19,11 +19,12 @@ empty and its slot is reused.  An actor's handle to itself
 import inspect
 import numbers
 
-from nanoray import _api
+from nanoray import _api, _runtime_env
 from nanoray import exceptions
 from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
-from nanoray.remote_function import RemoteFunction, _Bound, _signature_check
+from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
+                                     call_extras, check_num_returns, check_retry_exceptions)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -31,10 +32,11 @@ __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 # so that Ray code runs unchanged.
 _ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
                    "max_task_retries": 0, "name": None, "namespace": None,
-                   "get_if_exists": False, "lifetime": None, "max_pending_calls": -1}
+                   "get_if_exists": False, "lifetime": None, "max_pending_calls": -1,
+                   "runtime_env": None}
 _ACTOR_NO_EFFECT = {"memory", "scheduling_strategy", "placement_group",
                     "placement_group_bundle_index", "placement_group_capture_child_tasks",
-                    "num_gpus", "resources", "runtime_env", "accelerator_type", "_metadata",
+                    "num_gpus", "resources", "accelerator_type", "_metadata",
                     "label_selector", "enable_task_events", "concurrency_groups",
                     "object_store_memory", "allow_out_of_order_execution"}
 # Ray's default concurrency for async actors.
@@ -81,8 +83,7 @@ def validate_actor_options(opts):
     if opts.get("resources"):
         raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
                          % (opts["resources"],))
-    if opts.get("runtime_env"):
-        raise NotImplementedError("runtime_env is not supported by nanoray")
+    _runtime_env.validate(opts.get("runtime_env"))
     return opts
 
 
@@ -96,9 +97,8 @@ def method(*args, **kwargs):
     for k in kwargs:
         if k not in valid:
             raise ValueError("Invalid option keyword %s for actor methods." % (k,))
-    n = kwargs.get("num_returns")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-        raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+    check_num_returns(kwargs.get("num_returns"))
+    check_retry_exceptions(kwargs.get("retry_exceptions"))
 
     def decorate(f):
         f.__nanoray_method_options__ = dict(kwargs)
@@ -120,7 +120,10 @@ def _describe(cls):
         opts = getattr(func, "__nanoray_method_options__", None) or {}
         if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
             is_async = True
-        methods[name] = (opts.get("num_returns", 1), opts.get("max_task_retries"))
+        default = ("streaming" if inspect.isgeneratorfunction(func)
+                   or inspect.isasyncgenfunction(func) else 1)
+        methods[name] = (opts.get("num_returns", default), opts.get("max_task_retries"),
+                         opts.get("retry_exceptions", False))
     return {"class_name": cls.__name__, "module": getattr(cls, "__module__", None),
             "methods": methods, "is_async": is_async}
 
@@ -149,7 +152,7 @@ class ActorClass:
     def __repr__(self):
         return "ActorClass(%s)" % self._cls.__name__
 
-    def remote(self, *args, **kwargs):
+    def remote(self, /, *args, **kwargs):
         """Starts an actor; returns its ActorHandle at once."""
         return self._submit(args, kwargs, self._options)
 
@@ -160,7 +163,13 @@ class ActorClass:
         return _Bound(self, merged)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")
+        """A DAG node that creates this actor at execute() (nanoray.dag)."""
+        from nanoray.dag import ClassNode
+        return ClassNode(self, args, kwargs)
+
+    def _bind_with(self, opts, args, kwargs):
+        from nanoray.dag import ClassNode
+        return ClassNode(self, args, kwargs, opts)
 
     def _submit(self, args, kwargs, opts):
         o = dict(_ACTOR_DEFAULTS)
@@ -190,8 +199,11 @@ class ActorClass:
             raise ValueError("The name %s (namespace=%s) is already taken by another actor."
                              % (name, o["namespace"] or backend.namespace))
         try:
+            env = _runtime_env.merge(_runtime_env.current,
+                                     _runtime_env.validate(o["runtime_env"]))
             _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
-                                    {"max_concurrency": concurrency, "is_async": is_async})
+                                    {"max_concurrency": concurrency, "is_async": is_async,
+                                     "runtime_env": env})
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
             try:
@@ -243,13 +255,13 @@ class ActorHandle:
         spec = methods.get(name)
         if spec is None:
             if name in ("__ray_terminate__", "__ray_ready__"):
-                spec = (1, 0)
+                spec = (1, 0, False)
             else:
                 raise AttributeError("'%s' actor has no method '%s'"
                                      % (self.__dict__.get("_desc", {}).get("class_name"), name))
         retries = spec[1] if spec[1] is not None else self._retries
         m = ActorMethod(self._ref, self._slot, self._pending, self._max_pending,
-                        self._desc["class_name"], name, spec[0], retries)
+                        self._desc["class_name"], name, spec[0], retries, spec[2])
         self.__dict__[name] = m               # cached: the next access is a dict lookup
         return m
 
@@ -311,39 +323,51 @@ class ActorMethod:
     # The handle's fields, not the handle: a handle caches its methods, and
     # a cycle would keep the actor alive until the garbage collector ran.
     __slots__ = ("_ref", "_slot", "_pending", "_max_pending", "_cls", "_name", "_nret",
-                 "_retries")
+                 "_retries", "_mode", "_retry_exc", "_extras", "_streaming")
 
-    def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries):
+    def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries,
+                 retry_exceptions=False):
         self._ref = ref
         self._slot = slot
         self._pending = pending
         self._max_pending = max_pending
         self._cls = cls_name
         self._name = name
-        self._nret = num_returns
+        self._mode = num_returns                 # an int, "streaming" or "dynamic"
+        self._nret = 1 if num_returns in GENERATOR_MODES else num_returns
+        self._streaming = num_returns == "streaming"
         self._retries = retries
+        self._retry_exc = retry_exceptions
+        self._extras = call_extras(num_returns, retry_exceptions)
 
     def __call__(self, *args, **kwargs):
         raise TypeError("Actor methods cannot be called directly. Instead of running "
                         "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))
 
-    def remote(self, *args, **kwargs):
+    def remote(self, /, *args, **kwargs):
         ref = self._ref
         if type(ref) is _WeakRef:
             ref = ref.strong()               # the call holds the actor while pending
         pending = self._pending
         if pending is None:
-            return _rt.submit_actor_call(ref, self._slot, self._name, args,
-                                         kwargs or None, self._nret, self._retries)
+            out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
+                                        self._nret, self._retries, self._extras)
+            if self._streaming:
+                from nanoray._generator import ObjectRefGenerator
+                return ObjectRefGenerator(out)
+            return out
         # max_pending_calls: counted per handle, as in Ray.
         if len(pending) >= self._max_pending and _rt.pending_count(pending) >= self._max_pending:
             raise exceptions.PendingCallsLimitExceeded(
                 "The actor %s has %d calls pending from this handle, and max_pending_calls=%d"
                 % (self._cls, len(pending), self._max_pending))
         out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
-                                    self._nret, self._retries)
+                                    self._nret, self._retries, self._extras)
         if self._nret:
             pending.append(out if self._nret == 1 else out[0])
+        if self._streaming:
+            from nanoray._generator import ObjectRefGenerator
+            return ObjectRefGenerator(out)
         return out
 
     def options(self, **options):
@@ -351,15 +375,31 @@ class ActorMethod:
             if k not in ("num_returns", "max_task_retries", "retry_exceptions",
                          "concurrency_group", "name", "enable_task_events"):
                 raise ValueError("Invalid option keyword %s for actor methods." % (k,))
-        n = options.get("num_returns", self._nret)
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+        n = options.get("num_returns", self._mode)
+        check_num_returns(n)
         r = options.get("max_task_retries", self._retries)
+        e = options.get("retry_exceptions", self._retry_exc)
+        check_retry_exceptions(e)
         return ActorMethod(self._ref, self._slot, self._pending, self._max_pending, self._cls,
-                           self._name, n, r)
+                           self._name, n, r, e)
 
     def bind(self, *args, **kwargs):
-        raise NotImplementedError("nanoray does not build DAGs (ray.dag) yet")
+        """A DAG node calling this method of this live actor (nanoray.dag)."""
+        from nanoray.dag import ClassMethodNode
+        return ClassMethodNode(_FixedMethod(self), self._name, args, kwargs)
+
+
+class _FixedMethod:
+    """What a ClassMethodNode bound on a live actor's method calls: this
+    very method (with its options), whatever name it is asked for."""
+
+    def __init__(self, method):
+        self._method = method
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._method
 
 
 def get_actor(name, namespace=None):

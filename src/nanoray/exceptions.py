@@ -9,9 +9,15 @@ remote traceback.
 
 __all__ = [
     "RayError", "RaySystemError", "RayTaskError", "TaskError", "GetTimeoutError",
-    "ObjectStoreFullError", "ObjectLostError", "WorkerCrashedError",
+    "ObjectStoreFullError", "ObjectLostError", "ObjectFreedError", "OwnerDiedError",
+    "ObjectFetchTimedOutError", "ReferenceCountingAssertionError",
+    "ObjectReconstructionFailedError", "ObjectReconstructionFailedMaxAttemptsExceededError",
+    "ObjectReconstructionFailedLineageEvictedError", "WorkerCrashedError",
     "TaskCancelledError", "RayActorError", "ActorDiedError", "ActorUnavailableError",
-    "PendingCallsLimitExceeded",
+    "ActorUnschedulableError", "TaskUnschedulableError", "PendingCallsLimitExceeded",
+    "OutOfMemoryError", "OutOfDiskError", "NodeDiedError", "LocalRayletDiedError",
+    "RuntimeEnvSetupError", "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved",
+    "AsyncioActorExit", "CrossLanguageError", "UnserializableException",
 ]
 
 
@@ -35,6 +41,82 @@ class ObjectLostError(RayError):
     """An object's value is gone (freed, or its id never existed)."""
 
 
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching an object timed out (Ray's name; not raised on one machine)."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """An object was freed while a reference to it was still in use."""
+
+
+class ObjectFreedError(ObjectLostError):
+    """The object was freed explicitly."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object died, and the value went with it."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """A lost object could not be rebuilt from its lineage."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """A lost object could not be rebuilt: its task ran out of retries."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
+    """A lost object could not be rebuilt: its lineage was evicted."""
+
+
+class OutOfMemoryError(RayError):
+    """The machine ran out of memory while running the task."""
+
+
+class OutOfDiskError(RayError):
+    """The disk is full (spilling could not write)."""
+
+
+class NodeDiedError(RayError):
+    """The node running the task died."""
+
+
+class LocalRayletDiedError(RayError):
+    """The local scheduler died (on one machine: the runtime ended)."""
+
+
+class RuntimeEnvSetupError(RayError):
+    """The task's or actor's runtime_env could not be set up."""
+
+
+class TaskUnschedulableError(RayError):
+    """The task can never be scheduled."""
+
+
+class ActorUnschedulableError(RayError):
+    """The actor can never be scheduled."""
+
+
+class TaskPlacementGroupRemoved(RayError):
+    """The placement group the task was scheduled in was removed."""
+
+
+class ActorPlacementGroupRemoved(RayError):
+    """The placement group the actor was scheduled in was removed."""
+
+
+class AsyncioActorExit(RayError):
+    """Raised to end an async actor (exit_actor() inside a coroutine)."""
+
+
+class CrossLanguageError(RayError):
+    """A call across languages failed (Ray's name; nanoray is Python only)."""
+
+
+class UnserializableException(RayError):
+    """An exception that could not be pickled, kept as its text."""
+
+
 class WorkerCrashedError(RayError):
     """The worker running a task died, and the task had no retries left."""
 
@@ -43,7 +125,21 @@ class WorkerCrashedError(RayError):
 
 
 class TaskCancelledError(RayError):
-    """The task was cancelled."""
+    """The task was cancelled (nanoray.cancel)."""
+
+    def __init__(self, task_id=None, error_message=None):
+        self.task_id = task_id
+        self.error_message = error_message
+        if error_message:
+            text = error_message
+        elif task_id is not None:
+            text = "Task: %s was cancelled." % (task_id,)
+        else:
+            text = "This task or its dependency was cancelled by nanoray.cancel"
+        super().__init__(text)
+
+    def __reduce__(self):
+        return (type(self), (self.task_id, self.error_message))
 
 
 class RayActorError(RayError):

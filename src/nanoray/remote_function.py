@@ -5,17 +5,22 @@ import numbers
 import threading
 import weakref
 
-from nanoray import _api
+from nanoray import _api, _runtime_env
 from nanoray._core import _runtime as _rt
 
 # Options that change what a task does here, with Ray's defaults.
-_DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3}
+_DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
+             "runtime_env": None}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
 _NO_EFFECT = {"name", "memory", "scheduling_strategy", "placement_group",
               "placement_group_bundle_index", "placement_group_capture_child_tasks",
-              "max_calls", "retry_exceptions", "num_gpus", "resources", "runtime_env",
-              "accelerator_type", "_metadata", "label_selector", "enable_task_events"}
+              "max_calls", "num_gpus", "resources",
+              "accelerator_type", "_metadata", "label_selector", "enable_task_events",
+              "_generator_backpressure_num_objects"}
+# num_returns for generators: values streamed as yielded (Ray's default for
+# generator functions), or all stored, then one ref to their refs.
+GENERATOR_MODES = ("streaming", "dynamic")
 
 # Every RemoteFunction holding an export of the running runtime.  Its cached
 # ref keeps that runtime's Region (and so the store's mapping) alive, so
@@ -40,9 +45,8 @@ def validate_options(opts):
     for key, value in opts.items():
         if key not in _DEFAULTS and key not in _NO_EFFECT:
             raise ValueError("Invalid option keyword %s for remote functions." % (key,))
-    n = opts.get("num_returns")
-    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
-        raise ValueError("num_returns must be an int >= 0, got %r" % (n,))
+    check_num_returns(opts.get("num_returns"))
+    check_retry_exceptions(opts.get("retry_exceptions"))
     c = opts.get("num_cpus")
     if c is not None and (not isinstance(c, numbers.Real) or isinstance(c, bool) or c < 0):
         raise ValueError("num_cpus must be a number >= 0, got %r" % (c,))
@@ -54,12 +58,51 @@ def validate_options(opts):
     if opts.get("resources"):
         raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
                          % (opts["resources"],))
-    if opts.get("runtime_env"):
-        raise NotImplementedError("runtime_env is not supported by nanoray")
-    if opts.get("retry_exceptions"):
-        raise NotImplementedError("retry_exceptions is not supported by nanoray yet; "
-                                  "tasks are retried only when their worker dies")
+    _runtime_env.validate(opts.get("runtime_env"))
     return opts
+
+
+def check_num_returns(n):
+    if n is None or n in GENERATOR_MODES:
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise ValueError('num_returns must be an int >= 0, "streaming" or "dynamic", got %r'
+                         % (n,))
+
+
+def check_retry_exceptions(r):
+    """retry_exceptions: a bool, or a list (or tuple) of exception types."""
+    if r is None or isinstance(r, bool):
+        return
+    if isinstance(r, (list, tuple)) and r and all(
+            isinstance(e, type) and issubclass(e, BaseException) for e in r):
+        return
+    raise TypeError("retry_exceptions must be a bool or a list of exception types, got %r"
+                    % (r,))
+
+
+def inherit_env(extras):
+    """extras with the runtime_env of the task running here merged under
+    the call's own."""
+    extras = dict(extras) if extras else {}
+    extras["env"] = _runtime_env.merge(_runtime_env.current, extras.get("env"))
+    return extras
+
+
+def call_extras(num_returns, retry_exceptions, runtime_env=None):
+    """What a call's worker needs beyond the call itself (None: nothing,
+    the common case, which keeps the argument payload as small as before)."""
+    extras = None
+    if num_returns in GENERATOR_MODES:
+        extras = {"gen": num_returns}
+    if retry_exceptions:
+        extras = extras or {}
+        extras["retry_exceptions"] = (True if retry_exceptions is True
+                                      else tuple(retry_exceptions))
+    if runtime_env:
+        extras = extras or {}
+        extras["env"] = runtime_env
+    return extras
 
 
 def _signature_check(function):
@@ -91,14 +134,20 @@ def _signature_check(function):
 
 
 class _Options:
-    __slots__ = ("num_returns", "cpus_milli", "max_retries")
+    __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming")
 
-    def __init__(self, opts):
+    def __init__(self, opts, is_generator=False):
         merged = dict(_DEFAULTS)
+        if is_generator:
+            merged["num_returns"] = "streaming"     # Ray's default for generators
         merged.update({k: v for k, v in opts.items() if k in _DEFAULTS and v is not None})
-        self.num_returns = merged["num_returns"]
+        n = merged["num_returns"]
+        self.num_returns = 1 if n in GENERATOR_MODES else n
+        self.streaming = n == "streaming"
         self.cpus_milli = int(round(merged["num_cpus"] * 1000))
         self.max_retries = merged["max_retries"]
+        self.extras = call_extras(n, merged["retry_exceptions"],
+                                  _runtime_env.validate(merged["runtime_env"]))
 
 
 class RemoteFunction:
@@ -107,7 +156,9 @@ class RemoteFunction:
     def __init__(self, function, options):
         self._function = function
         self._options = dict(options)
-        self._compiled = _Options(self._options)
+        self._is_generator = (inspect.isgeneratorfunction(function)
+                              or inspect.isasyncgenfunction(function))
+        self._compiled = _Options(self._options, self._is_generator)
         self._check = _signature_check(function)
         self._ref = None            # the exported function in the current runtime, once sealed
         self._ref_region = None
@@ -125,16 +176,25 @@ class RemoteFunction:
         raise TypeError("Remote functions cannot be called directly. Instead of running "
                         "'%s()', try '%s.remote()'." % (name, name))
 
-    def remote(self, *args, **kwargs):
+    def remote(self, /, *args, **kwargs):
         """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
         return self._submit(args, kwargs, self._compiled)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node for this call (nanoray.dag), run by .execute()."""
+        from nanoray.dag import FunctionNode
+        return FunctionNode(self, args, kwargs)
 
     def options(self, **options):
         """A copy of this function with some options replaced, for .remote()."""
         validate_options(options)
         merged = dict(self._options)
         merged.update(options)
-        return _Bound(self, _Options(merged))
+        return _Bound(self, _Options(merged, self._is_generator))
+
+    def _bind_with(self, o, args, kwargs):
+        from nanoray.dag import FunctionNode
+        return FunctionNode(_Bound(self, o), args, kwargs)
 
     def _submit(self, args, kwargs, o):
         check = self._check
@@ -142,6 +202,16 @@ class RemoteFunction:
             check(args, kwargs)
         _api._backend or _api._auto_init()
         ref = self._current_export()         # submit refuses more CPUs than the runtime has
+        extras = o.extras
+        if _runtime_env.current is not None:  # inside a task with a runtime_env: inherited
+            extras = inherit_env(extras)
+        if extras is not None:
+            out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
+                             extras)
+            if o.streaming:
+                from nanoray._generator import ObjectRefGenerator
+                return ObjectRefGenerator(out)
+            return out
         if o.num_returns == 0:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
             return None
@@ -208,8 +278,12 @@ class _Bound:
         self._rf = rf
         self._o = o
 
-    def remote(self, *args, **kwargs):
+    def remote(self, /, *args, **kwargs):
         return self._rf._submit(args, kwargs, self._o)
+
+    def bind(self, *args, **kwargs):
+        """A DAG node for this call with these options (nanoray.dag)."""
+        return self._rf._bind_with(self._o, args, kwargs)
 
 
 def remote(*args, **options):

@@ -26,6 +26,10 @@ class RuntimeContext:
         t = _rt.current_task()
         return None if t is None else "%016x" % t
 
+    def is_canceled(self):
+        """True when nanoray.cancel() was called on the task running here."""
+        return _rt.task_cancel_requested()
+
     def get_actor_id(self):
         """The id (hex) of the actor this runs in, None outside actors (also
         while its last queued calls run after its last handle is gone)."""

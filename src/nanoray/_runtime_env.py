@@ -1,0 +1,151 @@
+"""runtime_env on one machine: env_vars, working_dir and py_modules.
+
+Set at init(), it applies to every worker and actor: the zygote that forks
+them starts with it (environment variables, current directory, sys.path),
+so it holds from the first import in each process.  Set on a task, it is
+applied in the worker around that task's call and undone after it; set on
+an actor, it is applied in the actor's process for its whole life.  Tasks
+and actors submitted from inside a task or actor inherit its runtime_env,
+merged under their own (env_vars key by key), as in Ray.
+
+What needs a machine of its own (pip, conda, containers, remote URIs) is an
+error naming the key: nanoray runs in the driver's Python environment.
+Unlike Ray, a task's env_vars are set when its call starts, in a worker
+that may have imported libraries already; variables read only at import
+time (OMP_NUM_THREADS, say) belong in init(runtime_env=...)."""
+
+import os
+import sys
+
+from nanoray import exceptions
+
+SUPPORTED = ("env_vars", "working_dir", "py_modules", "config")
+
+# The runtime_env of the task or actor running in this process (inherited
+# by what it submits); None in the driver and between tasks.
+current = None
+
+
+def validate(runtime_env):
+    """The normalized runtime_env (paths absolute), or None if empty."""
+    if runtime_env is None:
+        return None
+    if not isinstance(runtime_env, dict):
+        raise TypeError("runtime_env must be a dict, got %r" % (type(runtime_env).__name__,))
+    bad = [k for k in runtime_env if k not in SUPPORTED]
+    if bad:
+        raise ValueError(
+            "runtime_env key(s) %s are not supported by nanoray, which runs every task in "
+            "this machine's Python environment: install packages into it yourself. "
+            "Supported: env_vars, working_dir and py_modules (local paths)."
+            % ", ".join(repr(k) for k in sorted(bad)))
+    out = {}
+    env = runtime_env.get("env_vars")
+    if env:
+        if not isinstance(env, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise TypeError("runtime_env['env_vars'] must be a dict of str to str, got %r"
+                            % (env,))
+        out["env_vars"] = dict(env)
+    wd = runtime_env.get("working_dir")
+    if wd:
+        out["working_dir"] = _local_dir(wd, "working_dir")
+    mods = runtime_env.get("py_modules")
+    if mods:
+        if isinstance(mods, (str, os.PathLike)) or not isinstance(mods, (list, tuple)):
+            raise TypeError("runtime_env['py_modules'] must be a list of paths, got %r"
+                            % (mods,))
+        out["py_modules"] = [_local_path(m, "py_modules") for m in mods]
+    return out or None
+
+
+def _local_path(p, key):
+    if hasattr(p, "__file__") and hasattr(p, "__name__"):       # a module object
+        f = os.path.abspath(p.__file__)
+        p = os.path.dirname(f) if os.path.basename(f) == "__init__.py" else f
+    p = os.fspath(p)
+    if "://" in p:
+        raise ValueError("runtime_env[%r]: remote URIs (%s) are not supported by nanoray; "
+                         "give a local path" % (key, p))
+    p = os.path.abspath(os.path.expanduser(p))
+    if not os.path.exists(p):
+        raise exceptions.RuntimeEnvSetupError("runtime_env[%r]: %s does not exist" % (key, p))
+    return p
+
+
+def _local_dir(p, key):
+    p = _local_path(p, key)
+    if not os.path.isdir(p):
+        raise exceptions.RuntimeEnvSetupError("runtime_env[%r]: %s is not a directory"
+                                              % (key, p))
+    return p
+
+
+def merge(parent, child):
+    """child's runtime_env over parent's (env_vars merged key by key)."""
+    if not parent:
+        return child
+    if not child:
+        return parent
+    out = dict(parent)
+    out.update(child)
+    if "env_vars" in parent and "env_vars" in child:
+        out["env_vars"] = dict(parent["env_vars"], **child["env_vars"])
+    return out
+
+
+def _search_paths(env):
+    paths = []
+    wd = env.get("working_dir")
+    if wd:
+        paths.append(wd)
+    for m in env.get("py_modules", ()):      # a package directory or a module file:
+        paths.append(os.path.dirname(m))      # importable by its name
+    return paths
+
+
+def apply(env):
+    """Applies env in this process; returns what restore() needs to undo it."""
+    global current
+    saved_env = {}
+    for k, v in env.get("env_vars", {}).items():
+        saved_env[k] = os.environ.get(k)
+        os.environ[k] = v
+    cwd = None
+    if env.get("working_dir"):
+        cwd = os.getcwd()
+        os.chdir(env["working_dir"])
+    added = [p for p in _search_paths(env) if p not in sys.path]
+    sys.path[0:0] = added
+    previous = current
+    current = merge(current, env)
+    return saved_env, cwd, added, previous
+
+
+def restore(token):
+    global current
+    saved_env, cwd, added, previous = token
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if cwd is not None:
+        try:
+            os.chdir(cwd)
+        except OSError:
+            pass
+    for p in added:
+        try:
+            sys.path.remove(p)
+        except ValueError:
+            pass
+    current = previous
+
+
+def for_zygote(env):
+    """(environment variables, working directory, extra sys.path entries)
+    the zygote starts with for an init-level runtime_env."""
+    if not env:
+        return {}, None, []
+    return dict(env.get("env_vars", {})), env.get("working_dir"), _search_paths(env)

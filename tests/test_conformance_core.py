@@ -1,0 +1,631 @@
+"""Ray Core semantics, written once against the public API only (``ray`` is
+the nanoray module here): generators, cancel, exception retries,
+runtime_env, DAGs, nanoray.cloudpickle, and the odd corners (a parameter
+named self).  Nothing below reaches into nanoray's internals, so the same
+module can run against another backend of the same API."""
+
+import asyncio
+import os
+import sys
+import textwrap
+import time
+
+import pytest
+
+from nanoray import exceptions
+
+
+def _touch(path):
+    with open(path, "a") as f:
+        f.write("x")
+
+
+def _count(path):
+    try:
+        with open(path) as f:
+            return len(f.read())
+    except FileNotFoundError:
+        return 0
+
+
+# -- generators ---------------------------------------------------------------
+
+
+def test_a_generator_task_streams_refs_in_order(ray):
+    @ray.remote
+    def squares(n):
+        for i in range(n):
+            yield i * i
+    gen = squares.remote(5)
+    assert isinstance(gen, ray.ObjectRefGenerator)
+    refs = list(gen)
+    assert all(isinstance(r, ray.ObjectRef) for r in refs)
+    assert ray.get(refs) == [0, 1, 4, 9, 16]
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_each_value_is_available_while_the_generator_still_runs(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def waits_for_gate(gate):
+        yield "first"
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield "second"
+    gen = waits_for_gate.remote(gate)
+    assert ray.get(next(gen), timeout=30) == "first"      # the task is still blocked
+    ready, _ = ray.wait([gen], timeout=0.3)
+    assert ready == []                                     # the second value is not there
+    _touch(gate)
+    ready, _ = ray.wait([gen], timeout=30)
+    assert ready == [gen]
+    assert ray.get(next(gen), timeout=30) == "second"
+
+
+def test_an_exception_mid_stream_arrives_at_its_item_and_earlier_values_stay(ray):
+    @ray.remote
+    def breaks_at_three():
+        for i in range(3):
+            yield i
+        raise ValueError("broke at 3")
+    refs = list(breaks_at_three.remote())
+    assert len(refs) == 4
+    assert ray.get(refs[:3]) == [0, 1, 2]
+    with pytest.raises(ValueError, match="broke at 3"):
+        ray.get(refs[3])
+
+
+def test_a_generator_failing_before_its_first_value_yields_one_error(ray):
+    @ray.remote
+    def fails():
+        raise KeyError("at once")
+        yield 1                                            # noqa: unreachable
+    refs = list(fails.remote())
+    assert len(refs) == 1
+    with pytest.raises(KeyError):
+        ray.get(refs[0])
+
+
+def test_async_iteration_of_a_generator(ray):
+    @ray.remote
+    def count(n):
+        yield from range(n)
+
+    async def collect():
+        return [await ref async for ref in count.remote(4)]
+    assert asyncio.run(collect()) == [0, 1, 2, 3]
+
+
+def test_dynamic_num_returns_gives_one_ref_to_all_the_refs(ray):
+    @ray.remote(num_returns="dynamic")
+    def split(n):
+        for i in range(n):
+            yield str(i)
+    ref = split.remote(3)
+    assert isinstance(ref, ray.ObjectRef)
+    dyn = ray.get(ref)
+    assert isinstance(dyn, ray.DynamicObjectRefGenerator)
+    assert ray.get(list(dyn)) == ["0", "1", "2"]
+
+    @ray.remote(num_returns="dynamic")
+    def breaks():
+        yield "kept"
+        raise RuntimeError("dynamic broke")
+    refs = list(ray.get(breaks.remote()))
+    assert ray.get(refs[0]) == "kept"
+    with pytest.raises(RuntimeError, match="dynamic broke"):
+        ray.get(refs[1])
+
+
+def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray):
+    @ray.remote(num_returns=3)
+    def two_then_fail():
+        yield "a"
+        yield "b"
+        raise IndexError("third")
+    a, b, c = two_then_fail.remote()
+    assert ray.get([a, b]) == ["a", "b"]
+    with pytest.raises(IndexError, match="third"):
+        ray.get(c)
+
+    @ray.remote(num_returns=2)
+    def too_many():
+        yield from range(3)
+    x, y = too_many.remote()
+    assert ray.get(x) == 0
+    with pytest.raises(ValueError, match="more than num_returns=2"):
+        ray.get(y)
+
+
+def test_generator_options_and_generator_passed_to_a_task(ray):
+    @ray.remote
+    def gen(n):
+        yield from range(n)
+
+    @ray.remote
+    def total(g):
+        return sum(ray.get(list(g)))
+    assert ray.get(total.remote(gen.options(num_returns="streaming").remote(4))) == 6
+    assert ray.get(list(ray.get(gen.options(num_returns="dynamic").remote(3)))) == [0, 1, 2]
+
+
+def test_actor_generator_methods_stream_sync_and_async(ray):
+    @ray.remote
+    class Source:
+        def __init__(self):
+            self.base = 100
+
+        def items(self, n):
+            for i in range(n):
+                yield self.base + i
+
+    @ray.remote
+    class AsyncSource:
+        async def items(self, n):
+            for i in range(n):
+                await asyncio.sleep(0)
+                yield i
+            raise ValueError("async gen broke")
+
+    s = Source.remote()
+    assert ray.get(list(s.items.remote(3))) == [100, 101, 102]
+    a = AsyncSource.remote()
+    refs = list(a.items.remote(2))
+    assert ray.get(refs[:2]) == [0, 1]
+    with pytest.raises(ValueError, match="async gen broke"):
+        ray.get(refs[2])
+
+
+def test_a_generator_whose_worker_dies_ends_with_an_error_not_a_hang(ray):
+    @ray.remote(max_retries=0)
+    def dies_after_one():
+        yield "one"
+        os._exit(1)
+    refs = []
+    for ref in dies_after_one.remote():                # ends: no hang
+        refs.append(ref)
+        if len(refs) > 5:
+            break
+    assert ray.get(refs[0], timeout=30) == "one"
+    assert len(refs) == 2
+    with pytest.raises(exceptions.RayError):
+        ray.get(refs[1], timeout=30)
+
+
+# -- cancel -------------------------------------------------------------------
+
+
+def test_cancel_a_queued_task_it_never_runs(ray, tmp_path):
+    ran = str(tmp_path / "ran")
+
+    @ray.remote
+    def hold(seconds):
+        time.sleep(seconds)
+
+    @ray.remote
+    def mark(path):
+        _touch(path)
+    blockers = [hold.remote(1.0) for _ in range(2)]    # both CPUs busy
+    queued = mark.remote(ran)
+    ray.cancel(queued)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    ray.get(blockers, timeout=30)
+    time.sleep(0.2)
+    assert not os.path.exists(ran)
+
+
+def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
+    started, interrupted = str(tmp_path / "started"), str(tmp_path / "interrupted")
+
+    @ray.remote
+    def spin(started, interrupted):
+        _touch(started)
+        try:
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            _touch(interrupted)
+            raise
+    ref = spin.remote(started, interrupted)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert os.path.exists(interrupted)
+    assert ray.get(ray.remote(lambda: "alive").remote(), timeout=30) == "alive"
+
+
+def test_force_cancel_kills_the_worker_and_is_not_retried(ray, tmp_path):
+    attempts = str(tmp_path / "attempts")
+
+    @ray.remote(max_retries=5)
+    def stubborn(path):
+        _touch(path)
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # ignores a plain cancel
+        time.sleep(60)
+        return os.getpid()
+    ref = stubborn.remote(attempts)
+    deadline = time.monotonic() + 30
+    while _count(attempts) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    ray.cancel(ref, force=True)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert time.monotonic() - t0 < 20
+    time.sleep(0.5)
+    assert _count(attempts) == 1                          # not retried
+    assert ray.get(ray.remote(lambda: 7).remote(), timeout=30) == 7
+
+
+def test_recursive_cancel_reaches_the_tasks_a_task_submitted(ray, tmp_path):
+    child_started = str(tmp_path / "child")
+
+    @ray.remote
+    def child(path):
+        _touch(path)
+        while True:
+            time.sleep(0.01)
+
+    @ray.remote
+    def parent(path):
+        return ray.get(child.remote(path))
+    ref = parent.remote(child_started)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(child_started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    # The child was cancelled too: both CPUs are free for new work.
+    assert ray.get([ray.remote(lambda i: i).remote(i) for i in range(4)], timeout=30) == \
+        [0, 1, 2, 3]
+
+
+def test_cancelling_a_finished_task_or_a_put_does_nothing(ray):
+    @ray.remote
+    def one():
+        return 1
+    ref = one.remote()
+    assert ray.get(ref) == 1
+    ray.cancel(ref)
+    assert ray.get(ref) == 1
+    p = ray.put("kept")
+    ray.cancel(p)
+    assert ray.get(p) == "kept"
+    with pytest.raises(TypeError):
+        ray.cancel("not a ref")
+
+
+def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tmp_path):
+    flag = str(tmp_path / "flag")
+
+    @ray.remote
+    class Worker:
+        def __init__(self):
+            self.ran = []
+
+        def poll_until_cancelled(self, flag):
+            _touch(flag)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if ray.get_runtime_context().is_canceled():
+                    return "saw cancel"
+                time.sleep(0.01)
+            return "timed out"
+
+        def record(self, x):
+            self.ran.append(x)
+
+        def history(self):
+            return self.ran
+    w = Worker.remote()
+    running = w.poll_until_cancelled.remote(flag)
+    queued = w.record.remote("queued")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ray.cancel(queued)
+    ray.cancel(running)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(queued, timeout=30)
+    # A running call of a sync actor is not interrupted (its state would be
+    # left half-changed): its result is TaskCancelledError or what it returned.
+    try:
+        assert ray.get(running, timeout=30) == "saw cancel"
+    except exceptions.TaskCancelledError:
+        pass
+    assert ray.get(w.history.remote(), timeout=30) == []
+    again = w.poll_until_cancelled.remote(flag)
+    with pytest.raises(ValueError, match="force"):
+        ray.cancel(again, force=True)                     # actor calls cannot be killed alone
+    ray.cancel(again)
+    try:
+        result = ray.get(again, timeout=30)
+    except exceptions.TaskCancelledError:
+        result = "cancelled before it ran"
+    assert result in ("saw cancel", "cancelled before it ran")
+
+
+def test_cancel_a_streaming_generator(ray):
+    @ray.remote
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+            time.sleep(0.01)
+    gen = endless.remote()
+    assert ray.get(next(gen), timeout=30) == 0
+    ray.cancel(gen)
+    deadline = time.monotonic() + 30
+    with pytest.raises(exceptions.TaskCancelledError):
+        for ref in gen:
+            ray.get(ref, timeout=30)
+            assert time.monotonic() < deadline
+
+
+# -- exception retries ----------------------------------------------------------
+
+
+def test_retry_exceptions_true_retries_until_success(ray, tmp_path):
+    attempts = str(tmp_path / "attempts")
+
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def flaky(path):
+        _touch(path)
+        if _count(path) < 3:
+            raise ConnectionError("try again")
+        return _count(path)
+    assert ray.get(flaky.remote(attempts), timeout=30) == 3
+
+
+def test_retry_exceptions_gives_up_after_max_retries(ray, tmp_path):
+    attempts = str(tmp_path / "attempts")
+
+    @ray.remote(max_retries=2, retry_exceptions=True)
+    def always(path):
+        _touch(path)
+        raise ConnectionError("still down")
+    with pytest.raises(ConnectionError, match="still down"):
+        ray.get(always.remote(attempts), timeout=30)
+    assert _count(attempts) == 3                          # 1 run + 2 retries
+
+
+def test_retry_exceptions_list_retries_only_those_types(ray, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+
+    @ray.remote(max_retries=4, retry_exceptions=[ConnectionError])
+    def raises(path, exc):
+        _touch(path)
+        raise exc("x")
+    with pytest.raises(ValueError):
+        ray.get(raises.remote(a, ValueError), timeout=30)
+    assert _count(a) == 1
+    with pytest.raises(ConnectionError):
+        ray.get(raises.remote(b, ConnectionError), timeout=30)
+    assert _count(b) == 5
+    # Without retry_exceptions an application error is never retried.
+    c = str(tmp_path / "c")
+    with pytest.raises(ConnectionError):
+        ray.get(raises.options(retry_exceptions=False).remote(c, ConnectionError), timeout=30)
+    assert _count(c) == 1
+    with pytest.raises(TypeError):
+        raises.options(retry_exceptions=["not an exception type"])
+
+
+def test_actor_methods_retry_exceptions_with_max_task_retries(ray):
+    @ray.remote(max_task_retries=2)
+    class Flaky:
+        def __init__(self):
+            self.calls = 0
+
+        @ray.method(retry_exceptions=True)
+        def work(self):
+            self.calls += 1
+            if self.calls < 3:
+                raise TimeoutError("again")
+            return self.calls
+
+        def plain(self):
+            self.calls += 1
+            raise TimeoutError("not retried")
+    f = Flaky.remote()
+    assert ray.get(f.work.remote(), timeout=30) == 3
+    with pytest.raises(TimeoutError):
+        ray.get(f.plain.remote(), timeout=30)
+    assert ray.get(f.work.options(retry_exceptions=False).remote(), timeout=30) == 5
+
+
+# -- runtime_env --------------------------------------------------------------
+
+
+def test_task_env_vars_apply_to_that_task_only(ray):
+    @ray.remote
+    def read(name):
+        return os.environ.get(name)
+    assert ray.get(read.options(runtime_env={"env_vars": {"NR_CONF_A": "on"}})
+                   .remote("NR_CONF_A"), timeout=30) == "on"
+    assert ray.get([read.remote("NR_CONF_A") for _ in range(4)], timeout=30) == [None] * 4
+
+
+def test_nested_tasks_inherit_the_runtime_env(ray):
+    @ray.remote
+    def read(name):
+        return os.environ.get(name)
+
+    @ray.remote(runtime_env={"env_vars": {"NR_CONF_OUTER": "1", "NR_CONF_BOTH": "outer"}})
+    def outer():
+        inner = read.options(runtime_env={"env_vars": {"NR_CONF_BOTH": "inner"}})
+        return ray.get([read.remote("NR_CONF_OUTER"), inner.remote("NR_CONF_BOTH")])
+    assert ray.get(outer.remote(), timeout=30) == ["1", "inner"]
+
+
+def test_actor_runtime_env_holds_for_its_life_and_working_dir_imports(ray, tmp_path):
+    (tmp_path / "nr_conf_helper.py").write_text("VALUE = 'from working_dir'\n")
+
+    @ray.remote
+    class Env:
+        def read(self, name):
+            return os.environ.get(name)
+
+        def helper(self):
+            import nr_conf_helper
+            return nr_conf_helper.VALUE, os.getcwd()
+    e = Env.options(runtime_env={"env_vars": {"NR_CONF_ACTOR": "yes"},
+                                 "working_dir": str(tmp_path)}).remote()
+    assert ray.get([e.read.remote("NR_CONF_ACTOR") for _ in range(2)], timeout=30) == ["yes"] * 2
+    assert ray.get(e.helper.remote(), timeout=30) == ("from working_dir", str(tmp_path))
+
+
+def test_unsupported_runtime_env_keys_are_named(ray):
+    @ray.remote
+    def f():
+        return 1
+    with pytest.raises(ValueError, match="'pip'"):
+        f.options(runtime_env={"pip": ["requests"]})
+    with pytest.raises(ValueError, match="'conda'"):
+        ray.remote(runtime_env={"conda": "env"})(f)
+    with pytest.raises(exceptions.RuntimeEnvSetupError, match="does not exist"):
+        f.options(runtime_env={"working_dir": "/nonexistent/nanoray/dir"})
+    with pytest.raises(ValueError, match="remote URIs"):
+        f.options(runtime_env={"working_dir": "s3://bucket/pkg.zip"})
+
+
+def test_init_runtime_env_reaches_every_worker(fresh, tmp_path):
+    (tmp_path / "nr_conf_mod").mkdir()
+    (tmp_path / "nr_conf_mod" / "__init__.py").write_text("NAME = 'py_module'\n")
+    ray = fresh(num_cpus=2, runtime_env={"env_vars": {"NR_CONF_JOB": "job"},
+                                         "py_modules": [str(tmp_path / "nr_conf_mod")]})
+
+    @ray.remote
+    def read():
+        import nr_conf_mod
+        return os.environ.get("NR_CONF_JOB"), nr_conf_mod.NAME
+    assert ray.get([read.remote() for _ in range(4)], timeout=30) == [("job", "py_module")] * 4
+    assert os.environ.get("NR_CONF_JOB") is None            # not the driver's
+
+
+# -- DAGs ---------------------------------------------------------------------
+
+
+def test_dag_of_functions_and_actors_with_input_node(ray):
+    from nanoray.dag import InputNode, MultiOutputNode
+
+    @ray.remote
+    class Model:
+        def __init__(self, weight):
+            self.weight = weight
+
+        def forward(self, x):
+            return self.weight * x
+
+    @ray.remote
+    def combine(a, b):
+        return a + b
+
+    with InputNode() as inp:
+        m1, m2 = Model.bind(1), Model.bind(2)
+        dag = combine.bind(m1.forward.bind(inp[0]), m2.forward.bind(inp.x))
+    assert ray.get(dag.execute(1, x=2), timeout=30) == 5
+    assert ray.get(dag.execute(10, x=20), timeout=30) == 50
+
+    with InputNode() as inp:
+        shared = combine.bind(inp, 1)
+        multi = MultiOutputNode([combine.bind(shared, 10), combine.bind(shared, 100)])
+    assert ray.get(multi.execute(0), timeout=30) == [11, 101]
+    assert ray.get(combine.options(num_cpus=1).bind(2, 3).execute(), timeout=30) == 5
+
+
+def test_dag_runs_each_shared_node_once_and_binds_live_actors(ray):
+    from nanoray.dag import InputNode
+
+    @ray.remote
+    class Counter:
+        def __init__(self):
+            self.n = 0
+
+        def add(self, k):
+            self.n += k
+            return self.n
+
+    @ray.remote
+    def pair(a, b):
+        return (a, b)
+    c = Counter.remote()
+    with InputNode() as inp:
+        once = c.add.bind(inp)
+        dag = pair.bind(once, once)
+    assert ray.get(dag.execute(5), timeout=30) == (5, 5)     # add ran once
+    assert ray.get(dag.execute(1), timeout=30) == (6, 6)     # the live actor kept its state
+
+
+def test_dag_node_errors_propagate(ray):
+    from nanoray.dag import InputNode
+
+    @ray.remote
+    def boom(x):
+        raise ZeroDivisionError(x)
+
+    @ray.remote
+    def after(x):
+        return x
+    with InputNode() as inp:
+        dag = after.bind(boom.bind(inp))
+    with pytest.raises(ZeroDivisionError):
+        ray.get(dag.execute(1), timeout=30)
+
+
+# -- the rest -----------------------------------------------------------------
+
+
+def test_a_parameter_named_self(ray):
+    @ray.remote
+    def f(self, other=0):
+        return self + other
+    assert ray.get(f.remote(self=1, other=2)) == 3
+    assert ray.get(f.options(num_cpus=1).remote(self=4)) == 4
+
+
+def test_cloudpickle_is_exported_and_an_out_of_band_ref_keeps_its_object(ray):
+    import gc
+    data = ray.cloudpickle.dumps(ray.put("kept alive"))     # the only ref is dropped
+    gc.collect()
+    for _ in range(20):                                     # churn the store
+        ray.get(ray.put(bytes(1000)))
+    ref = ray.cloudpickle.loads(data)
+    assert ray.get(ref, timeout=30) == "kept alive"
+
+    @ray.remote
+    def unpickle_in_task(blob):
+        return ray.get(ray.cloudpickle.loads(blob))
+    assert ray.get(unpickle_in_task.remote(data), timeout=30) == "kept alive"
+
+
+def test_a_script_written_for_ray_generators_runs_unchanged(tmp_path):
+    script = tmp_path / "stream.py"
+    script.write_text(textwrap.dedent("""
+        import nanoray as ray
+        ray.init(num_cpus=2)
+
+        @ray.remote
+        def task():
+            for i in range(5):
+                yield i
+
+        gen = task.remote()
+        print(sum(ray.get(ref) for ref in gen))
+        ray.shutdown()
+    """))
+    import subprocess
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "10"
