@@ -248,8 +248,8 @@ void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
 }
 
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                    int32_t cpus_milli, uint32_t flags, const char *key, uint32_t *gen_out,
-                    uint64_t *existing) {
+                    int32_t cpus_milli, const int32_t *res, uint32_t flags, const char *key,
+                    uint32_t *gen_out, uint64_t *existing) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
@@ -267,6 +267,15 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         if (!free_name) { nr_unlock(r); return -3; }
     }
     if (cpus_milli > h->cpus_total) { nr_unlock(r); return -4; }
+    uint32_t res_mask = 0;
+    for (uint32_t k = 1; res && k < NR_RES; k++) {
+        if (res[k] <= 0) continue;
+        if (res[k] > h->res_total[k] || (k == NR_RES_GPU && res[k] > 1000 * (int64_t)h->ngpus)) {
+            nr_unlock(r);
+            return -5;                       /* more of a resource than the machine has */
+        }
+        res_mask |= 1u << k;
+    }
     nr_object_t *o = nr_object_lookup(r, handle_obj);
     int slot = -1;
     for (uint32_t i = 1; o && i < h->max_procs; i++) {
@@ -279,6 +288,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
         W(h->cpus_avail, h->cpus_avail - cpus_milli);
+        if (res_mask) nri_res_take_actor(r, p, res_mask, res);
         p->spawn_req = 1;
         W(o->actor, i + 1);
         WINC(h->nactors);
@@ -333,8 +343,9 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
         nri_decref(r, p->handle_obj);
     }
     WADD(h->cpus_avail, p->cpus_held);
-    if (p->cpus_held) nri_kick(r, w);          /* queued tasks may fit now */
+    if (p->cpus_held || p->res_mask) nri_kick(r, w);   /* queued tasks may fit now */
     W(p->cpus_held, 0);
+    nri_res_release(r, p);
     uint32_t t = p->create_ready;
     W(p->create_ready, 0);
     if (t && t != p->create_task) nri_fail_push(r, t, p->death_obj);
@@ -447,7 +458,8 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
                !p->h_head &&
                !p->create_ready) {
         WADD(h->cpus_avail, p->cpus_held);
-        if (p->cpus_held) nri_kick(r, &w);
+        if (p->cpus_held || p->res_mask) nri_kick(r, &w);
+        nri_res_release(r, p);
         free_slot(r, slot);                      /* its last handle went, and it exited */
     } else {
         die_locked(r, p, slot, death_obj, &w);

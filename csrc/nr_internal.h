@@ -102,6 +102,9 @@ void nri_decref(nr_region_t *r, uint64_t id);
 void nri_obj_free(nr_region_t *r, nr_object_t *o);
 void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 void nri_kick(nr_region_t *r, wakeups_t *w);
+/* Resources beyond CPUs held by process p: given back; taken for an actor. */
+void nri_res_release(nr_region_t *r, nr_proc_t *p);
+void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
 /* Gives back every count the dead process in `slot` recorded in its ledger. */

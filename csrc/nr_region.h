@@ -43,6 +43,14 @@
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64
 #define NR_MAX_NAMES 1024u            /* named actors alive at once */
+/* Resources beyond CPUs (which keep fields of their own, on the fast path):
+ * kind 1 is GPUs (milli-GPUs; fractions share a device), 2 is memory (MiB),
+ * 3.. are custom resources named at init (milli-units). */
+#define NR_RES 8
+#define NR_RES_GPU 1
+#define NR_RES_MEM 2
+#define NR_RES_NAME 32
+#define NR_MAX_GPUS 32
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -82,7 +90,9 @@ typedef struct {
     uint32_t h_tail;
     uint64_t spilling;    /* the object it is writing out (NR_SPILL_WRITING), 0 if none */
     uint64_t spill_file;  /* and the file it writes it to */
-    uint8_t _pad[40];
+    uint32_t res_mask;    /* resources beyond CPUs it holds (bit k: res_held[k] > 0) */
+    uint32_t gpu_mask;    /* the GPU devices they include */
+    int32_t res_held[NR_RES]; /* amounts held: the running task's, or an actor's for life */
 } nr_proc_t;
 _Static_assert(sizeof(nr_proc_t) == 192, "three cache lines per process slot");
 
@@ -115,6 +125,9 @@ typedef struct {
     uint32_t min_workers, max_workers;
     uint32_t shutdown;        /* set once: every waiter returns */
     char spill_dir[256];      /* where spilled payloads go ("" until set at init) */
+    char res_names[NR_RES][NR_RES_NAME]; /* resource kinds ("" unused), set at init */
+    int64_t res_total[NR_RES];
+    uint32_t ngpus;           /* GPU devices 0..ngpus-1 */
 
     /* The lock, alone in its line with its holder's pid (the taker owns the
      * line anyway); then counters written once in a long while. */
@@ -152,6 +165,12 @@ typedef struct {
     uint64_t spill_seq;           /* names spill files: each spill writes a new one */
     uint32_t zombie_head;         /* objects whose last count went while freeing another:
                                    * freed one per step at the end of the section */
+    uint32_t xq_head, xq_tail;    /* ready tasks needing more than CPUs (or more CPUs than
+                                   * there are): taken in order as each one fits, so one
+                                   * that does not fit yet (or ever) holds up no other */
+    uint32_t xq_len;
+    int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
+    int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
 
     /* Tables, written under the lock. */
     uint32_t obj_hwm NR_LINE, obj_free;   /* free list heads hold index + 1 */

@@ -72,8 +72,139 @@ static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
     return rq ? &h->rq_head : 0;
 }
 
+/* -- Resources beyond CPUs ------------------------------------------------
+ * A task needing any (or more CPUs than exist) waits in the xq, where a
+ * worker takes the first one that fits: one that cannot fit yet (or ever,
+ * an infeasible task) holds up neither the tasks behind it nor the CPU
+ * queues.  Amounts are held by the process running the task (an actor: for
+ * its life) and given back when it finishes or dies. */
+
+/* The GPU devices `milli` milli-GPUs would get: whole free devices for one
+ * or more, else the busiest device with room for the fraction; 0 if none. */
+static uint32_t pick_gpus(nr_header_t *h, int32_t milli) {
+    uint32_t n = LOAD(&h->ngpus), mask = 0;
+    if (milli <= 0) return 0;
+    if (milli >= 1000) {
+        int32_t need = milli / 1000;
+        for (uint32_t d = 0; d < n && need; d++)
+            if (LOAD(&h->gpu_avail[d]) >= 1000) { mask |= 1u << d; need--; }
+        return need ? 0 : mask;
+    }
+    int best = -1;
+    for (uint32_t d = 0; d < n; d++) {
+        int32_t a = LOAD(&h->gpu_avail[d]);
+        if (a >= milli && (best < 0 || a < LOAD(&h->gpu_avail[best]))) best = (int)d;
+    }
+    return best < 0 ? 0 : 1u << best;
+}
+
+/* Relaxed loads throughout: spinners call these without the lock (a stale
+ * answer only costs a look under it). */
+static int task_fits(nr_header_t *h, nr_task_t *t) {
+    if (LOAD(&t->cpus) > LOAD(&h->cpus_avail)) return 0;
+    uint32_t mask = LOAD(&t->res_mask);
+    if (!mask) return 1;
+    for (uint32_t k = 1; k < NR_RES; k++)
+        if ((mask >> k & 1) && LOAD(&t->res[k]) > LOAD(&h->res_avail[k])) return 0;
+    return !(mask >> NR_RES_GPU & 1) || pick_gpus(h, LOAD(&t->res[NR_RES_GPU])) != 0;
+}
+
+/* The first task in the xq that fits now (0: none); with `take`, unlinked
+ * (under the lock).  Without the lock it looks at the first 16 only. */
+static uint32_t xq_first_fit(nr_region_t *r, int take, int locked) {
+    nr_header_t *h = r->hdr;
+    uint32_t prev = 0, n = 0;
+    for (uint32_t t = LOAD(&h->xq_head); t; prev = t, t = LOAD(&nr_task(r, t)->next)) {
+        if (t > LOAD(&h->task_hwm) || (!locked && ++n > 16)) return 0;
+        nr_task_t *task = nr_task(r, t);
+        if (!task_fits(h, task)) continue;
+        if (take) {
+            if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
+            if (h->xq_tail == t) W(h->xq_tail, prev);
+            WDEC(h->xq_len);
+        }
+        return t;
+    }
+    return 0;
+}
+
+static void res_take(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res,
+                     uint32_t gpus) {
+    nr_header_t *h = r->hdr;
+    for (uint32_t k = 1; k < NR_RES; k++) {
+        if (!(mask >> k & 1)) continue;
+        W(h->res_avail[k], h->res_avail[k] - res[k]);
+        W(p->res_held[k], res[k]);
+    }
+    int32_t each = res[NR_RES_GPU] >= 1000 ? 1000 : res[NR_RES_GPU];
+    for (uint32_t d = 0; d < h->ngpus; d++)
+        if (gpus >> d & 1) W(h->gpu_avail[d], h->gpu_avail[d] - each);
+    W(p->res_mask, mask);
+    W(p->gpu_mask, gpus);
+}
+
+void nri_res_release(nr_region_t *r, nr_proc_t *p) {
+    nr_header_t *h = r->hdr;
+    if (!p->res_mask) return;
+    int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
+    for (uint32_t d = 0; d < h->ngpus; d++)
+        if (p->gpu_mask >> d & 1) WADD(h->gpu_avail[d], each);
+    for (uint32_t k = 1; k < NR_RES; k++) {
+        if (!(p->res_mask >> k & 1)) continue;
+        WADD(h->res_avail[k], p->res_held[k]);
+        W(p->res_held[k], 0);
+    }
+    W(p->res_mask, 0);
+    W(p->gpu_mask, 0);
+}
+
+/* An actor's resources, held for its life from its creation (as its CPUs
+ * are): the devices it fits on, else (oversubscribed) the freest ones. */
+void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res) {
+    nr_header_t *h = r->hdr;
+    uint32_t gpus = 0;
+    if (mask >> NR_RES_GPU & 1) {
+        gpus = pick_gpus(h, res[NR_RES_GPU]);
+        int32_t need = res[NR_RES_GPU] >= 1000 ? res[NR_RES_GPU] / 1000 : 1;
+        while (!gpus && need-- > 0) {
+            int best = -1;
+            for (uint32_t d = 0; d < h->ngpus; d++)
+                if (!((gpus >> d) & 1) && (best < 0 || h->gpu_avail[d] > h->gpu_avail[best]))
+                    best = (int)d;
+            if (best >= 0) gpus |= 1u << best;
+        }
+    }
+    res_take(r, p, mask, res, gpus);
+}
+
+int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total) {
+    nr_header_t *h = r->hdr;
+    if (k == 0 || k >= NR_RES || total < 0) return -1;
+    nr_lock(r);
+    nr_undo_bytes(r, h->res_names[k], NR_RES_NAME);
+    memset(h->res_names[k], 0, NR_RES_NAME);
+    strncpy(h->res_names[k], name, NR_RES_NAME - 1);
+    W(h->res_total[k], total);
+    W(h->res_avail[k], total);
+    if (k == NR_RES_GPU) {
+        W(h->ngpus, (uint32_t)(total / 1000) < NR_MAX_GPUS ? (uint32_t)(total / 1000) : NR_MAX_GPUS);
+        for (uint32_t d = 0; d < NR_MAX_GPUS; d++) W(h->gpu_avail[d], d < h->ngpus ? 1000 : 0);
+    }
+    nr_unlock(r);
+    return 0;
+}
+
+void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail) {
+    nr_header_t *h = r->hdr;
+    nr_lock(r);
+    total[0] = h->cpus_total;
+    avail[0] = h->cpus_avail;
+    for (uint32_t k = 1; k < NR_RES; k++) { total[k] = h->res_total[k]; avail[k] = h->res_avail[k]; }
+    nr_unlock(r);
+}
+
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
-    return next_queue(h, r) != 0;
+    return next_queue(h, r) != 0 || (h->xq_head && xq_first_fit(r, 0, 1));
 }
 
 /* dispatchable() read without the lock, for spinning: may be stale, never unsafe
@@ -83,7 +214,8 @@ static inline int shared_work_fits(nr_region_t *r) {
     uint32_t hd = LOAD(&r->hdr->nq_head);
     if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
     hd = LOAD(&r->hdr->rq_head);
-    return hd && LOAD(&nr_task(r, hd)->cpus) <= avail;
+    if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+    return LOAD(&r->hdr->xq_head) && xq_first_fit(r, 0, 0);
 }
 
 static inline void set_spinning(nr_region_t *r, nr_proc_t *p, uint32_t on) {
@@ -141,7 +273,7 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
 void nri_kick(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (!dispatchable(h, r)) return;
-    if (h->rq_len > h->nspinning && wake_one_locked(r, w)) return;
+    if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w)) return;
     maybe_spawn_locked(r, w);
 }
 
@@ -169,6 +301,13 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         }
         return;
     }
+    if (task->res_mask || task->cpus > h->cpus_total) {
+        if (h->xq_tail) W(nr_task(r, h->xq_tail)->next, t); else W(h->xq_head, t);
+        W(h->xq_tail, t);
+        WINC(h->xq_len);
+        nri_kick(r, w);
+        return;
+    }
     uint32_t *head = task->nested ? &h->nq_head : &h->rq_head;
     uint32_t *tail = task->nested ? &h->nq_tail : &h->rq_tail;
     if (*tail) W(nr_task(r, *tail)->next, t); else W(*head, t);
@@ -188,6 +327,7 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
+    if (h->xq_head && (t = xq_first_fit(r, 1, 1))) return t;
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
     t = *head;
@@ -215,6 +355,11 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     nri_set_state(r, p, NR_PROC_RUNNING);
     W(p->cpus_held, task->target ? 0 : task->cpus);
     W(r->hdr->cpus_avail, r->hdr->cpus_avail - p->cpus_held);
+    if (task->res_mask && !task->target) {
+        uint32_t gpus = task->res_mask >> NR_RES_GPU & 1 ? pick_gpus(r->hdr, task->res[NR_RES_GPU]) : 0;
+        res_take(r, p, task->res_mask, task->res, gpus);
+        W(task->gpu_mask, gpus);
+    }
 }
 
 /* Pops and starts slot's next task (0 if none); if runnable work remains,
@@ -330,6 +475,7 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
     }
     WADD(r->hdr->cpus_avail, p->cpus_held);
     W(p->cpus_held, 0);
+    nri_res_release(r, p);
     W(p->task, 0);
     nri_set_state(r, p, NR_PROC_IDLE);
     nri_release(r, t);
@@ -366,6 +512,12 @@ int nr_task_use_retry(nr_region_t *r, uint32_t t) {
     if (ok && task->retries_left > 0) WDEC(task->retries_left);
     nr_unlock(r);
     return ok;
+}
+
+void nr_task_no_retry(nr_region_t *r, uint32_t t) {
+    nr_lock(r);
+    W(nr_task(r, t)->retries_left, 0);
+    nr_unlock(r);
 }
 
 /* Task (t, gen) is alive: its slot holds that generation and is in use. */
@@ -416,6 +568,27 @@ int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *
     return state;
 }
 
+int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen) {
+    nr_header_t *h = r->hdr;
+    int dropped = 0;
+    nr_lock(r);
+    nr_task_t *task = live_task(r, t, gen);
+    if (task && task->cancelled && task->state == NR_TASK_READY && !task->target) {
+        uint32_t prev = 0;
+        for (uint32_t x = h->xq_head; x; prev = x, x = nr_task(r, x)->next) {
+            if (x != t) continue;
+            if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
+            if (h->xq_tail == t) W(h->xq_tail, prev);
+            WDEC(h->xq_len);
+            nri_release(r, t);
+            dropped = 1;
+            break;
+        }
+    }
+    nr_unlock(r);
+    return dropped;
+}
+
 int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig) {
     int sent = 0;
     nr_lock(r);
@@ -443,7 +616,7 @@ uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32
 }
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                        uint32_t target_slot1, uint64_t *ret_out) {
+                        uint32_t target_slot1, const int32_t *res, uint64_t *ret_out) {
     nr_header_t *h = r->hdr;
     nr_spec_t *s = (nr_spec_t *)(r->base + spec);
     uint64_t *ids = nr_spec_ids(s);
@@ -481,6 +654,12 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->caller = r->slot + 1;
     task->fail_obj = 0;
     task->cancelled = 0;
+    task->res_mask = 0;
+    task->gpu_mask = 0;
+    for (uint32_t k = 1; k < NR_RES; k++) {
+        task->res[k] = res && res[k] > 0 ? res[k] : 0;
+        if (task->res[k]) task->res_mask |= 1u << k;
+    }
     W(task->state, NR_TASK_WAITING);
     nr_arena_written(r, spec);
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1)
@@ -616,6 +795,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
     if (p->state == NR_PROC_RUNNING) WADD(h->cpus_avail, p->cpus_held);
+    if (p->kind == NR_KIND_WORKER) nri_res_release(r, p);   /* an actor's: nr_actor_reap */
     if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) WDEC(h->nstarting);
     if (p->sleeping && p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, slot);
     set_spinning(r, p, 0);
@@ -644,7 +824,8 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
      * the free CPUs can run at once. */
     if (dispatchable(h, r) && !h->nidle && !h->nstarting) {
         int extra = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
-        if (extra > (int)h->rq_len) extra = (int)h->rq_len;
+        int runnable = (int)h->rq_len + (h->xq_head && xq_first_fit(r, 0, 1) ? 1 : 0);
+        if (extra > runnable) extra = runnable;
         if (extra > want) want = extra;
     }
     if (want > (int)(h->max_workers - h->nworkers)) want = (int)(h->max_workers - h->nworkers);
@@ -711,6 +892,7 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
     s->nobjects = h->nobjects; s->ntasks = h->ntasks; s->rq_len = h->rq_len;
+    s->xq_len = h->xq_len;
     s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
     s->nidle = h->nidle;
     s->nblocked = h->nblocked;

@@ -81,7 +81,10 @@ typedef struct {
     uint32_t caller;      /* slot + 1 of the process that submitted it (actor call order) */
     uint32_t cancelled;   /* nanoray.cancel() asked for it: never (re)run, no retries */
     uint64_t fail_obj;    /* on the fail list: the error payload to fail it with (counted) */
-    uint64_t _pad[7];
+    uint32_t res_mask;    /* resources beyond CPUs it needs (bit k: res[k] > 0) */
+    uint32_t gpu_mask;    /* while running: the GPU devices it was given */
+    int32_t res[NR_RES];  /* amounts (NR_RES_* units); res[0] unused */
+    uint64_t _pad[2];
 } nr_task_t;
 _Static_assert(sizeof(nr_task_t) == 128, "the region lays out 128 bytes per task");
 
@@ -115,7 +118,7 @@ static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t
 
 typedef struct {
     uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning;
-    uint64_t nblocked, max_workers;
+    uint64_t nblocked, max_workers, xq_len;
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;
@@ -181,9 +184,16 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
 void nr_poke_waiters(nr_region_t *r);
 
 /* Tasks.  submit returns the task (index + 1), 0 when a table is full, and
- * writes the return object ids to ret_out[nret]. */
+ * writes the return object ids to ret_out[nret].  res: what it needs beyond
+ * CPUs (NR_RES amounts, res[0] unused), NULL for nothing. */
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
-                        int32_t retries, uint32_t target_slot1, uint64_t *ret_out);
+                        int32_t retries, uint32_t target_slot1, const int32_t *res,
+                        uint64_t *ret_out);
+/* Resources: kind k (1..NR_RES-1) is named `name` with `total` units
+ * (GPUs: whole devices * 1000); at init, before any task. */
+int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total);
+/* Totals and what is free now, NR_RES each (k = 0: CPUs, milli). */
+void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail);
 nr_task_t *nr_task(nr_region_t *r, uint32_t t);
 /* Next task for process `slot`: > 0 a task, 0 shut down, -1 idle timeout. */
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);
@@ -198,6 +208,9 @@ void nr_task_release(nr_region_t *r, uint32_t t);
 /* The running task t raised an exception it may be retried for: takes one
  * of its retries (1), or 0 when none is left. */
 int nr_task_use_retry(nr_region_t *r, uint32_t t);
+/* The running task t must not run again if its process dies (a generator
+ * whose first values the caller may have seen). */
+void nr_task_no_retry(nr_region_t *r, uint32_t t);
 /* Cancelling.  nr_task_of: the live task (index + 1, and its generation)
  * that ret_id is a return of; 0 if none (finished, or not a task's return).
  * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),
@@ -212,6 +225,9 @@ uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen);
 int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
                    uint32_t *kind, uint64_t *rets, uint32_t *nret);
 int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig);
+/* A cancelled task waiting in the xq (for resources, perhaps forever) is
+ * released at once, its returns sealed by the canceller: 1 if it was. */
+int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen);
 uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max);
 
 /* Processes */

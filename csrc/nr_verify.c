@@ -145,6 +145,13 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (*tails[q] != last) FAIL(-312);
     }
     if (qn != h->rq_len) FAIL(-313);
+    uint32_t last = 0, xn = 0;
+    for (uint32_t t = h->xq_head; t; last = t, t = nr_task(r, t)->next) {
+        if (t > h->task_hwm || ++xn > h->task_hwm) FAIL(-315);
+        if (nr_task(r, t)->state != NR_TASK_READY || nr_task(r, t)->target) FAIL(-316);
+        tcount[t]++;
+    }
+    if (h->xq_tail != last || xn != h->xq_len) FAIL(-317);
     n = 0;
     for (uint32_t t = h->fail_head; t; t = nr_task(r, t)->next) {
         if (t > h->task_hwm || ++n > h->task_hwm || nr_task(r, t)->state == NR_TASK_FREE) FAIL(-314);
@@ -155,6 +162,8 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     uint32_t nidle = 0, nblocked = 0, nspin = 0, nsleep = 0, nactors = 0, nworkers = 0,
              nstarting = 0;
     int64_t cpus = h->cpus_total;
+    int64_t res[NR_RES] = {0};
+    int64_t gpu[NR_MAX_GPUS] = {0};
     uint32_t max_callers = h->max_procs + 1;
     held = calloc(max_callers, sizeof *held);
     if (!held) FAIL(-1);
@@ -196,6 +205,16 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             }
         }
         if (p->q_len != len) FAIL(-411);
+        for (uint32_t k = 1; k < NR_RES; k++) {
+            if (!!(p->res_mask >> k & 1) != (p->res_held[k] != 0)) FAIL(-412);
+            res[k] += p->res_held[k];
+        }
+        int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
+        for (uint32_t d = 0; d < NR_MAX_GPUS; d++)
+            if (p->gpu_mask >> d & 1) {
+                if (d >= h->ngpus) FAIL(-413);
+                gpu[d] += each;
+            }
         if (p->kind == NR_KIND_WORKER) {
             if (p->state == NR_PROC_IDLE) nidle++;
             if (p->state == NR_PROC_BLOCKED) nblocked++;
@@ -217,6 +236,10 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     if (nworkers != h->nworkers) FAIL(-427);
     if (nstarting != h->nstarting) FAIL(-428);
     if (cpus != h->cpus_avail) FAIL(-429);
+    for (uint32_t k = 1; k < NR_RES; k++)
+        if (h->res_avail[k] + res[k] != h->res_total[k]) FAIL(-430);
+    for (uint32_t d = 0; d < h->ngpus; d++)
+        if (h->gpu_avail[d] + gpu[d] != 1000) FAIL(-431);
     for (uint32_t t = 1; t <= h->task_hwm; t++) {
         nr_task_t *task = nr_task(r, t);
         uint32_t want = task->state == NR_TASK_READY ? 1 : 0;
@@ -293,7 +316,6 @@ uint64_t nr_region_digest(nr_region_t *r) {
         nr_proc_t pc;
         memcpy(&pc, nr_proc(r, i), sizeof pc);
         pc.wake = 0; pc.ledger_hwm = 0;
-        memset(pc._pad, 0, sizeof pc._pad);
         FEED(&f, pc);
         for (uint32_t c = 0; c <= h->max_procs; c++) FEED(&f, nr_held_counts(r, i)[c]);
         int32_t *l = nr_ledger(r, i);

@@ -629,3 +629,241 @@ def test_a_script_written_for_ray_generators_runs_unchanged(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "10"
+
+
+# -- resources ------------------------------------------------------------------
+
+
+def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh):
+    ray = fresh(num_cpus=2, num_gpus=2, resources={"disk": 1})
+    assert ray.cluster_resources()["GPU"] == 2.0 and ray.cluster_resources()["disk"] == 1.0
+    assert any(k.startswith("node:") for k in ray.cluster_resources())
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def device(seconds):
+        time.sleep(seconds)
+        ctx = ray.get_runtime_context()
+        return (ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                ctx.get_assigned_resources())
+    out = ray.get([device.remote(0.3) for _ in range(4)], timeout=30)
+    for ids, visible, assigned in out:
+        assert len(ids) == 1 and visible == str(ids[0]) and assigned == {"GPU": 1.0}
+    assert sorted(i for ids, _, _ in out for i in ids) == [0, 0, 1, 1]
+
+    @ray.remote(num_gpus=2, num_cpus=0)
+    def both():
+        return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
+    assert ray.get(both.remote(), timeout=30) == ([0, 1], "0,1")
+
+    @ray.remote(num_gpus=0.5, num_cpus=0)
+    def half(path):
+        _touch(path)
+        time.sleep(0.5)
+        return ray.get_gpu_ids()
+    # Four halves share two devices: all four run at once.
+    t0 = time.monotonic()
+    ids = ray.get([half.remote(os.devnull) for _ in range(4)], timeout=30)
+    assert time.monotonic() - t0 < 1.5
+    assert sorted(i[0] for i in ids) == [0, 0, 1, 1]
+    assert ray.available_resources().get("GPU") == 2.0
+
+    @ray.remote
+    def plain():
+        return os.environ.get("CUDA_VISIBLE_DEVICES"), ray.get_gpu_ids()
+    assert ray.get(plain.remote(), timeout=30) == (None, [])
+
+
+def test_a_task_waits_for_a_custom_resource_and_others_pass_it(fresh, tmp_path):
+    ray = fresh(num_cpus=2, resources={"license": 1})
+    gate = str(tmp_path / "gate")
+
+    @ray.remote(resources={"license": 1}, num_cpus=0)
+    def licensed(gate):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return "licensed"
+
+    @ray.remote
+    def free(i):
+        return i
+    first = licensed.remote(gate)
+    second = licensed.remote(gate)                  # waits for the one license
+    assert ray.get([free.remote(i) for i in range(6)], timeout=30) == list(range(6))
+    assert ray.wait([second], timeout=0.3)[0] == []
+    _touch(gate)
+    assert ray.get([first, second], timeout=30) == ["licensed", "licensed"]
+
+
+def test_infeasible_tasks_stay_pending_with_a_warning_and_block_nothing(ray):
+    @ray.remote(resources={"unobtainium": 1})
+    def never():
+        return 1
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        stuck = never.remote()
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        big = ray.remote(num_gpus=8)(lambda: 1).remote()
+    assert ray.get([ray.remote(lambda i: i * 2).remote(i) for i in range(5)], timeout=30) == \
+        [0, 2, 4, 6, 8]
+    assert ray.wait([stuck, big], timeout=0.3)[0] == []
+    ray.cancel(stuck)
+    ray.cancel(big)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(stuck, timeout=30)
+
+
+def test_actor_holds_its_gpu_for_life(fresh):
+    ray = fresh(num_cpus=2, num_gpus=1)
+
+    @ray.remote(num_gpus=1)
+    class Trainer:
+        def devices(self):
+            return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
+    t = Trainer.remote()
+    assert ray.get(t.devices.remote(), timeout=30) == ([0], "0")
+    assert "GPU" not in ray.available_resources()
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def wants_gpu():
+        return 1
+    waiting = wants_gpu.remote()
+    assert ray.wait([waiting], timeout=0.3)[0] == []
+    ray.kill(t)
+    assert ray.get(waiting, timeout=30) == 1
+    with pytest.raises(ValueError, match="more GPUs"):
+        ray.remote(num_gpus=2)(Trainer._cls if hasattr(Trainer, "_cls") else object).remote()
+
+
+def test_nodes_and_runtime_context_describe_the_one_node(ray):
+    nodes = ray.nodes()
+    assert len(nodes) == 1 and nodes[0]["Alive"]
+    assert nodes[0]["Resources"]["CPU"] == ray.cluster_resources()["CPU"]
+    ctx = ray.get_runtime_context()
+    assert ctx.get_node_id() == nodes[0]["NodeID"]
+    assert ctx.get_placement_group_id() is None
+
+    @ray.remote(num_cpus=2)
+    def assigned():
+        c = ray.get_runtime_context()
+        return c.get_assigned_resources(), c.get_task_id() is not None, c.get_node_id()
+    res, has_id, node = ray.get(assigned.remote(), timeout=30)
+    assert res == {"CPU": 2.0} and has_id and node == nodes[0]["NodeID"]
+
+
+# -- found in review ------------------------------------------------------------
+
+
+def test_a_consumed_stream_frees_what_the_caller_dropped(ray):
+    import gc
+
+    @ray.remote
+    def chunks(n):
+        for _ in range(n):
+            yield bytes(1 << 20)
+    gc.collect()
+    before = ray.available_resources()["object_store_memory"]
+    gen = chunks.remote(40)
+    for ref in gen:
+        assert len(ray.get(ref)) == 1 << 20
+        del ref
+    # Every value was taken and dropped: while the generator itself is still
+    # alive, the store is back where it was (nothing holds the passed cells).
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while ray.available_resources()["object_store_memory"] < before - (2 << 20):
+        assert time.monotonic() < deadline, "the stream's values stayed in the store"
+        time.sleep(0.05)
+    assert gen.is_finished()
+
+
+def test_a_cancel_arriving_while_arguments_load_still_cancels(ray):
+    class SlowToLoad:
+        def __reduce__(self):
+            return (_slow_rebuild, ())
+
+    @ray.remote
+    def run(arg):
+        time.sleep(1.5)
+        return "ran to completion"
+    ref = run.remote(SlowToLoad())
+    time.sleep(0.4)                                     # inside the unpickling
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+
+
+def _slow_rebuild():
+    time.sleep(1.0)
+    return "loaded"
+
+
+def test_each_retry_gets_fresh_arguments(ray):
+    @ray.remote(max_retries=3, retry_exceptions=True)
+    def mutate(items):
+        items.append(1)
+        if len(items) < 3:
+            raise RuntimeError("attempt saw %d" % len(items))
+        return items
+    with pytest.raises(RuntimeError, match="attempt saw 1"):
+        ray.get(mutate.remote([]), timeout=30)
+
+
+def test_recursive_force_cancel_passes_over_actor_calls(ray, tmp_path):
+    started = str(tmp_path / "started")
+
+    @ray.remote
+    class Slow:
+        def wait(self, s):
+            time.sleep(s)
+            return "done"
+
+    @ray.remote
+    def leaf(path):
+        _touch(path)
+        time.sleep(60)
+
+    @ray.remote
+    def parent(a, path):
+        x = a.wait.remote(1.0)
+        y = leaf.remote(path)
+        return ray.get([x, y])
+    a = Slow.remote()
+    ref = parent.remote(a, started)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ray.cancel(ref, force=True)                         # no ValueError: the call is a child
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    # The leaf was force-cancelled too: both CPUs take new work.
+    assert ray.get([ray.remote(lambda i: i).remote(i) for i in range(4)], timeout=30) == \
+        [0, 1, 2, 3]
+
+
+def test_copies_of_a_ref_do_not_pin_its_object(ray):
+    import copy
+    import gc
+    before = ray.available_resources()["object_store_memory"]
+    ref = ray.put(bytes(8 << 20))
+    copies = [copy.copy(ref), copy.deepcopy({"r": ref})["r"]]
+    assert all(c == ref for c in copies)
+    del ref, copies
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while ray.available_resources()["object_store_memory"] < before - (1 << 20):
+        assert time.monotonic() < deadline, "the copied ref's object was never freed"
+        time.sleep(0.05)
+
+
+def test_a_failed_runtime_env_leaves_nothing_behind(ray, tmp_path):
+    @ray.remote
+    def read():
+        return os.environ.get("NR_CONF_LEAK")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    f = read.options(runtime_env={"env_vars": {"NR_CONF_LEAK": "leak"},
+                                  "working_dir": str(gone)})
+    gone.rmdir()                                        # valid when bound, gone when run
+    with pytest.raises(exceptions.RuntimeEnvSetupError):
+        ray.get(f.remote(), timeout=30)
+    assert ray.get([read.remote() for _ in range(4)], timeout=30) == [None] * 4

@@ -38,6 +38,8 @@ def scenario(r):
     reaped by this one; one sleeps for work in a thread)."""
     assert r.proc(KIND_DRIVER) == 0              # this process
     r.spill_dir("/nonexistent-nanoray-walk")     # state only: no file is written
+    r.define_resource(1, "GPU", 2000)             # two devices
+    r.define_resource(3, "disk", 1000)
     # Objects: put, nested refs, create/seal, errors, try_incref, decref.
     a = r.put()
     b = r.put([a])
@@ -140,11 +142,13 @@ def scenario(r):
     # Exception retries and cancelling: a retry taken until none is left; a
     # running task cancelled (no retry after it); a queued one cancelled.
     parent = (7 << 32) | 3
-    t6, (r6,) = r.submit(retries=1, parent=parent)
+    t6, (r6,) = r.submit(retries=2, parent=parent)
     t6_, g6 = r.task_of(r6)
     assert t6_ == t6 and r.children(parent) == [(g6 << 32) | t6]
     assert r.next(w3) == t6
-    assert r.use_retry(t6) == 1 and r.use_retry(t6) == 0
+    assert r.use_retry(t6) == 1
+    r.no_retry(t6)                                 # a generator's first value went out
+    assert r.use_retry(t6) == 0
     assert r.cancel(t6, g6)[0] == 3                # NR_TASK_RUNNING
     assert r.task_cancelled(t6) == 1
     r.seal(r6, error=True)
@@ -159,6 +163,7 @@ def scenario(r):
     r.decref(r6)
     r.decref(r7)
 
+
     # Spawning: requests taken, one given back (a failed fork), one reaped
     # before it started.
     t3, (r3,) = r.submit()
@@ -168,6 +173,40 @@ def scenario(r):
     assert len(slots) == 2, slots
     r.spawn_giveback(slots[0])
     r.reap(slots[1])
+
+    # Resources beyond CPUs: tasks wait in the xq and the first that fits
+    # runs (an infeasible one holds up nothing); devices are given back when
+    # the task finishes or its worker dies.
+    g1, (rg1,) = r.submit(res=[0, 1000, 0, 0, 0, 0, 0, 0])
+    never, (rnever,) = r.submit(res=[0, 0, 0, 5000, 0, 0, 0, 0])   # more disk than exists
+    g2, (rg2,) = r.submit(res=[0, 2000, 0, 0, 0, 0, 0, 0], cpus=0)
+    half, (rhalf,) = r.submit(res=[0, 500, 0, 1000, 0, 0, 0, 0], cpus=0)
+    w6, w7 = r.proc(), r.proc()
+    assert r.next(w6) == g1 and r.task_gpus(g1) in (1, 2)
+    assert r.next(w7) == half                     # g2 needs both devices: it waits
+    r.seal(rhalf)
+    r.finish(w7, half)
+    r.seal(rg1)
+    r.finish(w6, g1)
+    assert r.next(w7) == g2 and r.task_gpus(g2) == 3
+    r.reap(w7)                                    # dies holding both devices
+    assert r.retry(g2) == 0                       # no retries: the caller fails it
+    r.seal(rg2, error=True)
+    r.task_release(g2)
+    assert r.resources()[1][1] == 2000
+    tn, gn = r.task_of(rnever)
+    assert r.drop(tn, gn) == 0                     # not cancelled: stays
+    assert r.cancel(tn, gn)[0] == 2
+    r.seal(rnever, error=True)
+    assert r.drop(tn, gn) == 1                     # cancelled in the xq: released
+    r.decref(rnever)
+    hg = r.put()
+    sg, gg = r.actor_create(hg, 0, 0, None, 0, [0, 500, 0, 0, 0, 0, 0, 0])
+    assert r.resources()[1][1] == 1500
+    r.actor_die(sg, gg, 0)
+    r.decref(hg)
+    for x in (rg1, rg2, rhalf):
+        r.decref(x)
 
     # Actors: named, restarted (once while running a call, once inside
     # __init__), calls retried, held behind a pending argument, killed,

@@ -33,27 +33,27 @@ def test_three_levels_of_nesting(ray):
     assert ray.get([top.remote(i) for i in range(30)], timeout=60) == [25 * i for i in range(30)]
 
 
-def test_a_nested_task_needing_more_cpus_than_exist_is_refused_and_blocks_nothing(ray):
+def test_a_nested_task_needing_more_cpus_than_exist_stays_pending_and_blocks_nothing(ray):
     @ray.remote(num_cpus=3)
     def too_big():
         return 1
 
     @ray.remote
     def submit_too_big():
-        try:
-            too_big.remote()
-        except ValueError as e:
-            return str(e)
-        return "accepted"
+        ref = too_big.remote()                     # infeasible: pending, as in Ray
+        return ray.wait([ref], timeout=0.3)[0] == []
 
     @ray.remote
     def fine(x):
         return x + 1
-    msg = ray.get(submit_too_big.remote(), timeout=10)
-    assert "needs 3 CPUs" in msg
+    assert ray.get(submit_too_big.remote(), timeout=10) is True
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        pending = too_big.options(num_cpus=3.5).remote()
     assert ray.get([fine.remote(i) for i in range(20)], timeout=10) == list(range(1, 21))
-    with pytest.raises(ValueError, match="needs 3 CPUs"):
-        too_big.remote()
+    assert ray.wait([pending], timeout=0.2)[0] == []
+    ray.cancel(pending)
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(pending, timeout=10)
 
 
 def test_a_stream_of_nested_work_does_not_starve_top_level_tasks(ray):

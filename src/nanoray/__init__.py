@@ -7,8 +7,8 @@ a script that only runs tasks does not pay for importing them."""
 import importlib
 
 from nanoray import exceptions
-from nanoray._api import (available_resources, cancel, cluster_resources, get, init,
-                          is_initialized, put, shutdown, timeline, wait)
+from nanoray._api import (available_resources, cancel, cluster_resources, get, get_gpu_ids,
+                          init, is_initialized, nodes, put, shutdown, timeline, wait)
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import RemoteFunction, remote
 
@@ -16,9 +16,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
-    "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor", "get_runtime_context", "init",
-    "is_initialized", "kill", "method", "put", "remote", "shutdown", "timeline", "util", "wait",
-    "__version__",
+    "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle",
+    "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context",
+    "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown", "timeline",
+    "util", "wait", "__version__",
 ]
 
 # name -> (module, attribute or None for the module itself)

@@ -58,11 +58,12 @@ class LocalBackend:
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
-              spill_base=None, runtime_env=None):
+              spill_base=None, runtime_env=None, resources=None):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
             max_workers=most, max_procs=MAX_PROCS)
+        _rt.define_resources(region, resources or {})
         # Created by the first process that spills; removed at shutdown, or by
         # the zygote if the driver dies.
         _rt.set_spill_dir(region, os.path.join(
@@ -199,7 +200,8 @@ def _physical_memory():
 
 
 def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
-         address=None, num_gpus=None, resources=None, namespace=None, runtime_env=None,
+         address=None, num_gpus=None, resources=None, memory=None, namespace=None,
+         runtime_env=None,
          include_dashboard=None, logging_level=None, log_to_driver=True,
          configure_logging=True, object_spilling_directory=None, _system_config=None,
          _max_workers=None, **kwargs):
@@ -228,8 +230,6 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
             raise NotImplementedError(
                 "nanoray runs on this machine only for now (address=%r): the Ray-cluster "
                 "backend is not available yet" % (address,))
-        if num_gpus:
-            raise ValueError("nanoray schedules CPUs only: num_gpus must be 0 or None")
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, (int, float)) or isinstance(num_cpus, bool) or num_cpus <= 0:
@@ -245,13 +245,58 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
             raise TypeError("namespace must be a str, got %r" % (type(namespace).__name__,))
         spill_base = _spill_base(object_spilling_directory, _system_config)
         env = _runtime_env.validate(runtime_env)
+        totals = _resource_totals(num_gpus, resources, memory, object_store_memory)
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
-                                      spill_base, env)
+                                      spill_base, env, totals)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
         return _context()
+
+
+def _detect_gpus():
+    """GPUs this process may use: CUDA_VISIBLE_DEVICES if set, else the
+    devices the NVIDIA driver lists (Ray's autodetection, without CUDA)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def _resource_totals(num_gpus, resources, memory, object_store_memory):
+    """What init's arguments define beyond CPUs: {"GPU": n, "memory": bytes, ...}."""
+    if num_gpus is None:
+        num_gpus = _detect_gpus()
+    if isinstance(num_gpus, bool) or not isinstance(num_gpus, numbers.Real) or num_gpus < 0 \
+            or num_gpus != int(num_gpus):
+        raise ValueError("num_gpus must be a whole number >= 0, got %r" % (num_gpus,))
+    if memory is None:
+        memory = max(0, _physical_memory() - object_store_memory)
+    if isinstance(memory, bool) or not isinstance(memory, numbers.Real) or memory < 0:
+        raise ValueError("memory must be a number of bytes >= 0, got %r" % (memory,))
+    totals = {"GPU": int(num_gpus), "memory": int(memory)}
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU", "memory"):
+            raise ValueError("Use the 'num_cpus', 'num_gpus' and 'memory' arguments instead "
+                             "of %r in 'resources'" % (name,))
+        if not isinstance(name, str) or isinstance(amount, bool) or \
+                not isinstance(amount, numbers.Real) or amount < 0:
+            raise ValueError("resources must map names to amounts >= 0, got %r: %r"
+                             % (name, amount))
+        totals[name] = amount
+    return totals
+
+
+def _node_ip():
+    import socket
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 def _context():
@@ -420,22 +465,52 @@ def cancel(ref, *, force=False, recursive=True):
     nothing."""
     _get_backend()
     if type(ref) is not ObjectRef:
-        if type(ref) is _ObjectRefGenerator():
-            ref = ref._task_ref
-        else:
+        if type(ref) is not _ObjectRefGenerator():
             raise TypeError("nanoray.cancel() only supports ObjectRefs (or an "
                             "ObjectRefGenerator), got %r" % (type(ref).__name__,))
+        if ref._task:                            # () or None: finished when it was made
+            _rt.cancel_task(ref._task, bool(force), bool(recursive))
+        return
     _rt.cancel(ref, bool(force), bool(recursive))
 
 
+def _node_resources(b, which):
+    table = _rt.resource_table(b.region)
+    out = {name: pair[which] for name, pair in table.items() if pair[0] > 0}
+    out = {name: max(0.0, float(v)) for name, v in out.items()}
+    s = b.region.stats()
+    out["object_store_memory"] = float(s["store_capacity"] - (s["store_used"] if which else 0))
+    out["node:%s" % _node_ip()] = 1.0
+    out["node:__internal_head__"] = 1.0
+    return out
+
+
 def cluster_resources():
-    b = _get_backend()
-    return {"CPU": float(b.region.stats()["cpus_total"])}
+    """Every resource of this one node, as Ray reports a cluster's."""
+    return _node_resources(_get_backend(), 0)
 
 
 def available_resources():
-    s = _get_backend().region.stats()
-    return {"CPU": max(0.0, float(s["cpus_available"]))}
+    """What is free now (resources with none free are left out, as in Ray)."""
+    out = _node_resources(_get_backend(), 1)
+    return {k: v for k, v in out.items() if v > 0}
+
+
+def nodes():
+    """The one node, with Ray's fields."""
+    b = _get_backend()
+    ip = _node_ip()
+    import socket
+    return [{"NodeID": "%056x" % b.region.session, "Alive": True, "alive": True,
+             "NodeManagerAddress": ip, "NodeManagerHostname": socket.gethostname(),
+             "NodeName": ip, "Resources": cluster_resources(), "Labels": {},
+             "IsHeadNode": True}]
+
+
+def get_gpu_ids():
+    """The GPU ids the running task or actor holds ([] in the driver)."""
+    _get_backend()
+    return _rt.current_gpu_ids()
 
 
 def timeline(*_a, **_k):

@@ -16,9 +16,14 @@ class ObjectRefGenerator:
     exception raised by the task arrives as the ref at the item where it
     happened (getting it raises); the values before it stay readable."""
 
-    def __init__(self, first_cell):
+    def __init__(self, first_cell, task=None):
         self._cell = first_cell          # None once finished
-        self._task_ref = first_cell      # the task's return: what cancel() names
+        # What cancel() names: the task itself, not a ref to its first cell
+        # (which would keep every value of the stream alive).
+        if task is None:
+            from nanoray._core import _runtime
+            task = _runtime.task_of(first_cell)
+        self._task = task
 
     def __iter__(self):
         return self
@@ -79,16 +84,10 @@ class ObjectRefGenerator:
         return self._cell
 
     def __reduce__(self):
-        return (_rebuild, (self._cell, self._task_ref))
+        return (ObjectRefGenerator, (self._cell, self._task or ()))
 
     def __repr__(self):
-        return "ObjectRefGenerator(%s)" % (self._task_ref.hex() if self._task_ref else "")
-
-
-def _rebuild(cell, task_ref):
-    g = ObjectRefGenerator(cell)
-    g._task_ref = task_ref
-    return g
+        return "ObjectRefGenerator(%s)" % (self._cell.hex() if self._cell else "finished")
 
 
 class DynamicObjectRefGenerator:

@@ -10,9 +10,12 @@ merged under their own (env_vars key by key), as in Ray.
 
 What needs a machine of its own (pip, conda, containers, remote URIs) is an
 error naming the key: nanoray runs in the driver's Python environment.
-Unlike Ray, a task's env_vars are set when its call starts, in a worker
-that may have imported libraries already; variables read only at import
-time (OMP_NUM_THREADS, say) belong in init(runtime_env=...)."""
+Unlike Ray, which gives each runtime_env workers of their own, a task's
+runtime_env is applied in a shared worker when its call starts, and undone
+when it ends: variables read only at import time (OMP_NUM_THREADS, say)
+belong in init(runtime_env=...), and a module imported from a task's
+working_dir or py_modules stays imported (sys.modules) in that worker, so a
+later task pointing at another version of the same module gets the first."""
 
 import os
 import sys
@@ -105,19 +108,26 @@ def _search_paths(env):
 
 
 def apply(env):
-    """Applies env in this process; returns what restore() needs to undo it."""
+    """Applies env in this process; returns what restore() needs to undo it.
+    If it fails part way, what it did is undone before it raises."""
     global current
     saved_env = {}
-    for k, v in env.get("env_vars", {}).items():
-        saved_env[k] = os.environ.get(k)
-        os.environ[k] = v
     cwd = None
-    if env.get("working_dir"):
-        cwd = os.getcwd()
-        os.chdir(env["working_dir"])
-    added = [p for p in _search_paths(env) if p not in sys.path]
-    sys.path[0:0] = added
+    added = []
     previous = current
+    try:
+        for k, v in env.get("env_vars", {}).items():
+            saved_env[k] = os.environ.get(k)
+            os.environ[k] = v
+        if env.get("working_dir"):
+            here = os.getcwd()
+            os.chdir(env["working_dir"])
+            cwd = here
+        added = [p for p in _search_paths(env) if p not in sys.path]
+        sys.path[0:0] = added
+    except BaseException:
+        restore((saved_env, cwd, added, previous))
+        raise
     current = merge(current, env)
     return saved_env, cwd, added, previous
 

@@ -24,7 +24,8 @@ from nanoray import exceptions
 from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
-                                     call_extras, check_num_returns, check_retry_exceptions)
+                                     call_extras, check_num_returns, check_resources,
+                                     check_retry_exceptions, resource_demand)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -33,10 +34,10 @@ __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 _ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
                    "max_task_retries": 0, "name": None, "namespace": None,
                    "get_if_exists": False, "lifetime": None, "max_pending_calls": -1,
-                   "runtime_env": None}
-_ACTOR_NO_EFFECT = {"memory", "scheduling_strategy", "placement_group",
+                   "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None}
+_ACTOR_NO_EFFECT = {"scheduling_strategy", "placement_group",
                     "placement_group_bundle_index", "placement_group_capture_child_tasks",
-                    "num_gpus", "resources", "accelerator_type", "_metadata",
+                    "accelerator_type", "_metadata",
                     "label_selector", "enable_task_events", "concurrency_groups",
                     "object_store_memory", "allow_out_of_order_execution"}
 # Ray's default concurrency for async actors.
@@ -78,11 +79,7 @@ def validate_actor_options(opts):
                          % (lifetime,))
     if opts.get("get_if_exists") and not opts.get("name"):
         raise ValueError("The actor name must be specified to use get_if_exists.")
-    if opts.get("num_gpus"):
-        raise ValueError("nanoray schedules CPUs only: num_gpus must be 0")
-    if opts.get("resources"):
-        raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
-                         % (opts["resources"],))
+    check_resources(opts)
     _runtime_env.validate(opts.get("runtime_env"))
     return opts
 
@@ -189,10 +186,18 @@ class ActorClass:
         # The handle object: what every handle (get_actor's too) knows of it.
         desc = dict(self._desc, max_task_retries=o["max_task_retries"],
                     max_pending_calls=max(0, o["max_pending_calls"]))
+        res = None
+        demand = resource_demand(o)
+        if demand:
+            res, missing = _rt.demand(demand)
+            if missing:
+                raise ValueError("this actor asks for resources nanoray was not started "
+                                 "with: %s (init(resources={...}) defines them)"
+                                 % ", ".join(sorted(missing)))
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
-                                     unordered=is_async or concurrency > 1)
+                                     unordered=is_async or concurrency > 1, res=res)
         if slot == -2:
             if o["get_if_exists"]:
                 return get_actor(name, o["namespace"])

@@ -10,13 +10,12 @@ from nanoray._core import _runtime as _rt
 
 # Options that change what a task does here, with Ray's defaults.
 _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
-             "runtime_env": None}
+             "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
-_NO_EFFECT = {"name", "memory", "scheduling_strategy", "placement_group",
+_NO_EFFECT = {"name", "scheduling_strategy", "placement_group",
               "placement_group_bundle_index", "placement_group_capture_child_tasks",
-              "max_calls", "num_gpus", "resources",
-              "accelerator_type", "_metadata", "label_selector", "enable_task_events",
+              "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
               "_generator_backpressure_num_objects"}
 # num_returns for generators: values streamed as yielded (Ray's default for
 # generator functions), or all stored, then one ref to their refs.
@@ -53,13 +52,68 @@ def validate_options(opts):
     r = opts.get("max_retries")
     if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < -1):
         raise ValueError("max_retries must be an int >= -1 (-1: retry forever), got %r" % (r,))
-    if opts.get("num_gpus"):
-        raise ValueError("nanoray schedules CPUs only: num_gpus must be 0")
-    if opts.get("resources"):
-        raise ValueError("nanoray schedules CPUs only: custom resources %r cannot be met"
-                         % (opts["resources"],))
+    check_resources(opts)
     _runtime_env.validate(opts.get("runtime_env"))
     return opts
+
+
+def check_resources(opts):
+    """num_gpus, memory and resources={...}, as Ray checks them."""
+    g = opts.get("num_gpus")
+    if g is not None:
+        if not isinstance(g, numbers.Real) or isinstance(g, bool) or not g >= 0:
+            raise ValueError("num_gpus must be a number >= 0, got %r" % (g,))
+        if g > 1 and g != int(g):
+            raise ValueError("num_gpus above 1 must be a whole number, got %r" % (g,))
+    m = opts.get("memory")
+    if m is not None and (not isinstance(m, numbers.Real) or isinstance(m, bool) or not m >= 0):
+        raise ValueError("memory must be a number of bytes >= 0, got %r" % (m,))
+    res = opts.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError("resources must be a dict of name to amount, got %r" % (res,))
+        for name, amount in res.items():
+            if name in ("CPU", "GPU", "memory"):
+                raise ValueError("Use the 'num_cpus', 'num_gpus' and 'memory' keywords instead "
+                                 "of %r in 'resources'" % (name,))
+            if not isinstance(name, str) or not isinstance(amount, numbers.Real) or \
+                    isinstance(amount, bool) or not amount >= 0:
+                raise ValueError("resources must map names to amounts >= 0, got %r: %r"
+                                 % (name, amount))
+
+
+def resource_demand(opts):
+    """{name: amount} beyond CPUs that options ask for, or None."""
+    d = dict(opts.get("resources") or {})
+    if opts.get("num_gpus"):
+        d["GPU"] = opts["num_gpus"]
+    if opts.get("memory"):
+        d["memory"] = opts["memory"]
+    d = {k: v for k, v in d.items() if v}
+    return d or None
+
+
+_infeasible_warned = set()
+
+
+def warn_infeasible(what, cpus_milli, demand, table):
+    """Ray's infeasible-task warning, once per shape: the call stays pending."""
+    need = {"CPU": cpus_milli / 1000.0}
+    need.update(demand or {})
+    have = {name: total for name, (total, _) in table.items()}
+    short = {k: v for k, v in need.items() if v and v > have.get(k, 0)}
+    if not short:
+        return False
+    key = (what, tuple(sorted(need.items())))
+    if key not in _infeasible_warned:
+        _infeasible_warned.add(key)
+        import warnings
+        warnings.warn(
+            "The %s cannot be scheduled: it requires %s, but this machine has %s in total. "
+            "It stays pending (infeasible), and holds up no other task." % (
+                what, {k: v for k, v in need.items() if v},
+                {k: have.get(k, 0.0) for k in need}), RuntimeWarning, stacklevel=4)
+    return True
 
 
 def check_num_returns(n):
@@ -134,9 +188,10 @@ def _signature_check(function):
 
 
 class _Options:
-    __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming")
+    __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming", "demand",
+                 "special", "_res", "_res_session", "name")
 
-    def __init__(self, opts, is_generator=False):
+    def __init__(self, opts, is_generator=False, name="task"):
         merged = dict(_DEFAULTS)
         if is_generator:
             merged["num_returns"] = "streaming"     # Ray's default for generators
@@ -148,6 +203,32 @@ class _Options:
         self.max_retries = merged["max_retries"]
         self.extras = call_extras(n, merged["retry_exceptions"],
                                   _runtime_env.validate(merged["runtime_env"]))
+        self.demand = resource_demand(merged)
+        # Looked at per runtime: resources beyond CPUs, or more CPUs than one.
+        self.special = self.demand is not None or self.cpus_milli > 1000
+        self._res = None
+        self._res_session = None
+        self.name = name
+
+    def resources(self):
+        """The NR_RES vector for this runtime (None: CPUs only); warns once
+        if the call can never be scheduled here."""
+        region = _rt.current_region()
+        if self._res_session != region.session:
+            vec, missing = _rt.demand(self.demand) if self.demand else (None, [])
+            warn_infeasible("task %s()" % self.name, self.cpus_milli, self.demand,
+                            _rt.resource_table())
+            self._res = _unmeetable(vec or (0,) * 8) if missing else vec
+            self._res_session = region.session
+        return self._res
+
+
+def _unmeetable(vec):
+    """A vector no runtime can meet (a resource it does not have): the last
+    custom kind, asked for more than any total."""
+    vec = list(vec)
+    vec[7] = 2 ** 31 - 1
+    return tuple(vec)
 
 
 class RemoteFunction:
@@ -158,7 +239,8 @@ class RemoteFunction:
         self._options = dict(options)
         self._is_generator = (inspect.isgeneratorfunction(function)
                               or inspect.isasyncgenfunction(function))
-        self._compiled = _Options(self._options, self._is_generator)
+        self._compiled = _Options(self._options, self._is_generator,
+                                  getattr(function, "__name__", "task"))
         self._check = _signature_check(function)
         self._ref = None            # the exported function in the current runtime, once sealed
         self._ref_region = None
@@ -190,7 +272,8 @@ class RemoteFunction:
         validate_options(options)
         merged = dict(self._options)
         merged.update(options)
-        return _Bound(self, _Options(merged, self._is_generator))
+        return _Bound(self, _Options(merged, self._is_generator,
+                                     getattr(self._function, "__name__", "task")))
 
     def _bind_with(self, o, args, kwargs):
         from nanoray.dag import FunctionNode
@@ -205,6 +288,13 @@ class RemoteFunction:
         extras = o.extras
         if _runtime_env.current is not None:  # inside a task with a runtime_env: inherited
             extras = inherit_env(extras)
+        if o.special:
+            out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
+                             extras, o.resources())
+            if o.streaming:
+                from nanoray._generator import ObjectRefGenerator
+                return ObjectRefGenerator(out)
+            return out
         if extras is not None:
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
                              extras)

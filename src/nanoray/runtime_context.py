@@ -15,7 +15,7 @@ class RuntimeContext:
 
     def get_node_id(self):
         _api._get_backend()
-        return "%016x" % _rt.current_region().session
+        return "%056x" % _rt.current_region().session
 
     def get_worker_id(self):
         import os
@@ -25,6 +25,21 @@ class RuntimeContext:
         """The running task's id (hex), None in the driver."""
         t = _rt.current_task()
         return None if t is None else "%016x" % t
+
+    def get_assigned_resources(self):
+        """The resources the running task or actor was granted ({} in the driver)."""
+        _api._get_backend()
+        return _rt.current_resources()
+
+    def get_accelerator_ids(self):
+        """{"GPU": [ids as str]} for the GPUs the running task or actor holds."""
+        _api._get_backend()
+        return {"GPU": [str(d) for d in _rt.current_gpu_ids()]}
+
+    def get_placement_group_id(self):
+        """The placement group the running task or actor was scheduled in:
+        always None, as nanoray has no placement groups yet."""
+        return None
 
     def is_canceled(self):
         """True when nanoray.cancel() was called on the task running here."""
@@ -66,6 +81,7 @@ class RuntimeContext:
 
     def get(self):
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
+                "worker_id": self.get_worker_id(),
                 "namespace": self.namespace, "task_id": self.get_task_id(),
                 "actor_id": self.get_actor_id()}
 

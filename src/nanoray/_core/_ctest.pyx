@@ -200,7 +200,7 @@ cdef class CRegion:
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
                uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0,
-               uint64_t parent=0):
+               uint64_t parent=0, res=None):
         cdef uint32_t nheld = 1 if holds else 0
         cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
         cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
@@ -217,7 +217,11 @@ cdef class CRegion:
         if holds:
             nr_spec_ids(s)[nret + len(deps)] = holds
         cdef uint64_t rets[16]
-        t = nr_task_submit(&self.r, off, cpus, retries, target, rets)
+        cdef int32_t rv[8]
+        for i in range(8):
+            rv[i] = res[i] if res is not None else 0
+        t = nr_task_submit(&self.r, off, cpus, retries, target, rv if res is not None else NULL,
+                           rets)
         if t == 0:
             nr_arena_free(&self.r, off)
             return 0, []
@@ -255,6 +259,28 @@ cdef class CRegion:
 
     def reap(self, uint32_t slot):
         return nr_proc_reap(&self.r, slot)
+
+    def define_resource(self, uint32_t k, str name, int64_t total):
+        return nr_resource_define(&self.r, k, name.encode(), total)
+
+    def resources(self):
+        """(totals, available), NR_RES each."""
+        cdef int64_t tot[8]
+        cdef int64_t av[8]
+        nr_resources(&self.r, tot, av)
+        return [tot[i] for i in range(8)], [av[i] for i in range(8)]
+
+    def task_gpus(self, uint32_t t):
+        return nr_task(&self.r, t).gpu_mask
+
+    def task_release(self, uint32_t t):
+        nr_task_release(&self.r, t)
+
+    def drop(self, uint32_t t, uint32_t gen):
+        return nr_task_drop(&self.r, t, gen)
+
+    def no_retry(self, uint32_t t):
+        nr_task_no_retry(&self.r, t)
 
     def use_retry(self, uint32_t t):
         return nr_task_use_retry(&self.r, t)
@@ -295,15 +321,19 @@ cdef class CRegion:
 
     # actors
     def actor_create(self, uint64_t handle_obj, int32_t max_restarts=0, int32_t cpus=0, key=None,
-                     uint32_t flags=0):
+                     uint32_t flags=0, res=None):
         """(slot, gen), or (-2, existing handle) when the name is taken."""
         cdef uint32_t gen = 0
         cdef uint64_t existing = 0
         cdef bytes k = key.encode() if key is not None else None
         cdef const char *kp = NULL
+        cdef int32_t rv[8]
+        for i in range(8):
+            rv[i] = res[i] if res is not None else 0
         if k is not None:
             kp = k
-        slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus, flags, kp, &gen, &existing)
+        slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus,
+                               rv if res is not None else NULL, flags, kp, &gen, &existing)
         if slot == -2:
             return -2, existing
         return slot, gen

@@ -9,6 +9,7 @@
     rt/worker.pyx   running tasks in workers; what the zygote calls on a death
     rt/stream.pyx   generator tasks: values streamed as they are yielded
     rt/cancel.pyx   cancelling tasks
+    rt/resources.pyx resources beyond CPUs: GPUs, memory, custom
     rt/actor.pyx    actors: creation, method calls, handles, their processes
 
 Each rt/*.pyx has its declarations in rt/*.pxd, gathered by _runtime.pxd
@@ -135,5 +136,6 @@ include "rt/submit.pyx"
 include "rt/worker.pyx"
 include "rt/stream.pyx"
 include "rt/cancel.pyx"
+include "rt/resources.pyx"
 include "rt/actor.pyx"
 include "rt/spill.pyx"

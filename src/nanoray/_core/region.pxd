@@ -14,6 +14,9 @@ cdef extern from "nr_region.h" nogil:
         NR_KIND_WORKER
         NR_KIND_ACTOR
         NR_ALIGN
+        NR_RES
+        NR_RES_GPU
+        NR_RES_MEM
 
     ctypedef struct nr_proc_t:
         uint32_t wake        # futex word bumped to wake the process
@@ -32,6 +35,9 @@ cdef extern from "nr_region.h" nogil:
         uint32_t restarts    # times restarted (actors)
         uint32_t q_head      # first task of its private queue
         uint64_t handle_obj  # object counting the handles (actors)
+        uint32_t res_mask    # resources beyond CPUs held (bit k)
+        uint32_t gpu_mask    # the GPU devices among them
+        int32_t res_held[8]  # amounts held (NR_RES)
 
     ctypedef struct nr_arena_t:
         uint64_t brk         # where never-used memory begins
@@ -56,6 +62,8 @@ cdef extern from "nr_region.h" nogil:
         uint32_t broken      # a repair failed: shut down
         uint32_t undo_n      # undo entries of the section under way
         int32_t cpus_total   # milli-CPUs
+        char res_names[8][32]  # resource kinds beyond CPUs ("" unused)
+        uint32_t ngpus       # GPU devices
 
     ctypedef struct nr_region_t:
         char *base           # where this process mapped it

@@ -36,6 +36,9 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t attempts    # times started
         uint32_t kind        # NR_SPEC_*
         uint32_t cancelled   # nanoray.cancel() asked for it
+        uint32_t res_mask    # resources beyond CPUs it needs
+        uint32_t gpu_mask    # while running: its GPU devices
+        int32_t res[8]       # amounts (NR_RES)
 
     ctypedef struct nr_spec_t:
         uint64_t func_id     # object holding the pickled function
@@ -54,7 +57,7 @@ cdef extern from "nr_sched.h" nogil:
 
     ctypedef struct nr_stats_t:
         uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning
-        uint64_t nblocked, max_workers
+        uint64_t nblocked, max_workers, xq_len
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs
@@ -81,7 +84,9 @@ cdef extern from "nr_sched.h" nogil:
     void nr_poke_waiters(nr_region_t *r)
 
     uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                            uint32_t target_slot1, uint64_t *ret_out)
+                            uint32_t target_slot1, const int32_t *res, uint64_t *ret_out)
+    int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total)
+    void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)
     int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns)
     int64_t nr_task_try_next(nr_region_t *r, uint32_t slot)
@@ -89,10 +94,12 @@ cdef extern from "nr_sched.h" nogil:
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)
     int nr_task_use_retry(nr_region_t *r, uint32_t t)
+    void nr_task_no_retry(nr_region_t *r, uint32_t t)
     uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen)
     int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
                        uint32_t *kind, uint64_t *rets, uint32_t *nret)
     int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig)
+    int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen)
     uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max)
 
     int nr_proc_alloc(nr_region_t *r, uint32_t kind)

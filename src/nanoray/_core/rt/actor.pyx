@@ -127,6 +127,8 @@ def actor_loop(Region reg, uint32_t slot):
         return -1                         # killed before it started
     from nanoray._threads import limit
     limit(p.cpus_held // 1000)            # BLAS/OpenMP threads: the CPUs it holds for life
+    if p.gpu_mask:                        # its GPUs, for life
+        _set_visible_gpus(p.gpu_mask)
     cdef int64_t t
     cdef int64_t spin = WORKER_SPIN_NS
     while True:                           # the creation task comes first
@@ -205,6 +207,7 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
                         c.failure = _failure_of(e, c.name)
                 if c.raised is None or not _retry_exception(reg, c):
                     break
+                c = _reload(reg, c)
             _complete(reg, c, result)
         finally:
             free.release()
@@ -230,7 +233,7 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
 
 
 def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key,
-                 bint detached=False, bint unordered=False):
+                 bint detached=False, bint unordered=False, tuple res=None):
     """A slot for a new actor: (slot, generation); (-2, existing handle id)
     when the name is taken."""
     cdef Region reg = _check_ref(handle)
@@ -248,7 +251,11 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
             raise ValueError("actor name and namespace are too long (at most %d bytes together)"
                              % (NR_NAME_MAX - 2))
         kp = k
-    cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli, flags, kp,
+    cdef int32_t resv[NR_RES]
+    if res is not None:
+        _fill_res(res, resv)
+    cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli,
+                                    resv if res is not None else NULL, flags, kp,
                                     &gen, &existing)
     if slot == -1:
         raise _exc.RaySystemError("nanoray: no process slot is free for another actor "
@@ -258,6 +265,10 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
     if slot == -4:
         raise ValueError("this actor needs %g CPUs but nanoray was started with num_cpus=%g"
                          % (cpus_milli / 1000.0, reg.r.hdr.cpus_total / 1000.0))
+    if slot == -5:
+        raise ValueError("this actor asks for more GPUs, memory or custom resources than "
+                         "nanoray was started with (%s)"
+                         % {n: t for n, (t, a) in resource_table(reg).items()})
     if slot == -2:
         return -2, existing
     return slot, gen

@@ -28,8 +28,10 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
     if st < 0:
         return                              # finished meanwhile
     if force and kind != NR_SPEC_TASK:
-        raise ValueError("force=True is not supported for actor tasks (an actor call "
-                         "cannot be killed alone); use nanoray.kill() on the actor")
+        if depth == 0:
+            raise ValueError("force=True is not supported for actor tasks (an actor call "
+                             "cannot be killed alone); use nanoray.kill() on the actor")
+        force = False                       # a descendant actor call: cancelled, not killed
     if nret > 16:
         rets = <uint64_t *>malloc(8 * nret)
         if rets == NULL:
@@ -45,6 +47,8 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
             for i in range(nret):
                 if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
                     _seal(reg, rets[i], err, True)
+        if st == NR_TASK_READY:
+            nr_task_drop(&reg.r, t, gen)    # waiting for resources: released now
         if st == NR_TASK_RUNNING and kind == NR_SPEC_TASK:
             nr_task_signal(&reg.r, t, gen, _signal.SIGKILL if force else _signal.SIGINT)
     finally:
@@ -80,6 +84,22 @@ def cancel(ObjectRef ref, bint force, bint recursive):
     cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)
     if t:
         _cancel_task(reg, t, gen, force, recursive, 0)
+
+
+def task_of(ObjectRef ref):
+    """(task, generation) whose return ref is, or None: what a generator
+    keeps to be cancelled without keeping its first cell alive."""
+    cdef Region reg = _check_ref(ref)
+    cdef uint32_t gen = 0
+    cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)
+    return (reg.session, t, gen) if t else None
+
+
+def cancel_task(tuple key, bint force, bint recursive):
+    """cancel() for a (session, task, generation) from task_of."""
+    cdef Region reg = _running()
+    if key[0] == reg.session:
+        _cancel_task(reg, key[1], key[2], force, recursive, 0)
 
 
 def _on_cancel_signal(signum, frame):

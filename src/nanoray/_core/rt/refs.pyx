@@ -50,6 +50,12 @@ cdef class ObjectRef:
                 nr_object_incref(&self._reg.r, self._id)
         return (_rebuild_ref, (self._id, self._reg.session if self._reg is not None else 0))
 
+    def __copy__(self):
+        return self                        # immutable: no pickling, no count taken
+
+    def __deepcopy__(self, memo):
+        return self
+
     def __await__(self):
         return _await_ref(self).__await__()
 

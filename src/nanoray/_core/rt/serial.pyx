@@ -190,7 +190,9 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
     is_error[0] = st == NR_OBJ_ERROR
     if data == 0:                      # no payload, so no pin taken
         is_error[0] = True
-        return _exc.RaySystemError("nanoray: the task failed and its error could not be stored")
+        return _exc.RaySystemError("nanoray: the task failed and its error could not be "
+                                   "stored, or the process that was to store this value died "
+                                   "first (a worker killed mid-stream, or cancel(force=True))")
     try:
         return _load(reg, oid, reg.r.base + data, False)
     except Exception as e:

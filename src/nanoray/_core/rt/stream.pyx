@@ -43,7 +43,7 @@ cdef class _Stream:
         if not self.started:
             # The caller may have seen this item: a retry would repeat it.
             self.started = True
-            nr_task(&reg.r, self.t).retries_left = 0
+            nr_task_no_retry(&reg.r, self.t)
         _seal(reg, self.cell, (item, nref), False, self.name)
         self.cell = nxt
         self.cell_ref = nref           # dropped when the next cell replaces it
@@ -69,6 +69,8 @@ cdef object _next_value(_Call c, object it):
     """next(it) as the task's own code (cancel may interrupt it); _END at
     the end."""
     global _in_user_code
+    if c.kind == NR_SPEC_TASK and nr_task(&_region.r, c.t).cancelled:
+        raise KeyboardInterrupt            # a cancel that arrived outside its own code
     _in_user_code = c.kind == NR_SPEC_TASK
     try:
         return next(it)

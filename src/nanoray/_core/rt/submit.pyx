@@ -39,25 +39,20 @@ def export_function(func, on_reserved):
 
 
 def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
-           int32_t cpus_milli, int32_t retries, dict extras=None):
+           int32_t cpus_milli, int32_t retries, dict extras=None, tuple res=None):
     """Queues func(*args, **kwargs); returns its return ObjectRef(s).
     extras: what the worker needs beyond the call (retry_exceptions, a
     generator's mode, runtime_env), or None."""
     cdef Region reg = _running()
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
-    if cpus_milli > reg.r.hdr.cpus_total:
-        # Checked here, in every process: a task that can never fit would
-        # otherwise sit at the head of its queue and hold up the tasks behind.
-        raise ValueError("this task needs %g CPUs but nanoray was started with num_cpus=%g"
-                         % (cpus_milli / 1000.0, reg.r.hdr.cpus_total / 1000.0))
     return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, 0,
-                   NR_SPEC_TASK, None, None, extras)
+                   NR_SPEC_TASK, None, None, extras, res)
 
 
 cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
                     int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
-                    ObjectRef holds, object method, dict extras=None):
+                    ObjectRef holds, object method, dict extras=None, tuple res=None):
     """Writes a task spec and queues it; returns the return ref(s) (None
     when nret is 0).  `holds` is a ref the task keeps counted while pending
     (an actor's handle object); `method` names the actor method called, and
@@ -144,8 +139,12 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         nr_arena_free(&reg.r, off)            # the spec is not the task's yet
         raise
     cdef uint32_t t
+    cdef int32_t resv[NR_RES]
+    if res is not None:
+        _fill_res(res, resv)
     try:
-        t = nr_task_submit(&reg.r, off, cpus_milli, retries, target, rets)
+        t = nr_task_submit(&reg.r, off, cpus_milli, retries, target,
+                           resv if res is not None else NULL, rets)
         if t == 0:
             nr_arena_free(&reg.r, off)
             s = reg.stats()

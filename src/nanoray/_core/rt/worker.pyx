@@ -116,6 +116,8 @@ cdef object _invoke(_Call c):
     cdef bint interruptible = c.kind == NR_SPEC_TASK
     try:
         if interruptible:
+            if nr_task(&_region.r, c.t).cancelled:
+                raise KeyboardInterrupt    # cancelled while its arguments were loaded
             _in_user_code = True
             try:
                 return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
@@ -135,7 +137,8 @@ cdef object _invoke(_Call c):
 
 cdef bint _retry_exception(Region reg, _Call c) except -1:
     """The call raised an exception its options retry, and it has a retry
-    left (taken now): run it again, in place."""
+    left (taken now): run it again, in place, on arguments loaded afresh
+    (reload_args)."""
     e = c.raised
     if e is None or c.extras is None:
         return False
@@ -148,6 +151,12 @@ cdef bint _retry_exception(Region reg, _Call c) except -1:
         return False
     c.raised = c.failure = None
     return True
+
+
+cdef _Call _reload(Region reg, _Call c):
+    """A retry's call: function and arguments loaded again, so an attempt
+    never sees what an earlier one did to them (as in Ray)."""
+    return _prepare(reg, c.t)
 
 
 cdef void _complete(Region reg, _Call c, object result) except *:
@@ -231,12 +240,14 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     global _task_threads
     cdef _Call c = _prepare(reg, t)
     cdef int cpus
+    cdef uint32_t gpus = 0
     if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted
         cpus = max(1, nr_task(&reg.r, t).cpus // 1000)
         if cpus != _task_threads:      # a C compare per task; Python only on a change
             from nanoray._threads import limit
             limit(cpus)
             _task_threads = cpus
+        gpus = nr_task(&reg.r, t).gpu_mask
     env = c.extras.get("env") if c.extras is not None else None
     token = None
     if env is not None and c.failure is None:
@@ -247,14 +258,19 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             c.failure = _exc.RuntimeEnvSetupError(
                 "nanoray: the runtime_env of %s() could not be applied: %s"
                 % (c.name, _exc._safe_repr(e)))
+    if gpus:
+        visible = _set_visible_gpus(gpus)
     try:
         result = _invoke(c)
         while c.raised is not None and _retry_exception(reg, c):
+            c = _reload(reg, c)
             result = _invoke(c)
         _complete(reg, c, result)
     finally:
         if token is not None:
             _runtime_env.restore(token)
+        if gpus:
+            _restore_visible_gpus(visible)
 
 
 cdef uint64_t _parent_task():
