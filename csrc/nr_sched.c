@@ -654,10 +654,10 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->caller = r->slot + 1;
     task->fail_obj = 0;
     task->cancelled = 0;
-    task->res_mask = 0;
+    task->res_mask = 0;                  /* res[] is read only where its bit is set */
     task->gpu_mask = 0;
-    for (uint32_t k = 1; k < NR_RES; k++) {
-        task->res[k] = res && res[k] > 0 ? res[k] : 0;
+    for (uint32_t k = 1; res && k < NR_RES; k++) {
+        task->res[k] = res[k] > 0 ? res[k] : 0;
         if (task->res[k]) task->res_mask |= 1u << k;
     }
     W(task->state, NR_TASK_WAITING);

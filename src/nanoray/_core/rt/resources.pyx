@@ -129,7 +129,7 @@ def current_resources():
         if task.cpus:
             out["CPU"] = task.cpus / 1000.0
         for name, k in kinds.items():
-            if task.res[k]:
+            if task.res_mask >> k & 1:
                 out[name] = _from_units(k, task.res[k])
     return out
 

@@ -1,5 +1,7 @@
 # Generator tasks (rt/stream.pyx).
 
+cdef object _GeneratorType            # types.GeneratorType
+
 cdef class _Stream:
     cdef Region reg
     cdef uint32_t t                   # the task yielding

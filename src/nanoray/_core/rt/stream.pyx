@@ -20,7 +20,7 @@
 
 import types as _types
 
-_GeneratorType = _types.GeneratorType
+_GeneratorType = _types.GeneratorType     # a C global (stream.pxd): read per task
 
 
 cdef class _Stream:
