@@ -79,6 +79,14 @@ class ObjectRefGenerator:
         """True once every item was taken (or the stream ended)."""
         return self._cell is None
 
+    def is_next_ready(self):
+        """True when next() would return at once (its value is stored, or
+        the stream has ended)."""
+        from nanoray import _api
+        if self._cell is None:
+            return True
+        return bool(_api.wait([self._cell], timeout=0)[0])
+
     def _ready_ref(self):
         """The ref that is ready when the next item is (None: finished)."""
         return self._cell

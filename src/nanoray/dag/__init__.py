@@ -74,42 +74,34 @@ def _resolve_value(v, run):
     return v
 
 
-class FunctionNode(DAGNode):
-    """remote_function.bind(*args): a task."""
+class _BodyNode(DAGNode):
+    """A node calling .remote() on a remote function or actor class."""
 
-    def __init__(self, remote_function, args, kwargs, options=None):
-        self._body = remote_function
+    def __init__(self, body, args, kwargs, options=None):
+        self._body = body
         super().__init__(args, kwargs, options)
 
     def _execute_impl(self, run):
         args, kwargs = self._args(run)
-        f = self._body.options(**self._bound_options) if self._bound_options else self._body
-        return f.remote(*args, **kwargs)
+        body = self._body.options(**self._bound_options) if self._bound_options else self._body
+        return body.remote(*args, **kwargs)
 
     def __repr__(self):
-        return "FunctionNode(%s)" % getattr(self._body, "__name__", "?")
+        return "%s(%s)" % (type(self).__name__, getattr(self._body, "__name__", "?"))
 
 
-class ClassNode(DAGNode):
+class FunctionNode(_BodyNode):
+    """remote_function.bind(*args): a task."""
+
+
+class ClassNode(_BodyNode):
     """ActorClass.bind(*args): an actor, created at each execute()."""
-
-    def __init__(self, actor_class, args, kwargs, options=None):
-        self._body = actor_class
-        super().__init__(args, kwargs, options)
-
-    def _execute_impl(self, run):
-        args, kwargs = self._args(run)
-        cls = self._body.options(**self._bound_options) if self._bound_options else self._body
-        return cls.remote(*args, **kwargs)
 
     def __getattr__(self, name):
         if name.startswith("__") or name in ("_body", "_bound_args", "_bound_kwargs",
                                              "_bound_options"):
             raise AttributeError(name)
         return _UnboundMethod(self, name)
-
-    def __repr__(self):
-        return "ClassNode(%s)" % getattr(self._body, "__name__", "?")
 
 
 class _UnboundMethod:

@@ -49,14 +49,11 @@ cdef class _Stream:
         self.cell_ref = nref           # dropped when the next cell replaces it
 
     cdef void fail(self, object failure) except *:
-        cdef Region reg = self.reg
-        cdef uint64_t eid = nr_object_create(&reg.r)
-        if eid == 0:
-            _seal(reg, self.cell, failure, True, self.name)   # the cell itself raises
-            return
-        err = _adopt(reg, eid)
-        _seal_failure(reg, eid, failure, self.name)
-        _seal(reg, self.cell, (err, None), False, self.name)
+        err = _error_ref(self.reg, failure, self.name)
+        if err is None:
+            _seal(self.reg, self.cell, failure, True, self.name)   # the cell itself raises
+        else:
+            _seal(self.reg, self.cell, (err, None), False, self.name)
 
     cdef void end(self) except *:
         _seal(self.reg, self.cell, None, False, self.name)
@@ -80,6 +77,35 @@ cdef object _next_value(_Call c, object it):
         _in_user_code = False
 
 
+cdef object _each(_Call c, object gen, object consume):
+    """Feeds each value gen yields to consume(value), running the generator
+    as the task's own code (cancel may interrupt it).  Returns None at its
+    end, or the error that ended it (a failure for the caller; SystemExit
+    marks the process to exit)."""
+    try:
+        it = iter(gen)
+        while True:
+            value = _next_value(c, it)
+            if value is _END:
+                return None
+            consume(value)
+    except SystemExit:
+        c.exit_worker = True
+        return _exc.WorkerCrashedError("The generator called sys.exit(); its process exited.")
+    except BaseException as e:
+        return _failure_of(e, c.name)
+
+
+cdef ObjectRef _error_ref(Region reg, object failure, str name):
+    """A new object holding failure (None when the table is full)."""
+    cdef uint64_t eid = nr_object_create(&reg.r)
+    if eid == 0:
+        return None
+    err = _adopt(reg, eid)
+    _seal_failure(reg, eid, failure, name)
+    return err
+
+
 cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) except *:
     """Runs a streaming generator to its end (or its first exception)."""
     cdef _Stream s = _Stream(reg, c.t, first_cell, c.name)
@@ -90,42 +116,22 @@ cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) exc
         s.emit(gen)                    # a plain value: a stream of one, as Ray does
         s.end()
         return
-    try:
-        it = iter(gen)
-        while True:
-            value = _next_value(c, it)
-            if value is _END:
-                break
-            s.emit(value)
-    except SystemExit:
-        c.exit_worker = True
-        s.fail(_exc.WorkerCrashedError("The generator called sys.exit(); its worker exited."))
-        return
-    except BaseException as e:
-        s.fail(_failure_of(e, c.name))
-        return
-    s.end()
+    failure = _each(c, gen, lambda value: s.emit(value))
+    if failure is None:
+        s.end()
+    else:
+        s.fail(failure)
 
 
 cdef object _dynamic_refs(Region reg, _Call c, object gen):
     """num_returns="dynamic": every yielded value stored; an exception is
     one more item, the last.  Returns the refs in order."""
     refs = []
-    try:
-        it = iter(gen)
-        while True:
-            value = _next_value(c, it)
-            if value is _END:
-                break
-            refs.append(put_pickled(reg, _pickle(value, False)))
-    except SystemExit:
-        raise
-    except BaseException as e:
-        eid = nr_object_create(&reg.r)
-        if eid == 0:
-            raise
-        err = _adopt(reg, eid)
-        _seal_failure(reg, eid, _failure_of(e, c.name), c.name)
+    failure = _each(c, gen, lambda value: refs.append(put_pickled(reg, _pickle(value, False))))
+    if failure is not None:
+        err = _error_ref(reg, failure, c.name)
+        if err is None:
+            raise _exc.ObjectStoreFullError("nanoray: the object table is full")
         refs.append(err)
     from nanoray._generator import DynamicObjectRefGenerator
     return DynamicObjectRefGenerator(refs)
@@ -136,43 +142,29 @@ cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except
     as it is yielded (the last one once the generator has ended, so one
     value too many fails it); an exception fails only the returns not yet
     sealed."""
-    cdef uint32_t i = 0, nret = c.nret, j
-    failure = None
-    last = _END
+    cdef uint32_t nret = c.nret, j
+    state = [0, _END]                      # values seen, the last one (held)
+
+    def take(value):
+        i = state[0]
+        if i >= nret:
+            raise ValueError("the generator yielded more than num_returns=%d values" % nret)
+        if i + 1 == nret:
+            state[1] = value               # sealed once the generator ends
+        else:
+            _seal(reg, ids[i], value, False, c.name)
+        state[0] = i + 1
     if nret == 0:                          # num_returns=0: run it, keep nothing
-        try:
-            it = iter(gen)
-            while _next_value(c, it) is not _END:
-                pass
-        except SystemExit:
-            c.exit_worker = True
-        except BaseException:
-            pass
+        _each(c, gen, lambda value: None)
         return
-    try:
-        it = iter(gen)
-        while True:
-            value = _next_value(c, it)
-            if value is _END:
-                break
-            if i >= nret:
-                raise ValueError("the generator yielded more than num_returns=%d values" % nret)
-            if i + 1 == nret:
-                last = value               # held until the generator ends
-            else:
-                _seal(reg, ids[i], value, False, c.name)
-            i += 1
-        if i < nret:
-            raise ValueError("the generator yielded %d values; num_returns is %d" % (i, nret))
-        _seal(reg, ids[nret - 1], last, False, c.name)
-        return
-    except SystemExit:
-        c.exit_worker = True
-        return
-    except BaseException as e:
-        failure = _failure_of(e, c.name)
-    if failure is not None:
-        for j in range(min(i, nret - 1), nret):
+    failure = _each(c, gen, take)
+    if failure is None and state[0] < nret:
+        failure = _failure_of(ValueError("the generator yielded %d values; num_returns is %d"
+                                         % (state[0], nret)), c.name)
+    if failure is None:
+        _seal(reg, ids[nret - 1], state[1], False, c.name)
+    elif not c.exit_worker:
+        for j in range(min(<uint32_t>state[0], nret - 1), nret):
             _seal_failure(reg, ids[j], failure, c.name)
 
 
