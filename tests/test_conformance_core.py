@@ -354,6 +354,36 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
     assert result in ("saw cancel", "cancelled before it ran")
 
 
+def test_cancel_a_running_async_actor_call_cancels_its_coroutine(ray):
+    @ray.remote
+    class Service:
+        def __init__(self):
+            self.saw = []
+
+        async def long(self):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.saw.append("cancelled")
+                raise
+            return "finished"
+
+        async def quick(self):
+            return "quick"
+
+        async def seen(self):
+            return self.saw
+    s = Service.remote()
+    ref = s.long.remote()
+    assert ray.get(s.quick.remote(), timeout=30) == "quick"   # long is running
+    t0 = time.monotonic()
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert ray.get(s.seen.remote(), timeout=30) == ["cancelled"]
+
+
 def test_cancel_a_streaming_generator(ray):
     @ray.remote
     def endless():

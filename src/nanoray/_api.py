@@ -459,10 +459,10 @@ def cancel(ref, *, force=False, recursive=True):
     KeyboardInterrupt in its own code (force=True kills its worker
     instead); either way get() raises TaskCancelledError, and the task is
     not retried.  With recursive (the default) the tasks it submitted are
-    cancelled too.  A running actor call is not interrupted (an async
-    actor's coroutine neither, yet); it can look at
-    get_runtime_context().is_canceled().  Cancelling a finished task does
-    nothing."""
+    cancelled too.  A running call of an async actor is cancelled (its
+    asyncio.Task gets CancelledError); one of a sync or threaded actor is
+    not interrupted, and can look at get_runtime_context().is_canceled().
+    Cancelling a finished task does nothing."""
     _get_backend()
     if type(ref) is not ObjectRef:
         if type(ref) is not _ObjectRefGenerator():

@@ -179,6 +179,10 @@ cdef int64_t _threaded_loop(Region reg, uint32_t slot, int concurrency) except? 
         pool.shutdown(wait=t != 0)
 
 
+# How often an async actor looks for cancelled calls while calls run.
+CANCEL_POLL_S = 0.05
+
+
 cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
     """Async actors: calls run as tasks of one event loop (a thread of this
     process), up to max_concurrency at once; this thread feeds it."""
@@ -186,6 +190,18 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
     import inspect
     loop = asyncio.new_event_loop()
     free = threading.Semaphore(concurrency)
+    running = {}                           # task -> its asyncio.Task (on the loop's thread)
+    cancelled = set()
+
+    def watch():
+        """While calls run: every 50 ms, cancel the asyncio.Task of a call
+        nanoray.cancel() marked (as Ray does for async actors)."""
+        for t, job in list(running.items()):
+            if t not in cancelled and nr_task(&reg.r, t).cancelled:
+                cancelled.add(t)
+                job.cancel()
+        if running:
+            loop.call_later(CANCEL_POLL_S, watch)
 
     async def run(uint32_t t):
         cdef _Call c
@@ -210,10 +226,14 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
                 c = _reload(reg, c)
             _complete(reg, c, result)
         finally:
+            running.pop(t, None)
+            cancelled.discard(t)
             free.release()
 
     def start(uint32_t t):
-        loop.create_task(run(t))
+        if not running:
+            loop.call_later(CANCEL_POLL_S, watch)
+        running[t] = loop.create_task(run(t))
 
     thread = threading.Thread(target=loop.run_forever, name="nanoray-actor-loop", daemon=True)
     thread.start()

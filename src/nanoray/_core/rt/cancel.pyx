@@ -10,8 +10,10 @@
 # the process still running it; the worker's handler raises
 # KeyboardInterrupt only while that task's own code runs, so a signal that
 # arrives late never reaches the next task or the runtime's bookkeeping.
-# Running actor calls are not interrupted (an actor's state would be left
-# half-changed), as in Ray; they see get_runtime_context().is_canceled().
+# Running calls of sync and threaded actors are not interrupted (the
+# actor's state would be left half-changed), as in Ray; they see
+# get_runtime_context().is_canceled().  An async actor cancels the call's
+# asyncio.Task within CANCEL_POLL_S (rt/actor.pyx).
 
 import signal as _signal
 

@@ -30,7 +30,8 @@ cdef class _Call:
 
 cdef object _failure_of(BaseException e, str name):
     """The error a failed call's returns carry."""
-    if isinstance(e, KeyboardInterrupt):
+    aio = sys.modules.get("asyncio")
+    if isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError)):
         return _exc.TaskCancelledError(
             error_message="nanoray: task %s() was cancelled (interrupted while running)" % name)
     if isinstance(e, _exc.RayTaskError):
