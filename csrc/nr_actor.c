@@ -342,10 +342,11 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
         W(p->aflags, p->aflags & ~NR_ACTOR_DETACHED);
         nri_decref(r, p->handle_obj);
     }
+    int freed = p->cpus_held || p->res_mask;
     WADD(h->cpus_avail, p->cpus_held);
-    if (p->cpus_held || p->res_mask) nri_kick(r, w);   /* queued tasks may fit now */
     W(p->cpus_held, 0);
     nri_res_release(r, p);
+    if (freed) nri_kick(r, w);                 /* queued tasks may fit now */
     uint32_t t = p->create_ready;
     W(p->create_ready, 0);
     if (t && t != p->create_task) nri_fail_push(r, t, p->death_obj);
@@ -457,9 +458,10 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
                !p->h_head &&
                !p->create_ready) {
+        int freed = p->cpus_held || p->res_mask;
         WADD(h->cpus_avail, p->cpus_held);
-        if (p->cpus_held || p->res_mask) nri_kick(r, &w);
         nri_res_release(r, p);
+        if (freed) nri_kick(r, &w);
         free_slot(r, slot);                      /* its last handle went, and it exited */
     } else {
         die_locked(r, p, slot, death_obj, &w);

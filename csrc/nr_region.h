@@ -169,6 +169,11 @@ typedef struct {
                                    * there are): taken in order as each one fits, so one
                                    * that does not fit yet (or ever) holds up no other */
     uint32_t xq_len;
+    uint32_t xq_gen;              /* bumped when an xq task may newly fit: one enters,
+                                   * or resources beyond CPUs are given back */
+    uint32_t xq_miss_gen;         /* a full scan found none fitting at this xq_gen */
+    int32_t xq_miss_cpus;         /* and with this many CPUs free (more: look again) */
+    uint32_t xq_miss;             /* 1 while that result stands */
     int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
     int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
 

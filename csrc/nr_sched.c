@@ -114,6 +114,10 @@ static int task_fits(nr_header_t *h, nr_task_t *t) {
 static uint32_t xq_first_fit(nr_region_t *r, int take, int locked) {
     nr_header_t *h = r->hdr;
     uint32_t prev = 0, n = 0;
+    /* Nothing fitted last time, and nothing that could change that has
+     * happened since: no scan (tasks waiting here cost nothing per kick). */
+    if (locked && h->xq_miss && h->xq_miss_gen == h->xq_gen && h->cpus_avail <= h->xq_miss_cpus)
+        return 0;
     for (uint32_t t = LOAD(&h->xq_head); t; prev = t, t = LOAD(&nr_task(r, t)->next)) {
         if (t > LOAD(&h->task_hwm) || (!locked && ++n > 16)) return 0;
         nr_task_t *task = nr_task(r, t);
@@ -124,6 +128,11 @@ static uint32_t xq_first_fit(nr_region_t *r, int take, int locked) {
             WDEC(h->xq_len);
         }
         return t;
+    }
+    if (locked) {
+        W(h->xq_miss, 1);
+        W(h->xq_miss_gen, h->xq_gen);
+        W(h->xq_miss_cpus, h->cpus_avail);
     }
     return 0;
 }
@@ -146,6 +155,7 @@ static void res_take(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t 
 void nri_res_release(nr_region_t *r, nr_proc_t *p) {
     nr_header_t *h = r->hdr;
     if (!p->res_mask) return;
+    WINC(h->xq_gen);                     /* a task waiting for these may fit now */
     int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
     for (uint32_t d = 0; d < h->ngpus; d++)
         if (p->gpu_mask >> d & 1) WADD(h->gpu_avail[d], each);
@@ -166,12 +176,15 @@ void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32
     if (mask >> NR_RES_GPU & 1) {
         gpus = pick_gpus(h, res[NR_RES_GPU]);
         int32_t need = res[NR_RES_GPU] >= 1000 ? res[NR_RES_GPU] / 1000 : 1;
-        while (!gpus && need-- > 0) {
-            int best = -1;
-            for (uint32_t d = 0; d < h->ngpus; d++)
-                if (!((gpus >> d) & 1) && (best < 0 || h->gpu_avail[d] > h->gpu_avail[best]))
-                    best = (int)d;
-            if (best >= 0) gpus |= 1u << best;
+        if (!gpus) {                            /* none fit: the `need` freest devices */
+            for (; need > 0; need--) {
+                int best = -1;
+                for (uint32_t d = 0; d < h->ngpus; d++)
+                    if (!(gpus >> d & 1) && (best < 0 || h->gpu_avail[d] > h->gpu_avail[best]))
+                        best = (int)d;
+                if (best < 0) break;
+                gpus |= 1u << best;
+            }
         }
     }
     res_take(r, p, mask, res, gpus);
@@ -302,9 +315,14 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         return;
     }
     if (task->res_mask || task->cpus > h->cpus_total) {
+        if (task->cancelled) {           /* its arguments came after cancel(): it would only */
+            nri_release(r, t);           /* wait here (its returns are the canceller's) */
+            return;
+        }
         if (h->xq_tail) W(nr_task(r, h->xq_tail)->next, t); else W(h->xq_head, t);
         W(h->xq_tail, t);
         WINC(h->xq_len);
+        WINC(h->xq_gen);
         nri_kick(r, w);
         return;
     }

@@ -664,7 +664,7 @@ def test_a_script_written_for_ray_generators_runs_unchanged(tmp_path):
 # -- resources ------------------------------------------------------------------
 
 
-def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh):
+def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh, tmp_path):
     ray = fresh(num_cpus=2, num_gpus=2, resources={"disk": 1})
     assert ray.cluster_resources()["GPU"] == 2.0 and ray.cluster_resources()["disk"] == 1.0
     assert any(k.startswith("node:") for k in ray.cluster_resources())
@@ -686,14 +686,22 @@ def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh):
     assert ray.get(both.remote(), timeout=30) == ([0, 1], "0,1")
 
     @ray.remote(num_gpus=0.5, num_cpus=0)
-    def half(path):
-        _touch(path)
-        time.sleep(0.5)
+    def half(started, gate):
+        _touch(started)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return ray.get_gpu_ids()
-    # Four halves share two devices: all four run at once.
-    t0 = time.monotonic()
-    ids = ray.get([half.remote(os.devnull) for _ in range(4)], timeout=30)
-    assert time.monotonic() - t0 < 1.5
+    # Four halves share two devices: all four run at once (each waits for
+    # a gate opened only once all four have started).
+    started, gate = str(tmp_path / "started"), str(tmp_path / "gate")
+    refs = [half.remote(started, gate) for _ in range(4)]
+    deadline = time.monotonic() + 30
+    while _count(started) < 4:
+        assert time.monotonic() < deadline, "four half-GPU tasks did not run at once"
+        time.sleep(0.01)
+    _touch(gate)
+    ids = ray.get(refs, timeout=30)
     assert sorted(i[0] for i in ids) == [0, 0, 1, 1]
     assert ray.available_resources().get("GPU") == 2.0
 
@@ -897,3 +905,116 @@ def test_a_failed_runtime_env_leaves_nothing_behind(ray, tmp_path):
     with pytest.raises(exceptions.RuntimeEnvSetupError):
         ray.get(f.remote(), timeout=30)
     assert ray.get([read.remote() for _ in range(4)], timeout=30) == [None] * 4
+
+
+def test_a_gpu_freed_by_an_actor_is_taken_at_once(fresh):
+    ray = fresh(num_cpus=2, num_gpus=1)
+
+    @ray.remote(num_gpus=1)
+    class Holder:
+        def ready(self):
+            return True
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def after():
+        return time.monotonic()
+    h = Holder.remote()
+    assert ray.get(h.ready.remote(), timeout=30)
+    waiting = after.remote()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    ray.kill(h)
+    assert ray.get(waiting, timeout=30) - t0 < 2.0      # not a worker's idle timeout later
+
+
+def test_an_oversubscribed_actor_gets_as_many_devices_as_it_asked_for(fresh, tmp_path):
+    ray = fresh(num_cpus=2, num_gpus=2)
+    gate = str(tmp_path / "gate")
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def busy(gate):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    running = busy.remote(gate)
+    time.sleep(0.3)
+
+    @ray.remote(num_gpus=2)
+    class Wide:
+        def ids(self):
+            return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
+    w = Wide.remote()
+    assert ray.get(w.ids.remote(), timeout=30) == ([0, 1], "0,1")
+    _touch(gate)
+    ray.get(running, timeout=30)
+
+
+def test_gpu_ids_follow_the_drivers_visible_devices(tmp_path):
+    script = tmp_path / "visible.py"
+    script.write_text(textwrap.dedent("""
+        import os
+        import nanoray as ray
+        ray.init(num_cpus=1)
+
+        @ray.remote(num_gpus=1)
+        def which():
+            return tuple(ray.get_gpu_ids()), os.environ["CUDA_VISIBLE_DEVICES"]
+
+        @ray.remote(num_gpus=1, runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": "9"}})
+        def overridden():
+            return os.environ["CUDA_VISIBLE_DEVICES"]
+
+        @ray.remote
+        def plain():
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+        print(ray.cluster_resources()["GPU"], sorted(set(ray.get([which.remote() for _ in range(8)]))))
+        ray.get(overridden.remote())
+        print(ray.get(plain.remote()))
+        ray.shutdown()
+    """))
+    import subprocess
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="2,3")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    total, seen = lines[0].split(" ", 1)
+    assert total == "2.0" and seen in ("[((2,), '2')]", "[((2,), '2'), ((3,), '3')]",
+                                       "[((3,), '3')]"), seen
+    assert lines[1] == "2,3"                              # restored, not the runtime_env's
+
+
+def test_memory_asks_fit_the_total_they_equal(fresh):
+    ray = fresh(num_cpus=2, memory=10 ** 9)
+
+    @ray.remote(memory=10 ** 9)
+    def all_of_it():
+        return ray.get_runtime_context().get_assigned_resources()["memory"] >= 10 ** 9
+    assert ray.get(all_of_it.remote(), timeout=30) is True
+
+
+def test_a_cancelled_task_still_waiting_for_its_arguments_is_released(fresh):
+    ray = fresh(num_cpus=2, num_gpus=1)
+
+    @ray.remote
+    def slow():
+        time.sleep(0.5)
+        return bytes(1 << 20)
+
+    @ray.remote(num_gpus=2)
+    def never(x):
+        return len(x)
+    with pytest.warns(RuntimeWarning):
+        refs = [never.remote(slow.remote()) for _ in range(4)]
+    for r in refs:
+        ray.cancel(r, recursive=False)
+    for r in refs:
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(r, timeout=30)
+    time.sleep(1.0)                                         # the arguments arrive
+    import gc
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while ray._api._backend.region.stats()["tasks"]:
+        assert time.monotonic() < deadline, "cancelled tasks stayed queued"
+        time.sleep(0.05)

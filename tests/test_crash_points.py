@@ -189,6 +189,9 @@ def scenario(r):
     r.seal(rg1)
     r.finish(w6, g1)
     assert r.next(w7) == g2 and r.task_gpus(g2) == 3
+    assert r.next(w6) == t3                       # the xq has nothing that fits: a CPU task
+    r.seal(r3)
+    r.finish(w6, t3)
     r.reap(w7)                                    # dies holding both devices
     assert r.retry(g2) == 0                       # no retries: the caller fails it
     r.seal(rg2, error=True)

@@ -113,7 +113,7 @@ cdef class Region:
         cdef nr_stats_t s
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
-                    workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
+                    waiting_for_resources=s.xq_len, workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
                     sleeping=s.nsleeping, spinning=s.nspinning, starting=s.nstarting,
                     max_workers=s.max_workers,
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,

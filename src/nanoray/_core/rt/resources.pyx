@@ -5,8 +5,22 @@
 # Kinds (NR_RES): 1 GPU (milli-GPUs: fractions share a device; one or more
 # take whole devices), 2 memory (MiB), 3.. custom resources (milli-units).
 
-MEMORY_UNIT = 1 << 20
+MEMORY_UNIT = 1 << 20                 # memory is counted in MiB, totals and asks rounded up
 CUSTOM_FIRST = 3
+
+# The devices this process may use, as the driver saw them: GPU k of the
+# runtime is the k-th of CUDA_VISIBLE_DEVICES when it was set (Ray's
+# numbering), else device k.  Read once, before any task changes it.
+_visible_at_start = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+cdef list _device_ids(uint32_t mask):
+    """The ids of the GPUs in mask, as CUDA_VISIBLE_DEVICES names them."""
+    ids = [d for d in range(32) if mask >> d & 1]
+    if _visible_at_start:
+        base = [x.strip() for x in _visible_at_start.split(",") if x.strip()]
+        return [base[d] if d < len(base) else str(d) for d in ids]
+    return [str(d) for d in ids]
 
 cdef dict _kinds_cache = {}       # session -> {name: kind}
 
@@ -20,7 +34,7 @@ def define_resources(Region reg, dict totals):
         if name == "GPU":
             idx, amount = NR_RES_GPU, <int64_t>value * 1000
         elif name == "memory":
-            idx, amount = NR_RES_MEM, <int64_t>(value // MEMORY_UNIT)
+            idx, amount = NR_RES_MEM, <int64_t>(-(-int(value) // MEMORY_UNIT))
         else:
             if k >= NR_RES:
                 raise ValueError("nanoray schedules at most %d custom resources; got %s"
@@ -104,7 +118,14 @@ def current_gpu_ids():
         mask = nr_proc(&reg.r, _slot).gpu_mask
     elif t is not None:
         mask = nr_task(&reg.r, <uint32_t>(t & 0xFFFFFFFF)).gpu_mask
-    return [d for d in range(32) if mask >> d & 1]
+    return [_gpu_id(x) for x in _device_ids(mask)]
+
+
+cdef object _gpu_id(str x):
+    try:
+        return int(x)
+    except ValueError:
+        return x                          # a UUID (GPU-...) stays a str, as in Ray
 
 
 def current_resources():
@@ -137,7 +158,7 @@ def current_resources():
 cdef object _set_visible_gpus(uint32_t mask):
     """CUDA_VISIBLE_DEVICES for the GPUs held; returns the value it had."""
     old = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in range(32) if mask >> d & 1)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(_device_ids(mask))
     return old
 
 

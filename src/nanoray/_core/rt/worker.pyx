@@ -267,11 +267,11 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             c = _reload(reg, c)
             result = _invoke(c)
         _complete(reg, c, result)
-    finally:
-        if token is not None:
-            _runtime_env.restore(token)
+    finally:                           # undone in the reverse order
         if gpus:
             _restore_visible_gpus(visible)
+        if token is not None:
+            _runtime_env.restore(token)
 
 
 cdef uint64_t _parent_task():
