@@ -1018,3 +1018,29 @@ def test_a_cancelled_task_still_waiting_for_its_arguments_is_released(fresh):
     while ray._api._backend.region.stats()["tasks"]:
         assert time.monotonic() < deadline, "cancelled tasks stayed queued"
         time.sleep(0.05)
+
+
+def test_scheduling_strategies_on_one_node(ray):
+    from nanoray.util.scheduling_strategies import (NodeAffinitySchedulingStrategy,
+                                                     PlacementGroupSchedulingStrategy)
+    node = ray.get_runtime_context().get_node_id()
+
+    @ray.remote
+    def here():
+        return "ran"
+    assert ray.get(here.options(scheduling_strategy="SPREAD").remote(), timeout=30) == "ran"
+    assert ray.get(here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node, soft=False)).remote(), timeout=30) == "ran"
+    assert ray.get(here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        "ff" * 28, soft=True)).remote(), timeout=30) == "ran"
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        elsewhere = here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            "ff" * 28, soft=False)).remote()
+    assert ray.wait([elsewhere], timeout=0.3)[0] == []
+    ray.cancel(elsewhere)
+    with pytest.raises(NotImplementedError, match="placement groups"):
+        here.options(scheduling_strategy=PlacementGroupSchedulingStrategy(None))
+    from nanoray.util.placement_group import placement_group, placement_group_table
+    assert placement_group_table() == {}
+    with pytest.raises(NotImplementedError, match="placement groups"):
+        placement_group([{"CPU": 1}])

@@ -25,6 +25,7 @@ from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
                                      call_extras, check_num_returns, check_resources,
+                                     check_scheduling,
                                      check_retry_exceptions, resource_demand)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -35,7 +36,7 @@ _ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
                    "max_task_retries": 0, "name": None, "namespace": None,
                    "get_if_exists": False, "lifetime": None, "max_pending_calls": -1,
                    "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None}
-_ACTOR_NO_EFFECT = {"scheduling_strategy", "placement_group",
+_ACTOR_NO_EFFECT = {"scheduling_strategy", "placement_group",  # checked: check_scheduling
                     "placement_group_bundle_index", "placement_group_capture_child_tasks",
                     "accelerator_type", "_metadata",
                     "label_selector", "enable_task_events", "concurrency_groups",
@@ -80,6 +81,7 @@ def validate_actor_options(opts):
     if opts.get("get_if_exists") and not opts.get("name"):
         raise ValueError("The actor name must be specified to use get_if_exists.")
     check_resources(opts)
+    check_scheduling(opts)
     _runtime_env.validate(opts.get("runtime_env"))
     return opts
 
@@ -186,6 +188,12 @@ class ActorClass:
         # The handle object: what every handle (get_actor's too) knows of it.
         desc = dict(self._desc, max_task_retries=o["max_task_retries"],
                     max_pending_calls=max(0, o["max_pending_calls"]))
+        strategy = opts.get("scheduling_strategy")
+        if strategy not in (None, "DEFAULT", "SPREAD"):
+            from nanoray.util.scheduling_strategies import check
+            if not check(strategy):
+                raise ValueError("this actor's scheduling_strategy can never be met on this "
+                                 "machine (node %s)" % (getattr(strategy, "node_id", strategy),))
         res = None
         demand = resource_demand(o)
         if demand:

@@ -10,10 +10,11 @@ from nanoray._core import _runtime as _rt
 
 # Options that change what a task does here, with Ray's defaults.
 _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
-             "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None}
+             "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
+             "scheduling_strategy": None}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
-_NO_EFFECT = {"name", "scheduling_strategy", "placement_group",
+_NO_EFFECT = {"name", "placement_group",
               "placement_group_bundle_index", "placement_group_capture_child_tasks",
               "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
               "_generator_backpressure_num_objects"}
@@ -53,8 +54,23 @@ def validate_options(opts):
     if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < -1):
         raise ValueError("max_retries must be an int >= -1 (-1: retry forever), got %r" % (r,))
     check_resources(opts)
+    check_scheduling(opts)
     _runtime_env.validate(opts.get("runtime_env"))
     return opts
+
+
+def check_scheduling(opts):
+    """scheduling_strategy and the placement-group options, as far as one
+    machine has them (nanoray.util.scheduling_strategies); whether a node
+    affinity can be met is decided at the call."""
+    from nanoray.util import scheduling_strategies as ss
+    if opts.get("placement_group") not in (None, "default"):
+        ss.check(ss.PlacementGroupSchedulingStrategy(opts["placement_group"]))   # raises
+    s = opts.get("scheduling_strategy")
+    if s is None or isinstance(s, (ss.NodeAffinitySchedulingStrategy,
+                                   ss.NodeLabelSchedulingStrategy)):
+        return
+    ss.check(s)                          # DEFAULT and SPREAD pass; anything else raises
 
 
 def check_resources(opts):
@@ -189,7 +205,7 @@ def _signature_check(function):
 
 class _Options:
     __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming", "demand",
-                 "special", "_res", "_res_session", "name")
+                 "special", "strategy", "_res", "_res_session", "name")
 
     def __init__(self, opts, is_generator=False, name="task"):
         merged = dict(_DEFAULTS)
@@ -204,8 +220,12 @@ class _Options:
         self.extras = call_extras(n, merged["retry_exceptions"],
                                   _runtime_env.validate(merged["runtime_env"]))
         self.demand = resource_demand(merged)
-        # Looked at per runtime: resources beyond CPUs, or more CPUs than one.
-        self.special = self.demand is not None or self.cpus_milli > 1000
+        strategy = merged["scheduling_strategy"]
+        self.strategy = None if strategy in ("DEFAULT", "SPREAD") else strategy
+        # Looked at per runtime: resources beyond CPUs, more CPUs than one,
+        # or a node affinity.
+        self.special = (self.demand is not None or self.cpus_milli > 1000
+                        or self.strategy is not None)
         self._res = None
         self._res_session = None
         self.name = name
@@ -218,6 +238,12 @@ class _Options:
             vec, missing = _rt.demand(self.demand) if self.demand else (None, [])
             warn_infeasible("task %s()" % self.name, self.cpus_milli, self.demand,
                             _rt.resource_table())
+            if self.strategy is not None:
+                from nanoray.util.scheduling_strategies import check
+                if not check(self.strategy):
+                    missing = missing + ["node " + str(getattr(self.strategy, "node_id", ""))]
+                    warn_infeasible("task %s()" % self.name, self.cpus_milli,
+                                    {"scheduling_strategy": 1}, _rt.resource_table())
             self._res = _unmeetable(vec or (0,) * 8) if missing else vec
             self._res_session = region.session
         return self._res

@@ -7,8 +7,13 @@ on its own (``from nanoray.util.queue import Queue``), as in Ray.
 """
 
 from nanoray.util.actor_pool import ActorPool
+from nanoray.util.placement_group import (get_current_placement_group, get_placement_group,
+                                          placement_group, placement_group_table,
+                                          remove_placement_group)
 
-__all__ = ["ActorPool", "list_named_actors"]
+__all__ = ["ActorPool", "get_current_placement_group", "get_placement_group",
+           "list_named_actors", "placement_group", "placement_group_table",
+           "remove_placement_group"]
 
 
 def list_named_actors(all_namespaces=False):

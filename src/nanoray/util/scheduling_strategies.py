@@ -1,0 +1,65 @@
+"""Scheduling strategies, under Ray's module path.
+
+On one machine every strategy that names this node, or none, schedules as
+"DEFAULT" does: "DEFAULT", "SPREAD", and NodeAffinitySchedulingStrategy
+for this node.  A hard affinity to another node can never be met: the call
+stays pending with the infeasible-task warning, as in Ray.  Placement groups
+are not implemented yet: PlacementGroupSchedulingStrategy raises a clear
+NotImplementedError when a call uses it."""
+
+__all__ = ["NodeAffinitySchedulingStrategy", "NodeLabelSchedulingStrategy",
+           "PlacementGroupSchedulingStrategy"]
+
+
+class PlacementGroupSchedulingStrategy:
+    """Schedule into a placement group's bundle (not implemented yet)."""
+
+    def __init__(self, placement_group, placement_group_bundle_index=-1,
+                 placement_group_capture_child_tasks=None):
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+
+class NodeAffinitySchedulingStrategy:
+    """Run on the node with this id (get_runtime_context().get_node_id());
+    soft=True falls back to any node."""
+
+    def __init__(self, node_id, soft, _spill_on_unavailable=False, _fail_on_unavailable=False):
+        self.node_id = node_id
+        self.soft = soft
+        self._spill_on_unavailable = _spill_on_unavailable
+        self._fail_on_unavailable = _fail_on_unavailable
+
+
+class NodeLabelSchedulingStrategy:
+    """Run on nodes whose labels match (this node has no labels)."""
+
+    def __init__(self, hard, *, soft=None):
+        self.hard = hard
+        self.soft = soft
+
+
+def check(strategy):
+    """Validates a scheduling_strategy option; returns True when the call can
+    run here, False when it can never be scheduled (a hard affinity to
+    another node, or hard labels)."""
+    if strategy is None or strategy in ("DEFAULT", "SPREAD"):
+        return True
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        raise NotImplementedError(
+            "nanoray has no placement groups yet: PlacementGroupSchedulingStrategy cannot be "
+            "used (drop the scheduling_strategy; on one machine every bundle would be here)")
+    if isinstance(strategy, NodeAffinitySchedulingStrategy):
+        if strategy.soft:
+            return True
+        from nanoray import _api
+        b = _api._get_backend()
+        return strategy.node_id == "%056x" % b.region.session
+    if isinstance(strategy, NodeLabelSchedulingStrategy):
+        return not strategy.hard
+    if isinstance(strategy, str):
+        raise ValueError("scheduling_strategy must be \"DEFAULT\", \"SPREAD\" or a strategy "
+                         "object, got %r" % (strategy,))
+    raise TypeError("scheduling_strategy must be \"DEFAULT\", \"SPREAD\" or a strategy object, "
+                    "got %r" % (type(strategy).__name__,))
