@@ -22,7 +22,7 @@ class ObjectRefGenerator:
         # (which would keep every value of the stream alive).
         if task is None:
             from nanoray._core import _runtime
-            task = _runtime.task_of(first_cell)
+            task = _runtime.task_of(first_cell)    # None: no task (it already ended)
         self._task = task
 
     def __iter__(self):

@@ -192,8 +192,10 @@ class ActorClass:
         if strategy not in (None, "DEFAULT", "SPREAD"):
             from nanoray.util.scheduling_strategies import check
             if not check(strategy):
-                raise ValueError("this actor's scheduling_strategy can never be met on this "
-                                 "machine (node %s)" % (getattr(strategy, "node_id", strategy),))
+                raise exceptions.ActorUnschedulableError(
+                    "The actor %s is unschedulable: its NodeAffinitySchedulingStrategy names "
+                    "node %s, which is not this machine, and soft=False was specified."
+                    % (self._cls.__name__, getattr(strategy, "node_id", strategy)))
         res = None
         demand = resource_demand(o)
         if demand:

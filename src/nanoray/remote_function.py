@@ -238,15 +238,31 @@ class _Options:
             vec, missing = _rt.demand(self.demand) if self.demand else (None, [])
             warn_infeasible("task %s()" % self.name, self.cpus_milli, self.demand,
                             _rt.resource_table())
-            if self.strategy is not None:
-                from nanoray.util.scheduling_strategies import check
-                if not check(self.strategy):
-                    missing = missing + ["node " + str(getattr(self.strategy, "node_id", ""))]
-                    warn_infeasible("task %s()" % self.name, self.cpus_milli,
-                                    {"scheduling_strategy": 1}, _rt.resource_table())
             self._res = _unmeetable(vec or (0,) * 8) if missing else vec
             self._res_session = region.session
         return self._res
+
+
+def _strategy_met(strategy):
+    from nanoray.util.scheduling_strategies import check
+    return check(strategy)
+
+
+def _unschedulable(o, function):
+    """What a call with a hard node affinity to another node returns: refs
+    that raise TaskUnschedulableError, as Ray's do (at once, not pending)."""
+    from nanoray import exceptions
+    err = exceptions.TaskUnschedulableError(
+        "The task %s() is unschedulable: its NodeAffinitySchedulingStrategy names node %s, "
+        "which is not this machine, and soft=False was specified."
+        % (getattr(function, "__name__", "task"), getattr(o.strategy, "node_id", "?")))
+    refs = [_rt.put_error(err) for _ in range(max(o.num_returns, 1))]
+    if o.streaming:
+        from nanoray._generator import ObjectRefGenerator
+        return ObjectRefGenerator(refs[0], ())
+    if o.num_returns == 0:
+        return None
+    return refs[0] if o.num_returns == 1 else refs
 
 
 def _unmeetable(vec):
@@ -315,6 +331,8 @@ class RemoteFunction:
         if _runtime_env.current is not None:  # inside a task with a runtime_env: inherited
             extras = inherit_env(extras)
         if o.special:
+            if o.strategy is not None and not _strategy_met(o.strategy):
+                return _unschedulable(o, self._function)
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
                              extras, o.resources())
             if o.streaming:

@@ -2,10 +2,12 @@
 
 On one machine every strategy that names this node, or none, schedules as
 "DEFAULT" does: "DEFAULT", "SPREAD", and NodeAffinitySchedulingStrategy
-for this node.  A hard affinity to another node can never be met: the call
-stays pending with the infeasible-task warning, as in Ray.  Placement groups
-are not implemented yet: PlacementGroupSchedulingStrategy raises a clear
-NotImplementedError when a call uses it."""
+for this node.  A hard affinity (soft=False) to another node can never be
+met: as in Ray, a task's refs raise TaskUnschedulableError at once; an
+actor raises ActorUnschedulableError (here at .remote(), where Ray raises it
+at the actor's first use).  Placement groups are not implemented yet:
+PlacementGroupSchedulingStrategy raises a clear NotImplementedError when a
+call uses it."""
 
 __all__ = ["NodeAffinitySchedulingStrategy", "NodeLabelSchedulingStrategy",
            "PlacementGroupSchedulingStrategy"]

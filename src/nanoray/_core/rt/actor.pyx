@@ -190,8 +190,12 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
     import inspect
     loop = asyncio.new_event_loop()
     free = threading.Semaphore(concurrency)
-    running = {}                           # task -> its asyncio.Task (on the loop's thread)
+    # Calls that have started (each registers itself, so a call is never
+    # cancelled before its first step, which would skip its finally), and
+    # whether the watch below is scheduled.  Both live on the loop's thread.
+    running = {}
     cancelled = set()
+    watching = [False]
 
     def watch():
         """While calls run: every 50 ms, cancel the asyncio.Task of a call
@@ -200,11 +204,16 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
             if t not in cancelled and nr_task(&reg.r, t).cancelled:
                 cancelled.add(t)
                 job.cancel()
-        if running:
+        watching[0] = bool(running)
+        if watching[0]:
             loop.call_later(CANCEL_POLL_S, watch)
 
     async def run(uint32_t t):
         cdef _Call c
+        running[t] = asyncio.current_task()
+        if not watching[0]:
+            watching[0] = True
+            loop.call_later(CANCEL_POLL_S, watch)
         try:
             c = _prepare(reg, t)
             while True:
@@ -231,9 +240,7 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
             free.release()
 
     def start(uint32_t t):
-        if not running:
-            loop.call_later(CANCEL_POLL_S, watch)
-        running[t] = loop.create_task(run(t))
+        loop.create_task(run(t))
 
     thread = threading.Thread(target=loop.run_forever, name="nanoray-actor-loop", daemon=True)
     thread.start()

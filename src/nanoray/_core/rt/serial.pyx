@@ -248,6 +248,17 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
         nr_arena_free(&reg.r, off)
 
 
+def put_error(err):
+    """A new object holding err as an error: its get raises it."""
+    cdef Region reg = _running()
+    cdef uint64_t oid = nr_object_create(&reg.r)
+    if oid == 0:
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    ref = _adopt(reg, oid)
+    _seal(reg, oid, err, True)
+    return ref
+
+
 def seal_error(uint64_t oid, err):
     """Seals a pending object with an error (used when a task cannot run)."""
     _seal(_region, oid, err, True)

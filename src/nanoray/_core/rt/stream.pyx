@@ -128,6 +128,8 @@ cdef object _dynamic_refs(Region reg, _Call c, object gen):
     one more item, the last.  Returns the refs in order."""
     refs = []
     failure = _each(c, gen, lambda value: refs.append(put_pickled(reg, _pickle(value, False))))
+    if c.exit_worker:
+        return None                        # sys.exit(): the process ends, the task is retried
     if failure is not None:
         err = _error_ref(reg, failure, c.name)
         if err is None:

@@ -184,6 +184,8 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             return
         if mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
+            if c.exit_worker:
+                return
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
             return
