@@ -248,8 +248,8 @@ void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
 }
 
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                    int32_t cpus_milli, const int32_t *res, uint32_t flags, const char *key,
-                    uint32_t *gen_out, uint64_t *existing) {
+                    int32_t cpus_milli, const int32_t *res, uint64_t pool, uint32_t flags,
+                    const char *key, uint32_t *gen_out, uint64_t *existing) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
@@ -287,8 +287,13 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
-        W(h->cpus_avail, h->cpus_avail - cpus_milli);
-        if (res_mask) nri_res_take_actor(r, p, res_mask, res);
+        nri_acct_t a = nri_acct(r, (uint32_t)pool, (uint32_t)(pool >> 32));
+        W(*a.cpus, *a.cpus - cpus_milli);    /* from its placement group, if it has one */
+        if (a.pg) {
+            p->pool = (uint32_t)pool;
+            p->pool_gen = (uint32_t)(pool >> 32);
+        }
+        if (res_mask) nri_res_take_actor(r, p, a, res_mask, res);
         p->spawn_req = 1;
         W(o->actor, i + 1);
         WINC(h->nactors);
@@ -330,7 +335,6 @@ int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint3
 
 /* Dead for good: fail what is queued, forget the name, give back its CPUs. */
 static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t death, wakeups_t *w) {
-    nr_header_t *h = r->hdr;
     W(p->aflags, p->aflags | NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART);
     if (!p->death_obj && death) {
         nri_incref(r, death);
@@ -343,9 +347,7 @@ static void die_locked(nr_region_t *r, nr_proc_t *p, uint32_t slot, uint64_t dea
         nri_decref(r, p->handle_obj);
     }
     int freed = p->cpus_held || p->res_mask;
-    WADD(h->cpus_avail, p->cpus_held);
-    W(p->cpus_held, 0);
-    nri_res_release(r, p);
+    nri_release_held(r, p);
     if (freed) nri_kick(r, w);                 /* queued tasks may fit now */
     uint32_t t = p->create_ready;
     W(p->create_ready, 0);
@@ -459,8 +461,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
                !p->h_head &&
                !p->create_ready) {
         int freed = p->cpus_held || p->res_mask;
-        WADD(h->cpus_avail, p->cpus_held);
-        nri_res_release(r, p);
+        nri_release_held(r, p);
         if (freed) nri_kick(r, &w);
         free_slot(r, slot);                      /* its last handle went, and it exited */
     } else {

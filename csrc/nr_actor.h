@@ -67,10 +67,11 @@ static inline int nr_actor_should_exit(nr_proc_t *p) {
  * no slot is free; -2 when the name is taken by a live actor, whose handle
  * object id is written to *existing; -3 when the name table is full; -4
  * when it needs more CPUs than the runtime has, -5 more of another
- * resource (res: NR_RES amounts beyond CPUs, or NULL), held for its life. */
+ * resource (res: NR_RES amounts beyond CPUs, or NULL), held for its life
+ * (from placement group `pool`, see nr_pg_create, when not 0). */
 int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                    int32_t cpus_milli, const int32_t *res, uint32_t flags, const char *key,
-                    uint32_t *gen_out, uint64_t *existing);
+                    int32_t cpus_milli, const int32_t *res, uint64_t pool, uint32_t flags,
+                    const char *key, uint32_t *gen_out, uint64_t *existing);
 /* Finds a named live actor: 0 and its handle object, slot, generation; -1 if none. */
 int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint32_t *slot,
                     uint32_t *gen);

@@ -102,9 +102,27 @@ void nri_decref(nr_region_t *r, uint64_t id);
 void nri_obj_free(nr_region_t *r, nr_object_t *o);
 void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 void nri_kick(nr_region_t *r, wakeups_t *w);
-/* Resources beyond CPUs held by process p: given back; taken for an actor. */
+/* Where a holder's resources come from and go back to: a placement group
+ * that is still there (pool, gen), else the node. */
+typedef struct { int32_t *cpus; int64_t *res; uint32_t pg; } nri_acct_t;
+static inline nri_acct_t nri_acct(nr_region_t *r, uint32_t pool, uint32_t gen) {
+    nr_header_t *h = r->hdr;
+    if (pool && pool <= NR_MAX_PG) {
+        nr_pg_t *g = &h->pgs[pool - 1];
+        if (g->gen == gen && g->state == NR_PG_CREATED)
+            return (nri_acct_t){&g->cpus_avail, g->res_avail, pool};
+    }
+    return (nri_acct_t){&h->cpus_avail, h->res_avail, 0};
+}
+/* Resources beyond CPUs held by process p: given back; taken for an actor
+ * (from the account a). */
 void nri_res_release(nr_region_t *r, nr_proc_t *p);
-void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res);
+void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
+                        const int32_t *res);
+/* Gives back what process p holds (CPUs and the rest) to its account. */
+void nri_release_held(nr_region_t *r, nr_proc_t *p);
+/* Places the pending placement groups the node now has room for. */
+void nri_pg_place_pending(nr_region_t *r);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);
 void nri_sleepers_remove(nr_region_t *r, uint32_t slot);
 /* Gives back every count the dead process in `slot` recorded in its ledger. */

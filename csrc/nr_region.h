@@ -51,6 +51,20 @@
 #define NR_RES_MEM 2
 #define NR_RES_NAME 32
 #define NR_MAX_GPUS 32
+#define NR_MAX_PG 32                   /* placement groups alive at once */
+enum { NR_PG_FREE = 0, NR_PG_PENDING, NR_PG_CREATED };
+
+/* A placement group: resources reserved from the node for the tasks and
+ * actors scheduled in it (one pool for all its bundles: they are all on
+ * this node).  Pending until the node has them free. */
+typedef struct {
+    uint32_t state;       /* NR_PG_* */
+    uint32_t gen;         /* bumped when removed: (index + 1, gen) names it */
+    int32_t cpus_res;     /* milli-CPUs reserved */
+    int32_t cpus_avail;   /* of those, free */
+    int64_t res_res[NR_RES];   /* resources beyond CPUs reserved (res_res[0] unused) */
+    int64_t res_avail[NR_RES];
+} nr_pg_t;
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -93,8 +107,11 @@ typedef struct {
     uint32_t res_mask;    /* resources beyond CPUs it holds (bit k: res_held[k] > 0) */
     uint32_t gpu_mask;    /* the GPU devices they include */
     int32_t res_held[NR_RES]; /* amounts held: the running task's, or an actor's for life */
+    uint32_t pool;        /* placement group (index + 1) they are held from, 0: the node */
+    uint32_t pool_gen;    /* and its generation (a group removed since: the node's again) */
+    uint8_t _pad[56];
 } nr_proc_t;
-_Static_assert(sizeof(nr_proc_t) == 192, "three cache lines per process slot");
+_Static_assert(sizeof(nr_proc_t) == 256, "four cache lines per process slot");
 
 typedef struct {
     uint64_t brk;         /* arena offset where never-used memory begins */
@@ -176,6 +193,8 @@ typedef struct {
     uint32_t xq_miss;             /* 1 while that result stands */
     int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
     int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
+    uint32_t npg_pending;         /* placement groups waiting for the node's resources */
+    nr_pg_t pgs[NR_MAX_PG];
 
     /* Tables, written under the lock. */
     uint32_t obj_hwm NR_LINE, obj_free;   /* free list heads hold index + 1 */

@@ -101,11 +101,21 @@ static uint32_t pick_gpus(nr_header_t *h, int32_t milli) {
 /* Relaxed loads throughout: spinners call these without the lock (a stale
  * answer only costs a look under it). */
 static int task_fits(nr_header_t *h, nr_task_t *t) {
-    if (LOAD(&t->cpus) > LOAD(&h->cpus_avail)) return 0;
+    int32_t *cpus = &h->cpus_avail;
+    int64_t *res = h->res_avail;
+    uint32_t pool = LOAD(&t->pool);
+    if (pool) {                          /* in a placement group: its reservation */
+        if (pool > NR_MAX_PG) return 0;
+        nr_pg_t *g = &h->pgs[pool - 1];
+        if (LOAD(&g->gen) != LOAD(&t->pool_gen) || LOAD(&g->state) != NR_PG_CREATED) return 0;
+        cpus = &g->cpus_avail;
+        res = g->res_avail;
+    }
+    if (LOAD(&t->cpus) > LOAD(cpus)) return 0;
     uint32_t mask = LOAD(&t->res_mask);
     if (!mask) return 1;
     for (uint32_t k = 1; k < NR_RES; k++)
-        if ((mask >> k & 1) && LOAD(&t->res[k]) > LOAD(&h->res_avail[k])) return 0;
+        if ((mask >> k & 1) && LOAD(&t->res[k]) > LOAD(&res[k])) return 0;
     return !(mask >> NR_RES_GPU & 1) || pick_gpus(h, LOAD(&t->res[NR_RES_GPU])) != 0;
 }
 
@@ -137,12 +147,12 @@ static uint32_t xq_first_fit(nr_region_t *r, int take, int locked) {
     return 0;
 }
 
-static void res_take(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res,
-                     uint32_t gpus) {
+static void res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
+                     const int32_t *res, uint32_t gpus) {
     nr_header_t *h = r->hdr;
     for (uint32_t k = 1; k < NR_RES; k++) {
         if (!(mask >> k & 1)) continue;
-        W(h->res_avail[k], h->res_avail[k] - res[k]);
+        W(a.res[k], a.res[k] - res[k]);
         W(p->res_held[k], res[k]);
     }
     int32_t each = res[NR_RES_GPU] >= 1000 ? 1000 : res[NR_RES_GPU];
@@ -156,12 +166,13 @@ void nri_res_release(nr_region_t *r, nr_proc_t *p) {
     nr_header_t *h = r->hdr;
     if (!p->res_mask) return;
     WINC(h->xq_gen);                     /* a task waiting for these may fit now */
+    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
     int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
     for (uint32_t d = 0; d < h->ngpus; d++)
         if (p->gpu_mask >> d & 1) WADD(h->gpu_avail[d], each);
     for (uint32_t k = 1; k < NR_RES; k++) {
         if (!(p->res_mask >> k & 1)) continue;
-        WADD(h->res_avail[k], p->res_held[k]);
+        WADD(a.res[k], p->res_held[k]);
         W(p->res_held[k], 0);
     }
     W(p->res_mask, 0);
@@ -170,7 +181,8 @@ void nri_res_release(nr_region_t *r, nr_proc_t *p) {
 
 /* An actor's resources, held for its life from its creation (as its CPUs
  * are): the devices it fits on, else (oversubscribed) the freest ones. */
-void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32_t *res) {
+void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
+                        const int32_t *res) {
     nr_header_t *h = r->hdr;
     uint32_t gpus = 0;
     if (mask >> NR_RES_GPU & 1) {
@@ -187,7 +199,21 @@ void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, uint32_t mask, const int32
             }
         }
     }
-    res_take(r, p, mask, res, gpus);
+    res_take(r, p, a, mask, res, gpus);
+}
+
+/* Gives back the CPUs and other resources process p holds (a task's, or an
+ * actor's), to the placement group they came from if it is still there. */
+void nri_release_held(nr_region_t *r, nr_proc_t *p) {
+    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
+    WADD(*a.cpus, p->cpus_held);
+    if (a.pg && p->cpus_held) WINC(r->hdr->xq_gen);   /* the node's CPU count did not move */
+    W(p->cpus_held, 0);
+    nri_res_release(r, p);
+    if (p->pool) {
+        W(p->pool, 0);
+        W(p->pool_gen, 0);
+    }
 }
 
 int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total) {
@@ -285,6 +311,7 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
 /* Gets queued work moving: wake a sleeper if the spinners cannot cover it. */
 void nri_kick(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
+    if (h->npg_pending) nri_pg_place_pending(r);
     if (!dispatchable(h, r)) return;
     if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w)) return;
     maybe_spawn_locked(r, w);
@@ -314,7 +341,7 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         }
         return;
     }
-    if (task->res_mask || task->cpus > h->cpus_total) {
+    if (task->res_mask || task->pool || task->cpus > h->cpus_total) {
         if (task->cancelled) {           /* its arguments came after cancel(): it would only */
             nri_release(r, t);           /* wait here (its returns are the canceller's) */
             return;
@@ -371,11 +398,16 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     }
     W(p->task, t);
     nri_set_state(r, p, NR_PROC_RUNNING);
+    nri_acct_t a = nri_acct(r, task->target ? 0 : task->pool, task->pool_gen);
     W(p->cpus_held, task->target ? 0 : task->cpus);
-    W(r->hdr->cpus_avail, r->hdr->cpus_avail - p->cpus_held);
+    W(*a.cpus, *a.cpus - p->cpus_held);
+    if (a.pg) {
+        W(p->pool, task->pool);
+        W(p->pool_gen, task->pool_gen);
+    }
     if (task->res_mask && !task->target) {
         uint32_t gpus = task->res_mask >> NR_RES_GPU & 1 ? pick_gpus(r->hdr, task->res[NR_RES_GPU]) : 0;
-        res_take(r, p, task->res_mask, task->res, gpus);
+        res_take(r, p, a, task->res_mask, task->res, gpus);
         W(task->gpu_mask, gpus);
     }
 }
@@ -491,12 +523,11 @@ void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
         nr_unlock(r);
         return;
     }
-    WADD(r->hdr->cpus_avail, p->cpus_held);
-    W(p->cpus_held, 0);
-    nri_res_release(r, p);
+    nri_release_held(r, p);
     W(p->task, 0);
     nri_set_state(r, p, NR_PROC_IDLE);
     nri_release(r, t);
+    if (r->hdr->npg_pending) nri_pg_place_pending(r);
     if (p->kind != NR_KIND_WORKER) nri_kick(r, &w);  /* pool workers poll next themselves */
     nr_unlock(r);
     nri_flush(r, &w);
@@ -634,7 +665,8 @@ uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32
 }
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                        uint32_t target_slot1, const int32_t *res, uint64_t *ret_out) {
+                        uint32_t target_slot1, const int32_t *res, uint64_t pool,
+                        uint64_t *ret_out) {
     nr_header_t *h = r->hdr;
     nr_spec_t *s = (nr_spec_t *)(r->base + spec);
     uint64_t *ids = nr_spec_ids(s);
@@ -674,6 +706,8 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->cancelled = 0;
     task->res_mask = 0;                  /* res[] is read only where its bit is set */
     task->gpu_mask = 0;
+    task->pool = (uint32_t)pool;
+    task->pool_gen = (uint32_t)(pool >> 32);
     for (uint32_t k = 1; res && k < NR_RES; k++) {
         task->res[k] = res[k] > 0 ? res[k] : 0;
         if (task->res[k]) task->res_mask |= 1u << k;
@@ -748,7 +782,9 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     nri_set_state(r, p, NR_PROC_BLOCKED);
-    WADD(r->hdr->cpus_avail, p->cpus_held);
+    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);   /* its CPUs are lent where they came from */
+    WADD(*a.cpus, p->cpus_held);
+    if (a.pg && p->cpus_held) WINC(r->hdr->xq_gen);
     nri_kick(r, &w);
     nr_unlock(r);
     nri_flush(r, &w);
@@ -776,7 +812,8 @@ void nr_proc_may_progress(nr_region_t *r, uint32_t slot, int on) {
 void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
-    W(r->hdr->cpus_avail, r->hdr->cpus_avail - p->cpus_held);  /* may dip below zero until it finishes */
+    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
+    W(*a.cpus, *a.cpus - p->cpus_held);        /* may dip below zero until it finishes */
     nri_set_state(r, p, NR_PROC_RUNNING);
     nr_unlock(r);
 }
@@ -812,8 +849,10 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nri_spill_release(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
-    if (p->state == NR_PROC_RUNNING) WADD(h->cpus_avail, p->cpus_held);
-    if (p->kind == NR_KIND_WORKER) nri_res_release(r, p);   /* an actor's: nr_actor_reap */
+    if (p->kind == NR_KIND_WORKER) {     /* an actor's: nr_actor_reap */
+        if (p->state != NR_PROC_RUNNING) W(p->cpus_held, 0);   /* lent while it blocked */
+        nri_release_held(r, p);
+    }
     if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) WDEC(h->nstarting);
     if (p->sleeping && p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, slot);
     set_spinning(r, p, 0);

@@ -84,7 +84,9 @@ typedef struct {
     uint32_t res_mask;    /* resources beyond CPUs it needs (bit k: res[k] > 0) */
     uint32_t gpu_mask;    /* while running: the GPU devices it was given */
     int32_t res[NR_RES];  /* amounts (NR_RES_* units); res[0] unused */
-    uint64_t _pad[2];
+    uint32_t pool;        /* placement group (index + 1) it runs in, 0 if none */
+    uint32_t pool_gen;    /* and its generation */
+    uint64_t _pad;
 } nr_task_t;
 _Static_assert(sizeof(nr_task_t) == 128, "the region lays out 128 bytes per task");
 
@@ -188,7 +190,18 @@ void nr_poke_waiters(nr_region_t *r);
  * CPUs (NR_RES amounts, res[0] unused), NULL for nothing. */
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
                         int32_t retries, uint32_t target_slot1, const int32_t *res,
-                        uint64_t *ret_out);
+                        uint64_t pool, uint64_t *ret_out);
+/* Placement groups (nr_pg.c).  pool: (gen << 32) | (index + 1), 0 for none.
+ * nr_pg_create reserves `cpus` and res[] from the node now, or once they
+ * are free (pending): returns the pool, 0 when the table is full.
+ * nr_pg_remove gives what is unused back to the node (what its tasks hold
+ * goes back as they finish): 0, or -1 if already gone.  nr_pg_state:
+ * NR_PG_*, -1 if gone.  nr_pg_tasks writes up to max (gen << 32 | t) of the
+ * tasks scheduled in it that have not started, returns how many there are. */
+uint64_t nr_pg_create(nr_region_t *r, int32_t cpus, const int32_t *res);
+int nr_pg_remove(nr_region_t *r, uint64_t pool);
+int nr_pg_state(nr_region_t *r, uint64_t pool);
+uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max);
 /* Resources: kind k (1..NR_RES-1) is named `name` with `total` units
  * (GPUs: whole devices * 1000); at init, before any task. */
 int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total);

@@ -164,6 +164,8 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     int64_t cpus = h->cpus_total;
     int64_t res[NR_RES] = {0};
     int64_t gpu[NR_MAX_GPUS] = {0};
+    int64_t pres[NR_MAX_PG][NR_RES] = {{0}};   /* held from each placement group */
+    int64_t pcpus[NR_MAX_PG] = {0};
     uint32_t max_callers = h->max_procs + 1;
     held = calloc(max_callers, sizeof *held);
     if (!held) FAIL(-1);
@@ -181,9 +183,14 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             tcount[t]++;
         }
         if (p->q_tail != last) FAIL(-405);
+        int32_t held_cpus = p->kind == NR_KIND_ACTOR || p->state == NR_PROC_RUNNING
+                            ? p->cpus_held : 0;
+        {
+            nri_acct_t ca = nri_acct(r, p->pool, p->pool_gen);
+            if (ca.pg) pcpus[ca.pg - 1] += held_cpus; else cpus -= held_cpus;
+        }
         if (p->kind == NR_KIND_ACTOR) {
             nactors++;
-            cpus -= p->cpus_held;
             memset(held, 0, max_callers * sizeof *held);
             last = 0;
             for (uint32_t t = p->h_head; t; last = t, t = nr_task(r, t)->next) {
@@ -205,9 +212,11 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             }
         }
         if (p->q_len != len) FAIL(-411);
+        nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
+        if (!p->pool && p->pool_gen) FAIL(-414);
         for (uint32_t k = 1; k < NR_RES; k++) {
             if (!!(p->res_mask >> k & 1) != (p->res_held[k] != 0)) FAIL(-412);
-            res[k] += p->res_held[k];
+            if (a.pg) pres[a.pg - 1][k] += p->res_held[k]; else res[k] += p->res_held[k];
         }
         int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
         for (uint32_t d = 0; d < NR_MAX_GPUS; d++)
@@ -220,7 +229,6 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             if (p->state == NR_PROC_BLOCKED) nblocked++;
             if (p->state == NR_PROC_STARTING) nstarting++;
             if (p->state != NR_PROC_EXITED) nworkers++;
-            if (p->state == NR_PROC_RUNNING) cpus -= p->cpus_held;
         }
     }
     for (uint32_t s = h->sleep_head; s; s = nr_proc(r, s - 1)->sleep_next) {
@@ -235,6 +243,23 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     if (nactors != h->nactors) FAIL(-426);
     if (nworkers != h->nworkers) FAIL(-427);
     if (nstarting != h->nstarting) FAIL(-428);
+    uint32_t npending = 0;
+    for (uint32_t i = 0; i < NR_MAX_PG; i++) {
+        nr_pg_t *g = &h->pgs[i];
+        if (g->state > NR_PG_CREATED) FAIL(-432);
+        if (g->state == NR_PG_PENDING) npending++;
+        if (g->state != NR_PG_CREATED) {
+            if (pcpus[i]) FAIL(-433);
+            continue;
+        }
+        cpus -= g->cpus_res;             /* reserved from the node */
+        if (g->cpus_avail + pcpus[i] != g->cpus_res) FAIL(-434);
+        for (uint32_t k = 1; k < NR_RES; k++) {
+            res[k] += g->res_res[k];
+            if (g->res_avail[k] + pres[i][k] != g->res_res[k]) FAIL(-435);
+        }
+    }
+    if (npending != h->npg_pending) FAIL(-436);
     if (cpus != h->cpus_avail) FAIL(-429);
     for (uint32_t k = 1; k < NR_RES; k++)
         if (h->res_avail[k] + res[k] != h->res_total[k]) FAIL(-430);
@@ -335,7 +360,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
             FEED(&f, tc.gen); FEED(&f, tc.state); FEED(&f, tc.next);
             continue;
         }
-        memset(tc._pad, 0, sizeof tc._pad);
+        tc._pad = 0;
         FEED(&f, tc);
     }
     for (uint32_t d = 0; d < h->dep_hwm; d++) FEED(&f, deps(r)[d]);

@@ -1095,9 +1095,119 @@ def test_scheduling_strategies_on_one_node(ray):
     with pytest.raises(exceptions.ActorUnschedulableError):
         Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             "ff" * 28, soft=False)).remote()
-    with pytest.raises(NotImplementedError, match="placement groups"):
+    with pytest.raises(TypeError, match="PlacementGroup"):
         here.options(scheduling_strategy=PlacementGroupSchedulingStrategy(None))
-    from nanoray.util.placement_group import placement_group, placement_group_table
-    assert placement_group_table() == {}
-    with pytest.raises(NotImplementedError, match="placement groups"):
-        placement_group([{"CPU": 1}])
+
+
+
+# -- placement groups -----------------------------------------------------------
+
+
+def test_a_placement_group_reserves_and_its_tasks_use_the_reservation(fresh, tmp_path):
+    from nanoray.util.placement_group import (get_placement_group, placement_group,
+                                              placement_group_table, remove_placement_group)
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=2, num_gpus=1)
+    pg = placement_group([{"CPU": 1}, {"GPU": 1}], strategy="PACK", name="train")
+    assert ray.get(pg.ready(), timeout=30) == pg and pg.wait(5)
+    assert placement_group_table(pg)["state"] == "CREATED"
+    assert get_placement_group("train") == pg
+    free = ray.available_resources()
+    assert free["CPU"] == 1.0 and "GPU" not in free          # reserved for the group
+    started = str(tmp_path / "started")
+
+    @ray.remote(num_cpus=1)
+    def in_group(started):
+        _touch(started)
+        time.sleep(0.4)
+        return ray.get_runtime_context().get_placement_group_id()
+    s = PlacementGroupSchedulingStrategy(pg)
+    refs = [in_group.options(scheduling_strategy=s).remote(started) for _ in range(2)]
+    time.sleep(0.2)
+    assert _count(started) == 1                 # the group has one CPU: one at a time
+    assert ray.get(refs, timeout=30) == [pg.id.hex()] * 2
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def gpu_in_group():
+        return ray.get_gpu_ids()
+    assert ray.get(gpu_in_group.options(placement_group=pg).remote(), timeout=30) == [0]
+    with pytest.raises(ValueError, match="out of range"):
+        in_group.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 5))
+    remove_placement_group(pg)
+    assert placement_group_table(pg)["state"] == "REMOVED"
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("GPU") != 1.0 or ray.available_resources()["CPU"] != 2:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.02)
+
+
+def test_a_pending_group_is_placed_when_resources_free_up(fresh):
+    from nanoray.util.placement_group import placement_group, remove_placement_group
+    ray = fresh(num_cpus=2)
+    first = placement_group([{"CPU": 2}])
+    assert first.wait(10)
+    second = placement_group([{"CPU": 1}, {"CPU": 1}])
+    assert not second.wait(0.3)                          # pending: the first holds all
+    ready = second.ready()
+    remove_placement_group(first)
+    assert ray.get(ready, timeout=30) == second
+    with pytest.warns(RuntimeWarning, match="never be placed"):
+        never = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+    assert not never.wait(0.3)
+    remove_placement_group(never)
+    remove_placement_group(second)
+    with pytest.raises(ValueError):
+        placement_group([])
+    with pytest.raises(ValueError):
+        placement_group([{"CPU": 1}], strategy="NOPE")
+
+
+def test_removing_a_group_fails_its_waiting_tasks_and_kills_its_actors(fresh, tmp_path):
+    from nanoray.util.placement_group import placement_group, remove_placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=2)
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(10)
+    s = PlacementGroupSchedulingStrategy(pg)
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ping(self):
+            return "pong"
+
+    @ray.remote(num_cpus=1)
+    def waits():
+        return "ran"
+    h = Holder.options(scheduling_strategy=s).remote()
+    assert ray.get(h.ping.remote(), timeout=30) == "pong"
+    queued = waits.options(scheduling_strategy=s).remote()   # the actor holds the CPU
+    assert ray.wait([queued], timeout=0.3)[0] == []
+    remove_placement_group(pg)
+    with pytest.raises(exceptions.TaskPlacementGroupRemoved):
+        ray.get(queued, timeout=30)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(h.ping.remote(), timeout=30)
+    assert ray.get(ray.remote(lambda: "node").remote(), timeout=30) == "node"
+    assert ray._api._backend.region.verify()["code"] == 0
+
+
+def test_capture_child_tasks_keeps_children_in_the_group(fresh):
+    from nanoray.util.placement_group import get_current_placement_group, placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=3)
+    pg = placement_group([{"CPU": 2}])
+    assert pg.wait(10)
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return (ray.get(child.remote()), get_current_placement_group() == pg)
+    captured = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=captured).remote(), timeout=30) == \
+        (pg.id.hex(), True)
+    loose = PlacementGroupSchedulingStrategy(pg)
+    assert ray.get(parent.options(scheduling_strategy=loose).remote(), timeout=30) == \
+        (None, True)

@@ -211,6 +211,35 @@ def scenario(r):
     for x in (rg1, rg2, rhalf):
         r.decref(x)
 
+    # Placement groups: one placed at once and one that never fits (pending);
+    # tasks and an actor charged to a group, a task lending its CPUs back to
+    # it while blocked; a group removed while its task runs (that task then
+    # gives back to the node), and a pending one removed.
+    pg1 = r.pg_create(1000, [0, 1000, 0, 0, 0, 0, 0, 0])
+    assert r.pg_state(pg1) == 2                   # NR_PG_CREATED
+    pgx = r.pg_create(100000)
+    assert r.pg_state(pgx) == 1                   # NR_PG_PENDING
+    tp, (rtp,) = r.submit(pool=pg1, res=[0, 500, 0, 0, 0, 0, 0, 0])
+    tq, (rtq,) = r.submit(pool=pg1)
+    w8 = r.proc()
+    assert r.next(w8) == tp                       # charged to pg1: tq waits for its CPU
+    assert r.pg_tasks(pg1) == [(r.task_of(rtq)[1] << 32) | tq]
+    r.block(w8)
+    r.unblock(w8)
+    ha = r.put()
+    sa, ga = r.actor_create(ha, 0, 500, None, 0, None, pool=pg1)
+    r.actor_die(sa, ga, 0)
+    r.decref(ha)
+    r.seal(rtp)
+    r.finish(w8, tp)
+    assert r.next(w8) == tq
+    assert r.pg_remove(pg1) == 0 and r.pg_remove(pg1) == -1
+    r.seal(rtq)
+    r.finish(w8, tq)                              # to the node: pg1 is gone
+    assert r.pg_remove(pgx) == 0
+    for x in (rtp, rtq):
+        r.decref(x)
+
     # Actors: named, restarted (once while running a call, once inside
     # __init__), calls retried, held behind a pending argument, killed,
     # reaped for good, handles dropped.

@@ -27,6 +27,9 @@ SUPPORTED = ("env_vars", "working_dir", "py_modules", "config")
 # The runtime_env of the task or actor running in this process (inherited
 # by what it submits); None in the driver and between tasks.
 current = None
+# The placement group it runs in, as (PlacementGroup, capture child tasks);
+# None if none.
+current_pg = None
 
 
 def validate(runtime_env):

@@ -25,7 +25,7 @@ from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
                                      call_extras, check_num_returns, check_resources,
-                                     check_scheduling,
+                                     check_scheduling, placement_of,
                                      check_retry_exceptions, resource_demand)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -35,10 +35,11 @@ __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 _ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
                    "max_task_retries": 0, "name": None, "namespace": None,
                    "get_if_exists": False, "lifetime": None, "max_pending_calls": -1,
-                   "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None}
-_ACTOR_NO_EFFECT = {"scheduling_strategy", "placement_group",  # checked: check_scheduling
-                    "placement_group_bundle_index", "placement_group_capture_child_tasks",
-                    "accelerator_type", "_metadata",
+                   "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
+                   "scheduling_strategy": None, "placement_group": None,
+                   "placement_group_bundle_index": None,
+                   "placement_group_capture_child_tasks": None}
+_ACTOR_NO_EFFECT = {"accelerator_type", "_metadata",
                     "label_selector", "enable_task_events", "concurrency_groups",
                     "object_store_memory", "allow_out_of_order_execution"}
 # Ray's default concurrency for async actors.
@@ -188,9 +189,15 @@ class ActorClass:
         # The handle object: what every handle (get_actor's too) knows of it.
         desc = dict(self._desc, max_task_retries=o["max_task_retries"],
                     max_pending_calls=max(0, o["max_pending_calls"]))
-        strategy = opts.get("scheduling_strategy")
-        if strategy not in (None, "DEFAULT", "SPREAD"):
-            from nanoray.util.scheduling_strategies import check
+        from nanoray.util.scheduling_strategies import check, normalize
+        strategy = normalize(o)
+        pool, pg = placement_of(strategy)
+        if pool == 0 and strategy is None:
+            cur = _runtime_env.current_pg          # a captured parent's group
+            if cur is not None and cur[1]:
+                from nanoray.util.placement_group import _pool_of
+                pool, pg = (_pool_of(cur[0]) or 0), cur
+        if strategy is not None and pg is None:
             if not check(strategy):
                 raise exceptions.ActorUnschedulableError(
                     "The actor %s is unschedulable: its NodeAffinitySchedulingStrategy names "
@@ -207,7 +214,10 @@ class ActorClass:
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
-                                     unordered=is_async or concurrency > 1, res=res)
+                                     unordered=is_async or concurrency > 1, res=res,
+                                     pool=pool)
+        if pg is not None and slot >= 0:
+            pg[0]._actors.append((slot, gen))     # killed if the group is removed
         if slot == -2:
             if o["get_if_exists"]:
                 return get_actor(name, o["namespace"])
@@ -218,7 +228,7 @@ class ActorClass:
                                      _runtime_env.validate(o["runtime_env"]))
             _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
                                     {"max_concurrency": concurrency, "is_async": is_async,
-                                     "runtime_env": env})
+                                     "runtime_env": env, "pg": pg})
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
             try:

@@ -11,12 +11,11 @@ from nanoray._core import _runtime as _rt
 # Options that change what a task does here, with Ray's defaults.
 _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
              "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
-             "scheduling_strategy": None}
+             "scheduling_strategy": None, "placement_group": None,
+             "placement_group_bundle_index": None, "placement_group_capture_child_tasks": None}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
-_NO_EFFECT = {"name", "placement_group",
-              "placement_group_bundle_index", "placement_group_capture_child_tasks",
-              "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
+_NO_EFFECT = {"name", "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
               "_generator_backpressure_num_objects"}
 # num_returns for generators: values streamed as yielded (Ray's default for
 # generator functions), or all stored, then one ref to their refs.
@@ -60,17 +59,29 @@ def validate_options(opts):
 
 
 def check_scheduling(opts):
-    """scheduling_strategy and the placement-group options, as far as one
-    machine has them (nanoray.util.scheduling_strategies); whether a node
-    affinity can be met is decided at the call."""
+    """scheduling_strategy and Ray's older placement_group= options
+    (nanoray.util.scheduling_strategies); whether a node affinity can be
+    met is decided at the call."""
     from nanoray.util import scheduling_strategies as ss
-    if opts.get("placement_group") not in (None, "default"):
-        ss.check(ss.PlacementGroupSchedulingStrategy(opts["placement_group"]))   # raises
-    s = opts.get("scheduling_strategy")
-    if s is None or isinstance(s, (ss.NodeAffinitySchedulingStrategy,
-                                   ss.NodeLabelSchedulingStrategy)):
-        return
-    ss.check(s)                          # DEFAULT and SPREAD pass; anything else raises
+    s = ss.normalize(opts)
+    if s is not None and not isinstance(s, (ss.NodeAffinitySchedulingStrategy,
+                                            ss.NodeLabelSchedulingStrategy)):
+        ss.check(s)                      # a placement group is checked; others raise
+
+
+def placement_of(strategy):
+    """(pool, (group, capture)) for a PlacementGroupSchedulingStrategy, else
+    (0, None)."""
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    if not isinstance(strategy, PlacementGroupSchedulingStrategy):
+        return 0, None
+    from nanoray.util.placement_group import _pool_of
+    pg = strategy.placement_group
+    pool = _pool_of(pg)
+    if pool is None:
+        raise ValueError("the placement group %s belongs to a runtime that was shut down"
+                         % pg.id.hex())
+    return pool, (pg, bool(strategy.placement_group_capture_child_tasks))
 
 
 def check_resources(opts):
@@ -151,12 +162,22 @@ def check_retry_exceptions(r):
                     % (r,))
 
 
-def inherit_env(extras):
-    """extras with the runtime_env of the task running here merged under
-    the call's own."""
-    extras = dict(extras) if extras else {}
-    extras["env"] = _runtime_env.merge(_runtime_env.current, extras.get("env"))
-    return extras
+def inherit(strategy, extras):
+    """What a call made inside a task or actor takes from it: its
+    runtime_env (merged under the call's own), and its placement group when
+    that captures child tasks and the call names no strategy of its own.
+    Returns (extras, pool)."""
+    pool = 0
+    if _runtime_env.current is not None:
+        extras = dict(extras) if extras else {}
+        extras["env"] = _runtime_env.merge(_runtime_env.current, extras.get("env"))
+    cur = _runtime_env.current_pg
+    if cur is not None and cur[1] and strategy is None:
+        from nanoray.util.placement_group import _pool_of
+        pool = _pool_of(cur[0]) or 0
+        if pool:
+            extras = dict(extras or {}, pg=cur)
+    return extras, pool
 
 
 def call_extras(num_returns, retry_exceptions, runtime_env=None):
@@ -220,8 +241,8 @@ class _Options:
         self.extras = call_extras(n, merged["retry_exceptions"],
                                   _runtime_env.validate(merged["runtime_env"]))
         self.demand = resource_demand(merged)
-        strategy = merged["scheduling_strategy"]
-        self.strategy = None if strategy in ("DEFAULT", "SPREAD") else strategy
+        from nanoray.util.scheduling_strategies import normalize
+        self.strategy = normalize(merged)
         # Looked at per runtime: resources beyond CPUs, more CPUs than one,
         # or a node affinity.
         self.special = (self.demand is not None or self.cpus_milli > 1000
@@ -328,13 +349,18 @@ class RemoteFunction:
         _api._backend or _api._auto_init()
         ref = self._current_export()         # submit refuses more CPUs than the runtime has
         extras = o.extras
-        if _runtime_env.current is not None:  # inside a task with a runtime_env: inherited
-            extras = inherit_env(extras)
-        if o.special:
-            if o.strategy is not None and not _strategy_met(o.strategy):
-                return _unschedulable(o, self._function)
+        pool = 0
+        if _runtime_env.current is not None or _runtime_env.current_pg is not None:
+            extras, pool = inherit(o.strategy, extras)   # inside a task: its env, its group
+        if o.special or pool:
+            if o.strategy is not None:
+                if not _strategy_met(o.strategy):
+                    return _unschedulable(o, self._function)
+                pool, pg = placement_of(o.strategy)
+                if pg is not None:
+                    extras = dict(extras or {}, pg=pg)
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
-                             extras, o.resources())
+                             extras, o.resources() if o.special else None, pool)
             if o.streaming:
                 from nanoray._generator import ObjectRefGenerator
                 return ObjectRefGenerator(out)

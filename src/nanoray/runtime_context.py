@@ -37,9 +37,11 @@ class RuntimeContext:
         return {"GPU": [str(d) for d in _rt.current_gpu_ids()]}
 
     def get_placement_group_id(self):
-        """The placement group the running task or actor was scheduled in:
-        always None, as nanoray has no placement groups yet."""
-        return None
+        """The id (hex) of the placement group the running task or actor
+        was scheduled in, None if none."""
+        from nanoray import _runtime_env
+        cur = _runtime_env.current_pg
+        return cur[0].id.hex() if cur is not None else None
 
     def is_canceled(self):
         """True when nanoray.cancel() was called on the task running here."""

@@ -200,7 +200,7 @@ cdef class CRegion:
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
                uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0,
-               uint64_t parent=0, res=None):
+               uint64_t parent=0, res=None, uint64_t pool=0):
         cdef uint32_t nheld = 1 if holds else 0
         cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
         cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
@@ -221,7 +221,7 @@ cdef class CRegion:
         for i in range(8):
             rv[i] = res[i] if res is not None else 0
         t = nr_task_submit(&self.r, off, cpus, retries, target, rv if res is not None else NULL,
-                           rets)
+                           pool, rets)
         if t == 0:
             nr_arena_free(&self.r, off)
             return 0, []
@@ -273,6 +273,29 @@ cdef class CRegion:
     def task_gpus(self, uint32_t t):
         return nr_task(&self.r, t).gpu_mask
 
+    def pg_create(self, int32_t cpus, res=None):
+        cdef int32_t rv[8]
+        for i in range(8):
+            rv[i] = res[i] if res is not None else 0
+        return nr_pg_create(&self.r, cpus, rv)
+
+    def pg_remove(self, uint64_t pool):
+        return nr_pg_remove(&self.r, pool)
+
+    def pg_state(self, uint64_t pool):
+        return nr_pg_state(&self.r, pool)
+
+    def pg_tasks(self, uint64_t pool):
+        cdef uint64_t out[64]
+        cdef uint32_t n = nr_pg_tasks(&self.r, pool, out, 64)
+        return [out[i] for i in range(min(n, 64))]
+
+    def cpus_avail(self):
+        cdef int64_t tot[8]
+        cdef int64_t av[8]
+        nr_resources(&self.r, tot, av)
+        return av[0]
+
     def task_release(self, uint32_t t):
         nr_task_release(&self.r, t)
 
@@ -321,7 +344,7 @@ cdef class CRegion:
 
     # actors
     def actor_create(self, uint64_t handle_obj, int32_t max_restarts=0, int32_t cpus=0, key=None,
-                     uint32_t flags=0, res=None):
+                     uint32_t flags=0, res=None, uint64_t pool=0):
         """(slot, gen), or (-2, existing handle) when the name is taken."""
         cdef uint32_t gen = 0
         cdef uint64_t existing = 0
@@ -333,7 +356,7 @@ cdef class CRegion:
         if k is not None:
             kp = k
         slot = nr_actor_create(&self.r, handle_obj, max_restarts, cpus,
-                               rv if res is not None else NULL, flags, kp, &gen, &existing)
+                               rv if res is not None else NULL, pool, flags, kp, &gen, &existing)
         if slot == -2:
             return -2, existing
         return slot, gen

@@ -20,8 +20,8 @@ cdef extern from "nr_actor.h" nogil:
         char key[112]        # "namespace\x1fname"
 
     int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
-                        int32_t cpus_milli, const int32_t *res, uint32_t flags, const char *key,
-                        uint32_t *gen_out, uint64_t *existing)
+                        int32_t cpus_milli, const int32_t *res, uint64_t pool, uint32_t flags,
+                        const char *key, uint32_t *gen_out, uint64_t *existing)
     int nr_actor_lookup(nr_region_t *r, const char *key, uint64_t *handle_obj, uint32_t *slot,
                         uint32_t *gen)
     int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj)

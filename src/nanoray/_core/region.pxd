@@ -17,6 +17,9 @@ cdef extern from "nr_region.h" nogil:
         NR_RES
         NR_RES_GPU
         NR_RES_MEM
+        NR_PG_FREE
+        NR_PG_PENDING
+        NR_PG_CREATED
 
     ctypedef struct nr_proc_t:
         uint32_t wake        # futex word bumped to wake the process
@@ -38,6 +41,8 @@ cdef extern from "nr_region.h" nogil:
         uint32_t res_mask    # resources beyond CPUs held (bit k)
         uint32_t gpu_mask    # the GPU devices among them
         int32_t res_held[8]  # amounts held (NR_RES)
+        uint32_t pool        # placement group they are held from (index + 1), 0: the node
+        uint32_t pool_gen
 
     ctypedef struct nr_arena_t:
         uint64_t brk         # where never-used memory begins

@@ -39,6 +39,8 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t res_mask    # resources beyond CPUs it needs
         uint32_t gpu_mask    # while running: its GPU devices
         int32_t res[8]       # amounts (NR_RES)
+        uint32_t pool        # placement group (index + 1), 0 if none
+        uint32_t pool_gen    # and its generation
 
     ctypedef struct nr_spec_t:
         uint64_t func_id     # object holding the pickled function
@@ -84,7 +86,12 @@ cdef extern from "nr_sched.h" nogil:
     void nr_poke_waiters(nr_region_t *r)
 
     uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
-                            uint32_t target_slot1, const int32_t *res, uint64_t *ret_out)
+                            uint32_t target_slot1, const int32_t *res, uint64_t pool,
+                            uint64_t *ret_out)
+    uint64_t nr_pg_create(nr_region_t *r, int32_t cpus, const int32_t *res)
+    int nr_pg_remove(nr_region_t *r, uint64_t pool)
+    int nr_pg_state(nr_region_t *r, uint64_t pool)
+    uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max)
     int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total)
     void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)

@@ -1,41 +1,253 @@
-"""Placement groups, under Ray's module path: not implemented yet.
+"""Placement groups, under Ray's module path (ray.util.placement_group).
 
-Importing works, so a script written for Ray gets as far as its first use,
-where a clear NotImplementedError says so.  On one machine every bundle
-would land on this node; what placement groups would add here is the
-reservation of resources for a group of tasks and actors."""
+A placement group reserves resources on this machine for the tasks and
+actors scheduled in it (csrc/nr_pg.c): they are charged to the group, and
+everything else to what the machine has left.  A group the machine has no
+room for yet is pending, and is placed as soon as resources come back;
+pg.ready() is a ref that resolves then.  All bundles are on this one node,
+so a group keeps one pool for all of them: a bundle index is checked but
+does not narrow what a task may use.  STRICT_SPREAD with more than one
+bundle needs more than one node: such a group stays pending, as in Ray.
+
+remove_placement_group() gives the unused reservation back at once, fails
+the group's tasks that have not started with TaskPlacementGroupRemoved, and
+kills the actors this process created in it; tasks already running finish,
+and give what they hold back to the machine.
+"""
+
+import numbers
+import threading
+import warnings
 
 __all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group",
            "placement_group", "placement_group_table", "remove_placement_group"]
 
-_WHY = ("nanoray has no placement groups yet (%s): on one machine every bundle would be on "
-        "this node; reserve with num_cpus/num_gpus/resources on the tasks and actors instead")
+STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+# Groups made by this process (their names and specs are known here only).
+_registry = {}
+_lock = threading.Lock()
+
+
+class PlacementGroupID:
+    __slots__ = ("_hex",)
+
+    def __init__(self, h):
+        self._hex = h
+
+    def hex(self):
+        return self._hex
+
+    def __repr__(self):
+        return "PlacementGroupID(%s)" % self._hex
+
+    def __eq__(self, other):
+        return isinstance(other, PlacementGroupID) and other._hex == self._hex
+
+    def __hash__(self):
+        return hash(self._hex)
 
 
 class PlacementGroup:
-    """A placement group handle (none can be made yet)."""
+    """A handle to a placement group: ready(), wait(), its id and bundles."""
 
-    def __init__(self, *args, **kwargs):
-        raise NotImplementedError(_WHY % "PlacementGroup")
+    def __init__(self, pool, bundles, strategy="PACK", name="", session=0):
+        self._pool = pool
+        self._session = session
+        self.bundle_specs = [dict(b) for b in bundles]
+        self.strategy = strategy
+        self.name = name
+        self.id = PlacementGroupID("%016x%016x" % (session & ((1 << 64) - 1), pool))
+        self._actors = []                    # (slot, gen) made here in it, for remove
+
+    @property
+    def bundle_count(self):
+        return len(self.bundle_specs)
+
+    def ready(self):
+        """A ref that resolves (to this group) once its resources are reserved."""
+        from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+        return _ready.options(scheduling_strategy=PlacementGroupSchedulingStrategy(self)) \
+            .remote(self)
+
+    def wait(self, timeout_seconds=30):
+        """True once the group is reserved, False if timeout_seconds pass first."""
+        from nanoray import _api
+        ready, _ = _api.wait([self.ready()], timeout=timeout_seconds)
+        return bool(ready)
+
+    def __reduce__(self):
+        return (PlacementGroup, (self._pool, self.bundle_specs, self.strategy, self.name,
+                                 self._session))
+
+    def __eq__(self, other):
+        return isinstance(other, PlacementGroup) and other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return "PlacementGroup(id=%s, bundles=%s)" % (self.id.hex(), self.bundle_specs)
 
 
-def placement_group(bundles, strategy="PACK", name="", lifetime=None, **kwargs):
-    raise NotImplementedError(_WHY % "placement_group()")
+def _ready_function():
+    from nanoray.remote_function import remote
+
+    def ready(pg):
+        return pg
+    return remote(num_cpus=0, max_retries=0)(ready)
+
+
+class _LazyReady:
+    """The remote function behind ready(), made on first use."""
+    _f = None
+
+    def options(self, **kw):
+        if _LazyReady._f is None:
+            _LazyReady._f = _ready_function()
+        return _LazyReady._f.options(**kw)
+
+
+_ready = _LazyReady()
+
+
+def _demand(bundles):
+    """(milli-CPUs, resource vector or None, names the machine lacks) of the
+    bundles' total."""
+    from nanoray._core import _runtime as _rt
+    total = {}
+    for b in bundles:
+        for k, v in b.items():
+            total[k] = total.get(k, 0) + v
+    cpus = int(round(total.pop("CPU", 0) * 1000))
+    vec, missing = _rt.demand({k: v for k, v in total.items() if v})
+    return cpus, vec, missing
+
+
+def _check_bundles(bundles):
+    if not isinstance(bundles, (list, tuple)) or not bundles:
+        raise ValueError("The placement group `bundles` argument cannot contain an empty list")
+    for b in bundles:
+        if not isinstance(b, dict) or not b:
+            raise ValueError("Bundles cannot be an empty dictionary or resources with only 0 "
+                             "values. Bundles: %r" % (bundles,))
+        for k, v in b.items():
+            if not isinstance(k, str) or isinstance(v, bool) or \
+                    not isinstance(v, numbers.Real) or v < 0:
+                raise ValueError("bundle resources must map names to amounts >= 0, got %r"
+                                 % (b,))
+        if not any(b.values()):
+            raise ValueError("Bundles cannot be an empty dictionary or resources with only 0 "
+                             "values. Bundles: %r" % (bundles,))
+
+
+def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_target_node_id=None,
+                    bundle_label_selector=None, **kwargs):
+    """Reserves the bundles' resources on this machine (now, or once they are
+    free); returns its PlacementGroup at once."""
+    from nanoray import _api
+    from nanoray._core import _runtime as _rt
+    _check_bundles(bundles)
+    if strategy not in STRATEGIES:
+        raise ValueError("Invalid placement group strategy %r. Supported strategies are: %s."
+                         % (strategy, ", ".join(STRATEGIES)))
+    if lifetime not in (None, "detached"):
+        raise ValueError("Placement group `lifetime` argument must be either `None` or "
+                         "'detached'. Got %r." % (lifetime,))
+    if not isinstance(name, str):
+        raise TypeError("placement group name must be a str, got %r" % (type(name).__name__,))
+    b = _api._get_backend()
+    cpus, vec, missing = _demand(bundles)
+    table = _rt.resource_table()
+    never = missing or cpus > table["CPU"][0] * 1000 or (strategy == "STRICT_SPREAD"
+                                                         and len(bundles) > 1)
+    if never:
+        warnings.warn(
+            "The placement group %s can never be placed on this machine (%s): it stays "
+            "pending." % (name or bundles, "it needs one node per bundle" if strategy ==
+                          "STRICT_SPREAD" and len(bundles) > 1 else
+                          "it needs more than the machine has"), RuntimeWarning, stacklevel=2)
+        cpus = 1 << 30                       # pending for good
+    pool = _rt.pg_create(cpus, vec)
+    if not pool:
+        raise RuntimeError("nanoray holds at most %d placement groups at once; remove some "
+                           "with remove_placement_group()" % _rt.MAX_PLACEMENT_GROUPS)
+    pg = PlacementGroup(pool, bundles, strategy, name, b.region.session)
+    with _lock:
+        _registry[pool] = pg
+    return pg
 
 
 def remove_placement_group(placement_group):
-    raise NotImplementedError(_WHY % "remove_placement_group()")
+    """Releases the group: see the module's description."""
+    from nanoray import _api, exceptions
+    from nanoray._core import _runtime as _rt
+    if not isinstance(placement_group, PlacementGroup):
+        raise TypeError("remove_placement_group() expects a PlacementGroup, got %r"
+                        % (type(placement_group).__name__,))
+    _api._get_backend()
+    pool = _pool_of(placement_group)
+    if pool is None:
+        return
+    keys = _rt.pg_tasks(pool)
+    _rt.pg_remove(pool)
+    if keys:
+        _rt.fail_unstarted(keys, exceptions.TaskPlacementGroupRemoved(
+            "The placement group %s was removed before this task started."
+            % placement_group.id.hex()))
+    for slot, gen in placement_group._actors:
+        try:
+            _rt.actor_kill(slot, gen, True)
+        except Exception:
+            pass
+    placement_group._actors = []
 
 
 def get_placement_group(placement_group_name):
-    raise NotImplementedError(_WHY % "get_placement_group()")
+    """The group of that name made by this process (ValueError if none)."""
+    with _lock:
+        for pg in _registry.values():
+            if pg.name == placement_group_name and pg.name:
+                return pg
+    raise ValueError("Failed to look up placement group with name: %s"
+                     % (placement_group_name,))
+
+
+_STATES = {0: "REMOVED", 1: "PENDING", 2: "CREATED"}
 
 
 def placement_group_table(placement_group=None):
-    """No placement groups exist: an empty table."""
-    return {}
+    """Ray's table of the groups made by this process (or of one group)."""
+    from nanoray import _api
+    from nanoray._core import _runtime as _rt
+    b = _api._get_backend()
+    with _lock:
+        groups = list(_registry.values()) if placement_group is None else [placement_group]
+
+    def row(pg):
+        st = -1 if pg._session != b.region.session else _rt.pg_state(pg._pool)
+        return {"placement_group_id": pg.id.hex(), "name": pg.name,
+                "bundles": {i: dict(x) for i, x in enumerate(pg.bundle_specs)},
+                "bundles_to_node_id": {i: "%056x" % b.region.session
+                                       for i in range(pg.bundle_count)},
+                "strategy": pg.strategy, "state": _STATES.get(st, "REMOVED"),
+                "stats": {"scheduling_state": _STATES.get(st, "REMOVED")}}
+    if placement_group is not None:
+        return row(placement_group)
+    return {pg.id.hex(): row(pg) for pg in groups}
 
 
 def get_current_placement_group():
-    """The placement group the caller runs in: never one."""
-    return None
+    """The group the running task or actor was scheduled in, None if none."""
+    from nanoray import _runtime_env
+    return _runtime_env.current_pg[0] if _runtime_env.current_pg else None
+
+
+def _pool_of(pg):
+    """The group's pool in the running runtime, None if it belongs to
+    another (a runtime that was shut down)."""
+    from nanoray._core import _runtime as _rt
+    region = _rt.current_region()
+    if region is None or pg._session != region.session:
+        return None
+    return pg._pool

@@ -5,22 +5,34 @@ On one machine every strategy that names this node, or none, schedules as
 for this node.  A hard affinity (soft=False) to another node can never be
 met: as in Ray, a task's refs raise TaskUnschedulableError at once; an
 actor raises ActorUnschedulableError (here at .remote(), where Ray raises it
-at the actor's first use).  Placement groups are not implemented yet:
-PlacementGroupSchedulingStrategy raises a clear NotImplementedError when a
-call uses it."""
+at the actor's first use).  PlacementGroupSchedulingStrategy charges the
+call to a placement group's reservation (nanoray.util.placement_group)."""
 
 __all__ = ["NodeAffinitySchedulingStrategy", "NodeLabelSchedulingStrategy",
            "PlacementGroupSchedulingStrategy"]
 
 
 class PlacementGroupSchedulingStrategy:
-    """Schedule into a placement group's bundle (not implemented yet)."""
+    """Run in a placement group (charged to its reservation); with
+    placement_group_capture_child_tasks, the tasks and actors it submits
+    run in it too."""
 
     def __init__(self, placement_group, placement_group_bundle_index=-1,
                  placement_group_capture_child_tasks=None):
         self.placement_group = placement_group
         self.placement_group_bundle_index = placement_group_bundle_index
         self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+    def _validate(self):
+        from nanoray.util.placement_group import PlacementGroup
+        pg = self.placement_group
+        if not isinstance(pg, PlacementGroup):
+            raise TypeError("PlacementGroupSchedulingStrategy needs a PlacementGroup, got %r"
+                            % (type(pg).__name__,))
+        i = self.placement_group_bundle_index
+        if isinstance(i, bool) or not isinstance(i, int) or not -1 <= i < pg.bundle_count:
+            raise ValueError("placement_group_bundle_index %r is out of range: the group has "
+                             "%d bundles (-1: any)" % (i, pg.bundle_count))
 
 
 class NodeAffinitySchedulingStrategy:
@@ -49,9 +61,8 @@ def check(strategy):
     if strategy is None or strategy in ("DEFAULT", "SPREAD"):
         return True
     if isinstance(strategy, PlacementGroupSchedulingStrategy):
-        raise NotImplementedError(
-            "nanoray has no placement groups yet: PlacementGroupSchedulingStrategy cannot be "
-            "used (drop the scheduling_strategy; on one machine every bundle would be here)")
+        strategy._validate()
+        return True
     if isinstance(strategy, NodeAffinitySchedulingStrategy):
         if strategy.soft:
             return True
@@ -65,3 +76,16 @@ def check(strategy):
                          "object, got %r" % (strategy,))
     raise TypeError("scheduling_strategy must be \"DEFAULT\", \"SPREAD\" or a strategy object, "
                     "got %r" % (type(strategy).__name__,))
+
+
+def normalize(opts):
+    """The options' strategy, with Ray's older placement_group= options
+    turned into a PlacementGroupSchedulingStrategy; None for DEFAULT."""
+    s = opts.get("scheduling_strategy")
+    pg = opts.get("placement_group")
+    if pg not in (None, "default"):
+        s = PlacementGroupSchedulingStrategy(
+            pg, opts.get("placement_group_bundle_index", -1) if
+            opts.get("placement_group_bundle_index") is not None else -1,
+            opts.get("placement_group_capture_child_tasks"))
+    return None if s in (None, "DEFAULT", "SPREAD") else s

@@ -34,9 +34,12 @@ cdef tuple _actor_constructor(cls, dict opts):
     _actor_name = getattr(cls, "__name__", "Actor")
     _actor_opts = opts
     env = opts.get("runtime_env")
-    if env:                               # for the life of this process
+    pg = opts.get("pg")
+    if env or pg:                         # for the life of this process
         from nanoray import _runtime_env
-        _runtime_env.apply(env)
+        if env:
+            _runtime_env.apply(env)
+        _runtime_env.current_pg = pg
     cdef _Constructor c = _Constructor.__new__(_Constructor)
     c.cls = cls
     return c, _actor_name + ".__init__"
@@ -260,7 +263,7 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
 
 
 def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key,
-                 bint detached=False, bint unordered=False, tuple res=None):
+                 bint detached=False, bint unordered=False, tuple res=None, uint64_t pool=0):
     """A slot for a new actor: (slot, generation); (-2, existing handle id)
     when the name is taken."""
     cdef Region reg = _check_ref(handle)
@@ -282,7 +285,7 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
     if res is not None:
         _fill_res(res, resv)
     cdef int slot = nr_actor_create(&reg.r, handle._id, max_restarts, cpus_milli,
-                                    resv if res is not None else NULL, flags, kp,
+                                    resv if res is not None else NULL, pool, flags, kp,
                                     &gen, &existing)
     if slot == -1:
         raise _exc.RaySystemError("nanoray: no process slot is free for another actor "

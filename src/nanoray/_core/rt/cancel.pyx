@@ -114,3 +114,24 @@ def _on_cancel_signal(signum, frame):
 def install_cancel_handler():
     """In a worker process, before it runs tasks."""
     _signal.signal(_signal.SIGINT, _on_cancel_signal)
+
+
+def fail_unstarted(list keys, err):
+    """Fails the tasks (session, task, generation) that have not started
+    with err: they never run (a placement group removed under them)."""
+    cdef Region reg = _running()
+    cdef int32_t pid = 0
+    cdef uint32_t kind = 0, nret, i, t, gen
+    cdef uint64_t rets[64]
+    for key in keys:
+        if key[0] != reg.session:
+            continue
+        t, gen = key[1], key[2]
+        nret = 64
+        st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
+        if st < 0 or st == NR_TASK_RUNNING:
+            continue
+        for i in range(min(nret, 64)):
+            if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
+                _seal(reg, rets[i], err, True)
+        nr_task_drop(&reg.r, t, gen)

@@ -167,3 +167,45 @@ cdef void _restore_visible_gpus(object old) except *:
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
     else:
         os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+# -- placement groups (csrc/nr_pg.c) ------------------------------------------
+
+MAX_PLACEMENT_GROUPS = 32
+
+
+def pg_create(int32_t cpus, tuple res):
+    """Reserves cpus (milli) and res (NR_RES amounts or None); the group's
+    pool, 0 when the table is full."""
+    cdef Region reg = _running()
+    cdef int32_t resv[NR_RES]
+    _fill_res(res, resv)
+    return nr_pg_create(&reg.r, cpus, resv)
+
+
+def pg_remove(uint64_t pool):
+    return nr_pg_remove(&_running().r, pool)
+
+
+def pg_state(uint64_t pool):
+    """NR_PG_* (1 pending, 2 created), -1 once removed."""
+    return nr_pg_state(&_running().r, pool)
+
+
+def pg_tasks(uint64_t pool):
+    """(session, task, generation) of the group's tasks that have not started."""
+    cdef Region reg = _running()
+    cdef uint32_t cap = 64, n
+    cdef uint64_t *out
+    while True:
+        out = <uint64_t *>malloc(8 * cap)
+        if out == NULL:
+            raise MemoryError()
+        try:
+            n = nr_pg_tasks(&reg.r, pool, out, cap)
+            if n <= cap:
+                return [(reg.session, <uint32_t>(out[i] & 0xFFFFFFFF), <uint32_t>(out[i] >> 32))
+                        for i in range(n)]
+        finally:
+            free(out)
+        cap = n + 64

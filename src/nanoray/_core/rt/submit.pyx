@@ -39,7 +39,8 @@ def export_function(func, on_reserved):
 
 
 def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
-           int32_t cpus_milli, int32_t retries, dict extras=None, tuple res=None):
+           int32_t cpus_milli, int32_t retries, dict extras=None, tuple res=None,
+           uint64_t pool=0):
     """Queues func(*args, **kwargs); returns its return ObjectRef(s).
     extras: what the worker needs beyond the call (retry_exceptions, a
     generator's mode, runtime_env), or None."""
@@ -47,12 +48,13 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
     if func_ref._reg is not reg:
         raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
     return _submit(reg, func_ref._id, args, kwargs, nret, cpus_milli, retries, 0,
-                   NR_SPEC_TASK, None, None, extras, res)
+                   NR_SPEC_TASK, None, None, extras, res, pool)
 
 
 cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
                     int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
-                    ObjectRef holds, object method, dict extras=None, tuple res=None):
+                    ObjectRef holds, object method, dict extras=None, tuple res=None,
+                    uint64_t pool=0):
     """Writes a task spec and queues it; returns the return ref(s) (None
     when nret is 0).  `holds` is a ref the task keeps counted while pending
     (an actor's handle object); `method` names the actor method called, and
@@ -144,7 +146,7 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         _fill_res(res, resv)
     try:
         t = nr_task_submit(&reg.r, off, cpus_milli, retries, target,
-                           resv if res is not None else NULL, rets)
+                           resv if res is not None else NULL, pool, rets)
         if t == 0:
             nr_arena_free(&reg.r, off)
             s = reg.stats()

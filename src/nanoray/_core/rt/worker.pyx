@@ -252,6 +252,11 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             _task_threads = cpus
         gpus = nr_task(&reg.r, t).gpu_mask
     env = c.extras.get("env") if c.extras is not None else None
+    pg = c.extras.get("pg") if c.extras is not None else None
+    if pg is not None:                 # its placement group, for what it submits
+        from nanoray import _runtime_env
+        saved_pg = _runtime_env.current_pg
+        _runtime_env.current_pg = pg
     token = None
     if env is not None and c.failure is None:
         from nanoray import _runtime_env
@@ -274,6 +279,8 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             _restore_visible_gpus(visible)
         if token is not None:
             _runtime_env.restore(token)
+        if pg is not None:
+            _runtime_env.current_pg = saved_pg
 
 
 cdef uint64_t _parent_task():
