@@ -118,3 +118,22 @@ uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max)
     nr_unlock(r);
     return n;
 }
+
+int nr_pg_set_gone_error(nr_region_t *r, uint64_t err) {
+    nr_lock(r);
+    if (r->hdr->pg_gone_err) nri_decref(r, r->hdr->pg_gone_err);
+    if (err) nri_incref(r, err);
+    W(r->hdr->pg_gone_err, err);
+    nr_unlock(r);
+    return 0;
+}
+
+int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res) {
+    nr_lock(r);
+    nr_pg_t *g = live_pg(r, pool);
+    int ok = g != NULL && cpus <= g->cpus_res;
+    for (uint32_t k = 1; ok && res && k < NR_RES; k++)
+        if (res[k] > g->res_res[k]) ok = 0;
+    nr_unlock(r);
+    return ok;
+}

@@ -194,6 +194,8 @@ typedef struct {
     int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
     int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
     uint32_t npg_pending;         /* placement groups waiting for the node's resources */
+    uint64_t pg_gone_err;         /* error payload (counted, pinned) for the tasks of a
+                                   * group that was removed, set at init */
     nr_pg_t pgs[NR_MAX_PG];
 
     /* Tables, written under the lock. */

@@ -341,6 +341,12 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         }
         return;
     }
+    if (task->pool && !nri_acct(r, task->pool, task->pool_gen).pg &&
+        !(task->pool <= NR_MAX_PG && h->pgs[task->pool - 1].gen == task->pool_gen &&
+          h->pgs[task->pool - 1].state == NR_PG_PENDING)) {
+        nri_fail_push(r, t, h->pg_gone_err);   /* its group was removed: it never runs */
+        return;
+    }
     if (task->res_mask || task->pool || task->cpus > h->cpus_total) {
         if (task->cancelled) {           /* its arguments came after cancel(): it would only */
             nri_release(r, t);           /* wait here (its returns are the canceller's) */

@@ -202,6 +202,10 @@ uint64_t nr_pg_create(nr_region_t *r, int32_t cpus, const int32_t *res);
 int nr_pg_remove(nr_region_t *r, uint64_t pool);
 int nr_pg_state(nr_region_t *r, uint64_t pool);
 uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max);
+/* At init: the error the tasks of a removed group fail with (an object, pinned). */
+int nr_pg_set_gone_error(nr_region_t *r, uint64_t err);
+/* 1 if the live group reserved at least cpus and res (an actor's demand). */
+int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res);
 /* Resources: kind k (1..NR_RES-1) is named `name` with `total` units
  * (GPUs: whole devices * 1000); at init, before any task. */
 int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total);

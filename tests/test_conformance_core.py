@@ -1211,3 +1211,82 @@ def test_capture_child_tasks_keeps_children_in_the_group(fresh):
     loose = PlacementGroupSchedulingStrategy(pg)
     assert ray.get(parent.options(scheduling_strategy=loose).remote(), timeout=30) == \
         (None, True)
+
+
+def test_calls_into_a_removed_group_fail_instead_of_waiting(fresh):
+    from nanoray.util.placement_group import (get_placement_group, placement_group,
+                                              remove_placement_group)
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=2)
+    pg = placement_group([{"CPU": 1}], name="once")
+    assert pg.wait(10)
+    remove_placement_group(pg)
+    with pytest.raises(ValueError):
+        get_placement_group("once")                      # removed groups are not found
+    again = placement_group([{"CPU": 1}], name="once")
+    assert get_placement_group("once") == again
+
+    @ray.remote(num_cpus=1)
+    def task():
+        return "ran"
+    late = task.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
+    with pytest.raises(exceptions.TaskPlacementGroupRemoved):
+        ray.get(late, timeout=30)
+    with pytest.raises(exceptions.TaskPlacementGroupRemoved):
+        ray.get(pg.ready(), timeout=30)
+    remove_placement_group(again)
+
+
+def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
+    from nanoray.util.placement_group import placement_group, remove_placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=2)
+    gate = str(tmp_path / "gate")
+
+    @ray.remote(num_cpus=2)
+    def hog(gate):
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    running = hog.remote(gate)
+    time.sleep(0.3)
+    pg = placement_group([{"CPU": 1}])                   # pending: the hog has both CPUs
+
+    @ray.remote(num_cpus=1)
+    class Member:
+        def group(self):
+            return ray.get_runtime_context().get_placement_group_id()
+    import threading
+    threading.Timer(0.5, _touch, (gate,)).start()
+    m = Member.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
+    assert ray.get(m.group.remote(), timeout=30) == pg.id.hex()
+    ray.get(running, timeout=30)
+    with pytest.raises(exceptions.ActorUnschedulableError, match="more than its placement"):
+        Member.options(num_cpus=2, scheduling_strategy=PlacementGroupSchedulingStrategy(pg)) \
+            .remote()
+    remove_placement_group(pg)
+    deadline = time.monotonic() + 10
+    while ray.available_resources().get("CPU") != 2.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.02)
+    assert ray._api._backend.region.verify()["code"] == 0
+
+
+def test_a_child_can_opt_out_of_a_capturing_group(fresh):
+    from nanoray.util.placement_group import placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=3)
+    pg = placement_group([{"CPU": 2}])
+    assert pg.wait(10)
+
+    @ray.remote(num_cpus=1)
+    def child():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    @ray.remote(num_cpus=1)
+    def parent():
+        return ray.get([child.remote(), child.options(scheduling_strategy="DEFAULT").remote(),
+                        child.options(placement_group=None).remote()])
+    s = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
+    assert ray.get(parent.options(scheduling_strategy=s).remote(), timeout=30) == \
+        [pg.id.hex(), None, None]

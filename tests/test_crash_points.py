@@ -215,8 +215,12 @@ def scenario(r):
     # tasks and an actor charged to a group, a task lending its CPUs back to
     # it while blocked; a group removed while its task runs (that task then
     # gives back to the node), and a pending one removed.
+    gone = r.put()
+    r.pg_gone_error(gone)                         # what a removed group's tasks fail with
+    r.decref(gone)
     pg1 = r.pg_create(1000, [0, 1000, 0, 0, 0, 0, 0, 0])
     assert r.pg_state(pg1) == 2                   # NR_PG_CREATED
+    assert r.pg_fits(pg1, 1000) == 1 and r.pg_fits(pg1, 1001) == 0
     pgx = r.pg_create(100000)
     assert r.pg_state(pgx) == 1                   # NR_PG_PENDING
     tp, (rtp,) = r.submit(pool=pg1, res=[0, 500, 0, 0, 0, 0, 0, 0])
@@ -236,6 +240,9 @@ def scenario(r):
     assert r.pg_remove(pg1) == 0 and r.pg_remove(pg1) == -1
     r.seal(rtq)
     r.finish(w8, tq)                              # to the node: pg1 is gone
+    late, (rlate,) = r.submit(pool=pg1)           # into a removed group: failed at once
+    assert r.state(rlate) == 3
+    r.decref(rlate)
     assert r.pg_remove(pgx) == 0
     for x in (rtp, rtq):
         r.decref(x)

@@ -25,7 +25,7 @@ from nanoray._core import _runtime as _rt
 from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
                                      call_extras, check_num_returns, check_resources,
-                                     check_scheduling, placement_of,
+                                     check_scheduling, explicit_strategy, placement_of,
                                      check_retry_exceptions, resource_demand)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -192,7 +192,7 @@ class ActorClass:
         from nanoray.util.scheduling_strategies import check, normalize
         strategy = normalize(o)
         pool, pg = placement_of(strategy)
-        if pool == 0 and strategy is None:
+        if pool == 0 and not explicit_strategy(opts):
             cur = _runtime_env.current_pg          # a captured parent's group
             if cur is not None and cur[1]:
                 from nanoray.util.placement_group import _pool_of
@@ -211,6 +211,8 @@ class ActorClass:
                 raise ValueError("this actor asks for resources nanoray was not started "
                                  "with: %s (init(resources={...}) defines them)"
                                  % ", ".join(sorted(missing)))
+        if pg is not None:
+            _wait_for_group(pg[0], pool, cpus_milli, res, self._cls.__name__)
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
@@ -240,6 +242,23 @@ class ActorClass:
             _rt.actor_die(slot, gen, death)
             raise
         return ActorHandle(handle_ref, slot, gen, desc)
+
+
+def _wait_for_group(pg, pool, cpus_milli, res, name):
+    """An actor in a placement group is made once the group is placed (so
+    it is charged to the group, never to the machine), and only if the
+    group reserved enough for it."""
+    if getattr(pg, "_never", False):
+        raise exceptions.ActorUnschedulableError(
+            "The actor %s is unschedulable: its placement group %s can never be placed on "
+            "this machine." % (name, pg.id.hex()))
+    if _rt.pg_state(pool) == 1:                      # pending: wait for its reservation
+        from nanoray import _api
+        _api.get(pg.ready())
+    if not _rt.pg_fits(pool, cpus_milli, res):
+        raise exceptions.ActorUnschedulableError(
+            "The actor %s is unschedulable: it asks for more than its placement group %s "
+            "reserved (%s), or the group was removed." % (name, pg.id.hex(), pg.bundle_specs))
 
 
 class _WeakRef:

@@ -162,7 +162,11 @@ def check_retry_exceptions(r):
                     % (r,))
 
 
-def inherit(strategy, extras):
+def explicit_strategy(opts):
+    return "scheduling_strategy" in opts or "placement_group" in opts
+
+
+def inherit(explicit, extras):
     """What a call made inside a task or actor takes from it: its
     runtime_env (merged under the call's own), and its placement group when
     that captures child tasks and the call names no strategy of its own.
@@ -172,7 +176,7 @@ def inherit(strategy, extras):
         extras = dict(extras) if extras else {}
         extras["env"] = _runtime_env.merge(_runtime_env.current, extras.get("env"))
     cur = _runtime_env.current_pg
-    if cur is not None and cur[1] and strategy is None:
+    if cur is not None and cur[1] and not explicit:
         from nanoray.util.placement_group import _pool_of
         pool = _pool_of(cur[0]) or 0
         if pool:
@@ -226,7 +230,7 @@ def _signature_check(function):
 
 class _Options:
     __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming", "demand",
-                 "special", "strategy", "_res", "_res_session", "name")
+                 "special", "strategy", "explicit", "_res", "_res_session", "name")
 
     def __init__(self, opts, is_generator=False, name="task"):
         merged = dict(_DEFAULTS)
@@ -243,6 +247,9 @@ class _Options:
         self.demand = resource_demand(merged)
         from nanoray.util.scheduling_strategies import normalize
         self.strategy = normalize(merged)
+        # A strategy given, even "DEFAULT" or placement_group=None, opts out
+        # of a capturing parent's group (as in Ray).
+        self.explicit = explicit_strategy(opts)
         # Looked at per runtime: resources beyond CPUs, more CPUs than one,
         # or a node affinity.
         self.special = (self.demand is not None or self.cpus_milli > 1000
@@ -351,7 +358,7 @@ class RemoteFunction:
         extras = o.extras
         pool = 0
         if _runtime_env.current is not None or _runtime_env.current_pg is not None:
-            extras, pool = inherit(o.strategy, extras)   # inside a task: its env, its group
+            extras, pool = inherit(o.explicit, extras)   # inside a task: its env, its group
         if o.special or pool:
             if o.strategy is not None:
                 if not _strategy_met(o.strategy):

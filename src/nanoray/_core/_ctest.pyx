@@ -279,6 +279,12 @@ cdef class CRegion:
             rv[i] = res[i] if res is not None else 0
         return nr_pg_create(&self.r, cpus, rv)
 
+    def pg_gone_error(self, uint64_t err):
+        return nr_pg_set_gone_error(&self.r, err)
+
+    def pg_fits(self, uint64_t pool, int32_t cpus):
+        return nr_pg_fits(&self.r, pool, cpus, NULL)
+
     def pg_remove(self, uint64_t pool):
         return nr_pg_remove(&self.r, pool)
 

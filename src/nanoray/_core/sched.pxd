@@ -92,6 +92,8 @@ cdef extern from "nr_sched.h" nogil:
     int nr_pg_remove(nr_region_t *r, uint64_t pool)
     int nr_pg_state(nr_region_t *r, uint64_t pool)
     uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max)
+    int nr_pg_set_gone_error(nr_region_t *r, uint64_t err)
+    int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res)
     int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total)
     void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)

@@ -10,9 +10,15 @@ does not narrow what a task may use.  STRICT_SPREAD with more than one
 bundle needs more than one node: such a group stays pending, as in Ray.
 
 remove_placement_group() gives the unused reservation back at once, fails
-the group's tasks that have not started with TaskPlacementGroupRemoved, and
-kills the actors this process created in it; tasks already running finish,
-and give what they hold back to the machine.
+the group's tasks that have not started (and any submitted to it later)
+with TaskPlacementGroupRemoved, and kills the actors this process created
+in it (not yet those that tasks created in it); tasks already running
+finish, and give what they hold back to the machine.
+
+An actor scheduled in a group that is still pending is made once the group
+is placed: its .remote() waits for that (Ray returns at once and creates it
+later).  An actor asking for more than its group reserved raises
+ActorUnschedulableError.
 """
 
 import numbers
@@ -173,6 +179,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
         raise RuntimeError("nanoray holds at most %d placement groups at once; remove some "
                            "with remove_placement_group()" % _rt.MAX_PLACEMENT_GROUPS)
     pg = PlacementGroup(pool, bundles, strategy, name, b.region.session)
+    pg._never = bool(never)
     with _lock:
         _registry[pool] = pg
     return pg
@@ -189,8 +196,11 @@ def remove_placement_group(placement_group):
     pool = _pool_of(placement_group)
     if pool is None:
         return
+    _rt.pg_remove(pool)                      # tasks submitted from now on fail in C
     keys = _rt.pg_tasks(pool)
-    _rt.pg_remove(pool)
+    with _lock:
+        if _registry.get(pool) is placement_group:
+            _registry[pool] = _Removed(placement_group)
     if keys:
         _rt.fail_unstarted(keys, exceptions.TaskPlacementGroupRemoved(
             "The placement group %s was removed before this task started."
@@ -203,11 +213,18 @@ def remove_placement_group(placement_group):
     placement_group._actors = []
 
 
+class _Removed:
+    """A removed group, kept for placement_group_table()."""
+
+    def __init__(self, pg):
+        self.pg = pg
+
+
 def get_placement_group(placement_group_name):
-    """The group of that name made by this process (ValueError if none)."""
+    """The live group of that name made by this process (ValueError if none)."""
     with _lock:
         for pg in _registry.values():
-            if pg.name == placement_group_name and pg.name:
+            if isinstance(pg, PlacementGroup) and pg.name == placement_group_name and pg.name:
                 return pg
     raise ValueError("Failed to look up placement group with name: %s"
                      % (placement_group_name,))
@@ -222,7 +239,8 @@ def placement_group_table(placement_group=None):
     from nanoray._core import _runtime as _rt
     b = _api._get_backend()
     with _lock:
-        groups = list(_registry.values()) if placement_group is None else [placement_group]
+        groups = [g.pg if isinstance(g, _Removed) else g for g in _registry.values()] \
+            if placement_group is None else [placement_group]
 
     def row(pg):
         st = -1 if pg._session != b.region.session else _rt.pg_state(pg._pool)

@@ -209,3 +209,17 @@ def pg_tasks(uint64_t pool):
         finally:
             free(out)
         cap = n + 64
+
+
+def pg_set_gone_error(Region reg, err):
+    """At init: what the tasks of a removed group fail with."""
+    ref = put_pickled(reg, _pickle(err, True), True)     # pinned: C copies its payload
+    nr_pg_set_gone_error(&reg.r, (<ObjectRef>ref)._id)
+
+
+def pg_fits(uint64_t pool, int32_t cpus, tuple res):
+    """True if the live group reserved at least this much."""
+    cdef Region reg = _running()
+    cdef int32_t resv[NR_RES]
+    _fill_res(res, resv)
+    return bool(nr_pg_fits(&reg.r, pool, cpus, resv))
