@@ -64,8 +64,6 @@ class LocalBackend:
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
             max_workers=most, max_procs=MAX_PROCS)
         _rt.define_resources(region, resources or {})
-        _rt.pg_set_gone_error(region, exceptions.TaskPlacementGroupRemoved(
-            "The placement group this task was scheduled in was removed before it started."))
         # Created by the first process that spills; removed at shutdown, or by
         # the zygote if the driver dies.
         _rt.set_spill_dir(region, os.path.join(

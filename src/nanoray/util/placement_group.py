@@ -163,6 +163,7 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
     if not isinstance(name, str):
         raise TypeError("placement group name must be a str, got %r" % (type(name).__name__,))
     b = _api._get_backend()
+    _set_gone_error(b)
     cpus, vec, missing = _demand(bundles)
     table = _rt.resource_table()
     never = missing or cpus > table["CPU"][0] * 1000 or (strategy == "STRICT_SPREAD"
@@ -183,6 +184,19 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
     with _lock:
         _registry[pool] = pg
     return pg
+
+
+def _set_gone_error(backend):
+    """Once per runtime, before its first group: the error the tasks of a
+    removed group fail with (the C layer copies it into their returns)."""
+    from nanoray import exceptions
+    from nanoray._core import _runtime as _rt
+    with _lock:
+        if getattr(backend, "pg_gone_error_set", False):
+            return
+        _rt.pg_set_gone_error(backend.region, exceptions.TaskPlacementGroupRemoved(
+            "The placement group this task was scheduled in was removed before it started."))
+        backend.pg_gone_error_set = True
 
 
 def remove_placement_group(placement_group):
