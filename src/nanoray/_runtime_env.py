@@ -32,6 +32,21 @@ current = None
 current_pg = None
 
 
+def _sync():
+    """remote_function._inheriting: whether a call made here may inherit
+    something (one global read per submit, instead of two attribute reads)."""
+    rf = sys.modules.get("nanoray.remote_function")
+    if rf is not None:
+        rf._inheriting = current is not None or current_pg is not None
+
+
+def set_current_pg(value):
+    """Sets current_pg (the worker, around a task; an actor, for life)."""
+    global current_pg
+    current_pg = value
+    _sync()
+
+
 def validate(runtime_env):
     """The normalized runtime_env (paths absolute), or None if empty."""
     if runtime_env is None:
@@ -132,6 +147,7 @@ def apply(env):
         restore((saved_env, cwd, added, previous))
         raise
     current = merge(current, env)
+    _sync()
     return saved_env, cwd, added, previous
 
 
@@ -154,6 +170,7 @@ def restore(token):
         except ValueError:
             pass
     current = previous
+    _sync()
 
 
 def for_zygote(env):

@@ -39,7 +39,7 @@ cdef tuple _actor_constructor(cls, dict opts):
         from nanoray import _runtime_env
         if env:
             _runtime_env.apply(env)
-        _runtime_env.current_pg = pg
+        _runtime_env.set_current_pg(pg)
     cdef _Constructor c = _Constructor.__new__(_Constructor)
     c.cls = cls
     return c, _actor_name + ".__init__"

@@ -256,7 +256,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     if pg is not None:                 # its placement group, for what it submits
         from nanoray import _runtime_env
         saved_pg = _runtime_env.current_pg
-        _runtime_env.current_pg = pg
+        _runtime_env.set_current_pg(pg)
     token = None
     if env is not None and c.failure is None:
         from nanoray import _runtime_env
@@ -280,7 +280,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
         if token is not None:
             _runtime_env.restore(token)
         if pg is not None:
-            _runtime_env.current_pg = saved_pg
+            _runtime_env.set_current_pg(saved_pg)
 
 
 cdef uint64_t _parent_task():
