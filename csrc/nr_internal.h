@@ -121,6 +121,10 @@ void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mas
                         const int32_t *res);
 /* Gives back what process p holds (CPUs and the rest) to its account. */
 void nri_release_held(nr_region_t *r, nr_proc_t *p);
+/* Under the lock: (gen << 32 | t) of the live tasks match() accepts, up to
+ * max written to out; returns how many there are. */
+uint32_t nri_list_tasks(nr_region_t *r, int (*match)(nr_region_t *, nr_task_t *, uint64_t),
+                        uint64_t key, uint64_t *out, uint32_t max);
 /* Places the pending placement groups the node now has room for. */
 void nri_pg_place_pending(nr_region_t *r);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);

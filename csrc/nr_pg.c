@@ -104,19 +104,14 @@ int nr_pg_state(nr_region_t *r, uint64_t pool) {
     return st;
 }
 
+static int unstarted_in(nr_region_t *r, nr_task_t *task, uint64_t pool) {
+    (void)r;
+    return task->state != NR_TASK_RUNNING && task->pool == (uint32_t)pool &&
+           task->pool_gen == (uint32_t)(pool >> 32);
+}
+
 uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max) {
-    uint32_t n = 0;
-    nr_lock(r);
-    for (uint32_t t = 1; t <= r->hdr->task_hwm; t++) {
-        nr_task_t *task = nr_task(r, t);
-        if (task->state == NR_TASK_FREE || task->state == NR_TASK_RUNNING || !task->spec ||
-            task->pool != (uint32_t)pool || task->pool_gen != (uint32_t)(pool >> 32))
-            continue;
-        if (n < max) out[n] = ((uint64_t)task->gen << 32) | t;
-        n++;
-    }
-    nr_unlock(r);
-    return n;
+    return nri_list_tasks(r, unstarted_in, pool, out, max);
 }
 
 int nr_pg_set_gone_error(nr_region_t *r, uint64_t err) {

@@ -656,18 +656,26 @@ int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig) {
     return sent;
 }
 
-uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max) {
+uint32_t nri_list_tasks(nr_region_t *r, int (*match)(nr_region_t *, nr_task_t *, uint64_t),
+                        uint64_t key, uint64_t *out, uint32_t max) {
     uint32_t n = 0;
     nr_lock(r);
     for (uint32_t t = 1; t <= r->hdr->task_hwm; t++) {
         nr_task_t *task = nr_task(r, t);
-        if (task->state == NR_TASK_FREE || !task->spec || spec_of(r, task)->parent != parent)
-            continue;
+        if (task->state == NR_TASK_FREE || !task->spec || !match(r, task, key)) continue;
         if (n < max) out[n] = ((uint64_t)task->gen << 32) | t;
         n++;
     }
     nr_unlock(r);
     return n;
+}
+
+static int submitted_by(nr_region_t *r, nr_task_t *task, uint64_t parent) {
+    return spec_of(r, task)->parent == parent;
+}
+
+uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max) {
+    return nri_list_tasks(r, submitted_by, parent, out, max);
 }
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,

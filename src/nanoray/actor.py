@@ -333,7 +333,8 @@ class ActorHandle:
         return _ActorID(self._actor_id_hex())
 
 
-class _ActorID:
+class HexID:
+    """An id shown as hex (ActorID, PlacementGroupID), as Ray's are."""
     __slots__ = ("_hex",)
 
     def __init__(self, h):
@@ -343,13 +344,17 @@ class _ActorID:
         return self._hex
 
     def __repr__(self):
-        return "ActorID(%s)" % self._hex
+        return "%s(%s)" % (type(self).__name__.lstrip("_"), self._hex)
 
     def __eq__(self, other):
-        return isinstance(other, _ActorID) and other._hex == self._hex
+        return type(other) is type(self) and other._hex == self._hex
 
     def __hash__(self):
         return hash(self._hex)
+
+
+class _ActorID(HexID):
+    __slots__ = ()
 
 
 def actor_id_hex(slot, gen, handle_obj):

@@ -25,6 +25,8 @@ import numbers
 import threading
 import warnings
 
+from nanoray.actor import HexID
+
 __all__ = ["PlacementGroup", "get_current_placement_group", "get_placement_group",
            "placement_group", "placement_group_table", "remove_placement_group"]
 
@@ -35,23 +37,8 @@ _registry = {}
 _lock = threading.Lock()
 
 
-class PlacementGroupID:
-    __slots__ = ("_hex",)
-
-    def __init__(self, h):
-        self._hex = h
-
-    def hex(self):
-        return self._hex
-
-    def __repr__(self):
-        return "PlacementGroupID(%s)" % self._hex
-
-    def __eq__(self, other):
-        return isinstance(other, PlacementGroupID) and other._hex == self._hex
-
-    def __hash__(self):
-        return hash(self._hex)
+class PlacementGroupID(HexID):
+    __slots__ = ()
 
 
 class PlacementGroup:

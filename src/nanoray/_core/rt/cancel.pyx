@@ -62,7 +62,11 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
                          recursive, depth + 1)
 
 
-cdef list _children(Region reg, uint64_t parent):
+ctypedef uint32_t (*_task_lister)(nr_region_t *, uint64_t, uint64_t *, uint32_t) nogil
+
+
+cdef list _list_tasks(Region reg, _task_lister lister, uint64_t key):
+    """(gen << 32 | t) of every task lister finds for key."""
     cdef uint32_t cap = 64, n
     cdef uint64_t *out
     while True:
@@ -70,12 +74,16 @@ cdef list _children(Region reg, uint64_t parent):
         if out == NULL:
             raise MemoryError()
         try:
-            n = nr_task_children(&reg.r, parent, out, cap)
+            n = lister(&reg.r, key, out, cap)
             if n <= cap:
                 return [out[i] for i in range(n)]
         finally:
             free(out)
         cap = n + 64
+
+
+cdef list _children(Region reg, uint64_t parent):
+    return _list_tasks(reg, nr_task_children, parent)
 
 
 def cancel(ObjectRef ref, bint force, bint recursive):

@@ -195,20 +195,8 @@ def pg_state(uint64_t pool):
 def pg_tasks(uint64_t pool):
     """(session, task, generation) of the group's tasks that have not started."""
     cdef Region reg = _running()
-    cdef uint32_t cap = 64, n
-    cdef uint64_t *out
-    while True:
-        out = <uint64_t *>malloc(8 * cap)
-        if out == NULL:
-            raise MemoryError()
-        try:
-            n = nr_pg_tasks(&reg.r, pool, out, cap)
-            if n <= cap:
-                return [(reg.session, <uint32_t>(out[i] & 0xFFFFFFFF), <uint32_t>(out[i] >> 32))
-                        for i in range(n)]
-        finally:
-            free(out)
-        cap = n + 64
+    return [(reg.session, <uint32_t>(k & 0xFFFFFFFF), <uint32_t>(k >> 32))
+            for k in _list_tasks(reg, nr_pg_tasks, pool)]
 
 
 def pg_set_gone_error(Region reg, err):
