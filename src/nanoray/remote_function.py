@@ -358,7 +358,7 @@ class RemoteFunction:
         if check is not None:
             check(args, kwargs)
         _api._backend or _api._auto_init()
-        ref = self._current_export()         # submit refuses more CPUs than the runtime has
+        ref = self._current_export()
         extras = o.extras
         pool = 0
         if _inheriting:                       # inside a task: its env, its group
