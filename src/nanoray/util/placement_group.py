@@ -57,6 +57,10 @@ class PlacementGroup:
     def bundle_count(self):
         return len(self.bundle_specs)
 
+    @property
+    def is_empty(self):
+        return False
+
     def ready(self):
         """A ref that resolves (to this group) once its resources are reserved."""
         from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
