@@ -114,6 +114,15 @@ static inline nri_acct_t nri_acct(nr_region_t *r, uint32_t pool, uint32_t gen) {
     }
     return (nri_acct_t){&h->cpus_avail, h->res_avail, 0};
 }
+/* Resources beyond CPUs (nr_res.c).  nri_pick_gpus: the devices `milli`
+ * milli-GPUs would get now (0: none).  nri_xq_first_fit: the first task in
+ * the resource queue that fits (0: none); with take, unlinked (locked);
+ * without the lock, a bounded look.  nri_res_take: process p takes res[]
+ * (and devices gpus) from account a. */
+uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli);
+uint32_t nri_xq_first_fit(nr_region_t *r, int take, int locked);
+void nri_res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
+                  const int32_t *res, uint32_t gpus);
 /* Resources beyond CPUs held by process p: given back; taken for an actor
  * (from the account a). */
 void nri_res_release(nr_region_t *r, nr_proc_t *p);

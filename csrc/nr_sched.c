@@ -4,7 +4,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <unistd.h>
 
 #include "nr_internal.h"
@@ -72,178 +71,8 @@ static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
     return rq ? &h->rq_head : 0;
 }
 
-/* -- Resources beyond CPUs ------------------------------------------------
- * A task needing any (or more CPUs than exist) waits in the xq, where a
- * worker takes the first one that fits: one that cannot fit yet (or ever,
- * an infeasible task) holds up neither the tasks behind it nor the CPU
- * queues.  Amounts are held by the process running the task (an actor: for
- * its life) and given back when it finishes or dies. */
-
-/* The GPU devices `milli` milli-GPUs would get: whole free devices for one
- * or more, else the busiest device with room for the fraction; 0 if none. */
-static uint32_t pick_gpus(nr_header_t *h, int32_t milli) {
-    uint32_t n = LOAD(&h->ngpus), mask = 0;
-    if (milli <= 0) return 0;
-    if (milli >= 1000) {
-        int32_t need = milli / 1000;
-        for (uint32_t d = 0; d < n && need; d++)
-            if (LOAD(&h->gpu_avail[d]) >= 1000) { mask |= 1u << d; need--; }
-        return need ? 0 : mask;
-    }
-    int best = -1;
-    for (uint32_t d = 0; d < n; d++) {
-        int32_t a = LOAD(&h->gpu_avail[d]);
-        if (a >= milli && (best < 0 || a < LOAD(&h->gpu_avail[best]))) best = (int)d;
-    }
-    return best < 0 ? 0 : 1u << best;
-}
-
-/* Relaxed loads throughout: spinners call these without the lock (a stale
- * answer only costs a look under it). */
-static int task_fits(nr_header_t *h, nr_task_t *t) {
-    int32_t *cpus = &h->cpus_avail;
-    int64_t *res = h->res_avail;
-    uint32_t pool = LOAD(&t->pool);
-    if (pool) {                          /* in a placement group: its reservation */
-        if (pool > NR_MAX_PG) return 0;
-        nr_pg_t *g = &h->pgs[pool - 1];
-        if (LOAD(&g->gen) != LOAD(&t->pool_gen) || LOAD(&g->state) != NR_PG_CREATED) return 0;
-        cpus = &g->cpus_avail;
-        res = g->res_avail;
-    }
-    if (LOAD(&t->cpus) > LOAD(cpus)) return 0;
-    uint32_t mask = LOAD(&t->res_mask);
-    if (!mask) return 1;
-    for (uint32_t k = 1; k < NR_RES; k++)
-        if ((mask >> k & 1) && LOAD(&t->res[k]) > LOAD(&res[k])) return 0;
-    return !(mask >> NR_RES_GPU & 1) || pick_gpus(h, LOAD(&t->res[NR_RES_GPU])) != 0;
-}
-
-/* The first task in the xq that fits now (0: none); with `take`, unlinked
- * (under the lock).  Without the lock it looks at the first 16 only. */
-static uint32_t xq_first_fit(nr_region_t *r, int take, int locked) {
-    nr_header_t *h = r->hdr;
-    uint32_t prev = 0, n = 0;
-    /* Nothing fitted last time, and nothing that could change that has
-     * happened since: no scan (tasks waiting here cost nothing per kick). */
-    if (locked && h->xq_miss && h->xq_miss_gen == h->xq_gen && h->cpus_avail <= h->xq_miss_cpus)
-        return 0;
-    for (uint32_t t = LOAD(&h->xq_head); t; prev = t, t = LOAD(&nr_task(r, t)->next)) {
-        if (t > LOAD(&h->task_hwm) || (!locked && ++n > 16)) return 0;
-        nr_task_t *task = nr_task(r, t);
-        if (!task_fits(h, task)) continue;
-        if (take) {
-            if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
-            if (h->xq_tail == t) W(h->xq_tail, prev);
-            WDEC(h->xq_len);
-        }
-        return t;
-    }
-    if (locked) {
-        W(h->xq_miss, 1);
-        W(h->xq_miss_gen, h->xq_gen);
-        W(h->xq_miss_cpus, h->cpus_avail);
-    }
-    return 0;
-}
-
-static void res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
-                     const int32_t *res, uint32_t gpus) {
-    nr_header_t *h = r->hdr;
-    for (uint32_t k = 1; k < NR_RES; k++) {
-        if (!(mask >> k & 1)) continue;
-        W(a.res[k], a.res[k] - res[k]);
-        W(p->res_held[k], res[k]);
-    }
-    int32_t each = res[NR_RES_GPU] >= 1000 ? 1000 : res[NR_RES_GPU];
-    for (uint32_t d = 0; d < h->ngpus; d++)
-        if (gpus >> d & 1) W(h->gpu_avail[d], h->gpu_avail[d] - each);
-    W(p->res_mask, mask);
-    W(p->gpu_mask, gpus);
-}
-
-void nri_res_release(nr_region_t *r, nr_proc_t *p) {
-    nr_header_t *h = r->hdr;
-    if (!p->res_mask) return;
-    WINC(h->xq_gen);                     /* a task waiting for these may fit now */
-    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
-    int32_t each = p->res_held[NR_RES_GPU] >= 1000 ? 1000 : p->res_held[NR_RES_GPU];
-    for (uint32_t d = 0; d < h->ngpus; d++)
-        if (p->gpu_mask >> d & 1) WADD(h->gpu_avail[d], each);
-    for (uint32_t k = 1; k < NR_RES; k++) {
-        if (!(p->res_mask >> k & 1)) continue;
-        WADD(a.res[k], p->res_held[k]);
-        W(p->res_held[k], 0);
-    }
-    W(p->res_mask, 0);
-    W(p->gpu_mask, 0);
-}
-
-/* An actor's resources, held for its life from its creation (as its CPUs
- * are): the devices it fits on, else (oversubscribed) the freest ones. */
-void nri_res_take_actor(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
-                        const int32_t *res) {
-    nr_header_t *h = r->hdr;
-    uint32_t gpus = 0;
-    if (mask >> NR_RES_GPU & 1) {
-        gpus = pick_gpus(h, res[NR_RES_GPU]);
-        int32_t need = res[NR_RES_GPU] >= 1000 ? res[NR_RES_GPU] / 1000 : 1;
-        if (!gpus) {                            /* none fit: the `need` freest devices */
-            for (; need > 0; need--) {
-                int best = -1;
-                for (uint32_t d = 0; d < h->ngpus; d++)
-                    if (!(gpus >> d & 1) && (best < 0 || h->gpu_avail[d] > h->gpu_avail[best]))
-                        best = (int)d;
-                if (best < 0) break;
-                gpus |= 1u << best;
-            }
-        }
-    }
-    res_take(r, p, a, mask, res, gpus);
-}
-
-/* Gives back the CPUs and other resources process p holds (a task's, or an
- * actor's), to the placement group they came from if it is still there. */
-void nri_release_held(nr_region_t *r, nr_proc_t *p) {
-    nri_acct_t a = nri_acct(r, p->pool, p->pool_gen);
-    WADD(*a.cpus, p->cpus_held);
-    if (a.pg && p->cpus_held) WINC(r->hdr->xq_gen);   /* the node's CPU count did not move */
-    W(p->cpus_held, 0);
-    nri_res_release(r, p);
-    if (p->pool) {
-        W(p->pool, 0);
-        W(p->pool_gen, 0);
-    }
-}
-
-int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t total) {
-    nr_header_t *h = r->hdr;
-    if (k == 0 || k >= NR_RES || total < 0) return -1;
-    nr_lock(r);
-    nr_undo_bytes(r, h->res_names[k], NR_RES_NAME);
-    memset(h->res_names[k], 0, NR_RES_NAME);
-    strncpy(h->res_names[k], name, NR_RES_NAME - 1);
-    W(h->res_total[k], total);
-    W(h->res_avail[k], total);
-    if (k == NR_RES_GPU) {
-        W(h->ngpus, (uint32_t)(total / 1000) < NR_MAX_GPUS ? (uint32_t)(total / 1000) : NR_MAX_GPUS);
-        for (uint32_t d = 0; d < NR_MAX_GPUS; d++) W(h->gpu_avail[d], d < h->ngpus ? 1000 : 0);
-    }
-    nr_unlock(r);
-    return 0;
-}
-
-void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail) {
-    nr_header_t *h = r->hdr;
-    nr_lock(r);
-    total[0] = h->cpus_total;
-    avail[0] = h->cpus_avail;
-    for (uint32_t k = 1; k < NR_RES; k++) { total[k] = h->res_total[k]; avail[k] = h->res_avail[k]; }
-    nr_unlock(r);
-}
-
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
-    return next_queue(h, r) != 0 || (h->xq_head && xq_first_fit(r, 0, 1));
+    return next_queue(h, r) != 0 || (h->xq_head && nri_xq_first_fit(r, 0, 1));
 }
 
 /* dispatchable() read without the lock, for spinning: may be stale, never unsafe
@@ -254,7 +83,7 @@ static inline int shared_work_fits(nr_region_t *r) {
     if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
     hd = LOAD(&r->hdr->rq_head);
     if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
-    return LOAD(&r->hdr->xq_head) && xq_first_fit(r, 0, 0);
+    return LOAD(&r->hdr->xq_head) && nri_xq_first_fit(r, 0, 0);
 }
 
 static inline void set_spinning(nr_region_t *r, nr_proc_t *p, uint32_t on) {
@@ -378,7 +207,7 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
-    if (h->xq_head && (t = xq_first_fit(r, 1, 1))) return t;
+    if (h->xq_head && (t = nri_xq_first_fit(r, 1, 1))) return t;
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
     t = *head;
@@ -412,8 +241,8 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
         W(p->pool_gen, task->pool_gen);
     }
     if (task->res_mask && !task->target) {
-        uint32_t gpus = task->res_mask >> NR_RES_GPU & 1 ? pick_gpus(r->hdr, task->res[NR_RES_GPU]) : 0;
-        res_take(r, p, a, task->res_mask, task->res, gpus);
+        uint32_t gpus = task->res_mask >> NR_RES_GPU & 1 ? nri_pick_gpus(r->hdr, task->res[NR_RES_GPU]) : 0;
+        nri_res_take(r, p, a, task->res_mask, task->res, gpus);
         W(task->gpu_mask, gpus);
     }
 }
@@ -558,124 +387,6 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
     nr_unlock(r);
     nri_flush(r, &w);
     return ok;
-}
-
-int nr_task_use_retry(nr_region_t *r, uint32_t t) {
-    nr_lock(r);
-    nr_task_t *task = nr_task(r, t);
-    int ok = task->retries_left != 0 && !task->cancelled;
-    if (ok && task->retries_left > 0) WDEC(task->retries_left);
-    nr_unlock(r);
-    return ok;
-}
-
-void nr_task_no_retry(nr_region_t *r, uint32_t t) {
-    nr_lock(r);
-    W(nr_task(r, t)->retries_left, 0);
-    nr_unlock(r);
-}
-
-/* Task (t, gen) is alive: its slot holds that generation and is in use. */
-static nr_task_t *live_task(nr_region_t *r, uint32_t t, uint32_t gen) {
-    if (t == 0 || t > r->hdr->task_hwm) return NULL;
-    nr_task_t *task = nr_task(r, t);
-    return task->gen == gen && task->state != NR_TASK_FREE && task->spec ? task : NULL;
-}
-
-uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen) {
-    uint32_t found = 0;
-    nr_lock(r);
-    nr_object_t *o = nr_object_lookup(r, ret_id);
-    /* `task` is only a hint (a stale free-list link for other objects): the
-     * task must be live and list ret_id among its returns. */
-    if (o && o->task && o->task <= r->hdr->task_hwm) {
-        nr_task_t *task = nr_task(r, o->task);
-        if (task->state != NR_TASK_FREE && task->spec) {
-            nr_spec_t *s = spec_of(r, task);
-            for (uint32_t i = 0; i < s->nret && !found; i++)
-                if (nr_spec_ids(s)[i] == ret_id) found = o->task;
-            if (found) *gen = task->gen;
-        }
-    }
-    nr_unlock(r);
-    return found;
-}
-
-int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
-                   uint32_t *kind, uint64_t *rets, uint32_t *nret) {
-    int state = -1;
-    *pid = 0;
-    nr_lock(r);
-    nr_task_t *task = live_task(r, t, gen);
-    if (task) {
-        state = (int)task->state;
-        *kind = task->kind;
-        nr_spec_t *s = spec_of(r, task);
-        for (uint32_t i = 0; i < s->nret && i < *nret; i++) rets[i] = nr_spec_ids(s)[i];
-        *nret = s->nret;
-        if (mark) {
-            W(task->cancelled, 1);
-            W(task->retries_left, 0);
-        }
-        if (state == NR_TASK_RUNNING && task->proc) *pid = nr_proc(r, task->proc - 1)->pid;
-    }
-    nr_unlock(r);
-    return state;
-}
-
-int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen) {
-    nr_header_t *h = r->hdr;
-    int dropped = 0;
-    nr_lock(r);
-    nr_task_t *task = live_task(r, t, gen);
-    if (task && task->cancelled && task->state == NR_TASK_READY && !task->target) {
-        uint32_t prev = 0;
-        for (uint32_t x = h->xq_head; x; prev = x, x = nr_task(r, x)->next) {
-            if (x != t) continue;
-            if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
-            if (h->xq_tail == t) W(h->xq_tail, prev);
-            WDEC(h->xq_len);
-            nri_release(r, t);
-            dropped = 1;
-            break;
-        }
-    }
-    nr_unlock(r);
-    return dropped;
-}
-
-int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig) {
-    int sent = 0;
-    nr_lock(r);
-    nr_task_t *task = live_task(r, t, gen);
-    if (task && task->state == NR_TASK_RUNNING && task->proc) {
-        int32_t pid = nr_proc(r, task->proc - 1)->pid;
-        if (pid > 0 && pid != (int32_t)getpid()) sent = kill(pid, sig) == 0;
-    }
-    nr_unlock(r);
-    return sent;
-}
-
-uint32_t nri_list_tasks(nr_region_t *r, int (*match)(nr_region_t *, nr_task_t *, uint64_t),
-                        uint64_t key, uint64_t *out, uint32_t max) {
-    uint32_t n = 0;
-    nr_lock(r);
-    for (uint32_t t = 1; t <= r->hdr->task_hwm; t++) {
-        nr_task_t *task = nr_task(r, t);
-        if (task->state == NR_TASK_FREE || !task->spec || !match(r, task, key)) continue;
-        if (n < max) out[n] = ((uint64_t)task->gen << 32) | t;
-        n++;
-    }
-    nr_unlock(r);
-    return n;
-}
-
-static int submitted_by(nr_region_t *r, nr_task_t *task, uint64_t parent) {
-    return spec_of(r, task)->parent == parent;
-}
-
-uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max) {
-    return nri_list_tasks(r, submitted_by, parent, out, max);
 }
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
@@ -895,7 +606,7 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
      * the free CPUs can run at once. */
     if (dispatchable(h, r) && !h->nidle && !h->nstarting) {
         int extra = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
-        int runnable = (int)h->rq_len + (h->xq_head && xq_first_fit(r, 0, 1) ? 1 : 0);
+        int runnable = (int)h->rq_len + (h->xq_head && nri_xq_first_fit(r, 0, 1) ? 1 : 0);
         if (extra > runnable) extra = runnable;
         if (extra > want) want = extra;
     }

@@ -1,6 +1,8 @@
 /* nr_sched: objects, tasks, queues and waiting, on the shared region.
  * (Objects and waiting for them are implemented in nr_objects.c; tasks,
- * queues and processes in nr_sched.c; actors in nr_actor.c.)
+ * queues and processes in nr_sched.c; resources beyond CPUs in nr_res.c;
+ * cancelling in nr_cancel.c; placement groups in nr_pg.c; actors in
+ * nr_actor.c.)
  *
  * Every process runs this same code on the shared state: a submitter
  * registers a task and queues it (or parks it on the objects it waits
