@@ -20,6 +20,13 @@ def _touch(path):
         f.write("x")
 
 
+def _wait_for(path, timeout=30):
+    """Until path exists (a gate or a sign that a task started), or timeout."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _count(path):
     try:
         with open(path) as f:
@@ -51,9 +58,7 @@ def test_each_value_is_available_while_the_generator_still_runs(ray, tmp_path):
     @ray.remote
     def waits_for_gate(gate):
         yield "first"
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
         yield "second"
     gen = waits_for_gate.remote(gate)
     assert ray.get(next(gen), timeout=30) == "first"      # the task is still blocked
@@ -231,9 +236,7 @@ def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
             _touch(interrupted)
             raise
     ref = spin.remote(started, interrupted)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(started) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(started)
     ray.cancel(ref)
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -278,9 +281,7 @@ def test_recursive_cancel_reaches_the_tasks_a_task_submitted(ray, tmp_path):
     def parent(path):
         return ray.get(child.remote(path))
     ref = parent.remote(child_started)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(child_started) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(child_started)
     ray.cancel(ref)
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -329,9 +330,7 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
     w = Worker.remote()
     running = w.poll_until_cancelled.remote(flag)
     queued = w.record.remote("queued")
-    deadline = time.monotonic() + 30
-    while not os.path.exists(flag) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(flag)
     ray.cancel(queued)
     ray.cancel(running)
     with pytest.raises(exceptions.TaskCancelledError):
@@ -736,9 +735,7 @@ def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh, tmp_path):
     @ray.remote(num_gpus=0.5, num_cpus=0)
     def half(started, gate):
         _touch(started)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
         return ray.get_gpu_ids()
     # Four halves share two devices: all four run at once (each waits for
     # a gate opened only once all four have started).
@@ -768,9 +765,7 @@ def test_a_task_waits_for_a_custom_resource_and_others_pass_it(fresh, tmp_path):
 
     @ray.remote(resources={"license": 1}, num_cpus=0)
     def licensed(gate):
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
         return "licensed"
 
     @ray.remote
@@ -918,9 +913,7 @@ def test_recursive_force_cancel_passes_over_actor_calls(ray, tmp_path):
         return ray.get([x, y])
     a = Slow.remote()
     ref = parent.remote(a, started)
-    deadline = time.monotonic() + 30
-    while not os.path.exists(started) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(started)
     ray.cancel(ref, force=True)                         # no ValueError: the call is a child
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -984,9 +977,7 @@ def test_an_oversubscribed_actor_gets_as_many_devices_as_it_asked_for(fresh, tmp
 
     @ray.remote(num_gpus=1, num_cpus=0)
     def busy(gate):
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
     running = busy.remote(gate)
     time.sleep(0.3)
 
@@ -1191,7 +1182,7 @@ def test_removing_a_group_fails_its_waiting_tasks_and_kills_its_actors(fresh, tm
     assert ray._api._backend.region.verify()["code"] == 0
 
 
-def test_capture_child_tasks_keeps_children_in_the_group(fresh):
+def test_capture_child_tasks_keeps_children_in_the_group_unless_they_opt_out(fresh):
     from nanoray.util.placement_group import get_current_placement_group, placement_group
     from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
     ray = fresh(num_cpus=3)
@@ -1211,6 +1202,15 @@ def test_capture_child_tasks_keeps_children_in_the_group(fresh):
     loose = PlacementGroupSchedulingStrategy(pg)
     assert ray.get(parent.options(scheduling_strategy=loose).remote(), timeout=30) == \
         (None, True)
+
+    # A child that names a strategy, even "DEFAULT" or placement_group=None,
+    # opts out of a capturing group.
+    @ray.remote(num_cpus=1)
+    def choosy_parent():
+        return ray.get([child.remote(), child.options(scheduling_strategy="DEFAULT").remote(),
+                        child.options(placement_group=None).remote()])
+    assert ray.get(choosy_parent.options(scheduling_strategy=captured).remote(), timeout=30) == \
+        [pg.id.hex(), None, None]
 
 
 def test_calls_into_a_removed_group_fail_instead_of_waiting(fresh):
@@ -1245,9 +1245,7 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
 
     @ray.remote(num_cpus=2)
     def hog(gate):
-        deadline = time.monotonic() + 30
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for(gate)
     running = hog.remote(gate)
     time.sleep(0.3)
     pg = placement_group([{"CPU": 1}])                   # pending: the hog has both CPUs
@@ -1270,23 +1268,3 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
         assert time.monotonic() < deadline, ray.available_resources()
         time.sleep(0.02)
     assert ray._api._backend.region.verify()["code"] == 0
-
-
-def test_a_child_can_opt_out_of_a_capturing_group(fresh):
-    from nanoray.util.placement_group import placement_group
-    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    ray = fresh(num_cpus=3)
-    pg = placement_group([{"CPU": 2}])
-    assert pg.wait(10)
-
-    @ray.remote(num_cpus=1)
-    def child():
-        return ray.get_runtime_context().get_placement_group_id()
-
-    @ray.remote(num_cpus=1)
-    def parent():
-        return ray.get([child.remote(), child.options(scheduling_strategy="DEFAULT").remote(),
-                        child.options(placement_group=None).remote()])
-    s = PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)
-    assert ray.get(parent.options(scheduling_strategy=s).remote(), timeout=30) == \
-        [pg.id.hex(), None, None]
