@@ -233,12 +233,30 @@ void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
     nri_release(r, t);
 }
 
+/* An infeasible actor that never started ends through the usual path: a
+ * process starts for it that sees NR_ACTOR_KILLED and exits, and its reap
+ * fails its queued calls and frees what is left. */
+static int end_unstarted(nr_region_t *r, nr_proc_t *p) {
+    if (!(p->aflags & NR_ACTOR_INFEASIBLE) || p->state != NR_PROC_STARTING || p->pid ||
+        p->spawn_req)
+        return 0;
+    W(p->aflags, p->aflags | NR_ACTOR_KILLED | NR_ACTOR_NO_RESTART);
+    W(p->spawn_req, 1);
+    return 1;
+}
+
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1) {
     nr_proc_t *p = nr_proc(r, slot1 - 1);
     if (p->kind != NR_KIND_ACTOR) return;
     W(p->aflags, p->aflags | NR_ACTOR_ORPHANED);
     if ((p->aflags & NR_ACTOR_DEAD) && p->state == NR_PROC_EXITED) {
         free_slot(r, slot1 - 1);             /* a tombstone nobody can name any more */
+        return;
+    }
+    if (end_unstarted(r, p) && r->spawn_fd >= 0) {   /* once per actor, as the wake below */
+        uint64_t one = 1;
+        ssize_t rc = write(r->spawn_fd, &one, sizeof one);
+        (void)rc;
         return;
     }
     /* Its process exits once its queue is empty: wake it to see that.  A
@@ -266,6 +284,8 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         }
         if (!free_name) { nr_unlock(r); return -3; }
     }
+    int infeasible = (flags & NR_ACTOR_INFEASIBLE) != 0;
+    if (infeasible) cpus_milli = 0, res = NULL, pool = 0;   /* it holds nothing */
     if (cpus_milli > h->cpus_total) { nr_unlock(r); return -4; }
     uint32_t res_mask = 0;
     for (uint32_t k = 1; res && k < NR_RES; k++) {
@@ -282,7 +302,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) continue;
         nri_proc_reset(r, p, NR_KIND_ACTOR, NR_PROC_STARTING);  /* logged: plain stores follow */
-        p->aflags = flags & (NR_ACTOR_DETACHED | NR_ACTOR_UNORDERED);
+        p->aflags = flags & (NR_ACTOR_DETACHED | NR_ACTOR_UNORDERED | NR_ACTOR_INFEASIBLE);
         if (flags & NR_ACTOR_DETACHED) LADD64(o->refs, 1);   /* dropped when it dies */
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
@@ -294,7 +314,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
             p->pool_gen = (uint32_t)(pool >> 32);
         }
         if (res_mask) nri_res_take_actor(r, p, a, res_mask, res);
-        p->spawn_req = 1;
+        p->spawn_req = !infeasible;
         W(o->actor, i + 1);
         WINC(h->nactors);
         slot = (int)i;
@@ -307,7 +327,7 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
             free_name->gen = p->gen;
             strncpy(free_name->key, key, NR_NAME_MAX - 1);
         }
-        w.spawn = 1;
+        w.spawn = !infeasible;
         break;
     }
     nr_unlock(r);
@@ -390,15 +410,18 @@ int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj
 int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart) {
     int32_t pid = -1;
     int self = 0;
+    wakeups_t w = {0};
     nr_lock(r);
     if (slot_is(r, slot, gen) && !(nr_proc(r, slot)->aflags & NR_ACTOR_DEAD)) {
         nr_proc_t *p = nr_proc(r, slot);
+        w.spawn = end_unstarted(r, p);       /* infeasible: it ends for good */
         W(p->aflags, p->aflags | NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0));
         pid = p->state == NR_PROC_STARTING ? 0 : p->pid;
         self = pid == (int32_t)getpid();
         if (pid > 0 && !self) kill(pid, SIGKILL);   /* it cannot be inside a critical section */
     }
     nr_unlock(r);
+    nri_flush(r, &w);
     if (self) kill(pid, SIGKILL);                   /* an actor killing itself: not holding it */
     return pid;
 }
@@ -411,7 +434,8 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
     nr_arena_release_writing(r, slot);
     nri_spill_release(r, slot);
-    int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART)) && p->restarts_left != 0 &&
+    int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART | NR_ACTOR_INFEASIBLE)) &&
+                  p->restarts_left != 0 &&
                   !((p->aflags & NR_ACTOR_ORPHANED) && !p->q_head && !p->h_head &&
                     !p->create_ready) &&
                   !h->shutdown;

@@ -43,6 +43,10 @@ enum {
     NR_ACTOR_UNORDERED = 64,   /* threaded or async: a call never waits behind another's
                                 * pending arguments (sequential actors keep each
                                 * caller's order) */
+    NR_ACTOR_INFEASIBLE = 128, /* asks for more than the machine has: holds nothing, and no
+                                * process starts for it (calls stay pending, as in Ray)
+                                * until it is killed or orphaned, when one starts that
+                                * exits at once */
 };
 
 #define NR_NAME_MAX 112        /* bytes of "namespace\x1fname": an entry is 128 bytes */

@@ -814,8 +814,42 @@ def test_actor_holds_its_gpu_for_life(fresh):
     assert ray.wait([waiting], timeout=0.3)[0] == []
     ray.kill(t)
     assert ray.get(waiting, timeout=30) == 1
-    with pytest.raises(ValueError, match="more GPUs"):
-        ray.remote(num_gpus=2)(Trainer._cls if hasattr(Trainer, "_cls") else object).remote()
+
+
+def test_infeasible_actors_stay_pending_with_a_warning_until_killed(fresh):
+    ray = fresh(num_cpus=2, num_gpus=1)
+
+    @ray.remote(num_gpus=2)
+    class TooManyGpus:
+        def ping(self):
+            return "pong"
+    with pytest.warns(RuntimeWarning, match="actor TooManyGpus cannot be scheduled"):
+        big = TooManyGpus.remote()
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        alien = TooManyGpus.options(num_gpus=0, resources={"unobtainium": 1}).remote()
+    pending = big.ping.remote()
+    assert ray.wait([pending, alien.ping.remote()], timeout=0.3)[0] == []
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(pending, timeout=0.1)
+    # It holds nothing: other work, and a feasible actor, run meanwhile.
+    assert ray.available_resources()["GPU"] == 1.0
+    fits = TooManyGpus.options(num_gpus=1).remote()
+    assert ray.get(fits.ping.remote(), timeout=30) == "pong"
+    assert ray.get(ray.remote(lambda: 7).remote(), timeout=30) == 7
+    ray.kill(big)
+    with pytest.raises(exceptions.ActorDiedError, match="killed"):
+        ray.get(pending, timeout=30)
+    ray.kill(alien)
+    # One whose handles all go ends too: its slot is reused, nothing leaks.
+    before = ray._api._backend.region.stats()["actors"]
+    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+        gone = TooManyGpus.options(num_gpus=3).remote()
+    del gone
+    deadline = time.monotonic() + 10
+    while ray._api._backend.region.stats()["actors"] > before:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert ray._api._backend.region.verify()["code"] == 0
 
 
 def test_nodes_and_runtime_context_describe_the_one_node(ray):
@@ -1124,6 +1158,18 @@ def test_a_placement_group_reserves_and_its_tasks_use_the_reservation(fresh, tmp
     assert ray.get(gpu_in_group.options(placement_group=pg).remote(), timeout=30) == [0]
     with pytest.raises(ValueError, match="out of range"):
         in_group.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 5))
+    # A call must fit one bundle (the one it names, or any), as in Ray.
+    with pytest.raises(ValueError, match="cannot fit into any bundles"):
+        in_group.options(num_cpus=1, num_gpus=1, scheduling_strategy=s).remote(started)
+    with pytest.raises(ValueError, match="cannot fit into bundle 1"):
+        in_group.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)).remote(
+            started)
+
+    @ray.remote(num_cpus=1, num_gpus=1)
+    class TooBig:
+        pass
+    with pytest.raises(ValueError, match="cannot fit into any bundles"):
+        TooBig.options(scheduling_strategy=s).remote()
     remove_placement_group(pg)
     assert placement_group_table(pg)["state"] == "REMOVED"
     deadline = time.monotonic() + 10
@@ -1212,6 +1258,14 @@ def test_capture_child_tasks_keeps_children_in_the_group_unless_they_opt_out(fre
     assert ray.get(choosy_parent.options(scheduling_strategy=captured).remote(), timeout=30) == \
         [pg.id.hex(), None, None]
 
+    # A captured child too big for any bundle fails at .remote(), in the parent.
+    @ray.remote(num_cpus=1)
+    def greedy_parent():
+        return child.options(num_cpus=3).remote()
+    with pytest.raises(ValueError, match=r"<locals>\.child with the placement group because "
+                                         r"the resource request \{.CPU.: 3\.0\}"):
+        ray.get(greedy_parent.options(scheduling_strategy=captured).remote(), timeout=30)
+
 
 def test_calls_into_a_removed_group_fail_instead_of_waiting(fresh):
     from nanoray.util.placement_group import (get_placement_group, placement_group,
@@ -1259,10 +1313,12 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
     m = Member.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
     assert ray.get(m.group.remote(), timeout=30) == pg.id.hex()
     ray.get(running, timeout=30)
-    with pytest.raises(exceptions.ActorUnschedulableError, match="more than its placement"):
+    with pytest.raises(ValueError, match="cannot fit into any bundles"):   # as in Ray
         Member.options(num_cpus=2, scheduling_strategy=PlacementGroupSchedulingStrategy(pg)) \
             .remote()
     remove_placement_group(pg)
+    with pytest.raises(exceptions.ActorUnschedulableError, match="was removed"):
+        Member.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
     deadline = time.monotonic() + 10
     while ray.available_resources().get("CPU") != 2.0:
         assert time.monotonic() < deadline, ray.available_resources()

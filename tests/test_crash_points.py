@@ -208,6 +208,20 @@ def scenario(r):
     assert r.resources()[1][1] == 1500
     r.actor_die(sg, gg, 0)
     r.decref(hg)
+    # An infeasible actor (flag 128) holds nothing and no process starts for
+    # it until it is killed or orphaned; then one starts, to exit at once.
+    hi = r.put()
+    si, gi = r.actor_create(hi, 0, 64000, None, 128, [0, 9000, 0, 0, 0, 0, 0, 0])
+    assert r.resources()[1][1] == 2000 and si not in r.spawn_take()
+    r.actor_kill(si, gi)
+    assert si in r.spawn_take()
+    r.actor_reap(si, 0)
+    r.decref(hi)
+    hj = r.put()
+    sj, gj = r.actor_create(hj, 0, 64000, None, 128)
+    r.decref(hj)                                  # orphaned before it ever started
+    assert sj in r.spawn_take()
+    r.actor_reap(sj, 0)
     for x in (rg1, rg2, rhalf):
         r.decref(x)
 

@@ -26,7 +26,7 @@ from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
                                      call_extras, check_num_returns, check_resources,
                                      check_scheduling, explicit_strategy, placement_of,
-                                     check_retry_exceptions, resource_demand)
+                                     check_retry_exceptions, resource_demand, warn_infeasible)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -206,18 +206,22 @@ class ActorClass:
         res = None
         demand = resource_demand(o)
         if demand:
-            res, missing = _rt.demand(demand)
-            if missing:
-                raise ValueError("this actor asks for resources nanoray was not started "
-                                 "with: %s (init(resources={...}) defines them)"
-                                 % ", ".join(sorted(missing)))
+            res = _rt.demand(demand)[0]
+        # More than the machine has: Ray's warning, and the actor stays
+        # pending (its calls too) until it is killed or its handles go.
+        infeasible = pg is None and warn_infeasible(
+            "actor %s" % self._cls.__name__, cpus_milli, demand, _rt.resource_table())
         if pg is not None:
+            from nanoray.util.placement_group import check_fits
+            check_fits(pg[0], getattr(strategy, "placement_group_bundle_index", -1)
+                       if strategy is not None else -1, cpus_milli, demand,
+                       self._cls.__qualname__)
             _wait_for_group(pg[0], pool, cpus_milli, res, self._cls.__name__)
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
                                      unordered=is_async or concurrency > 1, res=res,
-                                     pool=pool)
+                                     pool=pool, infeasible=infeasible)
         if pg is not None and slot >= 0:
             pg[0]._actors.append((slot, gen))     # killed if the group is removed
         if slot == -2:

@@ -370,6 +370,11 @@ class RemoteFunction:
                 pool, pg = placement_of(o.strategy)
                 if pg is not None:
                     extras = dict(extras or {}, pg=pg)
+            if pool:
+                from nanoray.util.placement_group import check_fits
+                index = getattr(o.strategy, "placement_group_bundle_index", -1)
+                check_fits(extras["pg"][0], index, o.cpus_milli, o.demand,
+                           getattr(self._function, "__qualname__", "task"))
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
                              extras, o.resources() if o.special else None, pool)
             if o.streaming:

@@ -11,6 +11,7 @@ cdef extern from "nr_actor.h" nogil:
         NR_ACTOR_KILLED
         NR_ACTOR_DETACHED
         NR_ACTOR_UNORDERED
+        NR_ACTOR_INFEASIBLE
         NR_NAME_MAX
 
     ctypedef struct nr_name_t:

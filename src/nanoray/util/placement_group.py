@@ -5,8 +5,11 @@ actors scheduled in it (csrc/nr_pg.c): they are charged to the group, and
 everything else to what the machine has left.  A group the machine has no
 room for yet is pending, and is placed as soon as resources come back;
 pg.ready() is a ref that resolves then.  All bundles are on this one node,
-so a group keeps one pool for all of them: a bundle index is checked but
-does not narrow what a task may use.  STRICT_SPREAD with more than one
+so a group keeps one pool for all of them.  As in Ray, a task or actor
+must fit one bundle (the one its bundle index names, or any): one that
+cannot raises ValueError at .remote().  Beyond that a bundle index does not
+narrow what it may use: two tasks on bundle 0 may run at once while the
+group's total has room.  STRICT_SPREAD with more than one
 bundle needs more than one node: such a group stays pending, as in Ray.
 
 remove_placement_group() gives the unused reservation back at once, fails
@@ -17,7 +20,7 @@ finish, and give what they hold back to the machine.
 
 An actor scheduled in a group that is still pending is made once the group
 is placed: its .remote() waits for that (Ray returns at once and creates it
-later).  An actor asking for more than its group reserved raises
+later).  An actor scheduled in a removed group raises
 ActorUnschedulableError.
 """
 
@@ -52,6 +55,7 @@ class PlacementGroup:
         self.name = name
         self.id = PlacementGroupID("%016x%016x" % (session & ((1 << 64) - 1), pool))
         self._actors = []                    # (slot, gen) made here in it, for remove
+        self._fits = {}                      # (index, demand) -> fits a bundle
 
     @property
     def bundle_count(self):
@@ -106,6 +110,25 @@ class _LazyReady:
 
 
 _ready = _LazyReady()
+
+
+def check_fits(pg, index, cpus_milli, demand, what):
+    """Ray's check at .remote(): a task or actor in a group must fit into one
+    bundle, the one `index` names (-1: any)."""
+    need = {"CPU": cpus_milli / 1000.0}
+    need.update(demand or {})
+    need = {k: v for k, v in need.items() if v}
+    key = (index, tuple(sorted(need.items())))
+    ok = pg._fits.get(key)
+    bundles = pg.bundle_specs if index < 0 else [pg.bundle_specs[index]]
+    if ok is None:
+        ok = any(all(b.get(k, 0) >= v - 1e-9 for k, v in need.items()) for b in bundles)
+        pg._fits[key] = ok
+    if not ok:
+        raise ValueError(
+            "Cannot schedule %s with the placement group because the resource request %s "
+            "cannot fit into %s for the placement group, %s." % (
+                what, need, "any bundles" if index < 0 else "bundle %d" % index, bundles))
 
 
 def _demand(bundles):

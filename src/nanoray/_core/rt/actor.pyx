@@ -263,16 +263,18 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
 
 
 def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key,
-                 bint detached=False, bint unordered=False, tuple res=None, uint64_t pool=0):
+                 bint detached=False, bint unordered=False, tuple res=None, uint64_t pool=0,
+                 bint infeasible=False):
     """A slot for a new actor: (slot, generation); (-2, existing handle id)
-    when the name is taken."""
+    when the name is taken.  An infeasible actor holds nothing and never
+    starts: its calls stay pending until it is killed or its handles go."""
     cdef Region reg = _check_ref(handle)
     cdef uint32_t gen = 0
     cdef uint64_t existing = 0
     cdef bytes k = None
     cdef const char *kp = NULL
     cdef uint32_t flags = (NR_ACTOR_DETACHED if detached else 0) | (
-        NR_ACTOR_UNORDERED if unordered else 0)
+        NR_ACTOR_UNORDERED if unordered else 0) | (NR_ACTOR_INFEASIBLE if infeasible else 0)
     if key is not None:
         if "\x00" in key:
             raise ValueError("actor names and namespaces cannot contain NUL characters")
