@@ -20,15 +20,16 @@ import signal as _signal
 cdef bint _in_user_code = False    # the main thread runs a pool task's own code
 
 
-cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint recursive,
-                       int depth) except *:
+cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint recursive,
+                      int depth, bint running_too=True) except -1:
+    """1 when the task was stopped before it started (it never runs)."""
     cdef int32_t pid = 0
     cdef uint32_t kind = 0, nret = 16, i
     cdef uint64_t rets_stack[16]
     cdef uint64_t *rets = &rets_stack[0]
     cdef int st = nr_task_cancel(&reg.r, t, gen, 0, &pid, &kind, rets, &nret)
-    if st < 0:
-        return                              # finished meanwhile
+    if st < 0 or (st == NR_TASK_RUNNING and not running_too):
+        return 0                            # finished meanwhile, or left to run
     if force and kind != NR_SPEC_TASK:
         if depth == 0:
             raise ValueError("force=True is not supported for actor tasks (an actor call "
@@ -41,7 +42,7 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
     try:
         st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
         if st < 0:
-            return
+            return 0
         err = _exc.TaskCancelledError(
             "%016x" % ((<uint64_t>gen << 32) | t),
             "nanoray: task %016x was cancelled by nanoray.cancel()" % ((<uint64_t>gen << 32) | t))
@@ -51,7 +52,7 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
                     _seal(reg, rets[i], err, True)
         if st == NR_TASK_READY:
             nr_task_drop(&reg.r, t, gen)    # waiting for resources: released now
-        if st == NR_TASK_RUNNING and kind == NR_SPEC_TASK:
+        if st == NR_TASK_RUNNING and kind == NR_SPEC_TASK and running_too:
             nr_task_signal(&reg.r, t, gen, _signal.SIGKILL if force else _signal.SIGINT)
     finally:
         if rets != &rets_stack[0]:
@@ -60,6 +61,7 @@ cdef void _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint re
         for child in _children(reg, (<uint64_t>gen << 32) | t):
             _cancel_task(reg, <uint32_t>(child & 0xFFFFFFFF), <uint32_t>(child >> 32), force,
                          recursive, depth + 1)
+    return st != NR_TASK_RUNNING
 
 
 ctypedef uint32_t (*_task_lister)(nr_region_t *, uint64_t, uint64_t *, uint32_t) nogil
@@ -94,6 +96,17 @@ def cancel(ObjectRef ref, bint force, bint recursive):
     cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)
     if t:
         _cancel_task(reg, t, gen, force, recursive, 0)
+
+
+def cancel_unstarted(ObjectRef ref):
+    """Cancels the task whose return ref is only if it has not started
+    (a concurrent.futures Future's cancel()): True if it never runs.  One
+    that started meanwhile runs on (if it had not yet reached its code, it
+    stops there, and its ref raises TaskCancelledError)."""
+    cdef Region reg = _check_ref(ref)
+    cdef uint32_t gen = 0
+    cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)
+    return bool(t) and _cancel_task(reg, t, gen, False, False, 0, False) == 1
 
 
 def task_of(ObjectRef ref):

@@ -1,0 +1,2 @@
+"""concurrent.futures on nanoray, under the path of Ray's RayExecutor
+(``from nanoray.util.concurrent.futures import RayExecutor``)."""

@@ -1,0 +1,263 @@
+"""The drop-ins for multiprocessing.Pool and concurrent.futures: each behaves
+as the stdlib original does, failures included, and leaves nothing running."""
+
+import asyncio
+import concurrent.futures as cf
+import multiprocessing
+import multiprocessing.pool
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import wait_gone
+
+T = 30
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0):
+    return a + b
+
+
+def fails_at_3(x):
+    if x == 3:
+        raise ZeroDivisionError("x is 3")
+    return x
+
+
+def dies_at_2(x):
+    if x == 2:
+        os._exit(1)
+    return x
+
+
+def nap(s):
+    time.sleep(s)
+    return s
+
+
+def set_tag(tag):
+    os.environ["NANORAY_TEST_TAG"] = tag
+    os.environ["NANORAY_TEST_INITS"] = str(int(os.environ.get("NANORAY_TEST_INITS", "0")) + 1)
+
+
+def tag_and_pid(_=None):
+    return os.environ.get("NANORAY_TEST_TAG"), os.environ.get("NANORAY_TEST_INITS"), os.getpid()
+
+
+def total(a):
+    return float(a.sum())
+
+
+def endless():
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+def broken_iterable():
+    yield 1
+    yield 2
+    raise OSError("the input ended badly")
+
+
+# -- multiprocessing.Pool ------------------------------------------------------
+
+
+def test_pool_maps_and_applies_as_the_stdlib_does(ray):
+    from nanoray.util.multiprocessing import Pool
+    xs = list(range(37))
+    with Pool(2) as p:
+        assert p.map(square, xs) == [x * x for x in xs]
+        assert p.map(square, xs, chunksize=5) == [x * x for x in xs]
+        assert p.map(square, iter(xs)) == [x * x for x in xs]          # any iterable
+        assert p.map(square, []) == []
+        assert p.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
+        assert list(p.imap(square, xs, chunksize=4)) == [x * x for x in xs]
+        assert sorted(p.imap_unordered(square, xs)) == [x * x for x in xs]
+        assert p.apply(add, (1,), {"b": 5}) == 6
+        got = []
+        r = p.apply_async(square, (9,), callback=got.append)
+        assert r.get(T) == 81 and r.ready() and r.successful() and got == [81]
+        m = p.map_async(square, xs, callback=got.append)
+        m.wait(T)
+        assert m.get(T) == got[1] == [x * x for x in xs]
+        s = p.starmap_async(add, [(1, 1)] * 3)
+        assert s.get(T) == [2, 2, 2]
+        it = p.imap(square, endless(), chunksize=3)            # read lazily
+        assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
+        arrays = [np.full(100_000, i, dtype=np.float64) for i in range(4)]
+        assert p.map(total, arrays) == [i * 100_000.0 for i in range(4)]
+
+
+def test_pool_initializer_runs_in_each_process_and_maxtasksperchild_renews_them(ray):
+    from nanoray.util.multiprocessing import Pool
+    p = Pool(2, initializer=set_tag, initargs=("ready",))
+    seen = p.map(tag_and_pid, range(40), chunksize=1)
+    assert {(tag, inits) for tag, inits, _ in seen} == {("ready", "1")}
+    assert len({pid for _, _, pid in seen}) == 2
+    p.close()
+    p.join()
+    assert wait_gone([pid for _, _, pid in seen]) == []
+    p = Pool(2, initializer=set_tag, initargs=("fresh",), maxtasksperchild=3)
+    seen = p.map(tag_and_pid, range(24), chunksize=1)
+    assert {(tag, inits) for tag, inits, _ in seen} == {("fresh", "1")}
+    assert len({pid for _, _, pid in seen}) >= 24 // 3      # a new process every 3 chunks
+    p.terminate()
+    assert wait_gone([pid for _, _, pid in seen]) == []
+
+
+def test_pool_errors_reach_the_caller_as_the_functions_own(ray):
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p:
+        with pytest.raises(ZeroDivisionError, match="x is 3") as info:
+            p.map(fails_at_3, range(8))
+        assert isinstance(info.value.__cause__, multiprocessing.pool.RemoteTraceback)
+        assert "fails_at_3" in str(info.value.__cause__)
+        out = []
+        with pytest.raises(ZeroDivisionError):
+            for v in p.imap(fails_at_3, range(8)):
+                out.append(v)
+        assert out == [0, 1, 2]                     # the values before the failure
+        errors = []
+        r = p.map_async(fails_at_3, range(8), error_callback=errors.append)
+        r.wait(T)
+        assert not r.successful() and isinstance(errors[0], ZeroDivisionError)
+        with pytest.raises(OSError, match="ended badly"):
+            p.map(square, broken_iterable())
+        it = p.imap(square, broken_iterable())
+        assert next(it) == 1 and next(it) == 4
+        with pytest.raises(OSError, match="ended badly"):
+            next(it)
+        with pytest.raises(TypeError):
+            p.map(42, [1])
+        with pytest.raises(ValueError):
+            p.map(square, [1], chunksize=0)
+        r = p.apply_async(nap, (1.0,))
+        with pytest.raises(multiprocessing.TimeoutError):
+            r.get(0.05)
+        with pytest.raises(ValueError):
+            r.successful()                          # not ready yet
+        with pytest.raises(multiprocessing.TimeoutError):
+            p.imap(nap, [1.0]).next(timeout=0.05)
+        assert p.map(square, range(5)) == [0, 1, 4, 9, 16]     # the pool goes on
+    with pytest.raises(ValueError):
+        Pool(0)
+
+
+def test_pool_replaces_a_worker_that_dies_and_fails_only_its_chunk(ray):
+    from nanoray import exceptions
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p:
+        with pytest.raises(exceptions.RayActorError):      # the stdlib's pool would hang
+            p.map(dies_at_2, range(6), chunksize=1)
+        assert p.map(square, range(6)) == [0, 1, 4, 9, 16, 25]
+        assert p.apply(dies_at_2, (1,)) == 1
+
+
+def test_pool_close_join_terminate_and_the_context_manager(ray):
+    from nanoray.util.multiprocessing import Pool
+    p = Pool(2)
+    pids = {pid for _, _, pid in p.map(tag_and_pid, range(8), chunksize=1)}
+    with pytest.raises(ValueError, match="still running"):
+        p.join()
+    late = p.map_async(nap, [0.2] * 4, chunksize=1)
+    p.close()
+    with pytest.raises(ValueError, match="not running"):
+        p.map(square, [1])
+    with pytest.raises(ValueError, match="not running"):
+        p.apply_async(square, (1,))
+    p.join()                                       # waits for the work already given
+    assert late.get(0) == [0.2] * 4
+    assert wait_gone(list(pids)) == []
+
+    p = Pool(2)
+    slow = p.map_async(nap, [5.0] * 4, chunksize=1)
+    it = p.imap(nap, [5.0] * 4)
+    t0 = time.monotonic()
+    p.terminate()                                  # kills the processes at once
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(RuntimeError, match="terminated"):
+        slow.get(T)                                # fails rather than waiting forever
+    with pytest.raises(RuntimeError, match="terminated"):
+        next(it)
+
+    with Pool(1) as p:
+        pid = p.apply(tag_and_pid)[2]
+    assert wait_gone([pid]) == []                  # __exit__ terminates, as in the stdlib
+
+
+# -- concurrent.futures ------------------------------------------------------------
+
+
+def test_executor_submit_map_wait_and_as_completed(ray):
+    from nanoray.util.concurrent.futures import RayExecutor
+    with RayExecutor() as ex:
+        f = ex.submit(add, 2, b=3)
+        assert f.result(T) == 5 and f.done() and not f.cancelled()
+        assert list(ex.map(square, range(20))) == [x * x for x in range(20)]
+        assert list(ex.map(add, range(10), range(10), chunksize=3)) == \
+            [2 * x for x in range(10)]
+        fs = [ex.submit(nap, s) for s in (0.3, 0.1, 0.2)]
+        done, not_done = cf.wait(fs, timeout=T, return_when=cf.FIRST_COMPLETED)
+        assert done and len(done) + len(not_done) == 3
+        assert sorted(f.result() for f in cf.as_completed(fs, timeout=T)) == [0.1, 0.2, 0.3]
+        err = ex.submit(fails_at_3, 3)
+        with pytest.raises(ZeroDivisionError, match="x is 3"):
+            err.result(T)
+        assert isinstance(err.exception(), ZeroDivisionError)
+        with pytest.raises(cf.TimeoutError):
+            list(ex.map(nap, [2.0, 2.0], timeout=0.2))
+        arr = np.arange(1_000_000, dtype=np.float64)
+        assert ex.submit(total, arr).result(T) == float(arr.sum())
+
+        async def awaited():
+            return await asyncio.wrap_future(ex.submit(square, 12))
+        assert asyncio.run(awaited()) == 144
+
+
+def test_executor_cancels_calls_that_have_not_started(ray):
+    from nanoray.util.concurrent.futures import RayExecutor
+    cpus = int(ray.cluster_resources()["CPU"])
+    # More workers than CPUs: the extra calls wait in the scheduler.
+    ex = RayExecutor(max_workers=cpus + 2)
+    running = [ex.submit(nap, 1.0) for _ in range(cpus)]
+    time.sleep(0.3)
+    queued = [ex.submit(nap, 0.0) for _ in range(2)]
+    assert all(f.cancel() for f in queued)           # never run
+    assert all(f.cancelled() for f in queued)
+    with pytest.raises(cf.CancelledError):
+        queued[0].result(T)
+    assert not running[0].cancel()                   # started: runs on
+    assert [f.result(T) for f in running] == [1.0] * cpus
+    ex.shutdown()
+    # A bounded executor: calls past max_workers wait in it, in order.
+    ex = RayExecutor(max_workers=1)
+    fs = [ex.submit(nap, 0.3) for _ in range(4)]
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - t0 < 2
+    assert fs[0].result(0) == 0.3 and all(f.cancelled() for f in fs[1:])
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)
+    with pytest.raises(ValueError):
+        RayExecutor(max_workers=0)
+
+
+def test_executor_initializer_runs_once_per_worker_process(ray):
+    from nanoray.util.concurrent.futures import RayExecutor
+    with RayExecutor(initializer=set_tag, initargs=("exec",)) as ex:
+        seen = [f.result(T) for f in [ex.submit(tag_and_pid) for _ in range(30)]]
+    assert {tag for tag, _, _ in seen} == {"exec"}
+    # Once per process for this executor (a process may have run other inits).
+    by_pid = {}
+    for _, inits, pid in seen:
+        by_pid.setdefault(pid, set()).add(inits)
+    assert all(len(v) == 1 for v in by_pid.values()), by_pid
