@@ -94,6 +94,36 @@ def test_pool_maps_and_applies_as_the_stdlib_does(ray):
         assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
         arrays = [np.full(100_000, i, dtype=np.float64) for i in range(4)]
         assert p.map(total, arrays) == [i * 100_000.0 for i in range(4)]
+        # As Ray's actors once they run, the pool's processes hold no CPU:
+        # tasks run beside a pool of num_cpus processes.
+        assert ray.get([ray.remote(square).remote(i) for i in range(4)], timeout=T) == \
+            [0, 1, 4, 9]
+
+
+class Scaled:
+    """A callable carrying data, as joblib's batches do."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __call__(self):
+        return float(self.a[0])
+
+
+def test_pools_keep_functions_loaded_but_not_callables_that_carry_data(ray):
+    from conftest import store_objects
+    from nanoray.util.concurrent.futures import RayExecutor
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p, RayExecutor(max_workers=2) as ex:
+        p.map(square, range(4))
+        ex.submit(square, 1).result(T)
+        before = store_objects()
+        for i in range(12):                       # 12 x 32 MiB: gone after each call
+            big = np.full(4 << 20, i, dtype=np.float64)
+            assert p.apply(Scaled(big)) == float(i)
+            assert ex.submit(Scaled(big)).result(T) == float(i)
+        assert p.map(square, range(4)) == [0, 1, 4, 9]
+        assert store_objects() <= before + 1
 
 
 def test_pool_initializer_runs_in_each_process_and_maxtasksperchild_renews_them(ray):
@@ -261,3 +291,66 @@ def test_executor_initializer_runs_once_per_worker_process(ray):
     for _, inits, pid in seen:
         by_pid.setdefault(pid, set()).add(inits)
     assert all(len(v) == 1 for v in by_pid.values()), by_pid
+
+
+# -- joblib and Dask ---------------------------------------------------------------
+
+
+def test_joblib_runs_on_nanoray_under_both_names(ray):
+    import joblib
+    from nanoray.util.joblib import register_ray
+    register_ray()
+    for name in ("nanoray", "ray"):
+        with joblib.parallel_backend(name, n_jobs=2):
+            out = joblib.Parallel()(joblib.delayed(tag_and_pid)() for _ in range(40))
+            assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(500)) == \
+                [i * i for i in range(500)]
+        pids = {pid for _, _, pid in out}
+        assert os.getpid() not in pids and 1 <= len(pids) <= 2
+        with joblib.parallel_backend(name, n_jobs=2):     # the pool is kept, as loky's is
+            again = joblib.Parallel()(joblib.delayed(tag_and_pid)() for _ in range(40))
+        assert {pid for _, _, pid in again} <= pids
+    with joblib.parallel_backend("nanoray"):
+        arrays = [np.full(50_000, i, dtype=np.float64) for i in range(3)]
+        assert joblib.Parallel(n_jobs=-1)(joblib.delayed(total)(a) for a in arrays) == \
+            [i * 50_000.0 for i in range(3)]
+        with pytest.raises(ZeroDivisionError, match="x is 3"):
+            joblib.Parallel(n_jobs=2)(joblib.delayed(fails_at_3)(i) for i in range(6))
+        # A failed call ends its pool; the next call gets a fresh one.
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(square)(i) for i in range(4)) == \
+            [0, 1, 4, 9]
+    ray.shutdown()
+    assert wait_gone(list(pids)) == []                # shutdown ends the kept pools
+    ray.init(num_cpus=2, object_store_memory=1 << 30)
+    with joblib.parallel_backend("nanoray", n_jobs=2):    # a new runtime: a new pool
+        assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
+def test_dask_graphs_run_as_nanoray_tasks(ray):
+    import dask
+    import dask.array as da
+    import dask.bag as db
+    from nanoray.util.dask import disable_dask_on_ray, enable_dask_on_ray, ray_dask_get
+    x = da.random.RandomState(0).random((600, 600), chunks=(200, 200))
+    y = (x + x.T).sum(axis=0)
+    assert np.allclose(y.compute(scheduler=ray_dask_get), y.compute(scheduler="sync"))
+    assert db.from_sequence(range(10), npartitions=3).map(square).sum() \
+        .compute(scheduler=ray_dask_get) == sum(i * i for i in range(10))
+
+    @dask.delayed
+    def where():
+        return os.getpid()
+
+    @dask.delayed
+    def plus(a, b):
+        return a + b
+    one, (two, three) = dask.compute(plus(0, 1), [plus(1, 1), plus(plus(1, 1), 1)],
+                                     scheduler=ray_dask_get)
+    assert (one, two, three) == (1, 2, 3)
+    assert dask.compute(where(), scheduler=ray_dask_get)[0] != os.getpid()
+    with pytest.raises(ZeroDivisionError, match="x is 3"):
+        dask.compute(dask.delayed(fails_at_3)(3), scheduler=ray_dask_get)
+    with enable_dask_on_ray():
+        assert dask.compute(where())[0] != os.getpid()
+    disable_dask_on_ray()
+    assert dask.compute(where(), scheduler="sync")[0] == os.getpid()

@@ -206,7 +206,8 @@ def call_extras(num_returns, retry_exceptions, runtime_env=None):
 
 def _signature_check(function):
     """A callable that raises TypeError, at .remote() as in Ray, when the
-    arguments do not fit the function; None when there is no signature.
+    arguments do not fit the function; None when there is no signature, or
+    it takes anything.
     Plain positional calls of functions without *args/**kwargs/keyword-only
     parameters take a fast path (a length check)."""
     try:
@@ -214,6 +215,9 @@ def _signature_check(function):
     except (TypeError, ValueError):
         return None
     params = list(sig.parameters.values())
+    if [p.kind for p in params] == [inspect.Parameter.VAR_POSITIONAL,
+                                    inspect.Parameter.VAR_KEYWORD]:
+        return None                              # (*args, **kwargs) takes anything
     name = getattr(function, "__name__", "function")
 
     def bind(args, kwargs):

@@ -1,8 +1,9 @@
 """multiprocessing.Pool on nanoray, under Ray's path (ray.util.multiprocessing).
 
-A pool is `processes` actors (one process each, num_cpus=1 unless
-ray_remote_args says otherwise); each runs the initializer once, when it
-starts.  A job (map, imap, apply, ...) is cut into chunks; chunks go to the
+A pool is `processes` actors, one process each; each runs the initializer
+once, when it starts.  Like Ray's actors once they run, they hold no CPU
+unless ray_remote_args asks for one (so a pool, even one kept alive, never
+keeps tasks from running), and its BLAS runs one thread.  A job (map, imap, apply, ...) is cut into chunks; chunks go to the
 least busy actor, at most two at a time per actor, so a slow chunk never
 holds up the others and an idle actor never waits for the driver.  The
 iterable is read lazily, as chunks are handed out, so imap over an endless
@@ -22,6 +23,8 @@ import collections
 import itertools
 import os
 import threading
+import time
+import types
 from multiprocessing import TimeoutError
 from multiprocessing.pool import RemoteTraceback
 
@@ -31,6 +34,7 @@ from nanoray import exceptions
 __all__ = ["Pool", "TimeoutError"]
 
 _RUN, _CLOSE, _TERMINATE = 0, 1, 2
+_PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 _PER_WORKER = 2                        # chunks in flight per actor
 _MAP, _STAR, _APPLY = 0, 1, 2
 
@@ -39,10 +43,19 @@ class PoolWorker:
     """One pool process: the initializer at start, then chunks of calls."""
 
     def __init__(self, initializer, initargs):
+        self._funcs = collections.OrderedDict()   # the functions of recent jobs, loaded
         if initializer is not None:
             initializer(*initargs)
 
-    def run(self, func, chunk, mode):
+    def run(self, func_box, chunk, mode):
+        ref, keep = func_box                     # nested: it arrives as a ref, not loaded
+        func = self._funcs.get(ref.hex()) if keep else None
+        if func is None:
+            func = nanoray.get(ref)
+            if keep:
+                self._funcs[ref.hex()] = func
+                if len(self._funcs) > 64:
+                    self._funcs.popitem(last=False)
         if mode == _MAP:
             return [func(x) for x in chunk]
         if mode == _STAR:
@@ -72,6 +85,8 @@ class ApplyResult:
 
     def __init__(self, callback=None, error_callback=None):
         self._event = threading.Event()
+        self._refs = set()                   # its chunks in flight
+        self._pool = None
         self._callback = callback
         self._error_callback = error_callback
         self._success = None
@@ -87,10 +102,10 @@ class ApplyResult:
         return self._success
 
     def wait(self, timeout=None):
-        self._event.wait(timeout)
+        _wait_helping(self, self._event.is_set, self._event.wait, timeout)
 
     def get(self, timeout=None):
-        if not self._event.wait(timeout):
+        if not _wait_helping(self, self._event.is_set, self._event.wait, timeout):
             raise TimeoutError
         if self._success:
             return self._value
@@ -123,6 +138,23 @@ class ApplyResult:
 
 
 AsyncResult = ApplyResult
+
+
+def _wait_helping(result, arrived, wait, timeout):
+    """Until arrived() or the timeout: the caller delivers the result's
+    chunks itself while it has some in flight, else waits for the pool's
+    thread (in short slices, so that it notices chunks handed out later)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not arrived():
+        pool = result._pool
+        if pool is None or not pool._help(result, deadline):
+            left = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
+            if left <= 0:
+                return arrived()
+            wait(left)
+        elif deadline is not None and time.monotonic() >= deadline:
+            return arrived()
+    return True
 _set_lock = threading.Lock()
 
 
@@ -154,6 +186,8 @@ class IMapIterator:
 
     def __init__(self):
         self._cond = threading.Condition()
+        self._refs = set()
+        self._pool = None
         self._items = collections.deque()
         self._parts = {}
         self._next_chunk = 0
@@ -163,9 +197,15 @@ class IMapIterator:
         return self
 
     def next(self, timeout=None):
+        def arrived():
+            return bool(self._items) or self._finished()
+
+        def wait(t):
+            with self._cond:
+                return self._cond.wait_for(arrived, t)
+        if not _wait_helping(self, arrived, wait, timeout):
+            raise TimeoutError
         with self._cond:
-            if not self._cond.wait_for(lambda: self._items or self._finished(), timeout):
-                raise TimeoutError
             if not self._items:
                 raise StopIteration
             ok, value = self._items.popleft()
@@ -241,7 +281,7 @@ class Pool:
             nanoray.init(address=ray_address)
         if _worker_class is None:
             _worker_class = nanoray.remote(PoolWorker)
-        self._options = dict({"num_cpus": 1}, **(ray_remote_args or {}))
+        self._options = dict(ray_remote_args or {})
         self._init = (initializer, tuple(initargs or ()))
         self._maxtasks = maxtasksperchild
         self._processes = processes
@@ -250,6 +290,7 @@ class Pool:
         self._jobs = collections.deque()     # [result, chunks, func ref, mode, handed out]
         self._inflight = {}                  # ref -> (result, chunk index, worker)
         self._outstanding = set()            # results not yet complete
+        self._funcs = collections.OrderedDict()  # func -> (its ref,)
         self._workers = [self._start_worker() for _ in range(processes)]
         self._thread = threading.Thread(target=self._collect, name="nanoray-pool",
                                         daemon=True)
@@ -369,13 +410,27 @@ class Pool:
             raise TypeError("%r is not callable" % (func,))
         with self._cond:
             self._check_running()
-        func_ref = nanoray.put(func)          # pickled once per job, not per chunk
+        func_ref = self._func_ref(func)       # pickled once, not per job or chunk
+        result._pool = self
         with self._cond:
             self._check_running()
             self._outstanding.add(result)
             self._jobs.append([result, chunks, func_ref, mode, 0])
             self._dispatch()
             self._cond.notify_all()
+
+    def _func_ref(self, func):
+        """(func in the store, whether workers keep it loaded): functions are
+        stored once (the last 64 used); other callables, which may carry
+        data (joblib's batches do), each time, and are not kept."""
+        if not isinstance(func, _PLAIN_FUNCTIONS):
+            return (nanoray.put(func), False)
+        ref = self._funcs.get(func)
+        if ref is None:
+            ref = self._funcs[func] = (nanoray.put(func), True)
+            if len(self._funcs) > 64:
+                self._funcs.popitem(last=False)
+        return ref
 
     def _dispatch(self):
         """Hands out chunks while an actor has room (under the lock)."""
@@ -405,6 +460,7 @@ class Pool:
             self._jobs.rotate(-1)             # jobs take turns: none waits behind a long one
             ref = w.actor.run.remote(func_ref, chunk, mode)
             self._inflight[ref] = (result, index, w)
+            result._refs.add(ref)
             w.load += 1
             w.calls += 1
             if self._maxtasks is not None and w.calls >= self._maxtasks:
@@ -431,27 +487,50 @@ class Pool:
             except Exception:                # the runtime went away: nothing more comes
                 return
             for ref in ready:
-                with self._cond:
-                    entry = self._inflight.pop(ref, None)
-                if entry is None:            # terminated meanwhile
-                    continue
-                result, index, w = entry
-                died = False
-                try:
-                    values = nanoray.get(ref)
-                except BaseException as e:
-                    died = isinstance(e, exceptions.RayActorError)
-                    result._fail(index, _unwrap(e))
-                else:
-                    result._chunk(index, values)
-                with self._cond:
-                    w.load -= 1
-                    if (died or (w.retiring and w.load == 0)) and w in self._workers:
-                        self._workers[self._workers.index(w)] = self._start_worker()
-                        _kill(w.actor)
-                    self._settle(result)
-                    if self._state != _TERMINATE:
-                        self._dispatch()
+                self._deliver(ref)
+
+    def _deliver(self, ref):
+        """A finished chunk to its result, and the next chunks out; done by
+        whichever thread sees it first (this pool's, or a caller waiting)."""
+        with self._cond:
+            entry = self._inflight.pop(ref, None)
+        if entry is None:                    # delivered already, or terminated
+            return
+        result, index, w = entry
+        result._refs.discard(ref)
+        died = False
+        try:
+            values = nanoray.get(ref)
+        except BaseException as e:
+            died = isinstance(e, exceptions.RayActorError)
+            result._fail(index, _unwrap(e))
+        else:
+            result._chunk(index, values)
+        with self._cond:
+            w.load -= 1
+            if (died or (w.retiring and w.load == 0)) and w in self._workers:
+                self._workers[self._workers.index(w)] = self._start_worker()
+                _kill(w.actor)
+            self._settle(result)
+            if self._state != _TERMINATE:
+                self._dispatch()
+
+    def _help(self, result, deadline):
+        """Waits in the calling thread for one of result's chunks and delivers
+        it: no hand-off through the pool's thread (two thread wake-ups).
+        False when it has none in flight to wait for."""
+        with self._cond:
+            refs = list(result._refs)
+        if not refs:
+            return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            ready, _ = nanoray.wait(refs, num_returns=1, timeout=left)
+        except Exception:
+            return False
+        for ref in ready:
+            self._deliver(ref)
+        return True
 
 
 def _chunks(iterable, size):

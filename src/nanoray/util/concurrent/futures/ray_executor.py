@@ -26,6 +26,7 @@ import concurrent.futures as _cf
 import itertools
 import threading
 import time
+import types
 
 import nanoray
 from nanoray import exceptions
@@ -35,22 +36,19 @@ __all__ = ["RayExecutor"]
 _inited = set()          # in a worker process: executors whose initializer ran here
 
 
-def _call(key, init, fn, args, kwargs):
-    if init is not None and key not in _inited:
-        init[0](*init[1])
-        _inited.add(key)
-    return fn(*args, **kwargs)
-
-
-def _call_chunk(key, init, fn, chunk):
-    if init is not None and key not in _inited:
-        init[0](*init[1])
-        _inited.add(key)
-    return [fn(*args) for args in chunk]
-
-
-_remote_call = None
-_remote_chunk = None
+def _task_for(fn, key, init, chunked):
+    """The function a call of fn runs as: fn itself, after the executor's
+    initializer on its first call in a process; for map's chunks, fn over
+    a list of argument tuples."""
+    def call(*args, **kwargs):
+        if init is not None and key not in _inited:
+            init[0](*init[1])
+            _inited.add(key)
+        if chunked:
+            return [fn(*a) for a in args[0]]
+        return fn(*args, **kwargs)
+    call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")
+    return call
 
 
 def _unwrap(e):
@@ -82,25 +80,44 @@ class _Future(_cf.Future):
         self.set_running_or_notify_cancel()      # wakes wait() and as_completed()
         return True
 
+    def _help(self, timeout):
+        """Waits for the task in the calling thread, and delivers it: no
+        hand-off through the collector thread (two thread wake-ups a call).
+        Returns the timeout left for the base class's wait."""
+        ref = self._ref
+        if ref is None or self._state != "PENDING":
+            return timeout
+        try:
+            ready, _ = nanoray.wait([ref], timeout=timeout)
+        except Exception:
+            return timeout
+        if ready:
+            self._executor._complete(ref)
+            return timeout
+        return 0                                # timed out already
+
+    def result(self, timeout=None):
+        return super().result(self._help(timeout))
+
+    def exception(self, timeout=None):
+        return super().exception(self._help(timeout))
+
 
 class RayExecutor(_cf.Executor):
     """concurrent.futures.Executor over nanoray tasks (see the module doc)."""
 
     def __init__(self, max_workers=None, initializer=None, initargs=(), shutdown_ray=None,
                  ray_remote_args=None, **kwargs):
-        global _remote_call, _remote_chunk
         if max_workers is None:
             max_workers = max(1, int(nanoray.cluster_resources().get("CPU", 1)))
         if not isinstance(max_workers, int) or max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        if _remote_call is None:
-            _remote_call = nanoray.remote(_call)
-            _remote_chunk = nanoray.remote(_call_chunk)
-        opts = dict(ray_remote_args or {})
-        self._call = _remote_call.options(**opts) if opts else _remote_call
-        self._chunk = _remote_chunk.options(**opts) if opts else _remote_chunk
+        self._opts = dict(ray_remote_args or {})
+        # fn -> its remote function, exported once (a call then sends only
+        # its arguments; workers keep the function loaded).
+        self._remotes = collections.OrderedDict()
         self._max_workers = max_workers
         self._init = None if initializer is None else (initializer, tuple(initargs))
         self._key = "%x-%x" % (id(self), int(time.monotonic_ns()))
@@ -112,16 +129,32 @@ class RayExecutor(_cf.Executor):
         self._thread = None
 
     def submit(self, fn, /, *args, **kwargs):
-        return self._submit(self._call, (self._key, self._init, fn, args, kwargs))
+        return self._submit(fn, False, args, kwargs)
 
-    def _submit(self, remote_fn, call_args, wrap=None):
+    def _remote(self, fn, chunked):
+        """fn's remote function (under the lock).  Functions keep theirs (the
+        last 64 used); other callables, which may carry data, get one each
+        call, not kept."""
+        plain = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
+        rf = self._remotes.get((fn, chunked)) if plain else None
+        if rf is None:
+            rf = nanoray.remote(_task_for(fn, self._key, self._init, chunked))
+            if self._opts:
+                rf = rf.options(**self._opts)
+            if plain:
+                self._remotes[(fn, chunked)] = rf
+                if len(self._remotes) > 64:
+                    self._remotes.popitem(last=False)
+        return rf
+
+    def _submit(self, fn, chunked, args, kwargs):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if not callable(call_args[2]):
-                raise TypeError("%r is not callable" % (call_args[2],))
+            if not callable(fn):
+                raise TypeError("%r is not callable" % (fn,))
             fut = _Future(self)
-            fut._call = (remote_fn, call_args)
+            fut._call = (self._remote(fn, chunked), args, kwargs)
             self._queue.append(fut)
             self._start()
             if self._thread is None:
@@ -137,10 +170,10 @@ class RayExecutor(_cf.Executor):
             fut = self._queue.popleft()
             if fut.done():
                 continue
-            remote_fn, call_args = fut._call
+            remote_fn, args, kwargs = fut._call
             del fut._call
             try:
-                ref = remote_fn.remote(*call_args)
+                ref = remote_fn.remote(*args, **kwargs)
             except BaseException as e:
                 _settle(fut, None, e)
                 continue
@@ -169,21 +202,25 @@ class RayExecutor(_cf.Executor):
             except Exception:
                 return                         # the runtime went away
             for ref in ready:
-                with self._lock:
-                    fut = self._running.pop(ref, None)
-                if fut is None:
-                    continue
-                try:
-                    value = nanoray.get(ref)
-                except exceptions.TaskCancelledError:
-                    value, error = None, _cf.CancelledError()
-                except BaseException as e:
-                    value, error = None, _unwrap(e)
-                else:
-                    error = None
-                _settle(fut, value, error)
-            with self._lock:
-                self._start()
+                self._complete(ref)
+
+    def _complete(self, ref):
+        """Delivers a finished call to its future; whichever thread sees it
+        first (the collector, or a caller blocked in result()) does it."""
+        with self._lock:
+            fut = self._running.pop(ref, None)
+            self._start()
+        if fut is None:
+            return
+        try:
+            value = nanoray.get(ref)
+        except exceptions.TaskCancelledError:
+            value, error = None, _cf.CancelledError()
+        except BaseException as e:
+            value, error = None, _unwrap(e)
+        else:
+            error = None
+        _settle(fut, value, error)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         if chunksize < 1:
@@ -198,7 +235,7 @@ class RayExecutor(_cf.Executor):
                 chunk = list(itertools.islice(it, chunksize))
                 if not chunk:
                     break
-                futs.append(self._submit(self._chunk, (self._key, self._init, fn, chunk)))
+                futs.append(self._submit(fn, True, (chunk,), {}))
 
         def results():
             try:
