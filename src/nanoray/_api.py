@@ -58,7 +58,7 @@ class LocalBackend:
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
-              spill_base=None, runtime_env=None, resources=None):
+              spill_base=None, runtime_env=None, resources=None, log_to_driver=True):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
@@ -80,6 +80,7 @@ class LocalBackend:
                                                        for p in sys.path],
             "preload": ["numpy"] if "numpy" in sys.modules else [],
             "namespace": namespace,
+            "log_to_driver": bool(log_to_driver),
         }
         env = dict(os.environ, **env_vars)
         env["NANORAY_ZYGOTE"] = json.dumps(cfg)
@@ -215,7 +216,11 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     When the store is full, objects nothing has mapped are spilled to files
     under object_spilling_directory (default: the temporary directory; also
     read from Ray's _system_config={"object_spilling_config": ...}), in a
-    directory of this runtime's own that is removed at shutdown."""
+    directory of this runtime's own that is removed at shutdown.
+
+    What workers print reaches this process's stdout and stderr, each line
+    prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
+    them (nanoray/_output.py)."""
     global _backend, _atexit_registered
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
@@ -247,7 +252,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         env = _runtime_env.validate(runtime_env)
         totals = _resource_totals(num_gpus, resources, memory, object_store_memory)
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
-                                      spill_base, env, totals)
+                                      spill_base, env, totals, log_to_driver)
         _rt.set_liveness_check(_backend.check_alive)
         if not _atexit_registered:
             atexit.register(shutdown)

@@ -141,6 +141,8 @@ def main():
                 sys.stdout.reconfigure(line_buffering=True)
             except Exception:
                 pass
+            from nanoray import _output
+            _output.install(cfg.get("log_to_driver", True), rt.output_name)
             from nanoray import _api
             _api._become_worker(region, slot, cfg.get("namespace"))
             region.proc_started(slot, os.getpid())

@@ -44,7 +44,7 @@ cdef object _failure_of(BaseException e, str name):
 
 cdef _Call _prepare(Region reg, uint32_t t):
     """Loads the function (or actor method) and the arguments of task t."""
-    global _in_task, _pool_task_id
+    global _in_task, _pool_task_id, _task_name
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -70,6 +70,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
         if c.kind == NR_SPEC_TASK:
             c.func = _function(reg, spec.func_id)
             c.name = getattr(c.func, "__qualname__", None) or getattr(c.func, "__name__", "task")
+            _task_name = c.name
         if spec.args_obj:
             loaded = _value(reg, spec.args_obj, &is_error)
         else:
@@ -227,6 +228,15 @@ _task_id = _contextvars.ContextVar("nanoray_task_id", default=None)
 
 
 cdef uint64_t _pool_task_id = 0
+cdef str _task_name = ""               # the pool task this process runs (or ran last)
+
+
+def output_name():
+    """What prefixes this worker's printed lines: its actor's class, or its
+    task's function (nanoray/_output.py)."""
+    if _actor_process:
+        return _actor_name
+    return _task_name.rpartition(".")[2]
 
 
 def current_task():

@@ -1,0 +1,63 @@
+"""What workers print reaches the driver's terminal as Ray shows it: each
+line prefixed with the task or actor that printed it and its pid; and
+log_to_driver=False silences workers entirely."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    import nanoray as ray
+    ray.init(num_cpus=2, log_to_driver=%s)
+
+    @ray.remote
+    def shout(i):
+        print("line", i)
+        print("warn", i, file=sys.stderr)
+        print("part-", end="", flush=True)
+        print("whole", flush=True)
+        os.system("echo from-a-child-program")
+        return os.getpid()
+
+    @ray.remote
+    class Counter:
+        def hello(self):
+            print("hello\\nsecond")
+            return os.getpid()
+    pids = ray.get([shout.remote(i) for i in range(3)])
+    c = Counter.remote()
+    apid = ray.get(c.hello.remote())
+    print("PIDS", " ".join(map(str, pids)), apid)
+    ray.shutdown()
+""")
+
+
+def run(log_to_driver):
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.path.join(here, "src") + os.pathsep +
+               os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", SCRIPT % log_to_driver], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    *pids, apid = out.stdout.split("PIDS ")[1].split()
+    return out.stdout, out.stderr, pids, apid
+
+
+def test_worker_output_reaches_the_driver_with_rays_prefix():
+    stdout, stderr, pids, apid = run(True)
+    for i in range(3):
+        assert re.search(r"^\(shout pid=(%s)\) line %d$" % ("|".join(pids), i), stdout, re.M), \
+            stdout
+        assert re.search(r"^\(shout pid=\d+\) warn %d$" % i, stderr, re.M), stderr
+    assert len(re.findall(r"^\(shout pid=\d+\) part-whole$", stdout, re.M)) == 3, stdout
+    assert "(Counter pid=%s) hello\n(Counter pid=%s) second\n" % (apid, apid) in stdout
+    assert stdout.count("from-a-child-program") == 3        # C-level output still shows
+
+
+def test_log_to_driver_false_silences_workers():
+    stdout, stderr, pids, apid = run(False)
+    assert stdout.startswith("PIDS "), stdout              # nothing from the workers
+    assert "warn" not in stderr and "from-a-child-program" not in stdout + stderr
