@@ -26,6 +26,7 @@ cdef extern from "nr_sched.h" nogil:
         uint64_t size        # payload bytes
         uint32_t pins        # readers of its payload in memory
         uint32_t spill       # NR_SPILL_*
+        uint32_t task        # a task's return: that task (index + 1)
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -41,6 +42,9 @@ cdef extern from "nr_sched.h" nogil:
         int32_t res[8]       # amounts (NR_RES)
         uint32_t pool        # placement group (index + 1), 0 if none
         uint32_t pool_gen    # and its generation
+        uint32_t proc        # slot + 1 of the process running it
+        uint32_t target      # slot + 1 it is routed to (an actor's), 0 = any worker
+        uint32_t deps_left   # argument objects not yet sealed
 
     ctypedef struct nr_spec_t:
         uint64_t func_id     # object holding the pickled function

@@ -306,8 +306,9 @@ def actor_create(ObjectRef handle, int32_t max_restarts, int32_t cpus_milli, key
     return slot, gen
 
 
-def actor_names():
-    """(namespace, name) of every named actor alive."""
+def actor_names(bint with_slots=False):
+    """(namespace, name) of every named actor alive; with_slots, (namespace,
+    name, slot)."""
     cdef Region reg = _running()
     cdef nr_name_t *n = <nr_name_t *>(reg.r.base + reg.r.hdr.names_off)
     cdef uint32_t i
@@ -316,10 +317,13 @@ def actor_names():
     try:
         for i in range(reg.r.hdr.max_names):
             if n[i].handle_obj:
-                keys.append(<bytes>n[i].key)
+                keys.append((<bytes>n[i].key, n[i].slot1 - 1))
     finally:
         nr_unlock(&reg.r)
-    return [tuple(k.decode("utf-8", "replace").split("\x1f", 1)) for k in keys]
+    out = [tuple(k.decode("utf-8", "replace").split("\x1f", 1)) for k, _ in keys]
+    if with_slots:
+        return [pair + (slot,) for pair, (_, slot) in zip(out, keys)]
+    return out
 
 
 def actor_lookup(str key):

@@ -1,0 +1,102 @@
+# Snapshots of the tables, for nanoray.util.state and `python -m nanoray
+# status`.  Each is copied into plain C rows under the region lock (no
+# Python object is made while it is held), then turned into tuples.
+# Included by _runtime.pyx: one extension module, one concern per file.
+
+cdef struct _TaskRow:
+    uint32_t t, gen, state, kind, target, attempts, cancelled, deps_left
+    int32_t pid, cpus
+    uint64_t func_id, parent, ret0, pool
+
+
+cdef struct _ObjRow:
+    uint64_t id, size
+    int64_t refs
+    uint32_t state, pins, spill, task
+
+
+def task_rows(Region reg=None):
+    """Every live task: (task, gen, state, kind, pid, actor slot + 1,
+    attempts, cancelled, deps_left, milli-CPUs, function id, parent, first
+    return id, placement group)."""
+    if reg is None:
+        reg = _running()
+    cdef uint32_t cap = reg.r.hdr.task_hwm + 64, n = 0, t
+    cdef _TaskRow *rows = <_TaskRow *>malloc(sizeof(_TaskRow) * cap)
+    cdef nr_task_t *task
+    cdef nr_spec_t *spec
+    if rows == NULL:
+        raise MemoryError()
+    try:
+        nr_lock(&reg.r)
+        t = 1
+        while t <= reg.r.hdr.task_hwm and n < cap:
+            task = nr_task(&reg.r, t)
+            if task.state != NR_TASK_FREE and task.spec:
+                spec = <nr_spec_t *>(reg.r.base + task.spec)
+                rows[n].t, rows[n].gen, rows[n].state = t, task.gen, task.state
+                rows[n].kind, rows[n].target = task.kind, task.target
+                rows[n].attempts, rows[n].cancelled = task.attempts, task.cancelled
+                rows[n].deps_left = task.deps_left
+                rows[n].pool = ((<uint64_t>task.pool_gen) << 32) | task.pool if task.pool else 0
+                rows[n].pid = nr_proc(&reg.r, task.proc - 1).pid if task.proc else 0
+                rows[n].cpus = task.cpus
+                rows[n].func_id, rows[n].parent = spec.func_id, spec.parent
+                rows[n].ret0 = nr_spec_ids(spec)[0] if spec.nret else 0
+                n += 1
+            t += 1
+        nr_unlock(&reg.r)
+        return [(r.t, r.gen, r.state, r.kind, r.pid, r.target, r.attempts, r.cancelled,
+                 r.deps_left, r.cpus, r.func_id, r.parent, r.ret0, r.pool)
+                for r in rows[:n]]
+    finally:
+        free(rows)
+
+
+def proc_rows(Region reg=None):
+    """Every process slot in use: (slot, pid, kind, state, task running,
+    actor flags, restarts, milli-CPUs held, handle object, generation)."""
+    if reg is None:
+        reg = _running()
+    cdef uint32_t i
+    cdef nr_proc_t *p
+    out = []
+    nr_lock(&reg.r)
+    try:
+        for i in range(reg.r.hdr.max_procs):
+            p = nr_proc(&reg.r, i)
+            if p.state != NR_PROC_FREE:
+                out.append((i, p.pid, p.kind, p.state, p.task, p.aflags, p.restarts,
+                            p.cpus_held, p.handle_obj, p.gen))
+    finally:
+        nr_unlock(&reg.r)
+    return out
+
+
+def object_rows(Region reg=None, uint32_t limit=10000):
+    """Up to limit live objects: (id, state, size, refs, pins, spill, the
+    task that will seal it or 0)."""
+    if reg is None:
+        reg = _running()
+    cdef uint32_t n = 0, i
+    limit = min(limit, reg.r.hdr.obj_hwm + 64)
+    cdef _ObjRow *rows = <_ObjRow *>malloc(sizeof(_ObjRow) * max(limit, 1))
+    cdef nr_object_t *o
+    if rows == NULL:
+        raise MemoryError()
+    try:
+        nr_lock(&reg.r)
+        i = 0
+        while i < reg.r.hdr.obj_hwm and n < limit:
+            o = (<nr_object_t *>(reg.r.base + reg.r.hdr.objs_off)) + i
+            if o.state != NR_OBJ_FREE:
+                rows[n].id = ((o.gen & ((1ULL << 40) - 1)) << 24) | (i + 1)
+                rows[n].state, rows[n].size, rows[n].refs = o.state, o.size, o.refs
+                rows[n].pins, rows[n].spill = o.pins, o.spill
+                rows[n].task = o.task if o.state == NR_OBJ_PENDING else 0
+                n += 1
+            i += 1
+        nr_unlock(&reg.r)
+        return [(r.id, r.state, r.size, r.refs, r.pins, r.spill, r.task) for r in rows[:n]]
+    finally:
+        free(rows)

@@ -1,0 +1,110 @@
+"""nanoray.util.state and `python -m nanoray status`: what runs now, with
+Ray's names, read from the shared tables."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from conftest import wait_gone  # noqa: F401  (the fixtures check processes)
+
+T = 30
+
+
+def _wait_for(path):
+    deadline = time.monotonic() + T
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_list_tasks_and_summary_show_what_runs_and_waits(ray, tmp_path):
+    from nanoray.util.state import get_task, list_tasks, summarize_tasks
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def blocker(gate):
+        _wait_for(gate)
+        return os.getpid()
+
+    @ray.remote
+    def after(x):
+        return x
+    running = [blocker.remote(gate) for _ in range(2)]
+    queued = blocker.remote(gate)
+    waiting = after.remote(running[0])
+    deadline = time.monotonic() + T
+    while len([t for t in list_tasks() if t.state == "RUNNING"]) < 2:
+        assert time.monotonic() < deadline, list_tasks()
+        time.sleep(0.02)
+    tasks = list_tasks()
+    by_state = {}
+    for t in tasks:
+        by_state.setdefault((t.name, t["state"]), []).append(t)
+    assert len(by_state[("blocker", "RUNNING")]) == 2
+    assert len(by_state[("blocker", "PENDING_NODE_ASSIGNMENT")]) == 1
+    assert len(by_state[("after", "PENDING_ARGS_AVAIL")]) == 1
+    run = by_state[("blocker", "RUNNING")][0]
+    assert run.type == "NORMAL_TASK" and run.worker_pid > 0 and run.job_id
+    assert run.required_resources == {"CPU": 1.0}
+    assert get_task(run.task_id).worker_pid == run.worker_pid
+    assert [t.name for t in list_tasks(filters=[("state", "=", "PENDING_ARGS_AVAIL")])] == \
+        ["after"]
+    assert len(list_tasks(filters=[("name", "!=", "after")], limit=2)) == 2
+    summary = summarize_tasks()["cluster"]
+    assert summary["summary"]["blocker"]["state_counts"] == \
+        {"RUNNING": 2, "PENDING_NODE_ASSIGNMENT": 1}
+    assert summary["total_tasks"] == 4
+    open(gate, "w").close()
+    pids = ray.get(running + [queued], timeout=T)
+    assert ray.get(waiting, timeout=T) == pids[0]
+    deadline = time.monotonic() + T
+    while list_tasks():                        # finished tasks leave the table
+        assert time.monotonic() < deadline, list_tasks()
+        time.sleep(0.02)
+    assert get_task(run.task_id) is None
+
+
+def test_list_actors_workers_and_objects(ray):
+    from nanoray.util.state import get_actor, list_actors, list_objects, list_workers
+
+    @ray.remote
+    class Keeper:
+        def pid(self):
+            return os.getpid()
+    k = Keeper.options(name="keeper", namespace="ns").remote()
+    pid = ray.get(k.pid.remote(), timeout=T)
+    actors = {a.actor_id: a for a in list_actors()}
+    a = actors[k._actor_id.hex()]
+    assert (a.class_name, a.state, a.pid, a.name, a.ray_namespace) == \
+        ("Keeper", "ALIVE", pid, "keeper", "ns")
+    assert get_actor(a.actor_id).pid == pid
+    workers = list_workers(limit=None)
+    assert any(w.worker_type == "DRIVER" and w.pid == os.getpid() for w in workers)
+    assert any(w.pid == pid and w.is_actor for w in workers)
+    ray.kill(k)
+    deadline = time.monotonic() + T
+    while get_actor(a.actor_id) is not None and get_actor(a.actor_id).state != "DEAD":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+    big = ray.put(np.zeros(1 << 20))
+    objs = {o.object_id: o for o in list_objects(limit=None)}
+    o = objs[big.hex()]
+    assert o.object_size >= 8 << 20 and o.task_status == "FINISHED"
+    assert o.reference_count >= 1
+    del big
+
+
+def test_status_command_reads_a_running_program(ray):
+    @ray.remote
+    def noop():
+        return 1
+    ray.get(noop.remote(), timeout=T)
+    out = subprocess.run([sys.executable, "-m", "nanoray", "status"], capture_output=True,
+                         text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0, out.stderr
+    assert "(driver pid %d)" % os.getpid() in out.stdout, out.stdout
+    assert "CPUs: 2 total" in out.stdout and "tasks: " in out.stdout
