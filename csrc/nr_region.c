@@ -47,6 +47,47 @@ void nr_futex_wake(uint32_t *word, int n) {
     syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
+#define NR_EVENTS (1u << 17)   /* 16 MiB of the memfd, touched only as tasks finish */
+
+void nr_event_record(nr_region_t *r, uint64_t task, uint32_t kind, int64_t start_ns,
+                     int64_t end_ns, uint64_t bytes_in, uint64_t bytes_out, int failed,
+                     int32_t pid, const char *name, size_t name_len) {
+    nr_header_t *h = r->hdr;
+    uint64_t i = __atomic_fetch_add(&h->events_next, 1, __ATOMIC_RELAXED);
+    nr_event_t *e = (nr_event_t *)(r->base + h->events_off) + (i & (h->events_cap - 1));
+    __atomic_store_n(&e->seq, 0, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    e->start_ns = start_ns;
+    e->end_ns = end_ns;
+    e->task = task;
+    e->bytes_in = bytes_in;
+    e->bytes_out = bytes_out;
+    e->pid = pid;
+    e->kind = kind;
+    e->failed = (uint32_t)failed;
+    if (name_len >= sizeof e->name) name_len = sizeof e->name - 1;
+    memcpy(e->name, name, name_len);
+    e->name[name_len] = 0;
+    __atomic_store_n(&e->seq, i + 1, __ATOMIC_RELEASE);
+}
+
+uint32_t nr_events_read(nr_region_t *r, nr_event_t *out, uint32_t max) {
+    nr_header_t *h = r->hdr;
+    uint64_t next = __atomic_load_n(&h->events_next, __ATOMIC_ACQUIRE);
+    uint64_t first = next > h->events_cap ? next - h->events_cap : 0;
+    if (next - first > max) first = next - max;
+    uint32_t n = 0;
+    for (uint64_t i = first; i < next; i++) {
+        nr_event_t *e = (nr_event_t *)(r->base + h->events_off) + (i & (h->events_cap - 1));
+        if (__atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) != i + 1) continue;
+        out[n] = *e;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&e->seq, __ATOMIC_RELAXED) != i + 1) continue;  /* overwritten */
+        n++;
+    }
+    return n;
+}
+
 static void layout(nr_header_t *h, const nr_config_t *c) {
     uint64_t off = page_up(sizeof(nr_header_t));
     h->procs_off = off;
@@ -68,6 +109,9 @@ static void layout(nr_header_t *h, const nr_config_t *c) {
      * entry of the tables in its lists. */
     h->undo_cap = 4 * (c->max_objects + c->max_tasks + c->max_deps) + 65536;
     off = page_up(off + (uint64_t)h->undo_cap * sizeof(nr_undo_t));
+    h->events_off = off;
+    h->events_cap = NR_EVENTS;
+    off = page_up(off + (uint64_t)NR_EVENTS * sizeof(nr_event_t));
     h->arena_off = (off + (1u << 21) - 1) & ~(uint64_t)((1u << 21) - 1); /* 2 MiB aligned */
     h->size = h->arena_off + ((c->arena_bytes + NR_PAGE - 1) & ~(uint64_t)(NR_PAGE - 1));
 }

@@ -135,8 +135,9 @@ typedef struct {
     uint64_t size;            /* total mapped bytes */
     uint64_t session;         /* random at creation: tells runtimes apart */
     uint64_t procs_off, objs_off, tasks_off, deps_off, names_off, ledgers_off, held_off,
-             undo_off, arena_off;
+             undo_off, arena_off, events_off;
     uint32_t undo_cap;        /* undo log entries (see nr_undo.h) */
+    uint32_t events_cap;      /* task events kept (a power of two; see nr_event_t) */
     uint32_t max_procs, max_objects, max_tasks, max_deps, max_names;
     int32_t cpus_total;       /* milli-CPUs */
     uint32_t min_workers, max_workers;
@@ -209,8 +210,27 @@ typedef struct {
     /* The futex word that sleepers in get() wait on. */
     uint32_t obj_seq NR_LINE;     /* bumped when a watched object seals */
 
+    /* Task events (nanoray.timeline()): taken by an atomic add, no lock. */
+    uint64_t events_next NR_LINE;
+
     nr_arena_t arena NR_LINE;
 } nr_header_t;
+
+/* One finished task or actor call, for nanoray.timeline(): kept in a ring
+ * of events_cap entries (the newest win).  A writer takes an index with an
+ * atomic add and writes seq last, so a reader keeps only entries whose seq
+ * is the same before and after it copies them. */
+typedef struct {
+    uint64_t seq;             /* index + 1 once written; 0 while being written */
+    int64_t start_ns, end_ns; /* CLOCK_MONOTONIC */
+    uint64_t task;            /* (gen << 32) | index + 1 */
+    uint64_t bytes_in, bytes_out;  /* its arguments' payloads, and its returns' */
+    int32_t pid;
+    uint32_t kind;            /* NR_SPEC_* */
+    uint32_t failed;          /* it raised */
+    char name[68];            /* "f", "Cls.method" (cut, NUL-terminated) */
+} nr_event_t;
+_Static_assert(sizeof(nr_event_t) == 128, "two cache lines per event");
 
 /* Process-local handle to the region. */
 typedef struct {
@@ -234,6 +254,12 @@ typedef struct {
 } nr_config_t;
 
 int nr_region_create(nr_region_t *r, const nr_config_t *cfg);   /* 0 or -errno */
+/* Records a finished task (no lock: tens of nanoseconds). */
+void nr_event_record(nr_region_t *r, uint64_t task, uint32_t kind, int64_t start_ns,
+                     int64_t end_ns, uint64_t bytes_in, uint64_t bytes_out, int failed,
+                     int32_t pid, const char *name, size_t name_len);
+/* Copies up to max of the newest events, oldest first; returns how many. */
+uint32_t nr_events_read(nr_region_t *r, nr_event_t *out, uint32_t max);
 int nr_region_attach(nr_region_t *r, int fd);                   /* 0 or -errno */
 void nr_region_detach(nr_region_t *r);
 

@@ -108,3 +108,49 @@ def test_status_command_reads_a_running_program(ray):
     assert out.returncode == 0, out.stderr
     assert "(driver pid %d)" % os.getpid() in out.stdout, out.stdout
     assert "CPUs: 2 total" in out.stdout and "tasks: " in out.stdout
+
+
+def test_timeline_records_each_task_and_call_for_perfetto(ray, tmp_path):
+    import json
+
+    @ray.remote
+    def sleepy(a):
+        time.sleep(0.05)
+        return np.zeros(1 << 16)
+
+    @ray.remote
+    def fails():
+        raise ValueError("no")
+
+    @ray.remote
+    class Acc:
+        def add(self, x):
+            return x + 1
+    arr = np.ones(1 << 17)
+    refs = [sleepy.remote(arr) for _ in range(3)]
+    acc = Acc.remote()
+    pids = set()
+    assert ray.get([acc.add.remote(i) for i in range(4)], timeout=T) == [1, 2, 3, 4]
+    ray.get(refs, timeout=T)
+    try:
+        ray.get(fails.remote(), timeout=T)
+    except ValueError:
+        pass
+    path = tmp_path / "trace.json"
+    assert ray.timeline(str(path)) is None
+    events = json.loads(path.read_text())
+    mine = [e for e in events if e["name"] in ("sleepy", "fails", "Acc.add", "Acc.__init__")]
+    by_name = {}
+    for e in mine:
+        by_name.setdefault(e["name"], []).append(e)
+        assert e["ph"] == "X" and e["tid"].startswith("worker ")
+        pids.add(e["tid"])
+    assert len(by_name["sleepy"]) == 3 and len(by_name["Acc.add"]) == 4
+    for e in by_name["sleepy"]:
+        assert e["dur"] >= 45_000                       # microseconds
+        assert e["args"]["bytes_in"] >= arr.nbytes
+        assert e["args"]["bytes_out"] >= (1 << 16) * 8
+        assert e["cat"] == "task" and not e["args"]["failed"]
+    assert by_name["fails"][0]["args"]["failed"]
+    assert by_name["Acc.add"][0]["cat"] == "actor_task"
+    assert len(ray.timeline()) >= len(mine)                  # also returned as a list

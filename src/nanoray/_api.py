@@ -518,5 +518,9 @@ def get_gpu_ids():
     return _rt.current_gpu_ids()
 
 
-def timeline(*_a, **_k):
-    raise NotImplementedError("nanoray does not record a timeline")
+def timeline(filename=None):
+    """Ray's timeline: every recent task and actor call (the newest 131072)
+    as Chrome trace events, one row per process; written as JSON to
+    filename (open it in Perfetto or chrome://tracing), else returned."""
+    from nanoray import _timeline
+    return _timeline.timeline(filename)

@@ -56,6 +56,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_procs   # proc slots
         uint32_t max_objects # object table entries
         uint32_t obj_hwm     # object entries ever used
+        uint32_t events_cap  # task events kept
         uint32_t task_hwm    # task entries ever used
         uint64_t names_off   # where the actor name table starts
         uint32_t max_names   # its entries
@@ -108,5 +109,16 @@ cdef extern from "nr_region.h" nogil:
     void nr_unlock(nr_region_t *r)
     int32_t nr_lock_holder(nr_region_t *r)
     int64_t nr_now_ns()
+    ctypedef struct nr_event_t:
+        uint64_t seq
+        int64_t start_ns, end_ns
+        uint64_t task, bytes_in, bytes_out
+        int32_t pid
+        uint32_t kind, failed
+        char name[68]
+    void nr_event_record(nr_region_t *r, uint64_t task, uint32_t kind, int64_t start_ns,
+                         int64_t end_ns, uint64_t bytes_in, uint64_t bytes_out, int failed,
+                         int32_t pid, const char *name, size_t name_len)
+    uint32_t nr_events_read(nr_region_t *r, nr_event_t *out, uint32_t max)
     nr_proc_t *nr_proc(nr_region_t *r, uint32_t slot)
     int32_t *nr_ledger(nr_region_t *r, uint32_t slot)

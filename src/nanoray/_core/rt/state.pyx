@@ -100,3 +100,22 @@ def object_rows(Region reg=None, uint32_t limit=10000):
         return [(r.id, r.state, r.size, r.refs, r.pins, r.spill, r.task) for r in rows[:n]]
     finally:
         free(rows)
+
+
+def events(Region reg=None, uint32_t limit=1 << 17):
+    """The newest task events, oldest first: (start ns, end ns, task id,
+    kind, pid, name, bytes in, bytes out, failed)."""
+    if reg is None:
+        reg = _running()
+    limit = min(limit, reg.r.hdr.events_cap)
+    cdef nr_event_t *rows = <nr_event_t *>malloc(sizeof(nr_event_t) * max(limit, 1))
+    if rows == NULL:
+        raise MemoryError()
+    cdef uint32_t n
+    try:
+        n = nr_events_read(&reg.r, rows, limit)
+        return [(e.start_ns, e.end_ns, e.task, e.kind, e.pid,
+                 (<bytes>e.name).decode("utf-8", "replace"), e.bytes_in, e.bytes_out,
+                 bool(e.failed)) for e in rows[:n]]
+    finally:
+        free(rows)

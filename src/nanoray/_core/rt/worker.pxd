@@ -12,3 +12,4 @@ cdef class _Call:
     cdef object extras                # per-call options (retry_exceptions, gen, env) or None
     cdef object raised                # the exception the call itself raised (for retries)
     cdef bint streamed                # an async generator already sealed its stream
+    cdef int64_t t0                   # when it started (nanoray.timeline())

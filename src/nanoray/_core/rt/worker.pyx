@@ -52,6 +52,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
     cdef bint is_error = False
     cdef _Call c = _Call.__new__(_Call)
     c.t = t
+    c.t0 = nr_now_ns()
     c.kind = spec.kind
     if c.kind == NR_SPEC_TASK:
         _pool_task_id = ((<uint64_t>task.gen) << 32) | t   # one task at a time here
@@ -168,6 +169,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
     cdef uint32_t nret = c.nret, i
+    cdef bint failed = c.failure is not None or c.raised is not None
     failure = c.failure
     try:
         if c.exit_worker:
@@ -219,7 +221,40 @@ cdef void _complete(Region reg, _Call c, object result) except *:
                 nr_object_seal(&reg.r, ids[i], 0, 0, 1)
         if c.kind == NR_SPEC_TASK:
             _task_ended(reg)
+        try:
+            _record_event(reg, c, task, spec, failed)
+        except Exception:
+            pass
         nr_task_finish(&reg.r, _slot, c.t)
+
+
+cdef dict _event_names = {}             # a task's name -> its bytes for the event
+
+
+cdef void _record_event(Region reg, _Call c, nr_task_t *task, nr_spec_t *spec,
+                        bint failed) except *:
+    """One event for nanoray.timeline(): when it ran, its name, and the bytes
+    of its arguments and returns (read from their entries: no lock)."""
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    cdef uint64_t size = 0, bytes_in = spec.args_len, bytes_out = 0
+    cdef uint32_t i
+    if spec.args_obj and nr_object_info(&reg.r, spec.args_obj, NULL, &size) >= 0:
+        bytes_in += size
+    for i in range(spec.ndeps):
+        size = 0
+        if nr_object_info(&reg.r, ids[spec.nret + i], NULL, &size) >= 0:
+            bytes_in += size
+    for i in range(spec.nret):
+        size = 0
+        if nr_object_info(&reg.r, ids[i], NULL, &size) >= 0:
+            bytes_out += size
+    cdef bytes name = _event_names.get(c.name)
+    if name is None:
+        name = c.name.rpartition("<locals>.")[2].encode("utf-8", "replace")[:67]
+        if len(_event_names) < 4096:
+            _event_names[c.name] = name
+    nr_event_record(&reg.r, ((<uint64_t>task.gen) << 32) | c.t, c.kind, c.t0, nr_now_ns(),
+                    bytes_in, bytes_out, failed, _pid, name, len(name))
 
 
 # The running task's id: a context variable, so that each coroutine of an
