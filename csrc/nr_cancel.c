@@ -60,7 +60,7 @@ int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *
         nr_spec_t *s = spec_of(r, task);
         for (uint32_t i = 0; i < s->nret && i < *nret; i++) rets[i] = nr_spec_ids(s)[i];
         *nret = s->nret;
-        if (mark) {
+        if (mark == 1 || (mark == 2 && state != NR_TASK_RUNNING)) {
             W(task->cancelled, 1);
             W(task->retries_left, 0);
         }

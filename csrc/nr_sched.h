@@ -235,7 +235,8 @@ void nr_task_no_retry(nr_region_t *r, uint32_t t);
  * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),
  * the process running it (*pid), its NR_SPEC_* (*kind), and its return ids
  * (up to *nret of them written to rets; *nret set to how many it has); with
- * mark it is also marked cancelled: it never starts, and is not retried.
+ * mark 1 it is also marked cancelled: it never starts, and is not retried
+ * (mark 2: only if it has not started, in the same step).
  * nr_task_signal sends sig to the process running (t, gen) if it still runs
  * it (under the lock, so the signal never reaches a process that moved on):
  * 1 if sent.  nr_task_children writes up to max (gen << 32 | t) of the live

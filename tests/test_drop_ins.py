@@ -354,3 +354,138 @@ def test_dask_graphs_run_as_nanoray_tasks(ray):
         assert dask.compute(where())[0] != os.getpid()
     disable_dask_on_ray()
     assert dask.compute(where(), scheduler="sync")[0] == os.getpid()
+
+
+def make_block(i):
+    return np.full(1 << 20, i, dtype=np.float64)          # 8 MiB
+
+
+def block_sum(a):
+    return float(a.sum())
+
+
+def test_dask_frees_intermediate_results_once_used(fresh):
+    import dask
+    ray = fresh(num_cpus=2, object_store_memory=64 << 20)
+    # 40 blocks of 8 MiB through a 64 MiB store: only if each block goes
+    # once summed does this run without spilling.
+    sums = [dask.delayed(block_sum)(dask.delayed(make_block)(i)) for i in range(40)]
+    from nanoray.util.dask import ray_dask_get
+    assert dask.compute(sums, scheduler=ray_dask_get)[0] == \
+        [float(i * (1 << 20)) for i in range(40)]
+    assert ray._api._backend.region.stats()["spills"] == 0
+
+
+# -- what the adversarial review found ------------------------------------------
+
+
+def test_pool_reads_iterables_without_blocking_its_results_or_other_jobs(ray):
+    import queue
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p:
+        q = queue.Queue()
+        p.apply_async(nap, (0.2,), callback=q.put)
+        # The iterable waits for the callback: reading it must not stop the
+        # pool from delivering that result (the stdlib's gives [0.2]).
+        assert list(p.imap(square, (q.get(timeout=10) for _ in range(1)))) == [0.2 * 0.2]
+        t0 = time.monotonic()
+        assert p.map(square, []) == []                   # an empty map waits for nothing
+        busy = p.map_async(nap, [1.0] * 4, chunksize=1)
+        assert p.map(square, []) == [] and time.monotonic() - t0 < 0.5
+        busy.get(T)
+
+
+def test_pool_runs_callbacks_one_at_a_time_in_one_thread(ray):
+    import threading
+    from nanoray.util.multiprocessing import Pool
+    seen = {"count": 0, "inside": 0, "most": 0, "threads": set()}
+
+    def callback(_):
+        seen["inside"] += 1
+        seen["most"] = max(seen["most"], seen["inside"])
+        seen["threads"].add(threading.current_thread().name)
+        n = seen["count"]
+        time.sleep(0)
+        seen["count"] = n + 1
+        seen["inside"] -= 1
+    with Pool(2) as p:
+        results = [p.apply_async(square, (i,), callback=callback) for i in range(300)]
+        assert [r.get(T) for r in results] == [i * i for i in range(300)]
+    assert seen["count"] == 300 and seen["most"] == 1 and len(seen["threads"]) == 1
+    assert threading.current_thread().name not in seen["threads"]
+
+
+def test_pools_and_executors_fail_their_waiters_when_nanoray_stops(fresh):
+    import threading
+    from nanoray import exceptions
+    from nanoray.util.concurrent.futures import RayExecutor
+    from nanoray.util.multiprocessing import Pool
+    ray = fresh(num_cpus=2)
+    p = Pool(2)
+    ex = RayExecutor(max_workers=2)
+    outcome = {}
+
+    def pool_waiter():
+        try:
+            p.map(nap, [3.0, 3.0], chunksize=1)
+        except BaseException as e:
+            outcome["pool"] = e
+
+    def executor_waiter():
+        try:
+            ex.submit(nap, 3.0).result()
+        except BaseException as e:
+            outcome["executor"] = e
+    threads = [threading.Thread(target=f) for f in (pool_waiter, executor_waiter)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    ray.shutdown()
+    for t in threads:
+        t.join(15)
+        assert not t.is_alive(), "a waiter hangs after shutdown"
+    assert isinstance(outcome.get("pool"), exceptions.RaySystemError), outcome
+    assert isinstance(outcome.get("executor"), exceptions.RaySystemError), outcome
+
+
+def test_pools_and_executors_nobody_holds_are_collected(ray):
+    import gc
+    import threading
+    from nanoray.util.concurrent.futures import RayExecutor
+    from nanoray.util.multiprocessing import Pool
+    threads_before = threading.active_count()
+    pids = []
+    for _ in range(3):
+        p = Pool(2)
+        pids += [pid for _, _, pid in p.map(tag_and_pid, range(4), chunksize=1)]
+        ex = RayExecutor(max_workers=2)
+        ex.submit(square, 2).result(T)
+        del p, ex
+    gc.collect()
+    assert wait_gone(pids) == []                         # its actors are ended
+    deadline = time.monotonic() + 10
+    while threading.active_count() > threads_before:
+        assert time.monotonic() < deadline, threading.enumerate()
+        time.sleep(0.05)
+
+
+def test_executor_cancels_quietly_and_in_one_step(ray):
+    import logging
+    from nanoray.util.concurrent.futures import RayExecutor
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("concurrent.futures").addHandler(handler)
+    try:
+        with RayExecutor(max_workers=8) as ex:
+            futs = [ex.submit(nap, 0.01) for _ in range(64)]
+            cancelled = [f for f in futs[::2] if f.cancel()]
+            for f in futs:
+                try:
+                    f.result(T)
+                except cf.CancelledError:
+                    assert f in cancelled
+            assert all(f.done() for f in futs)
+    finally:
+        logging.getLogger("concurrent.futures").removeHandler(handler)
+    assert [r for r in records if r.levelno >= logging.ERROR] == []

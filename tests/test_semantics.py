@@ -124,3 +124,21 @@ def test_negative_get_timeout_waits_and_refs_can_be_awaited(ray):
     async def main():
         return await later.remote()
     assert asyncio.run(main()) == "done"
+
+
+def test_refs_and_views_kept_only_by_cyclic_garbage_give_their_objects_back(ray):
+    import gc
+
+    import numpy as np
+
+    from conftest import store_objects
+    before = store_objects()
+    for _ in range(5):
+        cycle = [ray.put(b"x" * 100)]
+        cycle.append(cycle)
+        view = ray.get(ray.put(np.ones(100_000)))      # a zero-copy view pins its object
+        holder = {"view": view}
+        holder["self"] = holder
+        del cycle, view, holder
+    gc.collect()
+    assert store_objects() == before

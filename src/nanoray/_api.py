@@ -371,14 +371,15 @@ def put(value, *, _owner=None):
     return _rt.put(value)
 
 
-def get(object_refs, *, timeout=None):
+def get(object_refs, *, timeout=None, progress=False):
     """Blocks until the value(s) are available; returns them.
 
     A list of refs gives a list of values in the same order.  Arrays come
     back as read-only views of shared memory (no copy).  Raises the task's
     exception (RayTaskError, also an instance of the original type), or
     GetTimeoutError when timeout (seconds) passes first; a negative timeout
-    waits forever, as in Ray."""
+    waits forever, as in Ray.  progress=True (or a label) draws a progress
+    bar while a list of refs completes (nanoray/_progress.py)."""
     _get_backend()
     if type(object_refs) is ObjectRef:
         return _rt.get_one(object_refs, timeout)
@@ -387,14 +388,24 @@ def get(object_refs, *, timeout=None):
             if type(r) is not ObjectRef:
                 raise ValueError("'object_refs' must either be an ObjectRef or a list of "
                                  "ObjectRefs, found %r in the list" % (type(r).__name__,))
+        if progress and object_refs:
+            from nanoray import _progress
+            unique = list(dict.fromkeys(object_refs))
+            t = None if timeout is None or timeout < 0 else timeout
+            ready, _ = _progress.wait_with_bar(unique, len(unique), t,
+                                               _progress.label(progress, "get"), wait)
+            if len(ready) < len(unique):
+                from nanoray.exceptions import GetTimeoutError
+                raise GetTimeoutError("Get timed out: some object(s) not ready.")
         return _rt.get(object_refs, timeout)
     raise ValueError("'object_refs' must either be an ObjectRef or a list of ObjectRefs, got %r"
                      % (type(object_refs).__name__,))
 
 
-def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
+def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True, progress=False):
     """Returns (ready, not_ready): the first num_returns refs that are ready,
-    in input order, once that many are ready or timeout passes."""
+    in input order, once that many are ready or timeout passes.
+    progress=True (or a label) draws a bar of the refs ready so far."""
     _get_backend()
     if type(object_refs) is ObjectRef:
         raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")

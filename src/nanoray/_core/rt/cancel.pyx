@@ -40,8 +40,9 @@ cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint rec
         if rets == NULL:
             raise MemoryError()
     try:
-        st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
-        if st < 0:
+        # Not running_too: marked only if it has not started (in one step).
+        st = nr_task_cancel(&reg.r, t, gen, 1 if running_too else 2, &pid, &kind, rets, &nret)
+        if st < 0 or (st == NR_TASK_RUNNING and not running_too):
             return 0
         err = _exc.TaskCancelledError(
             "%016x" % ((<uint64_t>gen << 32) | t),
@@ -100,9 +101,8 @@ def cancel(ObjectRef ref, bint force, bint recursive):
 
 def cancel_unstarted(ObjectRef ref):
     """Cancels the task whose return ref is only if it has not started
-    (a concurrent.futures Future's cancel()): True if it never runs.  One
-    that started meanwhile runs on (if it had not yet reached its code, it
-    stops there, and its ref raises TaskCancelledError)."""
+    (a concurrent.futures Future's cancel()): True if it never runs; one
+    that has started is left alone (checked and marked in one step)."""
     cdef Region reg = _check_ref(ref)
     cdef uint32_t gen = 0
     cdef uint32_t t = nr_task_of(&reg.r, ref._id, &gen)

@@ -4,6 +4,11 @@
 # Included by _runtime.pyx: one extension module, one concern per file.
 
 
+# no_gc_clear: the cyclic collector must not clear _reg before __dealloc__
+# runs (a ref kept only by garbage in a cycle would then never give back
+# its count).  A Region refers to no Python object, so no cycle runs through
+# one.
+@cython.no_gc_clear
 cdef class ObjectRef:
     """A future for a value in the object store, as in Ray.
 
@@ -113,6 +118,7 @@ cdef class _DepArg:
         return (_DepArg, (self.i,))
 
 
+@cython.no_gc_clear
 cdef class _PinnedBuffer:
     """A read-only buffer over region memory that pins its object."""
 

@@ -7,7 +7,8 @@
 Every task of the graph runs as a nanoray task, submitted at once in
 dependency order: each takes its inputs as refs, so the scheduler starts it
 the moment they are sealed, and arrays pass between tasks through the
-shared store without copies.  Results come back read-only when they are
+shared store without copies.  An intermediate result is freed once the
+tasks that take it have run.  Results come back read-only when they are
 numpy arrays, as from nanoray.get.  Dask is optional: this module imports
 it only when a graph is run.
 """
@@ -40,14 +41,48 @@ def ray_dask_get(dsk, keys, **kwargs):
     if not isinstance(dsk, Mapping):               # newer dask passes an expression
         dsk = dsk.__dask_graph__()
     graph = convert_legacy_graph(dsk)
+    wanted = _flatten(keys)
+    order = _order(graph, wanted)
+    try:                                  # Dask's own priorities, if they are topological
+        from dask.order import order as dask_order
+        priority = dask_order(graph)
+        by_priority = sorted(order, key=lambda k: priority.get(k, 0))
+        seen = set()
+        for k in by_priority:
+            if not graph[k].dependencies <= seen:
+                raise ValueError("not topological")
+            seen.add(k)
+        order = by_priority
+    except Exception:
+        pass
+    # How many tasks still to submit take each key: at zero, its ref goes
+    # (the tasks given it hold it until they run), as Dask frees data once
+    # its dependents are done.
+    users = {}
+    for key in order:
+        for d in graph[key].dependencies:
+            users[d] = users.get(d, 0) + 1
+    keep = set(wanted)
     refs = {}
-    for key in _order(graph, _flatten(keys)):
+    window = 2 * max(1, int(nanoray.cluster_resources().get("CPU", 1)))
+    running = []
+    for key in order:
         node = graph[key]
         deps = list(node.dependencies)
         if isinstance(node, DataNode):
             refs[key] = nanoray.put(node({}))
         else:
+            # At most `window` tasks submitted and not done, in Dask's order
+            # (depth first): a chain is finished and its data freed before
+            # many others start, as with Dask's own schedulers.
+            while len(running) >= window:
+                _, running = nanoray.wait(running, num_returns=1)
             refs[key] = _remote_run.remote(node, deps, *[refs[d] for d in deps])
+            running.append(refs[key])
+        for d in deps:
+            users[d] -= 1
+            if not users[d] and d not in keep:
+                del refs[d]
     return _gather(keys, refs)
 
 

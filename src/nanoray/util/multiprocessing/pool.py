@@ -22,14 +22,19 @@ Differences from the stdlib, on purpose:
 import collections
 import itertools
 import os
+import queue
 import threading
 import time
 import types
+import weakref
 from multiprocessing import TimeoutError
 from multiprocessing.pool import RemoteTraceback
 
 import nanoray
 from nanoray import exceptions
+from nanoray.util.multiprocessing.results import (ApplyResult, AsyncResult,  # noqa: F401
+                                                  IMapIterator, IMapUnorderedIterator,
+                                                  MapResult)
 
 __all__ = ["Pool", "TimeoutError"]
 
@@ -80,186 +85,22 @@ def _unwrap(e):
     return e
 
 
-class ApplyResult:
-    """What apply_async returns: get(), wait(), ready(), successful()."""
-
-    def __init__(self, callback=None, error_callback=None):
-        self._event = threading.Event()
-        self._refs = set()                   # its chunks in flight
-        self._pool = None
-        self._callback = callback
-        self._error_callback = error_callback
-        self._success = None
-        self._value = None
-        self._done = False
-
-    def ready(self):
-        return self._event.is_set()
-
-    def successful(self):
-        if not self.ready():
-            raise ValueError("%r not ready" % (self,))
-        return self._success
-
-    def wait(self, timeout=None):
-        _wait_helping(self, self._event.is_set, self._event.wait, timeout)
-
-    def get(self, timeout=None):
-        if not _wait_helping(self, self._event.is_set, self._event.wait, timeout):
-            raise TimeoutError
-        if self._success:
-            return self._value
-        raise self._value
-
-    def _set(self, success, value):
-        with _set_lock:
-            if self._done:
-                return
-            self._done = True
-        self._success, self._value = success, value
-        cb = self._callback if success else self._error_callback
-        if cb is not None:                   # before ready(), as in the stdlib
-            try:
-                cb(value)
-            except Exception:                # a callback's error is its own
-                import traceback
-                traceback.print_exc()
-        self._event.set()
-
-    # chunk events, from the pool
-    def _chunk(self, index, values):
-        self._set(True, values[0])
-
-    def _fail(self, index, error):
-        self._set(False, error)
-
-    def _length(self, n):
-        pass
-
-
-AsyncResult = ApplyResult
-
-
-def _wait_helping(result, arrived, wait, timeout):
-    """Until arrived() or the timeout: the caller delivers the result's
-    chunks itself while it has some in flight, else waits for the pool's
-    thread (in short slices, so that it notices chunks handed out later)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not arrived():
-        pool = result._pool
-        if pool is None or not pool._help(result, deadline):
-            left = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
-            if left <= 0:
-                return arrived()
-            wait(left)
-        elif deadline is not None and time.monotonic() >= deadline:
-            return arrived()
-    return True
-_set_lock = threading.Lock()
-
-
-class MapResult(ApplyResult):
-    """map_async's result: the list, in order, once every chunk is in."""
-
-    def __init__(self, nchunks, callback=None, error_callback=None):
-        super().__init__(callback, error_callback)
-        self._parts = {}
-        self._nchunks = nchunks
-
-    def _chunk(self, index, values):
-        self._parts[index] = values
-        self._maybe_done()
-
-    def _length(self, n):
-        self._nchunks = n
-        self._maybe_done()
-
-    def _maybe_done(self):
-        if self._nchunks is not None and len(self._parts) == self._nchunks:
-            self._set(True, list(itertools.chain.from_iterable(
-                self._parts[i] for i in range(self._nchunks))))
-
-
-class IMapIterator:
-    """imap's iterator: results in order, each as soon as it and those before
-    it are in; next(timeout) raises multiprocessing.TimeoutError."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._refs = set()
-        self._pool = None
-        self._items = collections.deque()
-        self._parts = {}
-        self._next_chunk = 0
-        self._nchunks = None
-
-    def __iter__(self):
-        return self
-
-    def next(self, timeout=None):
-        def arrived():
-            return bool(self._items) or self._finished()
-
-        def wait(t):
-            with self._cond:
-                return self._cond.wait_for(arrived, t)
-        if not _wait_helping(self, arrived, wait, timeout):
-            raise TimeoutError
-        with self._cond:
-            if not self._items:
-                raise StopIteration
-            ok, value = self._items.popleft()
-        if ok:
-            return value
-        raise value
-
-    __next__ = next
-
-    def _finished(self):
-        return self._nchunks is not None and self._next_chunk >= self._nchunks
-
-    def _chunk(self, index, values):
-        with self._cond:
-            self._parts[index] = [(True, v) for v in values]
-            self._flush()
-
-    def _fail(self, index, error):
-        with self._cond:
-            if index is None:                # terminated: the error comes next, then the end
-                self._parts.clear()
-                self._items.append((False, error))
-                self._nchunks = self._next_chunk
-            else:
-                self._parts[index] = [(False, error)]
-            self._flush()
-
-    def _length(self, n):
-        with self._cond:
-            self._nchunks = n
-            self._cond.notify_all()
-
-    def _flush(self):
-        while self._next_chunk in self._parts:
-            self._items.extend(self._parts.pop(self._next_chunk))
-            self._next_chunk += 1
-        self._cond.notify_all()
-
-
-class IMapUnorderedIterator(IMapIterator):
-    """imap_unordered's iterator: results as chunks finish."""
-
-    def _flush(self):
-        for index in list(self._parts):
-            self._items.extend(self._parts.pop(index))
-            self._next_chunk += 1
-        self._cond.notify_all()
-
-
 class _Worker:
     __slots__ = ("actor", "load", "calls", "retiring")
 
     def __init__(self, actor):
         self.actor, self.load, self.calls, self.retiring = actor, 0, 0, False
+
+
+class _Job:
+    """One map/imap/apply: its chunks, read lazily, one reader at a time."""
+    __slots__ = ("result", "chunks", "func_ref", "mode", "handed_out", "reading", "held")
+
+    def __init__(self, result, chunks, func_ref, mode):
+        self.result, self.chunks, self.func_ref, self.mode = result, chunks, func_ref, mode
+        self.handed_out = 0
+        self.reading = False                # a thread is reading its iterable (no lock held)
+        self.held = None                    # a chunk read when no actor had room
 
 
 class Pool:
@@ -286,14 +127,17 @@ class Pool:
         self._maxtasks = maxtasksperchild
         self._processes = processes
         self._cond = threading.Condition()
+        self._callbacks = None                # queue of the callback thread, made at first use
         self._state = _RUN
-        self._jobs = collections.deque()     # [result, chunks, func ref, mode, handed out]
-        self._inflight = {}                  # ref -> (result, chunk index, worker)
-        self._outstanding = set()            # results not yet complete
-        self._funcs = collections.OrderedDict()  # func -> (its ref,)
+        self._jobs = collections.deque()      # _Job, taking turns
+        self._inflight = {}                   # ref -> (result, chunk index, worker)
+        self._outstanding = set()             # results not yet complete
+        self._funcs = collections.OrderedDict()  # func -> (its ref, kept loaded)
         self._workers = [self._start_worker() for _ in range(processes)]
-        self._thread = threading.Thread(target=self._collect, name="nanoray-pool",
-                                        daemon=True)
+        # The thread holds the pool weakly: a pool nobody holds is collected
+        # (and terminated), as the stdlib's is.
+        self._thread = threading.Thread(target=_collect, args=(weakref.ref(self), self._cond),
+                                        name="nanoray-pool", daemon=True)
         self._thread.start()
 
     def _start_worker(self):
@@ -309,14 +153,15 @@ class Pool:
         self._submit(result, func, iter([(tuple(args), dict(kwds))]), _APPLY)
         return result
 
-    def map(self, func, iterable, chunksize=None):
-        return self._map_async(func, iterable, chunksize, _MAP).get()
+    def map(self, func, iterable, chunksize=None, progress=False):
+        """As the stdlib's; progress=True (or a label) draws a progress bar."""
+        return self._map_async(func, iterable, chunksize, _MAP, progress=progress).get()
 
     def map_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
         return self._map_async(func, iterable, chunksize, _MAP, callback, error_callback)
 
-    def starmap(self, func, iterable, chunksize=None):
-        return self._map_async(func, iterable, chunksize, _STAR).get()
+    def starmap(self, func, iterable, chunksize=None, progress=False):
+        return self._map_async(func, iterable, chunksize, _STAR, progress=progress).get()
 
     def starmap_async(self, func, iterable, chunksize=None, callback=None, error_callback=None):
         return self._map_async(func, iterable, chunksize, _STAR, callback, error_callback)
@@ -334,23 +179,37 @@ class Pool:
             self._cond.notify_all()
 
     def terminate(self):
+        self._end(RuntimeError("the pool was terminated before this result was ready"))
+
+    def _end(self, err):
+        """Terminates: the actors go, every outstanding result fails with err."""
         with self._cond:
             if self._state == _TERMINATE:
                 return
             self._state = _TERMINATE
-            jobs, self._jobs = list(self._jobs), collections.deque()
+            self._jobs.clear()
             self._inflight.clear()
             outstanding, self._outstanding = list(self._outstanding), set()
             workers, self._workers = self._workers, []
             self._cond.notify_all()
         for w in workers:
             _kill(w.actor)
-        err = RuntimeError("the pool was terminated before this result was ready")
         for r in outstanding:
             r._fail(None, err)
             r._length(0)
+        if self._callbacks is not None:
+            self._callbacks.put(None)        # its thread ends after the callbacks queued
         if threading.current_thread() is not self._thread:
             self._thread.join()
+
+    def _run_callback(self, result, cb, value):
+        """Runs result's callback in the pool's callback thread."""
+        with self._cond:
+            if self._callbacks is None:
+                self._callbacks = queue.SimpleQueue()
+                threading.Thread(target=_run_callbacks, args=(self._callbacks,),
+                                 name="nanoray-pool-callbacks", daemon=True).start()
+        self._callbacks.put((result, cb, value))
 
     def join(self):
         with self._cond:
@@ -388,16 +247,23 @@ class Pool:
         if self._state != _RUN:
             raise ValueError("Pool not running")
 
-    def _map_async(self, func, iterable, chunksize, mode, callback=None, error_callback=None):
+    def _map_async(self, func, iterable, chunksize, mode, callback=None, error_callback=None,
+                   progress=False):
         if not hasattr(iterable, "__len__"):
             iterable = list(iterable)
         if chunksize is None:                 # the stdlib's default: four chunks a process
             chunksize = max(1, -(-len(iterable) // (self._processes * 4)))
         _check_chunksize(chunksize)
-        chunks = _chunks(iterable, chunksize)
         n = -(-len(iterable) // chunksize)
         result = MapResult(n, callback, error_callback)
-        self._submit(result, func, chunks, mode)
+        if progress:
+            from nanoray import _progress
+            result._bar = _progress.Bar(len(iterable), _progress.label(progress, "map"))
+        if n == 0:                            # nothing to wait for, busy or not
+            self._check_running()
+            result._length(0)
+            return result
+        self._submit(result, func, _chunks(iterable, chunksize), mode)
         return result
 
     def _imap(self, result, func, iterable, chunksize):
@@ -405,89 +271,100 @@ class Pool:
         self._submit(result, func, _chunks(iterable, chunksize), _MAP)
         return result
 
-    def _submit(self, result, func, chunks, mode):
-        if not callable(func):
-            raise TypeError("%r is not callable" % (func,))
-        with self._cond:
-            self._check_running()
-        func_ref = self._func_ref(func)       # pickled once, not per job or chunk
-        result._pool = self
-        with self._cond:
-            self._check_running()
-            self._outstanding.add(result)
-            self._jobs.append([result, chunks, func_ref, mode, 0])
-            self._dispatch()
-            self._cond.notify_all()
-
     def _func_ref(self, func):
         """(func in the store, whether workers keep it loaded): functions are
         stored once (the last 64 used); other callables, which may carry
         data (joblib's batches do), each time, and are not kept."""
         if not isinstance(func, _PLAIN_FUNCTIONS):
             return (nanoray.put(func), False)
-        ref = self._funcs.get(func)
+        with self._cond:
+            ref = self._funcs.get(func)
         if ref is None:
-            ref = self._funcs[func] = (nanoray.put(func), True)
-            if len(self._funcs) > 64:
-                self._funcs.popitem(last=False)
+            ref = (nanoray.put(func), True)
+            with self._cond:
+                self._funcs[func] = ref
+                if len(self._funcs) > 64:
+                    self._funcs.popitem(last=False)
         return ref
 
+    def _submit(self, result, func, chunks, mode):
+        if not callable(func):
+            raise TypeError("%r is not callable" % (func,))
+        self._check_running()
+        func_ref = self._func_ref(func)       # pickled once, not per job or chunk
+        result._pool = self
+        with self._cond:
+            self._check_running()
+            self._outstanding.add(result)
+            self._jobs.append(_Job(result, chunks, func_ref, mode))
+            self._cond.notify_all()
+        self._dispatch()
+
+    def _room(self):
+        """The least busy live actor with room for a chunk, or None (locked)."""
+        live = [w for w in self._workers if not w.retiring]
+        if not live:
+            return None
+        w = min(live, key=lambda w: w.load)
+        return w if w.load < _PER_WORKER else None
+
     def _dispatch(self):
-        """Hands out chunks while an actor has room (under the lock)."""
-        while self._jobs:
-            live = [w for w in self._workers if not w.retiring]
-            if not live:
-                return
-            w = min(live, key=lambda w: w.load)
-            if w.load >= _PER_WORKER:
-                return
-            job = self._jobs[0]
-            result, it, func_ref, mode, index = job
-            try:
-                chunk = next(it)
-            except StopIteration:
-                self._jobs.popleft()
-                result._length(index)
-                self._settle(result)
-                continue
-            except BaseException as e:        # the iterable itself raised: at its place
-                self._jobs.popleft()
-                result._fail(index, e)
-                result._length(index + 1)
-                self._settle(result)
-                continue
-            job[4] = index + 1
-            self._jobs.rotate(-1)             # jobs take turns: none waits behind a long one
-            ref = w.actor.run.remote(func_ref, chunk, mode)
-            self._inflight[ref] = (result, index, w)
-            result._refs.add(ref)
-            w.load += 1
-            w.calls += 1
-            if self._maxtasks is not None and w.calls >= self._maxtasks:
-                w.retiring = True
-
-    def _settle(self, result):
-        """Forgets a result once every chunk of it is handed out and done."""
-        if not any(r is result for r, _, _ in self._inflight.values()) and \
-                not any(j[0] is result for j in self._jobs):
-            self._outstanding.discard(result)
-
-    def _collect(self):
-        """The result thread: waits for chunks, delivers them, refills actors."""
+        """Hands out chunks while an actor has room.  Iterables are read with
+        no lock held (one reader per job), so a slow or blocking iterable
+        holds up neither the pool's thread nor other jobs."""
         while True:
             with self._cond:
-                while not self._inflight and self._state != _TERMINATE and not (
-                        self._state == _CLOSE and not self._jobs):
-                    self._cond.wait()
-                if self._state == _TERMINATE or not self._inflight:
-                    return                   # terminated, or closed with nothing left
-                refs = list(self._inflight)
-            try:
-                ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
-            except Exception:                # the runtime went away: nothing more comes
-                return
-            for ref in ready:
-                self._deliver(ref)
+                if self._state == _TERMINATE or self._room() is None:
+                    return
+                job = next((j for j in self._jobs if not j.reading), None)
+                if job is None:
+                    return
+                self._jobs.remove(job)
+                self._jobs.append(job)        # jobs take turns: none waits behind a long one
+                chunk, job.held = job.held, None
+                job.reading = chunk is None
+            error = done = None
+            if chunk is None:
+                try:
+                    chunk = next(job.chunks)
+                except StopIteration:
+                    done = True
+                except BaseException as e:    # the iterable itself raised: at its place
+                    error = e
+            with self._cond:
+                job.reading = False
+                if done or error is not None:
+                    if job in self._jobs:
+                        self._jobs.remove(job)
+                    index = job.handed_out
+                else:
+                    w = self._room() if self._state != _TERMINATE else None
+                    if w is None:             # the room went meanwhile: keep the chunk
+                        job.held = chunk
+                        return
+                    ref = w.actor.run.remote(job.func_ref, chunk, job.mode)
+                    self._inflight[ref] = (job.result, job.handed_out, w)
+                    job.result._refs.add(ref)
+                    job.handed_out += 1
+                    w.load += 1
+                    w.calls += 1
+                    if self._maxtasks is not None and w.calls >= self._maxtasks:
+                        w.retiring = True
+                    self._cond.notify_all()
+                    continue
+            if error is not None:
+                job.result._fail(index, error)
+                job.result._length(index + 1)
+            else:
+                job.result._length(index)
+            with self._cond:
+                self._settle(job.result)
+
+    def _settle(self, result):
+        """Forgets a result once every chunk of it is handed out and done (locked)."""
+        if not any(r is result for r, _, _ in self._inflight.values()) and \
+                not any(j.result is result for j in self._jobs):
+            self._outstanding.discard(result)
 
     def _deliver(self, ref):
         """A finished chunk to its result, and the next chunks out; done by
@@ -512,8 +389,7 @@ class Pool:
                 self._workers[self._workers.index(w)] = self._start_worker()
                 _kill(w.actor)
             self._settle(result)
-            if self._state != _TERMINATE:
-                self._dispatch()
+        self._dispatch()
 
     def _help(self, result, deadline):
         """Waits in the calling thread for one of result's chunks and delivers
@@ -526,11 +402,58 @@ class Pool:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             ready, _ = nanoray.wait(refs, num_returns=1, timeout=left)
-        except Exception:
+        except Exception as e:               # the runtime went away
+            self._end(_gone(e))
             return False
         for ref in ready:
             self._deliver(ref)
         return True
+
+
+def _run_callbacks(q):
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        result, cb, value = item
+        result._finish(cb, value)
+
+
+def _gone(e):
+    return exceptions.RaySystemError("nanoray stopped before this result was ready: %s"
+                                     % (exceptions._safe_repr(e),))
+
+
+def _collect(pool_ref, cond):
+    """The pool's thread: waits for chunks, delivers them, refills actors.
+    It holds the pool only while it works (pool_ref is a weak reference)."""
+    while True:
+        pool = pool_ref()
+        if pool is None:
+            return
+        with cond:
+            if pool._state == _TERMINATE or (pool._state == _CLOSE and not pool._jobs
+                                             and not pool._inflight):
+                return                       # terminated, or closed with nothing left
+            refs = list(pool._inflight)
+            if not refs:
+                pool = None
+                cond.wait(0.1)
+                continue
+        pool = None
+        try:
+            ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
+        except Exception as e:               # the runtime went away: nothing more comes
+            pool = pool_ref()
+            if pool is not None:
+                pool._end(_gone(e))
+            return
+        pool = pool_ref()
+        if pool is None:
+            return
+        for ref in ready:
+            pool._deliver(ref)
+        pool = None
 
 
 def _chunks(iterable, size):

@@ -27,6 +27,7 @@ import itertools
 import threading
 import time
 import types
+import weakref
 
 import nanoray
 from nanoray import exceptions
@@ -75,9 +76,13 @@ class _Future(_cf.Future):
         with self._condition:
             if self._state != "PENDING":
                 return self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED")
-        if not self._executor._unstart(self) or not super().cancel():
+        if not self._executor._unstart(self):
             return False
-        self.set_running_or_notify_cancel()      # wakes wait() and as_completed()
+        with self._condition:                    # one step, as _settle's
+            if self._state != "PENDING":
+                return self._state in ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+            super().cancel()
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         return True
 
     def _help(self, timeout):
@@ -89,7 +94,8 @@ class _Future(_cf.Future):
             return timeout
         try:
             ready, _ = nanoray.wait([ref], timeout=timeout)
-        except Exception:
+        except Exception as e:                  # the runtime went away
+            self._executor._fail_all(e)
             return timeout
         if ready:
             self._executor._complete(ref)
@@ -157,9 +163,10 @@ class RayExecutor(_cf.Executor):
             fut._call = (self._remote(fn, chunked), args, kwargs)
             self._queue.append(fut)
             self._start()
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._collect, daemon=True,
-                                                name="nanoray-executor")
+            if self._thread is None:          # it holds the executor weakly, as the stdlib's
+                self._thread = threading.Thread(target=_collect,
+                                                args=(weakref.ref(self), self._lock),
+                                                daemon=True, name="nanoray-executor")
                 self._thread.start()
             self._lock.notify_all()
         return fut
@@ -189,20 +196,16 @@ class RayExecutor(_cf.Executor):
             ref = fut._ref
         return False if ref is None else _cancel_unstarted(ref)
 
-    def _collect(self):
-        while True:
-            with self._lock:
-                while not self._running and not (self._shutdown and not self._queue):
-                    self._lock.wait()
-                if not self._running:
-                    return
-                refs = list(self._running)
-            try:
-                ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
-            except Exception:
-                return                         # the runtime went away
-            for ref in ready:
-                self._complete(ref)
+    def _fail_all(self, e):
+        """The runtime went away: every call not done fails, none is lost."""
+        err = exceptions.RaySystemError("nanoray stopped before this call finished: %s"
+                                        % (exceptions._safe_repr(e),))
+        with self._lock:
+            futs = list(self._running.values()) + list(self._queue)
+            self._running.clear()
+            self._queue.clear()
+        for fut in futs:
+            _settle(fut, None, err)
 
     def _complete(self, ref):
         """Delivers a finished call to its future; whichever thread sees it
@@ -270,19 +273,52 @@ class RayExecutor(_cf.Executor):
             nanoray.shutdown()
 
 
+def _collect(executor_ref, lock):
+    """The executor's thread: delivers finished calls, starts queued ones.
+    It holds the executor only while it works (a weak reference)."""
+    while True:
+        ex = executor_ref()
+        if ex is None:
+            return
+        with lock:
+            if not ex._running:
+                if ex._shutdown and not ex._queue:
+                    return
+                ex = None
+                lock.wait(0.1)
+                continue
+            refs = list(ex._running)
+        ex = None
+        try:
+            ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
+        except Exception as e:                 # the runtime went away
+            ex = executor_ref()
+            if ex is not None:
+                ex._fail_all(e)
+            continue
+        ex = executor_ref()
+        if ex is None:
+            return
+        for ref in ready:
+            ex._complete(ref)
+        ex = None
+
+
 def _settle(fut, value, error):
-    """The call's outcome onto its (still PENDING) future."""
-    try:
+    """The call's outcome onto its future, unless it was cancelled: the
+    state changes in one step under the future's lock (cancel() takes it too)."""
+    with fut._condition:
+        if fut._state != "PENDING":
+            return
         if isinstance(error, _cf.CancelledError):   # its task was cancelled as it started
             _cf.Future.cancel(fut)
             fut.set_running_or_notify_cancel()
-        elif fut.set_running_or_notify_cancel():      # False: cancelled meanwhile
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(value)
-    except (_cf.InvalidStateError, RuntimeError):
-        pass
+            return
+        fut.set_running_or_notify_cancel()           # PENDING -> RUNNING
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
 
 
 def _cancel_unstarted(ref):
