@@ -136,10 +136,17 @@ def test_timeline_records_each_task_and_call_for_perfetto(ray, tmp_path):
         ray.get(fails.remote(), timeout=T)
     except ValueError:
         pass
+    # A task's event is written just after its result is sealed: the last
+    # one may land a moment after get() returns.
+    names = ("sleepy", "fails", "Acc.add", "Acc.__init__")
+    deadline = time.monotonic() + T
+    while {e["name"] for e in ray.timeline()} < set(names):
+        assert time.monotonic() < deadline, ray.timeline()
+        time.sleep(0.01)
     path = tmp_path / "trace.json"
     assert ray.timeline(str(path)) is None
     events = json.loads(path.read_text())
-    mine = [e for e in events if e["name"] in ("sleepy", "fails", "Acc.add", "Acc.__init__")]
+    mine = [e for e in events if e["name"] in names]
     by_name = {}
     for e in mine:
         by_name.setdefault(e["name"], []).append(e)
@@ -154,3 +161,33 @@ def test_timeline_records_each_task_and_call_for_perfetto(ray, tmp_path):
     assert by_name["fails"][0]["args"]["failed"]
     assert by_name["Acc.add"][0]["cat"] == "actor_task"
     assert len(ray.timeline()) >= len(mine)                  # also returned as a list
+
+
+def _nap(s):
+    time.sleep(s)
+    return s
+
+
+def _square(x):
+    return x * x
+
+
+def test_progress_bars_for_get_wait_and_pool_map(ray, capsys):
+    import pytest
+
+    from nanoray import exceptions
+    from nanoray.util.multiprocessing import Pool
+    nap = ray.remote(_nap)
+    refs = [nap.remote(0.05) for _ in range(10)]
+    assert ray.get(refs, progress=True) == [0.05] * 10
+    err = capsys.readouterr().err
+    assert "get" in err and "10/10" in err, err
+    ready, rest = ray.wait(refs, num_returns=5, progress="waiting")
+    assert len(ready) == 5 and len(rest) == 5
+    assert "waiting" in capsys.readouterr().err
+    with Pool(2) as p:
+        assert p.map(_square, range(20), chunksize=3, progress=True) == \
+            [i * i for i in range(20)]
+    assert "20/20" in capsys.readouterr().err
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get([nap.remote(2.0)], timeout=0.2, progress=True)

@@ -434,6 +434,10 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True, progress
                             % (type(timeout).__name__,))
         if not timeout >= 0:                       # negative or nan
             raise ValueError("timeout must be None or >= 0, got %r" % (timeout,))
+    if progress and not generators:
+        from nanoray import _progress
+        return _progress.wait_with_bar(refs, num_returns, timeout,
+                                       _progress.label(progress, "wait"), wait)
     if generators:
         idx = _wait_generators(refs, num_returns, timeout)
     else:

@@ -2,8 +2,8 @@
 
 Each process records a finished task or actor call in a ring in the region
 (csrc/nr_region.c, nr_event_record: an atomic add and a 128-byte write, no
-lock): its name, process, start and end, and the bytes of its arguments and
-returns.  timeline() turns the newest of them into Chrome trace events, one
+lock), just after its results are sealed: its name, process, start and
+end, and the bytes of its arguments and returns.  timeline() turns the newest of them into Chrome trace events, one
 track per process, viewable in Perfetto (ui.perfetto.dev) or
 chrome://tracing."""
 
