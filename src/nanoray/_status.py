@@ -7,7 +7,6 @@ the same snapshots as nanoray.util.state (it takes the region lock briefly,
 as any of the runtime's processes does, and changes nothing)."""
 
 import os
-import sys
 
 from nanoray._core import _runtime as _rt
 

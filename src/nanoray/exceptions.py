@@ -224,6 +224,19 @@ class RayTaskError(RayError):
         return err
 
 
+def _as_stdlib(e):
+    """For the stdlib drop-ins: a task's exception as the function's own,
+    with the remote traceback chained as __cause__ (multiprocessing's
+    RemoteTraceback), as multiprocessing and concurrent.futures raise it."""
+    if isinstance(e, RayTaskError) and isinstance(e.cause, BaseException):
+        cause = e.cause
+        if e.traceback_str:
+            from multiprocessing.pool import RemoteTraceback
+            cause.__cause__ = RemoteTraceback(e.traceback_str)
+        return cause
+    return e
+
+
 def _safe_repr(obj):
     try:
         return repr(obj)

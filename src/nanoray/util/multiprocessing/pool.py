@@ -28,7 +28,6 @@ import time
 import types
 import weakref
 from multiprocessing import TimeoutError
-from multiprocessing.pool import RemoteTraceback
 
 import nanoray
 from nanoray import exceptions
@@ -73,16 +72,6 @@ class PoolWorker:
 
 
 _worker_class = None
-
-
-def _unwrap(e):
-    """The function's own exception, with the remote traceback as __cause__."""
-    if isinstance(e, exceptions.RayTaskError) and isinstance(e.cause, BaseException):
-        cause = e.cause
-        if e.traceback_str:
-            cause.__cause__ = RemoteTraceback(e.traceback_str)
-        return cause
-    return e
 
 
 class _Worker:
@@ -380,7 +369,7 @@ class Pool:
             values = nanoray.get(ref)
         except BaseException as e:
             died = isinstance(e, exceptions.RayActorError)
-            result._fail(index, _unwrap(e))
+            result._fail(index, exceptions._as_stdlib(e))
         else:
             result._chunk(index, values)
         with self._cond:

@@ -52,16 +52,6 @@ def _task_for(fn, key, init, chunked):
     return call
 
 
-def _unwrap(e):
-    if isinstance(e, exceptions.RayTaskError) and isinstance(e.cause, BaseException):
-        cause = e.cause
-        if e.traceback_str:
-            from multiprocessing.pool import RemoteTraceback
-            cause.__cause__ = RemoteTraceback(e.traceback_str)
-        return cause
-    return e
-
-
 class _Future(_cf.Future):
     """A Future whose cancel() also cancels its task, if it has not started."""
 
@@ -220,7 +210,7 @@ class RayExecutor(_cf.Executor):
         except exceptions.TaskCancelledError:
             value, error = None, _cf.CancelledError()
         except BaseException as e:
-            value, error = None, _unwrap(e)
+            value, error = None, exceptions._as_stdlib(e)
         else:
             error = None
         _settle(fut, value, error)
