@@ -17,6 +17,8 @@ if os.environ.get("NANORAY_DEBUG"):
 if os.environ.get("NANORAY_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     lflags += ["-fsanitize=address,undefined"]
+if not (os.environ.get("NANORAY_DEBUG") or os.environ.get("NANORAY_SANITIZE")):
+    lflags += ["-s"]          # stripped: the wheel ships no symbols (5.3 MB -> about 1 MB)
 
 
 def crashpoint_sources():
