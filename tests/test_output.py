@@ -36,9 +36,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def run(log_to_driver):
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.path.join(here, "src") + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
+    # The same nanoray the tests import (installed, or the source tree).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     out = subprocess.run([sys.executable, "-c", SCRIPT % log_to_driver], capture_output=True,
                          text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
