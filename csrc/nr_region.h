@@ -38,7 +38,9 @@
 #include <stddef.h>
 #include <pthread.h>
 
-#define NR_MAGIC 0x31594152414e414eULL /* "NANARAY1" little endian */
+/* Changes with the header's layout: a process of another version refuses
+ * to attach (EINVAL) instead of misreading it.  "NANARAY2" little endian. */
+#define NR_MAGIC 0x32594152414e414eULL
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64

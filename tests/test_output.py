@@ -60,3 +60,33 @@ def test_log_to_driver_false_silences_workers():
     stdout, stderr, pids, apid = run(False)
     assert stdout.startswith("PIDS "), stdout              # nothing from the workers
     assert "warn" not in stderr and "from-a-child-program" not in stdout + stderr
+
+
+def test_partial_lines_odd_text_and_stream_methods_in_tasks():
+    script = textwrap.dedent("""
+        import sys, time
+        import nanoray as ray
+        ray.init(num_cpus=1)
+
+        @ray.remote
+        def partial():
+            print("begun here", end="")
+            return 1
+
+        @ray.remote
+        def other():
+            print(" and ended")
+            print("lone \\ud800 surrogate")
+            sys.stdout.reconfigure(line_buffering=True)
+            return sys.stdout.line_buffering
+
+        ray.get(partial.remote())
+        assert ray.get(other.remote()) is True
+        ray.shutdown()
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\(partial pid=\d+\) begun here and ended$", out.stdout, re.M), out.stdout
+    assert "lone \\ud800 surrogate" in out.stdout, out.stdout

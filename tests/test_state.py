@@ -191,3 +191,54 @@ def test_progress_bars_for_get_wait_and_pool_map(ray, capsys):
     assert "20/20" in capsys.readouterr().err
     with pytest.raises(exceptions.GetTimeoutError):
         ray.get([nap.remote(2.0)], timeout=0.2, progress=True)
+
+
+def test_snapshots_survive_a_garbage_collection_that_frees_refs(ray):
+    # A collection while a snapshot held the region lock used to free a ref
+    # whose decref took the lock again: the runtime froze.  Run it apart.
+    script = (
+        "import gc, nanoray as ray\n"
+        "from nanoray._core import _runtime as rt\n"
+        "from nanoray.util.state import list_actors, list_workers\n"
+        "ray.init(num_cpus=1)\n"
+        "reg = ray._api._backend.region\n"
+        "for _ in range(3):\n"
+        "    gc.disable()\n"
+        "    for _ in range(5):\n"
+        "        c = [ray.put(1)]; c.append(c); del c\n"
+        "    gc.set_threshold(max(1, gc.get_count()[0]))\n"
+        "    gc.enable()\n"
+        "    rt.proc_rows(reg); rt.actor_names(); reg.verify(); list_workers(); list_actors()\n"
+        "gc.set_threshold(700); gc.collect()\n"
+        "print('objects', reg.stats()['objects'])\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert out.returncode == 0 and "objects 0" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_list_objects_filters_before_the_limit(ray):
+    from nanoray.util.state import list_objects
+    many = [ray.put(i) for i in range(300)]
+    last = many[-1].hex()
+    assert [o.object_id for o in list_objects(filters=[("object_id", "=", last)], limit=5)] \
+        == [last]
+    assert len(list_objects(limit=5)) == 5
+    del many
+
+
+def _fails_first(i):
+    if i == 0:
+        raise ValueError("first")
+    time.sleep(0.05)
+    return i
+
+
+def test_a_progress_bar_outlives_a_failed_map(ray, capsys):
+    import pytest
+
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p:
+        with pytest.raises(ValueError, match="first"):
+            p.map(_fails_first, range(8), chunksize=1, progress=True)
+        time.sleep(0.5)                        # the other chunks arrive after the failure
+        assert p.map(_square, range(4), progress=True) == [0, 1, 4, 9]

@@ -1,10 +1,13 @@
 """What workers print, as Ray shows it: each line reaches the driver's
 terminal prefixed with what printed it, "(f pid=1234) " for task f and
-"(Counter pid=1234) " for an actor of class Counter.  Workers share the
-driver's stdout and stderr, so the lines arrive in order, each written
-whole in one system call (lines of different processes never mix within
-a line).  init(log_to_driver=False) silences workers: their stdout and
-stderr go to /dev/null, C-level output and child programs included."""
+"(Counter pid=1234) " for an actor of class Counter (the task or actor
+that began the line).  Workers share the driver's stdout and stderr, and
+each line goes out in one write: lines up to PIPE_BUF (4 KiB) never mix
+with other processes' output; longer ones may, as with any processes
+writing to one pipe.  What bypasses sys.stdout (bytes written to
+sys.stdout.buffer, C libraries, child programs) arrives unprefixed.
+init(log_to_driver=False) silences workers: their stdout and stderr go to
+/dev/null, C-level output and child programs included (tracebacks too)."""
 
 import io
 import os
@@ -19,8 +22,9 @@ class _Prefixed(io.TextIOBase):
         self._stream = stream
         self._name_of = name_of
         self._buf = ""
+        self._name = None                  # who began the text held in _buf
         self._line_start = True
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a signal handler may print inside write()
 
     def writable(self):
         return True
@@ -29,6 +33,8 @@ class _Prefixed(io.TextIOBase):
         if not isinstance(s, str):
             raise TypeError("write() argument must be str, not %s" % type(s).__name__)
         with self._lock:
+            if not self._buf:
+                self._name = self._name_of()
             self._buf += s
             if "\n" in s or len(self._buf) > 65536:
                 self._emit(False)
@@ -52,7 +58,9 @@ class _Prefixed(io.TextIOBase):
             chunk, self._buf = self._buf[:cut], self._buf[cut:]
         if not chunk:
             return
-        name = self._name_of()
+        name = self._name
+        if self._buf:
+            self._name = self._name_of()
         prefix = "(%s pid=%d) " % (name, os.getpid()) if name else "(pid=%d) " % os.getpid()
         out = []
         for piece in chunk.splitlines(True):
@@ -60,8 +68,13 @@ class _Prefixed(io.TextIOBase):
                 out.append(prefix)
             out.append(piece)
             self._line_start = piece.endswith(("\n", "\r"))
+        text = "".join(out)
         try:
-            self._stream.write("".join(out))
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:     # as print() would show it, not lost
+                enc = getattr(self._stream, "encoding", None) or "utf-8"
+                self._stream.write(text.encode(enc, "backslashreplace").decode(enc))
             self._stream.flush()
         except (OSError, ValueError):
             pass
@@ -72,6 +85,13 @@ class _Prefixed(io.TextIOBase):
     def isatty(self):
         return self._stream.isatty()
 
+    def reconfigure(self, **kwargs):
+        self.flush()
+        self._stream.reconfigure(**kwargs)
+
+    def __getattr__(self, name):           # encoding, errors, buffer, name, line_buffering...
+        return getattr(self._stream, name)
+
     @property
     def encoding(self):
         return self._stream.encoding
@@ -79,10 +99,6 @@ class _Prefixed(io.TextIOBase):
     @property
     def errors(self):
         return self._stream.errors
-
-    @property
-    def buffer(self):
-        return self._stream.buffer
 
 
 def install(log_to_driver, name_of):

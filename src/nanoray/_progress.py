@@ -13,15 +13,20 @@ class Bar:
     def __init__(self, total, desc):
         self.total = total
         self.done = 0
+        self._closed = False
         self._lock = threading.Lock()
         self._desc = desc
         self._t0 = time.monotonic()
         self._drawn = 0.0
+        # The plain bar redraws only on a terminal; elsewhere (a log, a
+        # pipe) one line is written when it ends.
+        self._live = sys.stderr is not None and sys.stderr.isatty()
         try:
             from tqdm.auto import tqdm
         except ImportError:
             self._tqdm = None
-            self._draw(force=True)
+            if self._live:
+                self._draw(force=True)
         else:
             self._tqdm = tqdm(total=total, desc=desc)
 
@@ -31,7 +36,7 @@ class Bar:
     def set(self, done):
         with self._lock:
             done = min(done, self.total)
-            if done <= self.done:
+            if self._closed or done <= self.done:
                 return
             if self._tqdm is not None:
                 self._tqdm.update(done - self.done)
@@ -41,18 +46,20 @@ class Bar:
 
     def close(self):
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             if self._tqdm is not None:
                 self._tqdm.close()
-                self._tqdm = False
-            elif self._tqdm is None:
+            elif sys.stderr is not None:
                 self._draw(force=True)
                 sys.stderr.write("\n")
                 sys.stderr.flush()
-                self._tqdm = False
 
     def _draw(self, force=False):
         now = time.monotonic()
-        if not force and now - self._drawn < 0.1 and self.done < self.total:
+        if not force and (not self._live or now - self._drawn < 0.1) and \
+                self.done < self.total:
             return
         self._drawn = now
         frac = self.done / self.total if self.total else 1.0

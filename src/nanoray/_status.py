@@ -15,8 +15,9 @@ _STATE = {1: "starting", 2: "idle", 3: "running", 4: "blocked in get", 5: "exite
 
 
 def _regions():
-    """One Region per runtime found (deduplicated by session)."""
-    seen, out = set(), []
+    """One Region per runtime found (deduplicated by session), and the pids
+    of processes holding a region of another nanoray version."""
+    seen, out, other = set(), [], set()
     me = os.getpid()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
@@ -37,12 +38,13 @@ def _regions():
                 region = _rt.Region.attach(own)
             except OSError:
                 os.close(own)
+                other.add(int(entry))        # another version's layout
                 continue
             if region.session in seen or region.is_shut_down():
                 continue
             seen.add(region.session)
             out.append(region)
-    return out
+    return out, other
 
 
 def _mib(n):
@@ -77,11 +79,43 @@ def report(region):
     return "\n".join(lines)
 
 
+def _proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _report_within(region, seconds):
+    """report(region), or a line saying who holds its lock if that takes
+    longer than seconds (a stopped or stuck holder: when a status matters)."""
+    import threading
+    out = []
+    t = threading.Thread(target=lambda: out.append(report(region)), daemon=True)
+    t.start()
+    t.join(seconds)
+    if out:
+        return out[0]
+    holder = region.lock_holder()
+    state = {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible I/O",
+             "Z": "a zombie"}.get(_proc_state(holder), "running") if holder else "?"
+    return ("nanoray runtime %016x: its lock has been held for over %g s by pid %s (%s); "
+            "no snapshot" % (region.session, seconds, holder or "?", state))
+
+
 def main(argv):
-    regions = _regions()
+    regions, other = _regions()
     if not regions:
-        print("no nanoray runtime is running (for this user)")
+        print("no nanoray runtime is running (for this user)" if not other else
+              "no nanoray runtime of this version is running; processes %s hold one of "
+              "another version" % ", ".join(map(str, sorted(other))))
         return 1
+    stuck = False
     for region in regions:
-        print(report(region))
+        text = _report_within(region, 3.0)
+        stuck = stuck or text.endswith("no snapshot")
+        print(text, flush=True)
+    if stuck:
+        os._exit(0)                  # a snapshot thread still waits for that lock
     return 0

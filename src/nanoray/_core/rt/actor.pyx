@@ -311,15 +311,26 @@ def actor_names(bint with_slots=False):
     name, slot)."""
     cdef Region reg = _running()
     cdef nr_name_t *n = <nr_name_t *>(reg.r.base + reg.r.hdr.names_off)
-    cdef uint32_t i
+    cdef uint32_t i, m = 0, cap = reg.r.hdr.max_names
+    # Copied under the lock into C memory, made into Python objects after:
+    # a garbage collection run under the lock could free a ref, whose
+    # decref takes the lock again.
+    cdef nr_name_t *copy = <nr_name_t *>malloc(sizeof(nr_name_t) * max(cap, 1))
+    if copy == NULL:
+        raise MemoryError()
     keys = []
-    nr_lock(&reg.r)
     try:
-        for i in range(reg.r.hdr.max_names):
+        nr_lock(&reg.r)
+        for i in range(cap):
             if n[i].handle_obj:
-                keys.append((<bytes>n[i].key, n[i].slot1 - 1))
-    finally:
+                copy[m] = n[i]
+                m += 1
         nr_unlock(&reg.r)
+        for i in range(m):
+            copy[i].key[NR_NAME_MAX - 1] = 0
+            keys.append((<bytes>copy[i].key, copy[i].slot1 - 1))
+    finally:
+        free(copy)
     out = [tuple(k.decode("utf-8", "replace").split("\x1f", 1)) for k, _ in keys]
     if with_slots:
         return [pair + (slot,) for pair, (_, slot) in zip(out, keys)]

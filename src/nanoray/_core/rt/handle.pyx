@@ -130,7 +130,9 @@ cdef class Region:
         blocks nothing owns: a leak once nothing is being written), and
         zero_count_objects (objects nothing counts, not yet freed)."""
         cdef nr_verify_t v
-        nr_lock(&self.r)
+        cdef uint32_t rollbacks, broken
+        cdef uint64_t undone
+        nr_lock(&self.r)                  # no Python object is made while it is held
         nr_region_verify(&self.r, &v)
         rollbacks, undone, broken = self.r.hdr.rollbacks, self.r.hdr.undone, self.r.hdr.broken
         nr_unlock(&self.r)

@@ -1,6 +1,8 @@
 # Snapshots of the tables, for nanoray.util.state and `python -m nanoray
-# status`.  Each is copied into plain C rows under the region lock (no
-# Python object is made while it is held), then turned into tuples.
+# status`.  Each is copied into plain C rows under the region lock, then
+# turned into tuples: no Python object may be made while it is held (a
+# garbage collection could run, free an ObjectRef, and its decref would
+# take the lock again).
 # Included by _runtime.pyx: one extension module, one concern per file.
 
 cdef struct _TaskRow:
@@ -53,24 +55,36 @@ def task_rows(Region reg=None):
         free(rows)
 
 
+cdef struct _ProcRow:
+    uint32_t slot, kind, state, task, aflags, restarts, gen
+    int32_t pid, cpus
+    uint64_t handle_obj
+
+
 def proc_rows(Region reg=None):
     """Every process slot in use: (slot, pid, kind, state, task running,
     actor flags, restarts, milli-CPUs held, handle object, generation)."""
     if reg is None:
         reg = _running()
-    cdef uint32_t i
+    cdef uint32_t i, n = 0, cap = reg.r.hdr.max_procs
     cdef nr_proc_t *p
-    out = []
-    nr_lock(&reg.r)
+    cdef _ProcRow *rows = <_ProcRow *>malloc(sizeof(_ProcRow) * max(cap, 1))
+    if rows == NULL:
+        raise MemoryError()
     try:
-        for i in range(reg.r.hdr.max_procs):
+        nr_lock(&reg.r)
+        for i in range(cap):
             p = nr_proc(&reg.r, i)
             if p.state != NR_PROC_FREE:
-                out.append((i, p.pid, p.kind, p.state, p.task, p.aflags, p.restarts,
-                            p.cpus_held, p.handle_obj, p.gen))
-    finally:
+                rows[n].slot, rows[n].pid, rows[n].kind, rows[n].state = i, p.pid, p.kind, p.state
+                rows[n].task, rows[n].aflags, rows[n].restarts = p.task, p.aflags, p.restarts
+                rows[n].cpus, rows[n].handle_obj, rows[n].gen = p.cpus_held, p.handle_obj, p.gen
+                n += 1
         nr_unlock(&reg.r)
-    return out
+        return [(r.slot, r.pid, r.kind, r.state, r.task, r.aflags, r.restarts, r.cpus,
+                 r.handle_obj, r.gen) for r in rows[:n]]
+    finally:
+        free(rows)
 
 
 def object_rows(Region reg=None, uint32_t limit=10000):

@@ -251,6 +251,7 @@ cdef void _record_event(Region reg, _Call c, nr_task_t *task, nr_spec_t *spec,
     cdef bytes name = _event_names.get(c.name)
     if name is None:
         name = c.name.rpartition("<locals>.")[2].encode("utf-8", "replace")[:67]
+        name = name.decode("utf-8", "ignore").encode("utf-8")   # not cut inside a character
         if len(_event_names) < 4096:
             _event_names[c.name] = name
     nr_event_record(&reg.r, ((<uint64_t>task.gen) << 32) | c.t, c.kind, c.t0, nr_now_ns(),

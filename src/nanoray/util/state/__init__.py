@@ -160,7 +160,7 @@ def list_actors(address=None, filters=None, limit=100, timeout=30, detail=False,
             state = "RESTARTING"
         else:
             state = "PENDING_CREATION"
-        name, ns = names.get(slot, ("", None))
+        name, ns = names.get(slot, ("", _api._get_backend().namespace))
         rows.append(StateRecord(
             actor_id=aid, class_name=cls, state=state, job_id=job, name=name,
             ray_namespace=ns, node_id=node, pid=pid if pid > 0 else None,
@@ -180,8 +180,9 @@ def list_objects(address=None, filters=None, limit=100, timeout=30, detail=False
     ObjectState fields, with the reference count and whether it is spilled."""
     session, job, node = _ids()
     rows = []
+    everything = limit is None or filters
     for oid, state, size, refs, pins, spill, _task in _rt.object_rows(
-            limit=(1 << 31) - 1 if limit is None else max(limit * 4, 1024)):
+            limit=(1 << 31) - 1 if everything else max(limit, 1)):
         rows.append(StateRecord(
             object_id="%016x" % oid, object_size=size, task_status=_OBJ_STATUS.get(state, "NIL"),
             reference_type="LOCAL_REFERENCE", reference_count=refs, pinned=pins > 0,
