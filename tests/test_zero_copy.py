@@ -26,3 +26,39 @@ def test_get_of_512_mib_array_is_a_view_of_shared_memory(fresh):
     def address_and_last(x):
         return x.flags.owndata, float(x[-1])
     assert ray.get(address_and_last.remote(ref)) == (False, float((512 << 20) // 8 - 1))
+
+
+def test_get_writable_gives_private_copy_on_write_views(ray):
+    import gc
+
+    from conftest import store_objects
+    before = store_objects()
+    big = np.arange(1 << 20, dtype=np.float64)
+    ref = ray.put({"a": big, "b": [big[:10].copy(), 7]})
+    value = ray.get(ref, writable=True)
+    a = value["a"]
+    assert a.flags.writeable and not a.flags.owndata       # a view, not a copy
+    a[0] = -1.0
+    a[-1] += 1
+    value["b"][0][:] = 5                                     # small arrays too
+    assert (a[0], a[-1]) == (-1.0, float((1 << 20) - 1) + 1)
+    # The stored object never changes: the driver's next get, and a task, see it as put.
+    again = ray.get(ref)
+    assert again["a"][0] == 0.0 and again["a"][-1] == float((1 << 20) - 1)
+    assert not again["a"].flags.writeable
+
+    @ray.remote
+    def first(x):
+        return float(x["a"][0]), float(x["b"][0][1])
+    assert ray.get(first.remote(ref), timeout=30) == (0.0, 1.0)
+    # Two writable gets are independent of each other.
+    one, two = ray.get([ref, ref], writable=True)
+    one["a"][1] = 100.0
+    assert two["a"][1] == 1.0
+    # The view keeps its object: dropping the ref does not free what it maps.
+    del ref, again, one, two, value, first               # (first: its export)
+    gc.collect()
+    assert a[0] == -1.0 and a[5] == 5.0
+    del a
+    gc.collect()
+    assert store_objects() == before

@@ -371,7 +371,7 @@ def put(value, *, _owner=None):
     return _rt.put(value)
 
 
-def get(object_refs, *, timeout=None, progress=False):
+def get(object_refs, *, timeout=None, progress=False, writable=False):
     """Blocks until the value(s) are available; returns them.
 
     A list of refs gives a list of values in the same order.  Arrays come
@@ -379,10 +379,15 @@ def get(object_refs, *, timeout=None, progress=False):
     exception (RayTaskError, also an instance of the original type), or
     GetTimeoutError when timeout (seconds) passes first; a negative timeout
     waits forever, as in Ray.  progress=True (or a label) draws a progress
-    bar while a list of refs completes (nanoray/_progress.py)."""
+    bar while a list of refs completes (nanoray/_progress.py).
+
+    writable=True gives arrays as writable copy-on-write views instead: the
+    stored bytes are mapped privately, so reading costs nothing, only the
+    pages written are copied, and the writes are seen by this process
+    alone (the stored object never changes)."""
     _get_backend()
     if type(object_refs) is ObjectRef:
-        return _rt.get_one(object_refs, timeout)
+        return _rt.get_one(object_refs, timeout, writable)
     if isinstance(object_refs, (list, tuple)):
         for r in object_refs:
             if type(r) is not ObjectRef:
@@ -397,7 +402,7 @@ def get(object_refs, *, timeout=None, progress=False):
             if len(ready) < len(unique):
                 from nanoray.exceptions import GetTimeoutError
                 raise GetTimeoutError("Get timed out: some object(s) not ready.")
-        return _rt.get(object_refs, timeout)
+        return _rt.get(object_refs, timeout, writable)
     raise ValueError("'object_refs' must either be an ObjectRef or a list of ObjectRefs, got %r"
                      % (type(object_refs).__name__,))
 

@@ -62,6 +62,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
 from posix.unistd cimport close, getpid
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_FAILED
 
 
 cdef extern from "Python.h":

@@ -14,3 +14,13 @@ cdef class _PinnedBuffer:
     cdef Py_ssize_t size              # bytes viewed
     cdef Py_ssize_t shape[1]          # buffer protocol: one dimension of bytes
     cdef Py_ssize_t strides[1]
+
+cdef class _CowBuffer:
+    cdef Region reg                   # region of the object it maps
+    cdef uint64_t oid                 # object whose count (and pin) it holds
+    cdef char *base                   # its private mapping (MAP_PRIVATE of the memfd)
+    cdef size_t length                # bytes mapped
+    cdef char *ptr                    # first byte of the viewed range, in the mapping
+    cdef Py_ssize_t size              # bytes viewed
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]

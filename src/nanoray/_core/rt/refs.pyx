@@ -163,3 +163,62 @@ cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t s
     b.ptr = ptr
     b.size = size
     return b
+
+
+@cython.no_gc_clear
+cdef class _CowBuffer:
+    """A writable, copy-on-write view of an object's bytes (get(writable=True)):
+    the memfd range mapped privately, so reading costs nothing, only the
+    pages written are copied, and the writes are this process's alone.  It
+    keeps its object counted and pinned: the pages it has not written read
+    through to the store, which must not change under them."""
+
+    def __dealloc__(self):
+        if self.base != NULL:
+            munmap(self.base, self.length)
+        if self.reg is not None and self.reg.pid == _pid:
+            nr_object_unpin(&self.reg.r, self.oid)
+            nr_object_decref(&self.reg.r, self.oid)
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        self.shape[0] = self.size
+        self.strides[0] = 1
+        view.buf = self.ptr
+        view.obj = self
+        view.len = self.size
+        view.readonly = 0
+        view.itemsize = 1
+        view.format = "B"
+        view.ndim = 1
+        view.shape = self.shape
+        view.strides = self.strides
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
+
+
+cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
+    """A writable view of size bytes at ptr: a private mapping of that range
+    of the memfd, or, without the fd, a copy."""
+    cdef uint64_t data, nbytes, file
+    cdef uint32_t spill
+    cdef uint64_t off = <uint64_t>(ptr - reg.r.base)
+    cdef uint64_t start = off & ~(<uint64_t>4095)
+    cdef size_t length = <size_t>((off - start + size + 4095) & ~(<uint64_t>4095))
+    if reg.r.fd < 0 or size == 0:
+        return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
+    cdef void *m = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, reg.r.fd, start)
+    if m == MAP_FAILED:
+        return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
+    cdef _CowBuffer b = _CowBuffer.__new__(_CowBuffer)
+    nr_object_incref(&reg.r, oid)
+    nr_object_pin(&reg.r, oid, &data, &nbytes, &spill, &file)
+    b.reg = reg
+    b.oid = oid
+    b.base = <char *>m
+    b.length = length
+    b.ptr = <char *>m + (off - start)
+    b.size = size
+    return b

@@ -161,8 +161,9 @@ cdef uint64_t _store(Region reg, _Pickled p) except 0:
     return off
 
 
-cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
-    """Rebuilds a value from a payload; buffers are pinned views unless copy."""
+cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy, bint cow=False):
+    """Rebuilds a value from a payload; buffers are pinned views unless copy
+    (then read-only copies), or cow (writable copy-on-write views)."""
     cdef nr_payload_t *hdr = <nr_payload_t *>ptr
     cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
     cdef char *stream = <char *>(table + 2 * hdr.nbufs)
@@ -172,7 +173,9 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
     cdef list bufs = []
     cdef uint32_t i
     for i in range(hdr.nbufs):
-        if copy:
+        if cow:
+            bufs.append(memoryview(_cow(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
+        elif copy:
             # an immutable copy: arrays come out read-only, as large ones do
             bufs.append(bytes(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
         else:
@@ -180,7 +183,7 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy):
     return _pickle_loads(data, buffers=bufs)
 
 
-cdef object _value(Region reg, uint64_t oid, bint *is_error):
+cdef object _value(Region reg, uint64_t oid, bint *is_error, bint cow=False):
     """The value of a sealed object (an exception instance if it failed).
     Its payload is pinned while it is read (restored first if spilled)."""
     cdef int st = 0
@@ -194,7 +197,7 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error):
                                    "stored, or the process that was to store this value died "
                                    "first (a worker killed mid-stream, or cancel(force=True))")
     try:
-        return _load(reg, oid, reg.r.base + data, False)
+        return _load(reg, oid, reg.r.base + data, False, cow)
     except Exception as e:
         if st != NR_OBJ_ERROR:
             raise

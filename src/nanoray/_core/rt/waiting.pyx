@@ -142,12 +142,12 @@ cdef inline Region _check_ref(object ref):
     return reg
 
 
-cdef object _get_one(ObjectRef ref, int64_t deadline):
+cdef object _get_one(ObjectRef ref, int64_t deadline, bint cow=False):
     cdef Region reg = _check_ref(ref)
     cdef bint is_error = False
     if _wait_one(reg, ref._id, deadline):
         raise _exc.GetTimeoutError("Get timed out: some object(s) not ready.")
-    value = _value(reg, ref._id, &is_error)
+    value = _value(reg, ref._id, &is_error, cow)
     if is_error:
         if isinstance(value, _exc.RayTaskError):
             raise value.as_instanceof_cause()
@@ -155,14 +155,15 @@ cdef object _get_one(ObjectRef ref, int64_t deadline):
     return value
 
 
-def get(object refs, timeout=None):
-    """Values of a sequence of refs, in order (the API layer validates)."""
+def get(object refs, timeout=None, bint cow=False):
+    """Values of a sequence of refs, in order (the API layer validates);
+    cow: arrays as writable copy-on-write views."""
     cdef int64_t deadline = _deadline(timeout)
-    return [_get_one(r, deadline) for r in refs]
+    return [_get_one(r, deadline, cow) for r in refs]
 
 
-def get_one(ObjectRef ref, timeout=None):
-    return _get_one(ref, _deadline(timeout))
+def get_one(ObjectRef ref, timeout=None, bint cow=False):
+    return _get_one(ref, _deadline(timeout), cow)
 
 
 def wait(list refs, int num_returns, timeout):
