@@ -62,3 +62,24 @@ def test_get_writable_gives_private_copy_on_write_views(ray):
     del a
     gc.collect()
     assert store_objects() == before
+
+
+def test_tasks_may_take_writable_copy_on_write_arguments(ray):
+    import pytest
+    ref = ray.put(np.ones(1 << 18))
+
+    @ray.remote(writable_args=True)
+    def scale_in_place(x):
+        x *= 3                                   # private to this call
+        return float(x[1]), x.flags.owndata
+
+    @ray.remote
+    def write(x):
+        x[0] = 2.0
+
+    assert ray.get(scale_in_place.remote(ref), timeout=30) == (3.0, False)
+    assert ray.get(ref)[1] == 1.0                            # the stored array is unchanged
+    with pytest.raises(ValueError, match="read-only"):       # the default stays read-only
+        ray.get(write.remote(ref), timeout=30)
+    assert ray.get(write.options(writable_args=True).remote(ref), timeout=30) is None
+    assert ray.get(ref)[0] == 1.0

@@ -12,7 +12,10 @@ from nanoray._core import _runtime as _rt
 _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
              "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
              "scheduling_strategy": None, "placement_group": None,
-             "placement_group_bundle_index": None, "placement_group_capture_child_tasks": None}
+             "placement_group_bundle_index": None, "placement_group_capture_child_tasks": None,
+             # nanoray's own: the task's top-level array arguments arrive as
+             # writable copy-on-write views (as from get(ref, writable=True))
+             "writable_args": False}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
 _NO_EFFECT = {"name", "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
@@ -188,7 +191,7 @@ def inherit(explicit, extras):
     return extras, pool
 
 
-def call_extras(num_returns, retry_exceptions, runtime_env=None):
+def call_extras(num_returns, retry_exceptions, runtime_env=None, writable_args=False):
     """What a call's worker needs beyond the call itself (None: nothing,
     the common case, which keeps the argument payload as small as before)."""
     extras = None
@@ -201,6 +204,9 @@ def call_extras(num_returns, retry_exceptions, runtime_env=None):
     if runtime_env:
         extras = extras or {}
         extras["env"] = runtime_env
+    if writable_args:
+        extras = extras or {}
+        extras["writable_args"] = True
     return extras
 
 
@@ -251,7 +257,8 @@ class _Options:
         self.cpus_milli = int(round(merged["num_cpus"] * 1000))
         self.max_retries = merged["max_retries"]
         self.extras = call_extras(n, merged["retry_exceptions"],
-                                  _runtime_env.validate(merged["runtime_env"]))
+                                  _runtime_env.validate(merged["runtime_env"]),
+                                  bool(merged["writable_args"]))
         self.demand = resource_demand(merged)
         from nanoray.util.scheduling_strategies import normalize
         self.strategy = normalize(merged)

@@ -92,8 +92,9 @@ cdef _Call _prepare(Region reg, uint32_t t):
                 c.func, c.name = _actor_method(extra)
         if ndeps:
             vals = []
+            cow = c.extras is not None and c.extras.get("writable_args", False)
             for i in range(ndeps):
-                v = _value(reg, ids[nret + i], &is_error)
+                v = _value(reg, ids[nret + i], &is_error, cow)
                 if is_error:
                     c.failure = v          # a failed argument fails this task too
                     return c
