@@ -140,7 +140,7 @@ def test_timeline_records_each_task_and_call_for_perfetto(ray, tmp_path):
     # one may land a moment after get() returns.
     names = ("sleepy", "fails", "Acc.add", "Acc.__init__")
     deadline = time.monotonic() + T
-    while {e["name"] for e in ray.timeline()} < set(names):
+    while not set(names) <= {e["name"] for e in ray.timeline()}:
         assert time.monotonic() < deadline, ray.timeline()
         time.sleep(0.01)
     path = tmp_path / "trace.json"
