@@ -130,24 +130,33 @@ cdef class _PinnedBuffer:
     def __getbuffer__(self, Py_buffer *view, int flags):
         if flags & PyBUF_WRITABLE:
             raise BufferError(
-                "nanoray: objects in the store are read-only; copy the value "
-                "(e.g. numpy.array(x) or x.copy()) to get a writable one")
-        self.shape[0] = self.size
-        self.strides[0] = 1
-        view.buf = self.ptr
+                "nanoray: objects in the store are read-only; for a writable view that "
+                "copies only what you change, use nanoray.get(ref, writable=True) (or "
+                "@remote(writable_args=True) for a task's arguments), or copy the value "
+                "(x.copy())")
         view.obj = self
-        view.len = self.size
-        view.readonly = 1
-        view.itemsize = 1
-        view.format = "B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = self.strides
-        view.suboffsets = NULL
-        view.internal = NULL
+        _bytes_view(view, self.ptr, self.size, self.shape, self.strides, True)
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
+
+
+cdef inline void _bytes_view(Py_buffer *view, char *ptr, Py_ssize_t size, Py_ssize_t *shape,
+                             Py_ssize_t *strides, bint readonly) noexcept:
+    """Fills view for `size` bytes at ptr, one dimension (view.obj is set by
+    the caller)."""
+    shape[0] = size
+    strides[0] = 1
+    view.buf = ptr
+    view.len = size
+    view.readonly = readonly
+    view.itemsize = 1
+    view.format = "B"
+    view.ndim = 1
+    view.shape = shape
+    view.strides = strides
+    view.suboffsets = NULL
+    view.internal = NULL
 
 
 cdef inline _PinnedBuffer _pin(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
@@ -181,19 +190,8 @@ cdef class _CowBuffer:
             nr_object_decref(&self.reg.r, self.oid)
 
     def __getbuffer__(self, Py_buffer *view, int flags):
-        self.shape[0] = self.size
-        self.strides[0] = 1
-        view.buf = self.ptr
         view.obj = self
-        view.len = self.size
-        view.readonly = 0
-        view.itemsize = 1
-        view.format = "B"
-        view.ndim = 1
-        view.shape = self.shape
-        view.strides = self.strides
-        view.suboffsets = NULL
-        view.internal = NULL
+        _bytes_view(view, self.ptr, self.size, self.shape, self.strides, False)
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
