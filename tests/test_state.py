@@ -242,3 +242,21 @@ def test_a_progress_bar_outlives_a_failed_map(ray, capsys):
             p.map(_fails_first, range(8), chunksize=1, progress=True)
         time.sleep(0.5)                        # the other chunks arrive after the failure
         assert p.map(_square, range(4), progress=True) == [0, 1, 4, 9]
+
+
+def test_status_reports_a_lock_held_too_long_instead_of_hanging():
+    # A region whose lock this process holds (a stopped or stuck holder, as
+    # seen from outside): status must say so within seconds.
+    from nanoray._core._ctest import CRegion
+    region = CRegion()
+    region.lock()
+    try:
+        t0 = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "nanoray", "status"], capture_output=True,
+                             text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        assert time.monotonic() - t0 < 30
+    finally:
+        region.unlock()
+    assert "held for over 3 s by pid %d (running); no snapshot" % os.getpid() in out.stdout, \
+        (out.stdout, out.stderr)

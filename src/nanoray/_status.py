@@ -89,14 +89,40 @@ def _proc_state(pid):
 
 def _report_within(region, seconds):
     """report(region), or a line saying who holds its lock if that takes
-    longer than seconds (a stopped or stuck holder: when a status matters)."""
-    import threading
-    out = []
-    t = threading.Thread(target=lambda: out.append(report(region)), daemon=True)
-    t.start()
-    t.join(seconds)
-    if out:
-        return out[0]
+    longer than seconds (a stopped or stuck holder: when a status matters).
+    The snapshot is taken in a forked child: a wait for the region lock
+    holds the GIL, so no thread of this process could give up on it."""
+    import select
+    import signal
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child: report, then go
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, report(region).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    chunks = []
+    try:
+        ready, _, _ = select.select([r], [], [], seconds)
+        while ready:
+            data = os.read(r, 65536)
+            if not data:
+                break
+            chunks.append(data)
+            ready, _, _ = select.select([r], [], [], seconds)
+    finally:
+        os.close(r)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(pid, 0)
+    if chunks:
+        return b"".join(chunks).decode()
     holder = region.lock_holder()
     state = {"T": "stopped", "t": "stopped by a debugger", "D": "in uninterruptible I/O",
              "Z": "a zombie"}.get(_proc_state(holder), "running") if holder else "?"
@@ -111,11 +137,6 @@ def main(argv):
               "no nanoray runtime of this version is running; processes %s hold one of "
               "another version" % ", ".join(map(str, sorted(other))))
         return 1
-    stuck = False
     for region in regions:
-        text = _report_within(region, 3.0)
-        stuck = stuck or text.endswith("no snapshot")
-        print(text, flush=True)
-    if stuck:
-        os._exit(0)                  # a snapshot thread still waits for that lock
+        print(_report_within(region, 3.0), flush=True)
     return 0
