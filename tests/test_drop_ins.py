@@ -198,13 +198,15 @@ def test_pool_close_join_terminate_and_the_context_manager(ray):
     with pytest.raises(ValueError, match="still running"):
         p.join()
     late = p.map_async(nap, [0.2] * 4, chunksize=1)
+    called = []
+    p.apply_async(nap, (0.1,), callback=lambda v: (time.sleep(0.3), called.append(v)))
     p.close()
     with pytest.raises(ValueError, match="not running"):
         p.map(square, [1])
     with pytest.raises(ValueError, match="not running"):
         p.apply_async(square, (1,))
     p.join()                                       # waits for the work already given
-    assert late.get(0) == [0.2] * 4
+    assert late.get(0) == [0.2] * 4 and called == [0.1]   # and its callbacks
     assert wait_gone(list(pids)) == []
 
     p = Pool(2)

@@ -117,6 +117,8 @@ class Pool:
         self._processes = processes
         self._cond = threading.Condition()
         self._callbacks = None                # queue of the callback thread, made at first use
+        self._cb_thread = None
+        self._cb_done = False                 # terminated: callbacks run where they arise
         self._state = _RUN
         self._jobs = collections.deque()      # _Job, taking turns
         self._inflight = {}                   # ref -> (result, chunk index, worker)
@@ -186,19 +188,29 @@ class Pool:
         for r in outstanding:
             r._fail(None, err)
             r._length(0)
-        if self._callbacks is not None:
-            self._callbacks.put(None)        # its thread ends after the callbacks queued
+        with self._cond:
+            cb_thread, self._cb_done = self._cb_thread, True
+            if cb_thread is not None:
+                self._callbacks.put(None)    # its thread ends after the callbacks queued
         if threading.current_thread() is not self._thread:
             self._thread.join()
+        if cb_thread is not None and threading.current_thread() is not cb_thread:
+            cb_thread.join()                 # join() returns once every callback ran
 
     def _run_callback(self, result, cb, value):
-        """Runs result's callback in the pool's callback thread."""
+        """Runs result's callback in the pool's callback thread (in this one
+        once that has ended: a chunk delivered while the pool terminated)."""
         with self._cond:
-            if self._callbacks is None:
-                self._callbacks = queue.SimpleQueue()
-                threading.Thread(target=_run_callbacks, args=(self._callbacks,),
-                                 name="nanoray-pool-callbacks", daemon=True).start()
-        self._callbacks.put((result, cb, value))
+            if not self._cb_done:
+                if self._cb_thread is None:
+                    self._callbacks = queue.SimpleQueue()
+                    self._cb_thread = threading.Thread(
+                        target=_run_callbacks, args=(self._callbacks,),
+                        name="nanoray-pool-callbacks", daemon=True)
+                    self._cb_thread.start()
+                self._callbacks.put((result, cb, value))
+                return
+        result._finish(cb, value)
 
     def join(self):
         with self._cond:
