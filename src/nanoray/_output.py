@@ -2,9 +2,11 @@
 terminal prefixed with what printed it, "(f pid=1234) " for task f and
 "(Counter pid=1234) " for an actor of class Counter (the task or actor
 that began the line).  Workers share the driver's stdout and stderr, and
-each line goes out in one write: lines up to PIPE_BUF (4 KiB) never mix
-with other processes' output; longer ones may, as with any processes
-writing to one pipe.  What bypasses sys.stdout (bytes written to
+output goes out by whole lines, each in one write, as Ray's does: a line
+begun without its newline (print(end=""), even with flush=True) waits for
+it, or for the process's end, so that lines never mix; lines up to
+PIPE_BUF (4 KiB) never mix with other processes' output; longer ones may,
+as with any processes writing to one pipe.  What bypasses sys.stdout (bytes written to
 sys.stdout.buffer, C libraries, child programs) arrives unprefixed.
 init(log_to_driver=False) silences workers: their stdout and stderr go to
 /dev/null, C-level output and child programs included (tracebacks too)."""
@@ -41,6 +43,17 @@ class _Prefixed(io.TextIOBase):
         return len(s)
 
     def flush(self):
+        """Whole lines only: a line not yet ended waits for its newline."""
+        with self._lock:
+            if "\n" in self._buf:
+                self._emit(False)
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def flush_all(self):
+        """Everything held, an unended line too (the process is ending)."""
         with self._lock:
             if self._buf:
                 self._emit(True)
@@ -86,7 +99,7 @@ class _Prefixed(io.TextIOBase):
         return self._stream.isatty()
 
     def reconfigure(self, **kwargs):
-        self.flush()
+        self.flush_all()
         self._stream.reconfigure(**kwargs)
 
     def __getattr__(self, name):           # encoding, errors, buffer, name, line_buffering...
@@ -99,6 +112,15 @@ class _Prefixed(io.TextIOBase):
     @property
     def errors(self):
         return self._stream.errors
+
+
+def flush_all():
+    """Before a worker's process ends: what it printed, unended lines too."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            getattr(stream, "flush_all", stream.flush)()
+        except Exception:
+            pass
 
 
 def install(log_to_driver, name_of):

@@ -160,8 +160,8 @@ def main():
             code = 1
         finally:
             try:
-                sys.stdout.flush()
-                sys.stderr.flush()
+                from nanoray import _output
+                _output.flush_all()              # unended lines too
             finally:
                 os._exit(code)
 

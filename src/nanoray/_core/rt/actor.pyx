@@ -95,8 +95,8 @@ cdef void _actor_exit(Region reg, uint32_t t) except *:
         import atexit
         atexit._run_exitfuncs()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        from nanoray import _output
+        _output.flush_all()
         os._exit(0)
 
 

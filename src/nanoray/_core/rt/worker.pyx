@@ -211,8 +211,8 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if c.kind == NR_SPEC_TASK:
             _in_task = False
         if c.exit_worker:
-            sys.stdout.flush()
-            sys.stderr.flush()
+            from nanoray import _output
+            _output.flush_all()
             os._exit(1)
         # Whatever escaped above, no return may stay pending (its getters
         # would wait forever): seal it with no payload, read back as a
