@@ -73,8 +73,19 @@ def test_list_actors_workers_and_objects(ray):
     class Keeper:
         def pid(self):
             return os.getpid()
+
+        def nap(self, s):
+            time.sleep(s)
     k = Keeper.options(name="keeper", namespace="ns").remote()
     pid = ray.get(k.pid.remote(), timeout=T)
+    from nanoray.util.state import list_tasks
+    naps = [k.nap.remote(0.5), k.nap.remote(0)]          # one runs, one waits behind it
+    time.sleep(0.2)
+    calls = [t for t in list_tasks() if t.type == "ACTOR_TASK"]
+    assert sorted((t.name, t.func_or_class_name, t.state) for t in calls) == [
+        ("Keeper.nap", "Keeper.nap", "PENDING_NODE_ASSIGNMENT"),
+        ("Keeper.nap", "Keeper.nap", "RUNNING")], calls
+    ray.get(naps, timeout=T)
     actors = {a.actor_id: a for a in list_actors()}
     a = actors[k._actor_id.hex()]
     assert (a.class_name, a.state, a.pid, a.name, a.ray_namespace) == \

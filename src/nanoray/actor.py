@@ -376,7 +376,7 @@ class ActorMethod:
     # The handle's fields, not the handle: a handle caches its methods, and
     # a cycle would keep the actor alive until the garbage collector ran.
     __slots__ = ("_ref", "_slot", "_pending", "_max_pending", "_cls", "_name", "_nret",
-                 "_retries", "_mode", "_retry_exc", "_extras", "_streaming")
+                 "_retries", "_mode", "_retry_exc", "_extras", "_streaming", "_label")
 
     def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries,
                  retry_exceptions=False):
@@ -392,6 +392,17 @@ class ActorMethod:
         self._retries = retries
         self._retry_exc = retry_exceptions
         self._extras = call_extras(num_returns, retry_exceptions)
+        self._label = (None, None)               # (runtime, ref to "Class.method")
+
+    def _label_ref(self):
+        """A stored "Class.method" for the calls' specs (list_tasks names
+        them by it), one per method and runtime."""
+        region, ref = self._label
+        if region is not _rt.current_region():
+            region = _rt.current_region()
+            ref = _rt.put("%s.%s" % (self._cls, self._name))
+            self._label = (region, ref)
+        return ref
 
     def __call__(self, *args, **kwargs):
         raise TypeError("Actor methods cannot be called directly. Instead of running "
@@ -404,7 +415,8 @@ class ActorMethod:
         pending = self._pending
         if pending is None:
             out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
-                                        self._nret, self._retries, self._extras)
+                                        self._nret, self._retries, self._extras,
+                                        self._label_ref())
             if self._streaming:
                 from nanoray._generator import ObjectRefGenerator
                 return ObjectRefGenerator(out)
@@ -415,7 +427,7 @@ class ActorMethod:
                 "The actor %s has %d calls pending from this handle, and max_pending_calls=%d"
                 % (self._cls, len(pending), self._max_pending))
         out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
-                                    self._nret, self._retries, self._extras)
+                                    self._nret, self._retries, self._extras, self._label_ref())
         if self._nret:
             pending.append(out if self._nret == 1 else out[0])
         if self._streaming:

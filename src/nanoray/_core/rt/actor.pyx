@@ -356,11 +356,14 @@ def submit_actor_create(ObjectRef cls_ref, uint32_t slot, tuple args, dict kwarg
 
 
 def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, dict kwargs,
-                      uint32_t nret, int32_t retries, dict extras=None):
-    """Queues handle's actor method call; returns its ref(s)."""
+                      uint32_t nret, int32_t retries, dict extras=None, ObjectRef label=None):
+    """Queues handle's actor method call; returns its ref(s).  label: an
+    object holding "Class.method", named in the spec where a task names its
+    function (counted the same way), for nanoray.util.state."""
     cdef Region reg = _check_ref(handle)
-    return _submit(reg, 0, args, kwargs, nret, 0, retries, slot + 1, NR_SPEC_ACTOR_CALL,
-                   handle, method, extras)
+    cdef uint64_t label_id = label._id if label is not None and label._reg is reg else 0
+    return _submit(reg, label_id, args, kwargs, nret, 0, retries, slot + 1,
+                   NR_SPEC_ACTOR_CALL, handle, method, extras)
 
 
 def pending_count(list refs):

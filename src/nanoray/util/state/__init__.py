@@ -69,7 +69,8 @@ def _name_of(func_id, known, cache):
             ref = _rt.ref_if_alive(func_id)
             if ref is not None:
                 f = _rt.get_one(ref, 5)
-                name = getattr(f, "__name__", None) or type(f).__name__
+                name = f if isinstance(f, str) else \
+                    (getattr(f, "__name__", None) or type(f).__name__)
         except Exception:
             pass
         cache[func_id] = name
@@ -118,7 +119,7 @@ def list_tasks(address=None, filters=None, limit=100, timeout=30, detail=False,
     for (t, gen, state, kind, pid, target, attempts, cancelled, deps_left, cpus, func_id,
          parent, _ret, pool) in _rt.task_rows():
         actor = actors.get(target - 1) if target else None
-        if kind == 0:
+        if kind == 0 or (kind == 2 and func_id):   # a function, or "Class.method"
             name = _name_of(func_id, known, cache)
         else:
             name = "%s.__init__" % actor[1] if kind == 1 and actor else \
@@ -128,7 +129,7 @@ def list_tasks(address=None, filters=None, limit=100, timeout=30, detail=False,
             st = "PENDING_NODE_ASSIGNMENT"
         rows.append(StateRecord(
             task_id="%016x" % ((gen << 32) | t), attempt_number=max(attempts - 1, 0),
-            name=name, func_or_class_name=name if kind == 0 else (actor[1] if actor else name),
+            name=name, func_or_class_name=name if kind != 1 else (actor[1] if actor else name),
             state=st, job_id=job, actor_id=actor[0] if actor else None,
             type=_TASK_TYPE.get(kind, "NORMAL_TASK"), node_id=node,
             parent_task_id="%016x" % parent if parent else None,
