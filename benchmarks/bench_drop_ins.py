@@ -41,6 +41,15 @@ def timed(fn, rounds):
     return statistics.median(out)
 
 
+def side_by_side(name, fn, ours, theirs, rounds, peer):
+    """(name, our time, the peer's, peer): fn run on each; a round-trip row
+    is per call."""
+    a, b = timed(lambda: fn(ours), rounds), timed(lambda: fn(theirs), rounds)
+    if "round trip" in name:
+        a, b = a / N_ROUND_TRIPS, b / N_ROUND_TRIPS
+    return name, a, b, peer
+
+
 def arrays():
     n = ARRAY_MB * (1 << 20) // 8
     return [np.full(n, i, dtype=np.float64) for i in range(N_ARRAYS)]
@@ -57,10 +66,7 @@ def pool_rows(rounds, nanoray):
                                                      for _ in range(N_ROUND_TRIPS)]),
                 ("Pool.map, %d arrays of %d MiB" % (N_ARRAYS, ARRAY_MB),
                  lambda p: p.map(total, arrs, chunksize=1))):
-            a, b = timed(lambda: fn(ours), rounds), timed(lambda: fn(theirs), rounds)
-            if "round trip" in name:
-                a, b = a / N_ROUND_TRIPS, b / N_ROUND_TRIPS
-            rows.append((name, a, b, "multiprocessing.Pool"))
+            rows.append(side_by_side(name, fn, ours, theirs, rounds, "multiprocessing.Pool"))
     return rows
 
 
@@ -76,10 +82,7 @@ def executor_rows(rounds, nanoray):
                  lambda e: list(e.map(noop, range(20000), chunksize=1000))),
                 ("submit %d arrays of %d MiB" % (N_ARRAYS, ARRAY_MB),
                  lambda e: [f.result() for f in [e.submit(total, a) for a in arrs]])):
-            a, b = timed(lambda: fn(ours), rounds), timed(lambda: fn(theirs), rounds)
-            if "round trip" in name:
-                a, b = a / N_ROUND_TRIPS, b / N_ROUND_TRIPS
-            rows.append((name, a, b, "ProcessPoolExecutor"))
+            rows.append(side_by_side(name, fn, ours, theirs, rounds, "ProcessPoolExecutor"))
     return rows
 
 

@@ -31,6 +31,7 @@ from multiprocessing import TimeoutError
 
 import nanoray
 from nanoray import exceptions
+from nanoray.util._collector import collect
 from nanoray.util.multiprocessing.results import (ApplyResult, AsyncResult,  # noqa: F401
                                                   IMapIterator, IMapUnorderedIterator,
                                                   MapResult)
@@ -127,7 +128,7 @@ class Pool:
         self._workers = [self._start_worker() for _ in range(processes)]
         # The thread holds the pool weakly: a pool nobody holds is collected
         # (and terminated), as the stdlib's is.
-        self._thread = threading.Thread(target=_collect, args=(weakref.ref(self), self._cond),
+        self._thread = threading.Thread(target=collect, args=(weakref.ref(self), self._cond),
                                         name="nanoray-pool", daemon=True)
         self._thread.start()
 
@@ -392,6 +393,17 @@ class Pool:
             self._settle(result)
         self._dispatch()
 
+    def _in_flight(self):
+        """For the pool's thread (locked): what to wait for; None to end."""
+        if self._state == _TERMINATE or (self._state == _CLOSE and not self._jobs
+                                         and not self._inflight):
+            return None                      # terminated, or closed with nothing left
+        return list(self._inflight)
+
+    def _runtime_gone(self, e):
+        self._end(_gone(e))
+        return True
+
     def _help(self, result, deadline):
         """Waits in the calling thread for one of result's chunks and delivers
         it: no hand-off through the pool's thread (two thread wake-ups).
@@ -423,38 +435,6 @@ def _run_callbacks(q):
 def _gone(e):
     return exceptions.RaySystemError("nanoray stopped before this result was ready: %s"
                                      % (exceptions._safe_repr(e),))
-
-
-def _collect(pool_ref, cond):
-    """The pool's thread: waits for chunks, delivers them, refills actors.
-    It holds the pool only while it works (pool_ref is a weak reference)."""
-    while True:
-        pool = pool_ref()
-        if pool is None:
-            return
-        with cond:
-            if pool._state == _TERMINATE or (pool._state == _CLOSE and not pool._jobs
-                                             and not pool._inflight):
-                return                       # terminated, or closed with nothing left
-            refs = list(pool._inflight)
-            if not refs:
-                pool = None
-                cond.wait(0.1)
-                continue
-        pool = None
-        try:
-            ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
-        except Exception as e:               # the runtime went away: nothing more comes
-            pool = pool_ref()
-            if pool is not None:
-                pool._end(_gone(e))
-            return
-        pool = pool_ref()
-        if pool is None:
-            return
-        for ref in ready:
-            pool._deliver(ref)
-        pool = None
 
 
 def _chunks(iterable, size):

@@ -31,6 +31,7 @@ import weakref
 
 import nanoray
 from nanoray import exceptions
+from nanoray.util._collector import collect
 
 __all__ = ["RayExecutor"]
 
@@ -88,7 +89,7 @@ class _Future(_cf.Future):
             self._executor._fail_all(e)
             return timeout
         if ready:
-            self._executor._complete(ref)
+            self._executor._deliver(ref)
             return timeout
         return 0                                # timed out already
 
@@ -154,7 +155,7 @@ class RayExecutor(_cf.Executor):
             self._queue.append(fut)
             self._start()
             if self._thread is None:          # it holds the executor weakly, as the stdlib's
-                self._thread = threading.Thread(target=_collect,
+                self._thread = threading.Thread(target=collect,
                                                 args=(weakref.ref(self), self._lock),
                                                 daemon=True, name="nanoray-executor")
                 self._thread.start()
@@ -186,6 +187,16 @@ class RayExecutor(_cf.Executor):
             ref = fut._ref
         return False if ref is None else _cancel_unstarted(ref)
 
+    def _in_flight(self):
+        """For the executor's thread (locked): what to wait for; None to end."""
+        if not self._running and self._shutdown and not self._queue:
+            return None
+        return list(self._running)
+
+    def _runtime_gone(self, e):
+        self._fail_all(e)
+        return False                           # later calls start a new runtime
+
     def _fail_all(self, e):
         """The runtime went away: every call not done fails, none is lost."""
         err = exceptions.RaySystemError("nanoray stopped before this call finished: %s"
@@ -197,7 +208,7 @@ class RayExecutor(_cf.Executor):
         for fut in futs:
             _settle(fut, None, err)
 
-    def _complete(self, ref):
+    def _deliver(self, ref):
         """Delivers a finished call to its future; whichever thread sees it
         first (the collector, or a caller blocked in result()) does it."""
         with self._lock:
@@ -261,37 +272,6 @@ class RayExecutor(_cf.Executor):
             thread.join()
         if self._shutdown_ray and wait:
             nanoray.shutdown()
-
-
-def _collect(executor_ref, lock):
-    """The executor's thread: delivers finished calls, starts queued ones.
-    It holds the executor only while it works (a weak reference)."""
-    while True:
-        ex = executor_ref()
-        if ex is None:
-            return
-        with lock:
-            if not ex._running:
-                if ex._shutdown and not ex._queue:
-                    return
-                ex = None
-                lock.wait(0.1)
-                continue
-            refs = list(ex._running)
-        ex = None
-        try:
-            ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
-        except Exception as e:                 # the runtime went away
-            ex = executor_ref()
-            if ex is not None:
-                ex._fail_all(e)
-            continue
-        ex = executor_ref()
-        if ex is None:
-            return
-        for ref in ready:
-            ex._complete(ref)
-        ex = None
 
 
 def _settle(fut, value, error):
