@@ -2,7 +2,9 @@
 left behind (no descendant processes after shutdown, nothing in /dev/shm)."""
 
 import gc
+import importlib.util
 import os
+import sys
 import time
 
 import pytest
@@ -105,3 +107,68 @@ def store_objects():
     while stats()["tasks"] and time.monotonic() < deadline:
         time.sleep(0.005)
     return stats()["objects"]
+
+
+# -- both backends ---------------------------------------------------------------
+# Conformance modules ask for `backend` (through their own `ray` and `fresh`
+# fixtures, made by backend_fixtures below): each of their tests runs on the
+# local backend, then on Ray when Ray is installed (CI installs it when it can).
+
+RAY_INSTALLED = importlib.util.find_spec("ray") is not None
+BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.skipif(
+    not RAY_INSTALLED, reason="Ray is not installed: pip install 'nanoray[ray]'"))]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    """"local" or "ray".  On Ray, a call made after a test's own runtime
+    stopped starts Ray again (NANORAY_BACKEND), and Ray's workers, which
+    cannot import the test modules, get their functions by value."""
+    if request.param == "ray":
+        import ray.cloudpickle as ray_pickle
+        for mod in (request.module, sys.modules[__name__]):
+            ray_pickle.register_pickle_by_value(mod)
+        old = os.environ.get("NANORAY_BACKEND")
+        os.environ["NANORAY_BACKEND"] = "ray"
+        yield "ray"
+        if old is None:
+            os.environ.pop("NANORAY_BACKEND", None)
+        else:
+            os.environ["NANORAY_BACKEND"] = old
+        for mod in (request.module, sys.modules[__name__]):
+            ray_pickle.unregister_pickle_by_value(mod)
+    else:
+        yield "local"
+
+
+def on_ray():
+    """True while the running test's runtime is Ray."""
+    b = nanoray._api._backend
+    if b is None:                   # the next call starts one (NANORAY_BACKEND tells which)
+        return os.environ.get("NANORAY_BACKEND") == "ray"
+    return b.remote
+
+
+def local_only(why):
+    """In a conformance test: stop here on Ray (for a check of nanoray's own
+    internals, or a documented difference)."""
+    if on_ray():
+        pytest.skip("local backend only: " + why)
+
+
+def start_runtime(backend, **kwargs):
+    if nanoray.is_initialized():
+        nanoray.shutdown()
+    if backend == "ray":
+        kwargs.pop("object_store_memory", None)      # Ray's store has a floor of its own
+        return nanoray.init(backend="ray", **kwargs)
+    return nanoray.init(**kwargs)
+
+
+def stop_runtime():
+    local = nanoray.is_initialized() and not on_ray()
+    if local:
+        assert nanoray._api._backend.region.arena_check() == 0, "store allocator corrupted"
+    nanoray.shutdown()
+    left = wait_gone(timeout=30)
+    assert left == [], "processes left after shutdown: %s" % left

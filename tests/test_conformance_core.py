@@ -12,7 +12,50 @@ import time
 
 import pytest
 
+from conftest import local_only, on_ray, start_runtime, stop_runtime
 from nanoray import exceptions
+
+
+# Each test runs on the local backend, then on Ray when it is installed.
+@pytest.fixture(scope="module")
+def ray(backend):
+    import nanoray
+    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
+    yield nanoray
+    stop_runtime()
+
+
+@pytest.fixture
+def fresh(backend):
+    import nanoray
+
+    def start(**kwargs):
+        start_runtime(backend, **kwargs)
+        return nanoray
+    yield start
+    nanoray.shutdown()
+
+
+def _infeasible_warning(match=None):
+    """nanoray warns (RuntimeWarning) where a call can never be scheduled;
+    Ray reports it in its driver log instead, not as a Python warning."""
+    import contextlib
+    if on_ray():
+        return contextlib.nullcontext()
+    return pytest.warns(RuntimeWarning, match=match)
+
+
+def _nothing():
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def _eventually(check, timeout=10):
+    """Ray's resource view is refreshed asynchronously: poll it."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never became true"
+        time.sleep(0.05)
 
 
 def _touch(path):
@@ -63,7 +106,7 @@ def test_each_value_is_available_while_the_generator_still_runs(ray, tmp_path):
     gen = waits_for_gate.remote(gate)
     assert ray.get(next(gen), timeout=30) == "first"      # the task is still blocked
     ready, _ = ray.wait([gen], timeout=0.3)
-    assert ready == [] and not gen.is_next_ready()         # the second value is not there
+    assert ready == [] and not gen.next_ready()         # the second value is not there
     _touch(gate)
     ready, _ = ray.wait([gen], timeout=30)
     assert ready == [gen]
@@ -141,6 +184,10 @@ def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray)
         yield from range(3)
     x, y = too_many.remote()
     assert ray.get(x) == 0
+    if on_ray():
+        # Ray keeps the first two values and only logs the error.
+        assert ray.get(y) == 1
+        return
     with pytest.raises(ValueError, match="more than num_returns=2"):
         ray.get(y)
 
@@ -153,7 +200,12 @@ def test_generator_options_and_generator_passed_to_a_task(ray):
     @ray.remote
     def total(g):
         return sum(ray.get(list(g)))
-    assert ray.get(total.remote(gen.options(num_returns="streaming").remote(4))) == 6
+    if on_ray():
+        # Ray refuses to pass a generator to a task; nanoray passes it.
+        with pytest.raises(TypeError, match="pass a generator"):
+            total.remote(gen.options(num_returns="streaming").remote(4))
+    else:
+        assert ray.get(total.remote(gen.options(num_returns="streaming").remote(4))) == 6
     assert ray.get(list(ray.get(gen.options(num_returns="dynamic").remote(3)))) == [0, 1, 2]
 
 
@@ -190,11 +242,18 @@ def test_a_generator_whose_worker_dies_ends_with_an_error_not_a_hang(ray):
         yield "one"
         os._exit(1)
     refs = []
-    for ref in dies_after_one.remote():                # ends: no hang
-        refs.append(ref)
-        if len(refs) > 5:
-            break
+    try:
+        for ref in dies_after_one.remote():            # ends: no hang
+            refs.append(ref)
+            if len(refs) > 5:
+                break
+    except exceptions.WorkerCrashedError:
+        # Ray may raise the crash from next() instead of as the next item.
+        assert on_ray() and len(refs) == 1
+        refs.append(None)
     assert ray.get(refs[0], timeout=30) == "one"
+    if refs[1] is None:
+        return
     assert len(refs) == 2
     with pytest.raises(exceptions.RayError):
         ray.get(refs[1], timeout=30)
@@ -341,7 +400,9 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
         assert ray.get(running, timeout=30) == "saw cancel"
     except exceptions.TaskCancelledError:
         pass
-    assert ray.get(w.history.remote(), timeout=30) == []
+    # On Ray a cancelled call already queued in the actor may still run
+    # (its ref raises TaskCancelledError either way); here it never does.
+    assert ray.get(w.history.remote(), timeout=30) in ([[], ["queued"]] if on_ray() else [[]])
     again = w.poll_until_cancelled.remote(flag)
     with pytest.raises(ValueError, match="force"):
         ray.cancel(again, force=True)                     # actor calls cannot be killed alone
@@ -556,6 +617,11 @@ def test_actor_runtime_env_holds_for_its_life_and_working_dir_imports(ray, tmp_p
         def helper(self):
             import nr_conf_helper
             return nr_conf_helper.VALUE, os.getcwd()
+    if on_ray():
+        # Ray uploads a local working_dir only at the job level (init).
+        with pytest.raises(ValueError, match="only supported at the job level"):
+            Env.options(runtime_env={"working_dir": str(tmp_path)}).remote()
+        return
     e = Env.options(runtime_env={"env_vars": {"NR_CONF_ACTOR": "yes"},
                                  "working_dir": str(tmp_path)}).remote()
     assert ray.get([e.read.remote("NR_CONF_ACTOR") for _ in range(2)], timeout=30) == ["yes"] * 2
@@ -783,9 +849,9 @@ def test_infeasible_tasks_stay_pending_with_a_warning_and_block_nothing(ray):
     @ray.remote(resources={"unobtainium": 1})
     def never():
         return 1
-    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+    with _infeasible_warning("cannot be scheduled"):
         stuck = never.remote()
-    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+    with _infeasible_warning("cannot be scheduled"):
         big = ray.remote(num_gpus=8)(lambda: 1).remote()
     assert ray.get([ray.remote(lambda i: i * 2).remote(i) for i in range(5)], timeout=30) == \
         [0, 2, 4, 6, 8]
@@ -805,7 +871,7 @@ def test_actor_holds_its_gpu_for_life(fresh):
             return ray.get_gpu_ids(), os.environ.get("CUDA_VISIBLE_DEVICES")
     t = Trainer.remote()
     assert ray.get(t.devices.remote(), timeout=30) == ([0], "0")
-    assert "GPU" not in ray.available_resources()
+    _eventually(lambda: "GPU" not in ray.available_resources())
 
     @ray.remote(num_gpus=1, num_cpus=0)
     def wants_gpu():
@@ -823,9 +889,9 @@ def test_infeasible_actors_stay_pending_with_a_warning_until_killed(fresh):
     class TooManyGpus:
         def ping(self):
             return "pong"
-    with pytest.warns(RuntimeWarning, match="actor TooManyGpus cannot be scheduled"):
+    with _infeasible_warning("actor TooManyGpus cannot be scheduled"):
         big = TooManyGpus.remote()
-    with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
+    with _infeasible_warning("cannot be scheduled"):
         alien = TooManyGpus.options(num_gpus=0, resources={"unobtainium": 1}).remote()
     pending = big.ping.remote()
     assert ray.wait([pending, alien.ping.remote()], timeout=0.3)[0] == []
@@ -841,6 +907,8 @@ def test_infeasible_actors_stay_pending_with_a_warning_until_killed(fresh):
         ray.get(pending, timeout=30)
     ray.kill(alien)
     # One whose handles all go ends too: its slot is reused, nothing leaks.
+    if on_ray():
+        return                                 # what follows counts nanoray's slots
     before = ray._api._backend.region.stats()["actors"]
     with pytest.warns(RuntimeWarning, match="cannot be scheduled"):
         gone = TooManyGpus.options(num_gpus=3).remote()
@@ -980,6 +1048,11 @@ def test_a_failed_runtime_env_leaves_nothing_behind(ray, tmp_path):
     f = read.options(runtime_env={"env_vars": {"NR_CONF_LEAK": "leak"},
                                   "working_dir": str(gone)})
     gone.rmdir()                                        # valid when bound, gone when run
+    if on_ray():
+        # Ray checks a working_dir path at .remote(), not when the task runs.
+        with pytest.raises(ValueError, match="not a valid path"):
+            f.remote()
+        return
     with pytest.raises(exceptions.RuntimeEnvSetupError):
         ray.get(f.remote(), timeout=30)
     assert ray.get([read.remote() for _ in range(4)], timeout=30) == [None] * 4
@@ -1080,7 +1153,7 @@ def test_a_cancelled_task_still_waiting_for_its_arguments_is_released(fresh):
     @ray.remote(num_gpus=2)
     def never(x):
         return len(x)
-    with pytest.warns(RuntimeWarning):
+    with _infeasible_warning():
         refs = [never.remote(slow.remote()) for _ in range(4)]
     for r in refs:
         ray.cancel(r, recursive=False)
@@ -1091,7 +1164,7 @@ def test_a_cancelled_task_still_waiting_for_its_arguments_is_released(fresh):
     import gc
     gc.collect()
     deadline = time.monotonic() + 10
-    while ray._api._backend.region.stats()["tasks"]:
+    while not on_ray() and ray._api._backend.region.stats()["tasks"]:
         assert time.monotonic() < deadline, "cancelled tasks stayed queued"
         time.sleep(0.05)
 
@@ -1108,18 +1181,20 @@ def test_scheduling_strategies_on_one_node(ray):
     assert ray.get(here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
         node, soft=False)).remote(), timeout=30) == "ran"
     assert ray.get(here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        "ff" * 28, soft=True)).remote(), timeout=30) == "ran"
+        "ab" * 28, soft=True)).remote(), timeout=30) == "ran"
     elsewhere = here.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-        "ff" * 28, soft=False)).remote()
+        "ab" * 28, soft=False)).remote()
     with pytest.raises(exceptions.TaskUnschedulableError, match="soft=False"):
         ray.get(elsewhere, timeout=30)
 
     @ray.remote
     class Pinned:
         pass
+    if on_ray():
+        return                 # Ray raises ActorUnschedulableError at the actor's first use
     with pytest.raises(exceptions.ActorUnschedulableError):
         Pinned.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            "ff" * 28, soft=False)).remote()
+            "ab" * 28, soft=False)).remote()
     with pytest.raises(TypeError, match="PlacementGroup"):
         here.options(scheduling_strategy=PlacementGroupSchedulingStrategy(None))
 
@@ -1161,7 +1236,8 @@ def test_a_placement_group_reserves_and_its_tasks_use_the_reservation(fresh, tmp
     # A call must fit one bundle (the one it names, or any), as in Ray.
     with pytest.raises(ValueError, match="cannot fit into any bundles"):
         in_group.options(num_cpus=1, num_gpus=1, scheduling_strategy=s).remote(started)
-    with pytest.raises(ValueError, match="cannot fit into bundle 1"):
+    with pytest.raises(ValueError, match="cannot fit into bundle 1") \
+            if not on_ray() else _nothing():           # Ray checks fit only without an index
         in_group.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, 1)).remote(
             started)
 
@@ -1188,7 +1264,7 @@ def test_a_pending_group_is_placed_when_resources_free_up(fresh):
     ready = second.ready()
     remove_placement_group(first)
     assert ray.get(ready, timeout=30) == second
-    with pytest.warns(RuntimeWarning, match="never be placed"):
+    with _infeasible_warning("never be placed"):
         never = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
     assert not never.wait(0.3)
     remove_placement_group(never)
@@ -1225,7 +1301,8 @@ def test_removing_a_group_fails_its_waiting_tasks_and_kills_its_actors(fresh, tm
     with pytest.raises(exceptions.RayActorError):
         ray.get(h.ping.remote(), timeout=30)
     assert ray.get(ray.remote(lambda: "node").remote(), timeout=30) == "node"
-    assert ray._api._backend.region.verify()["code"] == 0
+    if not on_ray():
+        assert ray._api._backend.region.verify()["code"] == 0
 
 
 def test_capture_child_tasks_keeps_children_in_the_group_unless_they_opt_out(fresh):
@@ -1255,15 +1332,16 @@ def test_capture_child_tasks_keeps_children_in_the_group_unless_they_opt_out(fre
     def choosy_parent():
         return ray.get([child.remote(), child.options(scheduling_strategy="DEFAULT").remote(),
                         child.options(placement_group=None).remote()])
+    # Ray reads placement_group=None as "not given": that child stays in the group.
     assert ray.get(choosy_parent.options(scheduling_strategy=captured).remote(), timeout=30) == \
-        [pg.id.hex(), None, None]
+        [pg.id.hex(), None, None if not on_ray() else pg.id.hex()]
 
     # A captured child too big for any bundle fails at .remote(), in the parent.
     @ray.remote(num_cpus=1)
     def greedy_parent():
         return child.options(num_cpus=3).remote()
     with pytest.raises(ValueError, match=r"<locals>\.child with the placement group because "
-                                         r"the resource request \{.CPU.: 3\.0\}"):
+                                         r"the resource request \{.CPU.: 3(\.0)?\}"):
         ray.get(greedy_parent.options(scheduling_strategy=captured).remote(), timeout=30)
 
 
@@ -1279,6 +1357,8 @@ def test_calls_into_a_removed_group_fail_instead_of_waiting(fresh):
         get_placement_group("once")                      # removed groups are not found
     again = placement_group([{"CPU": 1}], name="once")
     assert get_placement_group("once") == again
+    if on_ray():
+        return       # Ray leaves calls into a removed group pending; nanoray fails them
 
     @ray.remote(num_cpus=1)
     def task():
@@ -1317,6 +1397,8 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
         Member.options(num_cpus=2, scheduling_strategy=PlacementGroupSchedulingStrategy(pg)) \
             .remote()
     remove_placement_group(pg)
+    if on_ray():
+        return       # Ray leaves an actor of a removed group pending; nanoray refuses it
     with pytest.raises(exceptions.ActorUnschedulableError, match="was removed"):
         Member.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
     deadline = time.monotonic() + 10

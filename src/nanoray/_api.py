@@ -1,10 +1,12 @@
 """The public functions: init, shutdown, get, put, wait, remote.
 
-Each call goes to one backend object.  Today that is the local
-shared-memory backend (LocalBackend): a region mapped by this process, a
-zygote that forks the workers, and the compiled runtime in
-nanoray._core._runtime.  A Ray-cluster backend (init(address="ray://..."))
-is the next implementation of the same seam.
+Each call goes to one backend object, _backend.  LocalBackend is this
+machine's: a region mapped by this process, a zygote that forks the
+workers, and the compiled runtime in nanoray._core._runtime.  RayBackend
+(nanoray/_ray_backend.py) runs the same calls on Ray: init(address=...),
+init(backend="ray") or NANORAY_BACKEND=ray.  Every public call asks the
+backend's `remote` flag once; the local path stays a direct call into the
+compiled runtime.
 """
 
 import atexit
@@ -45,6 +47,8 @@ _atexit_registered = False
 
 class LocalBackend:
     """One machine: the shared region, the zygote and its workers."""
+
+    remote = False                 # RayBackend's is True
 
     def __init__(self, region, num_cpus, zygote=None, death_fd=-1, spawn_fd=-1,
                  namespace=None):
@@ -205,7 +209,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
          runtime_env=None,
          include_dashboard=None, logging_level=None, log_to_driver=True,
          configure_logging=True, object_spilling_directory=None, _system_config=None,
-         _max_workers=None, **kwargs):
+         _max_workers=None, backend=None, **kwargs):
     """Starts nanoray on this machine: the object store and num_cpus workers.
 
     Returns quickly: workers are forked by a zygote process while the first
@@ -220,7 +224,12 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
 
     What workers print reaches this process's stdout and stderr, each line
     prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
-    them (nanoray/_output.py)."""
+    them (nanoray/_output.py).
+
+    address (a Ray cluster: "auto", "ray://host:port", "host:port") runs
+    every call on that cluster; backend="ray", or NANORAY_BACKEND=ray in
+    the environment, starts a local Ray for them (nanoray/_ray_backend.py;
+    needs `pip install 'nanoray[ray]'`)."""
     global _backend, _atexit_registered
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
@@ -231,10 +240,28 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
             raise RuntimeError("Maybe you called nanoray.init twice by accident? This error can "
                                "be suppressed by passing ignore_reinit_error=True or by calling "
                                "nanoray.shutdown() prior to nanoray.init().")
-        if address not in (None, "local"):
-            raise NotImplementedError(
-                "nanoray runs on this machine only for now (address=%r): the Ray-cluster "
-                "backend is not available yet" % (address,))
+        if backend is None:
+            backend = os.environ.get("NANORAY_BACKEND") or "local"
+        if backend not in ("local", "ray"):
+            raise ValueError("backend must be \"local\" or \"ray\", got %r" % (backend,))
+        if address not in (None, "local") or backend == "ray":
+            if _max_workers is not None:
+                raise ValueError("_max_workers is nanoray's own: Ray's workers are Ray's")
+            if object_spilling_directory is not None:
+                _system_config = dict(_system_config or {}, object_spilling_config=json.dumps(
+                    {"type": "filesystem",
+                     "params": {"directory_path": object_spilling_directory}}))
+            from nanoray._ray_backend import RayBackend
+            _backend = RayBackend.start(address, dict(
+                num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
+                object_store_memory=object_store_memory, namespace=namespace,
+                runtime_env=runtime_env, include_dashboard=include_dashboard,
+                logging_level=logging_level, log_to_driver=log_to_driver,
+                configure_logging=configure_logging, _system_config=_system_config))
+            if not _atexit_registered:
+                atexit.register(shutdown)
+                _atexit_registered = True
+            return _context()
         if num_cpus is None:
             num_cpus = os.cpu_count() or 1
         if not isinstance(num_cpus, (int, float)) or isinstance(num_cpus, bool) or num_cpus <= 0:
@@ -305,6 +332,8 @@ def _node_ip():
 
 
 def _context():
+    if _backend.remote:
+        return {"num_cpus": _backend.num_cpus, "node_id": "ray", "backend": "ray"}
     return {"num_cpus": _backend.num_cpus, "node_id": "local"}
 
 
@@ -318,6 +347,10 @@ def shutdown(_exiting_interpreter=False):
     with _lock:
         b = _backend
         if b is None:
+            return
+        if b.remote:
+            _backend = None
+            b.stop()
             return
         if b.pid != os.getpid():
             _backend = None
@@ -367,7 +400,9 @@ def _get_backend():
 
 def put(value, *, _owner=None):
     """Stores value in the shared object store; returns its ObjectRef."""
-    _get_backend()
+    b = _backend or _auto_init()
+    if b.remote:
+        return b.put(value)
     return _rt.put(value)
 
 
@@ -385,34 +420,43 @@ def get(object_refs, *, timeout=None, progress=False, writable=False):
     stored bytes are mapped privately, so reading costs nothing, only the
     pages written are copied, and the writes are seen by this process
     alone (the stored object never changes)."""
-    _get_backend()
+    b = _backend or _auto_init()
     if type(object_refs) is ObjectRef:
         return _rt.get_one(object_refs, timeout, writable)
+    if b.remote and isinstance(object_refs, (ObjectRef, list, tuple)):
+        if progress and isinstance(object_refs, (list, tuple)) and object_refs:
+            _progress_get(object_refs, timeout, progress)
+        return b.get(object_refs, timeout, writable)
     if isinstance(object_refs, (list, tuple)):
         for r in object_refs:
             if type(r) is not ObjectRef:
                 raise ValueError("'object_refs' must either be an ObjectRef or a list of "
                                  "ObjectRefs, found %r in the list" % (type(r).__name__,))
         if progress and object_refs:
-            from nanoray import _progress
-            unique = list(dict.fromkeys(object_refs))
-            t = None if timeout is None or timeout < 0 else timeout
-            ready, _ = _progress.wait_with_bar(unique, len(unique), t,
-                                               _progress.label(progress, "get"), wait)
-            if len(ready) < len(unique):
-                from nanoray.exceptions import GetTimeoutError
-                raise GetTimeoutError("Get timed out: some object(s) not ready.")
+            _progress_get(object_refs, timeout, progress)
         return _rt.get(object_refs, timeout, writable)
     raise ValueError("'object_refs' must either be an ObjectRef or a list of ObjectRefs, got %r"
                      % (type(object_refs).__name__,))
+
+
+def _progress_get(object_refs, timeout, progress):
+    """get(progress=...): a bar while the refs complete (then get reads them)."""
+    from nanoray import _progress
+    unique = list(dict.fromkeys(object_refs))
+    t = None if timeout is None or timeout < 0 else timeout
+    ready, _ = _progress.wait_with_bar(unique, len(unique), t,
+                                       _progress.label(progress, "get"), wait)
+    if len(ready) < len(unique):
+        from nanoray.exceptions import GetTimeoutError
+        raise GetTimeoutError("Get timed out: some object(s) not ready.")
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True, progress=False):
     """Returns (ready, not_ready): the first num_returns refs that are ready,
     in input order, once that many are ready or timeout passes.
     progress=True (or a label) draws a bar of the refs ready so far."""
-    _get_backend()
-    if type(object_refs) is ObjectRef:
+    b = _backend or _auto_init()
+    if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expected a list of ObjectRef, got a single ObjectRef")
     if not isinstance(object_refs, (list, tuple)):
         raise TypeError("wait() expected a list of ObjectRef, got %r" % (type(object_refs).__name__,))
@@ -420,7 +464,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True, progress
     generators = False
     for r in refs:
         if type(r) is not ObjectRef:
-            if type(r) is not _ObjectRefGenerator():
+            if not isinstance(r, (ObjectRef, _ObjectRefGenerator())):
                 raise TypeError("wait() expected a list of ObjectRef or ObjectRefGenerator, "
                                 "found %r" % (type(r).__name__,))
             generators = True
@@ -443,6 +487,8 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True, progress
         from nanoray import _progress
         return _progress.wait_with_bar(refs, num_returns, timeout,
                                        _progress.label(progress, "wait"), wait)
+    if b.remote:
+        return b.wait(refs, num_returns, timeout, fetch_local)
     if generators:
         idx = _wait_generators(refs, num_returns, timeout)
     else:
@@ -488,11 +534,13 @@ def cancel(ref, *, force=False, recursive=True):
     asyncio.Task gets CancelledError); one of a sync or threaded actor is
     not interrupted, and can look at get_runtime_context().is_canceled().
     Cancelling a finished task does nothing."""
-    _get_backend()
+    b = _get_backend()
     if type(ref) is not ObjectRef:
-        if type(ref) is not _ObjectRefGenerator():
+        if not isinstance(ref, (ObjectRef, _ObjectRefGenerator())):
             raise TypeError("nanoray.cancel() only supports ObjectRefs (or an "
                             "ObjectRefGenerator), got %r" % (type(ref).__name__,))
+        if b.remote:
+            return b.cancel(ref, bool(force), bool(recursive))
         if ref._task:                            # () or None: finished when it was made
             _rt.cancel_task(ref._task, bool(force), bool(recursive))
         return
@@ -512,18 +560,26 @@ def _node_resources(b, which):
 
 def cluster_resources():
     """Every resource of this one node, as Ray reports a cluster's."""
-    return _node_resources(_get_backend(), 0)
+    b = _get_backend()
+    if b.remote:
+        return b.ray.cluster_resources()
+    return _node_resources(b, 0)
 
 
 def available_resources():
     """What is free now (resources with none free are left out, as in Ray)."""
-    out = _node_resources(_get_backend(), 1)
+    b = _get_backend()
+    if b.remote:
+        return b.ray.available_resources()
+    out = _node_resources(b, 1)
     return {k: v for k, v in out.items() if v > 0}
 
 
 def nodes():
     """The one node, with Ray's fields."""
     b = _get_backend()
+    if b.remote:
+        return b.ray.nodes()
     ip = _node_ip()
     import socket
     return [{"NodeID": "%056x" % b.region.session, "Alive": True, "alive": True,
@@ -534,7 +590,9 @@ def nodes():
 
 def get_gpu_ids():
     """The GPU ids the running task or actor holds ([] in the driver)."""
-    _get_backend()
+    b = _get_backend()
+    if b.remote:
+        return b.ray.get_gpu_ids()
     return _rt.current_gpu_ids()
 
 
@@ -542,5 +600,8 @@ def timeline(filename=None):
     """Ray's timeline: every recent task and actor call (the newest 131072)
     as Chrome trace events, one row per process; written as JSON to
     filename (open it in Perfetto or chrome://tracing), else returned."""
+    b = _get_backend()
+    if b.remote:
+        return b.ray.timeline(filename)
     from nanoray import _timeline
     return _timeline.timeline(filename)

@@ -79,6 +79,11 @@ class ObjectRefGenerator:
         """True once every item was taken (or the stream ended)."""
         return self._cell is None
 
+    def next_ready(self):
+        """True when next() would return at once (its value is stored, or
+        the stream has ended).  Ray's name; is_next_ready is the same."""
+        return self.is_next_ready()
+
     def is_next_ready(self):
         """True when next() would return at once (its value is stored, or
         the stream has ended)."""

@@ -177,6 +177,8 @@ class ActorClass:
         if self._check is not None:
             self._check(args, kwargs)
         backend = _api._get_backend()
+        if backend.remote:
+            return backend.create_actor(self, args, kwargs, opts)
         name = o["name"]
         key = None
         if name is not None:
@@ -474,6 +476,8 @@ def get_actor(name, namespace=None):
     if namespace is not None and not isinstance(namespace, str):
         raise TypeError("namespace must be a str or None, got %r" % (type(namespace).__name__,))
     backend = _api._get_backend()
+    if backend.remote:
+        return backend.get_actor(name, namespace)
     ns = namespace or backend.namespace
     found = _rt.actor_lookup(ns + _NAME_SEP + name)
     ref = _rt.ref_if_alive(found[0]) if found is not None else None
@@ -493,13 +497,18 @@ def kill(actor, *, no_restart=True):
     if not isinstance(actor, ActorHandle):
         raise ValueError("nanoray.kill() only supported for actors. For tasks, try "
                          "nanoray.cancel(). Got: %r." % (type(actor).__name__,))
-    _api._get_backend()
+    b = _api._get_backend()
+    if b.remote:
+        return b.kill(actor, bool(no_restart))
     _rt.actor_kill(actor._slot, actor._gen, bool(no_restart))
 
 
 def exit_actor():
     """Ends the actor this runs in, after the current call: queued calls fail
     with ActorDiedError, and it is not restarted."""
+    b = _api._backend
+    if b is not None and b.remote:
+        b.ray.actor.exit_actor()
     if _rt.current_actor_slot() is None:
         raise TypeError("exit_actor API is called on a non-actor worker.")
     raise SystemExit(0)

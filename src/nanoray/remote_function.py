@@ -244,9 +244,10 @@ def _signature_check(function):
 
 class _Options:
     __slots__ = ("num_returns", "cpus_milli", "max_retries", "extras", "streaming", "demand",
-                 "special", "strategy", "explicit", "_res", "_res_session", "name")
+                 "special", "strategy", "explicit", "_res", "_res_session", "name", "given")
 
     def __init__(self, opts, is_generator=False, name="task"):
+        self.given = opts                 # as given (merged): what another backend takes
         merged = dict(_DEFAULTS)
         if is_generator:
             merged["num_returns"] = "streaming"     # Ray's default for generators
@@ -368,7 +369,9 @@ class RemoteFunction:
         check = self._check
         if check is not None:
             check(args, kwargs)
-        _api._backend or _api._auto_init()
+        b = _api._backend or _api._auto_init()
+        if b.remote:
+            return b.submit(self, args, kwargs, o.given)
         ref = self._current_export()
         extras = o.extras
         pool = 0

@@ -89,4 +89,7 @@ class RuntimeContext:
 
 
 def get_runtime_context():
+    b = _api._get_backend()
+    if b.remote:
+        return b.ray.get_runtime_context()      # the same methods, from Ray
     return RuntimeContext()

@@ -177,6 +177,8 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
     if not isinstance(name, str):
         raise TypeError("placement group name must be a str, got %r" % (type(name).__name__,))
     b = _api._get_backend()
+    if b.remote:
+        return b.placement_group(bundles, strategy, name, lifetime)
     _set_gone_error(b)
     cpus, vec, missing = _demand(bundles)
     table = _rt.resource_table()
@@ -220,7 +222,9 @@ def remove_placement_group(placement_group):
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError("remove_placement_group() expects a PlacementGroup, got %r"
                         % (type(placement_group).__name__,))
-    _api._get_backend()
+    b = _api._get_backend()
+    if b.remote:
+        return b.ray.util.remove_placement_group(placement_group._pg)
     pool = _pool_of(placement_group)
     if pool is None:
         return
@@ -250,6 +254,11 @@ class _Removed:
 
 def get_placement_group(placement_group_name):
     """The live group of that name made by this process (ValueError if none)."""
+    from nanoray import _api
+    b = _api._backend
+    if b is not None and b.remote:
+        from nanoray._ray_backend import _call, wrap_pg
+        return wrap_pg(_call(b.ray.util.get_placement_group, placement_group_name))
     with _lock:
         for pg in _registry.values():
             if isinstance(pg, PlacementGroup) and pg.name == placement_group_name and pg.name:
@@ -266,6 +275,8 @@ def placement_group_table(placement_group=None):
     from nanoray import _api
     from nanoray._core import _runtime as _rt
     b = _api._get_backend()
+    if b.remote:
+        return b.ray.util.placement_group_table(getattr(placement_group, "_pg", None))
     with _lock:
         groups = [g.pg if isinstance(g, _Removed) else g for g in _registry.values()] \
             if placement_group is None else [placement_group]
@@ -285,7 +296,11 @@ def placement_group_table(placement_group=None):
 
 def get_current_placement_group():
     """The group the running task or actor was scheduled in, None if none."""
-    from nanoray import _runtime_env
+    from nanoray import _api, _runtime_env
+    b = _api._backend
+    if b is not None and b.remote:
+        from nanoray._ray_backend import wrap_pg
+        return wrap_pg(b.ray.util.get_current_placement_group())
     return _runtime_env.current_pg[0] if _runtime_env.current_pg else None
 
 
