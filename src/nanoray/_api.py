@@ -203,7 +203,8 @@ def _physical_memory():
 def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
          address=None, num_gpus=None, resources=None, memory=None, namespace=None,
          runtime_env=None,
-         include_dashboard=None, logging_level=None, log_to_driver=True,
+         include_dashboard=None, dashboard_port=None, dashboard_host=None,
+         logging_level=None, log_to_driver=True,
          configure_logging=True, object_spilling_directory=None, _system_config=None,
          _max_workers=None, **kwargs):
     """Starts nanoray on this machine: the object store and num_cpus workers.
@@ -220,7 +221,12 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
 
     What workers print reaches this process's stdout and stderr, each line
     prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
-    them (nanoray/_output.py)."""
+    them (nanoray/_output.py).
+
+    include_dashboard=True serves a live page of workers, tasks, actors,
+    store use and a timeline on 127.0.0.1 (port 8265, or a free one when
+    taken; dashboard_port= picks it): the returned context's dashboard_url
+    (nanoray/_dashboard.py).  None and False start nothing."""
     global _backend, _atexit_registered
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
@@ -257,6 +263,13 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+        if include_dashboard:
+            from nanoray import _dashboard
+            try:
+                _dashboard.start(dashboard_port, dashboard_host)
+            except BaseException:
+                shutdown()
+                raise
         return _context()
 
 
@@ -305,7 +318,8 @@ def _node_ip():
 
 
 def _context():
-    return {"num_cpus": _backend.num_cpus, "node_id": "local"}
+    from nanoray import _dashboard
+    return _dashboard.context(_backend.num_cpus)
 
 
 def shutdown(_exiting_interpreter=False):
@@ -315,6 +329,9 @@ def shutdown(_exiting_interpreter=False):
     this too, through atexit), it only lets go of the child's copies: the
     runtime is the parent's, and keeps running."""
     global _backend
+    dashboard = sys.modules.get("nanoray._dashboard")
+    if dashboard is not None:
+        dashboard.stop()                               # its requests end while the runtime runs
     with _lock:
         b = _backend
         if b is None:
