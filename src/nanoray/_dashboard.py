@@ -9,9 +9,12 @@ two GETs and nothing else:
   /api/snapshot   JSON: workers, tasks by state, actors, store use, and
                   the task events of the last 30 s for the timeline
 
-The page polls the snapshot every second.  A snapshot reads the same
-tables as nanoray.util.state and nanoray.timeline() (each copied under
-the region's own lock, briefly); this module takes no lock around it.
+The page polls the snapshot every second, or less often when one takes
+long (10x its cost between polls: with 10,000 tasks queued a snapshot
+takes about 40 ms), and pages open at once share a snapshot up to 0.5 s
+old.  A snapshot reads the same tables as nanoray.util.state and
+nanoray.timeline() (each copied under the region's own lock, briefly);
+this module takes no lock around it.
 
 Also here: RayContext, what init() returns (dict and attribute access,
 as Ray's), carrying dashboard_url ("127.0.0.1:PORT", as Ray gives it).
@@ -34,6 +37,8 @@ _thread = None
 _pid = None              # the process that started it
 _seen = {}               # task id -> when (monotonic ns) a snapshot first saw it running
 _seen_lock = threading.Lock()
+_cached = (0, None)      # (monotonic ns, JSON bytes) of the latest snapshot
+SHARE_NS = 500 * 10**6   # requests within this much of a snapshot get it again
 
 
 class RayContext(dict):
@@ -99,10 +104,11 @@ def start(port=None, host=None):
 def stop():
     """Stops serving: the listening socket closes, and every request being
     answered finishes first (before the runtime it reads goes away)."""
-    global _server, _thread, _pid
+    global _server, _thread, _pid, _cached
     server, thread, pid = _server, _thread, _pid
     _server = _thread = _pid = None
     _seen.clear()
+    _cached = (0, None)
     if server is None:
         return
     if pid != os.getpid():                             # a forked child's copy: no thread here
@@ -167,7 +173,7 @@ def snapshot():
 
     def ago(ns):                           # seconds before now
         return round((now - ns) / 1e9, 4)
-    return {
+    out = {
         "alive": True, "pid": os.getpid(), "window_s": WINDOW_S,
         "cpus": {"total": stats["cpus_total"], "available": stats["cpus_available"]},
         "store": {k: stats[k] for k in ("store_capacity", "store_used", "objects",
@@ -189,6 +195,24 @@ def snapshot():
                     [[t.worker_pid, ago(since[tid]), None, t.name, False]
                      for tid, t in running.items() if t.worker_pid],
     }
+    out["cost_ms"] = round((time.monotonic_ns() - now) / 1e6, 1)
+    return out
+
+
+def _snapshot_json():
+    """(status, content type, body) for /api/snapshot, shared by requests
+    that come within SHARE_NS of each other."""
+    global _cached
+    taken, body = _cached
+    if body is not None and time.monotonic_ns() - taken < SHARE_NS:
+        return 200, "application/json", body
+    try:
+        body = json.dumps(snapshot()).encode()
+    except Exception as e:                 # shown on the page, the server goes on
+        return 500, "application/json", json.dumps(
+            {"alive": True, "error": "%s: %s" % (type(e).__name__, e)}).encode()
+    _cached = (time.monotonic_ns(), body)
+    return 200, "application/json", body
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -205,11 +229,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             return self._send(200, "text/html; charset=utf-8", PAGE.encode())
         if path == "/api/snapshot":
-            try:
-                body, code = snapshot(), 200
-            except Exception as e:         # shown on the page, the server goes on
-                body, code = {"alive": True, "error": "%s: %s" % (type(e).__name__, e)}, 500
-            return self._send(code, "application/json", json.dumps(body).encode())
+            return self._send(*_snapshot_json())
         return self._send(404, "text/plain", b"not found\n")
 
     def _send(self, code, ctype, body):
@@ -359,21 +379,24 @@ function drawTimeline(s) {
   });
   $("tlnote").textContent = "last " + W + " s, one row per process; dark bars still run";
 }
+// Polls again a second after each answer, or 10x the snapshot's cost if that is longer.
 async function poll() {
+  let wait = 1000;
   try {
     const s = await (await fetch("/api/snapshot", {cache: "no-store"})).json();
     if (s.error) $("status").textContent = "error: " + s.error;
     else if (!s.alive) $("status").textContent = "nanoray has shut down";
     else {
       render(s);
+      wait = Math.max(wait, 10 * s.cost_ms);
       $("status").textContent = "live: driver pid " + s.pid + ", updated " +
         new Date().toLocaleTimeString();
     }
   } catch (e) {
     $("status").textContent = "disconnected (" + e + ")";
   }
+  setTimeout(poll, wait);
 }
 poll();
-setInterval(poll, 1000);
 </script></body></html>
 """
