@@ -207,7 +207,8 @@ def _physical_memory():
 def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
          address=None, num_gpus=None, resources=None, memory=None, namespace=None,
          runtime_env=None,
-         include_dashboard=None, logging_level=None, log_to_driver=True,
+         include_dashboard=None, dashboard_port=None, dashboard_host=None,
+         logging_level=None, log_to_driver=True,
          configure_logging=True, object_spilling_directory=None, _system_config=None,
          _max_workers=None, backend=None, **kwargs):
     """Starts nanoray on this machine: the object store and num_cpus workers.
@@ -225,6 +226,11 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     What workers print reaches this process's stdout and stderr, each line
     prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
     them (nanoray/_output.py).
+
+    include_dashboard=True serves a live page of workers, tasks, actors,
+    store use and a timeline on 127.0.0.1 (port 8265, or a free one when
+    taken; dashboard_port= picks it): the returned context's dashboard_url
+    (nanoray/_dashboard.py).  None and False start nothing.
 
     address (a Ray cluster: "auto", "ray://host:port", "host:port") runs
     every call on that cluster; backend="ray", or NANORAY_BACKEND=ray in
@@ -256,6 +262,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, namespace=namespace,
                 runtime_env=runtime_env, include_dashboard=include_dashboard,
+                dashboard_port=dashboard_port, dashboard_host=dashboard_host,
                 logging_level=logging_level, log_to_driver=log_to_driver,
                 configure_logging=configure_logging, _system_config=_system_config))
             if not _atexit_registered:
@@ -284,6 +291,13 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+        if include_dashboard:
+            from nanoray import _dashboard
+            try:
+                _dashboard.start(dashboard_port, dashboard_host)
+            except BaseException:
+                shutdown()
+                raise
         return _context()
 
 
@@ -332,9 +346,10 @@ def _node_ip():
 
 
 def _context():
+    from nanoray import _dashboard
     if _backend.remote:
-        return {"num_cpus": _backend.num_cpus, "node_id": "ray", "backend": "ray"}
-    return {"num_cpus": _backend.num_cpus, "node_id": "local"}
+        return _backend.context(_dashboard.RayContext)
+    return _dashboard.context(_backend.num_cpus)
 
 
 def shutdown(_exiting_interpreter=False):
@@ -344,6 +359,9 @@ def shutdown(_exiting_interpreter=False):
     this too, through atexit), it only lets go of the child's copies: the
     runtime is the parent's, and keeps running."""
     global _backend
+    dashboard = sys.modules.get("nanoray._dashboard")
+    if dashboard is not None:
+        dashboard.stop()                               # its requests end while the runtime runs
     with _lock:
         b = _backend
         if b is None:

@@ -507,6 +507,7 @@ class RayBackend:
 
     remote = True
     zygote = None
+    ray_context = None
 
     def __init__(self, ray, owned):
         self.ray = ray
@@ -523,8 +524,16 @@ class RayBackend:
         kwargs.setdefault("include_dashboard", False)
         if address in ("local",):
             address = None
-        ray.init(address=address, **kwargs)
-        return cls(ray, True)
+        b = cls(ray, True)
+        b.ray_context = ray.init(address=address, **kwargs)
+        return b
+
+    def context(self, context_class):
+        """init()'s return value: Ray's context's fields, backend "ray"."""
+        info = dict(self.ray_context.address_info) if self.ray_context is not None else {}
+        url = getattr(self.ray_context, "dashboard_url", None) or None
+        return context_class(info, num_cpus=self.num_cpus, dashboard_url=url,
+                             address_info=dict(info), backend="ray")
 
     @property
     def num_cpus(self):
