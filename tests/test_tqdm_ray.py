@@ -12,8 +12,18 @@ import time
 
 import pytest
 
-from nanoray.experimental import _bar_manager, tqdm_ray
-from nanoray.experimental.tqdm_ray import tqdm
+
+@pytest.fixture(scope="module")
+def tqdm_ray():
+    # Imported by these tests, not when pytest collects them: the other
+    # modules' runtimes start no listener.
+    from nanoray.experimental import tqdm_ray
+    return tqdm_ray
+
+
+def tqdm(*args, **kwargs):
+    from nanoray.experimental.tqdm_ray import tqdm
+    return tqdm(*args, **kwargs)
 
 
 def wait_for(cond, timeout=15.0):
@@ -27,11 +37,12 @@ def wait_for(cond, timeout=15.0):
 
 def finished(desc):
     """Final states of the closed bars described desc."""
-    return [s for s in list(tqdm_ray.instance().finished) if s["desc"] == desc]
+    from nanoray.experimental.tqdm_ray import instance
+    return [s for s in list(instance().finished) if s["desc"] == desc]
 
 
 @pytest.fixture
-def bars():
+def bars(tqdm_ray):
     """The driver's bar manager, drawing into a StringIO instead of stderr."""
     mgr = tqdm_ray.instance()
     old = mgr.file
@@ -105,7 +116,8 @@ def test_updates_are_sent_at_most_once_per_flush_interval(ray, bars, monkeypatch
     seen = []
     apply = bars.process_state_update
     monkeypatch.setattr(bars, "process_state_update",
-                        lambda state: (seen.append(state["x"]), apply(state)))
+                        lambda state: (state["desc"] == "fast" and seen.append(state["x"]),
+                                       apply(state)))
 
     @ray.remote
     def fast():
@@ -180,6 +192,7 @@ def test_a_bar_in_the_driver_draws_there(ray, bars):
 
 
 def test_without_tqdm_a_plain_bar_is_drawn(ray, bars, monkeypatch):
+    from nanoray.experimental import _bar_manager
     monkeypatch.setattr(_bar_manager, "_tqdm_class", None)    # as if tqdm were not installed
     pid = ray.get(ray.remote(_count).remote(10, "plain"))
     assert wait_for(lambda: finished("plain"))
@@ -187,7 +200,7 @@ def test_without_tqdm_a_plain_bar_is_drawn(ray, bars, monkeypatch):
     assert "(_count pid=%d) plain: 100%% [%s] 10/10" % (pid, "#" * 30) in text, text
 
 
-def test_safe_print_hides_and_redraws_the_bars(ray, bars, capsys):
+def test_safe_print_hides_and_redraws_the_bars(ray, bars, tqdm_ray, capsys):
     bar = tqdm(desc="shown", total=3, flush_interval_s=0)
     hides = bars.num_hides
     tqdm_ray.safe_print("between bars")
@@ -201,7 +214,7 @@ def _bar_socket_bound(session):
         return ("@nanoray-%016x-bars" % session) in f.read()
 
 
-def test_shutdown_leaves_no_thread_or_socket(fresh, bars):
+def test_shutdown_leaves_no_thread_or_socket(fresh, bars, tqdm_ray):
     ray = fresh(num_cpus=1)
     session = ray._api._backend.region.session
     assert _bar_socket_bound(session)
@@ -216,6 +229,25 @@ def test_shutdown_leaves_no_thread_or_socket(fresh, bars):
     ray = fresh(num_cpus=1)
     ray.get(ray.remote(_count).remote(2, "again"))
     assert wait_for(lambda: finished("again"))
+
+
+def test_a_forked_child_lets_go_of_the_listener(fresh, tqdm_ray):
+    ray = fresh(num_cpus=1)
+    session = ray._api._backend.region.session
+    fd = tqdm_ray._listener.sock.fileno()
+    pid = os.fork()
+    if pid == 0:                              # the child: no listener, no copy of its socket
+        try:
+            os.fstat(fd)
+            code = 2
+        except OSError:
+            code = 0 if tqdm_ray._listener is None and tqdm_ray._manager is None else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _bar_socket_bound(session)         # the parent's is untouched
+    ray.get(ray.remote(_count).remote(2, "after-fork"))
+    assert wait_for(lambda: finished("after-fork"))
 
 
 SCRIPT = textwrap.dedent("""
