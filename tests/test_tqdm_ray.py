@@ -89,7 +89,8 @@ def test_an_actors_bar_lives_across_calls(ray, bars):
     @ray.remote
     class Loader:
         def __init__(self):
-            self.bar = tqdm(desc="loading", total=10, flush_interval_s=0)
+            import numpy as np                # numpy's counts are sent as numbers
+            self.bar = tqdm(desc="loading", total=np.int64(10), flush_interval_s=0)
 
         def step(self, n):
             self.bar.update(n)

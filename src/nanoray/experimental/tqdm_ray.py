@@ -167,8 +167,9 @@ class tqdm:
             pass
 
     def _get_state(self):
-        return {"__magic_token__": RAY_TQDM_MAGIC, "x": self._x, "pos": self._pos,
-                "desc": self._desc, "total": self._total, "unit": self._unit,
+        return {"__magic_token__": RAY_TQDM_MAGIC, "x": _number(self._x), "pos": int(self._pos),
+                "desc": self._desc, "total": None if self._total is None else _number(self._total),
+                "unit": str(self._unit),
                 "pid": os.getpid(), "uuid": self._uuid, "closed": self._closed,
                 "name": _process_name()}
 
@@ -188,6 +189,11 @@ class tqdm:
             print(_progress.plain_line(self._desc or "tqdm_ray", self._x, self._total,
                                        now - self._t0, self._unit),
                   file=sys.stderr, flush=True)
+
+
+def _number(n):
+    """A count as JSON has it (numpy's scalars too)."""
+    return int(n) if float(n).is_integer() else float(n)
 
 
 def _process_name():
