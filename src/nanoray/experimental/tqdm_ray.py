@@ -66,6 +66,8 @@ MAX_DATAGRAM = 1 << 16
 WAIT_S = 2.0
 # How often the driver looks for bars whose process is gone (seconds).
 LIVENESS_S = 1.0
+# The most datagrams the driver takes before drawing what they said.
+BATCH = 256
 
 _print = builtins.print
 _manager = None            # the driver's _BarManager (instance())
@@ -325,7 +327,8 @@ class _Listener:
             except (InterruptedError, ValueError, OSError):
                 pass
             stop = self.stopping              # read before draining: nothing is missed
-            self._receive()
+            while self._receive() and stop:   # stopping: everything that has arrived
+                pass
             if busy and time.monotonic() - checked >= LIVENESS_S:
                 checked = time.monotonic()
                 _manager.close_lost_bars()
@@ -333,16 +336,18 @@ class _Listener:
                 return
 
     def _receive(self):
-        """Takes every datagram queued, and hands them over as one batch."""
-        batch = []
-        uid = os.getuid()
-        while True:
+        """Takes the datagrams queued, up to a batch (workers that keep
+        printing must not keep the thread from drawing), and hands them
+        over; True when the batch was full and more may wait."""
+        batch, taken, uid = [], 0, os.getuid()
+        while taken < BATCH:
             try:
                 data, anc, flags, _ = self.sock.recvmsg(MAX_DATAGRAM, socket.CMSG_SPACE(12))
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:                   # closed under a stuck thread by stop()
                 break
+            taken += 1
             pid = sender_uid = None
             for level, kind, payload in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
@@ -351,6 +356,7 @@ class _Listener:
                 batch.append((pid, data))
         if batch:
             instance().process_messages(batch)
+        return taken == BATCH
 
     def stop(self):
         """Draws what has arrived, ends the thread and closes the socket."""
