@@ -13,7 +13,9 @@ init(log_to_driver=False) silences workers: their stdout and stderr go to
 
 Once a worker has drawn a nanoray.experimental.tqdm_ray bar, its lines go
 to the driver through the bars' socket instead (`route`), so that the
-driver hides its bars while it prints them, as Ray's log monitor does."""
+driver hides its bars while it prints them, as Ray's log monitor does.
+(What bypasses sys.stdout is not routed, and may then show before lines
+printed earlier.)"""
 
 import io
 import os
