@@ -204,6 +204,15 @@ def test_progress_bars_for_get_wait_and_pool_map(ray, capsys):
         ray.get([nap.remote(2.0)], timeout=0.2, progress=True)
 
 
+def test_without_tqdm_progress_draws_a_plain_bar(ray, capsys, monkeypatch):
+    # tqdm is a test dependency: hide it, so the plain bar is the one drawn.
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    nap = ray.remote(_nap)
+    assert ray.get([nap.remote(0.01) for _ in range(4)], progress="plain") == [0.01] * 4
+    err = capsys.readouterr().err
+    assert "plain: 100%% [%s] 4/4" % ("#" * 30) in err, err
+
+
 def test_snapshots_survive_a_garbage_collection_that_frees_refs(ray):
     # A collection while a snapshot held the region lock used to free a ref
     # whose decref took the lock again: the runtime froze.  Run it apart.

@@ -10,8 +10,8 @@ def test_public_names():
     assert sorted(nanoray.__all__) == sorted([
         "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef",
         "ObjectRefGenerator", "RemoteFunction", "actor", "available_resources", "cancel",
-        "cloudpickle", "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids",
-        "nodes",
+        "cloudpickle", "cluster_resources", "exceptions", "experimental", "get", "get_actor",
+        "get_gpu_ids", "nodes",
         "get_runtime_context", "init", "is_initialized", "kill", "method", "put", "remote",
         "shutdown", "timeline", "util", "wait", "__version__"])
     for name in nanoray.__all__:

@@ -1,8 +1,9 @@
 """nanoray: Ray's core API on one machine, over a compiled shared-memory
 scheduler and object store.  ``import nanoray as ray`` and go.
 
-The actor API and ``nanoray.util`` load on first use (module __getattr__):
-a script that only runs tasks does not pay for importing them."""
+The actor API, ``nanoray.util`` and ``nanoray.experimental`` load on first
+use (module __getattr__): a script that only runs tasks does not pay for
+importing them."""
 
 import importlib
 
@@ -17,9 +18,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
     "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle",
-    "cluster_resources", "exceptions", "get", "get_actor", "get_gpu_ids", "get_runtime_context",
-    "init", "is_initialized", "kill", "method", "nodes", "put", "remote", "shutdown", "timeline",
-    "util", "wait", "__version__",
+    "cluster_resources", "exceptions", "experimental", "get", "get_actor", "get_gpu_ids",
+    "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote",
+    "shutdown", "timeline", "util", "wait", "__version__",
 ]
 
 # name -> (module, attribute or None for the module itself)
@@ -35,6 +36,7 @@ _LAZY = {
     "ObjectRefGenerator": ("nanoray._generator", "ObjectRefGenerator"),
     "DynamicObjectRefGenerator": ("nanoray._generator", "DynamicObjectRefGenerator"),
     "util": ("nanoray.util", None),
+    "experimental": ("nanoray.experimental", None),
 }
 
 

@@ -288,6 +288,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
                                       spill_base, env, totals, log_to_driver)
         _rt.set_liveness_check(_backend.check_alive)
+        bars = sys.modules.get("nanoray.experimental.tqdm_ray")
+        if bars is not None:
+            bars._driver_started()           # listen for the tqdm_ray bars of tasks
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
@@ -380,6 +383,9 @@ def shutdown(_exiting_interpreter=False):
             _backend = None
             _rt.set_liveness_check(None)
             b.stop()
+            bars = sys.modules.get("nanoray.experimental.tqdm_ray")
+            if bars is not None:
+                bars._driver_stopped()       # after the workers: what they sent is all in
     # What nanoray itself caches must not keep the store mapped after shutdown.
     from nanoray import remote_function
     remote_function.forget_exports()

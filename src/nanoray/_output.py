@@ -9,19 +9,30 @@ PIPE_BUF (4 KiB) never mix with other processes' output; longer ones may,
 as with any processes writing to one pipe.  What bypasses sys.stdout (bytes written to
 sys.stdout.buffer, C libraries, child programs) arrives unprefixed.
 init(log_to_driver=False) silences workers: their stdout and stderr go to
-/dev/null, C-level output and child programs included (tracebacks too)."""
+/dev/null, C-level output and child programs included (tracebacks too).
+
+Once a worker has drawn a nanoray.experimental.tqdm_ray bar, its lines go
+to the driver through the bars' socket instead (`route`), so that the
+driver hides its bars while it prints them, as Ray's log monitor does.
+(What bypasses sys.stdout is not routed, and may then show before lines
+printed earlier.)"""
 
 import io
 import os
 import sys
 import threading
 
+# route(err, text) -> bool: set by tqdm_ray in a worker whose bars reach the
+# driver; True when it took the text (else it is written here as usual).
+route = None
+
 
 class _Prefixed(io.TextIOBase):
     """A text stream that writes whole lines to `stream`, each prefixed."""
 
-    def __init__(self, stream, name_of):
+    def __init__(self, stream, name_of, err=False):
         self._stream = stream
+        self._err = err                    # stderr (for route)
         self._name_of = name_of
         self._buf = ""
         self._name = None                  # who began the text held in _buf
@@ -82,6 +93,8 @@ class _Prefixed(io.TextIOBase):
             out.append(piece)
             self._line_start = piece.endswith(("\n", "\r"))
         text = "".join(out)
+        if route is not None and route(self._err, text):
+            return
         try:
             try:
                 self._stream.write(text)
@@ -134,4 +147,4 @@ def install(log_to_driver, name_of):
     for attr in ("stdout", "stderr"):
         stream = getattr(sys, attr)
         if stream is not None and not isinstance(stream, _Prefixed):
-            setattr(sys, attr, _Prefixed(stream, name_of))
+            setattr(sys, attr, _Prefixed(stream, name_of, attr == "stderr"))

@@ -62,12 +62,24 @@ class Bar:
                 self.done < self.total:
             return
         self._drawn = now
-        frac = self.done / self.total if self.total else 1.0
-        filled = int(frac * 30)
-        sys.stderr.write("\r%s: %3d%% [%s%s] %d/%d %.1fs" % (
-            self._desc, frac * 100, "#" * filled, "." * (30 - filled), self.done, self.total,
-            now - self._t0))
+        sys.stderr.write("\r" + plain_line(self._desc, self.done, self.total, now - self._t0))
         sys.stderr.flush()
+
+
+def plain_line(desc, done, total, elapsed, unit="it"):
+    """One bar as text, without tqdm: "desc:  40% [############..] 4/10 1.2s";
+    with no total, the count alone ("desc: 4it 1.2s")."""
+    if total is None:
+        return "%s: %s%s %.1fs" % (desc, _count(done), unit or "it", elapsed)
+    frac = min(1.0, done / total) if total else 1.0
+    filled = int(frac * 30)
+    return "%s: %3d%% [%s%s] %s/%s %.1fs" % (
+        desc, frac * 100, "#" * filled, "." * (30 - filled), _count(done), _count(total),
+        elapsed)
+
+
+def _count(n):
+    return "%d" % n if n == int(n) else "%.1f" % n
 
 
 def label(progress, default):
