@@ -119,6 +119,20 @@ BACKENDS = ["local", pytest.param("ray", marks=pytest.mark.skipif(
     not RAY_INSTALLED, reason="Ray is not installed: pip install 'nanoray[ray]'"))]
 
 
+@pytest.fixture(autouse=True)
+def _backend_env_only_where_asked(request):
+    """NANORAY_BACKEND=ray (set by `backend` for its Ray leg) must not reach
+    tests that did not ask for a backend, nor the programs they start."""
+    if "backend" in request.fixturenames or "NANORAY_BACKEND" not in os.environ:
+        yield
+        return
+    old = os.environ.pop("NANORAY_BACKEND")
+    try:
+        yield
+    finally:
+        os.environ["NANORAY_BACKEND"] = old
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request):
     """"local" or "ray".  On Ray, a call made after a test's own runtime

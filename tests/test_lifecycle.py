@@ -77,8 +77,23 @@ def test_bad_init_arguments(fresh):
                    {"num_cpus": 2, "_max_workers": 0}):
         with pytest.raises((ValueError, TypeError)):
             nanoray.init(**kwargs)
-    with pytest.raises(NotImplementedError):
-        nanoray.init(address="ray://somewhere:10001")
+    with pytest.raises(ValueError, match="backend"):
+        nanoray.init(backend="bogus")
+    assert not nanoray.is_initialized()
+
+
+def test_the_ray_backend_without_ray_says_how_to_get_it(fresh, monkeypatch):
+    from nanoray import _ray_backend
+    monkeypatch.setitem(sys.modules, "ray", None)          # import ray fails, as uninstalled
+    monkeypatch.setattr(_ray_backend, "_ray", None)
+    for kwargs in ({"address": "ray://somewhere:10001"}, {"address": "auto"},
+                   {"backend": "ray"}):
+        with pytest.raises(ImportError, match=r"pip install 'nanoray\[ray\]'"):
+            nanoray.init(**kwargs)
+        assert not nanoray.is_initialized()
+    monkeypatch.setenv("NANORAY_BACKEND", "ray")
+    with pytest.raises(ImportError, match=r"nanoray\[ray\]"):
+        nanoray.put(1)                                     # the first call starts it
     assert not nanoray.is_initialized()
 
 

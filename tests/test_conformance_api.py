@@ -1,0 +1,356 @@
+"""Ray Core's everyday API, written once against the public API only
+(``ray`` is the nanoray module here) and run on both backends: on
+nanoray's own, then on Ray when it is installed (conftest's `backend`).
+Objects, tasks, errors, wait, actors, async, cancel, retries."""
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import start_runtime, stop_runtime
+from nanoray import exceptions
+
+
+@pytest.fixture(scope="module")
+def ray(backend):
+    import nanoray
+    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
+    yield nanoray
+    stop_runtime()
+
+
+# -- objects -------------------------------------------------------------------
+
+def test_put_and_get_keep_values_and_refs_are_nanoray_refs(ray):
+    values = [1, "text", {"a": [1, 2]}, None, b"\x00" * 100, np.arange(1000.0)]
+    refs = [ray.put(v) for v in values]
+    assert all(isinstance(r, ray.ObjectRef) for r in refs)
+    got = ray.get(refs)
+    assert got[:5] == values[:5]
+    np.testing.assert_array_equal(got[5], values[5])
+    assert ray.get(refs[0]) == 1
+    assert refs[0] == refs[0] and refs[0] != refs[1] and len({refs[0], refs[0]}) == 1
+    assert len(refs[0].hex()) > 0 and "ObjectRef(" in repr(refs[0])
+
+
+def test_arrays_from_the_store_are_read_only_and_writable_asks_for_a_copy(ray):
+    ref = ray.put(np.zeros(1000))
+    a = ray.get(ref)
+    with pytest.raises(ValueError):
+        a[0] = 1
+    w = ray.get(ref, writable=True)
+    w[0] = 7
+    assert ray.get(ref)[0] == 0                   # the stored object never changes
+
+
+def test_get_rejects_what_is_not_a_ref(ray):
+    with pytest.raises(ValueError):
+        ray.get(1)
+    with pytest.raises(ValueError):
+        ray.get([ray.put(1), 2])
+
+
+# -- tasks ---------------------------------------------------------------------
+
+def test_top_level_refs_are_resolved_and_nested_refs_arrive_as_refs(ray):
+    @ray.remote
+    def inspect(x, box):
+        inner = box[0]
+        return x * 2, isinstance(inner, ray.ObjectRef), ray.get(inner) + 1
+    r = ray.put(21)
+    assert ray.get(inspect.remote(r, [ray.put(9)])) == (42, True, 10)
+
+    @ray.remote
+    def add(a, b):
+        return a + b
+    assert ray.get(add.remote(add.remote(1, 2), b=add.remote(3, 4))) == 10
+
+
+def test_num_returns_and_none(ray):
+    @ray.remote(num_returns=3)
+    def three():
+        return 1, 2, 3
+    refs = three.remote()
+    assert isinstance(refs, list) and ray.get(refs) == [1, 2, 3]
+
+    @ray.remote(num_returns=0)
+    def nothing():
+        pass
+    assert nothing.remote() is None
+    assert ray.get(three.options(num_returns=1).remote()) == (1, 2, 3)
+
+
+def test_a_task_returning_refs_keeps_their_objects_alive(ray):
+    @ray.remote
+    def make():
+        return [ray.put(np.full(10, 5.0))]
+    inner = ray.get(make.remote())[0]
+    time.sleep(0.2)
+    assert ray.get(inner).sum() == 50.0
+
+
+def test_tasks_submit_and_wait_for_tasks(ray):
+    @ray.remote
+    def leaf(i):
+        return i * i
+
+    @ray.remote
+    def fan_out(n):
+        return sum(ray.get([leaf.remote(i) for i in range(n)]))
+    assert ray.get([fan_out.remote(10) for _ in range(4)], timeout=60) == [285] * 4
+
+
+def test_remote_functions_and_classes_are_not_called_directly(ray):
+    @ray.remote
+    def f(x):
+        return x
+
+    @ray.remote
+    class A:
+        pass
+    with pytest.raises(TypeError, match="remote"):
+        f(1)
+    with pytest.raises(TypeError):
+        A()
+    with pytest.raises(TypeError):
+        f.remote(1, 2)                             # the signature is checked at .remote()
+
+
+# -- errors ----------------------------------------------------------------------
+
+class CustomError(Exception):
+    pass
+
+
+def test_a_task_error_is_the_original_type_and_flows_to_dependents(ray):
+    @ray.remote
+    def fails():
+        raise CustomError("broken here")
+
+    @ray.remote
+    def after(x):
+        return x
+    ref = fails.remote()
+    with pytest.raises(CustomError, match="broken here") as info:
+        ray.get(ref)
+    assert isinstance(info.value, exceptions.RayTaskError)
+    assert "fails" in str(info.value)
+    with pytest.raises(CustomError):
+        ray.get(after.remote(ref))
+
+
+def test_get_and_wait_timeouts(ray):
+    @ray.remote
+    def slow():
+        time.sleep(5)
+    ref = slow.remote()
+    t0 = time.monotonic()
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(ref, timeout=0.2)
+    assert time.monotonic() - t0 < 4
+    assert issubclass(exceptions.GetTimeoutError, TimeoutError)
+    ready, rest = ray.wait([ref], timeout=0.1)
+    assert ready == [] and rest == [ref]
+    ray.cancel(ref, force=True)
+
+
+def test_wait_returns_the_first_ready_in_order(ray):
+    @ray.remote
+    def sleep_then(s, v):
+        time.sleep(s)
+        return v
+    fast, slow = sleep_then.remote(0, "fast"), sleep_then.remote(3, "slow")
+    ready, rest = ray.wait([slow, fast], num_returns=1, timeout=30)
+    assert ready == [fast] and rest == [slow]
+    ready, rest = ray.wait([slow, fast], num_returns=2, timeout=30)
+    assert ready == [slow, fast] and rest == []
+    with pytest.raises(ValueError):
+        ray.wait([fast, fast])
+    with pytest.raises(ValueError):
+        ray.wait([fast], num_returns=2)
+
+
+def test_a_crashed_worker_is_retried_or_fails_with_worker_crashed(ray, tmp_path):
+    marker = str(tmp_path / "crashed-once")
+
+    @ray.remote(max_retries=2)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(1)
+        return "second try"
+    assert ray.get(crash_once.remote(marker), timeout=60) == "second try"
+
+    @ray.remote(max_retries=0)
+    def always():
+        os._exit(1)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(always.remote(), timeout=60)
+
+
+def test_cancel_a_queued_task(ray, tmp_path):
+    @ray.remote
+    def hold():
+        time.sleep(3)
+
+    @ray.remote
+    def never(path):
+        open(path, "w").close()
+    holders = [hold.remote() for _ in range(2)]
+    flag = str(tmp_path / "ran")
+    ref = never.remote(flag)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    ray.get(holders, timeout=30)
+    assert not os.path.exists(flag)
+
+
+# -- actors ----------------------------------------------------------------------
+
+def test_actor_state_order_and_multiple_returns(ray):
+    @ray.remote
+    class Counter:
+        def __init__(self, start):
+            self.n = start
+
+        def add(self, k=1):
+            self.n += k
+            return self.n
+
+        @ray.method(num_returns=2)
+        def pair(self):
+            return self.n, -self.n
+    c = Counter.remote(10)
+    assert isinstance(c, ray.actor.ActorHandle)
+    assert ray.get([c.add.remote() for _ in range(5)]) == [11, 12, 13, 14, 15]
+    a, b = c.pair.remote()
+    assert ray.get([a, b]) == [15, -15]
+    assert ray.get(c.add.options(num_returns=1).remote(k=5)) == 20
+
+
+def test_an_actor_method_error_leaves_the_actor_alive(ray):
+    @ray.remote
+    class Fragile:
+        def __init__(self):
+            self.calls = 0
+
+        def maybe(self, fail):
+            self.calls += 1
+            if fail:
+                raise CustomError("method broke")
+            return self.calls
+    f = Fragile.remote()
+    with pytest.raises(CustomError):
+        ray.get(f.maybe.remote(True))
+    assert ray.get(f.maybe.remote(False)) == 2
+
+
+def test_a_failing_constructor_and_a_killed_actor_raise_actor_errors(ray):
+    @ray.remote
+    class Broken:
+        def __init__(self):
+            raise CustomError("no init")
+
+        def ping(self):
+            return "pong"
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(Broken.remote().ping.remote(), timeout=30)
+
+    @ray.remote
+    class Alive:
+        def ping(self):
+            return "pong"
+    a = Alive.remote()
+    assert ray.get(a.ping.remote(), timeout=30) == "pong"
+    ray.kill(a)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(a.ping.remote(), timeout=30)
+    with pytest.raises(ValueError):
+        ray.kill("not an actor")
+
+
+def test_named_actors_and_handles_passed_to_tasks(ray):
+    @ray.remote
+    class Registry:
+        def __init__(self):
+            self.items = []
+
+        def push(self, x):
+            self.items.append(x)
+            return len(self.items)
+
+        def all(self):
+            return self.items
+    r = Registry.options(name="registry-conf").remote()
+
+    @ray.remote
+    def use(handle, x):
+        return ray.get(handle.push.remote(x))
+    ray.get([use.remote(r, i) for i in range(3)], timeout=30)
+    same = ray.get_actor("registry-conf")
+    assert sorted(ray.get(same.all.remote())) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        ray.get_actor("no-such-actor-conf")
+    ray.kill(r)
+
+
+def test_async_actor_calls_run_concurrently(ray):
+    @ray.remote
+    class AsyncWorker:
+        async def nap(self, s):
+            await asyncio.sleep(s)
+            return s
+    w = AsyncWorker.remote()
+    ray.get(w.nap.remote(0), timeout=30)            # started
+    t0 = time.monotonic()
+    assert ray.get([w.nap.remote(0.5) for _ in range(8)], timeout=30) == [0.5] * 8
+    assert time.monotonic() - t0 < 3.5               # not one after another (4 s)
+
+
+# -- futures -----------------------------------------------------------------------
+
+def test_refs_are_awaitable_and_give_futures(ray):
+    @ray.remote
+    def double(x):
+        return 2 * x
+
+    @ray.remote
+    def fails():
+        raise CustomError("async broke")
+
+    async def main():
+        a = await double.remote(4)
+        try:
+            await fails.remote()
+        except CustomError:
+            b = "caught"
+        return a, b
+    assert asyncio.run(main()) == (8, "caught")
+    assert double.remote(5).future().result(timeout=30) == 10
+    with pytest.raises(CustomError):
+        fails.remote().future().result(timeout=30)
+
+
+def test_runtime_context_inside_and_outside_tasks(ray):
+    ctx = ray.get_runtime_context()
+    job = ctx.get_job_id()
+    assert isinstance(job, str) and job
+
+    @ray.remote
+    def ids():
+        c = ray.get_runtime_context()
+        return c.get_job_id(), c.get_task_id() is not None
+    assert ray.get(ids.remote()) == (job, True)
+
+
+def test_resources_are_reported(ray):
+    total = ray.cluster_resources()
+    assert total["CPU"] == 2.0
+    assert any(k.startswith("node:") for k in total)
+    assert 0 <= ray.available_resources().get("CPU", 0) <= 2.0
+    assert len(ray.nodes()) == 1 and ray.nodes()[0]["Alive"]
+    assert ray.is_initialized()
