@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import start_runtime, stop_runtime
+from conftest import on_ray, start_runtime, stop_runtime
 from nanoray import exceptions
 
 
@@ -267,8 +267,19 @@ def test_a_failing_constructor_and_a_killed_actor_raise_actor_errors(ray):
     a = Alive.remote()
     assert ray.get(a.ping.remote(), timeout=30) == "pong"
     ray.kill(a)
-    with pytest.raises(exceptions.RayActorError):
-        ray.get(a.ping.remote(), timeout=30)
+    if on_ray():              # Ray's kill is asynchronous: a call right after may still run
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get(a.ping.remote(), timeout=30)
+            except exceptions.RayActorError:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the killed actor kept answering")
+    else:
+        with pytest.raises(exceptions.RayActorError):
+            ray.get(a.ping.remote(), timeout=30)
     with pytest.raises(ValueError):
         ray.kill("not an actor")
 
@@ -354,3 +365,42 @@ def test_resources_are_reported(ray):
     assert 0 <= ray.available_resources().get("CPU", 0) <= 2.0
     assert len(ray.nodes()) == 1 and ray.nodes()[0]["Alive"]
     assert ray.is_initialized()
+
+
+def test_a_nested_tasks_error_keeps_its_original_type_two_levels_up(ray):
+    @ray.remote
+    def boom():
+        raise KeyError("deep")
+
+    @ray.remote
+    def middle():
+        return ray.get(boom.remote())
+
+    @ray.remote
+    def top():
+        return ray.get(middle.remote())
+    for f in (middle, top):
+        with pytest.raises(KeyError) as info:
+            ray.get(f.remote(), timeout=60)
+        assert isinstance(info.value, exceptions.RayTaskError)
+        assert isinstance(info.value.cause, KeyError)
+
+
+def test_current_actor_call_methods_and_refs_that_cannot_be_put(ray):
+    @ray.remote
+    class Me:
+        def me(self):
+            return ray.get_runtime_context().current_actor
+
+        def ping(self):
+            return "pong"
+
+        def __call__(self, x):
+            return x + 1
+    m = Me.remote()
+    h = ray.get(m.me.remote(), timeout=30)
+    assert isinstance(h, ray.actor.ActorHandle) and h == m
+    assert ray.get(h.ping.remote(), timeout=30) == "pong"
+    assert ray.get(m.__call__.remote(1), timeout=30) == 2
+    with pytest.raises(TypeError):
+        ray.put(ray.put(1))

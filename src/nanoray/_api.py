@@ -349,10 +349,10 @@ def _node_ip():
 
 
 def _context():
-    from nanoray import _dashboard
+    from nanoray import _context as ctx
     if _backend.remote:
-        return _backend.context(_dashboard.RayContext)
-    return _dashboard.context(_backend.num_cpus)
+        return _backend.context(ctx.RayContext)
+    return ctx.context(_backend.num_cpus)
 
 
 def shutdown(_exiting_interpreter=False):
@@ -399,7 +399,7 @@ def _after_fork_in_child():
     global _lock
     _lock = threading.RLock()
     b = _backend
-    if b is not None and b.pid != os.getpid():
+    if b is not None and not b.remote and b.pid != os.getpid():
         b._close_death_fd()
 
 

@@ -41,32 +41,7 @@ _cached = (0, None)      # (monotonic ns, JSON bytes) of the latest snapshot
 SHARE_NS = 500 * 10**6   # requests within this much of a snapshot get it again
 
 
-class RayContext(dict):
-    """What init() returns: ctx["dashboard_url"] and ctx.dashboard_url both
-    work, as with Ray's RayContext; `with nanoray.init(): ...` shuts down
-    at the end of the block."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        from nanoray import _api
-        _api.shutdown()
-
-
-def context(num_cpus):
-    """init()'s return value for the running runtime."""
-    url = dashboard_url()
-    info = {"node_ip_address": "127.0.0.1", "webui_url": url, "address": "local",
-            "node_id": "local"}
-    return RayContext(info, num_cpus=num_cpus, dashboard_url=url, address_info=dict(info),
-                      python_version="%d.%d.%d" % sys.version_info[:3])
+from nanoray._context import RayContext, context  # noqa: E402,F401  (moved)
 
 
 def dashboard_url():

@@ -279,6 +279,10 @@ def translate(e):
         cause = e.cause
         if isinstance(cause, ray.exceptions.RayError):
             cause = translate(cause)
+        # A nested task's error, re-raised by the task: its original cause,
+        # as on the local backend (so `except KeyError` still catches it).
+        while isinstance(cause, exceptions.RayTaskError) and cause.cause is not None:
+            cause = cause.cause
         d = e.__dict__        # Ray's dual instance keeps only .cause and its message
         name, tb, pid = d.get("function_name"), d.get("traceback_str"), d.get("pid")
         if name is None or tb is None:
@@ -295,15 +299,16 @@ def translate(e):
             break
     else:
         mine = exceptions.RaySystemError
+    text = _ANSI.sub("", str(e))
     try:
         if issubclass(mine, exceptions.TaskCancelledError):
-            out = mine(error_message=str(e))
+            out = mine(error_message=text)
         elif issubclass(mine, exceptions.RayActorError):
-            out = mine(getattr(e, "error_msg", None) or str(e))
+            out = mine(_ANSI.sub("", getattr(e, "error_msg", None) or text))
         else:
-            out = mine(str(e))
+            out = mine(text)
     except Exception:
-        out = exceptions.RaySystemError(str(e))
+        out = exceptions.RaySystemError(text)
     out.__cause__ = e
     return out
 
@@ -364,15 +369,22 @@ def _writable(args, kwargs):
 _SELF = "_nanoray_self_"
 
 
-def _named(kwargs):
-    if _SELF in kwargs:
-        kwargs["self"] = kwargs.pop(_SELF)
-    return kwargs
+def _has_self(fn):
+    try:
+        return "self" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def task_wrapper(fn, writable_args=False):
     """fn as Ray runs it: in a worker attached to this backend.  A generator
     stays a generator function (Ray streams those)."""
+    renamed = _has_self(fn)
+
+    def _named(kwargs):
+        if renamed and _SELF in kwargs:
+            kwargs["self"] = kwargs.pop(_SELF)
+        return kwargs
     if inspect.isgeneratorfunction(fn):
         def run(*args, **kwargs):
             attach()
@@ -447,7 +459,8 @@ def handle_class():
             self.__dict__["_h"] = h
 
         def __getattr__(self, name):
-            if name.startswith("__") and name not in ("__ray_terminate__", "__ray_ready__"):
+            if name.startswith("__") and name not in ("__ray_terminate__", "__ray_ready__",
+                                                      "__call__"):
                 raise AttributeError(name)
             try:
                 m = getattr(self.__dict__["_h"], name)
@@ -526,6 +539,8 @@ class RayBackend:
             address = None
         b = cls(ray, True)
         b.ray_context = ray.init(address=address, **kwargs)
+        from nanoray import cloudpickle as mine
+        mine.sync_to_ray()
         return b
 
     def context(self, context_class):
@@ -549,6 +564,10 @@ class RayBackend:
 
     # The public calls.
     def put(self, value):
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want "
+                            "to do this, you can wrap the ObjectRef in a list and call 'put' "
+                            "on it.")
         return RayRef(_call(self.ray.put, value))
 
     def get(self, refs, timeout, writable):
@@ -574,7 +593,8 @@ class RayBackend:
     def submit(self, rf, args, kwargs, options):
         """rf.remote(*args, **kwargs) on Ray, with options (nanoray's, merged)."""
         fn = self._remote_function(rf, options)
-        args, kwargs = _unwrap_args(args, kwargs, task=True)
+        args, kwargs = _unwrap_args(args, kwargs, task=rf.__dict__.setdefault(
+            "_ray_has_self", _has_self(rf._function)))
         return _wrap_out(_call(fn.remote, *args, **kwargs))
 
     def _remote_function(self, rf, options):
@@ -606,14 +626,30 @@ class RayBackend:
         return wrap_handle(_call(cls.remote, *args, **kwargs))
 
     def placement_group(self, bundles, strategy, name, lifetime):
-        return wrap_pg(_call(self.ray.util.placement_group, bundles, strategy=strategy,
-                             name=name, lifetime=lifetime))
+        pg = wrap_pg(_call(self.ray.util.placement_group, bundles, strategy=strategy,
+                           name=name, lifetime=lifetime))
+        pg.name, pg.strategy = name, strategy
+        return pg
 
     def kill(self, handle, no_restart):
         _call(self.ray.kill, handle.__dict__["_h"], no_restart=no_restart)
 
     def get_actor(self, name, namespace):
         return wrap_handle(_call(self.ray.get_actor, name, namespace=namespace))
+
+
+class RayRuntimeContext:
+    """Ray's runtime context, with current_actor as a nanoray handle."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    @property
+    def current_actor(self):
+        return wrap_handle(self._ctx.current_actor)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
 
 
 def _checked(r):

@@ -7,8 +7,9 @@ the process that pickled it lives (the driver: until shutdown), and the ref
 can be unpickled again later in any process of the same runtime."""
 
 import cloudpickle as _cloudpickle
-from cloudpickle import (CloudPickler, Pickler, load, loads,  # noqa: F401
-                         register_pickle_by_value, unregister_pickle_by_value)
+import sys
+
+from cloudpickle import CloudPickler, Pickler, load, loads  # noqa: F401
 from cloudpickle import DEFAULT_PROTOCOL  # noqa: F401
 
 
@@ -18,6 +19,40 @@ def _pickler():
     from nanoray import _api
     b = _api._backend
     return b.ray.cloudpickle if b is not None and b.remote else _cloudpickle
+
+
+_by_value = set()          # module names registered here
+
+
+def _ray_pickle():
+    return sys.modules.get("ray.cloudpickle")
+
+
+def register_pickle_by_value(module):
+    """Pickle the module's functions and classes by value, on both backends
+    (Ray has its own copy of cloudpickle, which is told too)."""
+    _cloudpickle.register_pickle_by_value(module)
+    _by_value.add(module.__name__)
+    theirs = _ray_pickle()
+    if theirs is not None:
+        theirs.register_pickle_by_value(module)
+
+
+def unregister_pickle_by_value(module):
+    _cloudpickle.unregister_pickle_by_value(module)
+    _by_value.discard(module.__name__)
+    theirs = _ray_pickle()
+    if theirs is not None and module.__name__ in getattr(
+            theirs.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ()):
+        theirs.unregister_pickle_by_value(module)
+
+
+def sync_to_ray():
+    """When the Ray backend starts: what was registered before it."""
+    theirs = _ray_pickle()
+    for name in list(_by_value):
+        if theirs is not None and name in sys.modules:
+            theirs.register_pickle_by_value(sys.modules[name])
 
 
 def dumps(obj, protocol=None, buffer_callback=None):

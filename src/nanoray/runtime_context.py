@@ -91,5 +91,6 @@ class RuntimeContext:
 def get_runtime_context():
     b = _api._get_backend()
     if b.remote:
-        return b.ray.get_runtime_context()      # the same methods, from Ray
+        from nanoray._ray_backend import RayRuntimeContext
+        return RayRuntimeContext(b.ray.get_runtime_context())     # Ray's, nanoray's handle
     return RuntimeContext()

@@ -22,6 +22,8 @@ def list_named_actors(all_namespaces=False):
     from nanoray import _api
     from nanoray._core import _runtime
     backend = _api._get_backend()
+    if backend.remote:
+        return backend.ray.util.list_named_actors(all_namespaces)
     pairs = _runtime.actor_names()
     if all_namespaces:
         return [{"name": name, "namespace": ns} for ns, name in pairs]

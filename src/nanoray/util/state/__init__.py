@@ -42,6 +42,10 @@ class StateRecord(dict):
 
 def _ids():
     backend = _api._get_backend()
+    if backend.remote:
+        raise NotImplementedError(
+            "nanoray.util.state reads the local backend's shared tables; on the Ray backend "
+            "use ray.util.state (Ray's own, with its dashboard running)")
     session = backend.region.session
     return session, "%08x" % (session & 0xFFFFFFFF), "%056x" % session
 
