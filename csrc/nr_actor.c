@@ -478,7 +478,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
             W(c->state, NR_TASK_READY);
             W(p->create_ready, p->create_task);
         }
-        W(p->state, NR_PROC_STARTING);
+        nri_set_state(r, p, NR_PROC_STARTING);
         W(p->spawn_req, 1);
         rc = 1;
     } else if ((p->aflags & NR_ACTOR_ORPHANED) && !(p->aflags & NR_ACTOR_DEAD) && !p->q_head &&
@@ -491,7 +491,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     } else {
         die_locked(r, p, slot, death_obj, &w);
         if (p->aflags & NR_ACTOR_ORPHANED) free_slot(r, slot);
-        else W(p->state, NR_PROC_EXITED);        /* a tombstone until its handles go */
+        else nri_set_state(r, p, NR_PROC_EXITED);   /* a tombstone until its handles go */
     }
     nr_unlock(r);
     nri_flush(r, &w);

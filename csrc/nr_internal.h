@@ -20,6 +20,8 @@ typedef struct { uint32_t dep_task, next; } nr_dep_t;
 typedef struct {
     int n;
     uint32_t slots[8];
+    int nobj;
+    uint32_t *obj_words[8]; /* state words of sealed objects that threads sleep on */
     int objs;       /* wake every process waiting on obj_seq */
     int spawn;      /* poke the zygote */
 } wakeups_t;
@@ -56,7 +58,7 @@ static inline void nri_ledger_add_locked(nr_region_t *r, uint64_t id, int32_t d)
  * on only when the slot is freed). */
 static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, uint32_t state) {
     uint32_t gen = p->gen;
-    nr_undo_bytes(r, p, sizeof *p);
+    nr_undo_bytes(r, p, sizeof *p);   /* never RUNNING here: nbusy stays (verified) */
     memset(p, 0, sizeof *p);
     p->gen = gen;
     p->kind = kind;
@@ -69,13 +71,22 @@ static inline void nri_incref(nr_region_t *r, uint64_t id) {
     if (o) LADD64(o->refs, 1);
 }
 
-/* Spins up to spin_ns: returns 1 as soon as cond holds. */
-#define SPIN_UNTIL(cond, spin_ns) ({                                     \
+/* A waiter may spin only while a CPU is free for it: fewer processes run
+ * tasks than the CPUs the runtime may use.  Otherwise its spin would take a
+ * CPU from running work (the spinner and a worker time-share it), so it
+ * sleeps on its futex instead and the wake-up costs one system call. */
+static inline int nri_cpu_free(nr_region_t *r) {
+    return LOAD(&r->hdr->nbusy) < LOAD(&r->hdr->ncpu);
+}
+
+/* Spins up to spin_ns while a CPU is free: returns 1 as soon as cond holds. */
+#define SPIN_UNTIL(r, cond, spin_ns) ({                                  \
     int _ok = 0;                                                         \
     if ((spin_ns) > 0) {                                                 \
         int64_t _end = nr_now_ns() + (spin_ns);                          \
         for (unsigned _i = 1;; _i++) {                                   \
             if (cond) { _ok = 1; break; }                                \
+            if ((_i & 63) == 1 && !nri_cpu_free(r)) break;               \
             if ((_i & 63) == 0) {                                        \
                 if (nr_now_ns() > _end) break;                           \
                 sched_yield();                                           \

@@ -222,10 +222,24 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
         WDEC(r->hdr->ndeps_live);
         d = next;
     }
-    if (LOAD(&o->waiters)) {
+    /* The state store above, then the waiter counts: a waiter counts itself,
+     * then reads the state (nr_object_wait), so one of the two sees the other. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    uint32_t waiting = LOAD(&o->waiters);
+    if (waiting % NR_WAIT_MANY) {            /* get() on this object: wake only them */
+        if (w->nobj < 8) w->obj_words[w->nobj++] = &o->state;
+        else nr_futex_wake(&o->state, INT_MAX);   /* rare: more than 8 in one section */
+    }
+    if (waiting >= NR_WAIT_MANY) {
         ADD(&r->hdr->obj_seq, 1);
         w->objs = 1;
     }
+}
+
+void nr_wake_object_waiters(nr_region_t *r) {
+    uint32_t hwm = LOAD(&r->hdr->obj_hwm);
+    for (uint32_t i = 0; i < hwm; i++)
+        if (LOAD(&objs(r)[i].waiters) % NR_WAIT_MANY) nr_futex_wake(&objs(r)[i].state, INT_MAX);
 }
 
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
@@ -268,12 +282,13 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
     if (sealed(o)) return 0;
     if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
     int64_t start = nr_now_ns();
-    if (SPIN_UNTIL(sealed(o) || LOAD(&r->hdr->shutdown), spin_ns))
+    if (SPIN_UNTIL(r, sealed(o) || LOAD(&r->hdr->shutdown), spin_ns))
         return sealed(o) ? 0 : -1;
     int rc = 0;
-    ADD(&o->waiters, 1);
+    /* Sleep on the object's own state word: its seal wakes this object's
+     * waiters only.  Counted first, then the state read (see nri_seal). */
+    ADD(&o->waiters, NR_WAIT_ONE);
     for (;;) {
-        uint32_t seq = LOAD(&r->hdr->obj_seq);
         if (sealed(o)) break;
         if (LOAD(&r->hdr->shutdown)) { rc = -1; break; }
         int64_t left = -1;
@@ -281,9 +296,9 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
             left = timeout_ns - (nr_now_ns() - start);
             if (left <= 0) { rc = 1; break; }
         }
-        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+        nr_futex_wait(&o->state, NR_OBJ_PENDING, left);
     }
-    ADD(&o->waiters, -1);
+    ADD(&o->waiters, -(int32_t)NR_WAIT_ONE);
     return rc;
 }
 
@@ -313,7 +328,8 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
     if (k >= want || timeout_ns == 0) return k;
     if (timeout_ns >= 0 && spin_ns > timeout_ns) spin_ns = timeout_ns;
     int64_t start = nr_now_ns();
-    if (SPIN_UNTIL((k = count_ready(r, ids, n, ready)) >= want || LOAD(&r->hdr->shutdown), spin_ns))
+    if (SPIN_UNTIL(r, (k = count_ready(r, ids, n, ready)) >= want || LOAD(&r->hdr->shutdown),
+                   spin_ns))
         return k;
     /* Register as a waiter on the ids pending now, and only on those. */
     uint8_t stack[256];
@@ -322,7 +338,7 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
     for (int i = 0; i < n; i++) {
         nr_object_t *o = ready[i] ? NULL : nr_object_lookup(r, ids[i]);
         watched[i] = o != NULL;
-        if (o) ADD(&o->waiters, 1);
+        if (o) ADD(&o->waiters, NR_WAIT_MANY);
     }
     for (;;) {
         uint32_t seq = LOAD(&r->hdr->obj_seq);
@@ -337,7 +353,7 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
     }
     /* Our waiter counts keep the entries alive: refs are held by the caller. */
     for (int i = 0; i < n; i++)
-        if (watched[i]) ADD(&objs(r)[nr_id_index1(ids[i]) - 1].waiters, -1);
+        if (watched[i]) ADD(&objs(r)[nr_id_index1(ids[i]) - 1].waiters, -(int32_t)NR_WAIT_MANY);
     if (watched != stack) free(watched);
     return k;
 }

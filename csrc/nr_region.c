@@ -136,6 +136,12 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     h->max_deps = cfg->max_deps;
     h->max_names = NR_MAX_NAMES;
     h->cpus_total = h->cpus_avail = cfg->cpus_milli;
+    {
+        cpu_set_t set;
+        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+        if (n <= 0) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        h->ncpu = n > 0 ? (uint32_t)n : 1;
+    }
     h->min_workers = cfg->min_workers;
     h->max_workers = cfg->max_workers;
     h->arena.brk = h->arena_off;
@@ -279,6 +285,7 @@ void nr_repair(nr_region_t *r) {
         __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
         __atomic_add_fetch(&h->obj_seq, 1, __ATOMIC_SEQ_CST);
         nr_futex_wake(&h->obj_seq, INT_MAX);
+        nr_wake_object_waiters(r);
         for (uint32_t i = 0; i < h->max_procs; i++) {
             nr_proc_t *p = nr_proc(r, i);
             __atomic_add_fetch(&p->wake, 1, __ATOMIC_SEQ_CST);

@@ -177,6 +177,10 @@ typedef struct {
     uint32_t nstarting;
     uint32_t nidle;               /* pool workers with no task (sleeping, spinning, or between tasks) */
     uint32_t nblocked;            /* pool workers whose task waits in get() */
+    uint32_t nbusy;               /* processes of any kind running a task or call now */
+    uint32_t ncpu;                /* CPUs this machine lets the runtime's processes use:
+                                   * a waiter spins only while nbusy < ncpu (a spin that
+                                   * would take a CPU from running work sleeps instead) */
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
     uint32_t nspilled;            /* objects whose payload is in a file */
@@ -209,8 +213,9 @@ typedef struct {
     uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t nactors;             /* live actor slots (tombstones included) */
 
-    /* The futex word that sleepers in get() wait on. */
-    uint32_t obj_seq NR_LINE;     /* bumped when a watched object seals */
+    /* The futex word that waiters on several objects (wait(), futures) sleep
+     * on; a waiter on one object sleeps on that object's state word. */
+    uint32_t obj_seq NR_LINE;     /* bumped when an object such a waiter watches seals */
 
     /* Task events (nanoray.timeline()): taken by an atomic add, no lock. */
     uint64_t events_next NR_LINE;
@@ -299,6 +304,8 @@ uint64_t nr_region_digest(nr_region_t *r);
  * Returns 0 when woken (or the word already changed), 1 on timeout. */
 int nr_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns);
 void nr_futex_wake(uint32_t *word, int n);
+/* Wakes every thread sleeping on one object's state word (shutdown, repair). */
+void nr_wake_object_waiters(nr_region_t *r);
 int64_t nr_now_ns(void);
 void nr_cpu_relax(void);
 

@@ -12,6 +12,7 @@ nr_task_t *nr_task(nr_region_t *r, uint32_t t) { return tasks(r) + (t - 1); }
 
 void nri_flush(nr_region_t *r, wakeups_t *w) {
     for (int i = 0; i < w->n; i++) nr_futex_wake(&nr_proc(r, w->slots[i])->wake, 1);
+    for (int i = 0; i < w->nobj; i++) nr_futex_wake(w->obj_words[i], INT_MAX);
     if (w->objs) nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
     if (w->spawn && r->spawn_fd >= 0) {
         uint64_t one = 1;
@@ -44,6 +45,8 @@ void nr_unlock(nr_region_t *r) {
  * pool workers (what decides whether to start another) stays exact. */
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
     if (p->state == state) return;
+    if (p->state == NR_PROC_RUNNING) WDEC(r->hdr->nbusy);
+    if (state == NR_PROC_RUNNING) WINC(r->hdr->nbusy);
     if (p->kind == NR_KIND_WORKER) {
         if (p->state == NR_PROC_IDLE) WDEC(r->hdr->nidle);
         if (state == NR_PROC_IDLE) WINC(r->hdr->nidle);
@@ -279,7 +282,7 @@ int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idl
         if (is_worker) set_spinning(r, p, 1);
         nr_unlock(r);
 
-        int found = SPIN_UNTIL(LOAD(&h->shutdown) ||
+        int found = SPIN_UNTIL(r, LOAD(&h->shutdown) ||
                                (is_worker ? LOAD(&p->q_head) || shared_work_fits(r)
                                           : nri_actor_has_work(r, p)), spin_ns);
 
@@ -668,6 +671,7 @@ void nr_shutdown(nr_region_t *r) {
     for (uint32_t i = 0; i < h->max_procs; i++)
         if (nr_proc(r, i)->state != NR_PROC_FREE) nr_futex_wake(&nr_proc(r, i)->wake, INT_MAX);
     nr_futex_wake(&h->obj_seq, INT_MAX);
+    nr_wake_object_waiters(r);
 }
 
 void nr_stats(nr_region_t *r, nr_stats_t *s) {
@@ -678,6 +682,8 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->nworkers = h->nworkers; s->nsleeping = h->nsleeping; s->nstarting = h->nstarting;
     s->nidle = h->nidle;
     s->nblocked = h->nblocked;
+    s->nbusy = h->nbusy;
+    s->ncpu = h->ncpu;
     s->max_workers = h->max_workers;
     s->nspinning = h->nspinning;
     s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;

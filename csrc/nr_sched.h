@@ -45,6 +45,8 @@ enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
 enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL,
        NR_SPEC_CANCELLED };   /* a creation task whose actor ended while it waited */
 
+enum { NR_WAIT_ONE = 1u, NR_WAIT_MANY = 1u << 16 };
+
 typedef struct {
     uint64_t gen;         /* generation, bumped on free; the id's high bits (mod 2^40) */
     uint32_t state;       /* NR_OBJ_* */
@@ -52,7 +54,9 @@ typedef struct {
     int64_t refs;         /* atomic reference count */
     uint64_t data;        /* payload offset in the arena, 0 if none */
     uint64_t size;        /* payload bytes */
-    uint32_t waiters;     /* atomic: processes sleeping until it seals */
+    uint32_t waiters;     /* atomic: threads waiting until it seals, in two counts:
+                           * NR_WAIT_ONE each for those sleeping on `state` (get),
+                           * NR_WAIT_MANY each for those on hdr->obj_seq (wait) */
     union {
         uint32_t next_free;   /* free (or zombie) list link (index + 1) */
         uint32_t task;        /* a task's return: that task (index + 1), for cancel */
@@ -122,7 +126,7 @@ static inline uint64_t *nr_payload_contained(nr_payload_t *p) { return (uint64_t
 
 typedef struct {
     uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning;
-    uint64_t nblocked, max_workers, xq_len;
+    uint64_t nblocked, max_workers, xq_len, nbusy, ncpu;
     int64_t cpus_total, cpus_avail;
     uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size;
     uint64_t repairs;

@@ -160,7 +160,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
 
     /* Processes. */
     uint32_t nidle = 0, nblocked = 0, nspin = 0, nsleep = 0, nactors = 0, nworkers = 0,
-             nstarting = 0;
+             nstarting = 0, nbusy = 0;
     int64_t cpus = h->cpus_total;
     int64_t res[NR_RES] = {0};
     int64_t gpu[NR_MAX_GPUS] = {0};
@@ -174,6 +174,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (p->state == NR_PROC_FREE) continue;
         if (p->state > NR_PROC_EXITED || p->kind > NR_KIND_ACTOR) FAIL(-401);
         if (p->spinning) nspin++;
+        if (p->state == NR_PROC_RUNNING) nbusy++;
         for (int k = 0; k < 2; k++)
             if (p->writing[k] && claim(&b, p->writing[k])) FAIL(-402);
         uint32_t len = 0, last = 0;
@@ -243,6 +244,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     if (nactors != h->nactors) FAIL(-426);
     if (nworkers != h->nworkers) FAIL(-427);
     if (nstarting != h->nstarting) FAIL(-428);
+    if (nbusy != h->nbusy) FAIL(-429);
     uint32_t npending = 0;
     for (uint32_t i = 0; i < NR_MAX_PG; i++) {
         nr_pg_t *g = &h->pgs[i];

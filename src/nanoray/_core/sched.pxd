@@ -63,7 +63,7 @@ cdef extern from "nr_sched.h" nogil:
 
     ctypedef struct nr_stats_t:
         uint64_t nobjects, ntasks, rq_len, nworkers, nsleeping, nstarting, nidle, nspinning
-        uint64_t nblocked, max_workers, xq_len
+        uint64_t nblocked, max_workers, xq_len, nbusy, ncpu
         int64_t cpus_total, cpus_avail
         uint64_t arena_used, arena_nallocs, arena_brk, arena_peak, arena_size
         uint64_t repairs

@@ -115,6 +115,7 @@ cdef class Region:
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
                     waiting_for_resources=s.xq_len, workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
                     sleeping=s.nsleeping, spinning=s.nspinning, starting=s.nstarting,
+                    busy=s.nbusy, ncpu=s.ncpu,
                     max_workers=s.max_workers,
                     cpus_total=s.cpus_total / 1000.0, cpus_available=s.cpus_avail / 1000.0,
                     store_used=s.arena_used, store_allocations=s.arena_nallocs,

@@ -1,0 +1,133 @@
+"""Waiting costs no CPU that running work needs: a waiter spins only while a
+CPU is free, and a seal wakes only the threads waiting on that object."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import nanoray
+
+NCPU = len(os.sched_getaffinity(0))
+
+# A driver with a long get() spin (0.4 s, cut to the first 0.1 s wait slice),
+# timing the CPU its get() burns while `busy` tasks keep CPUs busy with pure
+# Python work: about 0.1 s when it spins, about 1 ms (two system calls and a
+# wake-up) when it sleeps at once.
+SPIN_PROBE = textwrap.dedent("""
+    import os, sys, time
+    import nanoray
+    busy = int(sys.argv[1])
+    nanoray.init(num_cpus=max(busy, 1))
+
+    @nanoray.remote
+    def burn(seconds):
+        end = time.thread_time() + seconds    # CPU time: preempted work takes longer
+        while time.thread_time() < end:
+            pass
+        return seconds
+
+    refs = [burn.remote(0.6) for _ in range(busy)]
+    deadline = time.monotonic() + 10
+    # every task started (the pool may still be growing)
+    while nanoray._api._backend.region.stats()["busy"] < busy and time.monotonic() < deadline:
+        time.sleep(0.005)
+    c = time.process_time()
+    nanoray.get(refs[0])
+    print(time.process_time() - c)
+    nanoray.get(refs)
+    nanoray.shutdown()
+""")
+
+
+def _driver_cpu_in_get(busy):
+    env = dict(os.environ, NANORAY_GET_SPIN_US="400000")
+    out = subprocess.run([sys.executable, "-c", SPIN_PROBE, str(busy)], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return float(out.stdout.split()[-1])
+
+
+def test_a_get_does_not_spin_while_every_cpu_runs_a_task():
+    # Every CPU runs a task: the 0.4 s spin would take a CPU from one of
+    # them, so the driver sleeps at once.
+    assert _driver_cpu_in_get(NCPU) < 0.015
+
+
+def test_a_get_spins_while_a_cpu_is_free():
+    # The control: the same probe with a CPU free does spin (so the test
+    # above measures the gate, not a spin that never happens).
+    if NCPU < 2:
+        busy_cpu = _driver_cpu_in_get(1)       # one CPU: it runs the task, so no spin
+        assert busy_cpu < 0.015
+        return
+    assert _driver_cpu_in_get(NCPU - 1) > 0.025
+
+
+def test_stats_count_the_processes_running_tasks(ray):
+    @ray.remote
+    def hold(seconds):
+        time.sleep(seconds)
+        return 1
+
+    s = nanoray._api._backend.region.stats()
+    assert s["ncpu"] == NCPU
+    base = s["busy"]
+    refs = [hold.remote(0.5) for _ in range(2)]
+    deadline = time.monotonic() + 5
+    while nanoray._api._backend.region.stats()["busy"] < base + 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert nanoray._api._backend.region.stats()["busy"] == base + 2
+    assert ray.get(refs) == [1, 1]
+    deadline = time.monotonic() + 5
+    while nanoray._api._backend.region.stats()["busy"] != base and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert nanoray._api._backend.region.stats()["busy"] == base
+
+
+def _voluntary_switches(tid):
+    with open("/proc/self/task/%d/status" % tid) as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches for thread %d" % tid)
+
+
+def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
+    # One thread waits in get() on a slow task; meanwhile the main thread
+    # waits on 300 quick tasks in turn.  Each of those seals must not wake
+    # the first thread (through one shared futex word it would wake 300
+    # times); it wakes only for its own wait slices (every 0.1 s).
+    @ray.remote
+    def slow():
+        time.sleep(1.5)
+        return "slow"
+
+    @ray.remote
+    def quick(i):
+        return i
+
+    ray.get([quick.remote(i) for i in range(4)])
+    slow_ref = slow.remote()
+    tid, got = [], []
+    started = threading.Event()
+
+    def waiter():
+        tid.append(threading.get_native_id())
+        started.set()
+        got.append(ray.get(slow_ref))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    started.wait()
+    time.sleep(0.05)                           # it sleeps in get() now
+    before = _voluntary_switches(tid[0])
+    for i in range(300):
+        assert ray.get(quick.remote(i)) == i
+    woken = _voluntary_switches(tid[0]) - before
+    assert t.is_alive(), "the slow task finished early: the test measured nothing"
+    t.join()
+    assert got == ["slow"]
+    assert woken < 40, "a waiter on one object was woken %d times by other seals" % woken
