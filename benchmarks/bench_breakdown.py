@@ -155,7 +155,9 @@ def lockline():
     subprocess.run(["cc", "-O2", "-o", exe, os.path.join(HERE, "lockline.c"), "-lpthread"], check=True)
     runs = [json.loads(subprocess.run([exe], capture_output=True, text=True, check=True).stdout)
             for _ in range(5)]
-    return {k: med([r[k] for r in runs]) for k in runs[0]}
+    # Latencies: the least of 5 (what the hardware does when no other
+    # process on this shared VM gets in the way).
+    return {k: min(r[k] for r in runs) for k in runs[0]}
 
 
 def model_section(demand, k, c_us, transfer_us):
@@ -243,7 +245,7 @@ def main():
         figures["callgrind"] = fig
     hw = lockline()
     figures["lockline_ns"] = hw
-    out.append("#### The lock word in hardware (lockline.c, medians of 5, ns)\n\n" +
+    out.append("#### The lock word in hardware (lockline.c, least of 5 runs, ns)\n\n" +
                "| " + " | ".join(hw) + " |\n|" + "---:|" * len(hw) + "\n| " +
                " | ".join("%.1f" % v for v in hw.values()) + " |\n")
     ph = figures["rt_pinned"]["phases_median_us"]
