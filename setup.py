@@ -2,6 +2,8 @@
 
 NANORAY_DEBUG=1     -O0 -g, C assertions on
 NANORAY_SANITIZE=1  AddressSanitizer + UndefinedBehaviorSanitizer
+NANORAY_PROFILE=1   timestamps at the region lock and futexes (csrc/nr_prof.h), symbols
+                    kept: for benchmarks/bench_breakdown.py, which builds it apart
 """
 import glob
 import os
@@ -17,7 +19,11 @@ if os.environ.get("NANORAY_DEBUG"):
 if os.environ.get("NANORAY_SANITIZE"):
     cflags += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
     lflags += ["-fsanitize=address,undefined"]
-if not (os.environ.get("NANORAY_DEBUG") or os.environ.get("NANORAY_SANITIZE")):
+if os.environ.get("NANORAY_PROFILE"):
+    cflags += ["-g", "-DNR_PROFILE=1"]
+    lflags += ["-Wl,--wrap=pthread_mutex_unlock"]     # times the lock's release (nr_prof.c)
+if not (os.environ.get("NANORAY_DEBUG") or os.environ.get("NANORAY_SANITIZE")
+        or os.environ.get("NANORAY_PROFILE")):
     lflags += ["-s"]          # stripped: the wheel ships no symbols (5.3 MB -> about 1 MB)
 
 

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "nr_region.h"
 #include "nr_undo.h"
+#include "nr_prof.h"
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -38,13 +39,13 @@ int nr_futex_wait(uint32_t *word, uint32_t expected, int64_t timeout_ns) {
         tp = &ts;
     }
     /* Not FUTEX_PRIVATE: the word is shared between processes. */
-    long rc = syscall(SYS_futex, word, FUTEX_WAIT, expected, tp, NULL, 0);
+    long rc = NR_PROF_FUTEX(NR_PROF_WAIT, syscall(SYS_futex, word, FUTEX_WAIT, expected, tp, NULL, 0));
     if (rc == -1 && errno == ETIMEDOUT) return 1;
     return 0;
 }
 
 void nr_futex_wake(uint32_t *word, int n) {
-    syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0);
+    NR_PROF_FUTEX(NR_PROF_WAKE, syscall(SYS_futex, word, FUTEX_WAKE, n, NULL, NULL, 0));
 }
 
 #define NR_EVENTS (1u << 17)   /* 16 MiB of the memfd, touched only as tasks finish */
@@ -211,14 +212,17 @@ static char proc_state(int32_t pid) {
 /* Spin briefly on trylock first: holders keep the lock for well under a
  * microsecond, while sleeping in the kernel costs ~23 us per wake-up here. */
 void nr_lock(nr_region_t *r) {
+    NR_PROF_LOCK_ASK();
     pthread_mutex_t *m = &r->hdr->lock;
     int rc = 0;
     for (int i = 0; i < 200; i++) {
         rc = pthread_mutex_trylock(m);
         if (rc != EBUSY) break;
+        NR_PROF_LOCK_SPIN();
         if (i > 50) sched_yield(); else nr_cpu_relax();
     }
     for (int waited = 0; rc == EBUSY || rc == ETIMEDOUT; waited++) {
+        NR_PROF_LOCK_BLOCK();
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += NR_LOCK_STALL_NS / 1000000000LL;
@@ -245,6 +249,7 @@ void nr_lock(nr_region_t *r) {
         pthread_mutex_consistent(m);
     }
     r->hdr->lock_pid = self_pid;
+    NR_PROF_LOCK_TAKEN(m);
 #ifdef NR_CRASHPOINTS
     nr_crash_checkpoint(r);
 #endif
