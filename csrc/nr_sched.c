@@ -261,26 +261,51 @@ static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
     return t;
 }
 
+static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *w) {
+    nr_proc_t *p = nr_proc(r, slot);
+    if (p->kind == NR_KIND_ACTOR) {
+        nri_actor_finish(r, p, t);
+        return;
+    }
+    nri_release_held(r, p);
+    W(p->task, 0);
+    nri_set_state(r, p, NR_PROC_IDLE);
+    nri_release(r, t);
+    if (r->hdr->npg_pending) nri_pg_place_pending(r);
+    if (p->kind != NR_KIND_WORKER) nri_kick(r, w);  /* pool workers poll next themselves */
+}
+
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns) {
+    return nr_task_finish_next(r, slot, 0, spin_ns, idle_timeout_ns);
+}
+
+int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_t spin_ns,
+                            int64_t idle_timeout_ns) {
     nr_header_t *h = r->hdr;
     nr_proc_t *p = nr_proc(r, slot);
     for (;;) {
         wakeups_t w = {0};
         nr_lock(r);
-        if (h->shutdown) { nr_unlock(r); return 0; }
+        if (done) {                      /* the task it ran: finished in this section */
+            finish_locked(r, slot, done, &w);
+            done = 0;
+        }
+        if (h->shutdown) { nr_unlock(r); nri_flush(r, &w); return 0; }
         uint32_t t = take_locked(r, slot, &w);
         if (t) {
             nr_unlock(r);
             nri_flush(r, &w);
             return t;
         }
-        if (nr_actor_should_exit(p)) { nr_unlock(r); return -2; }
+        if (nr_actor_should_exit(p)) { nr_unlock(r); nri_flush(r, &w); return -2; }
         if (!p->nrunning) nri_set_state(r, p, NR_PROC_IDLE);
         int is_worker = p->kind == NR_KIND_WORKER;
         /* Counted under the lock and undone under it, so reap can undo it
          * for a process that dies mid-spin. */
         if (is_worker) set_spinning(r, p, 1);
         nr_unlock(r);
+        nri_flush(r, &w);
+        memset(&w, 0, sizeof w);
 
         int found = SPIN_UNTIL(r, LOAD(&h->shutdown) ||
                                (is_worker ? LOAD(&p->q_head) || shared_work_fits(r)
@@ -355,18 +380,7 @@ void nri_release(nr_region_t *r, uint32_t t) {
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
     wakeups_t w = {0};
     nr_lock(r);
-    nr_proc_t *p = nr_proc(r, slot);
-    if (p->kind == NR_KIND_ACTOR) {
-        nri_actor_finish(r, p, t);
-        nr_unlock(r);
-        return;
-    }
-    nri_release_held(r, p);
-    W(p->task, 0);
-    nri_set_state(r, p, NR_PROC_IDLE);
-    nri_release(r, t);
-    if (r->hdr->npg_pending) nri_pg_place_pending(r);
-    if (p->kind != NR_KIND_WORKER) nri_kick(r, &w);  /* pool workers poll next themselves */
+    finish_locked(r, slot, t, &w);
     nr_unlock(r);
     nri_flush(r, &w);
 }
@@ -687,7 +701,8 @@ void nr_stats(nr_region_t *r, nr_stats_t *s) {
     s->max_workers = h->max_workers;
     s->nspinning = h->nspinning;
     s->cpus_total = h->cpus_total; s->cpus_avail = h->cpus_avail;
-    s->arena_used = h->arena.used; s->arena_nallocs = h->arena.nallocs;
+    s->arena_used = h->arena.used - h->arena.cached;
+    s->arena_nallocs = h->arena.nallocs - h->arena.ncached;
     s->arena_brk = h->arena.brk - h->arena_off; s->arena_peak = h->arena.peak - h->arena_off;
     s->arena_size = h->arena.end - h->arena_off;
     s->repairs = h->repairs;

@@ -218,6 +218,10 @@ int nr_resource_define(nr_region_t *r, uint32_t k, const char *name, int64_t tot
 /* Totals and what is free now, NR_RES each (k = 0: CPUs, milli). */
 void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail);
 nr_task_t *nr_task(nr_region_t *r, uint32_t t);
+/* nr_task_finish then nr_task_next, the finish and the first take in one
+ * section (a pool worker's loop: one lock acquisition fewer per task). */
+int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t t, int64_t spin_ns,
+                            int64_t idle_timeout_ns);
 /* Next task for process `slot`: > 0 a task, 0 shut down, -1 idle timeout. */
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);
 /* Pops the next task for `slot` without waiting: > 0 a task, 0 none. */

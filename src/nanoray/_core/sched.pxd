@@ -102,6 +102,8 @@ cdef extern from "nr_sched.h" nogil:
     void nr_resources(nr_region_t *r, int64_t *total, int64_t *avail)
     nr_task_t *nr_task(nr_region_t *r, uint32_t t)
     int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns)
+    int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t t, int64_t spin_ns,
+                                int64_t idle_timeout_ns)
     int64_t nr_task_try_next(nr_region_t *r, uint32_t slot)
     void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
     int nr_task_retry(nr_region_t *r, uint32_t t)

@@ -163,9 +163,14 @@ cdef _Call _reload(Region reg, _Call c):
     return _prepare(reg, c.t)
 
 
+cdef bint _finish_in_loop = False     # worker_loop runs the tasks here
+cdef uint32_t _unfinished = 0         # a task whose returns are sealed, not yet finished
+
+
 cdef void _complete(Region reg, _Call c, object result) except *:
-    """Seals the returns of c (its value, or its failure) and finishes the task."""
-    global _in_task
+    """Seals the returns of c (its value, or its failure) and finishes the task
+    (or leaves that to worker_loop, which takes the next one in the same step)."""
+    global _in_task, _unfinished
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -226,7 +231,10 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             _record_event(reg, c, task, spec, failed)
         except Exception:
             pass
-        nr_task_finish(&reg.r, _slot, c.t)
+        if _finish_in_loop and c.kind == NR_SPEC_TASK:
+            _unfinished = c.t          # worker_loop finishes it and takes the next at once
+        else:
+            nr_task_finish(&reg.r, _slot, c.t)
 
 
 cdef dict _event_names = {}             # a task's name -> its bytes for the event
@@ -380,15 +388,29 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
 
 
 def worker_loop(Region reg, uint32_t slot):
-    """Runs tasks until shutdown (returns 0) or idle retirement (-1)."""
+    """Runs tasks until shutdown (returns 0) or idle retirement (-1).  Each
+    task is finished in the same lock section that takes the next one."""
+    global _finish_in_loop, _unfinished
     cdef int64_t t
+    cdef uint32_t done
     cdef int64_t spin = WORKER_SPIN_NS, idle = IDLE_RETIRE_NS
-    while True:
-        with nogil:
-            t = nr_task_next(&reg.r, slot, spin, idle)
-        if t <= 0:
-            return t
-        _run_task(reg, <uint32_t>t)
+    _finish_in_loop = True
+    try:
+        while True:
+            done, _unfinished = _unfinished, 0
+            with nogil:
+                if done:
+                    t = nr_task_finish_next(&reg.r, slot, done, spin, idle)
+                else:
+                    t = nr_task_next(&reg.r, slot, spin, idle)
+            if t <= 0:
+                return t
+            _run_task(reg, <uint32_t>t)
+    finally:
+        _finish_in_loop = False
+        if _unfinished:                # _run_task raised after its task completed
+            done, _unfinished = _unfinished, 0
+            nr_task_finish(&reg.r, slot, done)
 
 
 def task_returns(Region reg, uint32_t t):
