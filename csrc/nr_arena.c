@@ -146,10 +146,48 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
     return off;
 }
 
+uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
+    if (n > NR_SMALL_PAYLOAD) return nr_arena_alloc(r, n);
+    nr_proc_t *p = nr_proc(r, r->slot);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < NR_NCACHE; i++) {
+            uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
+            if (v && !(v & 1) &&
+                __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,
+                                            __ATOMIC_SEQ_CST))
+                return v;
+        }
+        if (round) break;
+        nr_arena_t *a = &r->hdr->arena;
+        nr_lock(r);                      /* refill every empty entry at once */
+        for (int i = 0; i < NR_NCACHE; i++) {
+            if (p->cache[i]) continue;
+            uint64_t off = nr_arena_alloc_locked(r, NR_SMALL_PAYLOAD);
+            if (!off) break;
+            W(p->cache[i], off);
+            WADD(a->cached, nr_arena_usable(r, off) + NR_BLOCK_HDR);
+            WINC(a->ncached);
+        }
+        nr_unlock(r);
+    }
+    return nr_arena_alloc(r, n);         /* store full, or every entry is being written */
+}
+
+/* Under the lock: a cache entry no longer holds the block at off. */
+static void uncache(nr_region_t *r, nr_proc_t *p, int i, uint64_t off) {
+    nr_arena_t *a = &r->hdr->arena;
+    W(p->cache[i], 0);
+    WADD(a->cached, -(nr_arena_usable(r, off) + NR_BLOCK_HDR));
+    WDEC(a->ncached);
+}
+
 void nr_arena_written(nr_region_t *r, uint64_t off) {
     nr_proc_t *p = nr_proc(r, r->slot);
     if (p->writing[0] == off) W(p->writing[0], 0);
     else if (p->writing[1] == off) W(p->writing[1], 0);
+    else
+        for (int i = 0; i < NR_NCACHE; i++)
+            if (p->cache[i] == (off | 1)) { uncache(r, p, i, off); break; }
 }
 
 void nr_arena_free(nr_region_t *r, uint64_t payload_off) {
@@ -164,6 +202,12 @@ void nr_arena_release_writing(nr_region_t *r, uint32_t slot) {
     for (int i = 0; i < 2; i++) {
         if (p->writing[i]) nr_arena_free_locked(r, p->writing[i]);
         if (p->writing[i]) W(p->writing[i], 0);
+    }
+    for (int i = 0; i < NR_NCACHE; i++) {
+        uint64_t off = p->cache[i] & ~(uint64_t)1;
+        if (!off) continue;
+        uncache(r, p, i, off);
+        nr_arena_free_locked(r, off);
     }
 }
 

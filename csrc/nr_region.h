@@ -68,6 +68,9 @@ typedef struct {
     int64_t res_avail[NR_RES];
 } nr_pg_t;
 
+#define NR_NCACHE 4           /* small blocks each process keeps at hand */
+#define NR_SMALL_PAYLOAD 448u  /* the payload bytes such a block holds (512 in all) */
+
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
        NR_PROC_BLOCKED, NR_PROC_EXITED };
@@ -111,7 +114,11 @@ typedef struct {
     int32_t res_held[NR_RES]; /* amounts held: the running task's, or an actor's for life */
     uint32_t pool;        /* placement group (index + 1) they are held from, 0: the node */
     uint32_t pool_gen;    /* and its generation (a group removed since: the node's again) */
-    uint8_t _pad[56];
+    uint64_t cache[NR_NCACHE]; /* small blocks it holds for its next payloads and specs
+                           * (nr_arena_alloc_small): taken with a CAS that sets bit 0,
+                           * no lock; owned ones are cleared under the lock, and the
+                           * rest are freed if it dies, taken or not */
+    uint8_t _pad[56 - 8 * NR_NCACHE];
 } nr_proc_t;
 _Static_assert(sizeof(nr_proc_t) == 256, "four cache lines per process slot");
 
@@ -124,6 +131,9 @@ typedef struct {
     uint64_t nallocs;     /* live allocations */
     uint64_t peak;        /* highest brk reached (memory ever touched) */
     uint64_t last;        /* offset of the block that ends at brk, 0 if none */
+    uint64_t cached;      /* bytes of `used` in processes' small-block caches (not yet
+                           * holding anything: left out of the store's use) */
+    uint64_t ncached;     /* and those blocks */
 } nr_arena_t;
 
 #define NR_LINE __attribute__((aligned(64)))

@@ -161,6 +161,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     /* Processes. */
     uint32_t nidle = 0, nblocked = 0, nspin = 0, nsleep = 0, nactors = 0, nworkers = 0,
              nstarting = 0, nbusy = 0;
+    uint64_t cached = 0, ncached = 0;
     int64_t cpus = h->cpus_total;
     int64_t res[NR_RES] = {0};
     int64_t gpu[NR_MAX_GPUS] = {0};
@@ -177,6 +178,11 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (p->state == NR_PROC_RUNNING) nbusy++;
         for (int k = 0; k < 2; k++)
             if (p->writing[k] && claim(&b, p->writing[k])) FAIL(-402);
+        for (int k = 0; k < NR_NCACHE; k++) {
+            uint64_t off = p->cache[k] & ~(uint64_t)1;
+            if (off && claim(&b, off)) FAIL(-415);
+            if (off) { ncached++; cached += nr_arena_usable(r, off) + NR_BLOCK_HDR; }
+        }
         uint32_t len = 0, last = 0;
         for (uint32_t t = p->q_head; t; last = t, t = nr_task(r, t)->next) {
             if (t > h->task_hwm || ++len > h->task_hwm) FAIL(-403);
@@ -245,6 +251,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     if (nworkers != h->nworkers) FAIL(-427);
     if (nstarting != h->nstarting) FAIL(-428);
     if (nbusy != h->nbusy) FAIL(-429);
+    if (cached != h->arena.cached || ncached != h->arena.ncached) FAIL(-430);
     uint32_t npending = 0;
     for (uint32_t i = 0; i < NR_MAX_PG; i++) {
         nr_pg_t *g = &h->pgs[i];

@@ -70,6 +70,29 @@ def test_arena_full_returns_zero_and_recovers():
 
 # ---------------------------------------------------------------- objects
 
+def test_small_blocks_come_from_a_per_process_cache_that_reaping_gives_back():
+    r = CRegion(arena_bytes=1 << 20)
+    assert r.proc(1) == 0                          # the driver's slot
+    base = r.stats()
+    w = r.proc()
+    r.use_ledger(w)
+    a = r.alloc_small(100)                         # fills the cache (4 blocks), takes one
+    assert r.cached() == (4 * 512, 4)
+    b = r.alloc_small(448)
+    assert a != b and r.alloc_small(449) not in (0,)   # larger: an ordinary block
+    # Cached blocks, taken or not, are not the store's use until they hold
+    # something: only the 449-byte block counts.
+    assert r.stats()["arena_nallocs"] == base["arena_nallocs"] + 1
+    r.free(a)                                      # back to the arena, out of the cache
+    assert r.cached() == (3 * 512, 3)
+    assert r.verify()[0] == 0
+    r.use_ledger(None)
+    r.reap(w)                     # the dead process's cache and unsealed block go back
+    assert r.cached() == (0, 0)
+    assert r.stats()["arena_nallocs"] == base["arena_nallocs"]
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
 def test_object_lifecycle_and_stale_ids():
     r = CRegion()
     oid = r.put()

@@ -67,6 +67,9 @@ def scenario(r):
     r.alloc(100)
     r.free(r.alloc(100))
     r.alloc(300)
+    r.alloc_small(64)                             # its cache filled, one block taken
+    r.free(r.alloc_small(64))                     # a cached block given back
+    r.seal(r.create(), small=True)                # and one made an object's
     unsealed = r.create()                         # it dies before sealing this
     writing_out = r.put()
     assert r.spill_pick(0)[0]                     # it dies writing one out

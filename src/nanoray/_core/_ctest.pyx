@@ -122,6 +122,14 @@ cdef class CRegion:
     def alloc(self, uint64_t n):
         return nr_arena_alloc(&self.r, n)
 
+    def alloc_small(self, uint64_t n):
+        """From the acting process's cache of small blocks (refilled as needed)."""
+        return nr_arena_alloc_small(&self.r, n)
+
+    def cached(self):
+        """(bytes, blocks) held in processes' small-block caches."""
+        return self.r.hdr.arena.cached, self.r.hdr.arena.ncached
+
     def free(self, uint64_t off):
         nr_arena_free(&self.r, off)
 
@@ -146,8 +154,9 @@ cdef class CRegion:
         return s
 
     # objects: payloads here are bare nr_payload_t headers listing contained ids
-    def payload(self, contained=()):
-        cdef uint64_t off = nr_arena_alloc(&self.r, 16 + 8 * len(contained))
+    def payload(self, contained=(), bint small=False):
+        cdef uint64_t n = 16 + 8 * len(contained)
+        cdef uint64_t off = nr_arena_alloc_small(&self.r, n) if small else nr_arena_alloc(&self.r, n)
         cdef nr_payload_t *p = <nr_payload_t *>(self.r.base + off)
         p.nbufs = 0
         p.ncontained = len(contained)
@@ -156,14 +165,14 @@ cdef class CRegion:
             nr_payload_contained(p)[i] = c
         return off
 
-    def put(self, contained=()):
-        return nr_put(&self.r, self.payload(contained), 16)
+    def put(self, contained=(), bint small=False):
+        return nr_put(&self.r, self.payload(contained, small), 16)
 
     def create(self):
         return nr_object_create(&self.r)
 
-    def seal(self, uint64_t oid, contained=(), bint error=False):
-        cdef uint64_t off = self.payload(contained)
+    def seal(self, uint64_t oid, contained=(), bint error=False, bint small=False):
+        cdef uint64_t off = self.payload(contained, small)
         rc = nr_object_seal(&self.r, oid, off, 16, error)
         if rc != 0:
             nr_arena_free(&self.r, off)

@@ -4,6 +4,7 @@ from nanoray._core.region cimport nr_region_t
 
 cdef extern from "nr_arena.h" nogil:
     uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n)
+    uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n)
     void nr_arena_free(nr_region_t *r, uint64_t payload_off)
     uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off)
     int nr_arena_check(nr_region_t *r)

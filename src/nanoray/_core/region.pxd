@@ -47,6 +47,8 @@ cdef extern from "nr_region.h" nogil:
     ctypedef struct nr_arena_t:
         uint64_t brk         # where never-used memory begins
         uint64_t end         # the arena's end (region offsets)
+        uint64_t cached      # bytes in processes' small-block caches
+        uint64_t ncached
 
     ctypedef struct nr_header_t:
         uint64_t arena_off   # where the arena starts

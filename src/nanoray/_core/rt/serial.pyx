@@ -133,7 +133,7 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
     """A block of `size` bytes; spills objects to make room if need be."""
     cdef uint64_t off
     with nogil:
-        off = nr_arena_alloc(&reg.r, size)
+        off = nr_arena_alloc_small(&reg.r, size)
     while off == 0:
         if size + 64 > reg.r.hdr.arena.end - reg.r.hdr.arena_off or not _spill_one(reg, size):
             s = reg.stats()
