@@ -7,6 +7,7 @@ NANORAY_PROFILE=1   timestamps at the region lock and futexes (csrc/nr_prof.h), 
 """
 import glob
 import os
+import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -52,10 +53,19 @@ def ext(name, pyx, c_sources, macros=()):
                      extra_link_args=lflags)
 
 
+# The test-only module (the core again, with crash points) is built in place
+# for the tests (build_ext --inplace), never into a wheel; NANORAY_CTEST_ONLY=1
+# builds just that module (.ci/run adds it beside an installed wheel).
+inplace = "--inplace" in sys.argv or "-i" in sys.argv
+exts = []
+if not os.environ.get("NANORAY_CTEST_ONLY"):
+    exts.append(ext("nanoray._core._runtime", "src/nanoray/_core/_runtime.pyx", csrc))
+if inplace or os.environ.get("NANORAY_CTEST_ONLY"):
+    exts.append(ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", crashpoint_sources(),
+                    [("NR_CRASHPOINTS", "1")]))
+
 setup(ext_modules=cythonize(
-    [ext("nanoray._core._runtime", "src/nanoray/_core/_runtime.pyx", csrc),
-     ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", crashpoint_sources(),
-         [("NR_CRASHPOINTS", "1")])],
+    exts,
     compiler_directives={"language_level": 3},
     include_path=["src"],
 ))

@@ -30,8 +30,10 @@ def test_wheel_installs_into_a_clean_venv_and_runs_tasks(tmp_path):
     import zipfile
     with zipfile.ZipFile(wheel) as z:
         sizes = {i.filename: i.file_size for i in z.infolist()}
-    # Lean: no Cython sources, and stripped extensions (5.3 MB unstripped).
+    # Lean: no Cython sources, no test-only module, and stripped extensions
+    # (5.3 MB unstripped).
     assert not [n for n in sizes if n.endswith((".pyx", ".pxd"))], sorted(sizes)
+    assert not [n for n in sizes if "_ctest" in n], sorted(sizes)
     runtime = [s for n, s in sizes.items() if "_runtime." in n and n.endswith(".so")]
     assert runtime and runtime[0] < 2_000_000, runtime
     venv = tmp_path / "venv"
