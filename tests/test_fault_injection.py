@@ -66,7 +66,7 @@ def test_random_worker_kills_leave_every_result_exact_and_the_store_clean(fresh)
     n, rounds, checked = 200, 0, 0
     expect = {i: expected(i) for i in range(n)}
     deadline = time.monotonic() + 60
-    with Killer(region, every=0.01, seed=7) as killer:
+    with Killer(region, every=0.01, seed=7, progress=2) as killer:
         while (killer.kills < 150 or killer.in_section < 10) and time.monotonic() < deadline:
             refs = [parent.remote(i) for i in range(n)]
             got = ray.get(refs, timeout=120)
@@ -143,7 +143,7 @@ def test_workers_killed_while_the_store_spills_and_restores_lose_nothing(fresh):
     assert ray.get(check.remote(0, make.remote(0)))   # exported
     baseline = _settled(ray)
     deadline = time.monotonic() + 60
-    with Killer(region, every=0.02, seed=11) as killer:
+    with Killer(region, every=0.02, seed=11, progress=2) as killer:
         while killer.kills < 60 and time.monotonic() < deadline:
             made = [make.remote(i) for i in range(96)]      # 96 MiB through 24
             assert all(ray.get([check.remote(i, m) for i, m in enumerate(made)], timeout=120))

@@ -32,10 +32,16 @@ class Killer:
     It runs in a forked process of its own: while a worker is stopped
     holding the lock, any thread of this process may block on that lock
     holding the GIL, and a killer thread here could then never finish the
-    job.  The child only reads the region and sends signals."""
+    job.  The child only reads the region and sends signals.
 
-    def __init__(self, region, every, seed):
+    progress: a kill waits until at least that many tasks have finished
+    since the previous one.  A fixed kill rate alone stops all progress once
+    tasks take longer than `every` (a loaded machine runs them several times
+    slower), and the test then measures the machine, not the runtime."""
+
+    def __init__(self, region, every, seed, progress=0):
         self.region, self.every, self.seed = region, every, seed
+        self.progress = progress
         self._counts = mmap.mmap(-1, 16)            # shared with the child: kills, in section
         self.pid = None
 
@@ -70,13 +76,17 @@ class Killer:
     def _run(self, stop_fd):
         rng = random.Random(self.seed)
         kills = in_section = 0
+        done_at_kill = self.region.tasks_finished()
         while not select.select([stop_fd], [], [], self.every * rng.uniform(0.3, 1.7))[0]:
+            if self.region.tasks_finished() - done_at_kill < self.progress:
+                continue
             pids = self.region.worker_pids()
             if not pids:
                 continue
             victim = self._aim(pids) if rng.random() < 0.5 else None
             try:
                 os.kill(victim or rng.choice(pids), signal.SIGKILL)
+                done_at_kill = self.region.tasks_finished()
                 kills += 1
                 in_section += victim is not None
                 struct.pack_into("QQ", self._counts, 0, kills, in_section)

@@ -59,6 +59,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_objects # object table entries
         uint32_t obj_hwm     # object entries ever used
         uint32_t events_cap  # task events kept
+        uint64_t events_next # task events ever recorded (each finished task or call)
         uint32_t task_hwm    # task entries ever used
         uint64_t names_off   # where the actor name table starts
         uint32_t max_names   # its entries

@@ -82,6 +82,10 @@ cdef class Region:
         """The pid holding the region's lock at this instant, 0 if none."""
         return nr_lock_holder(&self.r)
 
+    def tasks_finished(self):
+        """Tasks and actor calls finished so far (the timeline's event count)."""
+        return self.r.hdr.events_next
+
     def worker_pids(self):
         cdef uint32_t i
         cdef nr_proc_t *p
