@@ -579,7 +579,7 @@ class RayBackend:
         return _writable(values, {})[0] if writable else values
 
     def wait(self, refs, num_returns, timeout, fetch_local):
-        inner = [_checked(r)._r if type(r) is RayRef else r._g for r in refs]
+        inner = [_ray_side(r) for r in refs]
         ready, _ = _call(self.ray.wait, inner, num_returns=num_returns, timeout=timeout,
                          fetch_local=fetch_local)
         chosen = set(id(x) for x in ready)
@@ -587,7 +587,7 @@ class RayBackend:
         return ready_out, [r for r, x in zip(refs, inner) if id(x) not in chosen]
 
     def cancel(self, ref, force, recursive):
-        target = ref._r if type(ref) is RayRef else ref._g
+        target = _ray_side(ref)
         _call(self.ray.cancel, target, force=force, recursive=recursive)
 
     def submit(self, rf, args, kwargs, options):
@@ -652,8 +652,22 @@ class RayRuntimeContext:
         return getattr(self._ctx, name)
 
 
+def _ray_side(r):
+    """The Ray object behind a ref or a generator of this backend."""
+    if type(r) is RayRef:
+        return r._r
+    g = getattr(r, "_g", None)             # RayRefGenerator
+    if g is None:
+        _checked(r)
+    return g
+
+
 def _checked(r):
     if type(r) is not RayRef:
+        if isinstance(r, ObjectRef):
+            raise ValueError("this ObjectRef belongs to nanoray's local runtime, not to the "
+                             "Ray backend now running (made before init(backend='ray') or "
+                             "init(address=...)?)")
         raise ValueError("'object_refs' must either be an ObjectRef or a list of ObjectRefs, "
                          "found %r in the list" % (type(r).__name__,))
     return r
