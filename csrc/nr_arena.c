@@ -91,6 +91,7 @@ uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n) {
     }
     nr_block_t *b = blk(r, off);
     W(b->req, n);
+    if (b->born) W(b->born, 0);       /* left from a past life as a born block */
     WADD(a->used, bsize(b));
     WINC(a->nallocs);
     return off + NR_BLOCK_HDR;
@@ -127,6 +128,47 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
     }
     fix_next(r, off);
     push_free(r, off);
+}
+
+/* Splits the used block at `off` (header offset) at `off + first`: two used
+ * blocks; returns the second's header offset. */
+static uint64_t split_used(nr_region_t *r, uint64_t off, uint64_t first) {
+    nr_arena_t *a = &r->hdr->arena;
+    nr_block_t *b = blk(r, off);
+    uint64_t size = bsize(b), rest = off + first;
+    nr_block_t *t = blk(r, rest);
+    W(t->size, (size - first) | USED);
+    W(t->prev_size, first);
+    W(t->req, 0);
+    if (t->born) W(t->born, 0);
+    W(b->size, first | USED);
+    uint64_t nxt = rest + (size - first);
+    if (nxt < a->brk) W(blk(r, nxt)->prev_size, size - first);
+    if (a->last == off) W(a->last, rest);
+    WINC(a->nallocs);
+    return rest;
+}
+
+uint64_t nr_arena_alloc_aligned_locked(nr_region_t *r, uint64_t n, uint64_t align) {
+    uint64_t len = (n + align - 1) & ~(align - 1);
+    if (len < n) return 0;
+    /* Room for the block, its alignment, and a leading fragment big enough
+     * to be a block of its own; the slack goes back at once. */
+    uint64_t p = nr_arena_alloc_locked(r, len + align + NR_MIN_BLOCK);
+    if (!p) return 0;
+    uint64_t off = p - NR_BLOCK_HDR;
+    uint64_t want = (p + align - 1) & ~(align - 1);
+    if (want != p && want - p < NR_MIN_BLOCK) want += align;
+    if (want != p) {                      /* the leading fragment goes back */
+        uint64_t head = off;
+        off = split_used(r, head, want - p);
+        nr_arena_free_locked(r, head + NR_BLOCK_HDR);
+    }
+    uint64_t need = NR_BLOCK_HDR + len;
+    if (bsize(blk(r, off)) - need >= NR_MIN_BLOCK)   /* and the tail */
+        nr_arena_free_locked(r, split_used(r, off, need) + NR_BLOCK_HDR);
+    W(blk(r, off)->req, n);
+    return off + NR_BLOCK_HDR;
 }
 
 /* The caller's blocks in flight are recorded in its process slot, in the

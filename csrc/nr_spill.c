@@ -106,7 +106,9 @@ uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *
              * nothing counts (a zombie, or in a decref's last instant). */
             if ((o->state != NR_OBJ_READY && o->state != NR_OBJ_ERROR) || !o->data ||
                 o->spill != NR_SPILL_NONE || LOAD(&o->pins) || o->actor || LOAD(&o->refs) <= 0 ||
-                ((nr_payload_t *)(r->base + o->data))->ncontained)
+                ((nr_payload_t *)(r->base + o->data))->ncontained ||
+                /* nor one whose buffers live in born blocks: its block is not them */
+                (((nr_payload_t *)(r->base + o->data))->nbufs & NR_PAYLOAD_EXTERN))
                 continue;
             uint64_t span = span_if_freed(r, o->data - NR_BLOCK_HDR);
             int enough = span >= need + NR_BLOCK_HDR, best_enough = best_span >= need + NR_BLOCK_HDR;

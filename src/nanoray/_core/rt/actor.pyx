@@ -219,6 +219,8 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
             loop.call_later(CANCEL_POLL_S, watch)
         try:
             c = _prepare(reg, t)
+            if _born_on:
+                _born_thread()         # each call has a context of its own
             while True:
                 result = _invoke(c)
                 if inspect.isasyncgen(result) and c.extras is not None and \

@@ -289,6 +289,8 @@ cdef int _task_threads = 1            # BLAS/OpenMP threads set for tasks (worke
 cdef void _run_task(Region reg, uint32_t t) except *:
     global _task_threads
     cdef _Call c = _prepare(reg, t)
+    _born_check()                      # this thread's large arrays: born in the arena
+                                       # (after _prepare: loading it may import numpy)
     cdef int cpus
     cdef uint32_t gpus = 0
     if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted

@@ -1,0 +1,238 @@
+/* nr_born_local: numpy's allocator for this process, and the table of the
+ * born blocks its arrays live in (see nr_born_local.h, and nr_born.h for
+ * the design).  The table is small (one entry per live array of at least
+ * the threshold), so it is a plain array searched linearly, under a
+ * mutex: numpy may allocate and free from several threads (threaded
+ * actors), with or without the GIL. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "nr_born_local.h"
+
+typedef struct {
+    char *addr;          /* where the array's data starts: region base + off */
+    uint64_t off;        /* the block's payload offset */
+    uint64_t len;        /* bytes mapped for it: a whole number of pages */
+    uint64_t req;        /* bytes numpy asked for */
+    uint8_t priv;        /* handed to the store: mapped copy-on-write here */
+    uint8_t foreign;     /* a forked child's copy of its parent's array */
+} entry_t;
+
+static nr_region_t *g_r;
+static uint64_t g_threshold = UINT64_MAX;
+static pid_t g_pid;                  /* the process the region slot is */
+static int g_paused;
+static nr_np_allocator_t g_prev;     /* the handler there was before */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static entry_t *g_tab;
+static size_t g_n, g_cap;
+static nr_born_stats_t g_st;
+static __thread int t_ready;
+
+#define STAT(f, d) __atomic_add_fetch(&g_st.f, (d), __ATOMIC_RELAXED)
+
+static uint64_t pages(uint64_t n) { return (n + NR_BORN_PAGE - 1) & ~(uint64_t)(NR_BORN_PAGE - 1); }
+
+int nr_born_thread_ready(void) { return t_ready; }
+void nr_born_thread_set(void) { t_ready = 1; }
+void nr_born_pause(int paused) { __atomic_store_n(&g_paused, paused, __ATOMIC_RELAXED); }
+void nr_born_get_stats(nr_born_stats_t *s) { *s = g_st; }
+
+/* Under g_mu: the index of the entry whose data starts at p, -1 if none. */
+static long find_addr(const void *p) {
+    for (size_t i = 0; i < g_n; i++)
+        if (g_tab[i].addr == p) return (long)i;
+    return -1;
+}
+
+static void *born_new(uint64_t n, int zero) {
+    nr_region_t *r = g_r;
+    if (!r || n < g_threshold || __atomic_load_n(&g_paused, __ATOMIC_RELAXED) ||
+        getpid() != g_pid)
+        return NULL;
+    uint64_t dirty = 0;
+    uint64_t off = nr_born_alloc(r, n, &dirty);
+    if (!off) {
+        STAT(fallbacks, 1);
+        return NULL;
+    }
+    entry_t e = {r->base + off, off, pages(n), n, 0, 0};
+    pthread_mutex_lock(&g_mu);
+    if (g_n == g_cap) {
+        size_t cap = g_cap ? 2 * g_cap : 64;
+        entry_t *t = realloc(g_tab, cap * sizeof *t);
+        if (!t) {
+            pthread_mutex_unlock(&g_mu);
+            nr_born_release(r, off);
+            return NULL;
+        }
+        g_tab = t;
+        g_cap = cap;
+    }
+    g_tab[g_n++] = e;
+    pthread_mutex_unlock(&g_mu);
+    /* calloc: fresh pages of the memfd are zero; reused ones are not. */
+    if (zero && dirty) memset(e.addr, 0, dirty < n ? dirty : n);
+    STAT(born, 1);
+    STAT(born_bytes, n);
+    STAT(live, 1);
+    STAT(live_bytes, e.len);
+    return e.addr;
+}
+
+/* The entry (already out of the table) is done with. */
+static void release(entry_t e) {
+    nr_region_t *r = g_r;
+    if (e.foreign || e.priv) {
+        /* The region's view of the range again, so that this process reads
+         * what the store holds there (and will reuse it for). */
+        void *m = mmap(e.addr, e.len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, r->fd,
+                       (off_t)e.off);
+        if (m == MAP_FAILED) {
+            STAT(remap_failures, 1);         /* kept: never reused under a stale view */
+            return;
+        }
+    }
+    if (e.foreign) return;                   /* the parent's block: the parent frees it */
+    nr_born_release(r, e.off);
+    STAT(frees, 1);
+    STAT(live, -1);
+    STAT(live_bytes, -e.len);
+}
+
+static void h_free(void *ctx, void *p, size_t size) {
+    (void)ctx;
+    if (p && g_r) {
+        pthread_mutex_lock(&g_mu);
+        long i = find_addr(p);
+        if (i >= 0) {
+            entry_t e = g_tab[i];
+            g_tab[i] = g_tab[--g_n];
+            pthread_mutex_unlock(&g_mu);
+            release(e);
+            return;
+        }
+        pthread_mutex_unlock(&g_mu);
+    }
+    g_prev.free(g_prev.ctx, p, size);
+}
+
+static void *h_malloc(void *ctx, size_t n) {
+    void *p = born_new(n, 0);
+    return p ? p : g_prev.malloc(g_prev.ctx, n);
+}
+
+static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
+    size_t n;
+    void *p = __builtin_mul_overflow(nelem, elsize, &n) ? NULL : born_new(n, 1);
+    return p ? p : g_prev.calloc(g_prev.ctx, nelem, elsize);
+}
+
+static void *h_realloc(void *ctx, void *p, size_t n) {
+    uint64_t req = 0;
+    int ours = 0;
+    if (p && g_r) {
+        pthread_mutex_lock(&g_mu);
+        long i = find_addr(p);
+        if (i >= 0) {
+            ours = 1;
+            req = g_tab[i].req;
+        }
+        pthread_mutex_unlock(&g_mu);
+    }
+    if (!ours) return g_prev.realloc(g_prev.ctx, p, n);
+    /* A born block moves: to another (or the previous handler's), copied. */
+    void *q = h_malloc(ctx, n ? n : 1);
+    if (!q) return NULL;
+    memcpy(q, p, req < n ? req : n);
+    h_free(ctx, p, req);
+    return q;
+}
+
+nr_np_handler_t nr_born_handler = {
+    "nanoray_born_in_shm", 1, {NULL, h_malloc, h_calloc, h_realloc, h_free}};
+
+int nr_born_init(nr_region_t *r, uint64_t threshold, const nr_np_allocator_t *prev) {
+    if (r->fd < 0 || !prev) return -1;
+    g_prev = *prev;
+    g_pid = getpid();
+    g_threshold = threshold < NR_BORN_PAGE ? NR_BORN_PAGE : threshold;
+    __atomic_store_n(&g_r, r, __ATOMIC_RELEASE);
+    return 0;
+}
+
+int nr_born_find(const char *ptr, uint64_t len, uint64_t *block) {
+    int found = 0;
+    if (!g_r || getpid() != g_pid) return 0;
+    pthread_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_n; i++) {
+        entry_t *e = &g_tab[i];
+        if (ptr >= e->addr && ptr + len <= e->addr + e->req) {
+            found = !e->priv && !e->foreign;
+            if (found) *block = e->off;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_mu);
+    return found;
+}
+
+int nr_born_handoff(uint64_t block) {
+    int rc = -1;
+    pthread_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_n; i++) {
+        entry_t *e = &g_tab[i];
+        if (e->off != block || e->foreign) continue;
+        if (e->priv) break;                  /* another thread handed it first */
+        /* Same file pages, same bytes: only later writes differ. */
+        void *m = mmap(e->addr, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
+                       g_r->fd, (off_t)e->off);
+        if (m == MAP_FAILED) {
+            STAT(remap_failures, 1);
+            break;                           /* the mapping is as it was */
+        }
+        e->priv = 1;
+        STAT(handoffs, 1);
+        STAT(handoff_bytes, e->req);
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return rc;
+}
+
+int nr_born_hidden(uint64_t off, uint64_t len) {
+    int hidden = 0;
+    if (!g_r) return 0;
+    pthread_mutex_lock(&g_mu);
+    for (size_t i = 0; i < g_n && !hidden; i++) {
+        entry_t *e = &g_tab[i];
+        hidden = (e->priv || e->foreign) && off < e->off + e->len && e->off < off + len;
+    }
+    pthread_mutex_unlock(&g_mu);
+    return hidden;
+}
+
+void nr_born_after_fork_child(void) {
+    if (!g_r) return;
+    pthread_mutex_init(&g_mu, NULL);         /* another thread may have held it */
+    for (size_t i = 0; i < g_n; i++) {
+        entry_t *e = &g_tab[i];
+        if (e->foreign) continue;            /* already this process's own memory */
+        void *tmp = mmap(NULL, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        /* The parent's block whatever happens: this process never frees it. */
+        e->foreign = 1;
+        if (tmp == MAP_FAILED) continue;
+        memcpy(tmp, e->addr, e->len);
+        if (mremap(tmp, e->len, e->len, MREMAP_MAYMOVE | MREMAP_FIXED, e->addr) == MAP_FAILED) {
+            munmap(tmp, e->len);
+            continue;
+        }
+        g_st.fork_copies++;
+    }
+}
