@@ -19,6 +19,7 @@ typedef struct {
     uint64_t len;        /* bytes mapped for it: a whole number of pages */
     uint64_t req;        /* bytes numpy asked for */
     uint8_t priv;        /* handed to the store: mapped copy-on-write here */
+    uint8_t anon;        /* copied into anonymous memory here (before a fork) */
     uint8_t foreign;     /* a forked child's copy of its parent's array */
 } entry_t;
 
@@ -60,7 +61,7 @@ static void *born_new(uint64_t n, int zero) {
         STAT(fallbacks, 1);
         return NULL;
     }
-    entry_t e = {r->base + off, off, pages(n), n, 0, 0};
+    entry_t e = {r->base + off, off, pages(n), n, 0, 0, 0};
     pthread_mutex_lock(&g_mu);
     if (g_n == g_cap) {
         size_t cap = g_cap ? 2 * g_cap : 64;
@@ -87,7 +88,7 @@ static void *born_new(uint64_t n, int zero) {
 /* The entry (already out of the table) is done with. */
 static void release(entry_t e) {
     nr_region_t *r = g_r;
-    if (e.foreign || e.priv) {
+    if (e.foreign || e.priv || e.anon) {
         /* The region's view of the range again, so that this process reads
          * what the store holds there (and will reuse it for). */
         void *m = mmap(e.addr, e.len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, r->fd,
@@ -172,7 +173,7 @@ int nr_born_find(const char *ptr, uint64_t len, uint64_t *block) {
     for (size_t i = 0; i < g_n; i++) {
         entry_t *e = &g_tab[i];
         if (ptr >= e->addr && ptr + len <= e->addr + e->req) {
-            found = !e->priv && !e->foreign;
+            found = !e->priv && !e->anon && !e->foreign;
             if (found) *block = e->off;
             break;
         }
@@ -187,7 +188,7 @@ int nr_born_handoff(uint64_t block) {
     for (size_t i = 0; i < g_n; i++) {
         entry_t *e = &g_tab[i];
         if (e->off != block || e->foreign) continue;
-        if (e->priv) break;                  /* another thread handed it first */
+        if (e->priv || e->anon) break;       /* another thread handed it first */
         /* Same file pages, same bytes: only later writes differ. */
         void *m = mmap(e->addr, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED,
                        g_r->fd, (off_t)e->off);
@@ -211,28 +212,43 @@ int nr_born_hidden(uint64_t off, uint64_t len) {
     pthread_mutex_lock(&g_mu);
     for (size_t i = 0; i < g_n && !hidden; i++) {
         entry_t *e = &g_tab[i];
-        hidden = (e->priv || e->foreign) && off < e->off + e->len && e->off < off + len;
+        hidden = (e->priv || e->anon || e->foreign) && off < e->off + e->len && e->off < off + len;
     }
     pthread_mutex_unlock(&g_mu);
     return hidden;
 }
 
-void nr_born_after_fork_child(void) {
-    if (!g_r) return;
-    pthread_mutex_init(&g_mu, NULL);         /* another thread may have held it */
+/* Fork copies anonymous memory page by page, copy-on-write, but a range
+ * of the region stays one memory for parent and child: the child would
+ * see the parent's later writes to its arrays, and write into them.  So
+ * before a fork every born array of this process moves into anonymous
+ * memory at the same address (one copy, here, before the child exists:
+ * copying in the child would race with the parent's writes).  The block
+ * stays held by the array (nothing else may be placed under a range this
+ * process does not see), and it is never handed off again: a put copies. */
+void nr_born_before_fork(void) {
+    if (!g_r || getpid() != g_pid) return;
+    pthread_mutex_lock(&g_mu);
     for (size_t i = 0; i < g_n; i++) {
         entry_t *e = &g_tab[i];
-        if (e->foreign) continue;            /* already this process's own memory */
+        if (e->anon || e->foreign) continue;
         void *tmp = mmap(NULL, e->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
-        /* The parent's block whatever happens: this process never frees it. */
-        e->foreign = 1;
         if (tmp == MAP_FAILED) continue;
         memcpy(tmp, e->addr, e->len);
         if (mremap(tmp, e->len, e->len, MREMAP_MAYMOVE | MREMAP_FIXED, e->addr) == MAP_FAILED) {
             munmap(tmp, e->len);
             continue;
         }
+        e->anon = 1;
         g_st.fork_copies++;
     }
+    pthread_mutex_unlock(&g_mu);
+}
+
+/* In the child: every entry is the parent's block (never freed here). */
+void nr_born_after_fork_child(void) {
+    if (!g_r) return;
+    pthread_mutex_init(&g_mu, NULL);         /* another thread may have held it */
+    for (size_t i = 0; i < g_n; i++) g_tab[i].foreign = 1;
 }

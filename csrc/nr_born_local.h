@@ -32,7 +32,7 @@ typedef struct {
     uint64_t frees;                    /* born blocks whose array was freed here */
     uint64_t live, live_bytes;         /* born blocks this process's arrays hold now */
     uint64_t remap_failures;           /* mmap refused: the block is kept, never reused */
-    uint64_t fork_copies;              /* blocks copied into a forked child */
+    uint64_t fork_copies;              /* blocks copied out of the region before a fork */
 } nr_born_stats_t;
 
 /* The handler to install (its allocator calls `prev` for what is not
@@ -59,10 +59,13 @@ int nr_born_handoff(uint64_t block);
  * array's private pages, or a forked child's copies): read them through
  * another mapping. */
 int nr_born_hidden(uint64_t off, uint64_t len);
-/* In a child just forked: every born range is copied into private memory
- * at the same address (the child must neither see the parent's later
- * writes nor write into the parent's arrays), and the child allocates no
- * more born blocks. */
+/* os.fork(): before, every born range of this process is copied into
+ * anonymous memory at the same address (so that the child gets it copy on
+ * write, as any memory: it neither sees the parent's later writes nor
+ * writes into its arrays); after, in the child, those arrays are the
+ * parent's blocks (never given back here), and the child allocates no
+ * born blocks (it is not the region's process). */
+void nr_born_before_fork(void);
 void nr_born_after_fork_child(void);
 void nr_born_get_stats(nr_born_stats_t *s);
 

@@ -30,6 +30,7 @@ cdef extern from "nr_born_local.h" nogil:
     int nr_born_find(const char *ptr, uint64_t len, uint64_t *block)
     int nr_born_handoff(uint64_t block)
     int nr_born_hidden(uint64_t off, uint64_t len)
+    void nr_born_before_fork()
     void nr_born_after_fork_child()
     void nr_born_get_stats(nr_born_stats_t *s)
 

@@ -61,7 +61,7 @@ cdef int _born_thread() except -1:
             return 0
         _born_prev = prev
         _born_capsule = PyCapsule_New(&nr_born_handler, "mem_handler", NULL)
-        os.register_at_fork(after_in_child=_born_forked)
+        os.register_at_fork(before=_born_forking, after_in_child=_born_forked)
     cur = (<_set_handler_t>api[304])(<PyObject *>_born_capsule)   # PyDataMem_SetHandler
     if cur == NULL:
         raise RuntimeError("nanoray: PyDataMem_SetHandler failed")
@@ -75,6 +75,10 @@ cdef inline int _born_check() except -1:
     if _born_on and not nr_born_thread_ready():
         _born_thread()
     return 0
+
+
+def _born_forking():
+    nr_born_before_fork()
 
 
 def _born_forked():
