@@ -57,6 +57,30 @@ def scenario(r):
     r.seal(dropped)
     r.free(r.alloc(5000))
 
+    # Arrays born in the arena: a block referred to by objects, given back
+    # by the array and by the objects in either order; headers cut where
+    # old bytes were (garbage left in the `born` word).
+    g = r.alloc(40000)
+    guard = r.alloc(100)                          # so that g's block is not the top one
+    r.fill(g, 40000, 0xFF)
+    r.free(g)
+    b1 = r.born_alloc(5000)                       # cut out of the garbage
+    o1 = r.born_put([b1, 0])
+    r.born_release(b1)                            # the array first: the object keeps it
+    r.decref(o1)                                  # freed with the object
+    b2 = r.born_alloc(9000)
+    o2 = r.create()
+    assert r.born_seal(o2, [b2, b2]) == 0         # two buffers of one block
+    r.decref(o2)                                  # the object first: the array keeps it
+    r.born_release(b2)
+    x = r.alloc(4000)
+    r.fill(x, 4000, 0xFF)
+    r.free(x)
+    r.free(r.alloc(1000))                         # a header cut out of the garbage...
+    r.free(r.alloc(1000))                         # ...and allocated
+    r.free(guard)
+    assert r.born_count() == 0
+
     # A second process with counts in its own ledger and two blocks in
     # flight, reaped below.
     other = r.proc()
@@ -68,10 +92,13 @@ def scenario(r):
     r.free(r.alloc(100))
     r.alloc(300)
     unsealed = r.create()                         # it dies before sealing this
+    r.born_alloc(3000)                            # its arrays: given back when reaped,
+    kept = r.born_put([r.born_alloc(3000)])       # one of them referred to by an object
     writing_out = r.put()
     assert r.spill_pick(0)[0]                     # it dies writing one out
     r.use_ledger(None)
     r.incref(unsealed)
+    r.incref(kept)
 
     # Tasks: waiting on an argument, ready, running, finished, retried.
     w = r.proc()
@@ -101,6 +128,9 @@ def scenario(r):
     r.reap(other)                                 # gives back its ledger and blocks
     assert r.state(unsealed) == 3                 # sealed as an error for it
     r.decref(unsealed)
+    assert r.born_count() == 1                    # `kept`'s block: this one's count
+    r.decref(kept)
+    assert r.born_count() == 0
 
     # Spilling: written out, pinned meanwhile (kept), restored, freed spilled.
     s1 = r.put()
