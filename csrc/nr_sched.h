@@ -172,6 +172,10 @@ uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *
 /* Its payload is in the file now: frees the block (1), or, if a reader
  * pinned it meanwhile, leaves it in memory (0: remove the file). */
 int nr_spill_commit(nr_region_t *r, uint64_t id);
+/* The same for a payload whose buffers live in born blocks (nr_born.h):
+ * the file holds it made whole, `size` bytes (what a restore reads back),
+ * and the object gives back its counts on those blocks. */
+int nr_spill_commit_as(nr_region_t *r, uint64_t id, uint64_t size);
 void nr_spill_abort(nr_region_t *r, uint64_t id);
 /* File `file` was read into block `off`: the object takes the block (1) and
  * its file is removed, or the object is no longer in that file (0: free

@@ -156,6 +156,20 @@ def scenario(r):
     r.decref(s2)                                  # one of them freed while spilled
     for x in (dep, r1, r2, err, c, rr):           # `held` went with `other`
         r.decref(x)
+    # An object whose buffer lives in a born block is spilled made whole:
+    # the object gives its count on the block back (freeing it).
+    bb = r.born_alloc(3000)
+    sb = r.born_put([bb])
+    r.born_release(bb)
+    for _ in range(50):
+        oid, _, _ = r.spill_pick(0)
+        if oid == sb:
+            break
+        assert r.spill_commit(oid) == 1               # others go first
+    assert oid == sb
+    assert r.spill_commit_as(sb, 4096) == 1
+    assert r.born_count() == 0
+    r.decref(sb)
 
     # A worker asleep in a thread is woken by a submit.
     w3 = r.proc()

@@ -482,6 +482,9 @@ cdef class CRegion:
     def spill_commit(self, uint64_t oid):
         return nr_spill_commit(&self.r, oid)
 
+    def spill_commit_as(self, uint64_t oid, uint64_t size):
+        return nr_spill_commit_as(&self.r, oid, size)
+
     def spill_abort(self, uint64_t oid):
         nr_spill_abort(&self.r, oid)
 
