@@ -8,9 +8,13 @@
 static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t *)(r->base + off); }
 
 uint64_t nr_born_alloc(nr_region_t *r, uint64_t n, uint64_t *dirty) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t cap = (a->end - r->hdr->arena_off) / NR_BORN_MAX_SHARE_DIV * NR_BORN_MAX_SHARE_MUL;
+    uint64_t off = 0;
     nr_lock(r);
-    uint64_t peak = r->hdr->arena.peak;     /* past it, nothing was ever written */
-    uint64_t off = nr_arena_alloc_aligned_locked(r, n, NR_BORN_PAGE);
+    uint64_t peak = a->peak;                /* past it, nothing was ever written */
+    if (a->used + n + 2 * NR_BORN_PAGE <= cap)
+        off = nr_arena_alloc_aligned_locked(r, n, NR_BORN_PAGE);
     if (off) W(blk(r, off - NR_BLOCK_HDR)->born, (uint64_t)r->slot + 1);
     nr_unlock(r);
     if (dirty) *dirty = off && peak > off ? peak - off : 0;

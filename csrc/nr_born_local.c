@@ -105,9 +105,16 @@ static void release(entry_t e) {
     STAT(live_bytes, -e.len);
 }
 
+/* Born blocks are in the region: anything else is the previous handler's,
+ * told apart without the mutex. */
+static inline int in_region(const void *p) {
+    nr_region_t *r = __atomic_load_n(&g_r, __ATOMIC_ACQUIRE);
+    return r && (const char *)p >= r->base && (const char *)p < r->base + r->size;
+}
+
 static void h_free(void *ctx, void *p, size_t size) {
     (void)ctx;
-    if (p && g_r) {
+    if (in_region(p)) {
         pthread_mutex_lock(&g_mu);
         long i = find_addr(p);
         if (i >= 0) {
@@ -136,7 +143,7 @@ static void *h_calloc(void *ctx, size_t nelem, size_t elsize) {
 static void *h_realloc(void *ctx, void *p, size_t n) {
     uint64_t req = 0;
     int ours = 0;
-    if (p && g_r) {
+    if (in_region(p)) {
         pthread_mutex_lock(&g_mu);
         long i = find_addr(p);
         if (i >= 0) {

@@ -74,7 +74,6 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         uint64_t *born = o->data && o->spill != NR_SPILL_DONE ?
             nr_payload_blocks((nr_payload_t *)(r->base + o->data)) : NULL;
         if (born) {
-            if (o->spill != NR_SPILL_NONE) FAIL(-240);          /* never spilled */
             nr_payload_t *pl = (nr_payload_t *)(r->base + o->data);
             for (uint32_t k = 0; k < nr_payload_nbufs(pl); k++) {
                 if (!born[k]) continue;

@@ -26,8 +26,14 @@ cdef object _born_capsule = None  # our "mem_handler" capsule
 cdef object _born_prev = None     # the handler there was (its arrays still free through it)
 
 
+cdef void **_np_api_table = NULL
+
+
 cdef void **_np_api() except? NULL:
     """numpy's C API table (what import_array() reads), NULL without numpy."""
+    global _np_api_table
+    if _np_api_table != NULL:
+        return _np_api_table
     np = sys.modules.get("numpy")
     if np is None:
         return NULL
@@ -35,7 +41,8 @@ cdef void **_np_api() except? NULL:
         from numpy._core import _multiarray_umath as m     # numpy >= 2
     except ImportError:
         from numpy.core import _multiarray_umath as m      # numpy 1.22 ..
-    return <void **>PyCapsule_GetPointer(m._ARRAY_API, NULL)
+    _np_api_table = <void **>PyCapsule_GetPointer(m._ARRAY_API, NULL)
+    return _np_api_table
 
 
 cdef int _born_thread() except -1:

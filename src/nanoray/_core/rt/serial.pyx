@@ -153,9 +153,11 @@ cdef list _born_refs(_Pickled p, uint64_t *size):
     cdef Py_ssize_t i
     for i in range(len(p.bufs)):
         block = 0
+        if len(p.bufs[i]) < _born_min:
+            continue
         PyObject_GetBuffer(p.bufs[i], &view, PyBUF_SIMPLE)
         try:
-            if view.len >= _born_min and nr_born_find(<char *>view.buf, view.len, &block):
+            if nr_born_find(<char *>view.buf, view.len, &block):
                 ok = handed.get(block)
                 if ok is None:
                     ok = handed[block] = nr_born_handoff(block) == 0
