@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import os, sys, time
+import os, statistics, sys, time
 import numpy as np
 mode, mib, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 n = mib * (1 << 20) // 8

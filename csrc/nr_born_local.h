@@ -33,6 +33,7 @@ typedef struct {
     uint64_t live, live_bytes;         /* born blocks this process's arrays hold now */
     uint64_t remap_failures;           /* mmap refused: the block is kept, never reused */
     uint64_t fork_copies;              /* blocks copied out of the region before a fork */
+    uint64_t settled;                  /* lazy hand-offs whose array outlived the task */
 } nr_born_stats_t;
 
 /* The handler to install (its allocator calls `prev` for what is not
@@ -52,8 +53,16 @@ void nr_born_thread_set(void);
  * payload offset); 0 otherwise. */
 int nr_born_find(const char *ptr, uint64_t len, uint64_t *block);
 /* Hands the block to the store: its pages are mapped copy-on-write here,
- * so the array's later writes stay private.  0, or -1 (the caller copies). */
-int nr_born_handoff(uint64_t block);
+ * so the array's later writes stay private.  0, or -1 (the caller copies).
+ * lazy: not yet, nr_born_settle will (no user code runs in between: a
+ * task's result, sealed by the one thread of the process).  Remapping
+ * drops the pages from this process's page tables, and faulting 4 KiB
+ * shmem pages in again costs 10x a warm write: a result freed before
+ * the settle (a temporary returned, the common case) keeps them. */
+int nr_born_handoff(uint64_t block, int lazy);
+/* The arrays handed off lazily that are still alive get their
+ * copy-on-write mapping now; returns how many. */
+int nr_born_settle(void);
 /* 1 when this process does not see the store's bytes of region range
  * [off, off + len) through its mapping of the region (a handed-off
  * array's private pages, or a forked child's copies): read them through

@@ -21,14 +21,16 @@ cdef extern from "nr_born_local.h" nogil:
         uint64_t live               # born blocks this process's arrays hold now
         uint64_t live_bytes
         uint64_t remap_failures     # mmap refused (the block is kept)
-        uint64_t fork_copies        # blocks copied into a forked child
+        uint64_t fork_copies        # blocks copied out of the region before a fork
+        uint64_t settled            # lazy hand-offs whose array outlived the task
     nr_np_handler_t nr_born_handler
     int nr_born_init(nr_region_t *r, uint64_t threshold, const nr_np_allocator_t *prev)
     void nr_born_pause(int paused)
     int nr_born_thread_ready()
     void nr_born_thread_set()
     int nr_born_find(const char *ptr, uint64_t len, uint64_t *block)
-    int nr_born_handoff(uint64_t block)
+    int nr_born_handoff(uint64_t block, int lazy)
+    int nr_born_settle()
     int nr_born_hidden(uint64_t off, uint64_t len)
     void nr_born_before_fork()
     void nr_born_after_fork_child()

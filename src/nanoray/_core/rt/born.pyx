@@ -22,6 +22,9 @@ ctypedef PyObject *(*_set_handler_t)(PyObject *)
 ctypedef PyObject *(*_get_handler_t)()
 
 cdef bint _born_on = False        # this process's large arrays may be born in the arena
+cdef bint _born_lazy = False      # a task's results are being sealed, and no other thread
+                                  # runs: hand-offs remap after it (nr_born_settle)
+cdef int _born_threads = 1        # Python threads of this process when it started
 cdef object _born_capsule = None  # our "mem_handler" capsule
 cdef object _born_prev = None     # the handler there was (its arrays still free through it)
 
@@ -96,10 +99,11 @@ def born_setup(Region reg):
     """A worker or actor process starts: its large arrays are born in the
     arena unless init(_system_config={"born_in_shm": False}) (or
     NANORAY_BORN_IN_SHM=0) said otherwise."""
-    global _born_on
+    global _born_on, _born_threads
     if os.environ.get("NANORAY_BORN_IN_SHM", "1") == "0" or reg.r.fd < 0:
         return
     _born_on = True
+    _born_threads = threading.active_count()
     _born_thread()
 
 
@@ -117,7 +121,8 @@ def born_stats():
                 born_bytes=s.born_bytes, fallbacks=s.fallbacks, handoffs=s.handoffs,
                 handoff_bytes=s.handoff_bytes, frees=s.frees, live=s.live,
                 live_bytes=s.live_bytes, remap_failures=s.remap_failures,
-                fork_copies=s.fork_copies, thread_ready=bool(nr_born_thread_ready()))
+                fork_copies=s.fork_copies, settled=s.settled,
+                thread_ready=bool(nr_born_thread_ready()))
 
 
 def born_offset(arr):

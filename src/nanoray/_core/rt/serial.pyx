@@ -160,7 +160,7 @@ cdef list _born_refs(_Pickled p, uint64_t *size):
             if nr_born_find(<char *>view.buf, view.len, &block):
                 ok = handed.get(block)
                 if ok is None:
-                    ok = handed[block] = nr_born_handoff(block) == 0
+                    ok = handed[block] = nr_born_handoff(block, _born_lazy) == 0
                 if not ok:
                     block = 0
         finally:

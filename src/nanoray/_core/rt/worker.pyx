@@ -165,7 +165,7 @@ cdef _Call _reload(Region reg, _Call c):
 
 cdef void _complete(Region reg, _Call c, object result) except *:
     """Seals the returns of c (its value, or its failure) and finishes the task."""
-    global _in_task
+    global _in_task, _born_lazy
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -200,6 +200,14 @@ cdef void _complete(Region reg, _Call c, object result) except *:
                     raise ValueError("the task returned %d values; num_returns is %d" % (len(result), nret))
             except Exception as e:
                 failure = _exc.RayTaskError(c.name, _format_tb(e), e, os.getpid())
+        # Results born here are handed to the store without remapping them
+        # (no user code runs from here on, in this process's only thread);
+        # those the task kept are remapped copy-on-write once _run_task has
+        # dropped its result (rt/born.pyx, nr_born_settle).
+        if (_born_on and failure is None and not _actor_opts.get("is_async")
+                and _actor_opts.get("max_concurrency", 1) == 1
+                and threading.active_count() <= _born_threads):
+            _born_lazy = True
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
@@ -317,6 +325,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
                 % (c.name, _exc._safe_repr(e)))
     if gpus:
         visible = _set_visible_gpus(gpus)
+    global _born_lazy
     try:
         result = _invoke(c)
         while c.raised is not None and _retry_exception(reg, c):
@@ -324,6 +333,10 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             result = _invoke(c)
         _complete(reg, c, result)
     finally:                           # undone in the reverse order
+        if _born_lazy:
+            _born_lazy = False
+            result = None
+            nr_born_settle()
         if gpus:
             _restore_visible_gpus(visible)
         if token is not None:
