@@ -79,6 +79,15 @@ def scenario(r):
     r.free(r.alloc(1000))                         # a header cut out of the garbage...
     r.free(r.alloc(1000))                         # ...and allocated
     r.free(guard)
+    h = r.alloc(30000)
+    guard = r.alloc(100)
+    r.fill(h, 30000, 0xFF)
+    r.free(h)
+    s = r.alloc(1000)                             # the rest: a free block headed in garbage,
+    b3 = r.born_alloc(5000)                       # taken by an aligned first fit
+    r.born_release(b3)
+    r.free(s)
+    r.free(guard)
     assert r.born_count() == 0
 
     # A second process with counts in its own ledger and two blocks in
