@@ -30,6 +30,7 @@ static nr_region_t *g_r;
 static uint64_t g_threshold = UINT64_MAX;
 static pid_t g_pid;                  /* the process the region slot is */
 static int g_paused;
+static int g_lazy;                   /* hand-offs wait for nr_born_settle */
 static nr_np_allocator_t g_prev;     /* the handler there was before */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static entry_t *g_tab;
@@ -218,6 +219,7 @@ int nr_born_handoff(uint64_t block, int lazy) {
         if (e->off != block || e->foreign) continue;
         if (e->handed || e->anon) break;     /* another thread handed it first */
         if (!lazy && make_private(e) != 0) break;
+        if (lazy) __atomic_store_n(&g_lazy, 1, __ATOMIC_RELEASE);
         e->handed = 1;
         STAT(handoffs, 1);
         STAT(handoff_bytes, e->req);
@@ -230,7 +232,9 @@ int nr_born_handoff(uint64_t block, int lazy) {
 
 int nr_born_settle(void) {
     int n = 0;
+    if (!__atomic_load_n(&g_lazy, __ATOMIC_ACQUIRE)) return 0;   /* after every task: cheap */
     pthread_mutex_lock(&g_mu);
+    __atomic_store_n(&g_lazy, 0, __ATOMIC_RELEASE);
     for (size_t i = 0; i < g_n; i++) {
         entry_t *e = &g_tab[i];
         if (!e->handed || e->priv || e->foreign || e->anon) continue;

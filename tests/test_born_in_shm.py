@@ -367,3 +367,34 @@ def test_the_driver_does_not_allocate_in_the_arena(fresh):
     ref = ray.put(a)
     a[:] = 2
     assert (ray.get(ref) == 1).all()
+
+
+def test_a_result_the_task_keeps_is_remapped_when_the_task_ends(fresh):
+    """A task's results are handed off without remapping them (so a returned
+    temporary keeps its warm page tables); one the task kept gets its
+    copy-on-write mapping as the task ends, before any user code runs."""
+    ray = fresh(num_cpus=1, object_store_memory=256 * MIB)
+
+    @ray.remote
+    def temp():
+        return np.ones(MIB)
+
+    @ray.remote
+    def keep():
+        import builtins
+        builtins._nanoray_kept = np.zeros(MIB)
+        return builtins._nanoray_kept
+
+    @ray.remote
+    def write():
+        import builtins
+        builtins._nanoray_kept += 1
+        s = rt.born_stats()
+        return float(builtins._nanoray_kept[0]), s["settled"], s["handoffs"]
+
+    assert (ray.get(temp.remote()) == 1).all()
+    ref = keep.remote()
+    value, settled, handoffs = ray.get(write.remote())
+    assert value == 1 and settled == 1 and handoffs == 2
+    assert (ray.get(ref) == 0).all() and rt.born_blocks(ref)[0]
+    check_region(ray)

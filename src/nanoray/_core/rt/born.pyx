@@ -22,8 +22,7 @@ ctypedef PyObject *(*_set_handler_t)(PyObject *)
 ctypedef PyObject *(*_get_handler_t)()
 
 cdef bint _born_on = False        # this process's large arrays may be born in the arena
-cdef bint _born_lazy = False      # a task's results are being sealed, and no other thread
-                                  # runs: hand-offs remap after it (nr_born_settle)
+cdef bint _born_lazy = False      # _complete is sealing a task's results (see _born_lazy_now)
 cdef int _born_threads = 1        # Python threads of this process when it started
 cdef object _born_capsule = None  # our "mem_handler" capsule
 cdef object _born_prev = None     # the handler there was (its arrays still free through it)
@@ -78,6 +77,16 @@ cdef int _born_thread() except -1:
     Py_XDECREF(cur)
     nr_born_thread_set()
     return 0
+
+
+cdef bint _born_lazy_now() except -1:
+    """Whether hand-offs may wait for nr_born_settle to remap: a task's
+    results are being sealed, and no user code can run until the task has
+    ended (no other thread: not a threaded or async actor, and no thread
+    the user started)."""
+    return (_born_lazy and not _actor_opts.get("is_async")
+            and _actor_opts.get("max_concurrency", 1) == 1
+            and threading.active_count() <= _born_threads)
 
 
 cdef inline int _born_check() except -1:

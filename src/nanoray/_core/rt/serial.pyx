@@ -151,6 +151,7 @@ cdef list _born_refs(_Pickled p, uint64_t *size):
     cdef list born = None
     cdef dict handed = {}
     cdef Py_ssize_t i
+    cdef int lazy = -1
     for i in range(len(p.bufs)):
         block = 0
         if len(p.bufs[i]) < _born_min:
@@ -160,7 +161,9 @@ cdef list _born_refs(_Pickled p, uint64_t *size):
             if nr_born_find(<char *>view.buf, view.len, &block):
                 ok = handed.get(block)
                 if ok is None:
-                    ok = handed[block] = nr_born_handoff(block, _born_lazy) == 0
+                    if lazy < 0:
+                        lazy = _born_lazy_now()
+                    ok = handed[block] = nr_born_handoff(block, lazy) == 0
                 if not ok:
                     block = 0
         finally:

@@ -204,16 +204,14 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         # (no user code runs from here on, in this process's only thread);
         # those the task kept are remapped copy-on-write once _run_task has
         # dropped its result (rt/born.pyx, nr_born_settle).
-        if (_born_on and failure is None and not _actor_opts.get("is_async")
-                and _actor_opts.get("max_concurrency", 1) == 1
-                and threading.active_count() <= _born_threads):
-            _born_lazy = True
+        _born_lazy = _born_on            # (what else it takes: _born_refs)
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
             else:
                 _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
+        _born_lazy = False
         c.args = c.kwargs = c.failure = c.raised = None
         result = failure = None
         if c.kind == NR_SPEC_TASK:
@@ -325,7 +323,6 @@ cdef void _run_task(Region reg, uint32_t t) except *:
                 % (c.name, _exc._safe_repr(e)))
     if gpus:
         visible = _set_visible_gpus(gpus)
-    global _born_lazy
     try:
         result = _invoke(c)
         while c.raised is not None and _retry_exception(reg, c):
@@ -333,8 +330,7 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             result = _invoke(c)
         _complete(reg, c, result)
     finally:                           # undone in the reverse order
-        if _born_lazy:
-            _born_lazy = False
+        if _born_on:                   # results it kept: copy-on-write from now on
             result = None
             nr_born_settle()
         if gpus:
