@@ -226,6 +226,11 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     read from Ray's _system_config={"object_spilling_config": ...}), in a
     directory of this runtime's own that is removed at shutdown.
 
+    In workers, numpy arrays of at least 1 MiB are allocated in the store
+    (numpy's allocator hook, NEP 49), so a task that returns (or puts) one
+    stores it without a copy; _system_config={"born_in_shm": False} turns
+    that off (the copy path; nanoray/_core/rt/born.pyx, csrc/nr_born.h).
+
     What workers print reaches this process's stdout and stderr, each line
     prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
     them (nanoray/_output.py).

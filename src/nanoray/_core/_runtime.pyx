@@ -23,6 +23,11 @@ A value becomes a *payload* in one arena block::
 
     nr_payload_t | contained ids | {off, len} per buffer | pickle | buffers
 
+In workers, numpy arrays of at least 1 MiB are born in arena blocks of
+their own (numpy's allocator hook: rt/born.pyx, csrc/nr_born.h); a payload
+then refers to such a block instead of copying it (a blocks[] table after
+the buffer table; the object counts the block in its header).
+
 The pickle stream is pickle protocol 5 with out-of-band buffers, so numpy
 arrays' data is copied once into the arena by put and never again: get
 rebuilds arrays as read-only views of the block.  Each view holds a
