@@ -8,6 +8,9 @@ measures, from submit until the caller holds the result:
     store; Ray: one copy into plasma);
   - the first task on a fresh 256 MiB result: x + 1 by ref (a 256 MiB
     result again).
+And, inside one task, the allocator itself: temporaries of 1, 8 and 64 MiB
+made and dropped in a loop (np.ones; x + 1), born in the store against the
+previous handler (malloc: the hook paused in that worker for the loop).
 Each mode runs in fresh processes, alternating, several rounds; within a
 process each figure is the median of --reps runs after one warm-up, and
 the table shows the median over rounds.  Modes: nanoray (arrays born in
@@ -78,6 +81,28 @@ for i in range(reps + 1):                 # the first is a warm-up
         out["float"].append(f)
         out["array"].append(a)
         out["first"].append(s)
+if mode == "born":
+    from nanoray._core import _runtime as rt
+
+    @ray.remote
+    def temporaries(paused, size, n):
+        rt.born_pause(paused)
+        try:
+            x = np.ones(size // 8)
+            t = time.perf_counter()
+            for _ in range(n):
+                b = np.ones(size // 8)
+                c = x + 1
+                del b, c
+            return (time.perf_counter() - t) / n
+        finally:
+            rt.born_pause(False)
+
+    for size in (1, 8, 64):
+        for paused in (False, True):
+            k = "tmp%d%s" % (size, "m" if paused else "b")
+            out[k] = [ray.get(temporaries.remote(paused, size << 20, 20 if size > 8 else 200))
+                      for _ in range(reps)]
 print(" ".join("%s=%.6f" % (k, statistics.median(v)) for k, v in out.items()))
 ray.shutdown()
 """
@@ -118,6 +143,13 @@ def main():
         med = {k: statistics.median(r[k] for r in rows) * 1e3 for k in rows[0]}
         print("%-26s %14.1f %16.1f %12.1f %22.1f" % (
             LABELS[mode], med["float"], med["array"], med["array"] - med["float"], med["first"]))
+    rows = got["born"]
+    print("\ntemporaries in a loop, one np.ones and one x + 1 each (us per iteration)")
+    print("%-10s %16s %16s" % ("size", "born in store", "malloc"))
+    for size in (1, 8, 64):
+        print("%-10s %16.1f %16.1f" % (
+            "%d MiB" % size, statistics.median(r["tmp%db" % size] for r in rows) * 1e6,
+            statistics.median(r["tmp%dm" % size] for r in rows) * 1e6))
 
 
 if __name__ == "__main__":
