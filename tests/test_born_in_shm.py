@@ -398,3 +398,29 @@ def test_a_result_the_task_keeps_is_remapped_when_the_task_ends(fresh):
     assert value == 1 and settled == 1 and handoffs == 2
     assert (ray.get(ref) == 0).all() and rt.born_blocks(ref)[0]
     check_region(ray)
+
+
+def test_an_object_in_a_born_block_is_spilled_whole_even_by_its_owner(fresh, tmp_path):
+    """Spilling writes the object's bytes, not the owner's private writes:
+    the worker that spills it maps the block privately (it kept the array
+    and wrote to it), so it reads the store's pages through a mapping of
+    their own."""
+    ray = fresh(num_cpus=1, object_store_memory=64 * MIB,
+                object_spilling_directory=str(tmp_path))
+
+    @ray.remote
+    def own_then_spill():
+        a = np.full(5 * MIB, 3.0)           # 40 MiB, born here
+        ref = ray.put(a)                    # handed off: private here from now on
+        a[:] = 9.0
+        try:
+            ray.put(np.frombuffer(bytearray(30 * MIB), dtype=np.uint8))   # no room left
+        except Exception:
+            pass                            # full even after spilling: fine
+        return ref, bool((a == 9).all())
+
+    ref, kept = ray.get(own_then_spill.remote())
+    assert kept
+    assert region(ray).stats()["spills"] >= 1
+    assert (ray.get(ref) == 3.0).all()      # restored from its file: the store's bytes
+    check_region(ray)

@@ -33,6 +33,20 @@ cdef void _write_all(int fd, view) except *:
         done += os.write(fd, view[done:])
 
 
+cdef void _write_region(Region reg, int fd, uint64_t off, uint64_t n) except *:
+    """Writes region bytes [off, off + n) through a mapping of their own:
+    this process maps them privately (its own array, handed off)."""
+    cdef uint64_t start = off & ~(<uint64_t>4095)
+    cdef size_t length = <size_t>((off - start + n + 4095) & ~(<uint64_t>4095))
+    cdef void *m = mmap(NULL, length, PROT_READ, MAP_SHARED, reg.r.fd, start)
+    if m == MAP_FAILED:
+        raise OSError("nanoray: could not map an object's pages to spill them")
+    try:
+        _write_all(fd, PyMemoryView_FromMemory(<char *>m + (off - start), n, PyBUF_READ))
+    finally:
+        munmap(m, length)
+
+
 cdef uint64_t _spill_whole(Region reg, uint64_t oid, int fd, char *ptr) except 0:
     """Writes the payload at ptr, whose buffers live in born blocks
     (rt/born.pyx), to fd made whole: the layout _write_payload gives a
@@ -61,7 +75,9 @@ cdef uint64_t _spill_whole(Region reg, uint64_t oid, int fd, char *ptr) except 0
         if places[i] > at:
             _write_all(fd, bytes(places[i] - at))
         if blocks[i] and nr_born_hidden(table[2 * i], table[2 * i + 1]):
-            view = memoryview(_cow(reg, oid, reg.r.base + table[2 * i], table[2 * i + 1], True))
+            _write_region(reg, fd, table[2 * i], table[2 * i + 1])
+            at = places[i] + table[2 * i + 1]
+            continue
         elif blocks[i]:
             view = PyMemoryView_FromMemory(reg.r.base + table[2 * i], table[2 * i + 1], PyBUF_READ)
         else:
