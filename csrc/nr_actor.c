@@ -432,6 +432,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
     nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
+    nri_born_reap(r, slot);                  /* its arrays' blocks (commits too) */
     nr_arena_release_writing(r, slot);
     nri_spill_release(r, slot);
     int restart = !(p->aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART | NR_ACTOR_INFEASIBLE)) &&

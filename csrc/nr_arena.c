@@ -91,6 +91,7 @@ uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n) {
     }
     nr_block_t *b = blk(r, off);
     W(b->req, n);
+    if (b->born) W(b->born, 0);       /* left from a past life as a born block */
     WADD(a->used, bsize(b));
     WINC(a->nallocs);
     return off + NR_BLOCK_HDR;
@@ -127,6 +128,73 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off) {
     }
     fix_next(r, off);
     push_free(r, off);
+}
+
+/* Splits the used block at `off` (header offset) at `off + first`: two used
+ * blocks; returns the second's header offset. */
+static uint64_t split_used(nr_region_t *r, uint64_t off, uint64_t first) {
+    nr_arena_t *a = &r->hdr->arena;
+    nr_block_t *b = blk(r, off);
+    uint64_t size = bsize(b), rest = off + first;
+    nr_block_t *t = blk(r, rest);
+    W(t->size, (size - first) | USED);
+    W(t->prev_size, first);
+    W(t->req, 0);
+    if (t->born) W(t->born, 0);
+    W(b->size, first | USED);
+    uint64_t nxt = rest + (size - first);
+    if (nxt < a->brk) W(blk(r, nxt)->prev_size, size - first);
+    if (a->last == off) W(a->last, rest);
+    WINC(a->nallocs);
+    return rest;
+}
+
+/* Where in free block `off` an aligned payload of len bytes would start
+ * (its leading fragment none, or a block of its own), 0 if it does not fit. */
+static uint64_t aligned_fit(nr_region_t *r, uint64_t off, uint64_t len, uint64_t align) {
+    uint64_t p = (off + NR_BLOCK_HDR + align - 1) & ~(align - 1);
+    if (p != off + NR_BLOCK_HDR && p - NR_BLOCK_HDR - off < NR_MIN_BLOCK) p += align;
+    return p + len <= off + bsize(blk(r, off)) ? p : 0;
+}
+
+uint64_t nr_arena_alloc_aligned_locked(nr_region_t *r, uint64_t n, uint64_t align) {
+    nr_arena_t *a = &r->hdr->arena;
+    uint64_t len = (n + align - 1) & ~(align - 1);
+    if (len < n || len > a->end) return 0;
+    /* A free block it fits in, aligned: a freed born block fits exactly
+     * (its pages are warm).  Bounded first fit from its bin up. */
+    uint64_t p = 0, off = 0;
+    for (int bin = bin_of(len + NR_BLOCK_HDR); bin < NR_NBINS && !p; bin++) {
+        if (!(a->bitmap & (1ull << bin))) continue;
+        uint64_t cur = a->bins[bin];
+        for (int i = 0; cur && i < 32 && !p; i++, cur = blk(r, cur)->next_free)
+            if ((p = aligned_fit(r, cur, len, align))) off = cur;
+    }
+    if (p) {
+        nr_block_t *b = blk(r, off);
+        unlink_free(r, off);
+        W(b->size, b->size | USED);
+        if (b->born) W(b->born, 0);
+        WADD(a->used, bsize(b));
+        WINC(a->nallocs);
+    } else {
+        /* Room for the block, its alignment, and a leading fragment big
+         * enough to be a block of its own; the slack goes back at once. */
+        p = nr_arena_alloc_locked(r, len + align + NR_MIN_BLOCK);
+        if (!p) return 0;
+        off = p - NR_BLOCK_HDR;
+        p = aligned_fit(r, off, len, align);
+    }
+    if (p != off + NR_BLOCK_HDR) {        /* the leading fragment goes back */
+        uint64_t head = off;
+        off = split_used(r, head, p - NR_BLOCK_HDR - head);
+        nr_arena_free_locked(r, head + NR_BLOCK_HDR);
+    }
+    uint64_t need = NR_BLOCK_HDR + len;
+    if (bsize(blk(r, off)) - need >= NR_MIN_BLOCK)   /* and the tail */
+        nr_arena_free_locked(r, split_used(r, off, need) + NR_BLOCK_HDR);
+    W(blk(r, off)->req, n);
+    return off + NR_BLOCK_HDR;
 }
 
 /* The caller's blocks in flight are recorded in its process slot, in the

@@ -26,12 +26,19 @@ typedef struct {
     uint64_t next_free;  /* free-list links, valid while free */
     uint64_t prev_free;
     uint64_t req;        /* bytes the caller asked for */
-    uint64_t _pad[3];
+    uint64_t born;       /* blocks numpy arrays were born in (nr_born.h), 0 otherwise:
+                          * low 32 bits, slot + 1 of the process whose live array holds
+                          * it (0: the array is gone); high 32, payloads that refer to it */
+    uint64_t _pad[2];
 } nr_block_t;
 
 /* Returns the offset of a NR_ALIGN-aligned payload of `n` bytes, 0 if full. */
 uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n);
 void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off);
+/* As nr_arena_alloc_locked, with the payload aligned to `align` (a power
+ * of two, a multiple of NR_ALIGN) and rounded up to a multiple of it: the
+ * pages of [payload, payload + round_up(n)) belong to this block alone. */
+uint64_t nr_arena_alloc_aligned_locked(nr_region_t *r, uint64_t n, uint64_t align);
 uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
 /* nr_arena_alloc, but up to NR_SMALL_PAYLOAD bytes come from this process's
  * cache of small blocks, with no lock (refilled NR_NCACHE at a time under one

@@ -8,6 +8,7 @@
 #include "nr_sched.h"
 #include "nr_actor.h"
 #include "nr_undo.h"
+#include "nr_born.h"
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)

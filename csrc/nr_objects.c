@@ -64,6 +64,7 @@ void nri_obj_free(nr_region_t *r, nr_object_t *o) {
                 W(h->zombie_head, (uint32_t)(x - objs(r)) + 1);
             }
         }
+        nri_born_payload(r, p, -1);       /* the born blocks its buffers live in */
         nr_arena_free_locked(r, o->data);
         W(o->data, 0);
     }
@@ -198,7 +199,10 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
                         int is_error, wakeups_t *w) {
     W(o->data, data);
     W(o->size, size);
-    if (data) incref_payload_contained(r, data);
+    if (data) {
+        incref_payload_contained(r, data);
+        nri_born_payload(r, (nr_payload_t *)(r->base + data), 1);
+    }
     W(o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
     /* Release the tasks that were waiting for this object, in the order
      * they were submitted (the list was built by pushing at the head). */

@@ -587,6 +587,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     nr_lock(r);
     nri_ledger_release(r, slot, &w);     /* first: it commits as it goes */
+    nri_born_reap(r, slot);              /* its arrays' blocks (commits too) */
     nr_arena_release_writing(r, slot);
     nri_spill_release(r, slot);
     nr_proc_t *p = nr_proc(r, slot);

@@ -111,12 +111,23 @@ typedef struct {
 
 /* An object payload, written into the arena by the serializer. */
 typedef struct {
-    uint32_t nbufs;       /* out-of-band buffers */
+    uint32_t nbufs;       /* out-of-band buffers; bit 31 (NR_PAYLOAD_EXTERN): some live
+                           * in blocks of their own (arrays born in the arena, nr_born.h) */
     uint32_t ncontained;  /* refs nested in the value */
     uint64_t pickle_len;  /* bytes of the pickle stream */
     /* uint64_t contained[ncontained]; {uint64_t off, len} bufs[nbufs];
+     * with NR_PAYLOAD_EXTERN, uint64_t blocks[nbufs]: the born block that
+     * buffer i lies in (its payload offset; then off is a region offset),
+     * 0 when the buffer is in this payload;
      * pickle stream; buffers, each NR_ALIGN-aligned (off from payload start) */
 } nr_payload_t;
+#define NR_PAYLOAD_EXTERN 0x80000000u
+static inline uint32_t nr_payload_nbufs(const nr_payload_t *p) { return p->nbufs & ~NR_PAYLOAD_EXTERN; }
+/* The blocks[] table, NULL when every buffer is in the payload. */
+static inline uint64_t *nr_payload_blocks(nr_payload_t *p) {
+    if (!(p->nbufs & NR_PAYLOAD_EXTERN)) return NULL;
+    return (uint64_t *)(p + 1) + p->ncontained + 2 * (uint64_t)nr_payload_nbufs(p);
+}
 
 static inline uint64_t *nr_spec_ids(nr_spec_t *s) { return (uint64_t *)(s + 1); }
 static inline char *nr_spec_args(nr_spec_t *s) {
@@ -165,6 +176,10 @@ uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *
 /* Its payload is in the file now: frees the block (1), or, if a reader
  * pinned it meanwhile, leaves it in memory (0: remove the file). */
 int nr_spill_commit(nr_region_t *r, uint64_t id);
+/* The same for a payload whose buffers live in born blocks (nr_born.h):
+ * the file holds it made whole, `size` bytes (what a restore reads back),
+ * and the object gives back its counts on those blocks. */
+int nr_spill_commit_as(nr_region_t *r, uint64_t id, uint64_t size);
 void nr_spill_abort(nr_region_t *r, uint64_t id);
 /* File `file` was read into block `off`: the object takes the block (1) and
  * its file is removed, or the object is no longer in that file (0: free

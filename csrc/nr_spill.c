@@ -92,6 +92,21 @@ static uint64_t span_if_freed(nr_region_t *r, uint64_t off) {
     return span;
 }
 
+/* What spilling o would free: its block's span, or, when its buffers live
+ * in born blocks, the largest span of those only it holds (the array is
+ * gone, no other object refers to it). */
+static uint64_t obj_span(nr_region_t *r, nr_object_t *o) {
+    nr_payload_t *p = (nr_payload_t *)(r->base + o->data);
+    uint64_t span = span_if_freed(r, o->data - NR_BLOCK_HDR);
+    uint64_t *born = nr_payload_blocks(p);
+    for (uint32_t i = 0; born && i < nr_payload_nbufs(p); i++) {
+        if (!born[i] || blk(r, born[i] - NR_BLOCK_HDR)->born != NR_BORN_REF) continue;
+        uint64_t s = span_if_freed(r, born[i] - NR_BLOCK_HDR);
+        if (s > span) span = s;
+    }
+    return span;
+}
+
 uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size,
                        uint64_t *file) {
     nr_header_t *h = r->hdr;
@@ -108,7 +123,7 @@ uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *
                 o->spill != NR_SPILL_NONE || LOAD(&o->pins) || o->actor || LOAD(&o->refs) <= 0 ||
                 ((nr_payload_t *)(r->base + o->data))->ncontained)
                 continue;
-            uint64_t span = span_if_freed(r, o->data - NR_BLOCK_HDR);
+            uint64_t span = obj_span(r, o);
             int enough = span >= need + NR_BLOCK_HDR, best_enough = best_span >= need + NR_BLOCK_HDR;
             /* Enough room with the least written out, else the most room. */
             if (!best || (enough && (!best_enough || o->size < best_size)) ||
@@ -145,6 +160,10 @@ static void spill_end(nr_region_t *r, uint64_t id) {
 }
 
 int nr_spill_commit(nr_region_t *r, uint64_t id) {
+    return nr_spill_commit_as(r, id, 0);
+}
+
+int nr_spill_commit_as(nr_region_t *r, uint64_t id, uint64_t size) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, r->slot);
@@ -152,7 +171,9 @@ int nr_spill_commit(nr_region_t *r, uint64_t id) {
     int ok = 0;
     if (o && p->spilling == id && o->spill == NR_SPILL_WRITING) {
         if (LOAD(&o->pins) == 0) {
+            nri_born_payload(r, (nr_payload_t *)(r->base + o->data), -1);
             nr_arena_free_locked(r, o->data);
+            if (size) W(o->size, size);  /* made whole in its file */
             W(o->data, p->spill_file);   /* spilled: the file's number */
             W(o->spill, NR_SPILL_DONE);
             WINC(h->nspilled);

@@ -17,7 +17,7 @@ static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t
 static inline nr_name_t *names(nr_region_t *r) { return (nr_name_t *)(r->base + r->hdr->names_off); }
 
 /* Used blocks in address order, with how many owners claim each. */
-typedef struct { uint64_t *off; uint32_t *owners; uint64_t n; } blocks_t;
+typedef struct { uint64_t *off; uint32_t *owners; uint32_t *brefs; uint64_t n; } blocks_t;
 
 static int64_t block_find(blocks_t *b, uint64_t payload) {
     uint64_t off = payload - NR_BLOCK_HDR;
@@ -55,9 +55,10 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     uint64_t nblocks = h->arena.nallocs;
     b.off = malloc((nblocks + 1) * sizeof *b.off);
     b.owners = calloc(nblocks + 1, sizeof *b.owners);
+    b.brefs = calloc(nblocks + 1, sizeof *b.brefs);    /* payloads' refs to born blocks */
     tcount = calloc((size_t)h->task_hwm + 2, sizeof *tcount);   /* queue memberships */
     tdeps = calloc((size_t)h->task_hwm + 2, sizeof *tdeps);     /* dep nodes per task */
-    if (!b.off || !b.owners || !tcount || !tdeps) FAIL(-1);
+    if (!b.off || !b.owners || !b.brefs || !tcount || !tdeps) FAIL(-1);
     for (uint64_t off = h->arena_off; off < h->arena.brk; off += blk(r, off)->size & ~USED)
         if (blk(r, off)->size & USED) b.off[b.n++] = off;
 
@@ -70,6 +71,17 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         live++;
         if (o->refs < 0) FAIL(-202);
         if (o->data && o->spill != NR_SPILL_DONE && claim(&b, o->data)) FAIL(-203);
+        uint64_t *born = o->data && o->spill != NR_SPILL_DONE ?
+            nr_payload_blocks((nr_payload_t *)(r->base + o->data)) : NULL;
+        if (born) {
+            nr_payload_t *pl = (nr_payload_t *)(r->base + o->data);
+            for (uint32_t k = 0; k < nr_payload_nbufs(pl); k++) {
+                if (!born[k]) continue;
+                int64_t bi = block_find(&b, born[k]);
+                if (bi < 0) FAIL(-241);
+                b.brefs[bi]++;
+            }
+        }
         if (o->spill == NR_SPILL_DONE) {
             if (!o->data || o->state == NR_OBJ_PENDING) FAIL(-230);
             nspilled++;
@@ -305,8 +317,14 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     /* Every used block has one owner at most; none is a leak unless a live
      * process is still writing it. */
     for (uint64_t i = 0; i < b.n; i++) {
+        uint64_t bn = blk(r, b.off[i])->born;
         if (b.owners[i] > 1) FAIL(-520);
-        if (!b.owners[i] && out) {
+        /* A born block: held by its process's array and/or the payloads
+         * that refer to it, which its count says exactly. */
+        if (NR_BORN_REFS(bn) != b.brefs[i]) FAIL(-521);
+        if (NR_BORN_OWNER(bn) > h->max_procs) FAIL(-522);
+        if (bn && b.owners[i]) FAIL(-523);
+        if (!b.owners[i] && !bn && out) {
             out->orphan_blocks++;
             out->orphan_bytes += blk(r, b.off[i])->size & ~USED;
         }
@@ -315,6 +333,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
 out:
     free(b.off);
     free(b.owners);
+    free(b.brefs);
     free(tcount);
     free(tdeps);
     free(held);
@@ -383,7 +402,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
         nr_block_t *bb = blk(r, off);
         uint64_t s = bb->size & ~USED;
         FEED(&f, off); FEED(&f, bb->size); FEED(&f, bb->prev_size);
-        if (bb->size & USED) FEED(&f, bb->req);
+        if (bb->size & USED) { FEED(&f, bb->req); FEED(&f, bb->born); }
         else { FEED(&f, bb->next_free); FEED(&f, bb->prev_free); }
         if (s < NR_MIN_BLOCK) break;
         off += s;

@@ -57,6 +57,39 @@ def scenario(r):
     r.seal(dropped)
     r.free(r.alloc(5000))
 
+    # Arrays born in the arena: a block referred to by objects, given back
+    # by the array and by the objects in either order; headers cut where
+    # old bytes were (garbage left in the `born` word).
+    g = r.alloc(40000)
+    guard = r.alloc(100)                          # so that g's block is not the top one
+    r.fill(g, 40000, 0xFF)
+    r.free(g)
+    b1 = r.born_alloc(5000)                       # cut out of the garbage
+    o1 = r.born_put([b1, 0])
+    r.born_release(b1)                            # the array first: the object keeps it
+    r.decref(o1)                                  # freed with the object
+    b2 = r.born_alloc(9000)
+    o2 = r.create()
+    assert r.born_seal(o2, [b2, b2]) == 0         # two buffers of one block
+    r.decref(o2)                                  # the object first: the array keeps it
+    r.born_release(b2)
+    x = r.alloc(4000)
+    r.fill(x, 4000, 0xFF)
+    r.free(x)
+    r.free(r.alloc(1000))                         # a header cut out of the garbage...
+    r.free(r.alloc(1000))                         # ...and allocated
+    r.free(guard)
+    h = r.alloc(30000)
+    guard = r.alloc(100)
+    r.fill(h, 30000, 0xFF)
+    r.free(h)
+    s = r.alloc(1000)                             # the rest: a free block headed in garbage,
+    b3 = r.born_alloc(5000)                       # taken by an aligned first fit
+    r.born_release(b3)
+    r.free(s)
+    r.free(guard)
+    assert r.born_count() == 0
+
     # A second process with counts in its own ledger and two blocks in
     # flight, reaped below.
     other = r.proc()
@@ -71,10 +104,13 @@ def scenario(r):
     r.free(r.alloc_small(64))                     # a cached block given back
     r.seal(r.create(), small=True)                # and one made an object's
     unsealed = r.create()                         # it dies before sealing this
+    r.born_alloc(3000)                            # its arrays: given back when reaped,
+    kept = r.born_put([r.born_alloc(3000)])       # one of them referred to by an object
     writing_out = r.put()
     assert r.spill_pick(0)[0]                     # it dies writing one out
     r.use_ledger(None)
     r.incref(unsealed)
+    r.incref(kept)
 
     # Tasks: waiting on an argument, ready, running, finished, retried.
     w = r.proc()
@@ -104,6 +140,9 @@ def scenario(r):
     r.reap(other)                                 # gives back its ledger and blocks
     assert r.state(unsealed) == 3                 # sealed as an error for it
     r.decref(unsealed)
+    assert r.born_count() == 1                    # `kept`'s block: this one's count
+    r.decref(kept)
+    assert r.born_count() == 0
 
     # Spilling: written out, pinned meanwhile (kept), restored, freed spilled.
     s1 = r.put()
@@ -112,7 +151,7 @@ def scenario(r):
     assert r.spill_commit(oid) == 1
     assert r.pin(oid)[1:] == (0, 2)               # in a file: no pin taken
     assert r.spill_file(oid) == file
-    block = r.alloc(16)
+    block = r.payload()                           # what the file held: an empty payload
     assert r.spill_restore(oid, file + 1, block) == 0   # not its file
     assert r.spill_restore(oid, file, block) == 1
     assert r.pin(oid)[2] == 0
@@ -129,6 +168,20 @@ def scenario(r):
     r.decref(s2)                                  # one of them freed while spilled
     for x in (dep, r1, r2, err, c, rr):           # `held` went with `other`
         r.decref(x)
+    # An object whose buffer lives in a born block is spilled made whole:
+    # the object gives its count on the block back (freeing it).
+    bb = r.born_alloc(3000)
+    sb = r.born_put([bb])
+    r.born_release(bb)
+    for _ in range(50):
+        oid, _, _ = r.spill_pick(0)
+        if oid == sb:
+            break
+        assert r.spill_commit(oid) == 1               # others go first
+    assert oid == sb
+    assert r.spill_commit_as(sb, 4096) == 1
+    assert r.born_count() == 0
+    r.decref(sb)
 
     # A worker asleep in a thread is woken by a submit.
     w3 = r.proc()

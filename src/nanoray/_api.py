@@ -62,7 +62,8 @@ class LocalBackend:
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
-              spill_base=None, runtime_env=None, resources=None, log_to_driver=True):
+              spill_base=None, runtime_env=None, resources=None, log_to_driver=True,
+              born_in_shm=True):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
@@ -88,6 +89,8 @@ class LocalBackend:
         }
         env = dict(os.environ, **env_vars)
         env["NANORAY_ZYGOTE"] = json.dumps(cfg)
+        if not born_in_shm:                  # workers' arrays are not born in the arena
+            env["NANORAY_BORN_IN_SHM"] = "0"
         try:
             zygote = subprocess.Popen(
                 [sys.executable, "-c", _ZYGOTE_BOOT], env=env, stdin=subprocess.DEVNULL,
@@ -223,6 +226,11 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     read from Ray's _system_config={"object_spilling_config": ...}), in a
     directory of this runtime's own that is removed at shutdown.
 
+    In workers, numpy arrays of at least 1 MiB are allocated in the store
+    (numpy's allocator hook, NEP 49), so a task that returns (or puts) one
+    stores it without a copy; _system_config={"born_in_shm": False} turns
+    that off (the copy path; nanoray/_core/rt/born.pyx, csrc/nr_born.h).
+
     What workers print reaches this process's stdout and stderr, each line
     prefixed as Ray does ("(f pid=1234) "); log_to_driver=False silences
     them (nanoray/_output.py).
@@ -285,8 +293,9 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         spill_base = _spill_base(object_spilling_directory, _system_config)
         env = _runtime_env.validate(runtime_env)
         totals = _resource_totals(num_gpus, resources, memory, object_store_memory)
+        born = (_system_config or {}).get("born_in_shm", True)
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
-                                      spill_base, env, totals, log_to_driver)
+                                      spill_base, env, totals, log_to_driver, bool(born))
         _rt.set_liveness_check(_backend.check_alive)
         bars = sys.modules.get("nanoray.experimental.tqdm_ray")
         if bars is not None:

@@ -146,6 +146,7 @@ def main():
             from nanoray import _api
             _api._become_worker(region, slot, cfg.get("namespace"))
             region.proc_started(slot, os.getpid())
+            rt.born_setup(region)                    # large arrays: born in the arena
             if region.proc_kind(slot) == ACTOR:
                 if rt.actor_loop(region, slot) != 0:  # its last handle is gone, or it died
                     rt.actor_teardown()

@@ -13,6 +13,11 @@ from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
 from nanoray._core.actor cimport *
+from nanoray._core.born cimport nr_born_count, NR_PAYLOAD_EXTERN, nr_payload_blocks
+
+cdef extern from "nr_born.h" nogil:
+    uint64_t nr_born_alloc(nr_region_t *r, uint64_t n, uint64_t *dirty)
+    void nr_born_release(nr_region_t *r, uint64_t off)
 
 
 cdef extern from "nr_undo.h" nogil:
@@ -167,6 +172,42 @@ cdef class CRegion:
 
     def put(self, contained=(), bint small=False):
         return nr_put(&self.r, self.payload(contained, small), 16)
+
+    # arrays born in the arena (csrc/nr_born.h), acting as the current slot
+    def born_alloc(self, uint64_t n):
+        return nr_born_alloc(&self.r, n, NULL)
+
+    def born_release(self, uint64_t off):
+        nr_born_release(&self.r, off)
+
+    def born_payload(self, blocks):
+        """A payload whose buffers are the given born blocks (0: in the payload)."""
+        cdef uint32_t nb = len(blocks)
+        cdef uint64_t off = nr_arena_alloc(&self.r, 16 + 24 * nb)
+        cdef nr_payload_t *p = <nr_payload_t *>(self.r.base + off)
+        p.nbufs = nb | NR_PAYLOAD_EXTERN
+        p.ncontained = 0
+        p.pickle_len = 0
+        cdef uint64_t *table = nr_payload_contained(p)
+        for i, b in enumerate(blocks):
+            table[2 * i] = b
+            table[2 * i + 1] = 0
+        for i, b in enumerate(blocks):
+            nr_payload_blocks(p)[i] = b
+        return off
+
+    def born_put(self, blocks):
+        return nr_put(&self.r, self.born_payload(blocks), 16 + 24 * len(blocks))
+
+    def born_seal(self, uint64_t oid, blocks):
+        cdef uint64_t off = self.born_payload(blocks)
+        rc = nr_object_seal(&self.r, oid, off, 16 + 24 * len(blocks), 0)
+        if rc != 0:
+            nr_arena_free(&self.r, off)
+        return rc
+
+    def born_count(self):
+        return nr_born_count(&self.r, NULL)
 
     def create(self):
         return nr_object_create(&self.r)
@@ -449,6 +490,9 @@ cdef class CRegion:
 
     def spill_commit(self, uint64_t oid):
         return nr_spill_commit(&self.r, oid)
+
+    def spill_commit_as(self, uint64_t oid, uint64_t size):
+        return nr_spill_commit_as(&self.r, oid, size)
 
     def spill_abort(self, uint64_t oid):
         nr_spill_abort(&self.r, oid)

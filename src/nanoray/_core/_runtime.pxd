@@ -5,6 +5,7 @@ from nanoray._core.region cimport *
 from nanoray._core.arena cimport *
 from nanoray._core.sched cimport *
 from nanoray._core.actor cimport *
+from nanoray._core.born cimport *
 
 include "rt/handle.pxd"
 include "rt/refs.pxd"

@@ -4,6 +4,7 @@
     rt/handle.pyx   Region: this process's mapping of the shared region
     rt/refs.pyx     ObjectRef, _DepArg, _PinnedBuffer: what holds counts
     rt/serial.pyx   values <-> payloads in the arena; put; sealing results
+    rt/born.pyx     numpy arrays born in the arena (NEP 49): returned without a copy
     rt/waiting.pyx  get and wait; CPU lending while a task waits
     rt/submit.pyx   exporting functions; task specs; submit
     rt/worker.pyx   running tasks in workers; what the zygote calls on a death
@@ -21,6 +22,11 @@ Serialization (what crosses the region)
 A value becomes a *payload* in one arena block::
 
     nr_payload_t | contained ids | {off, len} per buffer | pickle | buffers
+
+In workers, numpy arrays of at least 1 MiB are born in arena blocks of
+their own (numpy's allocator hook: rt/born.pyx, csrc/nr_born.h); a payload
+then refers to such a block instead of copying it (a blocks[] table after
+the buffer table; the object counts the block in its header).
 
 The pickle stream is pickle protocol 5 with out-of-band buffers, so numpy
 arrays' data is copied once into the arena by put and never again: get
@@ -62,7 +68,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.string cimport memcpy
 from libc.stdlib cimport malloc, free
 from posix.unistd cimport close, getpid
-from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_FAILED
+from posix.mman cimport mmap, munmap, PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_SHARED, MAP_FAILED
 
 
 cdef extern from "Python.h":
@@ -131,6 +137,7 @@ cdef inline void _check_ndarray():
 
 include "rt/handle.pyx"
 include "rt/refs.pyx"
+include "rt/born.pyx"
 include "rt/serial.pyx"
 include "rt/waiting.pyx"
 include "rt/submit.pyx"

@@ -131,6 +131,7 @@ cdef extern from "nr_sched.h" nogil:
     uint64_t nr_spill_pick(nr_region_t *r, uint64_t need, uint64_t *data, uint64_t *size,
                            uint64_t *file)
     int nr_spill_commit(nr_region_t *r, uint64_t id)
+    int nr_spill_commit_as(nr_region_t *r, uint64_t id, uint64_t size)
     void nr_spill_abort(nr_region_t *r, uint64_t id)
     int nr_spill_restore(nr_region_t *r, uint64_t id, uint64_t file, uint64_t off)
     int nr_spill_path(nr_region_t *r, uint64_t file, char *out, size_t cap)

@@ -256,6 +256,9 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
         if t <= 0:
             loop.call_soon_threadsafe(loop.stop)
             return t
+        # Each call runs in a copy of this thread's context, numpy's
+        # allocator hook included once this thread has it.
+        _born_check()
         loop.call_soon_threadsafe(start, <uint32_t>t)
 
 

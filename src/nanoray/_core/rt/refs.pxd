@@ -22,5 +22,6 @@ cdef class _CowBuffer:
     cdef size_t length                # bytes mapped
     cdef char *ptr                    # first byte of the viewed range, in the mapping
     cdef Py_ssize_t size              # bytes viewed
+    cdef bint readonly                # a shared read-only mapping (not copy-on-write)
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]

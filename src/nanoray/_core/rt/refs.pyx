@@ -191,15 +191,17 @@ cdef class _CowBuffer:
 
     def __getbuffer__(self, Py_buffer *view, int flags):
         view.obj = self
-        _bytes_view(view, self.ptr, self.size, self.shape, self.strides, False)
+        _bytes_view(view, self.ptr, self.size, self.shape, self.strides, self.readonly)
 
     def __releasebuffer__(self, Py_buffer *view):
         pass
 
 
-cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
+cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size, bint shared=False):
     """A writable view of size bytes at ptr: a private mapping of that range
-    of the memfd, or, without the fd, a copy."""
+    of the memfd, or, without the fd, a copy.  shared: a read-only view, a
+    second shared mapping of the range (for a process whose own mapping of
+    it is private: an array born in the arena, handed off; rt/born.pyx)."""
     cdef uint64_t data, nbytes, file
     cdef uint32_t spill
     cdef uint64_t off = <uint64_t>(ptr - reg.r.base)
@@ -207,8 +209,14 @@ cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
     cdef size_t length = <size_t>((off - start + size + 4095) & ~(<uint64_t>4095))
     if reg.r.fd < 0 or size == 0:
         return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
-    cdef void *m = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, reg.r.fd, start)
+    cdef void *m
+    if shared:
+        m = mmap(NULL, length, PROT_READ, MAP_SHARED, reg.r.fd, start)
+    else:
+        m = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE, reg.r.fd, start)
     if m == MAP_FAILED:
+        if shared:
+            raise MemoryError("nanoray: could not map an object's pages")
         return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
     cdef _CowBuffer b = _CowBuffer.__new__(_CowBuffer)
     nr_object_incref(&reg.r, oid)
@@ -219,4 +227,5 @@ cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size):
     b.length = length
     b.ptr = <char *>m + (off - start)
     b.size = size
+    b.readonly = shared
     return b

@@ -97,12 +97,15 @@ cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint functi
     return p
 
 
-cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
-    """Writes p at dst (NR_ALIGN-aligned when buffers are to be viewed)."""
+cdef void _write_payload(char *dst, _Pickled p, bint with_contained, list born=None,
+                         char *base=NULL) except *:
+    """Writes p at dst (NR_ALIGN-aligned when buffers are to be viewed).
+    born: per buffer, the born block it lies in (0: copied here); those
+    are referred to by region offset (from base), not copied."""
     cdef nr_payload_t *hdr = <nr_payload_t *>dst
     cdef uint32_t nc = len(p.contained) if with_contained else 0
     cdef uint32_t nb = len(p.bufs)
-    hdr.nbufs = nb
+    hdr.nbufs = nb | (NR_PAYLOAD_EXTERN if born is not None else 0)
     hdr.ncontained = nc
     hdr.pickle_len = len(p.data)
     cdef uint64_t *ids = nr_payload_contained(hdr)
@@ -110,23 +113,73 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
     for i in range(nc):
         ids[i] = (<ObjectRef>p.contained[i])._id
     cdef uint64_t *table = ids + nc
+    cdef uint64_t *blocks = table + 2 * nb
     cdef uint64_t off = 16 + 8 * nc + 16 * nb
+    if born is not None:
+        off += 8 * nb
     memcpy(dst + off, PyBytes_AS_STRING(p.data), len(p.data))
     off += len(p.data)
     cdef Py_buffer view
     cdef char *src
     cdef uint64_t n
     for i in range(nb):
-        off = _align(off)
         PyObject_GetBuffer(p.bufs[i], &view, PyBUF_SIMPLE)
         src = <char *>view.buf
         n = view.len
+        if born is not None:
+            blocks[i] = born[i]
+            if born[i]:
+                PyBuffer_Release(&view)
+                table[2 * i] = <uint64_t>(src - base)
+                table[2 * i + 1] = n
+                continue
+        off = _align(off)
         with nogil:
             memcpy(dst + off, src, n)
         PyBuffer_Release(&view)
         table[2 * i] = off
         table[2 * i + 1] = n
         off += n
+
+
+cdef list _born_refs(_Pickled p, uint64_t *size):
+    """Which of p's buffers lie in born blocks of this process's arrays, each
+    handed to the store (remapped copy-on-write here); None when none does.
+    size: the payload's bytes with those referred to, not copied."""
+    cdef Py_buffer view
+    cdef uint64_t block, total
+    cdef list born = None
+    cdef dict handed = {}
+    cdef Py_ssize_t i
+    cdef int lazy = -1
+    for i in range(len(p.bufs)):
+        block = 0
+        if len(p.bufs[i]) < _born_min:
+            continue
+        PyObject_GetBuffer(p.bufs[i], &view, PyBUF_SIMPLE)
+        try:
+            if nr_born_find(<char *>view.buf, view.len, &block):
+                ok = handed.get(block)
+                if ok is None:
+                    if lazy < 0:
+                        lazy = _born_lazy_now()
+                    ok = handed[block] = nr_born_handoff(block, lazy) == 0
+                if not ok:
+                    block = 0
+        finally:
+            PyBuffer_Release(&view)
+        if block:
+            if born is None:
+                born = [0] * len(p.bufs)
+            born[i] = block
+    if born is None:
+        return None
+    total = 16 + 8 * len(p.contained) + 24 * len(p.bufs) + len(p.data)
+    for i in range(len(p.bufs)):
+        if not born[i]:
+            total = _align(total) + len(p.bufs[i])
+    size[0] = total
+    return born
 
 
 cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
@@ -141,7 +194,8 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
                 "nanoray: the object store is full: %d bytes requested, %d free at most "
                 "(object_store_memory=%d, %d bytes in use, %d objects spilled to %s). What "
                 "is left is held by arrays from get() that are still alive, by running "
-                "tasks, or by values holding refs, none of which can be spilled. Free refs "
+                "tasks, by values holding refs, or by live numpy arrays workers made in the "
+                "store (at most 3/4 of it), none of which can be spilled. Free refs "
                 "you no longer need, or pass a larger object_store_memory to init()." % (
                     size, nr_arena_largest_free(&reg.r), s["store_capacity"], s["store_used"],
                     s["spilled_objects"], spill_dir(reg) or "(spilling off)"))
@@ -151,10 +205,18 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
 
 
 cdef uint64_t _store(Region reg, _Pickled p) except 0:
-    """Writes a payload into a new arena block; returns its offset."""
+    """Writes a payload into a new arena block; returns its offset.  Buffers
+    of arrays born in the arena here are referred to, not copied (the
+    object takes its count on their blocks when it is sealed)."""
+    cdef list born = None
+    cdef uint64_t size = p.size
+    if _born_on and p.bufs:
+        born = _born_refs(p, &size)
+        if born is not None:
+            p.size = size
     cdef uint64_t off = _alloc(reg, p.size)
     try:
-        _write_payload(reg.r.base + off, p, True)
+        _write_payload(reg.r.base + off, p, True, born, reg.r.base)
     except BaseException:
         nr_arena_free(&reg.r, off)
         raise
@@ -165,21 +227,34 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy, bint cow=False
     """Rebuilds a value from a payload; buffers are pinned views unless copy
     (then read-only copies), or cow (writable copy-on-write views)."""
     cdef nr_payload_t *hdr = <nr_payload_t *>ptr
+    cdef uint32_t nb = nr_payload_nbufs(hdr)
     cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
-    cdef char *stream = <char *>(table + 2 * hdr.nbufs)
+    cdef uint64_t *blocks = nr_payload_blocks(hdr)      # buffers in born blocks, or NULL
+    cdef char *stream = <char *>(table + (3 if blocks != NULL else 2) * nb)
     data = PyMemoryView_FromMemory(stream, hdr.pickle_len, PyBUF_READ)
-    if hdr.nbufs == 0:
+    if nb == 0:
         return _pickle_loads(data)
     cdef list bufs = []
     cdef uint32_t i
-    for i in range(hdr.nbufs):
+    cdef char *at
+    for i in range(nb):
+        at = ptr + table[2 * i]
+        if blocks != NULL and blocks[i]:
+            at = reg.r.base + table[2 * i]             # a region offset
+            if _born_on and nr_born_hidden(table[2 * i], table[2 * i + 1]):
+                # This process maps those pages privately (an array of its
+                # own, handed off and perhaps written since): read the
+                # store's bytes through a shared mapping of their own.
+                view = memoryview(_cow(reg, oid, at, table[2 * i + 1], not cow))
+                bufs.append(bytes(view) if copy and not cow else view)
+                continue
         if cow:
-            bufs.append(memoryview(_cow(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
+            bufs.append(memoryview(_cow(reg, oid, at, table[2 * i + 1])))
         elif copy:
             # an immutable copy: arrays come out read-only, as large ones do
-            bufs.append(bytes(PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)))
+            bufs.append(bytes(PyMemoryView_FromMemory(at, table[2 * i + 1], PyBUF_READ)))
         else:
-            bufs.append(memoryview(_pin(reg, oid, ptr + table[2 * i], table[2 * i + 1])))
+            bufs.append(memoryview(_pin(reg, oid, at, table[2 * i + 1])))
     return _pickle_loads(data, buffers=bufs)
 
 

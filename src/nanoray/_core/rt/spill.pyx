@@ -27,6 +27,67 @@ cdef void _unlink_quietly(bytes path):
         pass
 
 
+cdef void _write_all(int fd, view) except *:
+    cdef Py_ssize_t done = 0, n = len(view)
+    while done < n:
+        done += os.write(fd, view[done:])
+
+
+cdef void _write_region(Region reg, int fd, uint64_t off, uint64_t n) except *:
+    """Writes region bytes [off, off + n) through a mapping of their own:
+    this process maps them privately (its own array, handed off)."""
+    cdef uint64_t start = off & ~(<uint64_t>4095)
+    cdef size_t length = <size_t>((off - start + n + 4095) & ~(<uint64_t>4095))
+    cdef void *m = mmap(NULL, length, PROT_READ, MAP_SHARED, reg.r.fd, start)
+    if m == MAP_FAILED:
+        raise OSError("nanoray: could not map an object's pages to spill them")
+    try:
+        _write_all(fd, PyMemoryView_FromMemory(<char *>m + (off - start), n, PyBUF_READ))
+    finally:
+        munmap(m, length)
+
+
+cdef uint64_t _spill_whole(Region reg, uint64_t oid, int fd, char *ptr) except 0:
+    """Writes the payload at ptr, whose buffers live in born blocks
+    (rt/born.pyx), to fd made whole: the layout _write_payload gives a
+    payload that holds its buffers.  Returns the bytes written."""
+    import struct
+    cdef nr_payload_t *hdr = <nr_payload_t *>ptr
+    cdef uint32_t nb = nr_payload_nbufs(hdr), nc = hdr.ncontained, i
+    cdef uint64_t *table = nr_payload_contained(hdr) + nc
+    cdef uint64_t *blocks = nr_payload_blocks(hdr)
+    cdef char *stream = <char *>(table + 3 * nb)
+    cdef uint64_t off = 16 + 8 * nc + 16 * nb + hdr.pickle_len, at
+    head = bytearray(16 + 8 * nc + 16 * nb)
+    struct.pack_into("<IIQ", head, 0, nb, nc, hdr.pickle_len)
+    for i in range(nc):
+        struct.pack_into("<Q", head, 16 + 8 * i, nr_payload_contained(hdr)[i])
+    places = []
+    for i in range(nb):
+        off = _align(off)
+        struct.pack_into("<QQ", head, 16 + 8 * nc + 16 * i, off, table[2 * i + 1])
+        places.append(off)
+        off += table[2 * i + 1]
+    _write_all(fd, head)
+    _write_all(fd, PyMemoryView_FromMemory(stream, hdr.pickle_len, PyBUF_READ))
+    at = len(head) + hdr.pickle_len
+    for i in range(nb):
+        if places[i] > at:
+            _write_all(fd, bytes(places[i] - at))
+        if blocks[i] and nr_born_hidden(table[2 * i], table[2 * i + 1]):
+            _write_region(reg, fd, table[2 * i], table[2 * i + 1])
+            at = places[i] + table[2 * i + 1]
+            continue
+        elif blocks[i]:
+            view = PyMemoryView_FromMemory(reg.r.base + table[2 * i], table[2 * i + 1], PyBUF_READ)
+        else:
+            view = PyMemoryView_FromMemory(ptr + table[2 * i], table[2 * i + 1], PyBUF_READ)
+        _write_all(fd, view)
+        view = None
+        at = places[i] + table[2 * i + 1]
+    return off
+
+
 cdef bint _spill_one(Region reg, uint64_t need) except -1:
     """Writes out the object whose block frees the most useful span; False
     when no object can be spilled."""
@@ -40,15 +101,16 @@ cdef bint _spill_one(Region reg, uint64_t need) except -1:
         if oid == 0:
             return False
         path = None
+        whole = 0                               # a payload made whole (born buffers)
         try:
             path = _spill_path(reg, file)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
-                view = PyMemoryView_FromMemory(reg.r.base + data, size, PyBUF_READ)
-                done = 0
-                while done < size:
-                    done += os.write(fd, view[done:])
+                if (<nr_payload_t *>(reg.r.base + data)).nbufs & NR_PAYLOAD_EXTERN:
+                    whole = _spill_whole(reg, oid, fd, reg.r.base + data)
+                else:
+                    _write_all(fd, PyMemoryView_FromMemory(reg.r.base + data, size, PyBUF_READ))
             finally:
                 os.close(fd)
         except BaseException as e:
@@ -60,7 +122,7 @@ cdef bint _spill_one(Region reg, uint64_t need) except -1:
                     "nanoray: the object store is full, and spilling an object to %s failed: %s"
                     % (os.fsdecode(path or b"?"), e)) from e
             raise
-        if not nr_spill_commit(&reg.r, oid):   # a reader pinned it meanwhile
+        if not nr_spill_commit_as(&reg.r, oid, whole):   # a reader pinned it meanwhile
             _unlink_quietly(path)
     return True
 

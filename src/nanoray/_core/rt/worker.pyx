@@ -170,7 +170,7 @@ cdef uint32_t _unfinished = 0         # a task whose returns are sealed, not yet
 cdef void _complete(Region reg, _Call c, object result) except *:
     """Seals the returns of c (its value, or its failure) and finishes the task
     (or leaves that to worker_loop, which takes the next one in the same step)."""
-    global _in_task, _unfinished
+    global _in_task, _unfinished, _born_lazy
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
@@ -205,12 +205,18 @@ cdef void _complete(Region reg, _Call c, object result) except *:
                     raise ValueError("the task returned %d values; num_returns is %d" % (len(result), nret))
             except Exception as e:
                 failure = _exc.RayTaskError(c.name, _format_tb(e), e, os.getpid())
+        # Results born here are handed to the store without remapping them
+        # (no user code runs from here on, in this process's only thread);
+        # those the task kept are remapped copy-on-write once _run_task has
+        # dropped its result (rt/born.pyx, nr_born_settle).
+        _born_lazy = _born_on            # (what else it takes: _born_refs)
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
             else:
                 _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
+        _born_lazy = False
         c.args = c.kwargs = c.failure = c.raised = None
         result = failure = None
         if c.kind == NR_SPEC_TASK:
@@ -297,6 +303,8 @@ cdef int _task_threads = 1            # BLAS/OpenMP threads set for tasks (worke
 cdef void _run_task(Region reg, uint32_t t) except *:
     global _task_threads
     cdef _Call c = _prepare(reg, t)
+    _born_check()                      # this thread's large arrays: born in the arena
+                                       # (after _prepare: loading it may import numpy)
     cdef int cpus
     cdef uint32_t gpus = 0
     if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted
@@ -330,6 +338,9 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             result = _invoke(c)
         _complete(reg, c, result)
     finally:                           # undone in the reverse order
+        if _born_on:                   # results it kept: copy-on-write from now on
+            result = None
+            nr_born_settle()
         if gpus:
             _restore_visible_gpus(visible)
         if token is not None:
