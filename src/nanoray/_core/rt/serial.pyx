@@ -122,6 +122,7 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
         src = <char *>view.buf
         n = view.len
         with nogil:
+            nr_prefault_touch(dst + off, n)   # maps pages the prefault thread made ready
             memcpy(dst + off, src, n)
         PyBuffer_Release(&view)
         table[2 * i] = off

@@ -1,0 +1,190 @@
+#define _GNU_SOURCE
+#include "nr_prefault.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23            /* Linux >= 5.14 */
+#endif
+
+/* This process's thread.  Only the thread that starts and stops it writes
+ * these (the API's lock serializes those), and the atfork child hook. */
+static struct {
+    int running;          /* a thread was started and not yet joined */
+    pid_t owner;          /* the process that started it */
+    pthread_t th;
+    char *base;           /* the region's mapping in this process */
+    nr_header_t *hdr;
+    int fd;               /* its own descriptor of the memfd (fallocate) */
+    uint64_t window;
+    uint32_t stop;        /* set to make it return */
+} pf = {0, 0, 0, NULL, NULL, -1, 0, 0};
+
+static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child: the thread did not come along.  Forget it without
+ * touching the region (the parent's thread still runs on it). */
+static void after_fork_child(void) {
+    if (pf.fd >= 0) close(pf.fd);
+    pf.fd = -1;
+    pf.running = 0;
+    pf.base = NULL;
+    pf.hdr = NULL;
+}
+static void install_hook(void) { pthread_atfork(NULL, NULL, after_fork_child); }
+
+static inline uint64_t page_down(uint64_t x) { return x & ~(uint64_t)(NR_PAGE - 1); }
+static inline uint64_t page_up(uint64_t x) { return page_down(x + NR_PAGE - 1); }
+
+/* The next range to make ready, [*lo, *lo + *n); 0 if none. */
+static int next_range(nr_header_t *h, uint64_t window, uint64_t *lo, uint64_t *n) {
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) return 0;
+    uint64_t brk = __atomic_load_n(&h->arena.brk, __ATOMIC_SEQ_CST);
+    uint64_t peak = __atomic_load_n(&h->arena.peak, __ATOMIC_RELAXED);
+    uint64_t c = __atomic_load_n(&h->committed, __ATOMIC_RELAXED);
+    uint64_t start = page_down(c > peak ? c : peak);   /* below peak: touched by its writers */
+    uint64_t end = h->arena.end;
+    uint64_t hi = brk + window < end ? page_up(brk + window) : end;
+    if (hi > end) hi = end;
+    if (start >= hi) return 0;
+    *lo = start;
+    *n = hi - start < NR_PREFAULT_CHUNK ? hi - start : NR_PREFAULT_CHUNK;
+    return 1;
+}
+
+/* Allocates and maps [lo, lo + n) without changing a byte of it. */
+static int prepare(uint64_t lo, uint64_t n, int *use_fallocate, int *use_populate) {
+    int rc;
+    if (*use_fallocate) {
+        do rc = fallocate(pf.fd, 0, (off_t)lo, (off_t)n);
+        while (rc != 0 && errno == EINTR);
+        if (rc != 0) {
+            if (errno != EOPNOTSUPP && errno != ENOSYS) return errno;
+            *use_fallocate = 0;
+        }
+    }
+    if (*use_populate) {
+        do rc = madvise(pf.base + lo, n, MADV_POPULATE_WRITE);
+        while (rc != 0 && errno == EINTR);
+        if (rc == 0) return 0;
+        if (errno != EINVAL) return errno;          /* ENOMEM, EFAULT... */
+        *use_populate = 0;                          /* a kernel before 5.14 */
+    }
+    /* A write access that stores what it reads, atomically: a writer that
+     * got this memory meanwhile loses nothing. */
+    for (uint64_t o = lo; o < lo + n; o += NR_PAGE)
+        __atomic_fetch_add((volatile uint8_t *)(pf.base + o), 0, __ATOMIC_RELAXED);
+    return 0;
+}
+
+static void *pf_main(void *arg) {
+    (void)arg;
+    nr_header_t *h = pf.hdr;
+    struct sched_param sp;
+    memset(&sp, 0, sizeof sp);
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);   /* best effort */
+    prctl(PR_SET_NAME, "nanoray-prefault", 0, 0, 0);
+    int use_fallocate = 1, use_populate = 1;
+    while (!__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE)) {
+        uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
+        uint64_t lo, n;
+        if (next_range(h, pf.window, &lo, &n)) {
+            int err = prepare(lo, n, &use_fallocate, &use_populate);
+            if (err) {
+                __atomic_store_n(&h->pf_errno, err, __ATOMIC_RELAXED);
+                break;                              /* out of memory: stop quietly */
+            }
+            uint64_t c = __atomic_load_n(&h->committed, __ATOMIC_RELAXED);
+            while (c < lo + n && !__atomic_compare_exchange_n(&h->committed, &c, lo + n, 0,
+                                                               __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+                ;
+            __atomic_add_fetch(&h->pf_bytes, n, __ATOMIC_RELAXED);
+            continue;
+        }
+        if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) break;
+        /* Say it sleeps, then look once more: an allocator that moved brk
+         * before seeing pf_sleeping is seen here (both sides fence). */
+        __atomic_store_n(&h->pf_sleeping, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&pf.stop, __ATOMIC_SEQ_CST) && !next_range(h, pf.window, &lo, &n))
+            nr_futex_wait(&h->pf_seq, seq, 1000000000LL);
+        __atomic_store_n(&h->pf_sleeping, 0, __ATOMIC_SEQ_CST);
+    }
+    __atomic_store_n(&h->pf_window, 0, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+int nr_prefault_start(nr_region_t *r, uint64_t window) {
+    pthread_once(&hook_once, install_hook);
+    if (pf.running) return -EBUSY;
+    if (!window || r->fd < 0 || !r->base) return -EINVAL;
+    int fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    nr_header_t *h = r->hdr;
+    pf.base = r->base; pf.hdr = h; pf.fd = fd; pf.window = window; pf.stop = 0;
+    pf.owner = getpid();
+    uint64_t c = __atomic_load_n(&h->committed, __ATOMIC_RELAXED);
+    if (c < h->arena_off) __atomic_store_n(&h->committed, h->arena_off, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->pf_errno, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->pf_pid, (int32_t)pf.owner, __ATOMIC_RELAXED);
+    __atomic_store_n(&h->pf_window, window, __ATOMIC_RELEASE);
+    /* Signals go to the threads that run Python, never to this one. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&pf.th, NULL, pf_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        __atomic_store_n(&h->pf_window, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->pf_pid, 0, __ATOMIC_RELAXED);
+        close(fd);
+        pf.fd = -1; pf.base = NULL; pf.hdr = NULL;
+        return -rc;
+    }
+    pf.running = 1;
+    return 0;
+}
+
+void nr_prefault_stop(void) {
+    if (!pf.running) return;
+    nr_header_t *h = pf.hdr;
+    __atomic_store_n(&pf.stop, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&h->pf_seq, 1, __ATOMIC_SEQ_CST);
+    nr_futex_wake(&h->pf_seq, INT_MAX);
+    pthread_join(pf.th, NULL);      /* at most one chunk (a few ms) away */
+    __atomic_store_n(&h->pf_window, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->pf_pid, 0, __ATOMIC_RELAXED);
+    close(pf.fd);
+    pf.fd = -1; pf.running = 0; pf.base = NULL; pf.hdr = NULL;
+}
+
+int nr_prefault_running(const char *base) {
+    return pf.running && (base == NULL || pf.base == base);
+}
+
+void nr_prefault_kick(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    uint64_t w = __atomic_load_n(&h->pf_window, __ATOMIC_RELAXED);
+    if (!w) return;
+    uint64_t c = __atomic_load_n(&h->committed, __ATOMIC_RELAXED);
+    if (c >= h->arena.end || __atomic_load_n(&h->arena.brk, __ATOMIC_RELAXED) + w / 2 <= c)
+        return;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (!__atomic_load_n(&h->pf_sleeping, __ATOMIC_SEQ_CST)) return;
+    __atomic_add_fetch(&h->pf_seq, 1, __ATOMIC_SEQ_CST);
+    nr_futex_wake(&h->pf_seq, 1);
+}
+
+void nr_prefault_touch(const char *p, uint64_t n) {
+    if (n < NR_TOUCH_MIN) return;
+    const char *end = p + n;
+    for (const char *q = p; q < end; q += 65536)
+        (void)*(const volatile char *)q;
+}
