@@ -28,16 +28,55 @@ static struct {
     uint32_t stop;        /* set to make it return */
 } pf = {0, 0, 0, NULL, NULL, -1, 0, 0};
 
+/* Which 2 MiB chunks of the region this process has mapped (touched, or
+ * populated by its thread): a copy into them needs no touching first.
+ * Pages of the memfd are never taken out of a mapping (nothing punches
+ * holes or drops them), so a bit once set stays true.  Bits past
+ * NR_MAP_BITS are not kept (those chunks are always touched), and a bit
+ * is only a hint: a wrong one makes a copy take its faults one by one. */
+#define NR_MAP_SHIFT 21
+#define NR_MAP_BITS (1u << 19)              /* 1 TiB of region */
+static uint64_t mapped[NR_MAP_BITS / 64];
+static const char *mapped_base;             /* the region they describe */
+static uint64_t mapped_words;               /* words in use: cleared when the region changes */
+
+static void mapped_reset(const char *base, uint64_t size) {
+    uint64_t words = ((size >> NR_MAP_SHIFT) + 64) / 64;
+    if (words > NR_MAP_BITS / 64) words = NR_MAP_BITS / 64;
+    uint64_t old = __atomic_load_n(&mapped_words, __ATOMIC_RELAXED);
+    for (uint64_t i = 0; i < (old > words ? old : words); i++)
+        __atomic_store_n(&mapped[i], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&mapped_words, words, __ATOMIC_RELAXED);
+    __atomic_store_n(&mapped_base, base, __ATOMIC_RELEASE);
+}
+
+/* Marks the chunks wholly inside [off, off + n) of the region at base. */
+static void mapped_mark(const char *base, uint64_t off, uint64_t n) {
+    if (__atomic_load_n(&mapped_base, __ATOMIC_ACQUIRE) != base) return;
+    uint64_t first = (off + (1ull << NR_MAP_SHIFT) - 1) >> NR_MAP_SHIFT;
+    uint64_t last = (off + n) >> NR_MAP_SHIFT;          /* exclusive */
+    for (uint64_t c = first; c < last && c < NR_MAP_BITS; c++)
+        __atomic_or_fetch(&mapped[c / 64], 1ull << (c % 64), __ATOMIC_RELAXED);
+}
+
+static inline int mapped_test(uint64_t c) {
+    return c < NR_MAP_BITS &&
+           (__atomic_load_n(&mapped[c / 64], __ATOMIC_RELAXED) >> (c % 64)) & 1;
+}
+
 static pthread_once_t hook_once = PTHREAD_ONCE_INIT;
 
 /* In a forked child: the thread did not come along.  Forget it without
- * touching the region (the parent's thread still runs on it). */
+ * touching the region (the parent's thread still runs on it).  Nor did
+ * the parent's page tables of shared mappings (fork leaves them to fault
+ * in again), so nothing is mapped here yet. */
 static void after_fork_child(void) {
     if (pf.fd >= 0) close(pf.fd);
     pf.fd = -1;
     pf.running = 0;
     pf.base = NULL;
     pf.hdr = NULL;
+    mapped_reset(NULL, 0);
 }
 static void install_hook(void) { pthread_atfork(NULL, NULL, after_fork_child); }
 
@@ -107,6 +146,7 @@ static void *pf_main(void *arg) {
                                                                __ATOMIC_RELEASE, __ATOMIC_RELAXED))
                 ;
             __atomic_add_fetch(&h->pf_bytes, n, __ATOMIC_RELAXED);
+            mapped_mark(pf.base, lo, n);        /* populated in this process's mapping */
             continue;
         }
         if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) break;
@@ -125,6 +165,7 @@ int nr_prefault_start(nr_region_t *r, uint64_t window) {
     pthread_once(&hook_once, install_hook);
     if (pf.running) return -EBUSY;
     if (!window || r->fd < 0 || !r->base) return -EINVAL;
+    if (__atomic_load_n(&mapped_base, __ATOMIC_ACQUIRE) != r->base) mapped_reset(r->base, r->size);
     int fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
     if (fd < 0) return -errno;
     nr_header_t *h = r->hdr;
@@ -182,9 +223,27 @@ void nr_prefault_kick(nr_region_t *r) {
     nr_futex_wake(&h->pf_seq, 1);
 }
 
-void nr_prefault_touch(const char *p, uint64_t n) {
-    if (n < NR_TOUCH_MIN) return;
-    const char *end = p + n;
+static inline void touch(const char *p, const char *end) {
     for (const char *q = p; q < end; q += 65536)
         (void)*(const volatile char *)q;
+}
+
+void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n) {
+    if (n < NR_TOUCH_MIN) return;
+    if (!r || !r->base || p < r->base || p + n > r->base + r->size) {
+        touch(p, p + n);
+        return;
+    }
+    pthread_once(&hook_once, install_hook);
+    if (__atomic_load_n(&mapped_base, __ATOMIC_ACQUIRE) != r->base) mapped_reset(r->base, r->size);
+    uint64_t off = (uint64_t)(p - r->base), end = off + n;
+    uint64_t c0 = off >> NR_MAP_SHIFT, c1 = (end - 1) >> NR_MAP_SHIFT;
+    for (uint64_t c = c0; c <= c1; c++) {
+        if (mapped_test(c)) continue;
+        uint64_t lo = c << NR_MAP_SHIFT, hi = (c + 1) << NR_MAP_SHIFT;
+        if (lo < off) lo = off;
+        if (hi > end) hi = end;
+        touch(r->base + lo, r->base + hi);
+    }
+    mapped_mark(r->base, off, n);
 }

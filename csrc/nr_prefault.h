@@ -54,7 +54,9 @@ int nr_prefault_running(const char *base);
  * Cheap when nothing is to be done (two loads and a compare). */
 void nr_prefault_kick(nr_region_t *r);
 /* Maps pages of [p, p + n) that are already in the memfd before a copy
- * into them (read faults, fault-around): see above.  Leaves contents. */
-void nr_prefault_touch(const char *p, uint64_t n);
+ * into them (read faults, fault-around): see above.  Leaves contents.
+ * Chunks of r this process mapped before are skipped (a bitmap per
+ * process), so a copy into warm memory pays nothing for it. */
+void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n);
 
 #endif

@@ -13,4 +13,4 @@ cdef extern from "nr_prefault.h" nogil:
     int nr_prefault_start(nr_region_t *r, uint64_t window)
     void nr_prefault_stop()
     int nr_prefault_running(const char *base)
-    void nr_prefault_touch(const char *p, uint64_t n)
+    void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n)

@@ -111,6 +111,8 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
         ids[i] = (<ObjectRef>p.contained[i])._id
     cdef uint64_t *table = ids + nc
     cdef uint64_t off = 16 + 8 * nc + 16 * nb
+    cdef nr_region_t *treg = &_region.r if _region is not None else NULL
+    nr_prefault_touch(treg, dst + off, len(p.data))
     memcpy(dst + off, PyBytes_AS_STRING(p.data), len(p.data))
     off += len(p.data)
     cdef Py_buffer view
@@ -122,7 +124,7 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained) except *:
         src = <char *>view.buf
         n = view.len
         with nogil:
-            nr_prefault_touch(dst + off, n)   # maps pages the prefault thread made ready
+            nr_prefault_touch(treg, dst + off, n)   # maps pages the prefault thread made ready
             memcpy(dst + off, src, n)
         PyBuffer_Release(&view)
         table[2 * i] = off
