@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
@@ -99,16 +98,40 @@ static int next_range(nr_header_t *h, uint64_t window, uint64_t *lo, uint64_t *n
     return 1;
 }
 
-/* Allocates and maps [lo, lo + n) without changing a byte of it. */
+static inline void touch(const char *p, const char *end) {
+    for (const char *q = p; q < end; q += 65536)
+        (void)*(const volatile char *)q;
+}
+
+/* Allocates, zeroes and maps [lo, lo + n) without changing a byte a writer
+ * may have put there meanwhile (brk can move into the range at any time).
+ *
+ * fallocate twice: the first call allocates the pages and leaves them
+ * "fallocated" (not yet zeroed, zeroed at first fault); the second zeroes
+ * those and marks them up to date (shmem_get_folio_gfp, SGP_FALLOC on a
+ * folio fallocated earlier), under each page's lock, and skips any page
+ * already up to date: one a writer faulted in was zeroed then, before its
+ * write.  Neither call takes this process's mmap lock, so the thread,
+ * preempted at idle priority mid-call, never holds up the driver's own
+ * mmap and munmap (MADV_POPULATE_WRITE would hold it for the call).  The
+ * touch then maps the up-to-date pages into this process 16 at a time.
+ * Falls back to MADV_POPULATE_WRITE where fallocate is refused, and to a
+ * write of what each page holds (an atomic add of 0) on kernels before
+ * 5.14. */
 static int prepare(uint64_t lo, uint64_t n, int *use_fallocate, int *use_populate) {
     int rc;
     if (*use_fallocate) {
-        do rc = fallocate(pf.fd, 0, (off_t)lo, (off_t)n);
-        while (rc != 0 && errno == EINTR);
-        if (rc != 0) {
-            if (errno != EOPNOTSUPP && errno != ENOSYS) return errno;
-            *use_fallocate = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            do rc = fallocate(pf.fd, 0, (off_t)lo, (off_t)n);
+            while (rc != 0 && errno == EINTR);
+            if (rc != 0) break;
         }
+        if (rc == 0) {
+            touch(pf.base + lo, pf.base + lo + n);
+            return 0;
+        }
+        if (errno != EOPNOTSUPP && errno != ENOSYS) return errno;
+        *use_fallocate = 0;
     }
     if (*use_populate) {
         do rc = madvise(pf.base + lo, n, MADV_POPULATE_WRITE);
@@ -117,8 +140,6 @@ static int prepare(uint64_t lo, uint64_t n, int *use_fallocate, int *use_populat
         if (errno != EINVAL) return errno;          /* ENOMEM, EFAULT... */
         *use_populate = 0;                          /* a kernel before 5.14 */
     }
-    /* A write access that stores what it reads, atomically: a writer that
-     * got this memory meanwhile loses nothing. */
     for (uint64_t o = lo; o < lo + n; o += NR_PAGE)
         __atomic_fetch_add((volatile uint8_t *)(pf.base + o), 0, __ATOMIC_RELAXED);
     return 0;
@@ -130,7 +151,6 @@ static void *pf_main(void *arg) {
     struct sched_param sp;
     memset(&sp, 0, sizeof sp);
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);   /* best effort */
-    prctl(PR_SET_NAME, "nanoray-prefault", 0, 0, 0);
     int use_fallocate = 1, use_populate = 1;
     while (!__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE)) {
         uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
@@ -182,6 +202,7 @@ int nr_prefault_start(nr_region_t *r, uint64_t window) {
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&pf.th, NULL, pf_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) pthread_setname_np(pf.th, "nr-prefault");   /* named before start returns */
     if (rc != 0) {
         __atomic_store_n(&h->pf_window, 0, __ATOMIC_RELEASE);
         __atomic_store_n(&h->pf_pid, 0, __ATOMIC_RELAXED);
@@ -221,11 +242,6 @@ void nr_prefault_kick(nr_region_t *r) {
     if (!__atomic_load_n(&h->pf_sleeping, __ATOMIC_SEQ_CST)) return;
     __atomic_add_fetch(&h->pf_seq, 1, __ATOMIC_SEQ_CST);
     nr_futex_wake(&h->pf_seq, 1);
-}
-
-static inline void touch(const char *p, const char *end) {
-    for (const char *q = p; q < end; q += 65536)
-        (void)*(const volatile char *)q;
 }
 
 void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n) {

@@ -8,10 +8,10 @@
  * wants (SCHED_IDLE):
  *
  *   - it keeps the `window` bytes past the arena's brk (where the next
- *     allocations that find no free block go) allocated in the memfd
- *     (fallocate) and written-faulted (MADV_POPULATE_WRITE) in the driver's
- *     own mapping, a few MiB at a time, so a put from the driver lands in
- *     mapped pages;
+ *     allocations that find no free block go) allocated and zeroed in the
+ *     memfd (fallocate, twice: see prepare() in nr_prefault.c) and mapped
+ *     in the driver (a read per 64 KiB), a few MiB at a time, so a put
+ *     from the driver lands in mapped pages;
  *   - allocators that move brk past half the window wake it (a futex in the
  *     region), so it keeps ahead;
  *   - it never writes a byte (both calls leave contents as they are), never

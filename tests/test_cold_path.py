@@ -18,7 +18,7 @@ import nanoray
 from conftest import descendants, store_objects, wait_gone
 
 MiB = 1 << 20
-COMM = "nanoray-prefaul"          # /proc's comm keeps 15 characters
+COMM = "nr-prefault"               # the thread's name (/proc/.../comm)
 
 
 def prefault_threads(pid="self"):
@@ -148,7 +148,7 @@ FORKS = """
         out = []
         for t in os.listdir("/proc/self/task"):
             with open("/proc/self/task/%s/comm" % t) as f:
-                if f.read().strip() == "nanoray-prefaul":
+                if f.read().strip() == "nr-prefault":
                     out.append(t)
         return out
     assert len(threads()) == 1
