@@ -152,6 +152,19 @@ static void *pf_main(void *arg) {
     memset(&sp, 0, sizeof sp);
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);   /* best effort */
     int use_fallocate = 1, use_populate = 1;
+    /* Not while the pool starts: its processes start up and import (the
+     * zygote numpy, at idle priority too), and the kernel work of making
+     * pages ready slowed them even from an idle CPU (memory bandwidth, the
+     * page allocator's locks).  At most NR_PREFAULT_GATE_NS of waiting. */
+    for (int64_t t0 = nr_now_ns(); !__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE) &&
+                                   !__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE) &&
+                                   nr_now_ns() - t0 < NR_PREFAULT_GATE_NS; ) {
+        if (!__atomic_load_n(&h->nstarting, __ATOMIC_RELAXED) &&
+            __atomic_load_n(&h->nworkers, __ATOMIC_RELAXED) >= h->min_workers)
+            break;
+        uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
+        nr_futex_wait(&h->pf_seq, seq, 5 * 1000 * 1000);           /* stop wakes it */
+    }
     while (!__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE)) {
         uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
         uint64_t lo, n;

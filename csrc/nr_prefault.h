@@ -12,6 +12,9 @@
  *     memfd (fallocate, twice: see prepare() in nr_prefault.c) and mapped
  *     in the driver (a read per 64 KiB), a few MiB at a time, so a put
  *     from the driver lands in mapped pages;
+ *   - it begins once the pool's first workers have started (or after 2 s):
+ *     during start-up its kernel work slowed the starting processes even
+ *     from an otherwise idle CPU;
  *   - allocators that move brk past half the window wake it (a futex in the
  *     region), so it keeps ahead;
  *   - it never writes a byte (both calls leave contents as they are), never
@@ -42,6 +45,8 @@
 
 #define NR_PREFAULT_CHUNK (4u << 20)        /* bytes per fallocate + populate */
 #define NR_TOUCH_MIN (1u << 20)             /* nr_prefault_touch: smaller copies are left alone */
+/* It starts once the pool's first workers are up, or after this long. */
+#define NR_PREFAULT_GATE_NS (2000LL * 1000 * 1000)
 
 /* Starts the thread on r (window > 0 bytes); 0, -EBUSY if one runs in this
  * process, or -errno.  r's mapping must outlive it: stop first. */
