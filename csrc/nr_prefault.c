@@ -145,6 +145,30 @@ static int prepare(uint64_t lo, uint64_t n, int *use_fallocate, int *use_populat
     return 0;
 }
 
+/* Waits while the runtime is busy: a large copy in flight (or just done),
+ * or a pool worker running a task.  Even from an idle CPU, making pages
+ * ready competes with them for memory bandwidth and the kernel's page
+ * allocator: measured here, a warm put ran at 13 GB/s instead of 19 while
+ * the thread refilled its window, and a task allocating a large array took
+ * longer.  So it works only while nanoray is idle.  Returns 0 if stopped. */
+static int wait_quiet(nr_header_t *h) {
+    for (;;) {
+        if (__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE))
+            return 0;
+        int64_t now = nr_now_ns();
+        int64_t until = __atomic_load_n(&h->pf_quiet_until, __ATOMIC_RELAXED);
+        int64_t busy = (int64_t)__atomic_load_n(&h->nworkers, __ATOMIC_RELAXED) -
+                       __atomic_load_n(&h->nidle, __ATOMIC_RELAXED) -
+                       __atomic_load_n(&h->nblocked, __ATOMIC_RELAXED) -
+                       __atomic_load_n(&h->nstarting, __ATOMIC_RELAXED);
+        int64_t wait = until > now ? until - now : busy > 0 ? NR_PREFAULT_BUSY_POLL_NS : 0;
+        if (!wait) return 1;
+        uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
+        nr_futex_wait(&h->pf_seq, seq, wait);                     /* stop wakes it */
+    }
+}
+
 static void *pf_main(void *arg) {
     (void)arg;
     nr_header_t *h = pf.hdr;
@@ -169,6 +193,8 @@ static void *pf_main(void *arg) {
         uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
         uint64_t lo, n;
         if (next_range(h, pf.window, &lo, &n)) {
+            if (!wait_quiet(h)) break;
+            if (!next_range(h, pf.window, &lo, &n)) continue;   /* brk moved meanwhile */
             int err = prepare(lo, n, &use_fallocate, &use_populate);
             if (err) {
                 __atomic_store_n(&h->pf_errno, err, __ATOMIC_RELAXED);
@@ -259,6 +285,15 @@ void nr_prefault_kick(nr_region_t *r) {
 
 void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n) {
     if (n < NR_TOUCH_MIN) return;
+    if (r && r->hdr && __atomic_load_n(&r->hdr->pf_window, __ATOMIC_RELAXED)) {
+        /* Tell the thread to keep off until this copy is over (at 8 GB/s,
+         * and a little more: back-to-back puts leave it no gap between). */
+        int64_t until = nr_now_ns() + (int64_t)(n / 8) + NR_PREFAULT_SETTLE_NS;
+        int64_t cur = __atomic_load_n(&r->hdr->pf_quiet_until, __ATOMIC_RELAXED);
+        while (cur < until && !__atomic_compare_exchange_n(&r->hdr->pf_quiet_until, &cur, until,
+                                                           0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            ;
+    }
     if (!r || !r->base || p < r->base || p + n > r->base + r->size) {
         touch(p, p + n);
         return;

@@ -15,6 +15,10 @@
  *   - it begins once the pool's first workers have started (or after 2 s):
  *     during start-up its kernel work slowed the starting processes even
  *     from an otherwise idle CPU;
+ *   - it works only while nanoray is idle: no pool worker running a task
+ *     and no large copy in flight (nr_prefault_touch marks those), since
+ *     even from an idle CPU its work slowed them (memory bandwidth, the
+ *     page allocator);
  *   - allocators that move brk past half the window wake it (a futex in the
  *     region), so it keeps ahead;
  *   - it never writes a byte (both calls leave contents as they are), never
@@ -47,6 +51,10 @@
 #define NR_TOUCH_MIN (1u << 20)             /* nr_prefault_touch: smaller copies are left alone */
 /* It starts once the pool's first workers are up, or after this long. */
 #define NR_PREFAULT_GATE_NS (2000LL * 1000 * 1000)
+/* It keeps off while a large copy runs and this long after, and looks
+ * again this often while a task runs. */
+#define NR_PREFAULT_SETTLE_NS (20LL * 1000 * 1000)
+#define NR_PREFAULT_BUSY_POLL_NS (10LL * 1000 * 1000)
 
 /* Starts the thread on r (window > 0 bytes); 0, -EBUSY if one runs in this
  * process, or -errno.  r's mapping must outlive it: stop first. */

@@ -226,6 +226,7 @@ typedef struct {
     uint32_t pf_sleeping;         /* 1 while it waits on pf_seq */
     int32_t pf_pid;               /* the process it runs in, 0 if none */
     int32_t pf_errno;             /* why it stopped early (ENOMEM...), 0 if it did not */
+    int64_t pf_quiet_until;       /* CLOCK_MONOTONIC ns: a large copy runs until about then */
 } nr_header_t;
 
 /* One finished task or actor call, for nanoray.timeline(): kept in a ring

@@ -259,3 +259,32 @@ def test_the_zygotes_idle_import_leaves_worker_priority_alone(fresh):
         assert policy == os.SCHED_OTHER and nice == 0, got
     assert wait_for(lambda: len(os.listdir("/proc/%d/task" % zygote)) == 1)  # thread ended
     assert os.sched_getscheduler(zygote) == os.SCHED_OTHER
+
+
+def test_it_keeps_off_while_a_task_runs(fresh):
+    """Its kernel work slows a running task even from an idle CPU, so it
+    waits for the pool to be idle (csrc/nr_prefault.c, wait_quiet)."""
+    fresh(num_cpus=2, object_store_memory=1 << 30,
+          _system_config={"object_store_prefault_bytes": 256 * MiB})
+    r = region()
+    assert wait_for(lambda: r.prefault_stats()["committed"] >= 256 * MiB, timeout=20)
+
+    @nanoray.remote
+    def busy(path, seconds):
+        open(path, "w").close()
+        time.sleep(seconds)
+        return 1
+    import tempfile
+    flag = os.path.join(tempfile.mkdtemp(), "started")
+    ref = busy.remote(flag, 1.5)
+    assert wait_for(lambda: os.path.exists(flag))
+    before = r.prefault_stats()["prefaulted"]
+    x = nanoray.put(np.ones(32 * MiB))                 # 256 MiB: the window must move
+    time.sleep(0.5)
+    assert r.prefault_stats()["prefaulted"] == before  # not while the task runs
+    assert nanoray.get(ref) == 1
+    brk = r.stats()["store_touched"]
+    assert wait_for(lambda: r.prefault_stats()["committed"] >= brk + 256 * MiB - 4096,
+                    timeout=20)                       # and at once after
+    del x
+    os.remove(flag)
