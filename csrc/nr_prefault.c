@@ -150,8 +150,10 @@ static int prepare(uint64_t lo, uint64_t n, int *use_fallocate, int *use_populat
  * ready competes with them for memory bandwidth and the kernel's page
  * allocator: measured here, a warm put ran at 13 GB/s instead of 19 while
  * the thread refilled its window, and a task allocating a large array took
- * longer.  So it works only while nanoray is idle.  Returns 0 if stopped. */
-static int wait_quiet(nr_header_t *h) {
+ * longer.  So it works only while nanoray is idle: also no task finished
+ * since it last looked (NR_PREFAULT_BUSY_POLL_NS ago at most, or a chunk
+ * ago).  Returns 0 if stopped. */
+static int wait_quiet(nr_header_t *h, uint64_t *events_seen) {
     for (;;) {
         if (__atomic_load_n(&pf.stop, __ATOMIC_ACQUIRE) ||
             __atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE))
@@ -162,6 +164,13 @@ static int wait_quiet(nr_header_t *h) {
                        __atomic_load_n(&h->nidle, __ATOMIC_RELAXED) -
                        __atomic_load_n(&h->nblocked, __ATOMIC_RELAXED) -
                        __atomic_load_n(&h->nstarting, __ATOMIC_RELAXED);
+        /* Tasks finished since it last looked: a stream of short ones (round
+         * trips) leaves workers idle between them, and is busy all the same. */
+        uint64_t ev = __atomic_load_n(&h->events_next, __ATOMIC_RELAXED);
+        if (ev != *events_seen) {
+            *events_seen = ev;
+            busy = 1;
+        }
         int64_t wait = until > now ? until - now : busy > 0 ? NR_PREFAULT_BUSY_POLL_NS : 0;
         if (!wait) return 1;
         uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
@@ -176,6 +185,7 @@ static void *pf_main(void *arg) {
     memset(&sp, 0, sizeof sp);
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);   /* best effort */
     int use_fallocate = 1, use_populate = 1;
+    uint64_t events_seen = __atomic_load_n(&h->events_next, __ATOMIC_RELAXED);
     /* Not while the pool starts: its processes start up and import (the
      * zygote numpy, at idle priority too), and the kernel work of making
      * pages ready slowed them even from an idle CPU (memory bandwidth, the
@@ -193,7 +203,7 @@ static void *pf_main(void *arg) {
         uint32_t seq = __atomic_load_n(&h->pf_seq, __ATOMIC_ACQUIRE);
         uint64_t lo, n;
         if (next_range(h, pf.window, &lo, &n)) {
-            if (!wait_quiet(h)) break;
+            if (!wait_quiet(h, &events_seen)) break;
             if (!next_range(h, pf.window, &lo, &n)) continue;   /* brk moved meanwhile */
             int err = prepare(lo, n, &use_fallocate, &use_populate);
             if (err) {
