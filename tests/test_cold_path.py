@@ -1,8 +1,7 @@
-"""The cold path (csrc/nr_prefault.h, nanoray._zygote.preload_idle): the
-driver's prefault thread keeps store memory ready past brk, within its
-bounds, stops at shutdown and is not inherited by a fork; a process killed
-while writing large values into that memory leaves the store exact; and the
-zygote's numpy import at idle priority leaves the workers' priority alone."""
+"""The cold path (csrc/nr_prefault.h): the driver's prefault thread keeps
+store memory ready past brk, within its bounds, only while the runtime is
+idle; it stops at shutdown and is not inherited by a fork; a process killed
+while writing large values into that memory leaves the store exact."""
 
 import os
 import signal
@@ -242,23 +241,6 @@ def test_workers_killed_while_writing_large_values_leave_the_store_exact(fresh):
     assert wait_for(lambda: r.stats()["store_used"] <= used, timeout=20), r.stats()
     v = r.verify()
     assert v["code"] == 0 and v["orphan_blocks"] == 0, v
-
-
-def test_the_zygotes_idle_import_leaves_worker_priority_alone(fresh):
-    fresh(num_cpus=2, object_store_memory=64 * MiB)
-    zygote = nanoray._api._backend.zygote.pid
-
-    @nanoray.remote
-    def sched(delay):
-        time.sleep(delay)
-        return (os.getpid(), os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0),
-                "numpy" in sys.modules)
-    got = nanoray.get([sched.remote(0.3), sched.remote(0.3)], timeout=60)
-    assert len({pid for pid, *_ in got}) == 2
-    for _, policy, nice, _ in got:
-        assert policy == os.SCHED_OTHER and nice == 0, got
-    assert wait_for(lambda: len(os.listdir("/proc/%d/task" % zygote)) == 1)  # thread ended
-    assert os.sched_getscheduler(zygote) == os.SCHED_OTHER
 
 
 def test_it_keeps_off_while_a_task_runs(fresh):

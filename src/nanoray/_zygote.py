@@ -104,37 +104,6 @@ class Spawner:
         return max(0, int((self.retry_at - self.clock()) * 1000) + 1)
 
 
-def preload_idle(names):
-    """Imports `names` (numpy: 50-80 ms of CPU) on a thread of idle priority
-    (SCHED_IDLE, else nice 19), and returns when it is done.
-
-    The first worker is already serving the driver by then: on a machine
-    whose CPUs the driver and that worker keep busy (two here), an import at
-    normal priority took a CPU from them and made their round trips 4-10x
-    slower for its duration.  At idle priority it runs only on a CPU nobody
-    else wants.  Only that thread's priority changes, and it ends before the
-    next fork: the zygote and the workers it forks keep theirs (an
-    unprivileged process could not raise its own back)."""
-    import threading
-
-    def run():
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))   # this thread only
-        except (AttributeError, OSError):
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-            except (AttributeError, OSError):
-                pass
-        for name in names:
-            try:
-                __import__(name)
-            except Exception:
-                pass
-    t = threading.Thread(target=run, name="nanoray-preload", daemon=True)
-    t.start()
-    t.join()
-
-
 def main():
     cfg = json.loads(os.environ.pop("NANORAY_ZYGOTE"))
     from nanoray._core import _runtime as rt
@@ -269,8 +238,11 @@ def main():
     _threads.preset_environment()                    # before numpy loads its BLAS
     preload = cfg.get("preload", ())
     spawn(1 if preload else 64)
-    if preload:
-        preload_idle(preload)
+    for name in preload:
+        try:
+            __import__(name)
+        except Exception:
+            pass
     spawn()
 
     poller = select.poll()
