@@ -1,5 +1,6 @@
 #include "nr_arena.h"
 #include "nr_undo.h"
+#include "nr_prefault.h"
 
 #define USED 1ull
 static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t *)(r->base + off); }
@@ -211,6 +212,7 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
         else if (!p->writing[1]) W(p->writing[1], off);
     }
     nr_unlock(r);
+    if (off) nr_prefault_kick(r);       /* fresh memory used: keep the window ahead */
     return off;
 }
 

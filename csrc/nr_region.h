@@ -39,8 +39,8 @@
 #include <pthread.h>
 
 /* Changes with the header's layout: a process of another version refuses
- * to attach (EINVAL) instead of misreading it.  "NANARAY3" little endian. */
-#define NR_MAGIC 0x33594152414e414eULL
+ * to attach (EINVAL) instead of misreading it.  "NANARAY4" little endian. */
+#define NR_MAGIC 0x34594152414e414eULL
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64
@@ -231,6 +231,17 @@ typedef struct {
     uint64_t events_next NR_LINE;
 
     nr_arena_t arena NR_LINE;
+
+    /* The cold path (nr_prefault.h): hints and statistics, never undone. */
+    uint64_t committed NR_LINE;   /* arena pages below this offset are allocated in the memfd
+                                   * by the prefault thread (only grows; 0 until it runs) */
+    uint64_t pf_window;           /* bytes past brk it keeps allocated; 0: not running */
+    uint64_t pf_bytes;            /* bytes it allocated in all */
+    uint32_t pf_seq;              /* futex word: bumped to wake it */
+    uint32_t pf_sleeping;         /* 1 while it waits on pf_seq */
+    int32_t pf_pid;               /* the process it runs in, 0 if none */
+    int32_t pf_errno;             /* why it stopped early (ENOMEM...), 0 if it did not */
+    int64_t pf_quiet_until;       /* CLOCK_MONOTONIC ns: a large copy runs until about then */
 } nr_header_t;
 
 /* One finished task or actor call, for nanoray.timeline(): kept in a ring

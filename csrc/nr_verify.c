@@ -363,6 +363,8 @@ uint64_t nr_region_digest(nr_region_t *r) {
     hc.lock_pid = 0; hc.repairs = 0; hc.lock_stalls = 0; hc.undo_n = 0; hc.undo_overflow = 0;
     hc.rollbacks = 0; hc.undone = 0; hc.obj_seq = 0; hc.arena.peak = 0; hc.shutdown = 0;
     hc.broken = 0; hc.spills = 0; hc.restores = 0;
+    hc.committed = 0; hc.pf_window = 0; hc.pf_bytes = 0; hc.pf_seq = 0; hc.pf_sleeping = 0;
+    hc.pf_pid = 0; hc.pf_errno = 0; hc.pf_quiet_until = 0;                  /* the prefault thread's: no lock */
     memset(hc.spill_dir, 0, sizeof hc.spill_dir);   /* set once at init, not undone */
     FEED(&f, hc);
     for (uint32_t i = 0; i < h->max_procs; i++) {

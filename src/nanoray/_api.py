@@ -33,6 +33,14 @@ MAX_PROCS = 1024
 # The object store's default size, as a share of physical memory (Ray's
 # default too).  The region is sparse: memory is used only as objects need it.
 DEFAULT_STORE_SHARE = 0.3
+# Store memory kept allocated ahead of use by a thread of the driver at idle
+# priority, so that a large put lands in ready pages (csrc/nr_prefault.h):
+# at most this much, and at most this share of the store.  It is memory the
+# store holds from then on (the driver's RssShmem).  Set with
+# _system_config={"object_store_prefault_bytes": n} or NANORAY_PREFAULT_BYTES;
+# 0 turns it off.
+PREFAULT_MOST = 512 << 20
+PREFAULT_STORE_SHARE = 0.25
 
 # The zygote takes the driver's sys.path before importing nanoray, so it finds
 # whatever the driver finds (the package itself, the script's directory).
@@ -63,11 +71,16 @@ class LocalBackend:
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
               spill_base=None, runtime_env=None, resources=None, log_to_driver=True,
-              born_in_shm=True):
+              born_in_shm=True, prefault_bytes=0):
         floor, most = worker_limits(num_cpus, max_workers)
         region = _rt.Region.create(
             object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
             max_workers=most, max_procs=MAX_PROCS)
+        if prefault_bytes > 0:
+            try:
+                region.prefault_start(prefault_bytes)   # uses the CPUs start-up leaves idle
+            except OSError:
+                pass                                   # only slower first puts
         _rt.define_resources(region, resources or {})
         # Created by the first process that spills; removed at shutdown, or by
         # the zygote if the driver dies.
@@ -113,6 +126,7 @@ class LocalBackend:
 
     def stop(self):
         region = self.region
+        region.prefault_stop()                         # joined: no thread is left behind
         region.shutdown()                              # every waiter returns
         self._close_death_fd()                         # the zygote ends its workers and exits
         if self.zygote is not None:
@@ -132,6 +146,7 @@ class LocalBackend:
         go of this process's copies of its descriptors and state, leaving the
         runtime (the parent's) running."""
         self.zygote = None                             # not this process's child
+        self.region.prefault_stop()                    # a no-op: fork does not copy threads
         self._close_death_fd()
         if self.spawn_fd >= 0:
             os.close(self.spawn_fd)
@@ -172,6 +187,22 @@ def _spill_base(directory, system_config):
     if not isinstance(directory, str):
         directory = os.fsdecode(directory)
     return os.path.abspath(directory)
+
+
+def _prefault_bytes(system_config, object_store_memory):
+    """How far ahead of use the store keeps memory ready (PREFAULT_MOST)."""
+    n = (system_config or {}).get("object_store_prefault_bytes")
+    if n is None:
+        n = os.environ.get("NANORAY_PREFAULT_BYTES")
+    if n is None:
+        return min(PREFAULT_MOST, int(object_store_memory * PREFAULT_STORE_SHARE))
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        raise ValueError("object_store_prefault_bytes must be an int >= 0, got %r" % (n,))
+    if n < 0:
+        raise ValueError("object_store_prefault_bytes must be an int >= 0, got %r" % (n,))
+    return min(n, object_store_memory)
 
 
 def remove_spill_dir(region):
@@ -295,7 +326,8 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         totals = _resource_totals(num_gpus, resources, memory, object_store_memory)
         born = (_system_config or {}).get("born_in_shm", True)
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
-                                      spill_base, env, totals, log_to_driver, bool(born))
+                                      spill_base, env, totals, log_to_driver, bool(born),
+                                      _prefault_bytes(_system_config, object_store_memory))
         _rt.set_liveness_check(_backend.check_alive)
         bars = sys.modules.get("nanoray.experimental.tqdm_ray")
         if bars is not None:

@@ -9,3 +9,9 @@ cdef extern from "nr_arena.h" nogil:
     uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off)
     int nr_arena_check(nr_region_t *r)
     uint64_t nr_arena_largest_free(nr_region_t *r)
+
+cdef extern from "nr_prefault.h" nogil:
+    int nr_prefault_start(nr_region_t *r, uint64_t window)
+    void nr_prefault_stop()
+    int nr_prefault_running(const char *base)
+    void nr_prefault_touch(nr_region_t *r, const char *p, uint64_t n)

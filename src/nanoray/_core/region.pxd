@@ -47,6 +47,7 @@ cdef extern from "nr_region.h" nogil:
     ctypedef struct nr_arena_t:
         uint64_t brk         # where never-used memory begins
         uint64_t end         # the arena's end (region offsets)
+        uint64_t peak        # highest brk reached
         uint64_t cached      # bytes in processes' small-block caches
         uint64_t ncached
 
@@ -74,6 +75,11 @@ cdef extern from "nr_region.h" nogil:
         int32_t cpus_total   # milli-CPUs
         char res_names[8][32]  # resource kinds beyond CPUs ("" unused)
         uint32_t ngpus       # GPU devices
+        uint64_t committed   # arena pages below it are allocated by the prefault thread
+        uint64_t pf_window   # bytes past brk it keeps ready, 0: not running
+        uint64_t pf_bytes    # bytes it made ready in all
+        int32_t pf_pid       # the process it runs in
+        int32_t pf_errno     # why it stopped early, 0 if it did not
 
     ctypedef struct nr_region_t:
         char *base           # where this process mapped it

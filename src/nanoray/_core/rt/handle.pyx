@@ -46,6 +46,9 @@ cdef class Region:
         return self
 
     def __dealloc__(self):
+        if self.r.base != NULL and nr_prefault_running(self.r.base):
+            with nogil:
+                nr_prefault_stop()        # its thread uses this mapping
         if self.r.base != NULL:
             nr_region_detach(&self.r)
         if self.r.fd >= 0:
@@ -59,6 +62,34 @@ cdef class Region:
     @property
     def size(self):
         return self.r.size
+
+    def prefault_start(self, uint64_t window):
+        """Starts this process's prefault thread (csrc/nr_prefault.h): it keeps
+        `window` bytes past the store's brk allocated and mapped, at idle
+        priority.  OSError if it cannot (EBUSY: one runs already)."""
+        cdef int rc = nr_prefault_start(&self.r, window)
+        if rc != 0:
+            raise OSError(-rc, "nanoray: cannot start the prefault thread: " + os.strerror(-rc))
+
+    def prefault_stop(self):
+        """Stops and joins it, if it runs on this region in this process."""
+        if self.r.base != NULL and nr_prefault_running(self.r.base):
+            with nogil:
+                nr_prefault_stop()
+
+    def prefault_running(self):
+        return self.r.base != NULL and nr_prefault_running(self.r.base) != 0
+
+    def prefault_stats(self):
+        """The cold path's figures, in bytes: committed (the store's memory
+        with pages behind it, by writers or the prefault thread: what it
+        costs in RSS), window (ahead of brk; 0 while no thread runs),
+        prefaulted (made ready by the thread in all), pid (its process, 0
+        if none) and errno (why it stopped early, 0 if it did not)."""
+        cdef nr_header_t *h = self.r.hdr
+        cdef uint64_t top = h.committed if h.committed > h.arena.peak else h.arena.peak
+        return dict(committed=top - h.arena_off, window=h.pf_window, prefaulted=h.pf_bytes,
+                    pid=h.pf_pid, errno=h.pf_errno)
 
     def set_spawn_fd(self, int fd):
         self.r.spawn_fd = fd

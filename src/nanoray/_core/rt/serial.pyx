@@ -117,6 +117,8 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained, list born=N
     cdef uint64_t off = 16 + 8 * nc + 16 * nb
     if born is not None:
         off += 8 * nb
+    cdef nr_region_t *treg = &_region.r if _region is not None else NULL
+    nr_prefault_touch(treg, dst + off, len(p.data))
     memcpy(dst + off, PyBytes_AS_STRING(p.data), len(p.data))
     off += len(p.data)
     cdef Py_buffer view
@@ -135,6 +137,7 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained, list born=N
                 continue
         off = _align(off)
         with nogil:
+            nr_prefault_touch(treg, dst + off, n)   # maps pages the prefault thread made ready
             memcpy(dst + off, src, n)
         PyBuffer_Release(&view)
         table[2 * i] = off
