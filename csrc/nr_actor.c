@@ -60,6 +60,7 @@ static void free_slot(nr_region_t *r, uint32_t slot) {
     nri_pin(r, death, -1);
     held_clear(r, slot);
     WINC(p->gen);
+    nri_set_state(r, p, NR_PROC_FREE);      /* counts it out of nbusy if it died running */
     nri_proc_reset(r, p, NR_KIND_NONE, NR_PROC_FREE);
     WDEC(r->hdr->nactors);
     if (death) nri_decref(r, death);

@@ -218,9 +218,13 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
 
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
     if (n > NR_SMALL_PAYLOAD) return nr_arena_alloc(r, n);
+    /* Its size class: blocks of 128, 256 or 512 bytes, two entries each, so
+     * a payload takes at most about twice its size (the arena rounds to 64). */
+    int c = n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+    uint64_t payload = (128u << c) - NR_BLOCK_HDR;
     nr_proc_t *p = nr_proc(r, r->slot);
     for (int round = 0; round < 2; round++) {
-        for (int i = 0; i < NR_NCACHE; i++) {
+        for (int i = 2 * c; i < 2 * c + 2; i++) {
             uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
             if (v && !(v & 1) &&
                 __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,
@@ -229,10 +233,10 @@ uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
         }
         if (round) break;
         nr_arena_t *a = &r->hdr->arena;
-        nr_lock(r);                      /* refill every empty entry at once */
-        for (int i = 0; i < NR_NCACHE; i++) {
+        nr_lock(r);                      /* refill the class's empty entries at once */
+        for (int i = 2 * c; i < 2 * c + 2; i++) {
             if (p->cache[i]) continue;
-            uint64_t off = nr_arena_alloc_locked(r, NR_SMALL_PAYLOAD);
+            uint64_t off = nr_arena_alloc_locked(r, payload);
             if (!off) break;
             W(p->cache[i], off);
             WADD(a->cached, nr_arena_usable(r, off) + NR_BLOCK_HDR);

@@ -59,7 +59,7 @@ static inline void nri_ledger_add_locked(nr_region_t *r, uint64_t id, int32_t d)
  * on only when the slot is freed). */
 static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, uint32_t state) {
     uint32_t gen = p->gen;
-    nr_undo_bytes(r, p, sizeof *p);   /* never RUNNING here: nbusy stays (verified) */
+    nr_undo_bytes(r, p, sizeof *p);   /* callers leave RUNNING through nri_set_state first */
     memset(p, 0, sizeof *p);
     p->gen = gen;
     p->kind = kind;

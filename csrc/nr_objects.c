@@ -290,7 +290,10 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
         return sealed(o) ? 0 : -1;
     int rc = 0;
     /* Sleep on the object's own state word: its seal wakes this object's
-     * waiters only.  Counted first, then the state read (see nri_seal). */
+     * waiters only.  Counted first, then the state read (see nri_seal).
+     * Shutdown leaves the state as it is, so a shutdown landing between the
+     * check below and the futex call is seen only at the timeout: callers
+     * wait in slices (rt/waiting.pyx, 100 ms) and look again. */
     ADD(&o->waiters, NR_WAIT_ONE);
     for (;;) {
         if (sealed(o)) break;

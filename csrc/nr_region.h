@@ -68,8 +68,9 @@ typedef struct {
     int64_t res_avail[NR_RES];
 } nr_pg_t;
 
-#define NR_NCACHE 4           /* small blocks each process keeps at hand */
-#define NR_SMALL_PAYLOAD 448u  /* the payload bytes such a block holds (512 in all) */
+#define NR_NCACHE 6           /* small blocks each process keeps at hand: two each of
+                               * 128, 256 and 512 bytes (payloads of 64, 192, 448) */
+#define NR_SMALL_PAYLOAD 448u  /* the largest payload a cached block holds */
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -118,7 +119,7 @@ typedef struct {
                            * (nr_arena_alloc_small): taken with a CAS that sets bit 0,
                            * no lock; owned ones are cleared under the lock, and the
                            * rest are freed if it dies, taken or not */
-    uint8_t _pad[56 - 8 * NR_NCACHE];
+    uint8_t _pad[56 - 8 * NR_NCACHE];   /* 8 */
 } nr_proc_t;
 _Static_assert(sizeof(nr_proc_t) == 256, "four cache lines per process slot");
 

@@ -193,7 +193,8 @@ uint64_t nr_put_pinned(nr_region_t *r, uint64_t data, uint64_t size);
 int nr_spill_set_dir(nr_region_t *r, const char *dir);   /* the driver, at init */
 /* State (NR_OBJ_*) and payload, -1 if the id is stale. */
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size);
-/* 0 ready, 1 timed out, -1 shut down or stale id.  timeout_ns < 0: forever. */
+/* 0 ready, 1 timed out, -1 shut down or stale id.  timeout_ns < 0: forever,
+ * but a shutdown may then go unseen: wait in slices (see nr_objects.c). */
 int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns);
 /* Waits until at least `want` of ids are sealed; fills ready[]; returns how many. */
 int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,

@@ -76,15 +76,20 @@ def test_small_blocks_come_from_a_per_process_cache_that_reaping_gives_back():
     base = r.stats()
     w = r.proc()
     r.use_ledger(w)
-    a = r.alloc_small(100)                         # fills the cache (4 blocks), takes one
-    assert r.cached() == (4 * 512, 4)
-    b = r.alloc_small(448)
-    assert a != b and r.alloc_small(449) not in (0,)   # larger: an ordinary block
+    a = r.alloc_small(100)                 # a 256-byte class: its two entries filled, one taken
+    assert r.cached() == (2 * 256, 2)
+    b = r.alloc_small(448)                 # the 512-byte class
+    assert r.cached() == (2 * 256 + 2 * 512, 4)
+    c = r.alloc_small(16)                  # the 128-byte class: no larger than the arena's own
+    assert r.cached() == (2 * 256 + 2 * 512 + 2 * 128, 6)
+    assert len({a, b, c}) == 3 and r.alloc_small(449) not in (0,)   # larger: an ordinary block
     # Cached blocks, taken or not, are not the store's use until they hold
     # something: only the 449-byte block counts.
     assert r.stats()["arena_nallocs"] == base["arena_nallocs"] + 1
-    r.free(a)                                      # back to the arena, out of the cache
-    assert r.cached() == (3 * 512, 3)
+    r.free(a)                              # back to the arena, out of the cache
+    assert r.cached() == (256 + 2 * 512 + 2 * 128, 5)
+    assert r.alloc_small(100) != 0         # the class's other entry, no refill
+    assert r.cached() == (256 + 2 * 512 + 2 * 128, 5)
     assert r.verify()[0] == 0
     r.use_ledger(None)
     r.reap(w)                     # the dead process's cache and unsealed block go back

@@ -131,3 +131,29 @@ def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
     t.join()
     assert got == ["slow"]
     assert woken < 40, "a waiter on one object was woken %d times by other seals" % woken
+
+
+def test_an_actor_dying_in_init_after_its_last_handle_went_leaves_no_busy_count(ray):
+    # Its slot is freed while it was running its creation task: the busy
+    # count must drop with it (else waiters stop spinning for good, and the
+    # next repair's verification fails).
+    region = nanoray._api._backend.region
+    base = region.stats()["busy"]
+
+    @ray.remote
+    class DiesInInit:
+        def __init__(self):
+            time.sleep(0.5)
+            os._exit(1)
+
+    h = DiesInInit.remote()
+    deadline = time.monotonic() + 5
+    while region.stats()["busy"] == base and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert region.stats()["busy"] == base + 1          # running its __init__
+    del h                                                # orphaned while running
+    deadline = time.monotonic() + 10
+    while region.stats()["busy"] != base and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert region.stats()["busy"] == base
+    assert region.verify()["code"] == 0

@@ -172,6 +172,11 @@ def main():
 
     def lost_task(t):
         # Its process died: run it again if retries remain, else fail it.
+        # One that had already returned (died between sealing and finishing)
+        # is only released: running it twice would repeat its side effects.
+        if rt.task_returned(region, t):
+            rt.task_release(region, t)
+            return
         if rt.task_retry(region, t):
             return
         from nanoray.exceptions import WorkerCrashedError

@@ -433,6 +433,21 @@ def task_returns(Region reg, uint32_t t):
             if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING]
 
 
+def task_returned(Region reg, uint32_t t):
+    """True when task t has returns and sealed every one: its process died
+    after it had returned (before finishing it), so nothing is to run again."""
+    cdef nr_task_t *task = nr_task(&reg.r, t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
+    cdef uint32_t i
+    if spec.nret == 0:
+        return False
+    for i in range(spec.nret):
+        if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
+            return False
+    return True
+
+
 def task_retry(Region reg, uint32_t t):
     return nr_task_retry(&reg.r, t)
 
