@@ -11,6 +11,7 @@ import sys
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 csrc = sorted(glob.glob("csrc/*.c"))
 headers = sorted(glob.glob("csrc/*.h"))
@@ -64,7 +65,19 @@ if inplace or os.environ.get("NANORAY_CTEST_ONLY"):
     exts.append(ext("nanoray._core._ctest", "src/nanoray/_core/_ctest.pyx", crashpoint_sources(),
                     [("NR_CRASHPOINTS", "1")]))
 
-setup(ext_modules=cythonize(
+class BuildPy(build_py):
+    """Leaves out a test module built in place in this checkout (setuptools
+    copies the package directory's shared objects along with its modules)."""
+
+    def run(self):
+        super().run()
+        core = os.path.join(self.build_lib, "nanoray", "_core")
+        for name in os.listdir(core) if os.path.isdir(core) else ():
+            if name.startswith("_ctest") and not os.environ.get("NANORAY_CTEST_ONLY"):
+                os.remove(os.path.join(core, name))
+
+
+setup(cmdclass={"build_py": BuildPy}, ext_modules=cythonize(
     exts,
     compiler_directives={"language_level": 3},
     include_path=["src"],
