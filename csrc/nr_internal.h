@@ -72,22 +72,28 @@ static inline void nri_incref(nr_region_t *r, uint64_t id) {
     if (o) LADD64(o->refs, 1);
 }
 
-/* A waiter may spin only while a CPU is free for it: fewer processes run
- * tasks than the CPUs the runtime may use.  Otherwise its spin would take a
- * CPU from running work (the spinner and a worker time-share it), so it
- * sleeps on its futex instead and the wake-up costs one system call. */
+/* A waiter spins its full budget only while a CPU is free for it: fewer
+ * processes run tasks than the CPUs the runtime may use.  Otherwise its spin
+ * would take a CPU from running work (the spinner and a worker time-share
+ * it), so it spins only NR_BUSY_SPIN_NS, about what a futex sleep and
+ * wake-up would cost the two sides, then sleeps: a hand-off that comes at
+ * once (pipelined calls) is still caught without a system call. */
+#define NR_BUSY_SPIN_NS 3000
 static inline int nri_cpu_free(nr_region_t *r) {
     return LOAD(&r->hdr->nbusy) < LOAD(&r->hdr->ncpu);
 }
 
-/* Spins up to spin_ns while a CPU is free: returns 1 as soon as cond holds. */
+/* Spins up to spin_ns (NR_BUSY_SPIN_NS while no CPU is free): returns 1 as
+ * soon as cond holds. */
 #define SPIN_UNTIL(r, cond, spin_ns) ({                                  \
     int _ok = 0;                                                         \
     if ((spin_ns) > 0) {                                                 \
-        int64_t _end = nr_now_ns() + (spin_ns);                          \
+        int64_t _start = nr_now_ns(), _end = _start + (spin_ns);         \
         for (unsigned _i = 1;; _i++) {                                   \
             if (cond) { _ok = 1; break; }                                \
-            if ((_i & 63) == 1 && !nri_cpu_free(r)) break;               \
+            if ((_i & 63) == 1 && _end > _start + NR_BUSY_SPIN_NS &&     \
+                !nri_cpu_free(r))                                        \
+                _end = _start + NR_BUSY_SPIN_NS;                         \
             if ((_i & 63) == 0) {                                        \
                 if (nr_now_ns() > _end) break;                           \
                 sched_yield();                                           \
