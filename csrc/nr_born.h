@@ -5,7 +5,7 @@
  * in rt/born.pyx); allocations of at least `threshold` bytes get a block
  * of the arena whose payload is page-aligned and a whole number of pages
  * (nr_arena_alloc_aligned_locked), so that its pages belong to it alone.
- * Smaller ones, and every one when the store is 3/4 full, go to the
+ * Smaller ones, and every one when the store is half full, go to the
  * handler that was there before (the store never spills to make room for
  * a plain allocation, and never fails one).
  *
@@ -42,11 +42,13 @@
 #include "nr_sched.h"
 
 #define NR_BORN_PAGE 4096u
-/* Arrays are born in the arena only while it is less than 3/4 full
- * (blocks of every kind counted): the last quarter stays for objects, so
- * a task's large temporaries never make a put elsewhere spill or fail. */
-#define NR_BORN_MAX_SHARE_MUL 3u
-#define NR_BORN_MAX_SHARE_DIV 4u
+/* Arrays are born in the arena only while it is less than half full
+ * (blocks of every kind counted); past that they go to the previous
+ * allocator.  Live arrays a worker keeps (model weights, datasets) count
+ * in the store's use and cannot be spilled, so at worst they leave half of
+ * it for objects: a put still fails if objects need more than that. */
+#define NR_BORN_MAX_SHARE_MUL 1u
+#define NR_BORN_MAX_SHARE_DIV 2u
 #define NR_BORN_OWNER(born) ((uint32_t)((born) & 0xffffffffu))
 #define NR_BORN_REFS(born) ((uint32_t)((born) >> 32))
 #define NR_BORN_REF 0x100000000ull

@@ -288,7 +288,7 @@ def test_a_full_store_falls_back_to_malloc(fresh):
 
     ray.get(big.remote(10))
     filler = [ray.put(np.ones(MIB)) for _ in range(6)]     # 48 of the 64 MiB
-    n = 4 * MIB                                             # 32 MiB: no room for it
+    n = 3 * MIB                                             # 24 MiB: past half the store
     total, born, fallbacks = ray.get(big.remote(n))
     assert total == n * (n - 1) / 2 and not born and fallbacks >= 1
     del filler
@@ -424,3 +424,69 @@ def test_an_object_in_a_born_block_is_spilled_whole_even_by_its_owner(fresh, tmp
     assert region(ray).stats()["spills"] >= 1
     assert (ray.get(ref) == 3.0).all()      # restored from its file: the store's bytes
     check_region(ray)
+
+
+def test_arrays_a_worker_keeps_leave_half_the_store_for_objects(fresh):
+    # An actor keeps 64 MiB of arrays (weights, say) in a 96 MiB store.  At
+    # most half the store is born arrays; the rest of its arrays go to the
+    # private heap, so a 40 MiB put still fits (with 3/4 for arrays, all 64
+    # MiB were born and it did not).
+    ray = fresh(num_cpus=1, object_store_memory=96 * MIB)
+
+    @ray.remote
+    class Holder:
+        def __init__(self):
+            self.keep = [np.full(4 * MIB // 8, float(i)) for i in range(16)]
+
+        def total(self):
+            return sum(float(a[0]) for a in self.keep)
+
+    h = Holder.remote()
+    assert ray.get(h.total.remote()) == sum(range(16))
+    used = ray._api._backend.region.stats()["store_used"]
+    assert used <= 48 * MIB + MIB, used
+    ref = ray.put(np.ones(40 * MIB // 8))
+    assert ray.get(ref)[-1] == 1.0
+    del ref
+    ray.kill(h)
+
+
+def test_a_thread_unknown_to_threading_cannot_change_a_returned_array(ray):
+    # A task starts a raw thread (_thread, as C extensions' threads look)
+    # that keeps writing the array the task returns: the stored object must
+    # still never change once get() returned it.
+    n = MIB // 8 * 2
+
+    @ray.remote(max_retries=0)
+    def returns_while_written():
+        import _thread
+        global _G, _STOP
+        _G = np.zeros(n)
+        _STOP = False
+        g = _G
+
+        def writer():
+            k = 0
+            while not _STOP:
+                k += 1
+                g[:1024] = k
+        _thread.start_new_thread(writer, ())
+        time.sleep(0.02)
+        return _G
+
+    @ray.remote(max_retries=0)
+    def stop():
+        global _STOP
+        _STOP = True
+
+    changed = 0
+    for _ in range(10):
+        r = returns_while_written.remote()
+        x = ray.get(r)
+        first = float(x[0])
+        time.sleep(0.03)
+        if float(x[0]) != first or float(ray.get(r)[0]) != first:
+            changed += 1
+        ray.get(stop.remote())
+        del x, r
+    assert changed == 0, "%d of 10 stored arrays changed after get()" % changed

@@ -79,6 +79,28 @@ cdef int _born_thread() except -1:
     return 0
 
 
+cdef extern from "Python.h":
+    ctypedef struct PyInterpreterState:
+        pass
+    ctypedef struct PyThreadState:
+        pass
+    PyInterpreterState *PyInterpreterState_Get()
+    PyThreadState *PyInterpreterState_ThreadHead(PyInterpreterState *interp)
+    PyThreadState *PyThreadState_Next(PyThreadState *tstate)
+
+
+cdef int _thread_states():
+    """Threads that can run Python here: every thread state of the
+    interpreter, including threads threading does not know of
+    (_thread.start_new_thread, C threads calling back into Python)."""
+    cdef int n = 0
+    cdef PyThreadState *t = PyInterpreterState_ThreadHead(PyInterpreterState_Get())
+    while t != NULL:
+        n += 1
+        t = PyThreadState_Next(t)
+    return n
+
+
 cdef bint _born_lazy_now() except -1:
     """Whether hand-offs may wait for nr_born_settle to remap: a task's
     results are being sealed, and no user code can run until the task has
@@ -86,7 +108,7 @@ cdef bint _born_lazy_now() except -1:
     the user started)."""
     return (_born_lazy and not _actor_opts.get("is_async")
             and _actor_opts.get("max_concurrency", 1) == 1
-            and threading.active_count() <= _born_threads)
+            and _thread_states() <= _born_threads)
 
 
 cdef inline int _born_check() except -1:
@@ -112,7 +134,7 @@ def born_setup(Region reg):
     if os.environ.get("NANORAY_BORN_IN_SHM", "1") == "0" or reg.r.fd < 0:
         return
     _born_on = True
-    _born_threads = threading.active_count()
+    _born_threads = _thread_states()
     _born_thread()
 
 
