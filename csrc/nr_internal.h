@@ -120,6 +120,10 @@ void nri_decref(nr_region_t *r, uint64_t id);
 void nri_obj_free(nr_region_t *r, nr_object_t *o);
 void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 void nri_kick(nr_region_t *r, wakeups_t *w);
+/* Whether queued shared work fits the free CPUs (under the lock). */
+int nri_dispatchable(nr_region_t *r);
+/* Under the lock: marks a pool worker spinning for work, or not. */
+void nri_set_spinning(nr_region_t *r, nr_proc_t *p, uint32_t on);
 /* Where a holder's resources come from and go back to: a placement group
  * that is still there (pool, gen), else the node. */
 typedef struct { int32_t *cpus; int64_t *res; uint32_t pg; } nri_acct_t;
