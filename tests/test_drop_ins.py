@@ -491,3 +491,24 @@ def test_executor_cancels_quietly_and_in_one_step(ray):
     finally:
         logging.getLogger("concurrent.futures").removeHandler(handler)
     assert [r for r in records if r.levelno >= logging.ERROR] == []
+
+
+def test_drop_ins_hold_no_result_once_it_is_delivered(ray):
+    """The drop-ins' background thread must not keep the last results it
+    saw: a result dropped by the user leaves the store at once."""
+    from conftest import store_objects
+    from nanoray.util.concurrent.futures import RayExecutor
+    from nanoray.util.multiprocessing import Pool
+    with Pool(2) as p, RayExecutor(max_workers=2) as ex:
+        p.map(square, range(4))
+        ex.submit(square, 1).result(T)
+        time.sleep(0.3)                       # the thread is idle: nothing in flight
+        before = store_objects()
+        for _ in range(3):
+            futures = [ex.submit(square, i) for i in range(4)]
+            assert [f.result(T) for f in futures] == [0, 1, 4, 9]
+            results = [p.apply_async(square, (i,)) for i in range(4)]
+            assert [r.get(T) for r in results] == [0, 1, 4, 9]
+            del futures, results
+            time.sleep(0.3)                   # past the thread's 0.1 s idle wait
+            assert store_objects() == before

@@ -23,12 +23,12 @@ def collect(owner_ref, cond):
             if refs is None:
                 return
             if not refs:
-                owner = None
+                owner = refs = None
                 cond.wait(0.1)
                 continue
         owner = None
         try:
-            ready, _ = nanoray.wait(refs, num_returns=1, timeout=0.05)
+            ready, pending = nanoray.wait(refs, num_returns=1, timeout=0.05)
         except Exception as e:               # the runtime went away
             owner = owner_ref()
             if owner is None or owner._runtime_gone(e):
@@ -40,4 +40,7 @@ def collect(owner_ref, cond):
             return
         for ref in ready:
             owner._deliver(ref)
-        owner = None
+        # Hold no ref while idle: a result the owner has handed out (or
+        # one it dropped) must leave the store when its user drops it,
+        # not when this thread next wakes.
+        owner = refs = ready = pending = ref = None
