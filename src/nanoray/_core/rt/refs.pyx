@@ -4,11 +4,11 @@
 # Included by _runtime.pyx: one extension module, one concern per file.
 
 
-# no_gc_clear: the cyclic collector must not clear _reg before __dealloc__
-# runs (a ref kept only by garbage in a cycle would then never give back
-# its count).  A Region refers to no Python object, so no cycle runs through
-# one.
-@cython.no_gc_clear
+# no_gc: a ref holds only its Region, and a Region refers to no Python
+# object, so no cycle runs through a ref: the cyclic collector need not
+# track refs at all (a program holding a million refs would otherwise have
+# each collection walk them, and making refs would trigger collections).
+@cython.no_gc
 cdef class ObjectRef:
     """A future for a value in the object store, as in Ray.
 

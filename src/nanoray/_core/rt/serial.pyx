@@ -70,8 +70,89 @@ cdef bytes _dumps_function(func):
     return _function_pickler(func)
 
 
+# The most common small values, None, bools, 32-bit ints and floats, are
+# written and read as their pickle streams directly, without a Pickler or an
+# Unpickler (each costs more than the rest of sealing or getting such a
+# value).  The streams are what pickle itself reads: PROTO 5, one opcode
+# and its argument, STOP.
+cdef object _NOT_SCALAR = object()
+
+
+cdef bytes _scalar_stream(object value):
+    """The pickle stream of a None, bool, 32-bit int or float; else None."""
+    cdef unsigned char buf[12]
+    cdef type t = type(value)
+    cdef long v
+    cdef int overflow = 0, i, n
+    cdef uint64_t bits
+    cdef double d
+    buf[0] = 0x80
+    buf[1] = 5
+    if value is None:
+        buf[2] = 78                      # NONE
+        n = 3
+    elif t is bool:
+        buf[2] = 0x88 if value is True else 0x89
+        n = 3
+    elif t is int:
+        v = PyLong_AsLongAndOverflow(value, &overflow)
+        if overflow or v < -2147483648 or v > 2147483647:
+            return None
+        buf[2] = 74                      # BININT: 4 bytes, little-endian
+        for i in range(4):
+            buf[3 + i] = (<uint64_t>v >> (8 * i)) & 0xFF
+        n = 7
+    elif t is float:
+        d = PyFloat_AS_DOUBLE(value)
+        memcpy(&bits, &d, 8)
+        buf[2] = 71                      # BINFLOAT: 8 bytes, big-endian
+        for i in range(8):
+            buf[3 + i] = (bits >> (8 * (7 - i))) & 0xFF
+        n = 11
+    else:
+        return None
+    buf[n] = 46                          # STOP
+    return PyBytes_FromStringAndSize(<char *>buf, n + 1)
+
+
+cdef object _scalar_load(const unsigned char *s, uint64_t n):
+    """The value of a stream _scalar_stream writes; _NOT_SCALAR for any other."""
+    cdef int i
+    cdef uint64_t bits = 0
+    cdef uint32_t u = 0
+    cdef double d
+    if n < 4 or n > 12 or s[0] != 0x80 or s[n - 1] != 46:
+        return _NOT_SCALAR
+    if n == 4:
+        if s[2] == 78:
+            return None
+        if s[2] == 0x88:
+            return True
+        if s[2] == 0x89:
+            return False
+    elif n == 8 and s[2] == 74:
+        for i in range(4):
+            u |= (<uint32_t>s[3 + i]) << (8 * i)
+        return <int32_t>u
+    elif n == 12 and s[2] == 71:
+        for i in range(8):
+            bits = (bits << 8) | s[3 + i]
+        memcpy(&d, &bits, 8)
+        return d
+    return _NOT_SCALAR
+
+
 cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
     cdef _Pickled p = _Pickled.__new__(_Pickled)
+    cdef bytes scalar
+    if not force_cloud and not function:
+        scalar = _scalar_stream(value)
+        if scalar is not None:
+            p.data = scalar
+            p.bufs = []
+            p.contained = []
+            p.size = 16 + len(scalar)
+            return p
     cdef list bufs = []
     cdef object saved = getattr(_tls, "refs", None)
     cdef list found = []
@@ -234,6 +315,10 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy, bint cow=False
     cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
     cdef uint64_t *blocks = nr_payload_blocks(hdr)      # buffers in born blocks, or NULL
     cdef char *stream = <char *>(table + (3 if blocks != NULL else 2) * nb)
+    if nb == 0 and hdr.pickle_len <= 12:
+        v = _scalar_load(<const unsigned char *>stream, hdr.pickle_len)
+        if v is not _NOT_SCALAR:
+            return v
     data = PyMemoryView_FromMemory(stream, hdr.pickle_len, PyBUF_READ)
     if nb == 0:
         return _pickle_loads(data)
