@@ -103,6 +103,23 @@ def test_tasks_submit_and_wait_for_tasks(ray):
     assert ray.get([fan_out.remote(10) for _ in range(4)], timeout=60) == [285] * 4
 
 
+def test_map_gives_each_item_the_ref_f_remote_would(ray):
+    # nanoray's addition (batched submission); a loop of f.remote on Ray.
+    @ray.remote
+    def f(x, k=1):
+        if x == 3:
+            raise KeyError(x)
+        return x * k
+    refs = f.map(range(6), [10] * 6)
+    assert len(refs) == 6 and all(isinstance(r, ray.ObjectRef) for r in refs)
+    assert ray.get(refs[:3] + refs[4:], timeout=60) == [0, 10, 20, 40, 50]
+    with pytest.raises(KeyError):
+        ray.get(refs[3], timeout=60)
+    assert ray.get(f.options(num_cpus=0.5).map([ray.put(7)]), timeout=60) == [7]
+    with pytest.raises(TypeError):
+        f.map(range(2), range(2), range(2))
+
+
 def test_remote_functions_and_classes_are_not_called_directly(ray):
     @ray.remote
     def f(x):

@@ -292,14 +292,17 @@ def _strategy_met(strategy):
     return check(strategy)
 
 
-def _unschedulable(o, function):
+def _unschedulable(o, function, items=None):
     """What a call with a hard node affinity to another node returns: refs
-    that raise TaskUnschedulableError, as Ray's do (at once, not pending)."""
+    that raise TaskUnschedulableError, as Ray's do (at once, not pending);
+    for f.map(), one per item."""
     from nanoray import exceptions
     err = exceptions.TaskUnschedulableError(
         "The task %s() is unschedulable: its NodeAffinitySchedulingStrategy names node %s, "
         "which is not this machine, and soft=False was specified."
         % (getattr(function, "__name__", "task"), getattr(o.strategy, "node_id", "?")))
+    if items is not None:
+        return [_rt.put_error(err) for _ in items]
     refs = [_rt.put_error(err) for _ in range(max(o.num_returns, 1))]
     if o.streaming:
         from nanoray._generator import ObjectRefGenerator
@@ -348,6 +351,20 @@ class RemoteFunction:
         """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
         return self._submit(args, kwargs, self._compiled)
 
+    def map(self, /, *iterables, chunksize=None):
+        """f.remote(*item) for each item of zip(*iterables), submitted in
+        batches: returns one ObjectRef per item, in order (not an addition
+        Ray has; on the Ray backend it is a loop of f.remote).
+
+        Items go chunksize to a task (default: 4 tasks per CPU, at most
+        1024 items each), which calls f on each in turn and returns one
+        object per item: an item that raises fails its own ref only;
+        retry_exceptions retries each item, max_retries a chunk whose
+        worker died.  Cancelling one ref cancels its chunk.  An item that
+        passes an ObjectRef runs as its own task, so the ref's value is
+        what f receives."""
+        return self._map(iterables, chunksize, self._compiled)
+
     def bind(self, *args, **kwargs):
         """A DAG node for this call (nanoray.dag), run by .execute()."""
         from nanoray.dag import FunctionNode
@@ -365,9 +382,29 @@ class RemoteFunction:
         from nanoray.dag import FunctionNode
         return FunctionNode(_Bound(self, o), args, kwargs)
 
-    def _submit(self, args, kwargs, o):
+    def _map(self, iterables, chunksize, o):
+        if not iterables:
+            raise TypeError("map() takes at least one iterable")
+        if chunksize is not None and (type(chunksize) is not int or chunksize < 1):
+            raise ValueError("chunksize must be a positive int, got %r" % (chunksize,))
+        if self._is_generator or o.num_returns != 1 or (o.extras and "gen" in o.extras):
+            raise ValueError("%s.map() needs a function with num_returns=1 that is not a "
+                             "generator: it returns one ref per item"
+                             % getattr(self._function, "__name__", "f"))
+        items = list(zip(*iterables))
+        if not items:
+            return []
+        if self._check is not None:           # every item has as many arguments
+            self._check(items[0], {})
+        b = _api._backend or _api._auto_init()
+        if b.remote:
+            return [self._submit(item, {}, o) for item in items]
+        return self._submit(None, None, o, items, chunksize or 0)
+
+    def _submit(self, args, kwargs, o, items=None, chunksize=0):
+        """A task, or for f.map() (items given) the tasks of its chunks."""
         check = self._check
-        if check is not None:
+        if check is not None and items is None:
             check(args, kwargs)
         b = _api._backend or _api._auto_init()
         if b.remote:
@@ -377,10 +414,11 @@ class RemoteFunction:
         pool = 0
         if _inheriting:                       # inside a task: its env, its group
             extras, pool = inherit(o.explicit, extras)
+        res = None
         if o.special or pool:
             if o.strategy is not None:
                 if not _strategy_met(o.strategy):
-                    return _unschedulable(o, self._function)
+                    return _unschedulable(o, self._function, items)
                 pool, pg = placement_of(o.strategy)
                 if pg is not None:
                     extras = dict(extras or {}, pg=pg)
@@ -389,8 +427,14 @@ class RemoteFunction:
                 index = getattr(o.strategy, "placement_group_bundle_index", -1)
                 check_fits(extras["pg"][0], index, o.cpus_milli, o.demand,
                            getattr(self._function, "__qualname__", "task"))
+            res = o.resources() if o.special else None
+        if items is not None:
+            extras = dict(extras or {}, map=True, retries=o.max_retries)
+            return _rt.submit_map(ref, items, chunksize, o.cpus_milli, o.max_retries, extras,
+                                  res, pool, lambda item: self._submit(item, {}, o))
+        if o.special or pool:
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
-                             extras, o.resources() if o.special else None, pool)
+                             extras, res, pool)
             if o.streaming:
                 from nanoray._generator import ObjectRefGenerator
                 return ObjectRefGenerator(out)
@@ -470,6 +514,10 @@ class _Bound:
 
     def remote(self, /, *args, **kwargs):
         return self._rf._submit(args, kwargs, self._o)
+
+    def map(self, /, *iterables, chunksize=None):
+        """f.map() with these options (RemoteFunction.map)."""
+        return self._rf._map(iterables, chunksize, self._o)
 
     def bind(self, *args, **kwargs):
         """A DAG node for this call with these options (nanoray.dag)."""

@@ -51,6 +51,64 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
                    NR_SPEC_TASK, None, None, extras, res, pool)
 
 
+# Items per task of f.map() when no chunksize is given: enough tasks to
+# balance the CPUs (4 per CPU, as multiprocessing.Pool.map), and a result
+# is at most this many items late.
+MAP_CHUNK_MAX = 1024
+
+
+def submit_map(ObjectRef func_ref, list items, Py_ssize_t chunksize, int32_t cpus_milli,
+               int32_t retries, dict extras, tuple res, uint64_t pool, single):
+    """f.map(): the items (tuples of arguments) go in tasks of chunksize
+    items, each with one return per item, written and queued as one task;
+    an item passing an ObjectRef goes alone through single(item), so its
+    value is resolved before it runs, as in f.remote(ref).  chunksize 0:
+    the default.  Returns one ref per item, in order."""
+    cdef Region reg = _running()
+    if func_ref._reg is not reg:
+        raise _exc.RaySystemError("nanoray: this function was exported to a runtime that was shut down")
+    cdef Py_ssize_t n = len(items), i
+    cdef int32_t cpus = max(1, reg.r.hdr.cpus_total // 1000)
+    if chunksize <= 0:
+        chunksize = min(MAP_CHUNK_MAX, (n + 4 * cpus - 1) // (4 * cpus))
+    cdef list out = [None] * n
+    cdef list chunk = [], where = []
+    cdef object item, a
+    cdef bint by_ref
+    for i in range(n):
+        item = items[i]
+        by_ref = False
+        for a in <tuple>item:
+            if type(a) is ObjectRef:
+                by_ref = True
+                break
+        if by_ref:
+            out[i] = single(item)
+            continue
+        chunk.append(item)
+        where.append(i)
+        if len(chunk) == chunksize:
+            _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, retries, extras, res, pool)
+            chunk = []
+            where = []
+    if chunk:
+        _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, retries, extras, res, pool)
+    return out
+
+
+cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list out,
+                   int32_t cpus_milli, int32_t retries, dict extras, tuple res, uint64_t pool):
+    """One task for the chunk's items; their refs go to out[where[j]]."""
+    cdef Py_ssize_t j
+    refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, retries,
+                   0, NR_SPEC_TASK, None, None, extras, res, pool)
+    if len(chunk) == 1:
+        out[<Py_ssize_t>where[0]] = refs
+    else:
+        for j in range(len(chunk)):
+            out[<Py_ssize_t>where[j]] = (<list>refs)[j]
+
+
 cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
                     int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
                     ObjectRef holds, object method, dict extras=None, tuple res=None,

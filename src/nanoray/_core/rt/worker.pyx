@@ -81,6 +81,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
                 args, kwargs = loaded
             else:
                 args, kwargs, extra, c.extras = loaded
+                c.is_map = "map" in c.extras
         else:
             if len(loaded) == 3:
                 args, kwargs, extra = loaded
@@ -122,6 +123,8 @@ cdef object _invoke(_Call c):
         if interruptible:
             if nr_task(&_region.r, c.t).cancelled:
                 raise KeyboardInterrupt    # cancelled while its arguments were loaded
+            if c.is_map:
+                return _run_map(_region, c)
             _in_user_code = True
             try:
                 return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
@@ -137,6 +140,63 @@ cdef object _invoke(_Call c):
         c.raised = e
         c.failure = _failure_of(e, c.name)
     return None
+
+
+@cython.freelist(8)
+cdef class _ItemFailed:
+    """In a f.map() chunk's results: the error one item's return carries."""
+
+
+cdef list _run_map(Region reg, _Call c):
+    """A chunk of f.map(): func(*item) for each item, in order.  An item
+    that raises gets its own failure (retried first, as its options say:
+    retry_exceptions with max_retries per item); the others keep their
+    values, as separate tasks would.  A cancel fails the items not done;
+    SystemExit ends the worker (the chunk runs again, or fails whole)."""
+    global _in_user_code
+    cdef list items = c.args[0]
+    cdef list out = []
+    cdef Py_ssize_t i, n = len(items)
+    cdef int left, retries = c.extras.get("retries", 0)
+    cdef nr_task_t *task = nr_task(&reg.r, c.t)
+    cdef _ItemFailed failed
+    func = c.func
+    allowed = c.extras.get("retry_exceptions")
+    try:
+        i = 0
+        while i < n:
+            if task.cancelled:
+                raise KeyboardInterrupt
+            left = retries
+            while True:
+                _in_user_code = True
+                try:
+                    out.append(func(*<tuple>items[i]))
+                    break
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as e:
+                    _in_user_code = False
+                    if (allowed and left > 0 and isinstance(e, Exception)
+                            and (allowed is True or isinstance(e, allowed))):
+                        left -= 1
+                        continue
+                    failed = _ItemFailed.__new__(_ItemFailed)
+                    failed.failure = _failure_of(e, c.name)
+                    out.append(failed)
+                    break
+                finally:
+                    _in_user_code = False
+            i += 1
+    except SystemExit:
+        c.exit_worker = True
+    except KeyboardInterrupt as e:       # cancelled: this item and the rest fail
+        _in_user_code = False
+        failed = _ItemFailed.__new__(_ItemFailed)
+        failed.failure = _failure_of(e, c.name)
+        while len(out) < n:
+            out.append(failed)
+    return out
 
 
 cdef bint _retry_exception(Region reg, _Call c) except -1:
@@ -198,7 +258,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
             return
-        if failure is None and nret != 1:
+        if failure is None and nret != 1 and not c.is_map:
             try:
                 result = tuple(result)
                 if len(result) != nret:
@@ -210,6 +270,14 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         # those the task kept are remapped copy-on-write once _run_task has
         # dropped its result (rt/born.pyx, nr_born_settle).
         _born_lazy = _born_on            # (what else it takes: _born_refs)
+        if c.is_map and failure is None:
+            for i in range(nret):
+                v = (<list>result)[i]
+                if type(v) is _ItemFailed:
+                    _seal_failure(reg, ids[i], (<_ItemFailed>v).failure, c.name)
+                else:
+                    _seal(reg, ids[i], v, False, c.name)
+            return
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)

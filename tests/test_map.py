@@ -1,0 +1,203 @@
+"""f.map(*iterables, chunksize=None): batched submission.  One ref per
+item, in order, each behaving as the ref of f.remote(*item) would: its
+value, its own error, its retries; items passing refs get their values."""
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import store_objects
+from nanoray import exceptions
+
+T = 60
+
+
+def square(x):
+    return x * x
+
+
+def fails_on(bad):
+    def f(x):
+        if x in bad:
+            raise ValueError("item %d" % x)
+        return x * x
+    return f
+
+
+def test_map_returns_one_ref_per_item_in_order(ray):
+    f = ray.remote(square)
+    for n, chunk in [(0, None), (1, None), (7, None), (100, 1), (100, 7), (2500, None)]:
+        refs = f.map(range(n), chunksize=chunk)
+        assert isinstance(refs, list) and len(refs) == n
+        assert all(isinstance(r, ray.ObjectRef) for r in refs)
+        assert len(set(refs)) == n
+        assert ray.get(refs, timeout=T) == [x * x for x in range(n)]
+
+
+def test_map_zips_its_iterables_like_the_builtin_map(ray):
+    add = ray.remote(lambda a, b: a + b)
+    assert ray.get(add.map(range(5), [10, 20, 30]), timeout=T) == [10, 21, 32]
+    assert ray.get(add.map(iter(range(4)), (x for x in range(4))), timeout=T) == [0, 2, 4, 6]
+    assert ray.get(add.options(num_cpus=0.5).map("ab", "cd"), timeout=T) == ["ac", "bd"]
+
+
+def test_an_item_that_raises_fails_its_own_ref_only(ray):
+    f = ray.remote(fails_on({3, 4, 9}))
+    refs = f.map(range(12), chunksize=5)
+    for i, r in enumerate(refs):
+        if i in (3, 4, 9):
+            with pytest.raises(exceptions.RayTaskError) as info:
+                ray.get(r, timeout=T)
+            assert isinstance(info.value, ValueError)           # the cause's type too
+            assert "item %d" % i in str(info.value)
+        else:
+            assert ray.get(r, timeout=T) == i * i
+
+
+def test_items_passing_refs_get_their_values_and_nested_refs_stay_refs(ray):
+    f = ray.remote(lambda x: x * 2 if not isinstance(x, list) else type(x[0]).__name__)
+    a, b = ray.put(5), ray.put(np.arange(4.0))
+    out = ray.get(f.map([1, a, 3, b, [a]]), timeout=T)
+    assert out[:3] == [2, 10, 6]
+    np.testing.assert_array_equal(out[3], np.arange(4.0) * 2)
+    assert out[4] == "ObjectRef"
+    failed = ray.remote(fails_on({0})).remote(0)
+    refs = f.map([failed, 1])
+    with pytest.raises(exceptions.RayTaskError):                 # the argument's error
+        ray.get(refs[0], timeout=T)
+    assert ray.get(refs[1], timeout=T) == 2
+
+
+def test_map_checks_its_arguments_before_submitting_anything(ray):
+    f = ray.remote(square)
+    with pytest.raises(TypeError):
+        f.map()
+    with pytest.raises(TypeError, match="square"):
+        f.map(range(3), range(3))                   # two arguments for one parameter
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="chunksize"):
+            f.map(range(3), chunksize=bad)
+    for n in (2, 0, "streaming", "dynamic"):
+        with pytest.raises(ValueError, match="num_returns"):
+            f.options(num_returns=n).map(range(3))
+
+    def gen(n):
+        yield n
+    with pytest.raises(ValueError, match="generator"):
+        ray.remote(gen).map(range(3))
+    with pytest.raises(TypeError):
+        f.map(5)                                    # not iterable
+
+
+def test_map_passes_large_arguments_and_returns_arrays_exactly(ray):
+    f = ray.remote(lambda a, k: a * k)
+    arrays = [np.full(300_000, i, dtype=np.float64) for i in range(6)]   # 2.4 MB each
+    out = ray.get(f.map(arrays, range(6), chunksize=4), timeout=T)
+    for i, v in enumerate(out):
+        np.testing.assert_array_equal(v, arrays[i] * i)
+
+
+def test_retry_exceptions_retries_each_item(ray):
+    @ray.remote(retry_exceptions=[KeyError], max_retries=2)
+    def flaky(x):
+        seen = flaky_seen.setdefault(x, 0)
+        flaky_seen[x] = seen + 1
+        if seen < 2:                             # fails twice, then works
+            raise KeyError(x)
+        return x
+    assert ray.get(flaky.map(range(10), chunksize=5), timeout=T) == list(range(10))
+
+    @ray.remote(retry_exceptions=[KeyError], max_retries=1)
+    def too_flaky(x):
+        seen = flaky_seen.setdefault(("t", x), 0)
+        flaky_seen[("t", x)] = seen + 1
+        raise KeyError(x) if seen < 2 else AssertionError("ran a third time")
+    for r in too_flaky.map(range(4), chunksize=4):
+        with pytest.raises(KeyError):
+            ray.get(r, timeout=T)
+
+
+flaky_seen = {}
+
+
+def test_a_chunk_whose_worker_dies_runs_again_and_values_are_exact(ray, tmp_path):
+    marker = str(tmp_path / "died")
+
+    @ray.remote(max_retries=2)
+    def dies_once(x):
+        if x == 17 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return x * 3
+    assert ray.get(dies_once.map(range(40), chunksize=10), timeout=T) == [x * 3 for x in range(40)]
+
+    @ray.remote(max_retries=0)
+    def always_dies(x):
+        if x == 5:
+            os._exit(1)
+        return x
+    refs = always_dies.map(range(20), chunksize=10)
+    assert ray.get(refs[10:], timeout=T) == list(range(10, 20))     # the other chunk
+    for r in refs[:10]:
+        with pytest.raises(exceptions.WorkerCrashedError):
+            ray.get(r, timeout=T)
+
+
+def test_cancelling_a_ref_cancels_its_chunk_and_no_more_items_run(ray, tmp_path):
+    started = str(tmp_path / "started")
+
+    @ray.remote
+    def slow(x):
+        if x == 0:
+            open(started, "w").close()
+            time.sleep(60)
+        open(str(tmp_path / ("ran%d" % x)), "w").close()
+        return x
+    refs = slow.map(range(6), chunksize=6)
+    deadline = time.monotonic() + T
+    while not os.path.exists(started) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    ray.cancel(refs[3])
+    for r in refs:
+        with pytest.raises(exceptions.TaskCancelledError):
+            ray.get(r, timeout=T)
+    assert time.monotonic() - t0 < 30
+    assert not any(n.startswith("ran") for n in os.listdir(tmp_path))
+    assert ray.get(ray.remote(square).map([3]), timeout=T) == [9]   # workers still serve
+
+
+def test_map_from_threads_and_from_inside_a_task(ray):
+    f = ray.remote(square)
+    results = {}
+
+    def run(k):
+        results[k] = ray.get(f.map(range(k, k + 500)), timeout=T)
+    threads = [threading.Thread(target=run, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k * 1000] == [x * x for x in range(k * 1000, k * 1000 + 500)]
+
+    @ray.remote
+    def outer(n):
+        import nanoray
+        return sum(nanoray.get(f.map(range(n))))
+    assert ray.get(outer.remote(100), timeout=T) == sum(x * x for x in range(100))
+
+
+def test_dropped_map_results_leave_the_store(ray):
+    f = ray.remote(lambda x: np.full(1000, x))
+    assert ray.get(f.map([7]), timeout=T)[0][0] == 7      # the function is exported
+    before = store_objects()
+    for _ in range(3):
+        refs = f.map(range(3000))
+        got = ray.get(refs, timeout=T)
+        assert [int(v[0]) for v in got] == list(range(3000))
+        del refs, got
+    assert store_objects() == before
