@@ -155,10 +155,71 @@ cdef object _get_one(ObjectRef ref, int64_t deadline, bint cow=False):
     return value
 
 
+# A get of many results first sleeps on the last one still pending, and
+# looks at the others in order every TAIL_SLICE_NS: tasks finish about in
+# the order they were submitted, so it is woken about once per slice, not
+# once per result (each wake-up takes a CPU from the workers sealing them).
+TAIL_SLICE_NS = 1000 * 1000
+
+
+cdef inline int _state(object ref):
+    """The state of ref's object; -1 for anything that is not a live local ref."""
+    if type(ref) is not ObjectRef or (<ObjectRef>ref)._reg is not _region or _region is None:
+        return -1
+    return nr_object_info(&(<ObjectRef>ref)._reg.r, (<ObjectRef>ref)._id, NULL, NULL)
+
+
+cdef int _wait_tail(object refs, int64_t deadline) except -1:
+    """Sleeps until the last pending ref of refs is sealed; returns early
+    when one before it is an error (get raises the first error without
+    waiting for the rest), at the deadline, or on anything unusual, which
+    the ordered gets that follow then report.  Not inside pool tasks, whose
+    waits lend CPUs (_wait_one)."""
+    cdef Py_ssize_t n = len(refs), p = 0, j
+    cdef int st, rc
+    cdef int64_t slice_ns, left
+    cdef ObjectRef last
+    if n < 2 or _in_task:
+        return 0
+    j = n - 1
+    while j >= 0:
+        st = _state(refs[j])
+        if st < 0:
+            return 0
+        if st == NR_OBJ_PENDING:
+            break
+        j -= 1
+    last = refs[j] if j >= 0 else None
+    while last is not None:
+        while p < j:                      # the sealed ones in front: stop at an error
+            st = _state(refs[p])
+            if st == NR_OBJ_PENDING:
+                break
+            if st != NR_OBJ_READY:
+                return 0
+            p += 1
+        slice_ns = TAIL_SLICE_NS
+        if deadline >= 0:
+            left = deadline - nr_now_ns()
+            if left <= 0:
+                return 0
+            if left < slice_ns:
+                slice_ns = left
+        with nogil:
+            rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
+        if rc != 1:                       # sealed (0), or gone or shut down (-1)
+            return 0
+        PyErr_CheckSignals()
+        if _liveness_check is not None:
+            _liveness_check()
+    return 0
+
+
 def get(object refs, timeout=None, bint cow=False):
     """Values of a sequence of refs, in order (the API layer validates);
     cow: arrays as writable copy-on-write views."""
     cdef int64_t deadline = _deadline(timeout)
+    _wait_tail(refs, deadline)
     return [_get_one(r, deadline, cow) for r in refs]
 
 
