@@ -12,8 +12,10 @@ Peers, run in the same process one after another:
   Pool.map chunks  multiprocessing.Pool(num_cpus).map(fn, range(n)) with its
                    default chunksize (chunks of about n / (4 x processes))
   Pool.apply_async one task per call, as nanoray submits them
-  nanoray          [f.remote(i) for i in range(n)], then get() of the list;
-                   and f.map-free batches are not used: this is Ray's API
+  nanoray          [f.remote(i) for i in range(n)], then get() of the list
+                   (Ray's API: one task per call)
+  nanoray f.map    get(f.map(range(n))): nanoray's batched submission, with
+                   its default chunks (4 tasks per CPU, at most 1024 calls)
 
 Driver CPU/task and sleeps/task: the CPU time and the voluntary context
 switches of the driver process during the run, per task (the runtime's
@@ -104,7 +106,7 @@ def run_pool(n, cpus, k, chunks):
         return time.perf_counter() - t, _since(c)
 
 
-def run_nanoray(n, cpus, k):
+def run_nanoray(n, cpus, k, batched=False):
     ray.init(num_cpus=cpus)
     try:
         f = ray.remote(work)
@@ -113,7 +115,7 @@ def run_nanoray(n, cpus, k):
         ray.get([setk.remote(k) for _ in range(8 * cpus)])
         ray.get([f.remote(i) for i in range(4 * cpus)])
         c, t = _cpu(), time.perf_counter()
-        out = ray.get([f.remote(i) for i in range(n)])
+        out = ray.get(f.map(range(n)) if batched else [f.remote(i) for i in range(n)])
         dt, dc = time.perf_counter() - t, _since(c)
         assert out == list(range(n))
         return dt, dc
@@ -147,6 +149,7 @@ def main():
             "Pool.map chunks": lambda: run_pool(n, cpus, k, True),
             "Pool.apply_async": lambda: run_pool(n, cpus, k, False),
             "nanoray": lambda: run_nanoray(n, cpus, k),
+            "nanoray f.map": lambda: run_nanoray(n, cpus, k, True),
         }
         res = {name: [] for name in runners}
         for _ in range(a.rounds):                 # interleaved rounds

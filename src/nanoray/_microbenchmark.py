@@ -3,6 +3,11 @@
 Figures (each the best of a few repeats, to damp noise on a shared machine):
   init           start-up until the first no-op task's result is back
   pipelined      no-op tasks submitted in a burst, then all collected (tasks/s)
+  batched        10x as many no-op calls submitted as one batch, then all
+                 values collected: Pool.map (nanoray's drop-in,
+                 nanoray.util.multiprocessing, for nanoray), ProcessPoolExecutor.map
+                 with Pool.map's chunks, joblib (calls/s); and nanoray's f.map,
+                 which gives a ref per call, each its own object (calls/s)
   round trip     one no-op task submitted and its result awaited (us)
   put / get      of a small value (us), and of a 256 MiB float64 array (GB/s, us);
                  the ratio of the two gets shows that get does not copy
@@ -15,7 +20,7 @@ Figures (each the best of a few repeats, to damp noise on a shared machine):
 
 Peers: multiprocessing.Pool and concurrent.futures.ProcessPoolExecutor with
 the same number of processes and Python's default start method, and Ray
-when it is installed.  Pools have no
+and joblib (batched calls only) when they are installed.  Pools have no
 object store, so put/get have no peer figure; "array to task" is the
 comparable cost (a pool pickles the array through a pipe).
 """
@@ -34,6 +39,7 @@ import time
 import numpy as np
 
 MiB = 1 << 20
+BATCH = 10                                  # batched rows: this many times the pipelined burst
 
 
 def noop(x=None):
@@ -150,6 +156,22 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             return time.perf_counter() - t
         out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
 
+        if hasattr(rnoop, "map"):               # nanoray's batched submission
+            def map_refs():
+                t = time.perf_counter()
+                ray.get(rnoop.map(range(BATCH * n_tasks)))
+                return time.perf_counter() - t
+            out["map_refs_per_s"] = _rate(BATCH * n_tasks, _best(map_refs, repeats))
+            from nanoray.util.multiprocessing import Pool
+            with Pool(num_cpus) as pool:          # its drop-in: values, chunks as Pool.map's
+                pool.map(noop, range(1000))
+
+                def batched():
+                    t = time.perf_counter()
+                    pool.map(noop, range(BATCH * n_tasks))
+                    return time.perf_counter() - t
+                out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
+
         def round_trip():
             t = time.perf_counter()
             for i in range(n_rt):
@@ -220,7 +242,7 @@ def bench_nanoray(num_cpus, n_tasks, n_rt, big_bytes, repeats):
 
 # ---------------------------------------------------------------- pools
 
-def _bench_pool(make, submit, result, num_cpus, n_tasks, n_rt, big_bytes, repeats):
+def _bench_pool(make, submit, result, batch, num_cpus, n_tasks, n_rt, big_bytes, repeats):
     out = Figures()
     t0 = time.perf_counter()
     pool = make(num_cpus)
@@ -236,6 +258,12 @@ def _bench_pool(make, submit, result, num_cpus, n_tasks, n_rt, big_bytes, repeat
                 result(f)
             return time.perf_counter() - t
         out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
+
+        def batched():
+            t = time.perf_counter()
+            batch(pool, noop, range(BATCH * n_tasks), num_cpus)
+            return time.perf_counter() - t
+        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
 
         def round_trip():
             t = time.perf_counter()
@@ -260,16 +288,38 @@ def _bench_pool(make, submit, result, num_cpus, n_tasks, n_rt, big_bytes, repeat
     return out
 
 
+def _chunksize(n, num_cpus):
+    return -(-n // (4 * num_cpus))            # Pool.map's default: 4 chunks per process
+
+
 def bench_pool(num_cpus, n_tasks, n_rt, big_bytes, repeats):
     return _bench_pool(lambda n: multiprocessing.Pool(n),
                        lambda p, f, a: p.apply_async(f, a), lambda r: r.get(),
+                       lambda p, f, xs, c: p.map(f, xs),
                        num_cpus, n_tasks, n_rt, big_bytes, repeats)
 
 
 def bench_executor(num_cpus, n_tasks, n_rt, big_bytes, repeats):
     return _bench_pool(lambda n: concurrent.futures.ProcessPoolExecutor(n),
                        lambda p, f, a: p.submit(f, *a), lambda r: r.result(),
+                       lambda p, f, xs, c: list(p.map(f, xs, chunksize=_chunksize(len(xs), c))),
                        num_cpus, n_tasks, n_rt, big_bytes, repeats)
+
+
+def bench_joblib(num_cpus, n_tasks, n_rt, big_bytes, repeats):
+    """joblib's batched calls (its default loky backend, batch_size="auto"):
+    the batched row only."""
+    from joblib import Parallel, delayed
+    out = Figures()
+    with Parallel(n_jobs=num_cpus) as par:
+        par(delayed(noop)(i) for i in range(1000))
+
+        def batched():
+            t = time.perf_counter()
+            par(delayed(noop)(i) for i in range(BATCH * n_tasks))
+            return time.perf_counter() - t
+        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
+    return out
 
 
 def bench_ray(num_cpus, n_tasks, n_rt, big_bytes, repeats):
@@ -283,6 +333,8 @@ def bench_ray(num_cpus, n_tasks, n_rt, big_bytes, repeats):
 ROWS = [
     ("init_s", "init until first task", "s", "lower"),
     ("pipelined_tasks_per_s", "pipelined no-op tasks", "tasks/s", "higher"),
+    ("batched_tasks_per_s", "batched no-op calls, values (Pool.map...)", "calls/s", "higher"),
+    ("map_refs_per_s", "batched no-op calls, a ref each (f.map)", "calls/s", "higher"),
     ("round_trip_us", "task round trip", "us", "lower"),
     ("put_small_us", "put, small value", "us", "lower"),
     ("get_small_us", "get, small value", "us", "lower"),
@@ -310,7 +362,7 @@ def _fmt(v):
 
 
 def report(results):
-    peers = [p for p in ("Pool", "ProcessPoolExecutor", "Ray") if p in results]
+    peers = [p for p in ("Pool", "ProcessPoolExecutor", "Ray", "joblib") if p in results]
     nr = results["nanoray"]
     head = ["figure", "unit", "nanoray"] + peers + ["nanoray vs " + p for p in peers]
     rows = [head]
@@ -355,7 +407,7 @@ def main(argv=None):
     ap.add_argument("--big-mib", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
-    ap.add_argument("--only", choices=["nanoray", "Pool", "ProcessPoolExecutor", "Ray"],
+    ap.add_argument("--only", choices=["nanoray", "Pool", "ProcessPoolExecutor", "Ray", "joblib"],
                     action="append", help="run only these (repeatable)")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args(argv)
@@ -367,6 +419,11 @@ def main(argv=None):
     try:
         import ray  # noqa: F401
         runs.append(("Ray", bench_ray))
+    except ImportError:
+        pass
+    try:
+        import joblib  # noqa: F401
+        runs.append(("joblib", bench_joblib))
     except ImportError:
         pass
     results = {}
