@@ -276,6 +276,27 @@ int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, in
     return rc;
 }
 
+int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uint64_t size,
+                   uint64_t next) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    nr_spec_t *s = spec_of(r, nr_task(r, t));
+    nr_object_t *o = nr_object_lookup(r, cell);
+    int rc = 0;
+    if (!o) rc = -1;
+    else if (o->state != NR_OBJ_PENDING) rc = 1;
+    else {
+        nr_arena_written(r, data);
+        nri_seal(r, o, data, size, 0, &w);
+        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
+    }
+    W(s->stream_cell, next);
+    W(s->streamed, s->streamed + 1);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return rc;
+}
+
 static inline int sealed(nr_object_t *o) { return LOAD(&o->state) != NR_OBJ_PENDING; }
 
 

@@ -81,8 +81,20 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_unlock(r);
 }
 
+/* The pending cell of the streaming generator task the process runs, left
+ * to the language layer (lost_task: the task runs again and resumes there,
+ * nr_stream_seal, or the cell is failed as a crash), else NULL. */
+static nr_object_t *resumed_cell(nr_region_t *r, nr_proc_t *p) {
+    if (!p->task || p->kind != NR_KIND_WORKER) return NULL;
+    nr_task_t *t = nr_task(r, p->task);
+    if (t->kind != NR_SPEC_TASK || t->cancelled || !t->spec) return NULL;
+    uint64_t cell = spec_of(r, t)->stream_cell;
+    return cell ? nr_object_lookup(r, cell) : NULL;
+}
+
 void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
     nr_proc_t *p = nr_proc(r, slot);
+    nr_object_t *resumed = resumed_cell(r, p);
     int32_t *ledger = nr_ledger(r, slot);
     uint32_t n = p->ledger_hwm;
     if (n > r->hdr->max_objects) n = r->hdr->max_objects;
@@ -95,7 +107,7 @@ void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
             nr_undo_commit(r);
             continue;
         }
-        if (o->state == NR_OBJ_PENDING && o->creator == slot + 1)
+        if (o->state == NR_OBJ_PENDING && o->creator == slot + 1 && o != resumed)
             nri_seal(r, o, 0, 0, 1, w);  /* it died before sealing it: no payload, an error */
         if (LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
         nr_undo_commit(r);               /* one entry per step: see the caller */

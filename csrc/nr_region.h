@@ -39,8 +39,8 @@
 #include <pthread.h>
 
 /* Changes with the header's layout: a process of another version refuses
- * to attach (EINVAL) instead of misreading it.  "NANARAY4" little endian. */
-#define NR_MAGIC 0x34594152414e414eULL
+ * to attach (EINVAL) instead of misreading it.  "NANARAY5" little endian. */
+#define NR_MAGIC 0x35594152414e414eULL
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64

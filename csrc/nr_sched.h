@@ -106,6 +106,9 @@ typedef struct {
     uint32_t ncontained;  /* refs nested in the args */
     uint32_t kind;        /* NR_SPEC_TASK, NR_SPEC_ACTOR_CREATE or NR_SPEC_ACTOR_CALL */
     uint64_t parent;      /* (gen << 32) | index + 1 of the task that submitted it, 0 if none */
+    uint64_t stream_cell; /* a streaming generator task that has yielded: its pending
+                           * cell (0: still ret[0]); a re-run resumes there */
+    uint64_t streamed;    /* and the values it has yielded, which a re-run skips */
     /* uint64_t ret[nret], deps[ndeps], contained[ncontained]; args bytes */
 } nr_spec_t;
 
@@ -151,6 +154,12 @@ uint64_t nr_object_create(nr_region_t *r);                      /* pending, refs
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1; 0 if full */
 /* 0 sealed; 1 already sealed (caller frees data); -1 stale id */
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error);
+/* Streaming generator task t yielded: seals its pending cell `cell` (the
+ * payload holds the value's ref and the next cell's) and records `next` as
+ * its pending cell and one more value yielded, in one section, so a re-run
+ * after its process died resumes at `next`.  Returns as nr_object_seal. */
+int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uint64_t size,
+                   uint64_t next);
 void nr_object_incref(nr_region_t *r, uint64_t id);
 /* Takes a count only if the object is ready (sealed, not failed) and still
  * counted: 1, else 0. */

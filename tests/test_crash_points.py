@@ -137,6 +137,31 @@ def scenario(r):
     r.finish(w2, routed)
     assert r.next_blocking(w2, 1_000_000) == -1   # sleeps, times out, retires
     r.reap(w2)
+
+    # A streaming generator task: it yields once (its first cell sealed, the
+    # next one recorded), dies; the pending cell outlives its creator, and
+    # the re-run resumes there.
+    ws = r.proc()
+    ts, (cell0,) = r.submit(retries=1)
+    assert r.next(ws) == ts
+    r.use_ledger(ws)
+    cell1 = r.create()
+    assert r.stream_seal(ts, cell0, cell1) == 0
+    r.incref(cell1)                               # the caller's count, as its reader
+    r.use_ledger(None)
+    assert r.stream_state(ts) == (cell1, 1)
+    assert r.reap(ws) == ts
+    assert r.state(cell1) == 1                    # still pending: left for the re-run
+    assert r.retry(ts) == 1
+    ws2 = r.proc()
+    assert r.next(ws2) == ts
+    cell2 = r.create()
+    assert r.stream_seal(ts, cell1, cell2) == 0
+    r.seal(cell2)                                 # the end of the stream
+    r.finish(ws2, ts)
+    for x in (cell0, cell1, cell2):
+        r.decref(x)
+    r.reap(ws2)
     r.reap(other)                                 # gives back its ledger and blocks
     assert r.state(unsealed) == 3                 # sealed as an error for it
     r.decref(unsealed)

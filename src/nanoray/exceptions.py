@@ -18,6 +18,7 @@ __all__ = [
     "OutOfMemoryError", "OutOfDiskError", "NodeDiedError", "LocalRayletDiedError",
     "RuntimeEnvSetupError", "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved",
     "AsyncioActorExit", "CrossLanguageError", "UnserializableException",
+    "StreamingGeneratorReplayInconsistentError",
 ]
 
 
@@ -67,6 +68,11 @@ class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFai
 
 class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
     """A lost object could not be rebuilt: its lineage was evicted."""
+
+
+class StreamingGeneratorReplayInconsistentError(RayError):
+    """A streaming generator re-run after its worker died yielded fewer
+    values than the first run had (it is not deterministic)."""
 
 
 class OutOfMemoryError(RayError):

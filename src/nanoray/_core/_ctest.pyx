@@ -219,6 +219,19 @@ cdef class CRegion:
             nr_arena_free(&self.r, off)
         return rc
 
+    def stream_seal(self, uint32_t t, uint64_t cell, uint64_t nxt, contained=()):
+        """A streaming generator task t yielded: seals cell, records nxt."""
+        cdef uint64_t off = self.payload(contained, False)
+        rc = nr_stream_seal(&self.r, t, cell, off, 16, nxt)
+        if rc != 0:
+            nr_arena_free(&self.r, off)
+        return rc
+
+    def stream_state(self, uint32_t t):
+        """(pending cell, values yielded) recorded for task t."""
+        cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + nr_task(&self.r, t).spec)
+        return s.stream_cell, s.streamed
+
     def try_incref(self, uint64_t oid):
         return nr_object_try_incref(&self.r, oid)
 
@@ -262,6 +275,8 @@ cdef class CRegion:
         s.ncontained = nheld
         s.kind = kind
         s.parent = parent
+        s.stream_cell = 0
+        s.streamed = 0
         for i, d in enumerate(deps):
             nr_spec_ids(s)[nret + i] = d
         if holds:

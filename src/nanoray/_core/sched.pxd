@@ -55,6 +55,8 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t ncontained  # refs nested in the args
         uint32_t kind        # NR_SPEC_*: a task, an actor's creation, a method call
         uint64_t parent      # (gen << 32) | index + 1 of the submitting task, 0 if none
+        uint64_t stream_cell # a streaming generator's pending cell once it yielded (0: ret[0])
+        uint64_t streamed    # values it has yielded (a re-run skips them)
 
     ctypedef struct nr_payload_t:
         uint32_t nbufs       # out-of-band buffers
@@ -78,6 +80,8 @@ cdef extern from "nr_sched.h" nogil:
     uint64_t nr_object_create(nr_region_t *r)
     uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size)
     int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error)
+    int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uint64_t size,
+                       uint64_t next)
     void nr_object_incref(nr_region_t *r, uint64_t id)
     int nr_object_try_incref(nr_region_t *r, uint64_t id)
     void nr_object_decref(nr_region_t *r, uint64_t id)

@@ -13,10 +13,15 @@
 #   ret0 = cell0 ──seal──► (v0, cell1) ──► (v1, cell2) ──► ... ──► None
 #
 # The caller's ObjectRefGenerator (nanoray/_generator.py) holds only the
-# current cell; the cells it passed are freed.  A worker that dies mid-way
-# leaves its current cell unsealed: the runtime seals it as an error when it
-# reaps the process (the object's creator), so the caller never hangs.  Once
-# a value was yielded the task is not retried (its earlier items were seen).
+# current cell; the cells it passed are freed.  A task's spec records its
+# pending cell and the values yielded, in the section that seals the cell
+# before (nr_stream_seal).  If its worker dies and max_retries allows, it
+# runs again, as in Ray: the re-run skips as many values as were yielded,
+# then goes on from the pending cell, so the caller sees each value once
+# (a re-run that yields fewer fails with StreamingGeneratorReplayInconsistentError).
+# Otherwise the pending cell is sealed as an error when the process is
+# reaped (lost_task), so the caller never hangs.  An actor's stream is not
+# re-run once it has yielded.
 
 import types as _types
 
@@ -32,19 +37,38 @@ cdef class _Stream:
         self.cell = first_cell
         self.cell_ref = None
         self.name = name
+        cdef nr_task_t *task = nr_task(&reg.r, t)
+        cdef nr_spec_t *spec
+        if task.kind == NR_SPEC_TASK:
+            self.resumable = True
+            spec = <nr_spec_t *>(reg.r.base + task.spec)
+            if spec.stream_cell:           # a re-run: resume where the last one was
+                self.cell = spec.stream_cell
+                self.skip = spec.streamed
 
     cdef void emit(self, object value) except *:
         cdef Region reg = self.reg
+        cdef _Pickled p
+        cdef uint64_t off
+        if self.skip:                  # the caller has this one from an earlier run
+            self.skip -= 1
+            return
         item = put_pickled(reg, _pickle(value, False))
         cdef uint64_t nxt = nr_object_create(&reg.r)
         if nxt == 0:
             raise _exc.ObjectStoreFullError("nanoray: the object table is full")
         nref = _adopt(reg, nxt)
-        if not self.started:
-            # The caller may have seen this item: a retry would repeat it.
-            self.started = True
-            nr_task_no_retry(&reg.r, self.t)
-        _seal(reg, self.cell, (item, nref), False, self.name)
+        if not self.resumable:
+            if not self.started:
+                # The caller may have seen this item: a retry would repeat it.
+                self.started = True
+                nr_task_no_retry(&reg.r, self.t)
+            _seal(reg, self.cell, (item, nref), False, self.name)
+        else:
+            p = _pickle((item, nref), False)
+            off = _store(reg, p)
+            if nr_stream_seal(&reg.r, self.t, self.cell, off, p.size, nxt) != 0:
+                nr_arena_free(&reg.r, off)
         self.cell = nxt
         self.cell_ref = nref           # dropped when the next cell replaces it
 
@@ -56,6 +80,12 @@ cdef class _Stream:
             _seal(self.reg, self.cell, (err, None), False, self.name)
 
     cdef void end(self) except *:
+        if self.skip:                  # the re-run ended before the values already sent
+            self.fail(_exc.StreamingGeneratorReplayInconsistentError(
+                "nanoray: %s() was run again after its worker died and yielded %d values "
+                "fewer than its first run had; a generator that is retried must yield the "
+                "same values each run" % (self.name, self.skip)))
+            return
         _seal(self.reg, self.cell, None, False, self.name)
 
 

@@ -179,6 +179,8 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     spec.ncontained = ncont + nheld
     spec.kind = kind
     spec.parent = _parent_task()
+    spec.stream_cell = 0
+    spec.streamed = 0
     cdef uint64_t *ids = nr_spec_ids(spec)
     for i in range(ndeps):
         ids[nret + i] = (<ObjectRef>deps[i])._id

@@ -493,22 +493,30 @@ def worker_loop(Region reg, uint32_t slot):
 
 
 def task_returns(Region reg, uint32_t t):
-    """Return ids of task t that are still pending."""
+    """Return ids of task t that are still pending (a streaming generator's
+    pending cell among them)."""
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
-    return [ids[i] for i in range(spec.nret)
-            if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING]
+    out = [ids[i] for i in range(spec.nret)
+           if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING]
+    if spec.stream_cell and nr_object_info(&reg.r, spec.stream_cell, NULL, NULL) == NR_OBJ_PENDING:
+        out.append(spec.stream_cell)
+    return out
 
 
 def task_returned(Region reg, uint32_t t):
     """True when task t has returns and sealed every one: its process died
-    after it had returned (before finishing it), so nothing is to run again."""
+    after it had returned (before finishing it), so nothing is to run again.
+    A streaming generator has returned once its pending cell is sealed (or
+    gone: nobody reads the stream)."""
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
     cdef uint32_t i
     if spec.nret == 0:
+        return False
+    if spec.stream_cell and nr_object_info(&reg.r, spec.stream_cell, NULL, NULL) == NR_OBJ_PENDING:
         return False
     for i in range(spec.nret):
         if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
