@@ -3,6 +3,7 @@ item, in order, each behaving as the ref of f.remote(*item) would: its
 value, its own error, its retries; items passing refs get their values."""
 
 import os
+import sys
 import threading
 import time
 
@@ -141,7 +142,8 @@ def test_a_chunk_whose_worker_dies_runs_again_and_values_are_exact(ray, tmp_path
         return x
     refs = always_dies.map(range(20), chunksize=10)
     assert ray.get(refs[10:], timeout=T) == list(range(10, 20))     # the other chunk
-    for r in refs[:10]:
+    assert ray.get(refs[:5], timeout=T) == list(range(5))           # done before it died
+    for r in refs[5:10]:
         with pytest.raises(exceptions.WorkerCrashedError):
             ray.get(r, timeout=T)
 
@@ -201,3 +203,110 @@ def test_dropped_map_results_leave_the_store(ray):
         assert [int(v[0]) for v in got] == list(range(3000))
         del refs, got
     assert store_objects() == before
+
+
+def test_each_value_is_taken_when_its_item_returns(ray):
+    @ray.remote
+    def reuses(x):
+        buf = reuses_buf
+        buf.clear()
+        buf.append(x)                       # the same list object each time
+        return buf
+    assert ray.get(reuses.map(range(4), chunksize=4), timeout=T) == [[0], [1], [2], [3]]
+
+    @ray.remote
+    def gen_obj(x):                         # a plain function returning a generator
+        return (v for v in [x * 10])
+    assert ray.get(gen_obj.map(range(3)), timeout=T) == [0, 10, 20]
+
+
+reuses_buf = []
+
+
+def test_item_retries_follow_f_remote(ray):
+    @ray.remote(retry_exceptions=[KeyError], max_retries=-1)         # forever
+    def flaky(x):
+        seen = flaky_seen.setdefault(("forever", x), 0)
+        flaky_seen[("forever", x)] = seen + 1
+        if seen < 2:
+            raise KeyError(x)
+        return x
+    assert ray.get(flaky.map(range(3), chunksize=3), timeout=T) == [0, 1, 2]
+
+    @ray.remote(retry_exceptions=[ValueError], max_retries=1)
+    def appends(lst):
+        lst.append(1)                       # a retry gets its arguments afresh
+        if len(lst) == 1:
+            raise ValueError("first")
+        return len(lst)
+    for r in appends.map([[], []]) + [appends.remote([])]:
+        with pytest.raises(ValueError):
+            ray.get(r, timeout=T)
+
+
+def test_an_item_raising_keyboard_interrupt_fails_alone(ray):
+    @ray.remote
+    def f(x):
+        if x == 2:
+            raise KeyboardInterrupt
+        return x
+    refs = f.map(range(6), chunksize=6)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(refs[2], timeout=T)
+    assert ray.get(refs[:2] + refs[3:], timeout=T) == [0, 1, 3, 4, 5]
+
+
+def test_sys_exit_in_an_item_reruns_the_chunk_from_that_item(ray, tmp_path):
+    @ray.remote(max_retries=2)
+    def exits_once(x):
+        open(str(tmp_path / ("ran%d-%d" % (x, os.getpid()))), "w").close()
+        if x == 2 and not os.path.exists(str(tmp_path / "exited")):
+            open(str(tmp_path / "exited"), "w").close()
+            raise SystemExit(1)
+        return x
+    assert ray.get(exits_once.map(range(5), chunksize=5), timeout=T) == list(range(5))
+    runs = [n for n in os.listdir(tmp_path) if n.startswith("ran")]
+    assert sorted(int(n[3:].split("-")[0]) for n in runs) == [0, 1, 2, 2, 3, 4]
+
+    @ray.remote(max_retries=0)
+    def exits(x):
+        if x == 2:
+            sys.exit(1)
+        return x
+    refs = exits.map(range(5), chunksize=5)
+    assert ray.get(refs[:2], timeout=T) == [0, 1]
+    for r in refs[2:]:
+        with pytest.raises(exceptions.WorkerCrashedError):
+            ray.get(r, timeout=T)
+
+
+def test_a_chunk_too_big_for_the_store_goes_in_parts(fresh):
+    ray = fresh(num_cpus=2, object_store_memory=64 << 20)
+    f = ray.remote(lambda a: float(a[0]))
+    arrays = [np.full(1 << 17, i, dtype=np.float64) for i in range(100)]   # 1 MiB each
+    assert ray.get(f.map(arrays, chunksize=100), timeout=T) == [float(i) for i in range(100)]
+
+
+def test_removing_the_placement_group_fails_every_queued_item(fresh):
+    from nanoray.util.placement_group import placement_group, remove_placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+    ray = fresh(num_cpus=2)
+    pg = placement_group([{"CPU": 1}])
+    ray.get(pg.ready(), timeout=T)
+    s = PlacementGroupSchedulingStrategy(pg)
+
+    @ray.remote(num_cpus=1)
+    def hold(x):
+        time.sleep(0.5 if x == 0 else 0)
+        return x
+    refs = hold.options(scheduling_strategy=s).map(range(300), chunksize=100)
+    time.sleep(0.1)                          # the first chunk runs, two wait
+    remove_placement_group(pg)
+    done = failed = 0
+    for r in refs:
+        try:
+            ray.get(r, timeout=T)
+            done += 1
+        except (exceptions.TaskPlacementGroupRemoved, exceptions.RayError):
+            failed += 1
+    assert done + failed == 300 and failed >= 200

@@ -357,12 +357,16 @@ class RemoteFunction:
         Ray has; on the Ray backend it is a loop of f.remote).
 
         Items go chunksize to a task (default: 4 tasks per CPU, at most
-        1024 items each), which calls f on each in turn and returns one
-        object per item: an item that raises fails its own ref only;
-        retry_exceptions retries each item, max_retries a chunk whose
-        worker died.  Cancelling one ref cancels its chunk.  An item that
+        1024 items each), which calls f on each in turn and seals each
+        value as it returns: an item that raises fails its own ref only;
+        retry_exceptions retries each item (on its arguments loaded
+        again); max_retries re-runs a chunk whose worker died or called
+        sys.exit(), skipping the items already done, and without retries
+        left the items not done fail with WorkerCrashedError.  Cancelling
+        one ref cancels the items of its chunk not yet done.  An item that
         passes an ObjectRef runs as its own task, so the ref's value is
-        what f receives."""
+        what f receives.  A chunk's arguments travel as one payload: one
+        that cannot be rebuilt in the worker fails its chunk's items."""
         return self._map(iterables, chunksize, self._compiled)
 
     def bind(self, *args, **kwargs):

@@ -143,16 +143,25 @@ def fail_unstarted(list keys, err):
     cdef Region reg = _running()
     cdef int32_t pid = 0
     cdef uint32_t kind = 0, nret, i, t, gen
-    cdef uint64_t rets[64]
+    cdef uint64_t *rets
     for key in keys:
         if key[0] != reg.session:
             continue
         t, gen = key[1], key[2]
-        nret = 64
-        st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
+        nret = 0                           # first how many returns (f.map's chunks: many)
+        st = nr_task_cancel(&reg.r, t, gen, 0, &pid, &kind, NULL, &nret)
         if st < 0 or st == NR_TASK_RUNNING:
             continue
-        for i in range(min(nret, 64)):
-            if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
-                _seal(reg, rets[i], err, True)
+        rets = <uint64_t *>malloc(8 * max(nret, 1))
+        if rets == NULL:
+            raise MemoryError()
+        try:
+            st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
+            if st < 0 or st == NR_TASK_RUNNING:
+                continue
+            for i in range(nret):
+                if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
+                    _seal(reg, rets[i], err, True)
+        finally:
+            free(rets)
         nr_task_drop(&reg.r, t, gen)

@@ -98,10 +98,24 @@ def submit_map(ObjectRef func_ref, list items, Py_ssize_t chunksize, int32_t cpu
 
 cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list out,
                    int32_t cpus_milli, int32_t retries, dict extras, tuple res, uint64_t pool):
-    """One task for the chunk's items; their refs go to out[where[j]]."""
-    cdef Py_ssize_t j
-    refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, retries,
-                   0, NR_SPEC_TASK, None, None, extras, res, pool)
+    """One task for the chunk's items; their refs go to out[where[j]].  A
+    chunk whose arguments do not fit in the store goes as two halves."""
+    cdef Py_ssize_t j, half
+    cdef uint64_t most = 0
+    if len(chunk) > 1:                   # an eighth of the store at most, so chunks can
+        most = (reg.r.hdr.arena.end - reg.r.hdr.arena_off) // 8   # be spilled and loaded
+    try:
+        refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, retries,
+                       0, NR_SPEC_TASK, None, None, extras, res, pool, most)
+    except (_exc.ObjectStoreFullError, _ChunkTooBig):
+        if len(chunk) == 1:
+            raise
+        half = len(chunk) // 2
+        _submit_chunk(reg, func_ref, chunk[:half], where[:half], out, cpus_milli, retries,
+                      extras, res, pool)
+        _submit_chunk(reg, func_ref, chunk[half:], where[half:], out, cpus_milli, retries,
+                      extras, res, pool)
+        return
     if len(chunk) == 1:
         out[<Py_ssize_t>where[0]] = refs
     else:
@@ -109,10 +123,14 @@ cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list 
             out[<Py_ssize_t>where[j]] = (<list>refs)[j]
 
 
+class _ChunkTooBig(Exception):
+    """A chunk of f.map() whose arguments are too large for one task."""
+
+
 cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint32_t nret,
                     int32_t cpus_milli, int32_t retries, uint32_t target, uint32_t kind,
                     ObjectRef holds, object method, dict extras=None, tuple res=None,
-                    uint64_t pool=0):
+                    uint64_t pool=0, uint64_t most=0):
     """Writes a task spec and queues it; returns the return ref(s) (None
     when nret is 0).  `holds` is a ref the task keeps counted while pending
     (an actor's handle object); `method` names the actor method called, and
@@ -157,6 +175,8 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     except Exception as e:
         raise TypeError("nanoray: could not serialize the arguments of the task: %s"
                         % _exc._safe_repr(e)) from e
+    if most and p.size > most:
+        raise _ChunkTooBig()
     cdef ObjectRef args_ref = None
     cdef uint64_t args_bytes = p.size
     if p.size > INLINE_ARGS_MAX:

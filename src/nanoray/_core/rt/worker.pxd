@@ -14,7 +14,3 @@ cdef class _Call:
     cdef bint streamed                # an async generator already sealed its stream
     cdef int64_t t0                   # when it started (nanoray.timeline())
     cdef bint is_map                  # a chunk of f.map(): one call and one return per item
-
-
-cdef class _ItemFailed:
-    cdef object failure               # what one item of a f.map() chunk raised, as its return

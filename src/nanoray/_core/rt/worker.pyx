@@ -124,7 +124,8 @@ cdef object _invoke(_Call c):
             if nr_task(&_region.r, c.t).cancelled:
                 raise KeyboardInterrupt    # cancelled while its arguments were loaded
             if c.is_map:
-                return _run_map(_region, c)
+                _run_map(_region, c)       # seals each item's return itself
+                return None
             _in_user_code = True
             try:
                 return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
@@ -142,61 +143,79 @@ cdef object _invoke(_Call c):
     return None
 
 
-@cython.freelist(8)
-cdef class _ItemFailed:
-    """In a f.map() chunk's results: the error one item's return carries."""
+cdef object _only_value(object gen):
+    """What f.remote gives for a function returning a generator object: its
+    one value (num_returns=1), as _static_returns does."""
+    vals = []
+    for v in gen:
+        if vals:
+            raise ValueError("the generator yielded more than num_returns=1 values")
+        vals.append(v)
+    if not vals:
+        raise ValueError("the generator yielded 0 values; num_returns is 1")
+    return vals[0]
 
 
-cdef list _run_map(Region reg, _Call c):
-    """A chunk of f.map(): func(*item) for each item, in order.  An item
-    that raises gets its own failure (retried first, as its options say:
-    retry_exceptions with max_retries per item); the others keep their
-    values, as separate tasks would.  A cancel fails the items not done;
-    SystemExit ends the worker (the chunk runs again, or fails whole)."""
+cdef void _run_map(Region reg, _Call c) except *:
+    """A chunk of f.map(): func(*item) for each item, in order, each value
+    sealed as soon as it returns, as f.remote's would be.  An item that
+    raises fails its own return (retried first, as its options say:
+    retry_exceptions with max_retries per item, on arguments loaded afresh).
+    A cancel fails the items not done; SystemExit ends the worker, and a
+    re-run of the chunk skips the items already sealed."""
     global _in_user_code
-    cdef list items = c.args[0]
-    cdef list out = []
-    cdef Py_ssize_t i, n = len(items)
-    cdef int left, retries = c.extras.get("retries", 0)
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
-    cdef _ItemFailed failed
+    cdef uint64_t *ids = nr_spec_ids(<nr_spec_t *>(reg.r.base + task.spec))
+    cdef list items = c.args[0]
+    cdef Py_ssize_t i, j, n = len(items)
+    cdef int left, retries = c.extras.get("retries", 0)
+    cdef _Call fresh
     func = c.func
     allowed = c.extras.get("retry_exceptions")
-    try:
-        i = 0
-        while i < n:
-            if task.cancelled:
-                raise KeyboardInterrupt
-            left = retries
-            while True:
+    for i in range(n):
+        if nr_object_info(&reg.r, ids[i], NULL, NULL) != NR_OBJ_PENDING:
+            continue                       # a run before this one sealed it
+        left = retries
+        while True:
+            try:
+                if task.cancelled:
+                    raise KeyboardInterrupt
                 _in_user_code = True
-                try:
-                    out.append(func(*<tuple>items[i]))
+                v = func(*<tuple>items[i])
+                if type(v) is _GeneratorType:
+                    v = _only_value(v)
+                _in_user_code = False
+            except SystemExit:
+                _in_user_code = False
+                c.exit_worker = True
+                return
+            except KeyboardInterrupt as e:
+                _in_user_code = False
+                failure = _failure_of(e, c.name)
+                if not task.cancelled:     # raised by the item itself: its own failure
+                    _seal_failure(reg, ids[i], failure, c.name)
                     break
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as e:
-                    _in_user_code = False
-                    if (allowed and left > 0 and isinstance(e, Exception)
-                            and (allowed is True or isinstance(e, allowed))):
+                for j in range(i, n):      # cancelled: this item and the rest
+                    if nr_object_info(&reg.r, ids[j], NULL, NULL) == NR_OBJ_PENDING:
+                        _seal_failure(reg, ids[j], failure, c.name)
+                return
+            except BaseException as e:
+                _in_user_code = False
+                if (allowed and left != 0 and isinstance(e, Exception)
+                        and (allowed is True or isinstance(e, allowed))):
+                    if left > 0:
                         left -= 1
+                    fresh = _reload(reg, c)    # as f.remote's retry: arguments loaded again
+                    if fresh.failure is None:
+                        items = fresh.args[0]
                         continue
-                    failed = _ItemFailed.__new__(_ItemFailed)
-                    failed.failure = _failure_of(e, c.name)
-                    out.append(failed)
-                    break
-                finally:
-                    _in_user_code = False
-            i += 1
-    except SystemExit:
-        c.exit_worker = True
-    except KeyboardInterrupt as e:       # cancelled: this item and the rest fail
-        _in_user_code = False
-        failed = _ItemFailed.__new__(_ItemFailed)
-        failed.failure = _failure_of(e, c.name)
-        while len(out) < n:
-            out.append(failed)
-    return out
+                    e = fresh.failure
+                _seal_failure(reg, ids[i], e if isinstance(e, _exc.RayError) else
+                              _failure_of(e, c.name), c.name)
+                break
+            _seal(reg, ids[i], v, False, c.name)
+            v = None
+            break
 
 
 cdef bint _retry_exception(Region reg, _Call c) except -1:
@@ -258,7 +277,9 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
             return
-        if failure is None and nret != 1 and not c.is_map:
+        if c.is_map and failure is None:
+            return                       # _run_map sealed each item's return
+        if failure is None and nret != 1:
             try:
                 result = tuple(result)
                 if len(result) != nret:
@@ -270,14 +291,6 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         # those the task kept are remapped copy-on-write once _run_task has
         # dropped its result (rt/born.pyx, nr_born_settle).
         _born_lazy = _born_on            # (what else it takes: _born_refs)
-        if c.is_map and failure is None:
-            for i in range(nret):
-                v = (<list>result)[i]
-                if type(v) is _ItemFailed:
-                    _seal_failure(reg, ids[i], (<_ItemFailed>v).failure, c.name)
-                else:
-                    _seal(reg, ids[i], v, False, c.name)
-            return
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
