@@ -305,8 +305,8 @@ def test_removing_the_placement_group_fails_every_queued_item(fresh):
     done = failed = 0
     for r in refs:
         try:
-            ray.get(r, timeout=T)
+            ray.get(r, timeout=20)
             done += 1
-        except (exceptions.TaskPlacementGroupRemoved, exceptions.RayError):
+        except exceptions.TaskPlacementGroupRemoved:       # not a timeout: none hangs
             failed += 1
     assert done + failed == 300 and failed >= 200
