@@ -74,6 +74,16 @@ cdef int _check_stuck(Region reg, int64_t *since) except -1:
     return 0
 
 
+cdef inline int64_t _slice(int64_t deadline, int64_t most):
+    """How long the next wait may sleep: most, or less by the deadline (-1:
+    none); 0 once the deadline has passed."""
+    cdef int64_t left
+    if deadline < 0:
+        return most
+    left = deadline - nr_now_ns()
+    return 0 if left <= 0 else min(left, most)
+
+
 cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
     """0 when sealed, 1 on timeout.  Inside a task, lends the task's CPUs."""
     cdef int st = nr_object_info(&reg.r, oid, NULL, NULL)
@@ -82,19 +92,15 @@ cdef int _wait_one(Region reg, uint64_t oid, int64_t deadline) except -1:
             raise _exc.ObjectLostError("nanoray: object %016x is gone (freed or never existed)" % oid)
         return 0
     cdef int rc
-    cdef int64_t left, slice_ns, spin = GET_SPIN_NS
+    cdef int64_t slice_ns, spin = GET_SPIN_NS
     cdef bint timed = deadline >= 0
     cdef unsigned long tag = _wait_enter(reg, timed)
     cdef int64_t stuck_since = 0
     try:
         while True:
-            slice_ns = WAIT_SLICE_NS
-            if deadline >= 0:
-                left = deadline - nr_now_ns()
-                if left <= 0:
-                    return 1
-                if left < slice_ns:
-                    slice_ns = left
+            slice_ns = _slice(deadline, WAIT_SLICE_NS)
+            if slice_ns == 0:
+                return 1
             with nogil:
                 rc = nr_object_wait(&reg.r, oid, slice_ns, spin)
             spin = 0
@@ -177,7 +183,7 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
     waits lend CPUs (_wait_one)."""
     cdef Py_ssize_t n = len(refs), p = 0, j
     cdef int st, rc
-    cdef int64_t slice_ns, left
+    cdef int64_t slice_ns
     cdef ObjectRef last
     if n < 2 or _in_task:
         return 0
@@ -198,13 +204,9 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
             if st != NR_OBJ_READY:
                 return 0
             p += 1
-        slice_ns = TAIL_SLICE_NS
-        if deadline >= 0:
-            left = deadline - nr_now_ns()
-            if left <= 0:
-                return 0
-            if left < slice_ns:
-                slice_ns = left
+        slice_ns = _slice(deadline, TAIL_SLICE_NS)
+        if slice_ns == 0:
+            return 0
         with nogil:
             rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
         if rc != 1:                       # sealed (0), or gone or shut down (-1)
