@@ -162,10 +162,13 @@ cdef object _get_one(ObjectRef ref, int64_t deadline, bint cow=False):
 
 
 # A get of many results first sleeps on the last one still pending, and
-# looks at the others in order every TAIL_SLICE_NS: tasks finish about in
-# the order they were submitted, so it is woken about once per slice, not
-# once per result (each wake-up takes a CPU from the workers sealing them).
+# looks at the others in order after TAIL_SLICE_NS, then after twice as
+# long each time, up to TAIL_SLICE_MAX_NS: tasks finish about in the order
+# they were submitted, so it is woken about once per slice, not once per
+# result (each wake-up takes a CPU from the workers sealing them), and an
+# error in front is still seen within milliseconds.
 TAIL_SLICE_NS = 1000 * 1000
+TAIL_SLICE_MAX_NS = 16 * 1000 * 1000
 
 
 cdef inline int _state(object ref):
@@ -183,7 +186,7 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
     waits lend CPUs (_wait_one)."""
     cdef Py_ssize_t n = len(refs), p = 0, j
     cdef int st, rc
-    cdef int64_t slice_ns
+    cdef int64_t slice_ns, most = TAIL_SLICE_NS
     cdef ObjectRef last
     if n < 2 or _in_task:
         return 0
@@ -204,13 +207,14 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
             if st != NR_OBJ_READY:
                 return 0
             p += 1
-        slice_ns = _slice(deadline, TAIL_SLICE_NS)
+        slice_ns = _slice(deadline, most)
         if slice_ns == 0:
             return 0
         with nogil:
             rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
         if rc != 1:                       # sealed (0), or gone or shut down (-1)
             return 0
+        most = min(2 * most, TAIL_SLICE_MAX_NS)
         PyErr_CheckSignals()
         if _liveness_check is not None:
             _liveness_check()
