@@ -58,8 +58,13 @@ int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *
         state = (int)task->state;
         *kind = task->kind;
         nr_spec_t *s = spec_of(r, task);
-        for (uint32_t i = 0; i < s->nret && i < *nret; i++) rets[i] = nr_spec_ids(s)[i];
-        *nret = s->nret;
+        uint32_t n = s->nret;
+        for (uint32_t i = 0; i < n && i < *nret; i++) rets[i] = nr_spec_ids(s)[i];
+        if (s->stream_cell) {            /* a re-run generator's pending cell, last */
+            if (n < *nret) rets[n] = s->stream_cell;
+            n++;
+        }
+        *nret = n;
         if (mark == 1 || (mark == 2 && state != NR_TASK_RUNNING)) {
             W(task->cancelled, 1);
             W(task->retries_left, 0);

@@ -267,7 +267,8 @@ void nr_task_no_retry(nr_region_t *r, uint32_t t);
  * that ret_id is a return of; 0 if none (finished, or not a task's return).
  * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),
  * the process running it (*pid), its NR_SPEC_* (*kind), and its return ids
- * (up to *nret of them written to rets; *nret set to how many it has); with
+ * (up to *nret of them written to rets; *nret set to how many it has; a
+ * streaming generator that has yielded adds its pending cell last); with
  * mark 1 it is also marked cancelled: it never starts, and is not retried
  * (mark 2: only if it has not started, in the same step).
  * nr_task_signal sends sig to the process running (t, gen) if it still runs

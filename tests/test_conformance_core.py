@@ -290,6 +290,34 @@ def test_a_generator_whose_worker_dies_runs_again_and_each_value_arrives_once(ra
     assert os.path.exists(marker)
 
 
+def test_cancelling_a_generator_whose_re_run_is_queued_ends_its_stream(ray, tmp_path):
+    marker = str(tmp_path / "died")
+
+    @ray.remote(max_retries=2)
+    def dies_once(marker):
+        yield 0
+        if not os.path.exists(marker):
+            _touch(marker)
+            os._exit(1)
+        time.sleep(60)
+        yield 1
+
+    @ray.remote
+    def hold(seconds):
+        time.sleep(seconds)
+    it = iter(dies_once.remote(marker))
+    assert ray.get(next(it), timeout=30) == 0
+    holds = [hold.remote(2.0) for _ in range(2)]       # the re-run waits behind them
+    _wait_for(marker)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    ray.cancel(it)
+    with pytest.raises((exceptions.TaskCancelledError, StopIteration)):
+        ray.get(next(it), timeout=30)
+    assert time.monotonic() - t0 < 20
+    ray.get(holds, timeout=30)
+
+
 def test_a_generator_that_yields_fewer_values_when_run_again_fails_at_the_gap(ray, tmp_path):
     local_only("nanoray checks a re-run's count against the first run's")
     marker = str(tmp_path / "died")

@@ -24,7 +24,7 @@ cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint rec
                       int depth, bint running_too=True) except -1:
     """1 when the task was stopped before it started (it never runs)."""
     cdef int32_t pid = 0
-    cdef uint32_t kind = 0, nret = 16, i
+    cdef uint32_t kind = 0, nret = 16, i, cap
     cdef uint64_t rets_stack[16]
     cdef uint64_t *rets = &rets_stack[0]
     cdef int st = nr_task_cancel(&reg.r, t, gen, 0, &pid, &kind, rets, &nret)
@@ -35,10 +35,13 @@ cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint rec
             raise ValueError("force=True is not supported for actor tasks (an actor call "
                              "cannot be killed alone); use nanoray.kill() on the actor")
         force = False                       # a descendant actor call: cancelled, not killed
+    cap = 16
     if nret > 16:
-        rets = <uint64_t *>malloc(8 * nret)
+        cap = nret + 1                      # (one more: a generator's cell may appear)
+        rets = <uint64_t *>malloc(8 * cap)
         if rets == NULL:
             raise MemoryError()
+    nret = cap
     try:
         # Not running_too: marked only if it has not started (in one step).
         st = nr_task_cancel(&reg.r, t, gen, 1 if running_too else 2, &pid, &kind, rets, &nret)
@@ -48,7 +51,7 @@ cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint rec
             "%016x" % ((<uint64_t>gen << 32) | t),
             "nanoray: task %016x was cancelled by nanoray.cancel()" % ((<uint64_t>gen << 32) | t))
         if st != NR_TASK_RUNNING or force:
-            for i in range(nret):
+            for i in range(min(nret, cap)):
                 if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
                     _seal(reg, rets[i], err, True)
         if st == NR_TASK_READY:
@@ -142,7 +145,7 @@ def fail_unstarted(list keys, err):
     with err: they never run (a placement group removed under them)."""
     cdef Region reg = _running()
     cdef int32_t pid = 0
-    cdef uint32_t kind = 0, nret, i, t, gen
+    cdef uint32_t kind = 0, nret, i, t, gen, cap
     cdef uint64_t *rets
     for key in keys:
         if key[0] != reg.session:
@@ -152,14 +155,16 @@ def fail_unstarted(list keys, err):
         st = nr_task_cancel(&reg.r, t, gen, 0, &pid, &kind, NULL, &nret)
         if st < 0 or st == NR_TASK_RUNNING:
             continue
-        rets = <uint64_t *>malloc(8 * max(nret, 1))
+        nret += 1                          # (one more: a generator's cell may appear)
+        rets = <uint64_t *>malloc(8 * nret)
         if rets == NULL:
             raise MemoryError()
         try:
+            cap = nret
             st = nr_task_cancel(&reg.r, t, gen, 1, &pid, &kind, rets, &nret)
             if st < 0 or st == NR_TASK_RUNNING:
                 continue
-            for i in range(nret):
+            for i in range(min(nret, cap)):
                 if nr_object_info(&reg.r, rets[i], NULL, NULL) == NR_OBJ_PENDING:
                     _seal(reg, rets[i], err, True)
         finally:
