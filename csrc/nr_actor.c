@@ -68,25 +68,30 @@ static void free_slot(nr_region_t *r, uint32_t slot) {
 
 /* Seals each pending return of task t with a copy of the death payload,
  * then releases the task. */
+/* Seals pending object id with a copy of the error d holds (none: read
+ * back as a system error). */
+static void fail_object(nr_region_t *r, uint64_t id, nr_object_t *d, wakeups_t *w) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o || o->state != NR_OBJ_PENDING) return;
+    uint64_t off = 0, size = 0;
+    if (d && d->data && d->spill == NR_SPILL_NONE) {   /* pinned: never spilled, but */
+        off = nr_arena_alloc_locked(r, d->size);
+        if (off) {
+            memcpy(r->base + off, r->base + d->data, d->size);
+            size = d->size;
+        }
+    }
+    nri_seal(r, o, off, size, 1, w);
+    if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
+}
+
 static void fail_task(nr_region_t *r, uint32_t t, uint64_t death, wakeups_t *w) {
     nr_task_t *task = nr_task(r, t);
     nr_spec_t *s = spec_of(r, task);
     uint64_t *ids = nr_spec_ids(s);
     nr_object_t *d = death ? nr_object_lookup(r, death) : NULL;
-    for (uint32_t i = 0; i < s->nret; i++) {
-        nr_object_t *o = nr_object_lookup(r, ids[i]);
-        if (!o || o->state != NR_OBJ_PENDING) continue;
-        uint64_t off = 0, size = 0;
-        if (d && d->data && d->spill == NR_SPILL_NONE) {   /* pinned: never spilled, but */
-            off = nr_arena_alloc_locked(r, d->size);
-            if (off) {
-                memcpy(r->base + off, r->base + d->data, d->size);
-                size = d->size;
-            }
-        }
-        nri_seal(r, o, off, size, 1, w);       /* no payload: read back as a system error */
-        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
-    }
+    for (uint32_t i = 0; i < s->nret; i++) fail_object(r, ids[i], d, w);
+    if (s->stream_cell) fail_object(r, s->stream_cell, d, w);   /* a re-run generator's */
     W(task->proc, 0);
     nri_release(r, t);
 }

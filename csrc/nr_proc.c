@@ -107,7 +107,9 @@ void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
             nr_undo_commit(r);
             continue;
         }
-        if (o->state == NR_OBJ_PENDING && o->creator == slot + 1 && o != resumed)
+        if (o == resumed && o->state == NR_OBJ_PENDING)
+            W(o->creator, 0);            /* the re-run's now: not a later process's in this slot */
+        else if (o->state == NR_OBJ_PENDING && o->creator == slot + 1)
             nri_seal(r, o, 0, 0, 1, w);  /* it died before sealing it: no payload, an error */
         if (LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
         nr_undo_commit(r);               /* one entry per step: see the caller */

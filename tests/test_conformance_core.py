@@ -290,6 +290,19 @@ def test_a_generator_whose_worker_dies_runs_again_and_each_value_arrives_once(ra
     assert os.path.exists(marker)
 
 
+def test_a_generator_calling_sys_exit_runs_again_like_a_task(ray, tmp_path):
+    marker = str(tmp_path / "exited")
+
+    @ray.remote(max_retries=2)
+    def exits_once(marker):
+        for i in range(6):
+            if i == 3 and not os.path.exists(marker):
+                _touch(marker)
+                sys.exit(1)
+            yield i
+    assert [ray.get(r, timeout=60) for r in exits_once.remote(marker)] == list(range(6))
+
+
 def test_cancelling_a_generator_whose_re_run_is_queued_ends_its_stream(ray, tmp_path):
     marker = str(tmp_path / "died")
 

@@ -149,6 +149,8 @@ cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) exc
     failure = _each(c, gen, lambda value: s.emit(value))
     if failure is None:
         s.end()
+    elif c.exit_worker and s.resumable:
+        return                         # sys.exit(): as a death, re-run while retries allow
     else:
         s.fail(failure)
 

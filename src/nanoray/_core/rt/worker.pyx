@@ -521,8 +521,9 @@ def task_returns(Region reg, uint32_t t):
 def task_returned(Region reg, uint32_t t):
     """True when task t has returns and sealed every one: its process died
     after it had returned (before finishing it), so nothing is to run again.
-    A streaming generator has returned once its pending cell is sealed (or
-    gone: nobody reads the stream)."""
+    A streaming generator has returned once its pending cell is sealed (a
+    stream nobody reads any more is still re-run: its cell lives, pending,
+    until the re-run seals it)."""
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
