@@ -198,3 +198,25 @@ def test_a_get_of_many_results_still_raises_the_first_error_at_once(ray):
         pass
     assert time.monotonic() - t0 < 5
     ray.cancel(late, force=True)
+
+
+def test_awaited_refs_leave_the_store_once_dropped(ray):
+    # The thread that wakes awaits and futures kept the last refs it had
+    # handed over until its next wake-up.
+    import asyncio
+    import numpy as np
+    from conftest import store_objects
+
+    @ray.remote
+    def slow(i):
+        time.sleep(0.02)
+        return np.full(10, i)
+
+    async def main(n):
+        return [int((await r)[0]) for r in [slow.remote(i) for i in range(n)]]
+    assert int(ray.get(slow.remote(0), timeout=30)[0]) == 0    # exported, no await yet
+    before = store_objects()
+    assert asyncio.run(main(5)) == list(range(5))
+    assert [f.result(30)[0] for f in [slow.remote(7).future()]] == [7]
+    time.sleep(0.2)
+    assert store_objects() == before

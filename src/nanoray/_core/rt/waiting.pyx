@@ -373,6 +373,9 @@ cdef class _Watcher:
                             cb(entry[0])
                         except BaseException:
                             pass
+                # Hold no ref while waiting for the next ones: a ref handed
+                # out must leave the store when its user drops it.
+                done = entry = cb = None
                 if reg.r.hdr.shutdown:
                     return
         finally:
