@@ -180,9 +180,23 @@ cdef uint64_t _pin_payload(Region reg, uint64_t oid, int *state) except? 0:
     cdef uint64_t data = 0, size = 0, file = 0
     cdef uint32_t spill = 0
     cdef int st
+    cdef int64_t slice_ns = 10 * 1000 * 1000
     while True:
         st = nr_object_pin(&reg.r, oid, &data, &size, &spill, &file)
         state[0] = st
+        if data == 0 and spill == NR_SPILL_NONE and (st == NR_OBJ_PENDING or st == NR_OBJ_READY):
+            # Read without the lock: the seal this reader saw was undone (its
+            # process died inside that section, and the section was rolled
+            # back); the task runs again and seals it anew.  A value always
+            # has a payload, so READY with none is that too.
+            if st == NR_OBJ_READY:
+                nr_object_unpin(&reg.r, oid)
+            if reg.r.hdr.shutdown:
+                return 0
+            with nogil:
+                nr_object_wait(&reg.r, oid, slice_ns, 0)
+            PyErr_CheckSignals()
+            continue
         if st < 0 or data or spill == NR_SPILL_NONE:
             return data
         if spill == NR_SPILL_WRITING:           # being written out: wait for it
