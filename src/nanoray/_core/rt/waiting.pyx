@@ -198,8 +198,10 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
         if st == NR_OBJ_PENDING:
             break
         j -= 1
-    last = refs[j] if j >= 0 else None
-    while last is not None:
+    if j < 0:
+        return 0                          # all sealed
+    last = refs[j]
+    while True:
         while p < j:                      # the sealed ones in front: stop at an error
             st = _state(refs[p])
             if st == NR_OBJ_PENDING:
@@ -218,7 +220,6 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
         PyErr_CheckSignals()
         if _liveness_check is not None:
             _liveness_check()
-    return 0
 
 
 def get(object refs, timeout=None, bint cow=False):

@@ -201,6 +201,7 @@ cdef void _run_map(Region reg, _Call c) except *:
                 return
             except BaseException as e:
                 _in_user_code = False
+                failure = None
                 if (allowed and left != 0 and isinstance(e, Exception)
                         and (allowed is True or isinstance(e, allowed))):
                     if left > 0:
@@ -209,8 +210,8 @@ cdef void _run_map(Region reg, _Call c) except *:
                     if fresh.failure is None:
                         items = fresh.args[0]
                         continue
-                    e = fresh.failure
-                _seal_failure(reg, ids[i], e if isinstance(e, _exc.RayError) else
+                    failure = fresh.failure    # they no longer load
+                _seal_failure(reg, ids[i], failure if failure is not None else
                               _failure_of(e, c.name), c.name)
                 break
             _seal(reg, ids[i], v, False, c.name)
