@@ -64,7 +64,21 @@ static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, u
     p->gen = gen;
     p->kind = kind;
     p->state = state;
+    uint32_t slot1 = (uint32_t)(p - nr_proc(r, 0)) + 1;
+    if (slot1 > r->hdr->proc_hwm) W(r->hdr->proc_hwm, slot1);
 }
+
+/* runtime_env keys.  A pool worker runs the tasks of one runtime_env for
+ * its life, as Ray's workers do: fresh (env 0) until its first task, it is
+ * then keyed to that task's environment (NR_ENV_SET | key; key 0 is none).
+ * A task may run in a fresh worker or one keyed to its key. */
+#define NR_ENV_SET (1ULL << 63)
+static inline int nri_env_ok(nr_proc_t *p, uint64_t task_env) {
+    uint64_t e = LOAD(&p->env);
+    return !e || e == (NR_ENV_SET | task_env);
+}
+/* Keyed to a runtime_env other than none: takes nothing from the plain queues. */
+static inline int nri_env_keyed(nr_proc_t *p) { return (LOAD(&p->env) & ~NR_ENV_SET) != 0; }
 
 /* A count held by a task, a payload or the region itself, not a process. */
 static inline void nri_incref(nr_region_t *r, uint64_t id) {
@@ -138,11 +152,12 @@ static inline nri_acct_t nri_acct(nr_region_t *r, uint32_t pool, uint32_t gen) {
 }
 /* Resources beyond CPUs (nr_res.c).  nri_pick_gpus: the devices `milli`
  * milli-GPUs would get now (0: none).  nri_xq_first_fit: the first task in
- * the resource queue that fits (0: none); with take, unlinked (locked);
- * without the lock, a bounded look.  nri_res_take: process p takes res[]
+ * the resource queue that fits (0: none) and, if p is given, that p may
+ * run (its runtime_env); with take, unlinked (locked); without the lock, a
+ * bounded look.  nri_res_take: process p takes res[]
  * (and devices gpus) from account a. */
 uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli);
-uint32_t nri_xq_first_fit(nr_region_t *r, int take, int locked);
+uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked);
 void nri_res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
                   const int32_t *res, uint32_t gpus);
 /* Resources beyond CPUs held by process p: given back; taken for an actor

@@ -134,7 +134,10 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     if (p->state == NR_PROC_STARTING && p->kind == NR_KIND_WORKER && h->nstarting) WDEC(h->nstarting);
     if (p->sleeping && p->kind == NR_KIND_WORKER) nri_sleepers_remove(r, slot);
     nri_set_spinning(r, p, 0);
-    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) WDEC(h->nworkers);
+    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED && h->nworkers) {
+        WDEC(h->nworkers);
+        if (nri_env_keyed(p) && h->nenv_workers) WDEC(h->nenv_workers);
+    }
     if (t) W(nr_task(r, t)->proc, 0);
     /* Tasks routed to this process stay queued on it; the language layer
      * fails them (an actor that will not restart). */
@@ -159,9 +162,13 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
      * the free CPUs can run at once. */
     if (nri_dispatchable(r) && !h->nidle && !h->nstarting) {
         int extra = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
-        int runnable = (int)h->rq_len + (h->xq_head && nri_xq_first_fit(r, 0, 1) ? 1 : 0);
+        int runnable = (int)h->rq_len + (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1) ? 1 : 0);
         if (extra > runnable) extra = runnable;
         if (extra > want) want = extra;
+    }
+    if (h->spawn_fresh) {                /* work no idle worker's runtime_env allows */
+        W(h->spawn_fresh, 0);
+        if (!want && !h->nstarting && nri_dispatchable(r)) want = 1;
     }
     if (want > (int)(h->max_workers - h->nworkers)) want = (int)(h->max_workers - h->nworkers);
     if (want > max_out) want = max_out;

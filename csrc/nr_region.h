@@ -39,8 +39,8 @@
 #include <pthread.h>
 
 /* Changes with the header's layout: a process of another version refuses
- * to attach (EINVAL) instead of misreading it.  "NANARAY5" little endian. */
-#define NR_MAGIC 0x35594152414e414eULL
+ * to attach (EINVAL) instead of misreading it.  "NANARAY6" little endian. */
+#define NR_MAGIC 0x36594152414e414eULL
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64
@@ -119,7 +119,9 @@ typedef struct {
                            * (nr_arena_alloc_small): taken with a CAS that sets bit 0,
                            * no lock; owned ones are cleared under the lock, and the
                            * rest are freed if it dies, taken or not */
-    uint8_t _pad[56 - 8 * NR_NCACHE];   /* 8 */
+    uint64_t env;         /* pool workers: 0 (fresh) until their first task, then
+                           * NR_ENV_SET | that task's runtime_env key (nr_task_t.env):
+                           * from then on they take only tasks of that key */
 } nr_proc_t;
 _Static_assert(sizeof(nr_proc_t) == 256, "four cache lines per process slot");
 
@@ -193,6 +195,10 @@ typedef struct {
                                    * a waiter spins only while nbusy < ncpu (a spin that
                                    * would take a CPU from running work sleeps instead) */
     uint32_t spawn_pending;       /* a spawn request is in the zygote's fd */
+    uint32_t spawn_fresh;         /* and it is for a fresh worker: queued work has CPUs, but
+                                   * every idle worker is keyed to another runtime_env */
+    uint32_t nenv_workers;        /* live pool workers keyed to a runtime_env (not plain) */
+    uint32_t proc_hwm;            /* process slots below this have been used */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
     uint32_t nspilled;            /* objects whose payload is in a file */
     uint64_t spilled_bytes;

@@ -53,9 +53,9 @@ static int task_fits(nr_header_t *h, nr_task_t *t) {
 
 /* The first task in the xq that fits now (0: none); with `take`, unlinked
  * (under the lock).  Without the lock it looks at the first 16 only. */
-uint32_t nri_xq_first_fit(nr_region_t *r, int take, int locked) {
+uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked) {
     nr_header_t *h = r->hdr;
-    uint32_t prev = 0, n = 0;
+    uint32_t prev = 0, n = 0, skipped = 0;
     /* Nothing fitted last time, and nothing that could change that has
      * happened since: no scan (tasks waiting here cost nothing per kick). */
     if (locked && h->xq_miss && h->xq_miss_gen == h->xq_gen && h->cpus_avail <= h->xq_miss_cpus)
@@ -64,6 +64,7 @@ uint32_t nri_xq_first_fit(nr_region_t *r, int take, int locked) {
         if (t > LOAD(&h->task_hwm) || (!locked && ++n > 16)) return 0;
         nr_task_t *task = nr_task(r, t);
         if (!task_fits(h, task)) continue;
+        if (p && !nri_env_ok(p, LOAD(&task->env))) { skipped = 1; continue; }   /* not p's */
         if (take) {
             if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
             if (h->xq_tail == t) W(h->xq_tail, prev);
@@ -71,7 +72,7 @@ uint32_t nri_xq_first_fit(nr_region_t *r, int take, int locked) {
         }
         return t;
     }
-    if (locked) {
+    if (locked && !skipped) {            /* none fits anyone (not just none is p's) */
         W(h->xq_miss, 1);
         W(h->xq_miss_gen, h->xq_gen);
         W(h->xq_miss_cpus, h->cpus_avail);

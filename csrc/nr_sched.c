@@ -75,18 +75,21 @@ static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
 }
 
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
-    return next_queue(h, r) != 0 || (h->xq_head && nri_xq_first_fit(r, 0, 1));
+    return next_queue(h, r) != 0 || (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1));
 }
 
-/* dispatchable() read without the lock, for spinning: may be stale, never unsafe
- * (the task table is always mapped); the caller re-checks under the lock. */
-static inline int shared_work_fits(nr_region_t *r) {
-    int32_t avail = LOAD(&r->hdr->cpus_avail);
-    uint32_t hd = LOAD(&r->hdr->nq_head);
-    if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
-    hd = LOAD(&r->hdr->rq_head);
-    if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
-    return LOAD(&r->hdr->xq_head) && nri_xq_first_fit(r, 0, 0);
+/* dispatchable() for worker p, read without the lock, for spinning: may be
+ * stale, never unsafe (the task table is always mapped); the caller
+ * re-checks under the lock. */
+static inline int shared_work_fits(nr_region_t *r, nr_proc_t *p) {
+    if (!nri_env_keyed(p)) {
+        int32_t avail = LOAD(&r->hdr->cpus_avail);
+        uint32_t hd = LOAD(&r->hdr->nq_head);
+        if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+        hd = LOAD(&r->hdr->rq_head);
+        if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+    }
+    return LOAD(&r->hdr->xq_head) && nri_xq_first_fit(r, p, 0, 0);
 }
 
 int nri_dispatchable(nr_region_t *r) { return dispatchable(r->hdr, r); }
@@ -117,27 +120,46 @@ void nri_sleepers_remove(nr_region_t *r, uint32_t slot) {
     }
 }
 
-/* Wakes one sleeping pool worker; 0 if none sleeps. */
-static int wake_one_locked(nr_region_t *r, wakeups_t *w) {
+/* Wakes one sleeping pool worker that may run a task of runtime_env key
+ * `env`; 0 if none sleeps. */
+static int wake_one_locked(nr_region_t *r, wakeups_t *w, uint64_t env) {
     nr_header_t *h = r->hdr;
-    if (!h->sleep_head) return 0;
-    uint32_t slot = h->sleep_head - 1;
-    nr_proc_t *p = nr_proc(r, slot);
-    W(h->sleep_head, p->sleep_next);
-    WDEC(h->nsleeping);
-    nri_wake_slot(r, p, slot, w);
-    return 1;
+    for (uint32_t *link = &h->sleep_head; *link; link = &nr_proc(r, *link - 1)->sleep_next) {
+        uint32_t slot = *link - 1;
+        nr_proc_t *p = nr_proc(r, slot);
+        if (!nri_env_ok(p, env)) continue;
+        W(*link, p->sleep_next);
+        WDEC(h->nsleeping);
+        nri_wake_slot(r, p, slot, w);
+        return 1;
+    }
+    return 0;
+}
+
+/* An idle pool worker (spinning, or between tasks) that may run a task of
+ * runtime_env key env. */
+static int idle_taker(nr_region_t *r, uint64_t env) {
+    for (uint32_t i = 0; i < r->hdr->proc_hwm; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->kind == NR_KIND_WORKER && p->state == NR_PROC_IDLE && nri_env_ok(p, env))
+            return 1;
+    }
+    return 0;
 }
 
 /* Asks the zygote for a worker when runnable work has CPUs but no worker is
  * free to take it: every pool worker is running a task or blocked in get()
- * (having lent its CPUs).  A worker between two tasks counts as idle, so a
- * burst of submissions never starts extra processes. */
-static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
+ * (having lent its CPUs), or, for work of runtime_env key env (keyed: only
+ * when workers of another environment exist), every idle one is keyed to
+ * another.  A worker between two tasks counts as idle, so a burst of
+ * submissions never starts extra processes; a starting one is fresh, so it
+ * may run anything. */
+static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w, int keyed, uint64_t env) {
     nr_header_t *h = r->hdr;
-    if (h->spawn_pending || !dispatchable(h, r)) return;
-    if (h->nidle || h->nstarting) return;
+    if (h->spawn_pending || h->nstarting) return;
     if (h->nworkers >= h->max_workers) return;
+    if (keyed ? idle_taker(r, env) : h->nidle != 0) return;
+    if (keyed) W(h->spawn_fresh, 1);
     W(h->spawn_pending, 1);
     w->spawn = 1;
 }
@@ -146,9 +168,21 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w) {
 void nri_kick(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (h->npg_pending) nri_pg_place_pending(r);
-    if (!dispatchable(h, r)) return;
-    if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w)) return;
-    maybe_spawn_locked(r, w);
+    uint64_t env = 0;
+    if (!next_queue(h, r)) {             /* the first runnable task: plain, or the xq's */
+        uint32_t t = h->xq_head ? nri_xq_first_fit(r, NULL, 0, 1) : 0;
+        if (!t) return;
+        env = nr_task(r, t)->env;
+    }
+    if (!env && !h->nenv_workers) {      /* every worker may run it */
+        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0)) return;
+        maybe_spawn_locked(r, w, 0, 0);
+        return;
+    }
+    /* Runtime_envs in play: spinners may be keyed to another, so wake one
+     * that may run it, else look for one idle, else start a fresh one. */
+    if (wake_one_locked(r, w, env)) return;
+    maybe_spawn_locked(r, w, 1, env);
 }
 
 void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
@@ -181,7 +215,7 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         nri_fail_push(r, t, h->pg_gone_err);   /* its group was removed: it never runs */
         return;
     }
-    if (task->res_mask || task->pool || task->cpus > h->cpus_total) {
+    if (task->res_mask || task->pool || task->env || task->cpus > h->cpus_total) {
         if (task->cancelled) {           /* its arguments came after cancel(): it would only */
             nri_release(r, t);           /* wait here (its returns are the canceller's) */
             return;
@@ -212,7 +246,8 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
-    if (h->xq_head && (t = nri_xq_first_fit(r, 1, 1))) return t;
+    if (h->xq_head && (t = nri_xq_first_fit(r, p, 1, 1))) return t;
+    if (nri_env_keyed(p)) return 0;      /* the plain queues' tasks are not its */
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
     t = *head;
@@ -238,6 +273,10 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
     }
     W(p->task, t);
     nri_set_state(r, p, NR_PROC_RUNNING);
+    if (!p->env && p->kind == NR_KIND_WORKER) {     /* its first task keys it */
+        W(p->env, NR_ENV_SET | task->env);
+        if (task->env) WINC(r->hdr->nenv_workers);
+    }
     nri_acct_t a = nri_acct(r, task->target ? 0 : task->pool, task->pool_gen);
     W(p->cpus_held, task->target ? 0 : task->cpus);
     W(*a.cpus, *a.cpus - p->cpus_held);
@@ -253,11 +292,17 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
 }
 
 /* Pops and starts slot's next task (0 if none); if runnable work remains,
- * chains a wake-up to another worker. */
+ * chains a wake-up to another worker.  A pool worker that finds none it
+ * may run while work is queued (of another runtime_env) hands it on too:
+ * pool workers take their next task themselves, so no one else kicks. */
 static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
-    uint32_t t = pop_locked(r, nr_proc(r, slot));
+    nr_proc_t *p = nr_proc(r, slot);
+    uint32_t t = pop_locked(r, p);
     if (t) {
         start_task_locked(r, slot, t);
+        nri_kick(r, w);
+    } else if (p->kind == NR_KIND_WORKER &&
+               (r->hdr->xq_head || (r->hdr->nenv_workers && r->hdr->rq_len))) {
         nri_kick(r, w);
     }
     return t;
@@ -310,7 +355,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         memset(&w, 0, sizeof w);
 
         int found = SPIN_UNTIL(r, LOAD(&h->shutdown) ||
-                               (is_worker ? LOAD(&p->q_head) || shared_work_fits(r)
+                               (is_worker ? LOAD(&p->q_head) || shared_work_fits(r, p)
                                           : nri_actor_has_work(r, p)), spin_ns);
 
         nr_lock(r);                      /* one section: stop spinning and take */
@@ -342,6 +387,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
                 nri_set_state(r, p, NR_PROC_EXITED);
                 WDEC(h->nworkers);
+                if (nri_env_keyed(p)) WDEC(h->nenv_workers);
                 nri_kick(r, &w);      /* work that arrived meanwhile finds a worker */
                 nr_unlock(r);
                 nri_flush(r, &w);
@@ -410,7 +456,7 @@ int nr_task_retry(nr_region_t *r, uint32_t t) {
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
                         uint32_t target_slot1, const int32_t *res, uint64_t pool,
-                        uint64_t *ret_out) {
+                        uint64_t env, uint64_t *ret_out) {
     nr_header_t *h = r->hdr;
     nr_spec_t *s = (nr_spec_t *)(r->base + spec);
     uint64_t *ids = nr_spec_ids(s);
@@ -452,6 +498,7 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
     task->gpu_mask = 0;
     task->pool = (uint32_t)pool;
     task->pool_gen = (uint32_t)(pool >> 32);
+    task->env = env & ~NR_ENV_SET;
     for (uint32_t k = 1; res && k < NR_RES; k++) {
         task->res[k] = res[k] > 0 ? res[k] : 0;
         if (task->res[k]) task->res_mask |= 1u << k;

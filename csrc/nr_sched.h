@@ -92,7 +92,8 @@ typedef struct {
     int32_t res[NR_RES];  /* amounts (NR_RES_* units); res[0] unused */
     uint32_t pool;        /* placement group (index + 1) it runs in, 0 if none */
     uint32_t pool_gen;    /* and its generation */
-    uint64_t _pad;
+    uint64_t env;         /* its runtime_env's key (a hash, < 2^63), 0 if none: it runs
+                           * only in a worker keyed to it, or a fresh one (nr_proc_t.env) */
 } nr_task_t;
 _Static_assert(sizeof(nr_task_t) == 128, "the region lays out 128 bytes per task");
 
@@ -218,10 +219,12 @@ void nr_poke_waiters(nr_region_t *r);
 
 /* Tasks.  submit returns the task (index + 1), 0 when a table is full, and
  * writes the return object ids to ret_out[nret].  res: what it needs beyond
- * CPUs (NR_RES amounts, res[0] unused), NULL for nothing. */
+ * CPUs (NR_RES amounts, res[0] unused), NULL for nothing.  env: its
+ * runtime_env's key (a hash below 2^63; 0 for none): it runs only in pool
+ * workers that run that environment's tasks alone (nr_proc_t.env). */
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
                         int32_t retries, uint32_t target_slot1, const int32_t *res,
-                        uint64_t pool, uint64_t *ret_out);
+                        uint64_t pool, uint64_t env, uint64_t *ret_out);
 /* Placement groups (nr_pg.c).  pool: (gen << 32) | (index + 1), 0 for none.
  * nr_pg_create reserves `cpus` and res[] from the node now, or once they
  * are free (pending): returns the pool, 0 when the table is full.

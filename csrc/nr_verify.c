@@ -172,7 +172,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
 
     /* Processes. */
     uint32_t nidle = 0, nblocked = 0, nspin = 0, nsleep = 0, nactors = 0, nworkers = 0,
-             nstarting = 0, nbusy = 0;
+             nstarting = 0, nbusy = 0, nenv = 0;
     uint64_t cached = 0, ncached = 0;
     int64_t cpus = h->cpus_total;
     int64_t res[NR_RES] = {0};
@@ -248,7 +248,10 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
             if (p->state == NR_PROC_BLOCKED) nblocked++;
             if (p->state == NR_PROC_STARTING) nstarting++;
             if (p->state != NR_PROC_EXITED) nworkers++;
+            if (p->state != NR_PROC_EXITED && nri_env_keyed(p)) nenv++;
         }
+        if (i >= h->proc_hwm) FAIL(-440);
+        if (p->kind != NR_KIND_WORKER && p->env) FAIL(-441);
     }
     for (uint32_t s = h->sleep_head; s; s = nr_proc(r, s - 1)->sleep_next) {
         if (s > h->max_procs || ++nsleep > h->max_procs) FAIL(-420);
@@ -262,6 +265,7 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
     if (nactors != h->nactors) FAIL(-426);
     if (nworkers != h->nworkers) FAIL(-427);
     if (nstarting != h->nstarting) FAIL(-428);
+    if (nenv != h->nenv_workers) FAIL(-442);
     if (nbusy != h->nbusy) FAIL(-429);
     if (cached != h->arena.cached || ncached != h->arena.ncached) FAIL(-430);
     uint32_t npending = 0;
@@ -390,7 +394,6 @@ uint64_t nr_region_digest(nr_region_t *r) {
             FEED(&f, tc.gen); FEED(&f, tc.state); FEED(&f, tc.next);
             continue;
         }
-        tc._pad = 0;
         FEED(&f, tc);
     }
     for (uint32_t d = 0; d < h->dep_hwm; d++) FEED(&f, deps(r)[d]);

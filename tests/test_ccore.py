@@ -391,3 +391,53 @@ def test_generations_run_past_32_bits_without_aliasing():
     assert r.state(b) == -1 and r.state(a) == -1  # stale ids stay stale
     assert r.state(c) == OBJ_READY
     r.decref(c)
+
+
+def test_pool_workers_are_keyed_by_the_runtime_env_of_their_first_task():
+    r = CRegion()
+    w1, w2 = r.proc(), r.proc()
+    ta, _ = r.submit(env=7)
+    assert r.next(w1) == ta                          # a fresh worker takes any task...
+    assert r.proc_env(w1) == (1 << 63) | 7           # ...and is keyed by it
+    r.finish(w1, ta)
+    tp, _ = r.submit()
+    assert r.next(w1) == 0                           # keyed to env 7: no plain task
+    assert r.next(w2) == tp and r.proc_env(w2) == 1 << 63    # keyed to none
+    r.finish(w2, tp)
+    tb, _ = r.submit(env=9)
+    assert r.next(w1) == 0 and r.next(w2) == 0       # neither runs env 9...
+    assert r.verify()[0] == 0
+    (w3,) = r.spawn_take()                           # ...so the kick asked for a fresh one
+    r.started(w3)
+    assert r.spawn_take() == []                      # once
+    assert r.next(w3) == tb
+    ta2, _ = r.submit(env=7)
+    assert r.next(w3) == 0 and r.next(w2) == 0 and r.next(w1) == ta2
+    assert r.stats()["cpus_avail"] == 0
+    assert r.verify()[0] == 0
+    r.finish(w3, tb)
+    assert r.reap(w1) == ta2                         # a keyed worker's death is counted
+    assert r.verify()[0] == 0
+    assert r.retry(t=ta2) == 0                       # no retries: given up
+    r.reap(w2)
+    r.reap(w3)
+    assert r.verify()[0] == 0
+
+
+def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_never_blocks_plain_ones():
+    r = CRegion(cpus_milli=1000)
+    w1, w2 = r.proc(), r.proc()
+    tp, _ = r.submit()
+    assert r.next(w1) == tp                          # the only CPU
+    te, _ = r.submit(env=5)
+    tp2, _ = r.submit()
+    assert r.next(w2) == 0                           # nothing fits
+    assert r.spawn_take() == []                      # no CPU free: nothing to start for
+    r.finish(w1, tp)
+    assert r.next(w1) == tp2                         # w1 runs plain tasks; te is not its
+    r.finish(w1, tp2)
+    assert r.next(w1) == 0 and r.next(w2) == te      # the fresh w2 takes te
+    r.finish(w2, te)
+    assert r.verify()[0] == 0
+    r.reap(w1)
+    r.reap(w2)

@@ -244,6 +244,26 @@ def scenario(r):
     r.decref(r6)
     r.decref(r7)
 
+    # Runtime_envs: a fresh worker keyed by its first task's environment;
+    # another environment's task, which no idle worker may run, asks for a
+    # fresh one; a keyed worker retires, another dies.
+    we = r.proc()
+    te, (re1,) = r.submit(env=11)
+    assert r.next(we) == te
+    r.seal(re1)
+    r.finish(we, te)
+    te2, (re2,) = r.submit(env=12)
+    assert r.next(we) == 0 and r.next(w3) == 0
+    (wf,) = r.spawn_take()
+    r.started(wf)
+    assert r.next(wf) == te2
+    r.seal(re2)
+    r.finish(wf, te2)
+    assert r.next_blocking(we, 1_000_000) == -1   # idle, keyed: retires
+    r.reap(we)
+    r.reap(wf)
+    r.decref(re1)
+    r.decref(re2)
 
     # Spawning: requests taken, one given back (a failed fork), one reaped
     # before it started.

@@ -2,21 +2,26 @@
 
 Set at init(), it applies to every worker and actor: the zygote that forks
 them starts with it (environment variables, current directory, sys.path),
-so it holds from the first import in each process.  Set on a task, it is
-applied in the worker around that task's call and undone after it; set on
-an actor, it is applied in the actor's process for its whole life.  Tasks
-and actors submitted from inside a task or actor inherit its runtime_env,
-merged under their own (env_vars key by key), as in Ray.
+so it holds from the first import in each process.  Set on an actor, it is
+applied in the actor's process for its whole life.  Tasks and actors
+submitted from inside a task or actor inherit its runtime_env, merged under
+their own (env_vars key by key), as in Ray.
+
+Set on a task, it runs in workers of its own, as in Ray: the scheduler keys
+each pool worker by the runtime_env of the first task it runs (key(), a
+hash of the environment; none is a key too), and from then on it runs only
+tasks of that environment, which it keeps applied for its life (keep()).
+A task whose environment no idle worker has gets a fresh one, forked from
+the zygote; workers idle for 10 s beyond the pool's size retire.  So what
+a task imports from its working_dir or py_modules, or reads from its
+environment variables at import time, is that environment's alone, and a
+task without a runtime_env never runs in a worker that had one.
 
 What needs a machine of its own (pip, conda, containers, remote URIs) is an
-error naming the key: nanoray runs in the driver's Python environment.
-Unlike Ray, which gives each runtime_env workers of their own, a task's
-runtime_env is applied in a shared worker when its call starts, and undone
-when it ends: variables read only at import time (OMP_NUM_THREADS, say)
-belong in init(runtime_env=...), and a module imported from a task's
-working_dir or py_modules stays imported (sys.modules) in that worker, so a
-later task pointing at another version of the same module gets the first."""
+error naming the key: nanoray runs in the driver's Python environment."""
 
+import hashlib
+import json
 import os
 import sys
 
@@ -123,6 +128,29 @@ def _search_paths(env):
     for m in env.get("py_modules", ()):      # a package directory or a module file:
         paths.append(os.path.dirname(m))      # importable by its name
     return paths
+
+
+def key(env):
+    """The scheduler's key for a task's runtime_env (normalized, as
+    validate() and merge() return it): a 63-bit hash of its contents, never
+    0 (0 is none), the same in every process."""
+    text = json.dumps(env, sort_keys=True, separators=(",", ":"))
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return (h & ((1 << 63) - 1)) or 1
+
+
+# The runtime_env this pool worker runs (applied by keep(), for its life).
+kept = None
+
+
+def keep(env):
+    """In a pool worker, before a task of runtime_env env: applies it the
+    first time, and keeps it.  The scheduler gives this worker tasks of
+    that environment only, once it ran one (see the module's doc)."""
+    global kept
+    if kept is None:
+        apply(env)
+        kept = env
 
 
 def apply(env):

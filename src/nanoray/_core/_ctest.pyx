@@ -263,7 +263,7 @@ cdef class CRegion:
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
                uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0,
-               uint64_t parent=0, res=None, uint64_t pool=0):
+               uint64_t parent=0, res=None, uint64_t pool=0, uint64_t env=0):
         cdef uint32_t nheld = 1 if holds else 0
         cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
         cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
@@ -286,7 +286,7 @@ cdef class CRegion:
         for i in range(8):
             rv[i] = res[i] if res is not None else 0
         t = nr_task_submit(&self.r, off, cpus, retries, target, rv if res is not None else NULL,
-                           pool, rets)
+                           pool, env, rets)
         if t == 0:
             nr_arena_free(&self.r, off)
             return 0, []
@@ -445,6 +445,14 @@ cdef class CRegion:
         cdef uint32_t out[64]
         cdef int n = nr_spawn_take(&self.r, out, min(max_out, 64))
         return [out[i] for i in range(n)]
+
+    def started(self, uint32_t slot):
+        """What a pool worker does once forked into a slot spawn_take gave."""
+        nr_proc_started(&self.r, slot, NO_SUCH_PID)
+
+    def proc_env(self, uint32_t slot):
+        """0 for a fresh pool worker, else (1 << 63) | its runtime_env key."""
+        return nr_proc(&self.r, slot).env
 
     def spawn_giveback(self, uint32_t slot):
         """What the zygote does when a fork fails."""

@@ -43,6 +43,7 @@ cdef extern from "nr_region.h" nogil:
         int32_t res_held[8]  # amounts held (NR_RES)
         uint32_t pool        # placement group they are held from (index + 1), 0: the node
         uint32_t pool_gen
+        uint64_t env         # pool workers: 0 until their first task, then keyed to its runtime_env
 
     ctypedef struct nr_arena_t:
         uint64_t brk         # where never-used memory begins

@@ -123,6 +123,15 @@ cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list 
             out[<Py_ssize_t>where[j]] = (<list>refs)[j]
 
 
+cdef uint64_t _env_key(env) except? 0:
+    """The scheduler's key for a task's runtime_env (0: none): tasks of one
+    key run in workers of their own (see nanoray._runtime_env)."""
+    if not env:
+        return 0
+    from nanoray._runtime_env import key
+    return key(env)
+
+
 class _ChunkTooBig(Exception):
     """A chunk of f.map() whose arguments are too large for one task."""
 
@@ -224,9 +233,12 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     cdef int32_t resv[NR_RES]
     if res is not None:
         _fill_res(res, resv)
+    cdef uint64_t env = 0
+    if extras is not None and kind == NR_SPEC_TASK and not target:
+        env = _env_key(extras.get("env"))
     try:
         t = nr_task_submit(&reg.r, off, cpus_milli, retries, target,
-                           resv if res is not None else NULL, pool, rets)
+                           resv if res is not None else NULL, pool, env, rets)
         if t == 0:
             nr_arena_free(&reg.r, off)
             s = reg.stats()

@@ -406,7 +406,10 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     if env is not None and c.failure is None:
         from nanoray import _runtime_env
         try:
-            token = _runtime_env.apply(env)
+            if c.kind == NR_SPEC_TASK and not _actor_process:
+                _runtime_env.keep(env)     # this worker runs that environment alone
+            else:
+                token = _runtime_env.apply(env)
         except Exception as e:
             c.failure = _exc.RuntimeEnvSetupError(
                 "nanoray: the runtime_env of %s() could not be applied: %s"

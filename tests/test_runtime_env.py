@@ -1,0 +1,167 @@
+"""A task's runtime_env runs in workers of its own, as in Ray: what one
+environment imports or reads at import time is not another's, and a task
+without a runtime_env never runs in a worker that had one.  Written against
+the public API; the tests that count nanoray's processes are local only."""
+
+import os
+import textwrap
+import time
+
+import pytest
+
+from conftest import local_only, start_runtime, stop_runtime
+
+
+@pytest.fixture(scope="module")
+def ray(backend):
+    import nanoray
+    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
+    yield nanoray
+    stop_runtime()
+
+
+@pytest.fixture
+def fresh(backend):
+    import nanoray
+
+    def start(**kwargs):
+        start_runtime(backend, **kwargs)
+        return nanoray
+    yield start
+    nanoray.shutdown()
+
+
+def _env(value):
+    return {"env_vars": {"NR_RENV_VALUE": value}}
+
+
+def test_tasks_of_each_runtime_env_run_in_workers_of_their_own(ray):
+    @ray.remote
+    def where():
+        return os.getpid(), os.environ.get("NR_RENV_VALUE")
+
+    def run(f, n=12):
+        got = ray.get([f.remote() for _ in range(n)], timeout=60)
+        return {pid for pid, _ in got}, {value for _, value in got}
+    plain, plain_values = run(where)
+    a, a_values = run(where.options(runtime_env=_env("a")))
+    b, b_values = run(where.options(runtime_env=_env("b")))
+    plain_again, plain_again_values = run(where)
+    assert plain_values == plain_again_values == {None}
+    assert a_values == {"a"} and b_values == {"b"}
+    assert not (a & b) and not (a & (plain | plain_again)) and not (b & (plain | plain_again))
+
+
+def test_what_a_task_reads_at_import_time_belongs_to_its_runtime_env(fresh, tmp_path):
+    mods = tmp_path / "mods"
+    (mods / "nr_renv_mod").mkdir(parents=True)
+    (mods / "nr_renv_mod" / "__init__.py").write_text(
+        "import os\nVALUE = os.environ.get('NR_RENV_VALUE')\n")
+    ray = fresh(num_cpus=2, runtime_env={"py_modules": [str(mods / "nr_renv_mod")]})
+
+    @ray.remote
+    def imported_value():
+        import nr_renv_mod
+        return nr_renv_mod.VALUE, os.environ.get("NR_RENV_VALUE")
+    for _ in range(2):                   # the same workers again: each keeps its own
+        assert ray.get([imported_value.options(runtime_env=_env("a")).remote()
+                        for _ in range(4)], timeout=60) == [("a", "a")] * 4
+        assert ray.get([imported_value.options(runtime_env=_env("b")).remote()
+                        for _ in range(4)], timeout=60) == [("b", "b")] * 4
+        assert ray.get([imported_value.remote() for _ in range(4)],
+                       timeout=60) == [(None, None)] * 4
+
+
+def test_a_thread_an_env_task_started_keeps_its_environment(ray, tmp_path):
+    out = tmp_path / "seen"
+
+    @ray.remote
+    def start_reader(path):
+        import threading
+        import time
+
+        def later():
+            time.sleep(0.3)              # after the task has returned
+            with open(path + ".tmp", "w") as f:
+                f.write(os.environ.get("NR_RENV_VALUE", "<unset>"))
+            os.rename(path + ".tmp", path)
+        threading.Thread(target=later).start()
+        return True
+    assert ray.get(start_reader.options(runtime_env=_env("kept")).remote(str(out)), timeout=60)
+    deadline = time.monotonic() + 30
+    while not out.exists():
+        assert time.monotonic() < deadline, "the task's thread never wrote"
+        time.sleep(0.02)
+    assert out.read_text() == "kept"
+
+
+def test_nested_calls_under_one_cpu_finish_in_and_out_of_runtime_envs(fresh):
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    def leaf(x):
+        return x + 1, os.environ.get("NR_RENV_VALUE")
+
+    @ray.remote
+    def parent(n):
+        # The children inherit the parent's runtime_env (theirs merged over it).
+        return ray.get([leaf.remote(i) for i in range(n)], timeout=60)
+    got = ray.get(parent.options(runtime_env=_env("outer")).remote(3), timeout=60)
+    assert got == [(1, "outer"), (2, "outer"), (3, "outer")]
+    mixed = []
+    for i in range(6):                   # alternating environments on one CPU
+        f = leaf if i % 2 == 0 else leaf.options(runtime_env=_env(str(i)))
+        mixed.append(f.remote(i))
+    assert ray.get(mixed, timeout=60) == [(i + 1, None if i % 2 == 0 else str(i))
+                                          for i in range(6)]
+    assert ray.get(parent.remote(2), timeout=60) == [(1, None), (2, None)]
+
+
+def test_many_runtime_envs_keep_the_worker_count_bounded_and_the_region_sound(ray):
+    local_only("counts nanoray's worker processes")
+    import nanoray
+
+    @ray.remote
+    def value(i):
+        return i, os.environ.get("NR_RENV_VALUE")
+    envs = [None, "w", "x", "y", "z"]
+    refs = []
+    for i in range(200):
+        e = envs[i % len(envs)]
+        f = value if e is None else value.options(runtime_env=_env(e))
+        refs.append(f.remote(i))
+    assert ray.get(refs, timeout=120) == [(i, envs[i % len(envs)]) for i in range(200)]
+    region = nanoray._api._backend.region
+    # 2 CPUs: at most two workers per environment ran at once, and a
+    # keyed worker is reused rather than replaced.
+    assert region.stats()["workers"] <= 2 * len(envs)
+    assert region.verify()["code"] == 0
+
+
+def test_map_with_a_runtime_env_runs_in_its_workers(ray):
+    @ray.remote(runtime_env=_env("mapped"))
+    def value(i):
+        return i * 2, os.environ.get("NR_RENV_VALUE")
+    assert ray.get(value.map(range(40)), timeout=60) == [(2 * i, "mapped") for i in range(40)]
+
+
+def test_an_env_task_whose_setup_fails_leaves_the_next_one_of_that_env_working(ray, tmp_path):
+    local_only("Ray checks a working_dir path at .remote(), not when the task runs")
+    from nanoray import exceptions
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "nr_renv_wd_mod.py").write_text(textwrap.dedent("""
+        VALUE = "from the working_dir"
+    """))
+
+    @ray.remote
+    def read():
+        import nr_renv_wd_mod
+        return nr_renv_wd_mod.VALUE, os.getcwd()
+    f = read.options(runtime_env={"working_dir": str(wd)})
+    hidden = tmp_path / "hidden"
+    wd.rename(hidden)
+    with pytest.raises(exceptions.RuntimeEnvSetupError):
+        ray.get(f.remote(), timeout=60)
+    hidden.rename(wd)
+    assert ray.get(f.remote(), timeout=60) == ("from the working_dir", str(wd))
