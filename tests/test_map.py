@@ -143,9 +143,25 @@ def test_a_chunk_whose_worker_dies_runs_again_and_values_are_exact(ray, tmp_path
     refs = always_dies.map(range(20), chunksize=10)
     assert ray.get(refs[10:], timeout=T) == list(range(10, 20))     # the other chunk
     assert ray.get(refs[:5], timeout=T) == list(range(5))           # done before it died
-    for r in refs[5:10]:
+    with pytest.raises(exceptions.WorkerCrashedError):              # as f.remote(5) would
+        ray.get(refs[5], timeout=T)
+    assert ray.get(refs[6:10], timeout=T) == list(range(6, 10))     # the rest still run
+
+
+def test_max_retries_is_each_items_own_when_workers_die(ray, tmp_path):
+    @ray.remote(max_retries=2)
+    def kills_its_worker(x):
+        open(str(tmp_path / ("ran%d-%d" % (x, os.getpid()))), "w").close()
+        if x in (1, 3):
+            os._exit(1)
+        return x
+    refs = kills_its_worker.map(range(6), chunksize=6)
+    for bad in (1, 3):                   # each item had its own 2 retries: 3 runs
         with pytest.raises(exceptions.WorkerCrashedError):
-            ray.get(r, timeout=T)
+            ray.get(refs[bad], timeout=T)
+    assert ray.get([refs[i] for i in (0, 2, 4, 5)], timeout=T) == [0, 2, 4, 5]
+    runs = sorted(int(n[3:].split("-")[0]) for n in os.listdir(tmp_path))
+    assert runs == [0, 1, 1, 1, 2, 3, 3, 3, 4, 5]
 
 
 def test_cancelling_a_ref_cancels_its_chunk_and_no_more_items_run(ray, tmp_path):
@@ -275,9 +291,9 @@ def test_sys_exit_in_an_item_reruns_the_chunk_from_that_item(ray, tmp_path):
         return x
     refs = exits.map(range(5), chunksize=5)
     assert ray.get(refs[:2], timeout=T) == [0, 1]
-    for r in refs[2:]:
-        with pytest.raises(exceptions.WorkerCrashedError):
-            ray.get(r, timeout=T)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(refs[2], timeout=T)
+    assert ray.get(refs[3:], timeout=T) == [3, 4]                   # its own failure only
 
 
 def test_a_chunk_too_big_for_the_store_goes_in_parts(fresh):

@@ -434,8 +434,8 @@ class RemoteFunction:
             res = o.resources() if o.special else None
         if items is not None:
             extras = dict(extras or {}, map=True, retries=o.max_retries)
-            return _rt.submit_map(ref, items, chunksize, o.cpus_milli, o.max_retries, extras,
-                                  res, pool, lambda item: self._submit(item, {}, o))
+            return _rt.submit_map(ref, items, chunksize, o.cpus_milli, extras, res, pool,
+                                  lambda item: self._submit(item, {}, o))
         if o.special or pool:
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
                              extras, res, pool)

@@ -58,7 +58,7 @@ MAP_CHUNK_MAX = 1024
 
 
 def submit_map(ObjectRef func_ref, list items, Py_ssize_t chunksize, int32_t cpus_milli,
-               int32_t retries, dict extras, tuple res, uint64_t pool, single):
+               dict extras, tuple res, uint64_t pool, single):
     """f.map(): the items (tuples of arguments) go in tasks of chunksize
     items, each with one return per item, written and queued as one task;
     an item passing an ObjectRef goes alone through single(item), so its
@@ -88,33 +88,33 @@ def submit_map(ObjectRef func_ref, list items, Py_ssize_t chunksize, int32_t cpu
         chunk.append(item)
         where.append(i)
         if len(chunk) == chunksize:
-            _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, retries, extras, res, pool)
+            _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, extras, res, pool)
             chunk = []
             where = []
     if chunk:
-        _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, retries, extras, res, pool)
+        _submit_chunk(reg, func_ref, chunk, where, out, cpus_milli, extras, res, pool)
     return out
 
 
 cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list out,
-                   int32_t cpus_milli, int32_t retries, dict extras, tuple res, uint64_t pool):
+                   int32_t cpus_milli, dict extras, tuple res, uint64_t pool):
     """One task for the chunk's items; their refs go to out[where[j]].  A
     chunk whose arguments do not fit in the store goes as two halves."""
     cdef Py_ssize_t j, half
     cdef uint64_t most = 0
     if len(chunk) > 1:                   # an eighth of the store at most, so chunks can
         most = (reg.r.hdr.arena.end - reg.r.hdr.arena_off) // 8   # be spilled and loaded
-    try:
-        refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, retries,
+    try:                                 # re-run after every death: max_retries is each
+        refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, -1,   # item's
                        0, NR_SPEC_TASK, None, None, extras, res, pool, most)
     except (_exc.ObjectStoreFullError, _ChunkTooBig):
         if len(chunk) == 1:
             raise
         half = len(chunk) // 2
-        _submit_chunk(reg, func_ref, chunk[:half], where[:half], out, cpus_milli, retries,
-                      extras, res, pool)
-        _submit_chunk(reg, func_ref, chunk[half:], where[half:], out, cpus_milli, retries,
-                      extras, res, pool)
+        _submit_chunk(reg, func_ref, chunk[:half], where[:half], out, cpus_milli, extras,
+                      res, pool)
+        _submit_chunk(reg, func_ref, chunk[half:], where[half:], out, cpus_milli, extras,
+                      res, pool)
         return
     if len(chunk) == 1:
         out[<Py_ssize_t>where[0]] = refs

@@ -162,16 +162,21 @@ cdef void _run_map(Region reg, _Call c) except *:
     raises fails its own return (retried first, as its options say:
     retry_exceptions with max_retries per item, on arguments loaded afresh).
     A cancel fails the items not done; SystemExit ends the worker, and a
-    re-run of the chunk skips the items already sealed."""
+    re-run of the chunk skips the items already sealed.  The chunk is re-run
+    after every death (its task's retries are unbounded): max_retries is
+    each item's, charged to the item that was running (_charge_death)."""
     global _in_user_code
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
-    cdef uint64_t *ids = nr_spec_ids(<nr_spec_t *>(reg.r.base + task.spec))
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef uint64_t *ids = nr_spec_ids(spec)
     cdef list items = c.args[0]
     cdef Py_ssize_t i, j, n = len(items)
     cdef int left, retries = c.extras.get("retries", 0)
     cdef _Call fresh
     func = c.func
     allowed = c.extras.get("retry_exceptions")
+    if task.attempts > 1:
+        _charge_death(reg, spec, ids, n, retries, c.name)
     for i in range(n):
         if nr_object_info(&reg.r, ids[i], NULL, NULL) != NR_OBJ_PENDING:
             continue                       # a run before this one sealed it
@@ -217,6 +222,31 @@ cdef void _run_map(Region reg, _Call c) except *:
             _seal(reg, ids[i], v, False, c.name)
             v = None
             break
+
+
+cdef void _charge_death(Region reg, nr_spec_t *spec, uint64_t *ids, Py_ssize_t n, int retries,
+                        str name) except *:
+    """A re-run of an f.map() chunk: the run before it died in its first
+    unsealed item (items run in order, each sealed as it returns).  That
+    item's deaths are counted in spec.streamed, as (index + 1) << 32 |
+    deaths (a death moves on only once the item is sealed, so one item's
+    count is all it needs); past max_retries the item fails as a task's
+    lost worker fails it, and the chunk goes on with the next."""
+    cdef Py_ssize_t i
+    cdef uint64_t deaths
+    for i in range(n):
+        if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
+            break
+    else:
+        return
+    deaths = 1
+    if spec.streamed >> 32 == <uint64_t>(i + 1):
+        deaths = (spec.streamed & 0xffffffff) + 1
+    spec.streamed = (<uint64_t>(i + 1) << 32) | deaths
+    if retries >= 0 and deaths > <uint64_t>retries:
+        _seal(reg, ids[i], _exc.WorkerCrashedError(
+            "The worker died unexpectedly while executing this item (killed, out of "
+            "memory, crashed, or it called sys.exit()), and no retries were left."), True, name)
 
 
 cdef bint _retry_exception(Region reg, _Call c) except -1:
