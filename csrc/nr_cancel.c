@@ -16,12 +16,6 @@ int nr_task_use_retry(nr_region_t *r, uint32_t t) {
     return ok;
 }
 
-void nr_task_no_retry(nr_region_t *r, uint32_t t) {
-    nr_lock(r);
-    W(nr_task(r, t)->retries_left, 0);
-    nr_unlock(r);
-}
-
 /* Task (t, gen) is alive: its slot holds that generation and is in use. */
 static nr_task_t *live_task(nr_region_t *r, uint32_t t, uint32_t gen) {
     if (t == 0 || t > r->hdr->task_hwm) return NULL;

@@ -81,20 +81,32 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
     nr_unlock(r);
 }
 
-/* The pending cell of the streaming generator task the process runs, left
- * to the language layer (lost_task: the task runs again and resumes there,
- * nr_stream_seal, or the cell is failed as a crash), else NULL. */
-static nr_object_t *resumed_cell(nr_region_t *r, nr_proc_t *p) {
-    if (!p->task || p->kind != NR_KIND_WORKER) return NULL;
-    nr_task_t *t = nr_task(r, p->task);
-    if (t->kind != NR_SPEC_TASK || t->cancelled || !t->spec) return NULL;
+static int stream_cell_of(nr_region_t *r, nr_task_t *t, uint32_t kind, nr_object_t *o) {
+    if (t->kind != kind || t->cancelled || !t->spec) return 0;
     uint64_t cell = spec_of(r, t)->stream_cell;
-    return cell ? nr_object_lookup(r, cell) : NULL;
+    return cell && nr_object_lookup(r, cell) == o;
+}
+
+/* Whether o is the pending cell of a streaming generator the dead process
+ * was running (a pool worker's task, or one of an actor's calls): it is
+ * left to what follows the death, which runs it again to resume there
+ * (nr_stream_seal) or fails the cell with the death's error (lost_task;
+ * nr_actor_reap and fail_task). */
+static int resumed_cell(nr_region_t *r, nr_proc_t *p, uint32_t slot, nr_object_t *o) {
+    if (p->kind == NR_KIND_WORKER)
+        return p->task && stream_cell_of(r, nr_task(r, p->task), NR_SPEC_TASK, o);
+    if (p->kind != NR_KIND_ACTOR) return 0;
+    for (uint32_t t = 1; t <= r->hdr->task_hwm; t++) {   /* a death, rare: a scan will do */
+        nr_task_t *task = nr_task(r, t);
+        if (task->state == NR_TASK_RUNNING && task->proc == slot + 1 &&
+            stream_cell_of(r, task, NR_SPEC_ACTOR_CALL, o))
+            return 1;
+    }
+    return 0;
 }
 
 void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
     nr_proc_t *p = nr_proc(r, slot);
-    nr_object_t *resumed = resumed_cell(r, p);
     int32_t *ledger = nr_ledger(r, slot);
     uint32_t n = p->ledger_hwm;
     if (n > r->hdr->max_objects) n = r->hdr->max_objects;
@@ -107,10 +119,12 @@ void nri_ledger_release(nr_region_t *r, uint32_t slot, wakeups_t *w) {
             nr_undo_commit(r);
             continue;
         }
-        if (o == resumed && o->state == NR_OBJ_PENDING)
-            W(o->creator, 0);            /* the re-run's now: not a later process's in this slot */
-        else if (o->state == NR_OBJ_PENDING && o->creator == slot + 1)
-            nri_seal(r, o, 0, 0, 1, w);  /* it died before sealing it: no payload, an error */
+        if (o->state == NR_OBJ_PENDING && o->creator == slot + 1) {
+            if (resumed_cell(r, p, slot, o))
+                W(o->creator, 0);        /* the re-run's now: not a later process's in this slot */
+            else
+                nri_seal(r, o, 0, 0, 1, w);   /* it died before sealing it: no payload, an error */
+        }
         if (LADD64(o->refs, -(int64_t)c) == 0 && o->state != NR_OBJ_PENDING) nri_obj_free(r, o);
         nr_undo_commit(r);               /* one entry per step: see the caller */
     }

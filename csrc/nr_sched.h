@@ -263,9 +263,6 @@ void nr_task_release(nr_region_t *r, uint32_t t);
 /* The running task t raised an exception it may be retried for: takes one
  * of its retries (1), or 0 when none is left. */
 int nr_task_use_retry(nr_region_t *r, uint32_t t);
-/* The running task t must not run again if its process dies (a generator
- * whose first values the caller may have seen). */
-void nr_task_no_retry(nr_region_t *r, uint32_t t);
 /* Cancelling.  nr_task_of: the live task (index + 1, and its generation)
  * that ret_id is a return of; 0 if none (finished, or not a task's return).
  * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),

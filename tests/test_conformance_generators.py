@@ -244,6 +244,55 @@ def test_a_generator_whose_worker_dies_runs_again_and_each_value_arrives_once(ra
     assert os.path.exists(marker)
 
 
+def test_an_actor_generator_whose_actor_dies_runs_again_and_each_value_arrives_once(
+        ray, tmp_path):
+    # An actor that restarts (max_restarts) re-runs the calls it was running
+    # while max_task_retries allows; a stream resumes after the values sent.
+    marker = str(tmp_path / "died")
+
+    @ray.remote(max_restarts=1, max_task_retries=1)
+    class Source:
+        def values(self, n, marker):
+            for i in range(n):
+                if i == 3 and not os.path.exists(marker):
+                    _touch(marker)
+                    os._exit(1)
+                yield i * 10
+
+        async def avalues(self, n, marker):
+            for i in range(n):
+                if i == 2 and not os.path.exists(marker):
+                    _touch(marker)
+                    os._exit(1)
+                yield i
+                await asyncio.sleep(0)
+    s = Source.remote()
+    assert [ray.get(r, timeout=60) for r in s.values.remote(6, marker)] == [0, 10, 20, 30, 40, 50]
+    a = Source.remote()
+    amarker = marker + "-async"
+    assert [ray.get(r, timeout=60) for r in a.avalues.remote(5, amarker)] == list(range(5))
+    assert os.path.exists(marker) and os.path.exists(amarker)
+
+
+def test_an_actor_generator_without_retries_ends_with_the_actors_death(ray, tmp_path):
+    @ray.remote(max_restarts=1)                  # restarts, but max_task_retries=0
+    class Source:
+        def values(self):
+            yield 1
+            yield 2
+            os._exit(1)
+
+        def ping(self):
+            return "pong"
+    s = Source.remote()
+    gen = s.values.remote()
+    assert ray.get(next(gen), timeout=60) == 1
+    assert ray.get(next(gen), timeout=60) == 2
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(next(gen), timeout=60)            # the death, at the item after the values
+    assert ray.get(s.ping.remote(), timeout=60) == "pong"    # restarted
+
+
 def test_a_generator_calling_sys_exit_runs_again_like_a_task(ray, tmp_path):
     marker = str(tmp_path / "exited")
 

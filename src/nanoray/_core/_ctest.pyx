@@ -373,9 +373,6 @@ cdef class CRegion:
     def drop(self, uint32_t t, uint32_t gen):
         return nr_task_drop(&self.r, t, gen)
 
-    def no_retry(self, uint32_t t):
-        nr_task_no_retry(&self.r, t)
-
     def use_retry(self, uint32_t t):
         return nr_task_use_retry(&self.r, t)
 

@@ -113,7 +113,6 @@ cdef extern from "nr_sched.h" nogil:
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)
     int nr_task_use_retry(nr_region_t *r, uint32_t t)
-    void nr_task_no_retry(nr_region_t *r, uint32_t t)
     uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen)
     int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
                        uint32_t *kind, uint64_t *rets, uint32_t *nret)

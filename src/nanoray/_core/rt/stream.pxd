@@ -8,8 +8,6 @@ cdef class _Stream:
     cdef str name
     cdef uint64_t cell                # the next cell to seal (pending)
     cdef object cell_ref              # this process's count on it (None: a task return)
-    cdef bint started                 # a value was yielded (an actor's stream: no more retries)
-    cdef bint resumable               # a pool task's: a re-run resumes (nr_stream_seal)
     cdef uint64_t skip                # values a re-run yields again, not sent
 
     cdef void emit(self, object value) except *

@@ -20,8 +20,10 @@
 # then goes on from the pending cell, so the caller sees each value once
 # (a re-run that yields fewer fails with StreamingGeneratorReplayInconsistentError).
 # Otherwise the pending cell is sealed as an error when the process is
-# reaped (lost_task), so the caller never hangs.  An actor's stream is not
-# re-run once it has yielded.
+# reaped (lost_task), so the caller never hangs.  An actor method's stream
+# is the same: its call runs again on the restarted actor while
+# max_task_retries allows (nr_actor_reap), else its pending cell fails with
+# the actor's death.
 
 import types as _types
 
@@ -37,14 +39,10 @@ cdef class _Stream:
         self.cell = first_cell
         self.cell_ref = None
         self.name = name
-        cdef nr_task_t *task = nr_task(&reg.r, t)
-        cdef nr_spec_t *spec
-        if task.kind == NR_SPEC_TASK:
-            self.resumable = True
-            spec = <nr_spec_t *>(reg.r.base + task.spec)
-            if spec.stream_cell:           # a re-run: resume where the last one was
-                self.cell = spec.stream_cell
-                self.skip = spec.streamed
+        cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + nr_task(&reg.r, t).spec)
+        if spec.stream_cell:               # a re-run: resume where the last one was
+            self.cell = spec.stream_cell
+            self.skip = spec.streamed
 
     cdef void emit(self, object value) except *:
         cdef Region reg = self.reg
@@ -58,17 +56,10 @@ cdef class _Stream:
         if nxt == 0:
             raise _exc.ObjectStoreFullError("nanoray: the object table is full")
         nref = _adopt(reg, nxt)
-        if not self.resumable:
-            if not self.started:
-                # The caller may have seen this item: a retry would repeat it.
-                self.started = True
-                nr_task_no_retry(&reg.r, self.t)
-            _seal(reg, self.cell, (item, nref), False, self.name)
-        else:
-            p = _pickle((item, nref), False)
-            off = _store(reg, p)
-            if nr_stream_seal(&reg.r, self.t, self.cell, off, p.size, nxt) != 0:
-                nr_arena_free(&reg.r, off)
+        p = _pickle((item, nref), False)
+        off = _store(reg, p)
+        if nr_stream_seal(&reg.r, self.t, self.cell, off, p.size, nxt) != 0:
+            nr_arena_free(&reg.r, off)
         self.cell = nxt
         self.cell_ref = nref           # dropped when the next cell replaces it
 
@@ -149,7 +140,7 @@ cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) exc
     failure = _each(c, gen, lambda value: s.emit(value))
     if failure is None:
         s.end()
-    elif c.exit_worker and s.resumable:
+    elif c.exit_worker and c.kind == NR_SPEC_TASK:
         return                         # sys.exit(): as a death, re-run while retries allow
     else:
         s.fail(failure)
