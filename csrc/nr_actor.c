@@ -242,10 +242,13 @@ void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t) {
 /* An infeasible actor that never started ends through the usual path: a
  * process starts for it that sees NR_ACTOR_KILLED and exits, and its reap
  * fails its queued calls and frees what is left. */
+static int unstarted(nr_proc_t *p) {
+    return (p->aflags & NR_ACTOR_INFEASIBLE) && p->state == NR_PROC_STARTING && !p->pid &&
+           !p->spawn_req;
+}
+
 static int end_unstarted(nr_region_t *r, nr_proc_t *p) {
-    if (!(p->aflags & NR_ACTOR_INFEASIBLE) || p->state != NR_PROC_STARTING || p->pid ||
-        p->spawn_req)
-        return 0;
+    if (!unstarted(p)) return 0;
     W(p->aflags, p->aflags | NR_ACTOR_KILLED | NR_ACTOR_NO_RESTART);
     W(p->spawn_req, 1);
     return 1;
@@ -418,8 +421,14 @@ int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restar
     int self = 0;
     wakeups_t w = {0};
     nr_lock(r);
-    if (slot_is(r, slot, gen) && !(nr_proc(r, slot)->aflags & NR_ACTOR_DEAD)) {
-        nr_proc_t *p = nr_proc(r, slot);
+    nr_proc_t *p = slot_is(r, slot, gen) ? nr_proc(r, slot) : NULL;
+    if (p && !(p->aflags & NR_ACTOR_DEAD) && !no_restart && unstarted(p) && p->restarts_left != 0) {
+        /* Infeasible, never started, with restarts left: as in Ray, the kill
+         * takes a restart, and it stays pending (its calls wait). */
+        if (p->restarts_left > 0) WDEC(p->restarts_left);
+        WINC(p->restarts);
+        pid = 0;
+    } else if (p && !(p->aflags & NR_ACTOR_DEAD)) {
         w.spawn = end_unstarted(r, p);       /* infeasible: it ends for good */
         W(p->aflags, p->aflags | NR_ACTOR_KILLED | (no_restart ? NR_ACTOR_NO_RESTART : 0));
         pid = p->state == NR_PROC_STARTING ? 0 : p->pid;

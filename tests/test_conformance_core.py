@@ -708,6 +708,27 @@ def test_infeasible_actors_stay_pending_with_a_warning_until_killed(fresh):
     assert ray._api._backend.region.verify()["code"] == 0
 
 
+def test_killing_an_infeasible_actor_with_restarts_left_keeps_it_pending(fresh):
+    # As Ray: kill(no_restart=False) takes one of its restarts; it stays
+    # pending and its calls wait.  With none left, it dies.
+    ray = fresh(num_cpus=2, num_gpus=1)
+
+    @ray.remote(num_gpus=2, max_restarts=1)
+    class NeedsTwoGpus:
+        def ping(self):
+            return "pong"
+    with _infeasible_warning("cannot be scheduled"):
+        a = NeedsTwoGpus.remote()
+    pending = a.ping.remote()
+    ray.kill(a, no_restart=False)
+    time.sleep(0.5)
+    with pytest.raises(exceptions.GetTimeoutError):
+        ray.get(pending, timeout=1)
+    ray.kill(a, no_restart=False)                 # no restart left
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(pending, timeout=30)
+
+
 def test_nodes_and_runtime_context_describe_the_one_node(ray):
     nodes = ray.nodes()
     assert len(nodes) == 1 and nodes[0]["Alive"]

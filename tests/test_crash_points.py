@@ -312,9 +312,11 @@ def scenario(r):
     # An infeasible actor (flag 128) holds nothing and no process starts for
     # it until it is killed or orphaned; then one starts, to exit at once.
     hi = r.put()
-    si, gi = r.actor_create(hi, 0, 64000, None, 128, [0, 9000, 0, 0, 0, 0, 0, 0])
+    si, gi = r.actor_create(hi, 1, 64000, None, 128, [0, 9000, 0, 0, 0, 0, 0, 0])
     assert r.resources()[1][1] == 2000 and si not in r.spawn_take()
-    r.actor_kill(si, gi)
+    assert r.actor_kill(si, gi, 0) == 0           # a restart left: taken, still pending
+    assert si not in r.spawn_take()
+    r.actor_kill(si, gi, 0)                       # none left: it ends
     assert si in r.spawn_take()
     r.actor_reap(si, 0)
     r.decref(hi)
