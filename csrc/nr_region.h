@@ -198,6 +198,8 @@ typedef struct {
     uint32_t spawn_fresh;         /* and it is for a fresh worker: queued work has CPUs, but
                                    * every idle worker is keyed to another runtime_env */
     uint32_t nenv_workers;        /* live pool workers keyed to a runtime_env (not plain) */
+    uint32_t evict;               /* 1: at max_workers, a fresh worker is wanted: the next
+                                   * idle pool worker that finds nothing it may run retires */
     uint32_t proc_hwm;            /* process slots below this have been used */
     uint32_t fail_head;           /* tasks routed to a dead actor, to fail (index + 1) */
     uint32_t nspilled;            /* objects whose payload is in a file */

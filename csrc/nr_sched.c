@@ -121,13 +121,13 @@ void nri_sleepers_remove(nr_region_t *r, uint32_t slot) {
 }
 
 /* Wakes one sleeping pool worker that may run a task of runtime_env key
- * `env`; 0 if none sleeps. */
-static int wake_one_locked(nr_region_t *r, wakeups_t *w, uint64_t env) {
+ * `env` (with `any`, the first asleep); 0 if none sleeps. */
+static int wake_one_locked(nr_region_t *r, wakeups_t *w, uint64_t env, int any) {
     nr_header_t *h = r->hdr;
     for (uint32_t *link = &h->sleep_head; *link; link = &nr_proc(r, *link - 1)->sleep_next) {
         uint32_t slot = *link - 1;
         nr_proc_t *p = nr_proc(r, slot);
-        if (!nri_env_ok(p, env)) continue;
+        if (!any && !nri_env_ok(p, env)) continue;
         W(*link, p->sleep_next);
         WDEC(h->nsleeping);
         nri_wake_slot(r, p, slot, w);
@@ -157,8 +157,17 @@ static int idle_taker(nr_region_t *r, uint64_t env) {
 static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w, int keyed, uint64_t env) {
     nr_header_t *h = r->hdr;
     if (h->spawn_pending || h->nstarting) return;
-    if (h->nworkers >= h->max_workers) return;
     if (keyed ? idle_taker(r, env) : h->nidle != 0) return;
+    if (h->nworkers >= h->max_workers) {
+        /* No room for a fresh one: an idle worker of another environment
+         * makes room (the next pool worker whose take finds nothing retires:
+         * nr_task_finish_next), woken now if one sleeps. */
+        if (keyed && !h->evict && h->nidle) {
+            W(h->evict, 1);
+            wake_one_locked(r, w, 0, 1);
+        }
+        return;
+    }
     if (keyed) W(h->spawn_fresh, 1);
     W(h->spawn_pending, 1);
     w->spawn = 1;
@@ -175,13 +184,13 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
         env = nr_task(r, t)->env;
     }
     if (!env && !h->nenv_workers) {      /* every worker may run it */
-        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0)) return;
+        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0, 0)) return;
         maybe_spawn_locked(r, w, 0, 0);
         return;
     }
     /* Runtime_envs in play: spinners may be keyed to another, so wake one
      * that may run it, else look for one idle, else start a fresh one. */
-    if (wake_one_locked(r, w, env)) return;
+    if (wake_one_locked(r, w, env, 0)) return;
     maybe_spawn_locked(r, w, 1, env);
 }
 
@@ -322,6 +331,26 @@ static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *
     if (p->kind != NR_KIND_WORKER) nri_kick(r, w);  /* pool workers poll next themselves */
 }
 
+/* Pool worker p leaves the pool (it returns -1 to its loop, and exits). */
+static void retire_locked(nr_region_t *r, nr_proc_t *p, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    nri_set_state(r, p, NR_PROC_EXITED);
+    WDEC(h->nworkers);
+    if (nri_env_keyed(p)) WDEC(h->nenv_workers);
+    nri_kick(r, w);                      /* work that arrived meanwhile finds a worker */
+}
+
+/* An idle pool worker that found nothing it may run, while room is wanted
+ * for a fresh worker (maybe_spawn_locked): it retires, taking the request. */
+static int evicted_locked(nr_region_t *r, nr_proc_t *p, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    if (!h->evict || p->kind != NR_KIND_WORKER || p->q_head) return 0;
+    W(h->evict, 0);
+    if (!dispatchable(h, r)) return 0;   /* taken meanwhile: no room is wanted any more */
+    retire_locked(r, p, w);
+    return 1;
+}
+
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns) {
     return nr_task_finish_next(r, slot, 0, spin_ns, idle_timeout_ns);
 }
@@ -345,6 +374,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             return t;
         }
         if (nr_actor_should_exit(p)) { nr_unlock(r); nri_flush(r, &w); return -2; }
+        if (evicted_locked(r, p, &w)) { nr_unlock(r); nri_flush(r, &w); return -1; }
         if (!p->nrunning) nri_set_state(r, p, NR_PROC_IDLE);
         int is_worker = p->kind == NR_KIND_WORKER;
         /* Counted under the lock and undone under it, so reap can undo it
@@ -385,10 +415,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             if (is_worker) nri_sleepers_remove(r, slot);
             W(p->sleeping, 0);
             if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
-                nri_set_state(r, p, NR_PROC_EXITED);
-                WDEC(h->nworkers);
-                if (nri_env_keyed(p)) WDEC(h->nenv_workers);
-                nri_kick(r, &w);      /* work that arrived meanwhile finds a worker */
+                retire_locked(r, p, &w);
                 nr_unlock(r);
                 nri_flush(r, &w);
                 return -1;               /* surplus worker retires */

@@ -261,9 +261,31 @@ def scenario(r):
     r.finish(wf, te2)
     assert r.next_blocking(we, 1_000_000) == -1   # idle, keyed: retires
     r.reap(we)
-    r.reap(wf)
     r.decref(re1)
     r.decref(re2)
+    # At max_workers, room for a fresh worker is made by an idle worker of
+    # another environment, which retires at once.
+    extra = []
+    while r.stats()["nworkers"] < 8:
+        x = r.proc()
+        tx, (rx,) = r.submit()
+        assert r.next(x) == tx                    # keyed to none
+        r.seal(rx)
+        r.finish(x, tx)
+        r.decref(rx)
+        extra.append(x)
+    te3, (re3,) = r.submit(env=13)                # no worker may run it, none can start
+    assert r.spawn_take() == []
+    assert r.next_blocking(extra[0], 10_000_000_000) == -1   # evicted: at once
+    r.reap(extra[0])
+    (wn,) = r.spawn_take()
+    r.started(wn)
+    assert r.next(wn) == te3
+    r.seal(re3)
+    r.finish(wn, te3)
+    r.decref(re3)
+    for x in extra[1:] + [wn, wf]:
+        r.reap(x)
 
     # Spawning: requests taken, one given back (a failed fork), one reaped
     # before it started.

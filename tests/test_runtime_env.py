@@ -165,3 +165,25 @@ def test_an_env_task_whose_setup_fails_leaves_the_next_one_of_that_env_working(r
         ray.get(f.remote(), timeout=60)
     hidden.rename(wd)
     assert ray.get(f.remote(), timeout=60) == ("from the working_dir", str(wd))
+
+
+def test_at_the_worker_limit_a_new_environment_takes_an_idle_workers_place(fresh):
+    local_only("_max_workers is nanoray's own")
+    ray = fresh(num_cpus=2, _max_workers=3)
+
+    @ray.remote
+    def where():
+        return os.getpid(), os.environ.get("NR_RENV_VALUE")
+    seen = {}
+    for round_ in range(2):
+        for i in range(6):               # twice as many environments as workers
+            # An idle worker of another environment retires at once to make
+            # room; without that, each would wait for one to retire idle (10 s).
+            pid, value = ray.get(where.options(runtime_env=_env(str(i))).remote(), timeout=8)
+            assert value == str(i)
+            assert seen.setdefault(pid, value) == value       # a worker keeps its environment
+        assert ray.get(where.remote(), timeout=8)[1] is None
+    import nanoray
+    region = nanoray._api._backend.region
+    assert region.stats()["workers"] <= 3
+    assert region.verify()["code"] == 0
