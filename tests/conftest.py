@@ -111,7 +111,7 @@ def store_objects():
 
 # -- both backends ---------------------------------------------------------------
 # Conformance modules ask for `backend` (through their own `ray` and `fresh`
-# fixtures, made by backend_fixtures below): each of their tests runs on the
+# fixtures, made by conformance_fixtures below): each of their tests runs on the
 # local backend, then on Ray when Ray is installed (CI installs it when it can).
 
 RAY_INSTALLED = importlib.util.find_spec("ray") is not None
@@ -186,3 +186,37 @@ def stop_runtime():
     nanoray.shutdown()
     left = wait_gone(timeout=30)
     assert left == [], "processes left after shutdown: %s" % left
+
+
+def conformance_fixtures():
+    """A conformance module's fixtures, on each backend in turn: `ray`, one
+    2-CPU runtime shared by the module's tests, and `fresh`, a runtime of
+    the test's own (call fresh(**init_kwargs)).  Use: ray, fresh =
+    conformance_fixtures()."""
+    @pytest.fixture(scope="module")
+    def ray(backend):
+        start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
+        yield nanoray
+        stop_runtime()
+
+    @pytest.fixture
+    def fresh(backend):
+        def start(**kwargs):
+            start_runtime(backend, **kwargs)
+            return nanoray
+        yield start
+        nanoray.shutdown()
+    return ray, fresh
+
+
+def touch(path):
+    """Appends a byte to path (a gate, or a count of runs)."""
+    with open(path, "a") as f:
+        f.write("x")
+
+
+def wait_for_path(path, timeout=30):
+    """Until path exists (a gate or a sign that a task started), or timeout."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)

@@ -10,16 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import on_ray, start_runtime, stop_runtime
+from conftest import conformance_fixtures, on_ray
 from nanoray import exceptions
 
 
-@pytest.fixture(scope="module")
-def ray(backend):
-    import nanoray
-    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
-    yield nanoray
-    stop_runtime()
+ray = conformance_fixtures()[0]
 
 
 # -- objects -------------------------------------------------------------------

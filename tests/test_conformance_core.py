@@ -12,28 +12,12 @@ import time
 
 import pytest
 
-from conftest import on_ray, start_runtime, stop_runtime
+from conftest import conformance_fixtures, on_ray, touch, wait_for_path
 from nanoray import exceptions
 
 
 # Each test runs on the local backend, then on Ray when it is installed.
-@pytest.fixture(scope="module")
-def ray(backend):
-    import nanoray
-    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
-    yield nanoray
-    stop_runtime()
-
-
-@pytest.fixture
-def fresh(backend):
-    import nanoray
-
-    def start(**kwargs):
-        start_runtime(backend, **kwargs)
-        return nanoray
-    yield start
-    nanoray.shutdown()
+ray, fresh = conformance_fixtures()
 
 
 def _infeasible_warning(match=None):
@@ -58,16 +42,6 @@ def _eventually(check, timeout=10):
         time.sleep(0.05)
 
 
-def _touch(path):
-    with open(path, "a") as f:
-        f.write("x")
-
-
-def _wait_for(path, timeout=30):
-    """Until path exists (a gate or a sign that a task started), or timeout."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def _count(path):
@@ -90,7 +64,7 @@ def test_cancel_a_queued_task_it_never_runs(ray, tmp_path):
 
     @ray.remote
     def mark(path):
-        _touch(path)
+        touch(path)
     blockers = [hold.remote(1.0) for _ in range(2)]    # both CPUs busy
     queued = mark.remote(ran)
     ray.cancel(queued)
@@ -106,15 +80,15 @@ def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
 
     @ray.remote
     def spin(started, interrupted):
-        _touch(started)
+        touch(started)
         try:
             while True:
                 time.sleep(0.01)
         except KeyboardInterrupt:
-            _touch(interrupted)
+            touch(interrupted)
             raise
     ref = spin.remote(started, interrupted)
-    _wait_for(started)
+    wait_for_path(started)
     ray.cancel(ref)
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -127,7 +101,7 @@ def test_force_cancel_kills_the_worker_and_is_not_retried(ray, tmp_path):
 
     @ray.remote(max_retries=5)
     def stubborn(path):
-        _touch(path)
+        touch(path)
         import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # ignores a plain cancel
         time.sleep(60)
@@ -151,7 +125,7 @@ def test_recursive_cancel_reaches_the_tasks_a_task_submitted(ray, tmp_path):
 
     @ray.remote
     def child(path):
-        _touch(path)
+        touch(path)
         while True:
             time.sleep(0.01)
 
@@ -159,7 +133,7 @@ def test_recursive_cancel_reaches_the_tasks_a_task_submitted(ray, tmp_path):
     def parent(path):
         return ray.get(child.remote(path))
     ref = parent.remote(child_started)
-    _wait_for(child_started)
+    wait_for_path(child_started)
     ray.cancel(ref)
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -192,7 +166,7 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
             self.ran = []
 
         def poll_until_cancelled(self, flag):
-            _touch(flag)
+            touch(flag)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 if ray.get_runtime_context().is_canceled():
@@ -208,7 +182,7 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
     w = Worker.remote()
     running = w.poll_until_cancelled.remote(flag)
     queued = w.record.remote("queued")
-    _wait_for(flag)
+    wait_for_path(flag)
     ray.cancel(queued)
     ray.cancel(running)
     with pytest.raises(exceptions.TaskCancelledError):
@@ -306,7 +280,7 @@ def test_retry_exceptions_true_retries_until_success(ray, tmp_path):
 
     @ray.remote(max_retries=3, retry_exceptions=True)
     def flaky(path):
-        _touch(path)
+        touch(path)
         if _count(path) < 3:
             raise ConnectionError("try again")
         return _count(path)
@@ -318,7 +292,7 @@ def test_retry_exceptions_gives_up_after_max_retries(ray, tmp_path):
 
     @ray.remote(max_retries=2, retry_exceptions=True)
     def always(path):
-        _touch(path)
+        touch(path)
         raise ConnectionError("still down")
     with pytest.raises(ConnectionError, match="still down"):
         ray.get(always.remote(attempts), timeout=30)
@@ -330,7 +304,7 @@ def test_retry_exceptions_list_retries_only_those_types(ray, tmp_path):
 
     @ray.remote(max_retries=4, retry_exceptions=[ConnectionError])
     def raises(path, exc):
-        _touch(path)
+        touch(path)
         raise exc("x")
     with pytest.raises(ValueError):
         ray.get(raises.remote(a, ValueError), timeout=30)
@@ -588,8 +562,8 @@ def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh, tmp_path):
 
     @ray.remote(num_gpus=0.5, num_cpus=0)
     def half(started, gate):
-        _touch(started)
-        _wait_for(gate)
+        touch(started)
+        wait_for_path(gate)
         return ray.get_gpu_ids()
     # Four halves share two devices: all four run at once (each waits for
     # a gate opened only once all four have started).
@@ -599,7 +573,7 @@ def test_gpu_tasks_get_their_devices_and_wait_for_them(fresh, tmp_path):
     while _count(started) < 4:
         assert time.monotonic() < deadline, "four half-GPU tasks did not run at once"
         time.sleep(0.01)
-    _touch(gate)
+    touch(gate)
     ids = ray.get(refs, timeout=30)
     assert sorted(i[0] for i in ids) == [0, 0, 1, 1]
     deadline = time.monotonic() + 10                  # given back as each worker finishes
@@ -619,7 +593,7 @@ def test_a_task_waits_for_a_custom_resource_and_others_pass_it(fresh, tmp_path):
 
     @ray.remote(resources={"license": 1}, num_cpus=0)
     def licensed(gate):
-        _wait_for(gate)
+        wait_for_path(gate)
         return "licensed"
 
     @ray.remote
@@ -629,7 +603,7 @@ def test_a_task_waits_for_a_custom_resource_and_others_pass_it(fresh, tmp_path):
     second = licensed.remote(gate)                  # waits for the one license
     assert ray.get([free.remote(i) for i in range(6)], timeout=30) == list(range(6))
     assert ray.wait([second], timeout=0.3)[0] == []
-    _touch(gate)
+    touch(gate)
     assert ray.get([first, second], timeout=30) == ["licensed", "licensed"]
 
 
@@ -791,7 +765,7 @@ def test_recursive_force_cancel_passes_over_actor_calls(ray, tmp_path):
 
     @ray.remote
     def leaf(path):
-        _touch(path)
+        touch(path)
         time.sleep(60)
 
     @ray.remote
@@ -801,7 +775,7 @@ def test_recursive_force_cancel_passes_over_actor_calls(ray, tmp_path):
         return ray.get([x, y])
     a = Slow.remote()
     ref = parent.remote(a, started)
-    _wait_for(started)
+    wait_for_path(started)
     ray.cancel(ref, force=True)                         # no ValueError: the call is a child
     with pytest.raises(exceptions.TaskCancelledError):
         ray.get(ref, timeout=30)
@@ -870,7 +844,7 @@ def test_an_oversubscribed_actor_gets_as_many_devices_as_it_asked_for(fresh, tmp
 
     @ray.remote(num_gpus=1, num_cpus=0)
     def busy(gate):
-        _wait_for(gate)
+        wait_for_path(gate)
     running = busy.remote(gate)
     time.sleep(0.3)
 
@@ -880,7 +854,7 @@ def test_an_oversubscribed_actor_gets_as_many_devices_as_it_asked_for(fresh, tmp
             return sorted(ray.get_gpu_ids()), os.environ.get("CUDA_VISIBLE_DEVICES")
     w = Wide.remote()
     assert ray.get(w.ids.remote(), timeout=30) == ([0, 1], "0,1")
-    _touch(gate)
+    touch(gate)
     ray.get(running, timeout=30)
 
 
@@ -1004,7 +978,7 @@ def test_a_placement_group_reserves_and_its_tasks_use_the_reservation(fresh, tmp
 
     @ray.remote(num_cpus=1)
     def in_group(started):
-        _touch(started)
+        touch(started)
         time.sleep(0.4)
         return ray.get_runtime_context().get_placement_group_id()
     s = PlacementGroupSchedulingStrategy(pg)
@@ -1165,7 +1139,7 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
 
     @ray.remote(num_cpus=2)
     def hog(gate):
-        _wait_for(gate)
+        wait_for_path(gate)
     running = hog.remote(gate)
     time.sleep(0.3)
     pg = placement_group([{"CPU": 1}])                   # pending: the hog has both CPUs
@@ -1175,7 +1149,7 @@ def test_actors_in_a_group_wait_for_it_and_fit_in_it(fresh, tmp_path):
         def group(self):
             return ray.get_runtime_context().get_placement_group_id()
     import threading
-    threading.Timer(0.5, _touch, (gate,)).start()
+    threading.Timer(0.5, touch, (gate,)).start()
     m = Member.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg)).remote()
     assert ray.get(m.group.remote(), timeout=30) == pg.id.hex()
     ray.get(running, timeout=30)

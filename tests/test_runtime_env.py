@@ -9,26 +9,10 @@ import time
 
 import pytest
 
-from conftest import local_only, start_runtime, stop_runtime
+from conftest import conformance_fixtures, local_only
 
 
-@pytest.fixture(scope="module")
-def ray(backend):
-    import nanoray
-    start_runtime(backend, num_cpus=2, object_store_memory=1 << 30)
-    yield nanoray
-    stop_runtime()
-
-
-@pytest.fixture
-def fresh(backend):
-    import nanoray
-
-    def start(**kwargs):
-        start_runtime(backend, **kwargs)
-        return nanoray
-    yield start
-    nanoray.shutdown()
+ray, fresh = conformance_fixtures()
 
 
 def _env(value):
