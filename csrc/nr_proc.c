@@ -56,7 +56,8 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
 int nr_stuck(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
-    int stuck = h->rq_len && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
+    int queued = h->rq_len || (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1));
+    int stuck = queued && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
     /* A process whose task waits with a timeout will move on by itself. */
     for (uint32_t i = 0; stuck && i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
@@ -82,7 +83,9 @@ void nr_proc_unblock(nr_region_t *r, uint32_t slot) {
 }
 
 static int stream_cell_of(nr_region_t *r, nr_task_t *t, uint32_t kind, nr_object_t *o) {
-    if (t->kind != kind || t->cancelled || !t->spec) return 0;
+    if (t->kind != kind || !t->spec) return 0;   /* cancelled too: its cell fails with the
+                                                  * death's error (a cancelled call is not
+                                                  * re-run), not as a bare crash */
     uint64_t cell = spec_of(r, t)->stream_cell;
     return cell && nr_object_lookup(r, cell) == o;
 }

@@ -217,6 +217,10 @@ typedef struct {
     uint32_t xq_miss_gen;         /* a full scan found none fitting at this xq_gen */
     int32_t xq_miss_cpus;         /* and with this many CPUs free (more: look again) */
     uint32_t xq_miss;             /* 1 while that result stands */
+    uint32_t xq_emiss;            /* the same, for pool workers of one runtime_env: */
+    uint32_t xq_emiss_gen;        /* a full scan found none fitting that such a worker */
+    int32_t xq_emiss_cpus;        /* may run (tasks of other environments skipped) */
+    uint64_t xq_emiss_env;        /* its nr_proc_t.env */
     int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
     int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
     uint32_t npg_pending;         /* placement groups waiting for the node's resources */

@@ -136,6 +136,22 @@ static int wake_one_locked(nr_region_t *r, wakeups_t *w, uint64_t env, int any) 
     return 0;
 }
 
+/* Wakes a sleeping pool worker that has a queued task it may run (of its
+ * runtime_env: nri_xq_first_fit for it); 0 if none has. */
+static int wake_other_locked(nr_region_t *r, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    for (uint32_t *link = &h->sleep_head; *link; link = &nr_proc(r, *link - 1)->sleep_next) {
+        uint32_t slot = *link - 1;
+        nr_proc_t *p = nr_proc(r, slot);
+        if (!nri_xq_first_fit(r, p, 0, 1)) continue;
+        W(*link, p->sleep_next);
+        WDEC(h->nsleeping);
+        nri_wake_slot(r, p, slot, w);
+        return 1;
+    }
+    return 0;
+}
+
 /* An idle pool worker (spinning, or between tasks) that may run a task of
  * runtime_env key env. */
 static int idle_taker(nr_region_t *r, uint64_t env) {
@@ -189,8 +205,11 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
         return;
     }
     /* Runtime_envs in play: spinners may be keyed to another, so wake one
-     * that may run it, else look for one idle, else start a fresh one. */
+     * that may run it; else one asleep with other work it may run (a task
+     * that cannot have a worker yet holds up no other environment's); else
+     * look for one idle, or start a fresh one. */
     if (wake_one_locked(r, w, env, 0)) return;
+    if (h->xq_head && wake_other_locked(r, w)) return;
     maybe_spawn_locked(r, w, 1, env);
 }
 
@@ -414,7 +433,10 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         if (p->sleeping) {               /* timed out or woke spuriously */
             if (is_worker) nri_sleepers_remove(r, slot);
             W(p->sleeping, 0);
-            if (timed_out && is_worker && h->nworkers > h->min_workers && !p->q_head) {
+            /* Beyond the pool's floor; workers of a runtime_env first: the
+             * floor stays ready for tasks without one. */
+            uint32_t kept = nri_env_keyed(p) ? h->nworkers : h->nworkers - h->nenv_workers;
+            if (timed_out && is_worker && kept > h->min_workers && !p->q_head) {
                 retire_locked(r, p, &w);
                 nr_unlock(r);
                 nri_flush(r, &w);

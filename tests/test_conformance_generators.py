@@ -277,6 +277,56 @@ def test_an_actor_generator_without_retries_ends_with_the_actors_death(ray, tmp_
     assert ray.get(s.ping.remote(), timeout=60) == "pong"    # restarted
 
 
+def test_sys_exit_in_an_actor_generator_ends_the_actor_for_good(ray, tmp_path):
+    runs = str(tmp_path / "runs")
+
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class Source:
+        def values(self, runs):
+            touch(runs)
+            yield 0
+            yield 1
+            time.sleep(0.5)                       # Ray may lose values sent just before
+            sys.exit(0)
+
+        def ping(self):
+            return "pong"
+    s = Source.remote()
+    got = []
+    with pytest.raises(exceptions.RayActorError):
+        for r in s.values.remote(runs):
+            got.append(ray.get(r, timeout=60))
+    assert got == [0, 1]
+    with pytest.raises(exceptions.RayActorError):   # an exit on purpose: no restart
+        ray.get(s.ping.remote(), timeout=60)
+    with open(runs) as f:
+        assert len(f.read()) == 1                     # and no re-run
+
+
+def test_a_cancelled_actor_stream_whose_actor_dies_ends_with_an_error_of_either(ray):
+    @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=2)
+    class Source:
+        def pid(self):
+            return os.getpid()
+
+        def values(self):
+            for i in range(1000):
+                time.sleep(0.02)
+                yield i
+    s = Source.remote()
+    pid = ray.get(s.pid.remote(), timeout=60)
+    gen = s.values.remote()
+    assert ray.get(next(gen), timeout=60) == 0
+    ray.cancel(gen)
+    time.sleep(0.2)
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    # Not a bare system error: the cancel's (Ray) or the death's (nanoray).
+    with pytest.raises((exceptions.TaskCancelledError, exceptions.RayActorError)):
+        for r in gen:
+            ray.get(r, timeout=60)
+
+
 def test_a_generator_calling_sys_exit_runs_again_like_a_task(ray, tmp_path):
     marker = str(tmp_path / "exited")
 

@@ -263,6 +263,35 @@ def scenario(r):
     r.reap(we)
     r.decref(re1)
     r.decref(re2)
+    # A task that cannot have a worker yet holds up no other environment's:
+    # the kick wakes a sleeper that has work of its own behind it.
+    wk = r.proc()
+    tk, (rk,) = r.submit(env=21)
+    assert r.next(wk) == tk
+    r.seal(rk)
+    r.finish(wk, tk)
+    r.decref(rk)
+    got = []
+    th = threading.Thread(target=lambda: got.append(r.next_blocking(wk, 10_000_000_000)))
+    th.start()
+    while not r.sleeping(wk):
+        time.sleep(0.0005)
+    ta, (ra,) = r.submit(env=22)                  # no worker may run it: one is asked for
+    tb, (rb,) = r.submit(env=21)                  # behind it, for the sleeper
+    th.join()
+    assert got == [tb]
+    r.seal(rb)
+    r.finish(wk, tb)
+    (wn2,) = r.spawn_take()
+    r.started(wn2)
+    assert r.next(wn2) == ta
+    r.seal(ra)
+    r.finish(wn2, ta)
+    for x in (ra, rb):
+        r.decref(x)
+    r.reap(wk)
+    r.reap(wn2)
+
     # At max_workers, room for a fresh worker is made by an idle worker of
     # another environment, which retires at once.
     extra = []

@@ -272,6 +272,61 @@ def test_an_item_raising_keyboard_interrupt_fails_alone(ray):
     assert ray.get(refs[:2] + refs[3:], timeout=T) == [0, 1, 3, 4, 5]
 
 
+class _KillsWhenLoaded:
+    """An argument whose unpickling in a worker ends that worker."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __reduce__(self):
+        return (_kill_if_worker, (self.log, os.getpid()))
+
+
+def _kill_if_worker(log, driver):
+    if os.getpid() != driver:
+        with open(log, "a") as f:
+            f.write("x")
+        os._exit(3)
+    return _KillsWhenLoaded(log)
+
+
+def test_a_chunk_whose_arguments_kill_the_worker_fails_after_bounded_runs(ray, tmp_path):
+    log = str(tmp_path / "loads")
+
+    @ray.remote(max_retries=1)
+    def echo(x):
+        return 1
+    refs = echo.map([1, _KillsWhenLoaded(log), 3], chunksize=3)
+    for r in refs:                       # not re-run forever: each item's budget bounds it
+        with pytest.raises(exceptions.WorkerCrashedError):
+            ray.get(r, timeout=T)
+    with open(log) as f:
+        assert len(f.read()) <= 3 * (1 + 1) + 1
+
+
+def test_exception_retries_and_deaths_share_each_items_max_retries(ray, tmp_path):
+    # As f.remote: max_retries=1 allows one more attempt, whatever ended the first.
+    @ray.remote(max_retries=1, retry_exceptions=True)
+    def flaky(x, log):
+        with open(log, "a") as f:
+            f.write("x")
+        with open(log) as f:
+            n = len(f.read())
+        if n % 2 == 1:
+            raise ValueError("attempt %d" % n)
+        os._exit(1)
+    for chunked in (False, True):
+        logs = [str(tmp_path / ("%s-%d" % (chunked, i))) for i in range(2)]
+        refs = (flaky.map([0, 1], logs, chunksize=2) if chunked
+                else [flaky.remote(i, logs[i]) for i in range(2)])
+        for r in refs:
+            with pytest.raises(exceptions.WorkerCrashedError):
+                ray.get(r, timeout=T)
+        for log in logs:
+            with open(log) as f:
+                assert len(f.read()) == 2, chunked
+
+
 def test_sys_exit_in_an_item_reruns_the_chunk_from_that_item(ray, tmp_path):
     @ray.remote(max_retries=2)
     def exits_once(x):

@@ -171,3 +171,73 @@ def test_at_the_worker_limit_a_new_environment_takes_an_idle_workers_place(fresh
     region = nanoray._api._backend.region
     assert region.stats()["workers"] <= 3
     assert region.verify()["code"] == 0
+
+
+def test_a_fan_out_under_a_runtime_env_stays_within_a_few_workers(fresh):
+    local_only("counts nanoray's worker processes")
+    ray = fresh(num_cpus=2)
+    import threading
+    import nanoray
+    region = nanoray._api._backend.region
+
+    @ray.remote
+    def child():
+        time.sleep(0.005)
+        return 1
+
+    @ray.remote
+    def parent():
+        return sum(ray.get([child.remote() for _ in range(3)], timeout=60))
+    peak, stop = [0], []
+
+    def watch():
+        while not stop:
+            peak[0] = max(peak[0], region.stats()["workers"])
+            time.sleep(0.005)
+    th = threading.Thread(target=watch)
+    th.start()
+    try:
+        # Children inherit the parents' environment, and run before the
+        # queued parents (as without one), so few parents block at once.
+        got = ray.get([parent.options(runtime_env=_env("fan")).remote() for _ in range(40)],
+                      timeout=120)
+    finally:
+        stop.append(1)
+        th.join()
+    assert got == [3] * 40
+    assert peak[0] <= 8, peak[0]         # 4 without a runtime_env; 42 when parents went first
+    assert region.verify()["code"] == 0
+
+
+def test_a_nested_get_past_the_worker_limit_raises_with_a_runtime_env_too(fresh):
+    local_only("_max_workers is nanoray's own")
+    from nanoray import exceptions
+    ray = fresh(num_cpus=1, _max_workers=1)
+
+    @ray.remote
+    def child():
+        return 1
+
+    @ray.remote
+    def parent():
+        return ray.get(child.remote())
+    for opts in ({}, {"runtime_env": _env("nested")}):
+        with pytest.raises(exceptions.RaySystemError, match="worker"):
+            ray.get(parent.options(**opts).remote(), timeout=60)
+
+
+def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(fresh):
+    local_only("_max_workers is nanoray's own")
+    ray = fresh(num_cpus=2, _max_workers=2)
+
+    @ray.remote
+    def where():
+        return os.getpid()
+    b, c = _env("B"), _env("C")
+    b_pid, c_pid = ray.get([where.options(runtime_env=b).remote(),
+                            where.options(runtime_env=c).remote()], timeout=60)
+    time.sleep(0.5)                      # both asleep, keyed to B and to C
+    where.options(runtime_env=_env("A")).remote()   # a worker must make room for it
+    # B's task runs in B's worker (or the fresh one), not behind A's: at
+    # once, not after an idle worker's 10 s timeout.
+    assert ray.get(where.options(runtime_env=b).remote(), timeout=5) != c_pid

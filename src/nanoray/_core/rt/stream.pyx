@@ -112,9 +112,19 @@ cdef object _each(_Call c, object gen, object consume):
             consume(value)
     except SystemExit:
         c.exit_worker = True
-        return _exc.WorkerCrashedError("The generator called sys.exit(); its process exited.")
+        return _exit_failure(c)
     except BaseException as e:
         return _failure_of(e, c.name)
+
+
+cdef object _exit_failure(_Call c):
+    """What the stream of a generator that called sys.exit() ends with: a
+    task's process exits (a crash, re-run while retries allow); an actor
+    exits on purpose, for good, as with exit_actor()."""
+    if c.kind == NR_SPEC_TASK:
+        return _exc.WorkerCrashedError("The generator called sys.exit(); its process exited.")
+    return _exc.ActorDiedError("The actor %s exited on purpose (sys.exit() in its generator "
+                               "method %s): no more calls run on it." % (_actor_name, c.name))
 
 
 cdef ObjectRef _error_ref(Region reg, object failure, str name):
@@ -205,7 +215,7 @@ async def _astream(Region reg, _Call c, object agen, uint64_t first_cell):
             s.emit(value)
     except SystemExit:
         c.exit_worker = True
-        s.fail(_exc.WorkerCrashedError("The generator called sys.exit(); its actor exited."))
+        s.fail(_exit_failure(c))
         return
     except BaseException as e:
         s.fail(_failure_of(e, c.name))

@@ -104,8 +104,14 @@ cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list 
     cdef uint64_t most = 0
     if len(chunk) > 1:                   # an eighth of the store at most, so chunks can
         most = (reg.r.hdr.arena.end - reg.r.hdr.arena_off) // 8   # be spilled and loaded
-    try:                                 # re-run after every death: max_retries is each
-        refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, -1,   # item's
+    # Re-run after a death while some item may still have a retry: each
+    # item's max_retries is counted by the worker (_run_map); a death before
+    # any item runs (loading the arguments) counts against this bound only.
+    cdef int64_t per_item = extras.get("retries", 0)
+    cdef int32_t retries = -1 if per_item < 0 else <int32_t>min((per_item + 1) * len(chunk),
+                                                                 0x7fffffff)
+    try:
+        refs = _submit(reg, func_ref._id, (chunk,), None, len(chunk), cpus_milli, retries,
                        0, NR_SPEC_TASK, None, None, extras, res, pool, most)
     except (_exc.ObjectStoreFullError, _ChunkTooBig):
         if len(chunk) == 1:
@@ -123,13 +129,25 @@ cdef _submit_chunk(Region reg, ObjectRef func_ref, list chunk, list where, list 
             out[<Py_ssize_t>where[j]] = (<list>refs)[j]
 
 
+cdef dict _env_keys = {}              # id(env) -> (env, key): a function's env is one dict
+
+
 cdef uint64_t _env_key(env) except? 0:
     """The scheduler's key for a task's runtime_env (0: none): tasks of one
-    key run in workers of their own (see nanoray._runtime_env)."""
+    key run in workers of their own (see nanoray._runtime_env).  Cached by
+    the dict's identity (it is kept alive with its key, so the id is not
+    reused meanwhile); merged environments of nested calls are new dicts."""
     if not env:
         return 0
+    hit = _env_keys.get(id(env))
+    if hit is not None and (<tuple>hit)[0] is env:
+        return (<tuple>hit)[1]
     from nanoray._runtime_env import key
-    return key(env)
+    k = key(env)
+    if len(_env_keys) >= 256:
+        _env_keys.clear()
+    _env_keys[id(env)] = (env, k)
+    return k
 
 
 class _ChunkTooBig(Exception):

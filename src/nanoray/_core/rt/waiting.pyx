@@ -70,7 +70,7 @@ cdef int _check_stuck(Region reg, int64_t *since) except -1:
             "nanoray: deadlock avoided: all %d workers are running tasks that wait in get(), "
             "the worker limit (%d) is reached, and %d queued tasks cannot start. Nest less "
             "deeply, get() fewer results from inside tasks, or raise init(_max_workers=)."
-            % (s["workers"], s["max_workers"], s["queued"]))
+            % (s["workers"], s["max_workers"], s["queued"] + s["waiting_for_resources"]))
     return 0
 
 

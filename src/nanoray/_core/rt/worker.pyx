@@ -162,16 +162,18 @@ cdef void _run_map(Region reg, _Call c) except *:
     raises fails its own return (retried first, as its options say:
     retry_exceptions with max_retries per item, on arguments loaded afresh).
     A cancel fails the items not done; SystemExit ends the worker, and a
-    re-run of the chunk skips the items already sealed.  The chunk is re-run
-    after every death (its task's retries are unbounded): max_retries is
-    each item's, charged to the item that was running (_charge_death)."""
+    re-run of the chunk skips the items already sealed.  max_retries is each
+    item's, for its exception retries and its deaths together, as f.remote's
+    is: a re-run charges the death to the item that was running
+    (_charge_death), and the chunk's task is re-run while the items' budgets
+    allow (_submit_chunk)."""
     global _in_user_code
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
     cdef list items = c.args[0]
     cdef Py_ssize_t i, j, n = len(items)
-    cdef int left, retries = c.extras.get("retries", 0)
+    cdef int retries = c.extras.get("retries", 0)
     cdef _Call fresh
     func = c.func
     allowed = c.extras.get("retry_exceptions")
@@ -180,7 +182,6 @@ cdef void _run_map(Region reg, _Call c) except *:
     for i in range(n):
         if nr_object_info(&reg.r, ids[i], NULL, NULL) != NR_OBJ_PENDING:
             continue                       # a run before this one sealed it
-        left = retries
         while True:
             try:
                 if task.cancelled:
@@ -207,10 +208,10 @@ cdef void _run_map(Region reg, _Call c) except *:
             except BaseException as e:
                 _in_user_code = False
                 failure = None
-                if (allowed and left != 0 and isinstance(e, Exception)
+                if (allowed and (retries < 0 or _item_used(spec, i) < <uint32_t>retries)
+                        and isinstance(e, Exception)
                         and (allowed is True or isinstance(e, allowed))):
-                    if left > 0:
-                        left -= 1
+                    _item_use(spec, i)
                     fresh = _reload(reg, c)    # as f.remote's retry: arguments loaded again
                     if fresh.failure is None:
                         items = fresh.args[0]
@@ -224,26 +225,33 @@ cdef void _run_map(Region reg, _Call c) except *:
             break
 
 
+# An f.map() chunk's items run in order, each sealed as it returns, so only
+# the item running has retries in use: spec.streamed counts them (deaths and
+# exception retries) as (index + 1) << 32 | used.  Written by the worker
+# running the chunk (no other process touches a running task's spec).
+cdef inline uint32_t _item_used(nr_spec_t *spec, Py_ssize_t i):
+    return <uint32_t>(spec.streamed & 0xffffffff) if spec.streamed >> 32 == <uint64_t>(i + 1) else 0
+
+
+cdef inline uint32_t _item_use(nr_spec_t *spec, Py_ssize_t i):
+    cdef uint32_t used = _item_used(spec, i) + 1
+    spec.streamed = (<uint64_t>(i + 1) << 32) | used
+    return used
+
+
 cdef void _charge_death(Region reg, nr_spec_t *spec, uint64_t *ids, Py_ssize_t n, int retries,
                         str name) except *:
     """A re-run of an f.map() chunk: the run before it died in its first
-    unsealed item (items run in order, each sealed as it returns).  That
-    item's deaths are counted in spec.streamed, as (index + 1) << 32 |
-    deaths (a death moves on only once the item is sealed, so one item's
-    count is all it needs); past max_retries the item fails as a task's
-    lost worker fails it, and the chunk goes on with the next."""
+    unsealed item, which is charged a retry; past max_retries the item
+    fails as a task's lost worker fails it, and the chunk goes on with the
+    next."""
     cdef Py_ssize_t i
-    cdef uint64_t deaths
     for i in range(n):
         if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
             break
     else:
         return
-    deaths = 1
-    if spec.streamed >> 32 == <uint64_t>(i + 1):
-        deaths = (spec.streamed & 0xffffffff) + 1
-    spec.streamed = (<uint64_t>(i + 1) << 32) | deaths
-    if retries >= 0 and deaths > <uint64_t>retries:
+    if _item_use(spec, i) > <uint32_t>retries and retries >= 0:
         _seal(reg, ids[i], _exc.WorkerCrashedError(
             "The worker died unexpectedly while executing this item (killed, out of "
             "memory, crashed, or it called sys.exit()), and no retries were left."), True, name)
@@ -300,6 +308,8 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if mode == "streaming":
             if not c.streamed:
                 _stream_sync(reg, c, result, ids[0])
+            if c.exit_worker and c.kind != NR_SPEC_TASK:
+                _actor_exit(reg, c.t)      # sys.exit() in an actor's generator: never returns
             return
         if mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
