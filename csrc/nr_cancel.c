@@ -75,11 +75,13 @@ int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen) {
     nr_lock(r);
     nr_task_t *task = live_task(r, t, gen);
     if (task && task->cancelled && task->state == NR_TASK_READY && !task->target) {
+        uint32_t *head = task->nested ? &h->xnq_head : &h->xq_head;   /* its xq list */
+        uint32_t *tail = task->nested ? &h->xnq_tail : &h->xq_tail;
         uint32_t prev = 0;
-        for (uint32_t x = h->xq_head; x; prev = x, x = nr_task(r, x)->next) {
+        for (uint32_t x = *head; x; prev = x, x = nr_task(r, x)->next) {
             if (x != t) continue;
-            if (prev) W(nr_task(r, prev)->next, task->next); else W(h->xq_head, task->next);
-            if (h->xq_tail == t) W(h->xq_tail, prev);
+            if (prev) W(nr_task(r, prev)->next, task->next); else W(*head, task->next);
+            if (*tail == t) W(*tail, prev);
             WDEC(h->xq_len);
             nri_release(r, t);
             dropped = 1;

@@ -73,6 +73,11 @@ static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, u
  * then keyed to that task's environment (NR_ENV_SET | key; key 0 is none).
  * A task may run in a fresh worker or one keyed to its key. */
 #define NR_ENV_SET (1ULL << 63)
+/* Nested tasks taken in a row before a top-level one has a turn (the plain
+ * queues' next_queue, and the xq's nri_xq_first_fit). */
+#define NR_NESTED_STREAK 32
+/* Whether the xq (either list) holds a task; read without the lock too. */
+static inline int nri_xq_any(nr_header_t *h) { return LOAD(&h->xq_head) || LOAD(&h->xnq_head); }
 static inline int nri_env_ok(nr_proc_t *p, uint64_t task_env) {
     uint64_t e = LOAD(&p->env);
     return !e || e == (NR_ENV_SET | task_env);

@@ -53,11 +53,26 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     nri_flush(r, &w);
 }
 
+/* A queued task that waits for a worker only (of its runtime_env), not for
+ * resources that something else may be holding: counted as the plain
+ * queues' tasks are (a bounded look). */
+static int env_task_queued(nr_region_t *r) {
+    nr_header_t *h = r->hdr;
+    uint32_t n = 0;
+    for (int nested = 0; nested < 2; nested++)
+        for (uint32_t t = nested ? h->xnq_head : h->xq_head; t && n < 64; t = nr_task(r, t)->next, n++) {
+            nr_task_t *task = nr_task(r, t);
+            if (task->env && !task->res_mask && !task->pool && task->cpus <= h->cpus_total)
+                return 1;
+        }
+    return 0;
+}
+
 int nr_stuck(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
-    int queued = h->rq_len || (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1));
-    int stuck = queued && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
+    int stuck = (h->rq_len || env_task_queued(r)) && h->nworkers >= h->max_workers &&
+                h->nblocked == h->nworkers;
     /* A process whose task waits with a timeout will move on by itself. */
     for (uint32_t i = 0; stuck && i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
@@ -179,7 +194,7 @@ int nr_spawn_take(nr_region_t *r, uint32_t *out, int max_out) {
      * the free CPUs can run at once. */
     if (nri_dispatchable(r) && !h->nidle && !h->nstarting) {
         int extra = h->cpus_avail / 1000 > 1 ? h->cpus_avail / 1000 : 1;
-        int runnable = (int)h->rq_len + (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1) ? 1 : 0);
+        int runnable = (int)h->rq_len + (nri_xq_any(h) && nri_xq_first_fit(r, NULL, 0, 1) ? 1 : 0);
         if (extra > runnable) extra = runnable;
         if (extra > want) want = extra;
     }

@@ -211,7 +211,10 @@ typedef struct {
     uint32_t xq_head, xq_tail;    /* ready tasks needing more than CPUs (or more CPUs than
                                    * there are): taken in order as each one fits, so one
                                    * that does not fit yet (or ever) holds up no other */
-    uint32_t xq_len;
+    uint32_t xnq_head, xnq_tail;  /* the same for nested tasks (submitted from inside tasks
+                                   * and actors): served first, as the nested queue is */
+    uint32_t xq_nstreak;          /* nested xq tasks taken in a row (see nri_xq_first_fit) */
+    uint32_t xq_len;              /* tasks in both */
     uint32_t xq_gen;              /* bumped when an xq task may newly fit: one enters,
                                    * or resources beyond CPUs are given back */
     uint32_t xq_miss_gen;         /* a full scan found none fitting at this xq_gen */

@@ -51,14 +51,37 @@ static int task_fits(nr_header_t *h, nr_task_t *t) {
     return !(mask >> NR_RES_GPU & 1) || nri_pick_gpus(h, LOAD(&t->res[NR_RES_GPU])) != 0;
 }
 
-/* The first task in the xq that fits now, a nested one first (0: none);
- * with `take`, unlinked (under the lock).  Nested tasks go first as in the
- * plain queues (next_queue): the children of a task blocked in get() run
- * before queued parents, so a fan-out stays within a few workers.  Without
- * the lock it looks at the first 16 only. */
+/* The first task in one xq list that fits now (and, if p is given, that p
+ * may run); with `take`, unlinked.  *n counts the entries looked at,
+ * *skipped whether some were not p's. */
+static uint32_t list_first_fit(nr_region_t *r, nr_proc_t *p, uint32_t *head, uint32_t *tail,
+                               int take, int locked, uint32_t *n, uint32_t *skipped) {
+    nr_header_t *h = r->hdr;
+    uint32_t prev = 0;
+    for (uint32_t t = LOAD(head); t; prev = t, t = LOAD(&nr_task(r, t)->next)) {
+        if (t > LOAD(&h->task_hwm) || (!locked && ++*n > 16)) return 0;
+        nr_task_t *task = nr_task(r, t);
+        if (!task_fits(h, task)) continue;
+        if (p && !nri_env_ok(p, LOAD(&task->env))) { *skipped = 1; continue; }   /* not p's */
+        if (take) {
+            if (prev) W(nr_task(r, prev)->next, task->next); else W(*head, task->next);
+            if (*tail == t) W(*tail, prev);
+            WDEC(h->xq_len);
+        }
+        return t;
+    }
+    return 0;
+}
+
+/* The first task in the xq that fits now (0: none); with `take`, unlinked
+ * (under the lock).  Nested tasks are looked at first, as in the plain
+ * queues (next_queue): the children of a task blocked in get() run before
+ * queued top-level tasks, so a fan-out stays within a few workers; after
+ * NR_NESTED_STREAK nested ones in a row, the top-level list has a turn.
+ * Without the lock it looks at the first 16 only. */
 uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked) {
     nr_header_t *h = r->hdr;
-    uint32_t prev = 0, n = 0, skipped = 0, found = 0, found_prev = 0;
+    uint32_t n = 0, skipped = 0, t;
     /* Nothing fitted last time, and nothing that could change that has
      * happened since: no scan (tasks waiting here cost nothing per kick);
      * the same for what was not p's runtime_env's. */
@@ -67,22 +90,15 @@ uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked) {
     if (locked && p && h->xq_emiss && h->xq_emiss_gen == h->xq_gen &&
         h->cpus_avail <= h->xq_emiss_cpus && h->xq_emiss_env == p->env)
         return 0;
-    for (uint32_t t = LOAD(&h->xq_head); t; prev = t, t = LOAD(&nr_task(r, t)->next)) {
-        if (t > LOAD(&h->task_hwm) || (!locked && ++n > 16)) break;
-        nr_task_t *task = nr_task(r, t);
-        if (!task_fits(h, task)) continue;
-        if (p && !nri_env_ok(p, LOAD(&task->env))) { skipped = 1; continue; }   /* not p's */
-        if (!found) { found = t; found_prev = prev; }
-        if (LOAD(&task->nested)) { found = t; found_prev = prev; break; }
-    }
-    if (found) {
-        if (take) {
-            nr_task_t *task = nr_task(r, found);
-            if (found_prev) W(nr_task(r, found_prev)->next, task->next); else W(h->xq_head, task->next);
-            if (h->xq_tail == found) W(h->xq_tail, found_prev);
-            WDEC(h->xq_len);
+    int top_turn = LOAD(&h->xq_nstreak) >= NR_NESTED_STREAK;
+    for (int pass = 0; pass < 2; pass++) {
+        int nested = pass == top_turn;
+        t = nested ? list_first_fit(r, p, &h->xnq_head, &h->xnq_tail, take, locked, &n, &skipped)
+                   : list_first_fit(r, p, &h->xq_head, &h->xq_tail, take, locked, &n, &skipped);
+        if (t) {
+            if (take) W(h->xq_nstreak, nested ? h->xq_nstreak + 1 : 0);
+            return t;
         }
-        return found;
     }
     if (!locked) return 0;
     if (!skipped) {                      /* none fits anyone (not just none is p's) */

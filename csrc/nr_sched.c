@@ -62,7 +62,6 @@ void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
  * of nested work can hold back top-level tasks.  At 1 in 33, parents start
  * slower than their ten children each finish, so blocked parents do not
  * pile up. */
-#define NR_NESTED_STREAK 32
 
 /* Which shared queue's head runs next: the nested queue's when it fits
  * (but for the top-level queue's turn), else the top-level queue's; 0 when
@@ -75,7 +74,7 @@ static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
 }
 
 static inline int dispatchable(nr_header_t *h, nr_region_t *r) {
-    return next_queue(h, r) != 0 || (h->xq_head && nri_xq_first_fit(r, NULL, 0, 1));
+    return next_queue(h, r) != 0 || (nri_xq_any(h) && nri_xq_first_fit(r, NULL, 0, 1));
 }
 
 /* dispatchable() for worker p, read without the lock, for spinning: may be
@@ -89,7 +88,7 @@ static inline int shared_work_fits(nr_region_t *r, nr_proc_t *p) {
         hd = LOAD(&r->hdr->rq_head);
         if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
     }
-    return LOAD(&r->hdr->xq_head) && nri_xq_first_fit(r, p, 0, 0);
+    return nri_xq_any(r->hdr) && nri_xq_first_fit(r, p, 0, 0);
 }
 
 int nri_dispatchable(nr_region_t *r) { return dispatchable(r->hdr, r); }
@@ -195,7 +194,7 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
     if (h->npg_pending) nri_pg_place_pending(r);
     uint64_t env = 0;
     if (!next_queue(h, r)) {             /* the first runnable task: plain, or the xq's */
-        uint32_t t = h->xq_head ? nri_xq_first_fit(r, NULL, 0, 1) : 0;
+        uint32_t t = nri_xq_any(h) ? nri_xq_first_fit(r, NULL, 0, 1) : 0;
         if (!t) return;
         env = nr_task(r, t)->env;
     }
@@ -209,7 +208,7 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
      * that cannot have a worker yet holds up no other environment's); else
      * look for one idle, or start a fresh one. */
     if (wake_one_locked(r, w, env, 0)) return;
-    if (h->xq_head && wake_other_locked(r, w)) return;
+    if (nri_xq_any(h) && wake_other_locked(r, w)) return;
     maybe_spawn_locked(r, w, 1, env);
 }
 
@@ -248,8 +247,10 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
             nri_release(r, t);           /* wait here (its returns are the canceller's) */
             return;
         }
-        if (h->xq_tail) W(nr_task(r, h->xq_tail)->next, t); else W(h->xq_head, t);
-        W(h->xq_tail, t);
+        uint32_t *xh = task->nested ? &h->xnq_head : &h->xq_head;
+        uint32_t *xt = task->nested ? &h->xnq_tail : &h->xq_tail;
+        if (*xt) W(nr_task(r, *xt)->next, t); else W(*xh, t);
+        W(*xt, t);
         WINC(h->xq_len);
         WINC(h->xq_gen);
         nri_kick(r, w);
@@ -274,7 +275,7 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
-    if (h->xq_head && (t = nri_xq_first_fit(r, p, 1, 1))) return t;
+    if (nri_xq_any(h) && (t = nri_xq_first_fit(r, p, 1, 1))) return t;
     if (nri_env_keyed(p)) return 0;      /* the plain queues' tasks are not its */
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
@@ -330,7 +331,7 @@ static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
         start_task_locked(r, slot, t);
         nri_kick(r, w);
     } else if (p->kind == NR_KIND_WORKER &&
-               (r->hdr->xq_head || (r->hdr->nenv_workers && r->hdr->rq_len))) {
+               (nri_xq_any(r->hdr) || (r->hdr->nenv_workers && r->hdr->rq_len))) {
         nri_kick(r, w);
     }
     return t;
@@ -404,7 +405,8 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         memset(&w, 0, sizeof w);
 
         int found = SPIN_UNTIL(r, LOAD(&h->shutdown) ||
-                               (is_worker ? LOAD(&p->q_head) || shared_work_fits(r, p)
+                               (is_worker ? LOAD(&p->q_head) || LOAD(&h->evict) ||
+                                            shared_work_fits(r, p)
                                           : nri_actor_has_work(r, p)), spin_ns);
 
         nr_lock(r);                      /* one section: stop spinning and take */
@@ -416,8 +418,9 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             nri_flush(r, &w);
             return t;
         }
-        if (found) { nr_unlock(r); continue; }   /* someone else took it: spin again */
+        if (found) { nr_unlock(r); nri_flush(r, &w); continue; }   /* taken by another: again */
         if (nr_actor_should_exit(p)) { nr_unlock(r); return -2; }
+        if (evicted_locked(r, p, &w)) { nr_unlock(r); nri_flush(r, &w); return -1; }
         W(p->sleeping, 1);
         if (is_worker) {                 /* only pool workers take shared work */
             W(p->sleep_next, h->sleep_head);

@@ -157,13 +157,18 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         if (*tails[q] != last) FAIL(-312);
     }
     if (qn != h->rq_len) FAIL(-313);
-    uint32_t last = 0, xn = 0;
-    for (uint32_t t = h->xq_head; t; last = t, t = nr_task(r, t)->next) {
-        if (t > h->task_hwm || ++xn > h->task_hwm) FAIL(-315);
-        if (nr_task(r, t)->state != NR_TASK_READY || nr_task(r, t)->target) FAIL(-316);
-        tcount[t]++;
+    uint32_t xn = 0;
+    for (int nested = 0; nested < 2; nested++) {
+        uint32_t last = 0;
+        for (uint32_t t = nested ? h->xnq_head : h->xq_head; t; last = t, t = nr_task(r, t)->next) {
+            if (t > h->task_hwm || ++xn > h->task_hwm) FAIL(-315);
+            if (nr_task(r, t)->state != NR_TASK_READY || nr_task(r, t)->target) FAIL(-316);
+            if (!nr_task(r, t)->nested != !nested) FAIL(-318);
+            tcount[t]++;
+        }
+        if ((nested ? h->xnq_tail : h->xq_tail) != last) FAIL(-317);
     }
-    if (h->xq_tail != last || xn != h->xq_len) FAIL(-317);
+    if (xn != h->xq_len) FAIL(-317);
     n = 0;
     for (uint32_t t = h->fail_head; t; t = nr_task(r, t)->next) {
         if (t > h->task_hwm || ++n > h->task_hwm || nr_task(r, t)->state == NR_TASK_FREE) FAIL(-314);

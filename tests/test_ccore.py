@@ -441,3 +441,26 @@ def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_never_blocks_plain
     assert r.verify()[0] == 0
     r.reap(w1)
     r.reap(w2)
+
+
+def test_nested_xq_tasks_go_first_but_top_level_ones_get_a_turn():
+    r = CRegion()
+    r.define_resource(3, "disk", 1000)               # one unit: one task at a time
+    disk = [0, 0, 0, 1000, 0, 0, 0, 0]
+    assert r.proc(KIND_DRIVER) == 0                  # this process: the driver
+    w, inner = r.proc(), r.proc()
+    top, _ = r.submit(res=disk)                      # from the driver: top-level
+    r.use_ledger(inner)                              # from inside a task: nested
+    nested = [r.submit(res=disk)[0] for _ in range(40)]
+    r.use_ledger(None)
+    order = []
+    while len(order) < 41:
+        t = r.next(w)
+        order.append(t)
+        r.finish(w, t)
+        assert r.verify()[0] == 0
+    assert order[0] == nested[0]                     # children before queued parents...
+    assert order.index(top) == 32                    # ...but 32 in a row at most
+    assert sorted(order) == sorted(nested + [top])
+    r.reap(w)
+    r.reap(inner)

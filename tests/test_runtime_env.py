@@ -241,3 +241,31 @@ def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(
     # B's task runs in B's worker (or the fresh one), not behind A's: at
     # once, not after an idle worker's 10 s timeout.
     assert ray.get(where.options(runtime_env=b).remote(), timeout=5) != c_pid
+
+
+def test_a_resource_task_waiting_at_the_worker_limit_is_not_a_deadlock(fresh):
+    # Both workers wait on an actor's call, which will end; a GPU task
+    # waits for them.  Only tasks waiting for a worker (with or without a
+    # runtime_env) count toward 'deadlock avoided', not those waiting for
+    # resources.
+    local_only("_max_workers is nanoray's own")
+    ray = fresh(num_cpus=2, num_gpus=1, _max_workers=2)
+
+    @ray.remote(num_cpus=0)
+    class Slow:
+        def wait(self, s):
+            time.sleep(s)
+            return "done"
+
+    @ray.remote
+    def waiter(a):
+        return ray.get(a.wait.remote(2.5), timeout=60)
+
+    @ray.remote(num_gpus=1)
+    def gpu():
+        return "gpu"
+    a = Slow.remote()
+    assert ray.get(a.wait.remote(0), timeout=60) == "done"
+    waiting = [waiter.remote(a) for _ in range(2)]
+    time.sleep(0.5)
+    assert ray.get(waiting + [gpu.remote()], timeout=60) == ["done", "done", "gpu"]
