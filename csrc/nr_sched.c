@@ -199,7 +199,7 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
         env = nr_task(r, t)->env;
     }
     if (!env && !h->nenv_workers) {      /* every worker may run it */
-        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0, 0)) return;
+        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0, 1)) return;
         maybe_spawn_locked(r, w, 0, 0);
         return;
     }
