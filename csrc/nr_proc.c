@@ -53,30 +53,19 @@ void nr_proc_block(nr_region_t *r, uint32_t slot) {
     nri_flush(r, &w);
 }
 
-/* A queued task that waits for a worker only (of its runtime_env), not for
- * resources that something else may be holding: counted as the plain
- * queues' tasks are (a bounded look). */
-static int env_task_queued(nr_region_t *r) {
-    nr_header_t *h = r->hdr;
-    uint32_t n = 0;
-    for (int nested = 0; nested < 2; nested++)
-        for (uint32_t t = nested ? h->xnq_head : h->xq_head; t && n < 64; t = nr_task(r, t)->next, n++) {
-            nr_task_t *task = nr_task(r, t);
-            if (task->env && !task->res_mask && !task->pool && task->cpus <= h->cpus_total)
-                return 1;
-        }
-    return 0;
-}
-
 int nr_stuck(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
-    int stuck = (h->rq_len || env_task_queued(r)) && h->nworkers >= h->max_workers &&
-                h->nblocked == h->nworkers;
-    /* A process whose task waits with a timeout will move on by itself. */
-    for (uint32_t i = 0; stuck && i < h->max_procs; i++) {
+    int queued = h->rq_len || (nri_xq_any(h) && nri_xq_first_fit(r, NULL, 0, 1));
+    int stuck = queued && h->nworkers >= h->max_workers && h->nblocked == h->nworkers;
+    /* A process whose task waits with a timeout will move on by itself; an
+     * actor running or holding calls may seal what the workers wait for. */
+    for (uint32_t i = 0; stuck && i < h->proc_hwm; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->kind == NR_KIND_WORKER && p->state == NR_PROC_BLOCKED && p->may_progress) stuck = 0;
+        if (p->kind == NR_KIND_ACTOR && p->state != NR_PROC_EXITED && p->state != NR_PROC_FREE &&
+            (p->nrunning || p->q_head))
+            stuck = 0;
     }
     nr_unlock(r);
     return stuck;

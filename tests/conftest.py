@@ -163,6 +163,17 @@ def on_ray():
     return b.remote
 
 
+def ray_cancel_race():
+    """In a conformance test, before it cancels a running task: stop here on
+    Ray.  Ray 2.60 can abort the whole driver process when a cancel races
+    the task's reply (a RAY_CHECK in TaskManager::CompletePendingTask, "Tried
+    to complete task that was not pending"; seen once in clean-clone CI, and
+    a sibling of the race ray-project/ray#54527 fixed), which would end the
+    test run with it.  The local leg runs these tests in full."""
+    if on_ray():
+        pytest.skip("Ray 2.60 can abort the driver when a cancel races a running task's reply")
+
+
 def local_only(why):
     """In a conformance test: stop here on Ray (for a check of nanoray's own
     internals, or a documented difference)."""

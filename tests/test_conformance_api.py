@@ -166,7 +166,10 @@ def test_get_and_wait_timeouts(ray):
     assert issubclass(exceptions.GetTimeoutError, TimeoutError)
     ready, rest = ray.wait([ref], timeout=0.1)
     assert ready == [] and rest == [ref]
-    ray.cancel(ref, force=True)
+    if on_ray():                         # a cancel racing its reply can abort Ray's driver
+        ray.get(ref, timeout=30)         # (conftest.ray_cancel_race): let it end instead
+    else:
+        ray.cancel(ref, force=True)
 
 
 def test_wait_returns_the_first_ready_in_order(ray):

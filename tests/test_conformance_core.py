@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import conformance_fixtures, on_ray, touch, wait_for_path
+from conftest import conformance_fixtures, on_ray, ray_cancel_race, touch, wait_for_path
 from nanoray import exceptions
 
 
@@ -76,6 +76,7 @@ def test_cancel_a_queued_task_it_never_runs(ray, tmp_path):
 
 
 def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
+    ray_cancel_race()
     started, interrupted = str(tmp_path / "started"), str(tmp_path / "interrupted")
 
     @ray.remote
@@ -97,6 +98,7 @@ def test_cancel_a_running_task_interrupts_it(ray, tmp_path):
 
 
 def test_force_cancel_kills_the_worker_and_is_not_retried(ray, tmp_path):
+    ray_cancel_race()
     attempts = str(tmp_path / "attempts")
 
     @ray.remote(max_retries=5)
@@ -121,6 +123,7 @@ def test_force_cancel_kills_the_worker_and_is_not_retried(ray, tmp_path):
 
 
 def test_recursive_cancel_reaches_the_tasks_a_task_submitted(ray, tmp_path):
+    ray_cancel_race()
     child_started = str(tmp_path / "child")
 
     @ray.remote
@@ -723,6 +726,7 @@ def test_nodes_and_runtime_context_describe_the_one_node(ray):
 
 
 def test_a_cancel_arriving_while_arguments_load_still_cancels(ray):
+    ray_cancel_race()
     class SlowToLoad:
         def __reduce__(self):
             return (_slow_rebuild, ())
@@ -755,6 +759,7 @@ def test_each_retry_gets_fresh_arguments(ray):
 
 
 def test_recursive_force_cancel_passes_over_actor_calls(ray, tmp_path):
+    ray_cancel_race()
     started = str(tmp_path / "started")
 
     @ray.remote

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import conformance_fixtures, local_only, on_ray, touch, wait_for_path
+from conftest import conformance_fixtures, local_only, on_ray, ray_cancel_race, touch, wait_for_path
 from nanoray import exceptions
 
 
@@ -341,6 +341,7 @@ def test_a_generator_calling_sys_exit_runs_again_like_a_task(ray, tmp_path):
 
 
 def test_cancelling_a_generator_whose_re_run_is_queued_ends_its_stream(ray, tmp_path):
+    ray_cancel_race()
     marker = str(tmp_path / "died")
 
     @ray.remote(max_retries=2)
@@ -404,6 +405,7 @@ def test_a_dynamic_generator_whose_worker_exits_is_retried(ray, tmp_path):
 
 
 def test_cancel_a_streaming_generator(ray):
+    ray_cancel_race()
     @ray.remote
     def endless():
         i = 0

@@ -226,6 +226,23 @@ def test_a_nested_get_past_the_worker_limit_raises_with_a_runtime_env_too(fresh)
             ray.get(parent.options(**opts).remote(), timeout=60)
 
 
+def test_a_nested_get_past_the_worker_limit_raises_for_tasks_needing_resources(fresh):
+    local_only("_max_workers is nanoray's own")
+    from nanoray import exceptions
+    ray = fresh(num_cpus=2, resources={"disk": 10}, _max_workers=2)
+
+    @ray.remote(resources={"disk": 1})
+    def child(i):
+        return i
+
+    @ray.remote(resources={"disk": 1})
+    def parent(i):
+        return ray.get(child.remote(i))
+    # Both workers wait on children that fit but have no worker: a deadlock.
+    with pytest.raises(exceptions.RaySystemError, match="deadlock avoided"):
+        ray.get([parent.remote(i) for i in range(2)], timeout=60)
+
+
 def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(fresh):
     local_only("_max_workers is nanoray's own")
     ray = fresh(num_cpus=2, _max_workers=2)
@@ -245,9 +262,7 @@ def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(
 
 def test_a_resource_task_waiting_at_the_worker_limit_is_not_a_deadlock(fresh):
     # Both workers wait on an actor's call, which will end; a GPU task
-    # waits for them.  Only tasks waiting for a worker (with or without a
-    # runtime_env) count toward 'deadlock avoided', not those waiting for
-    # resources.
+    # waits for them: not a deadlock while an actor runs or holds calls.
     local_only("_max_workers is nanoray's own")
     ray = fresh(num_cpus=2, num_gpus=1, _max_workers=2)
 
