@@ -226,7 +226,7 @@ def test_a_nested_get_past_the_worker_limit_raises_with_a_runtime_env_too(fresh)
             ray.get(parent.options(**opts).remote(), timeout=60)
 
 
-def test_a_nested_get_past_the_worker_limit_raises_for_tasks_needing_resources(fresh):
+def test_a_nested_get_past_the_worker_limit_raises_for_tasks_needing_resources(fresh, tmp_path):
     local_only("_max_workers is nanoray's own")
     from nanoray import exceptions
     ray = fresh(num_cpus=2, resources={"disk": 10}, _max_workers=2)
@@ -236,11 +236,14 @@ def test_a_nested_get_past_the_worker_limit_raises_for_tasks_needing_resources(f
         return i
 
     @ray.remote(resources={"disk": 1})
-    def parent(i):
+    def parent(i, gate):
+        open(os.path.join(gate, str(i)), "w").close()
+        while len(os.listdir(gate)) < 2:          # both workers hold a parent
+            time.sleep(0.01)
         return ray.get(child.remote(i))
     # Both workers wait on children that fit but have no worker: a deadlock.
     with pytest.raises(exceptions.RaySystemError, match="deadlock avoided"):
-        ray.get([parent.remote(i) for i in range(2)], timeout=60)
+        ray.get([parent.remote(i, str(tmp_path)) for i in range(2)], timeout=60)
 
 
 def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(fresh):
