@@ -119,30 +119,18 @@ void nri_sleepers_remove(nr_region_t *r, uint32_t slot) {
     }
 }
 
-/* Wakes one sleeping pool worker that may run a task of runtime_env key
- * `env` (with `any`, the first asleep); 0 if none sleeps. */
-static int wake_one_locked(nr_region_t *r, wakeups_t *w, uint64_t env, int any) {
+/* Wakes the first sleeping pool worker that `pick` accepts: WAKE_ANY, the
+ * first asleep; WAKE_ENV, one that may run a task of runtime_env key `env`;
+ * WAKE_WORK, one that has a queued task it may run (nri_xq_first_fit for
+ * it).  0 if none does. */
+enum { WAKE_ANY, WAKE_ENV, WAKE_WORK };
+static int wake_first_locked(nr_region_t *r, wakeups_t *w, int pick, uint64_t env) {
     nr_header_t *h = r->hdr;
     for (uint32_t *link = &h->sleep_head; *link; link = &nr_proc(r, *link - 1)->sleep_next) {
         uint32_t slot = *link - 1;
         nr_proc_t *p = nr_proc(r, slot);
-        if (!any && !nri_env_ok(p, env)) continue;
-        W(*link, p->sleep_next);
-        WDEC(h->nsleeping);
-        nri_wake_slot(r, p, slot, w);
-        return 1;
-    }
-    return 0;
-}
-
-/* Wakes a sleeping pool worker that has a queued task it may run (of its
- * runtime_env: nri_xq_first_fit for it); 0 if none has. */
-static int wake_other_locked(nr_region_t *r, wakeups_t *w) {
-    nr_header_t *h = r->hdr;
-    for (uint32_t *link = &h->sleep_head; *link; link = &nr_proc(r, *link - 1)->sleep_next) {
-        uint32_t slot = *link - 1;
-        nr_proc_t *p = nr_proc(r, slot);
-        if (!nri_xq_first_fit(r, p, 0, 1)) continue;
+        if (pick == WAKE_ENV && !nri_env_ok(p, env)) continue;
+        if (pick == WAKE_WORK && !nri_xq_first_fit(r, p, 0, 1)) continue;
         W(*link, p->sleep_next);
         WDEC(h->nsleeping);
         nri_wake_slot(r, p, slot, w);
@@ -179,7 +167,7 @@ static void maybe_spawn_locked(nr_region_t *r, wakeups_t *w, int keyed, uint64_t
          * nr_task_finish_next), woken now if one sleeps. */
         if (keyed && !h->evict && h->nidle) {
             W(h->evict, 1);
-            wake_one_locked(r, w, 0, 1);
+            wake_first_locked(r, w, WAKE_ANY, 0);
         }
         return;
     }
@@ -199,7 +187,7 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
         env = nr_task(r, t)->env;
     }
     if (!env && !h->nenv_workers) {      /* every worker may run it */
-        if (h->rq_len + h->xq_len > h->nspinning && wake_one_locked(r, w, 0, 1)) return;
+        if (h->rq_len + h->xq_len > h->nspinning && wake_first_locked(r, w, WAKE_ANY, 0)) return;
         maybe_spawn_locked(r, w, 0, 0);
         return;
     }
@@ -207,8 +195,8 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
      * that may run it; else one asleep with other work it may run (a task
      * that cannot have a worker yet holds up no other environment's); else
      * look for one idle, or start a fresh one. */
-    if (wake_one_locked(r, w, env, 0)) return;
-    if (nri_xq_any(h) && wake_other_locked(r, w)) return;
+    if (wake_first_locked(r, w, WAKE_ENV, env)) return;
+    if (nri_xq_any(h) && wake_first_locked(r, w, WAKE_WORK, 0)) return;
     maybe_spawn_locked(r, w, 1, env);
 }
 
