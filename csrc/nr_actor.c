@@ -316,10 +316,18 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
-        nri_acct_t a = nri_acct(r, (uint32_t)pool, (uint32_t)(pool >> 32));
-        W(*a.cpus, *a.cpus - cpus_milli);    /* from its placement group, if it has one */
+        /* From its placement group's bundle, if it has one: the one it
+         * names, or the first with room (else its group's first). */
+        uint32_t bundle = (uint32_t)pool;
+        if (bundle & NR_POOL_ANY) {
+            uint32_t fit = nri_pool_pick(h, bundle, (uint32_t)(pool >> 32), cpus_milli, res_mask,
+                                         res);
+            bundle = fit ? fit : bundle & ~NR_POOL_ANY;
+        }
+        nri_acct_t a = nri_acct(r, bundle, (uint32_t)(pool >> 32));
+        W(*a.cpus, *a.cpus - cpus_milli);
         if (a.pg) {
-            p->pool = (uint32_t)pool;
+            p->pool = bundle;
             p->pool_gen = (uint32_t)(pool >> 32);
         }
         if (res_mask) nri_res_take_actor(r, p, a, res_mask, res);

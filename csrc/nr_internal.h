@@ -143,11 +143,15 @@ void nri_kick(nr_region_t *r, wakeups_t *w);
 int nri_dispatchable(nr_region_t *r);
 /* Under the lock: marks a pool worker spinning for work, or not. */
 void nri_set_spinning(nr_region_t *r, nr_proc_t *p, uint32_t on);
-/* Where a holder's resources come from and go back to: a placement group
- * that is still there (pool, gen), else the node. */
+/* A task's or actor's pool may name any bundle of its group (NR_POOL_ANY,
+ * nr_sched.h); what a process holds names one bundle. */
+/* Where a holder's resources come from and go back to: a placement-group
+ * bundle that is still there (pool, gen), else the node.  (For a pool with
+ * NR_POOL_ANY: its group's first bundle.) */
 typedef struct { int32_t *cpus; int64_t *res; uint32_t pg; } nri_acct_t;
 static inline nri_acct_t nri_acct(nr_region_t *r, uint32_t pool, uint32_t gen) {
     nr_header_t *h = r->hdr;
+    pool &= ~NR_POOL_ANY;
     if (pool && pool <= NR_MAX_PG) {
         nr_pg_t *g = &h->pgs[pool - 1];
         if (g->gen == gen && g->state == NR_PG_CREATED)
@@ -162,6 +166,11 @@ static inline nri_acct_t nri_acct(nr_region_t *r, uint32_t pool, uint32_t gen) {
  * bounded look.  nri_res_take: process p takes res[]
  * (and devices gpus) from account a. */
 uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli);
+/* The bundle (slot + 1) of the placed group (pool, gen) where cpus and
+ * res[] (bits in mask) fit now: the one pool names, or with NR_POOL_ANY the
+ * first of its group's that fits; 0 if none does, or the group is gone. */
+uint32_t nri_pool_pick(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus, uint32_t mask,
+                       const int32_t *res);
 uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked);
 void nri_res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
                   const int32_t *res, uint32_t gpus);

@@ -1,30 +1,39 @@
-/* nr_pg: placement groups.  A group reserves resources from the node: its
- * tasks and actors are charged to the group (nri_acct), everything else to
- * what the node has left.  All its bundles are on this one node, so the
- * group keeps one pool for them.  A group the node has no room for yet is
- * pending, and is placed, oldest slot first, when resources come back
- * (nri_kick, nr_task_finish).  Removing a group gives what it has unused
- * back to the node; what its running tasks hold goes back as they finish. */
+/* nr_pg: placement groups.  A group reserves resources from the node, one
+ * reservation per bundle, in a row of slots (pgs[head..head+nb-1]): its
+ * tasks and actors are charged to a bundle (the one they name, or the
+ * first with room: nri_pool_pick), everything else to what the node has
+ * left.  A group the node has no room for yet is pending, and is placed
+ * whole, oldest slot first, when resources come back (nri_kick,
+ * nr_task_finish).  Removing a group gives what it has unused back to the
+ * node; what its running tasks hold goes back as they finish. */
 #include "nr_internal.h"
 
-static int fits_node(nr_header_t *h, nr_pg_t *g) {
-    if (g->cpus_res > h->cpus_avail) return 0;
+static int fits_node(nr_header_t *h, uint32_t head) {
+    int64_t cpus = 0, res[NR_RES] = {0};
+    for (uint32_t i = head; i < head + h->pgs[head].nb; i++) {
+        cpus += h->pgs[i].cpus_res;
+        for (uint32_t k = 1; k < NR_RES; k++) res[k] += h->pgs[i].res_res[k];
+    }
+    if (cpus > h->cpus_avail) return 0;
     for (uint32_t k = 1; k < NR_RES; k++)
-        if (g->res_res[k] > h->res_avail[k]) return 0;
+        if (res[k] > h->res_avail[k]) return 0;
     return 1;
 }
 
-static void place(nr_region_t *r, nr_pg_t *g) {
+static void place(nr_region_t *r, uint32_t head) {
     nr_header_t *h = r->hdr;
-    W(h->cpus_avail, h->cpus_avail - g->cpus_res);
-    W(g->cpus_avail, g->cpus_res);
-    for (uint32_t k = 1; k < NR_RES; k++) {
-        if (!g->res_res[k]) continue;
-        W(h->res_avail[k], h->res_avail[k] - g->res_res[k]);
-        W(g->res_avail[k], g->res_res[k]);
+    for (uint32_t i = head; i < head + h->pgs[head].nb; i++) {
+        nr_pg_t *g = &h->pgs[i];
+        W(h->cpus_avail, h->cpus_avail - g->cpus_res);
+        W(g->cpus_avail, g->cpus_res);
+        for (uint32_t k = 1; k < NR_RES; k++) {
+            if (!g->res_res[k]) continue;
+            W(h->res_avail[k], h->res_avail[k] - g->res_res[k]);
+            W(g->res_avail[k], g->res_res[k]);
+        }
+        W(g->state, NR_PG_CREATED);
+        WDEC(h->npg_pending);
     }
-    W(g->state, NR_PG_CREATED);
-    WDEC(h->npg_pending);
     WINC(h->xq_gen);                     /* its tasks may run now */
 }
 
@@ -32,35 +41,49 @@ void nri_pg_place_pending(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     for (uint32_t i = 0; i < NR_MAX_PG && h->npg_pending; i++) {
         nr_pg_t *g = &h->pgs[i];
-        if (g->state == NR_PG_PENDING && fits_node(h, g)) place(r, g);
+        if (g->state == NR_PG_PENDING && g->head == i && fits_node(h, i)) place(r, i);
     }
 }
 
-static nr_pg_t *live_pg(nr_region_t *r, uint64_t pool) {
-    uint32_t i = (uint32_t)pool;
-    if (i == 0 || i > NR_MAX_PG) return NULL;
-    nr_pg_t *g = &r->hdr->pgs[i - 1];
-    return g->state != NR_PG_FREE && g->gen == (uint32_t)(pool >> 32) ? g : NULL;
+/* The first slot of the live group that pool names (any of its bundles'
+ * pools), or -1. */
+static int live_head(nr_region_t *r, uint64_t pool) {
+    uint32_t i = ((uint32_t)pool & ~NR_POOL_ANY) - 1;
+    if (i >= NR_MAX_PG) return -1;
+    nr_pg_t *g = &r->hdr->pgs[i];
+    return g->state != NR_PG_FREE && g->gen == (uint32_t)(pool >> 32) ? (int)g->head : -1;
 }
 
-uint64_t nr_pg_create(nr_region_t *r, int32_t cpus, const int32_t *res) {
+uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     uint64_t pool = 0;
+    if (nb == 0 || nb > NR_MAX_PG) return 0;
     nr_lock(r);
-    for (uint32_t i = 0; i < NR_MAX_PG; i++) {
-        nr_pg_t *g = &h->pgs[i];
-        if (g->state != NR_PG_FREE) continue;
-        uint32_t gen = g->gen;
-        nr_undo_bytes(r, g, sizeof *g);  /* a free entry: plain stores, logged at once */
-        memset(g, 0, sizeof *g);
-        g->gen = gen;
-        g->cpus_res = cpus;
-        for (uint32_t k = 1; k < NR_RES; k++) g->res_res[k] = res && res[k] > 0 ? res[k] : 0;
-        g->state = NR_PG_PENDING;
-        WINC(h->npg_pending);
-        if (fits_node(h, g)) place(r, g);
-        pool = ((uint64_t)gen << 32) | (i + 1);
+    uint32_t run = 0;
+    for (uint32_t end = 0; end < NR_MAX_PG; end++) {
+        run = h->pgs[end].state == NR_PG_FREE ? run + 1 : 0;
+        if (run < nb) continue;
+        uint32_t head = end + 1 - nb, gen = 0;
+        /* One generation for the group: above what any of its slots had
+         * (each slot's only grows, so no old holder of one matches it). */
+        for (uint32_t i = head; i <= end; i++)
+            if (h->pgs[i].gen > gen) gen = h->pgs[i].gen;
+        for (uint32_t i = head; i <= end; i++) {
+            nr_pg_t *g = &h->pgs[i];
+            const int32_t *bres = res ? res + (size_t)(i - head) * NR_RES : NULL;
+            nr_undo_bytes(r, g, sizeof *g);  /* a free entry: plain stores, logged at once */
+            memset(g, 0, sizeof *g);
+            g->gen = gen;
+            g->head = head;
+            g->nb = nb;
+            g->cpus_res = cpus[i - head] > 0 ? cpus[i - head] : 0;
+            for (uint32_t k = 1; k < NR_RES; k++) g->res_res[k] = bres && bres[k] > 0 ? bres[k] : 0;
+            g->state = NR_PG_PENDING;
+            WINC(h->npg_pending);
+        }
+        if (fits_node(h, head)) place(r, head);
+        pool = ((uint64_t)gen << 32) | (head + 1);
         nri_kick(r, &w);
         break;
     }
@@ -74,19 +97,23 @@ int nr_pg_remove(nr_region_t *r, uint64_t pool) {
     wakeups_t w = {0};
     int rc = -1;
     nr_lock(r);
-    nr_pg_t *g = live_pg(r, pool);
-    if (g) {
-        if (g->state == NR_PG_CREATED) {
-            WADD(h->cpus_avail, g->cpus_avail);
-            for (uint32_t k = 1; k < NR_RES; k++)
-                if (g->res_res[k]) WADD(h->res_avail[k], g->res_avail[k]);
-        } else {
-            WDEC(h->npg_pending);
+    int head = live_head(r, pool);
+    if (head >= 0) {
+        uint32_t nb = h->pgs[head].nb;
+        for (uint32_t i = (uint32_t)head; i < (uint32_t)head + nb; i++) {
+            nr_pg_t *g = &h->pgs[i];
+            if (g->state == NR_PG_CREATED) {
+                WADD(h->cpus_avail, g->cpus_avail);
+                for (uint32_t k = 1; k < NR_RES; k++)
+                    if (g->res_res[k]) WADD(h->res_avail[k], g->res_avail[k]);
+            } else {
+                WDEC(h->npg_pending);
+            }
+            W(g->state, NR_PG_FREE);
+            W(g->gen, g->gen + 1);       /* its holders now give back to the node */
+            W(g->cpus_avail, 0);
+            for (uint32_t k = 1; k < NR_RES; k++) W(g->res_avail[k], 0);
         }
-        W(g->state, NR_PG_FREE);
-        W(g->gen, g->gen + 1);           /* its holders now give back to the node */
-        W(g->cpus_avail, 0);
-        for (uint32_t k = 1; k < NR_RES; k++) W(g->res_avail[k], 0);
         WINC(h->xq_gen);
         nri_kick(r, &w);                 /* the node has more: places and wakes */
         rc = 0;
@@ -98,15 +125,16 @@ int nr_pg_remove(nr_region_t *r, uint64_t pool) {
 
 int nr_pg_state(nr_region_t *r, uint64_t pool) {
     nr_lock(r);
-    nr_pg_t *g = live_pg(r, pool);
-    int st = g ? (int)g->state : -1;
+    int head = live_head(r, pool);
+    int st = head >= 0 ? (int)r->hdr->pgs[head].state : -1;
     nr_unlock(r);
     return st;
 }
 
 static int unstarted_in(nr_region_t *r, nr_task_t *task, uint64_t pool) {
-    (void)r;
-    return task->state != NR_TASK_RUNNING && task->pool == (uint32_t)pool &&
+    uint32_t i = (task->pool & ~NR_POOL_ANY) - 1;
+    return task->state != NR_TASK_RUNNING && i < NR_MAX_PG &&
+           r->hdr->pgs[i].head == ((uint32_t)pool & ~NR_POOL_ANY) - 1 &&
            task->pool_gen == (uint32_t)(pool >> 32);
 }
 
@@ -124,11 +152,20 @@ int nr_pg_set_gone_error(nr_region_t *r, uint64_t err) {
 }
 
 int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res) {
+    nr_header_t *h = r->hdr;
     nr_lock(r);
-    nr_pg_t *g = live_pg(r, pool);
-    int ok = g != NULL && cpus <= g->cpus_res;
-    for (uint32_t k = 1; ok && res && k < NR_RES; k++)
-        if (res[k] > g->res_res[k]) ok = 0;
+    int head = live_head(r, pool), ok = 0;
+    if (head >= 0) {
+        uint32_t i = ((uint32_t)pool & ~NR_POOL_ANY) - 1, any = (uint32_t)pool & NR_POOL_ANY;
+        uint32_t first = any ? (uint32_t)head : i;
+        uint32_t last = any ? (uint32_t)head + h->pgs[head].nb : i + 1;
+        for (uint32_t j = first; j < last && !ok; j++) {
+            nr_pg_t *g = &h->pgs[j];
+            ok = cpus <= g->cpus_res;
+            for (uint32_t k = 1; ok && res && k < NR_RES; k++)
+                if (res[k] > g->res_res[k]) ok = 0;
+        }
+    }
     nr_unlock(r);
     return ok;
 }

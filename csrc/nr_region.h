@@ -39,8 +39,8 @@
 #include <pthread.h>
 
 /* Changes with the header's layout: a process of another version refuses
- * to attach (EINVAL) instead of misreading it.  "NANARAY6" little endian. */
-#define NR_MAGIC 0x36594152414e414eULL
+ * to attach (EINVAL) instead of misreading it.  "NANARAY7" little endian. */
+#define NR_MAGIC 0x37594152414e414eULL
 #define NR_PAGE 4096u
 #define NR_ALIGN 64u                   /* cache line; numpy wants >= 16 */
 #define NR_NBINS 64
@@ -53,15 +53,18 @@
 #define NR_RES_MEM 2
 #define NR_RES_NAME 32
 #define NR_MAX_GPUS 32
-#define NR_MAX_PG 32                   /* placement groups alive at once */
+#define NR_MAX_PG 64                   /* placement-group bundles reserved at once */
 enum { NR_PG_FREE = 0, NR_PG_PENDING, NR_PG_CREATED };
 
-/* A placement group: resources reserved from the node for the tasks and
- * actors scheduled in it (one pool for all its bundles: they are all on
- * this node).  Pending until the node has them free. */
+/* A placement group's bundle: resources reserved from the node for the
+ * tasks and actors scheduled in it.  A group of n bundles holds n slots in
+ * a row (pgs[head..head+n-1]), all with the group's state and generation:
+ * it is pending until the node has them all free, and placed at once. */
 typedef struct {
     uint32_t state;       /* NR_PG_* */
     uint32_t gen;         /* bumped when removed: (index + 1, gen) names it */
+    uint32_t head;        /* the slot index of its group's first bundle */
+    uint32_t nb;          /* how many bundles its group has */
     int32_t cpus_res;     /* milli-CPUs reserved */
     int32_t cpus_avail;   /* of those, free */
     int64_t res_res[NR_RES];   /* resources beyond CPUs reserved (res_res[0] unused) */
@@ -226,7 +229,7 @@ typedef struct {
     uint64_t xq_emiss_env;        /* its nr_proc_t.env */
     int64_t res_avail[NR_RES];    /* may dip below zero while actors oversubscribe */
     int32_t gpu_avail[NR_MAX_GPUS]; /* milli-GPUs free on each device */
-    uint32_t npg_pending;         /* placement groups waiting for the node's resources */
+    uint32_t npg_pending;         /* placement-group bundles waiting for the node's resources */
     uint64_t pg_gone_err;         /* error payload (counted, pinned) for the tasks of a
                                    * group that was removed, set at init */
     nr_pg_t pgs[NR_MAX_PG];

@@ -32,22 +32,37 @@ uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli) {
 
 /* Relaxed loads throughout: spinners call these without the lock (a stale
  * answer only costs a look under it). */
-static int task_fits(nr_header_t *h, nr_task_t *t) {
-    int32_t *cpus = &h->cpus_avail;
-    int64_t *res = h->res_avail;
-    uint32_t pool = LOAD(&t->pool);
-    if (pool) {                          /* in a placement group: its reservation */
-        if (pool > NR_MAX_PG) return 0;
-        nr_pg_t *g = &h->pgs[pool - 1];
-        if (LOAD(&g->gen) != LOAD(&t->pool_gen) || LOAD(&g->state) != NR_PG_CREATED) return 0;
-        cpus = &g->cpus_avail;
-        res = g->res_avail;
+static int fits_in(const int32_t *cpus_avail, const int64_t *avail, int32_t cpus, uint32_t mask,
+                   const int32_t *res) {
+    if (cpus > LOAD(cpus_avail)) return 0;
+    for (uint32_t k = 1; mask && k < NR_RES; k++)
+        if ((mask >> k & 1) && LOAD(&res[k]) > LOAD(&avail[k])) return 0;
+    return 1;
+}
+
+uint32_t nri_pool_pick(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus, uint32_t mask,
+                       const int32_t *res) {
+    uint32_t i = (pool & ~NR_POOL_ANY) - 1, n = 1;
+    if (i >= NR_MAX_PG) return 0;
+    if (pool & NR_POOL_ANY) {
+        n = LOAD(&h->pgs[i].nb);
+        if (LOAD(&h->pgs[i].head) != i || n > NR_MAX_PG - i) return 0;
     }
-    if (LOAD(&t->cpus) > LOAD(cpus)) return 0;
-    uint32_t mask = LOAD(&t->res_mask);
-    if (!mask) return 1;
-    for (uint32_t k = 1; k < NR_RES; k++)
-        if ((mask >> k & 1) && LOAD(&t->res[k]) > LOAD(&res[k])) return 0;
+    for (uint32_t j = i; j < i + n; j++) {
+        nr_pg_t *g = &h->pgs[j];
+        if (LOAD(&g->gen) != gen || LOAD(&g->state) != NR_PG_CREATED) return 0;
+        if (fits_in(&g->cpus_avail, g->res_avail, cpus, mask, res)) return j + 1;
+    }
+    return 0;
+}
+
+static int task_fits(nr_header_t *h, nr_task_t *t) {
+    uint32_t pool = LOAD(&t->pool), mask = LOAD(&t->res_mask);
+    if (pool) {                          /* in a placement group: a bundle's reservation */
+        if (!nri_pool_pick(h, pool, LOAD(&t->pool_gen), LOAD(&t->cpus), mask, t->res)) return 0;
+    } else if (!fits_in(&h->cpus_avail, h->res_avail, LOAD(&t->cpus), mask, t->res)) {
+        return 0;
+    }
     return !(mask >> NR_RES_GPU & 1) || nri_pick_gpus(h, LOAD(&t->res[NR_RES_GPU])) != 0;
 }
 

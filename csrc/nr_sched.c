@@ -224,9 +224,10 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         }
         return;
     }
+    uint32_t pslot = (task->pool & ~NR_POOL_ANY) - 1;
     if (task->pool && !nri_acct(r, task->pool, task->pool_gen).pg &&
-        !(task->pool <= NR_MAX_PG && h->pgs[task->pool - 1].gen == task->pool_gen &&
-          h->pgs[task->pool - 1].state == NR_PG_PENDING)) {
+        !(pslot < NR_MAX_PG && h->pgs[pslot].gen == task->pool_gen &&
+          h->pgs[pslot].state == NR_PG_PENDING)) {
         nri_fail_push(r, t, h->pg_gone_err);   /* its group was removed: it never runs */
         return;
     }
@@ -294,11 +295,16 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
         W(p->env, NR_ENV_SET | task->env);
         if (task->env) WINC(r->hdr->nenv_workers);
     }
-    nri_acct_t a = nri_acct(r, task->target ? 0 : task->pool, task->pool_gen);
+    /* In a placement group: the bundle it fits (it was taken because one
+     * does; its group's first otherwise). */
+    uint32_t pool = task->target || !task->pool ? 0 :
+        nri_pool_pick(r->hdr, task->pool, task->pool_gen, task->cpus, task->res_mask, task->res);
+    if (!pool && !task->target && task->pool) pool = task->pool & ~NR_POOL_ANY;
+    nri_acct_t a = nri_acct(r, pool, task->pool_gen);
     W(p->cpus_held, task->target ? 0 : task->cpus);
     W(*a.cpus, *a.cpus - p->cpus_held);
     if (a.pg) {
-        W(p->pool, task->pool);
+        W(p->pool, pool);
         W(p->pool_gen, task->pool_gen);
     }
     if (task->res_mask && !task->target) {

@@ -278,6 +278,12 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         nr_pg_t *g = &h->pgs[i];
         if (g->state > NR_PG_CREATED) FAIL(-432);
         if (g->state == NR_PG_PENDING) npending++;
+        if (g->state != NR_PG_FREE) {    /* one of its group's row, all alike */
+            nr_pg_t *hd = &h->pgs[g->head < NR_MAX_PG ? g->head : 0];
+            if (g->head > i || g->nb == 0 || g->head + g->nb <= i || g->head + g->nb > NR_MAX_PG ||
+                hd->gen != g->gen || hd->state != g->state || hd->nb != g->nb || hd->head != g->head)
+                FAIL(-437);
+        }
         if (g->state != NR_PG_CREATED) {
             if (pcpus[i]) FAIL(-433);
             continue;

@@ -1,6 +1,7 @@
 """Fixtures: a shared 2-CPU runtime per module, and checks that nothing is
 left behind (no descendant processes after shutdown, nothing in /dev/shm)."""
 
+import contextlib
 import gc
 import importlib.util
 import os
@@ -224,6 +225,23 @@ def touch(path):
     """Appends a byte to path (a gate, or a count of runs)."""
     with open(path, "a") as f:
         f.write("x")
+
+
+def touches(path):
+    """How many times path was touched (0 if never)."""
+    try:
+        with open(path) as f:
+            return len(f.read())
+    except FileNotFoundError:
+        return 0
+
+
+def infeasible_warning(match=None):
+    """nanoray warns (RuntimeWarning) where a call can never be scheduled;
+    Ray reports it in its driver log instead, not as a Python warning."""
+    if on_ray():
+        return contextlib.nullcontext()
+    return pytest.warns(RuntimeWarning, match=match)
 
 
 def wait_for_path(path, timeout=30):

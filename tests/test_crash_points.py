@@ -415,6 +415,39 @@ def scenario(r):
     for x in (rtp, rtq):
         r.decref(x)
 
+    # A group of two bundles, a reservation each: a call charged to bundle 0
+    # waits while that is full, one for any bundle takes bundle 1; an actor
+    # for any bundle that finds no room oversubscribes the first.  A group
+    # the node has no room for is pending until all of it fits, then placed
+    # whole; any bundle's pool names its group.
+    any_bundle = 0x80000000                       # NR_POOL_ANY
+    pg2 = r.pg_create([1000, 1000])
+    assert r.pg_state(pg2) == 2 and r.pg_state(pg2 + 1) == 2
+    assert r.pg_fits(pg2 + 1, 1000) == 1 and r.pg_fits(pg2 | any_bundle, 1001) == 0
+    pg3 = r.pg_create([500, 500])
+    assert r.pg_state(pg3) == 1                   # the node's CPUs are all pg2's
+    ta, (ra,) = r.submit(pool=pg2)
+    tb, (rb,) = r.submit(pool=pg2)
+    tc, (rc,) = r.submit(pool=pg2 | any_bundle)
+    w9 = r.proc()
+    assert r.next(w8) == ta and r.next(w9) == tc  # tb waits for bundle 0
+    hb = r.put()
+    sb, gb = r.actor_create(hb, 0, 500, None, 0, None, pool=pg2 | any_bundle)
+    r.actor_die(sb, gb, 0)
+    r.decref(hb)
+    r.seal(ra)
+    r.finish(w8, ta)
+    assert r.next(w8) == tb
+    r.seal(rc)
+    r.finish(w9, tc)
+    assert r.pg_remove(pg2 + 1) == 0
+    assert r.pg_state(pg3) == 2                   # what pg2 had unused placed it
+    r.seal(rb)
+    r.finish(w8, tb)
+    assert r.pg_remove(pg3) == 0
+    for x in (ra, rb, rc):
+        r.decref(x)
+
     # Actors: named, restarted (once while running a call, once inside
     # __init__), calls retried, held behind a pending argument, killed,
     # reaped for good, handles dropped.

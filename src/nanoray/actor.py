@@ -198,7 +198,7 @@ class ActorClass:
             cur = _runtime_env.current_pg          # a captured parent's group
             if cur is not None and cur[1]:
                 from nanoray.util.placement_group import _pool_of
-                pool, pg = (_pool_of(cur[0]) or 0), cur
+                pool, pg = (_pool_of(cur[0], -1) or 0), cur
         if strategy is not None and pg is None:
             if not check(strategy):
                 raise exceptions.ActorUnschedulableError(

@@ -84,7 +84,7 @@ def placement_of(strategy):
         return 0, None
     from nanoray.util.placement_group import _pool_of
     pg = strategy.placement_group
-    pool = _pool_of(pg)
+    pool = _pool_of(pg, strategy.placement_group_bundle_index)
     if pool is None:
         raise ValueError("the placement group %s belongs to a runtime that was shut down"
                          % pg.id.hex())
@@ -185,7 +185,7 @@ def inherit(explicit, extras):
     cur = _runtime_env.current_pg
     if cur is not None and cur[1] and not explicit:
         from nanoray.util.placement_group import _pool_of
-        pool = _pool_of(cur[0]) or 0
+        pool = _pool_of(cur[0], -1) or 0
         if pool:
             extras = dict(extras or {}, pg=cur)
     return extras, pool

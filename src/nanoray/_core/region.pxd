@@ -52,7 +52,12 @@ cdef extern from "nr_region.h" nogil:
         uint64_t cached      # bytes in processes' small-block caches
         uint64_t ncached
 
+    ctypedef struct nr_pg_t:
+        uint32_t head        # the slot of its group's first bundle
+    enum: NR_MAX_PG
+
     ctypedef struct nr_header_t:
+        nr_pg_t pgs[64]      # placement-group bundles (NR_MAX_PG)
         uint64_t arena_off   # where the arena starts
         nr_arena_t arena
         uint64_t size        # total mapped bytes

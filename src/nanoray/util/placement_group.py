@@ -4,13 +4,15 @@ A placement group reserves resources on this machine for the tasks and
 actors scheduled in it (csrc/nr_pg.c): they are charged to the group, and
 everything else to what the machine has left.  A group the machine has no
 room for yet is pending, and is placed as soon as resources come back;
-pg.ready() is a ref that resolves then.  All bundles are on this one node,
-so a group keeps one pool for all of them.  As in Ray, a task or actor
-must fit one bundle (the one its bundle index names, or any): one that
-cannot raises ValueError at .remote().  Beyond that a bundle index does not
-narrow what it may use: two tasks on bundle 0 may run at once while the
-group's total has room.  STRICT_SPREAD with more than one
+pg.ready() is a ref that resolves then.  Each bundle is a reservation of
+its own: a task or actor is charged to the bundle its bundle index names,
+or with none (-1) to the first bundle it fits then, and waits while that
+has no room, as in Ray.  A call that fits no bundle it may use raises
+ValueError at .remote(), as in Ray.  STRICT_SPREAD with more than one
 bundle needs more than one node: such a group stays pending, as in Ray.
+At most 64 bundles are reserved at once; a group that finds no room for
+its bundles in that table shares one reservation among them, with a
+warning (its bundle indexes then do not narrow what a call may use).
 
 remove_placement_group() gives the unused reservation back at once, fails
 the group's tasks that have not started (and any submitted to it later)
@@ -56,6 +58,17 @@ class PlacementGroup:
         self.id = PlacementGroupID("%016x%016x" % (session & ((1 << 64) - 1), pool))
         self._actors = []                    # (slot, gen) made here in it, for remove
         self._fits = {}                      # (index, demand) -> fits a bundle
+        self._merged = False                 # its bundles share one reservation
+
+    def _pool_for(self, index):
+        """The pool a call with this bundle index is charged to (-1: any)."""
+        from nanoray._core import _runtime as _rt
+        pool = self._pool
+        if pool is None:
+            return None
+        if index is None or index < 0 or self._merged:
+            return pool | _rt.POOL_ANY
+        return pool + index
 
     @property
     def bundle_count(self):
@@ -79,7 +92,7 @@ class PlacementGroup:
 
     def __reduce__(self):
         return (PlacementGroup, (self._pool, self.bundle_specs, self.strategy, self.name,
-                                 self._session))
+                                 self._session), {"_merged": self._merged})
 
     def __eq__(self, other):
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -131,17 +144,21 @@ def check_fits(pg, index, cpus_milli, demand, what):
                 what, need, "any bundles" if index < 0 else "bundle %d" % index, bundles))
 
 
-def _demand(bundles):
-    """(milli-CPUs, resource vector or None, names the machine lacks) of the
-    bundles' total."""
+def _demand(bundle):
+    """(milli-CPUs, resource vector or None, names the machine lacks) of a
+    bundle."""
     from nanoray._core import _runtime as _rt
+    rest = {k: v for k, v in bundle.items() if k != "CPU" and v}
+    vec, missing = _rt.demand(rest)
+    return int(round(bundle.get("CPU", 0) * 1000)), vec, missing
+
+
+def _total(bundles):
     total = {}
     for b in bundles:
         for k, v in b.items():
             total[k] = total.get(k, 0) + v
-    cpus = int(round(total.pop("CPU", 0) * 1000))
-    vec, missing = _rt.demand({k: v for k, v in total.items() if v})
-    return cpus, vec, missing
+    return total
 
 
 def _check_bundles(bundles):
@@ -180,23 +197,39 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
     if b.remote:
         return b.placement_group(bundles, strategy, name, lifetime)
     _set_gone_error(b)
-    cpus, vec, missing = _demand(bundles)
+    each = [_demand(x) for x in bundles]
     table = _rt.resource_table()
-    never = missing or cpus > table["CPU"][0] * 1000 or (strategy == "STRICT_SPREAD"
-                                                         and len(bundles) > 1)
+    never = any(m for _, _, m in each) or \
+        sum(c for c, _, _ in each) > table["CPU"][0] * 1000 or \
+        (strategy == "STRICT_SPREAD" and len(bundles) > 1)
     if never:
         warnings.warn(
             "The placement group %s can never be placed on this machine (%s): it stays "
             "pending." % (name or bundles, "it needs one node per bundle" if strategy ==
                           "STRICT_SPREAD" and len(bundles) > 1 else
                           "it needs more than the machine has"), RuntimeWarning, stacklevel=2)
-        cpus = 1 << 30                       # pending for good
-    pool = _rt.pg_create(cpus, vec)
+        each[0] = (1 << 30,) + each[0][1:]   # pending for good
+    merged = False
+    pool = _rt.pg_create([c for c, _, _ in each], [v for _, v, _ in each])
+    if not pool and len(bundles) > 1:
+        # No room for a reservation per bundle: one for all of them.
+        cpus, vec, _ = _demand(_total(bundles))
+        pool = _rt.pg_create([1 << 30 if never else cpus], [vec])
+        if pool:
+            merged = True
+            warnings.warn(
+                "The placement group %s has %d bundles, and nanoray reserves at most %d bundles "
+                "at once: its bundles share one reservation (a bundle index does not narrow "
+                "what a call may use)." % (name or bundles, len(bundles),
+                                           _rt.MAX_PLACEMENT_GROUPS),
+                RuntimeWarning, stacklevel=2)
     if not pool:
-        raise RuntimeError("nanoray holds at most %d placement groups at once; remove some "
-                           "with remove_placement_group()" % _rt.MAX_PLACEMENT_GROUPS)
+        raise RuntimeError("nanoray reserves at most %d placement-group bundles at once; remove "
+                           "some groups with remove_placement_group()"
+                           % _rt.MAX_PLACEMENT_GROUPS)
     pg = PlacementGroup(pool, bundles, strategy, name, b.region.session)
     pg._never = bool(never)
+    pg._merged = merged
     with _lock:
         _registry[pool] = pg
     return pg
@@ -304,11 +337,12 @@ def get_current_placement_group():
     return _runtime_env.current_pg[0] if _runtime_env.current_pg else None
 
 
-def _pool_of(pg):
-    """The group's pool in the running runtime, None if it belongs to
-    another (a runtime that was shut down)."""
+def _pool_of(pg, index=None):
+    """The group's pool in the running runtime (with a bundle index, -1 for
+    any: the pool a call is charged to), None if it belongs to another (a
+    runtime that was shut down)."""
     from nanoray._core import _runtime as _rt
     region = _rt.current_region()
     if region is None or pg._session != region.session:
         return None
-    return pg._pool
+    return pg._pool if index is None else pg._pool_for(index)

@@ -171,16 +171,24 @@ cdef void _restore_visible_gpus(object old) except *:
 
 # -- placement groups (csrc/nr_pg.c) ------------------------------------------
 
-MAX_PLACEMENT_GROUPS = 32
+MAX_PLACEMENT_GROUPS = 64                  # bundles reserved at once (NR_MAX_PG)
+POOL_ANY = NR_POOL_ANY
 
 
-def pg_create(int32_t cpus, tuple res):
-    """Reserves cpus (milli) and res (NR_RES amounts or None); the group's
-    pool, 0 when the table is full."""
+def pg_create(list cpus, list res):
+    """Reserves, for each bundle b, cpus[b] (milli) and res[b] (NR_RES
+    amounts or None); the group's pool, 0 when there is no room in the
+    table for its bundles."""
     cdef Region reg = _running()
-    cdef int32_t resv[NR_RES]
-    _fill_res(res, resv)
-    return nr_pg_create(&reg.r, cpus, resv)
+    cdef uint32_t nb = len(cpus), b
+    cdef int32_t cv[64]
+    cdef int32_t rv[64 * NR_RES]
+    if nb == 0 or nb > MAX_PLACEMENT_GROUPS or len(res) != nb:
+        return 0
+    for b in range(nb):
+        cv[b] = cpus[b]
+        _fill_res(res[b], &rv[b * NR_RES])
+    return nr_pg_create(&reg.r, nb, cv, rv)
 
 
 def pg_remove(uint64_t pool):
