@@ -479,8 +479,9 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
             W(task->next, 0);
             if (requeue_tail) W(nr_task(r, requeue_tail)->next, t); else requeue_head = t;
             requeue_tail = t;
-        } else {
-            nri_fail_push(r, t, p->death_obj ? p->death_obj : death_obj);
+        } else {                             /* cancelled: that, as in Ray */
+            uint64_t why = p->death_obj ? p->death_obj : death_obj;
+            nri_fail_push(r, t, task->cancelled && r->hdr->cancel_err ? r->hdr->cancel_err : why);
         }
     }
     W(p->nrunning, 0);

@@ -69,6 +69,19 @@ int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *
     return state;
 }
 
+int nri_set_error(nr_region_t *r, uint64_t *field, uint64_t err) {
+    nr_lock(r);
+    if (*field) nri_decref(r, *field);
+    if (err) nri_incref(r, err);
+    W(*field, err);
+    nr_unlock(r);
+    return 0;
+}
+
+int nr_cancel_set_error(nr_region_t *r, uint64_t err) {
+    return nri_set_error(r, &r->hdr->cancel_err, err);
+}
+
 int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen) {
     nr_header_t *h = r->hdr;
     int dropped = 0;

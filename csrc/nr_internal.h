@@ -185,6 +185,8 @@ void nri_release_held(nr_region_t *r, nr_proc_t *p);
  * max written to out; returns how many there are. */
 uint32_t nri_list_tasks(nr_region_t *r, int (*match)(nr_region_t *, nr_task_t *, uint64_t),
                         uint64_t key, uint64_t *out, uint32_t max);
+/* Sets *field (a header's error object, counted) to err (0: none); locks. */
+int nri_set_error(nr_region_t *r, uint64_t *field, uint64_t err);
 /* Places the pending placement groups the node now has room for. */
 void nri_pg_place_pending(nr_region_t *r);
 void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state);

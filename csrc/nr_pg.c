@@ -143,12 +143,7 @@ uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max)
 }
 
 int nr_pg_set_gone_error(nr_region_t *r, uint64_t err) {
-    nr_lock(r);
-    if (r->hdr->pg_gone_err) nri_decref(r, r->hdr->pg_gone_err);
-    if (err) nri_incref(r, err);
-    W(r->hdr->pg_gone_err, err);
-    nr_unlock(r);
-    return 0;
+    return nri_set_error(r, &r->hdr->pg_gone_err, err);
 }
 
 int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res) {

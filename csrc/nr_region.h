@@ -232,6 +232,8 @@ typedef struct {
     uint32_t npg_pending;         /* placement-group bundles waiting for the node's resources */
     uint64_t pg_gone_err;         /* error payload (counted, pinned) for the tasks of a
                                    * group that was removed, set at init */
+    uint64_t cancel_err;          /* the same, for a cancelled actor call whose actor
+                                   * died while running it (set at the first cancel) */
     nr_pg_t pgs[NR_MAX_PG];
 
     /* Tables, written under the lock. */

@@ -289,6 +289,9 @@ int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig);
 /* A cancelled task waiting in the xq (for resources, perhaps forever) is
  * released at once, its returns sealed by the canceller: 1 if it was. */
 int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen);
+/* What a cancelled actor call that was running fails with when its actor
+ * dies (an object, pinned; set once, at the first such cancel). */
+int nr_cancel_set_error(nr_region_t *r, uint64_t err);
 uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max);
 
 /* Processes */

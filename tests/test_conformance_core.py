@@ -176,6 +176,31 @@ def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tm
     assert result in ("saw cancel", "cancelled before it ran")
 
 
+def test_a_cancelled_running_actor_call_whose_actor_dies_raises_task_cancelled(ray, tmp_path):
+    started = str(tmp_path / "started")
+
+    @ray.remote(max_restarts=1, max_concurrency=2)
+    class Worker:
+        def pid(self):
+            return os.getpid()
+
+        def slow(self, started):
+            touch(started)
+            time.sleep(30)
+            return "done"
+    w = Worker.remote()
+    pid = ray.get(w.pid.remote(), timeout=60)
+    ref = w.slow.remote(started)
+    wait_for_path(started)
+    ray.cancel(ref)
+    time.sleep(0.2)
+    import signal
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(exceptions.TaskCancelledError):   # the cancel's, not the death's
+        ray.get(ref, timeout=60)
+    assert ray.get(w.pid.remote(), timeout=60) != pid     # restarted
+
+
 def test_cancel_a_running_async_actor_call_cancels_its_coroutine(ray):
     @ray.remote
     class Service:

@@ -83,6 +83,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t ngpus       # GPU devices
         uint64_t committed   # arena pages below it are allocated by the prefault thread
         uint64_t pf_window   # bytes past brk it keeps ready, 0: not running
+        uint64_t cancel_err  # what a cancelled running actor call fails with if its actor dies
         uint64_t pf_bytes    # bytes it made ready in all
         int32_t pf_pid       # the process it runs in
         int32_t pf_errno     # why it stopped early, 0 if it did not

@@ -119,6 +119,7 @@ cdef extern from "nr_sched.h" nogil:
                        uint32_t *kind, uint64_t *rets, uint32_t *nret)
     int nr_task_signal(nr_region_t *r, uint32_t t, uint32_t gen, int sig)
     int nr_task_drop(nr_region_t *r, uint32_t t, uint32_t gen)
+    int nr_cancel_set_error(nr_region_t *r, uint64_t err)
     uint32_t nr_task_children(nr_region_t *r, uint64_t parent, uint64_t *out, uint32_t max)
 
     int nr_proc_alloc(nr_region_t *r, uint32_t kind)

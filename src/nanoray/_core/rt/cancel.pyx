@@ -56,6 +56,12 @@ cdef int _cancel_task(Region reg, uint32_t t, uint32_t gen, bint force, bint rec
                     _seal(reg, rets[i], err, True)
         if st == NR_TASK_READY:
             nr_task_drop(&reg.r, t, gen)    # waiting for resources: released now
+        if st == NR_TASK_RUNNING and kind != NR_SPEC_TASK and not reg.r.hdr.cancel_err:
+            # If its actor dies before the call ends, the call fails with this.
+            ref = put_pickled(reg, _pickle(_exc.TaskCancelledError(
+                error_message="nanoray: this actor call was cancelled by nanoray.cancel() "
+                              "while running, and its actor then died"), True), True)
+            nr_cancel_set_error(&reg.r, (<ObjectRef>ref)._id)
         if st == NR_TASK_RUNNING and kind == NR_SPEC_TASK and running_too:
             nr_task_signal(&reg.r, t, gen, _signal.SIGKILL if force else _signal.SIGINT)
     finally:
