@@ -424,7 +424,11 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         uint32_t seen = LOAD(&p->wake);
         nr_unlock(r);
 
-        int timed_out = nr_futex_wait(&p->wake, seen, idle_timeout_ns);
+        /* A worker of a runtime_env retires sooner, as Ray's do (about 1 s):
+         * it serves one environment only. */
+        int64_t tmo = idle_timeout_ns;
+        if (nri_env_keyed(p) && tmo > NR_ENV_IDLE_NS) tmo = NR_ENV_IDLE_NS;
+        int timed_out = nr_futex_wait(&p->wake, seen, tmo);
 
         nr_lock(r);
         if (p->sleeping) {               /* timed out or woke spuriously */

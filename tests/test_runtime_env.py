@@ -159,18 +159,46 @@ def test_at_the_worker_limit_a_new_environment_takes_an_idle_workers_place(fresh
     def where():
         return os.getpid(), os.environ.get("NR_RENV_VALUE")
     seen = {}
+    start = time.monotonic()
     for round_ in range(2):
         for i in range(6):               # twice as many environments as workers
-            # An idle worker of another environment retires at once to make
-            # room; without that, each would wait for one to retire idle (10 s).
             pid, value = ray.get(where.options(runtime_env=_env(str(i))).remote(), timeout=8)
             assert value == str(i)
             assert seen.setdefault(pid, value) == value       # a worker keeps its environment
         assert ray.get(where.remote(), timeout=8)[1] is None
+    # An idle worker of another environment retires at once to make room;
+    # without that, each of the 12 would wait for one to retire idle (1 s).
+    assert time.monotonic() - start < 6
     import nanoray
     region = nanoray._api._backend.region
     assert region.stats()["workers"] <= 3
     assert region.verify()["code"] == 0
+
+
+def test_an_idle_worker_of_a_runtime_env_retires_after_a_second(fresh):
+    local_only("the pool's idle timeouts are nanoray's own")
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def pid():
+        return os.getpid()
+    plain = set(ray.get([pid.remote() for _ in range(20)], timeout=60))
+    keyed = ray.get(pid.options(runtime_env=_env("idle")).remote(), timeout=60)
+    assert keyed not in plain
+    deadline = time.monotonic() + 5
+    while _alive(keyed):
+        assert time.monotonic() < deadline, "the idle env worker did not retire"
+        time.sleep(0.05)
+    assert all(_alive(p) for p in plain)      # the pool's floor stays
+    assert ray.get(pid.options(runtime_env=_env("idle")).remote(), timeout=60) != keyed
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_fan_out_under_a_runtime_env_stays_within_a_few_workers(fresh):
@@ -259,8 +287,10 @@ def test_a_task_whose_environment_has_an_idle_worker_never_waits_behind_another(
     time.sleep(0.5)                      # both asleep, keyed to B and to C
     where.options(runtime_env=_env("A")).remote()   # a worker must make room for it
     # B's task runs in B's worker (or the fresh one), not behind A's: at
-    # once, not after an idle worker's 10 s timeout.
+    # once, not after an idle worker's 1 s timeout.
+    start = time.monotonic()
     assert ray.get(where.options(runtime_env=b).remote(), timeout=5) != c_pid
+    assert time.monotonic() - start < 0.9
 
 
 def test_a_resource_task_waiting_at_the_worker_limit_is_not_a_deadlock(fresh):
