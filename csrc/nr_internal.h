@@ -79,6 +79,9 @@ static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, u
 /* How long an idle pool worker of a runtime_env waits before retiring
  * (others: the idle timeout their loop gives, 10 s). */
 #define NR_ENV_IDLE_NS 1000000000LL
+/* How often a plain worker held back from plain work for a runtime_env's
+ * task (nr_sched.c pop_locked) looks again while it sleeps. */
+#define NR_HELD_POLL_NS 2000000LL
 /* Whether the xq (either list) holds a task; read without the lock too. */
 static inline int nri_xq_any(nr_header_t *h) { return LOAD(&h->xq_head) || LOAD(&h->xnq_head); }
 static inline int nri_env_ok(nr_proc_t *p, uint64_t task_env) {

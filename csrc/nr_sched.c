@@ -150,6 +150,19 @@ static int idle_taker(nr_region_t *r, uint64_t env) {
     return 0;
 }
 
+/* Whether a pool worker keyed to runtime_env key env is idle or running a
+ * task (not blocked in get()): a task of it will have a worker without a
+ * fresh one. */
+static int env_has_worker(nr_region_t *r, uint64_t env) {
+    for (uint32_t i = 0; i < r->hdr->proc_hwm; i++) {
+        nr_proc_t *p = nr_proc(r, i);
+        if (p->kind == NR_KIND_WORKER && p->env == (NR_ENV_SET | env) &&
+            (p->state == NR_PROC_IDLE || p->state == NR_PROC_RUNNING))
+            return 1;
+    }
+    return 0;
+}
+
 /* Asks the zygote for a worker when runnable work has CPUs but no worker is
  * free to take it: every pool worker is running a task or blocked in get()
  * (having lent its CPUs), or, for work of runtime_env key env (keyed: only
@@ -181,10 +194,17 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
     nr_header_t *h = r->hdr;
     if (h->npg_pending) nri_pg_place_pending(r);
     uint64_t env = 0;
+    uint32_t t = nri_xq_any(h) ? nri_xq_first_fit(r, NULL, 0, 1) : 0;
     if (!next_queue(h, r)) {             /* the first runnable task: plain, or the xq's */
-        uint32_t t = nri_xq_any(h) ? nri_xq_first_fit(r, NULL, 0, 1) : 0;
         if (!t) return;
         env = nr_task(r, t)->env;
+    } else if (t && nr_task(r, t)->env) {
+        /* Plain work, and a task of a runtime_env that fits too: wake a
+         * worker of it, or when it has none, start one (plain workers
+         * leave it the CPUs meanwhile: pop_locked). */
+        uint64_t e = nr_task(r, t)->env;
+        if (!wake_first_locked(r, w, WAKE_ENV, e) && !env_has_worker(r, e))
+            maybe_spawn_locked(r, w, 1, e);
     }
     if (!env && !h->nenv_workers) {      /* every worker may run it */
         if (h->rq_len + h->xq_len > h->nspinning && wake_first_locked(r, w, WAKE_ANY, 0)) return;
@@ -253,7 +273,12 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nri_kick(r, w);
 }
 
-static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
+/* The next task for slot p, 0 if none.  A plain worker leaves the plain
+ * queues alone while a task of a runtime_env that has no worker yet fits
+ * the free CPUs (*held set): a fresh worker is on its way for it (nri_kick),
+ * and taking plain work would take its CPUs, again and again while plain
+ * work lasts.  (One with a worker runs when that worker is free.) */
+static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p, int *held) {
     nr_header_t *h = r->hdr;
     if (p->kind == NR_KIND_ACTOR) return nri_actor_pop(r, p);
     uint32_t t = p->q_head;
@@ -264,7 +289,14 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p) {
         return t;
     }
     if (p->kind != NR_KIND_WORKER) return 0;
-    if (nri_xq_any(h) && (t = nri_xq_first_fit(r, p, 1, 1))) return t;
+    if (nri_xq_any(h)) {
+        if ((t = nri_xq_first_fit(r, p, 1, 1))) return t;
+        if (!nri_env_keyed(p) && (t = nri_xq_first_fit(r, NULL, 0, 1)) &&
+            !nri_env_ok(p, nr_task(r, t)->env) && !env_has_worker(r, nr_task(r, t)->env)) {
+            *held = 1;                   /* one of a runtime_env with no worker yet fits */
+            return 0;
+        }
+    }
     if (nri_env_keyed(p)) return 0;      /* the plain queues' tasks are not its */
     uint32_t *head = next_queue(h, r);
     if (!head) return 0;
@@ -318,9 +350,9 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
  * chains a wake-up to another worker.  A pool worker that finds none it
  * may run while work is queued (of another runtime_env) hands it on too:
  * pool workers take their next task themselves, so no one else kicks. */
-static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w) {
+static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w, int *held) {
     nr_proc_t *p = nr_proc(r, slot);
-    uint32_t t = pop_locked(r, p);
+    uint32_t t = pop_locked(r, p, held);
     if (t) {
         start_task_locked(r, slot, t);
         nri_kick(r, w);
@@ -381,7 +413,8 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             done = 0;
         }
         if (h->shutdown) { nr_unlock(r); nri_flush(r, &w); return 0; }
-        uint32_t t = take_locked(r, slot, &w);
+        int held = 0;
+        uint32_t t = take_locked(r, slot, &w, &held);
         if (t) {
             nr_unlock(r);
             nri_flush(r, &w);
@@ -398,7 +431,8 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         nri_flush(r, &w);
         memset(&w, 0, sizeof w);
 
-        int found = SPIN_UNTIL(r, LOAD(&h->shutdown) ||
+        /* Held back from plain work (pop_locked): no spinning on it. */
+        int found = held ? 0 : SPIN_UNTIL(r, LOAD(&h->shutdown) ||
                                (is_worker ? LOAD(&p->q_head) || LOAD(&h->evict) ||
                                             shared_work_fits(r, p)
                                           : nri_actor_has_work(r, p)), spin_ns);
@@ -406,7 +440,8 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         nr_lock(r);                      /* one section: stop spinning and take */
         nri_set_spinning(r, p, 0);
         if (h->shutdown) { nr_unlock(r); return 0; }
-        t = take_locked(r, slot, &w);
+        held = 0;
+        t = take_locked(r, slot, &w, &held);
         if (t) {
             nr_unlock(r);
             nri_flush(r, &w);
@@ -425,9 +460,12 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         nr_unlock(r);
 
         /* A worker of a runtime_env retires sooner, as Ray's do (about 1 s):
-         * it serves one environment only. */
+         * it serves one environment only.  One held back from plain work
+         * looks again soon (the task it leaves room for may be cancelled,
+         * with no one to wake it). */
         int64_t tmo = idle_timeout_ns;
         if (nri_env_keyed(p) && tmo > NR_ENV_IDLE_NS) tmo = NR_ENV_IDLE_NS;
+        if (held) tmo = NR_HELD_POLL_NS;
         int timed_out = nr_futex_wait(&p->wake, seen, tmo);
 
         nr_lock(r);
@@ -437,7 +475,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
             /* Beyond the pool's floor; workers of a runtime_env first: the
              * floor stays ready for tasks without one. */
             uint32_t kept = nri_env_keyed(p) ? h->nworkers : h->nworkers - h->nenv_workers;
-            if (timed_out && is_worker && kept > h->min_workers && !p->q_head) {
+            if (timed_out && !held && is_worker && kept > h->min_workers && !p->q_head) {
                 retire_locked(r, p, &w);
                 nr_unlock(r);
                 nri_flush(r, &w);
@@ -450,8 +488,9 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
 
 int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
+    int held = 0;
     nr_lock(r);
-    uint32_t t = take_locked(r, slot, &w);
+    uint32_t t = take_locked(r, slot, &w, &held);
     nr_unlock(r);
     nri_flush(r, &w);
     return t;

@@ -193,6 +193,37 @@ def test_an_idle_worker_of_a_runtime_env_retires_after_a_second(fresh):
     assert ray.get(pid.options(runtime_env=_env("idle")).remote(), timeout=60) != keyed
 
 
+def test_a_new_runtime_env_does_not_wait_behind_a_backlog_of_plain_tasks(fresh):
+    """Its task, and a nested one whose environment's only worker waits in
+    get(), start when a CPU frees, not once the plain tasks queued after
+    them have all run (2 s here)."""
+    local_only("the pool's scheduling is nanoray's own")
+    ray = fresh(num_cpus=2)
+
+    @ray.remote
+    def plain():
+        time.sleep(0.01)
+
+    @ray.remote
+    def stamp():
+        return time.monotonic(), os.environ.get("NR_RENV_VALUE")
+
+    @ray.remote
+    def parent():
+        time.sleep(0.1)                  # the backlog is queued by now
+        return ray.get(stamp.remote())
+    ray.get([plain.remote() for _ in range(4)], timeout=60)
+    for name, f in (("new", stamp), ("nested", parent)):
+        ref = f.options(runtime_env=_env(name)).remote()
+        time.sleep(0.02)
+        backlog = [plain.remote() for _ in range(400)]
+        start = time.monotonic()
+        started, value = ray.get(ref, timeout=60)
+        assert value == name
+        assert started - start < 1.0, (name, started - start)
+        ray.get(backlog, timeout=60)
+
+
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
