@@ -472,10 +472,12 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         if (p->sleeping) {               /* timed out or woke spuriously */
             if (is_worker) nri_sleepers_remove(r, slot);
             W(p->sleeping, 0);
-            /* Beyond the pool's floor; workers of a runtime_env first: the
-             * floor stays ready for tasks without one. */
-            uint32_t kept = nri_env_keyed(p) ? h->nworkers : h->nworkers - h->nenv_workers;
-            if (timed_out && !held && is_worker && kept > h->min_workers && !p->q_head) {
+            /* Beyond the pool's floor of plain workers; a worker of a
+             * runtime_env always (it is never part of the floor: one that
+             * took a starting floor worker's place is replaced by a fresh
+             * one, nr_spawn_take). */
+            int surplus = nri_env_keyed(p) || h->nworkers - h->nenv_workers > h->min_workers;
+            if (timed_out && !held && is_worker && surplus && !p->q_head) {
                 retire_locked(r, p, &w);
                 nr_unlock(r);
                 nri_flush(r, &w);

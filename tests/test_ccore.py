@@ -424,7 +424,7 @@ def test_pool_workers_are_keyed_by_the_runtime_env_of_their_first_task():
     assert r.verify()[0] == 0
 
 
-def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_never_blocks_plain_ones():
+def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_then_for_no_plain_backlog():
     r = CRegion(cpus_milli=1000)
     w1, w2 = r.proc(), r.proc()
     tp, _ = r.submit()
@@ -434,10 +434,34 @@ def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_never_blocks_plain
     assert r.next(w2) == 0                           # nothing fits
     assert r.spawn_take() == []                      # no CPU free: nothing to start for
     r.finish(w1, tp)
-    assert r.next(w1) == tp2                         # w1 runs plain tasks; te is not its
-    r.finish(w1, tp2)
-    assert r.next(w1) == 0 and r.next(w2) == te      # the fresh w2 takes te
+    # te fits now and no worker has its runtime_env: the plain w1 leaves it
+    # the CPU (else plain work would take it again and again).
+    assert r.next(w1) == 0
+    assert r.next(w2) == te                          # the fresh w2 takes te
+    assert r.next(w1) == 0                           # no CPU free
     r.finish(w2, te)
+    assert r.next(w1) == tp2                         # then plain work goes on
+    r.finish(w1, tp2)
+    assert r.verify()[0] == 0
+    r.reap(w1)
+    r.reap(w2)
+
+
+def test_a_runtime_env_task_whose_worker_is_busy_holds_back_no_plain_work():
+    r = CRegion(cpus_milli=2000)
+    w1, w2 = r.proc(), r.proc()
+    t0, _ = r.submit()
+    assert r.next(w1) == t0                          # w1: keyed to no runtime_env
+    r.finish(w1, t0)
+    te, _ = r.submit(env=5)
+    assert r.next(w2) == te                          # w2: keyed to 5, running
+    te2, _ = r.submit(env=5)
+    tp, _ = r.submit()
+    assert r.next(w1) == tp                          # te2 waits for w2, not for the CPU
+    r.finish(w2, te)
+    assert r.next(w2) == te2
+    r.finish(w2, te2)
+    r.finish(w1, tp)
     assert r.verify()[0] == 0
     r.reap(w1)
     r.reap(w2)
