@@ -88,6 +88,9 @@ static inline int nri_env_ok(nr_proc_t *p, uint64_t task_env) {
     uint64_t e = LOAD(&p->env);
     return !e || e == (NR_ENV_SET | task_env);
 }
+/* Whether a task asking for `cpus` milli-CPUs fits `avail`: one asking for
+ * none always does (actors may have taken more than there is: avail < 0). */
+static inline int nri_cpus_fit(int32_t cpus, int32_t avail) { return cpus <= avail || cpus <= 0; }
 /* Keyed to a runtime_env other than none: takes nothing from the plain queues. */
 static inline int nri_env_keyed(nr_proc_t *p) { return (LOAD(&p->env) & ~NR_ENV_SET) != 0; }
 

@@ -34,7 +34,7 @@ uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli) {
  * answer only costs a look under it). */
 static int fits_in(const int32_t *cpus_avail, const int64_t *avail, int32_t cpus, uint32_t mask,
                    const int32_t *res) {
-    if (cpus > LOAD(cpus_avail)) return 0;
+    if (!nri_cpus_fit(cpus, LOAD(cpus_avail))) return 0;
     for (uint32_t k = 1; mask && k < NR_RES; k++)
         if ((mask >> k & 1) && LOAD(&res[k]) > LOAD(&avail[k])) return 0;
     return 1;

@@ -67,8 +67,8 @@ void nri_set_state(nr_region_t *r, nr_proc_t *p, uint32_t state) {
  * (but for the top-level queue's turn), else the top-level queue's; 0 when
  * neither fits the free CPUs. */
 static inline uint32_t *next_queue(nr_header_t *h, nr_region_t *r) {
-    int nq = h->nq_head && nr_task(r, h->nq_head)->cpus <= h->cpus_avail;
-    int rq = h->rq_head && nr_task(r, h->rq_head)->cpus <= h->cpus_avail;
+    int nq = h->nq_head && nri_cpus_fit(nr_task(r, h->nq_head)->cpus, h->cpus_avail);
+    int rq = h->rq_head && nri_cpus_fit(nr_task(r, h->rq_head)->cpus, h->cpus_avail);
     if (nq && !(rq && h->nq_streak >= NR_NESTED_STREAK)) return &h->nq_head;
     return rq ? &h->rq_head : 0;
 }
@@ -84,9 +84,9 @@ static inline int shared_work_fits(nr_region_t *r, nr_proc_t *p) {
     if (!nri_env_keyed(p)) {
         int32_t avail = LOAD(&r->hdr->cpus_avail);
         uint32_t hd = LOAD(&r->hdr->nq_head);
-        if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+        if (hd && nri_cpus_fit(LOAD(&nr_task(r, hd)->cpus), avail)) return 1;
         hd = LOAD(&r->hdr->rq_head);
-        if (hd && LOAD(&nr_task(r, hd)->cpus) <= avail) return 1;
+        if (hd && nri_cpus_fit(LOAD(&nr_task(r, hd)->cpus), avail)) return 1;
     }
     return nri_xq_any(r->hdr) && nri_xq_first_fit(r, p, 0, 0);
 }

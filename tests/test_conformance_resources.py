@@ -116,6 +116,25 @@ def test_infeasible_tasks_stay_pending_with_a_warning_and_block_nothing(ray):
         ray.get(stuck, timeout=30)
 
 
+def test_a_task_asking_for_no_cpus_runs_while_actors_hold_more_than_there_are(fresh):
+    ray = fresh(num_cpus=2)
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ping(self):
+            return "pong"
+    holders = [Holder.remote() for _ in range(3)]      # nanoray makes the third at once
+    assert ray.get([h.ping.remote() for h in holders[:2]], timeout=60) == ["pong"] * 2
+
+    @ray.remote(num_cpus=0)
+    def free():
+        return "ran"
+    assert ray.get(free.remote(), timeout=30) == "ran"
+    assert ray.get(free.options(resources={}).remote(), timeout=30) == "ran"
+    for h in holders:
+        ray.kill(h)
+
+
 def test_actor_holds_its_gpu_for_life(fresh):
     ray = fresh(num_cpus=2, num_gpus=1)
 
