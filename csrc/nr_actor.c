@@ -317,12 +317,14 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         p->handle_obj = handle_obj;
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
         /* From its placement group's bundle, if it has one: the one it
-         * names, or the first with room (else its group's first). */
+         * names, or the first with room (else the one that reserved enough
+         * with the most free). */
         uint32_t bundle = (uint32_t)pool;
         if (bundle & NR_POOL_ANY) {
             uint32_t fit = nri_pool_pick(h, bundle, (uint32_t)(pool >> 32), cpus_milli, res_mask,
                                          res);
-            bundle = fit ? fit : bundle & ~NR_POOL_ANY;
+            bundle = fit ? fit : nri_pool_fallback(h, bundle, (uint32_t)(pool >> 32), cpus_milli,
+                                                   res);
         }
         nri_acct_t a = nri_acct(r, bundle, (uint32_t)(pool >> 32));
         W(*a.cpus, *a.cpus - cpus_milli);

@@ -180,6 +180,19 @@ uint32_t nri_pick_gpus(nr_header_t *h, int32_t milli);
  * first of its group's that fits; 0 if none does, or the group is gone. */
 uint32_t nri_pool_pick(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus, uint32_t mask,
                        const int32_t *res);
+/* Where an actor for any bundle goes when none has room now (it takes its
+ * resources at creation all the same): of the bundles whose reservation
+ * holds cpus and res[], the one with the most CPUs free (the group's first
+ * if none holds them).  For a pool naming one bundle: that one. */
+uint32_t nri_pool_fallback(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus,
+                           const int32_t *res);
+/* Whether bundle g reserved at least cpus and res[] (NULL: none). */
+static inline int nri_bundle_holds(const nr_pg_t *g, int32_t cpus, const int32_t *res) {
+    if (cpus > g->cpus_res) return 0;
+    for (uint32_t k = 1; res && k < NR_RES; k++)
+        if (res[k] > g->res_res[k]) return 0;
+    return 1;
+}
 uint32_t nri_xq_first_fit(nr_region_t *r, nr_proc_t *p, int take, int locked);
 void nri_res_take(nr_region_t *r, nr_proc_t *p, nri_acct_t a, uint32_t mask,
                   const int32_t *res, uint32_t gpus);

@@ -1,16 +1,21 @@
 /* nr_pg: placement groups.  A group reserves resources from the node, one
- * reservation per bundle, in a row of slots (pgs[head..head+nb-1]): its
- * tasks and actors are charged to a bundle (the one they name, or the
- * first with room: nri_pool_pick), everything else to what the node has
- * left.  A group the node has no room for yet is pending, and is placed
- * whole, oldest slot first, when resources come back (nri_kick,
+ * reservation per bundle, each in a slot of pgs[] chained from the group's
+ * first (head): its tasks and actors are charged to a bundle (the one they
+ * name, or the first with room: nri_pool_pick), everything else to what
+ * the node has left.  A group the node has no room for yet is pending, and
+ * is placed whole, oldest slot first, when resources come back (nri_kick,
  * nr_task_finish).  Removing a group gives what it has unused back to the
  * node; what its running tasks hold goes back as they finish. */
 #include "nr_internal.h"
 
+/* Walks the bundles of the group whose first slot is head (i: slot index). */
+#define FOR_BUNDLES(h, head, i, n) \
+    for (uint32_t i = (head), n = 0; n < (h)->pgs[head].nb && i < NR_MAX_PG; \
+         i = (h)->pgs[i].next - 1, n++)
+
 static int fits_node(nr_header_t *h, uint32_t head) {
     int64_t cpus = 0, res[NR_RES] = {0};
-    for (uint32_t i = head; i < head + h->pgs[head].nb; i++) {
+    FOR_BUNDLES(h, head, i, n) {
         cpus += h->pgs[i].cpus_res;
         for (uint32_t k = 1; k < NR_RES; k++) res[k] += h->pgs[i].res_res[k];
     }
@@ -22,7 +27,7 @@ static int fits_node(nr_header_t *h, uint32_t head) {
 
 static void place(nr_region_t *r, uint32_t head) {
     nr_header_t *h = r->hdr;
-    for (uint32_t i = head; i < head + h->pgs[head].nb; i++) {
+    FOR_BUNDLES(h, head, i, n) {
         nr_pg_t *g = &h->pgs[i];
         W(h->cpus_avail, h->cpus_avail - g->cpus_res);
         W(g->cpus_avail, g->cpus_res);
@@ -54,38 +59,38 @@ static int live_head(nr_region_t *r, uint64_t pool) {
     return g->state != NR_PG_FREE && g->gen == (uint32_t)(pool >> 32) ? (int)g->head : -1;
 }
 
-uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res) {
+uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res,
+                      uint32_t *slots) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     uint64_t pool = 0;
     if (nb == 0 || nb > NR_MAX_PG) return 0;
     nr_lock(r);
-    uint32_t run = 0;
-    for (uint32_t end = 0; end < NR_MAX_PG; end++) {
-        run = h->pgs[end].state == NR_PG_FREE ? run + 1 : 0;
-        if (run < nb) continue;
-        uint32_t head = end + 1 - nb, gen = 0;
-        /* One generation for the group: above what any of its slots had
+    uint32_t found = 0, gen = 0;
+    for (uint32_t i = 0; i < NR_MAX_PG && found < nb; i++)
+        if (h->pgs[i].state == NR_PG_FREE) slots[found++] = i;
+    if (found == nb) {
+        /* One generation for the group: the highest any of its slots had
          * (each slot's only grows, so no old holder of one matches it). */
-        for (uint32_t i = head; i <= end; i++)
-            if (h->pgs[i].gen > gen) gen = h->pgs[i].gen;
-        for (uint32_t i = head; i <= end; i++) {
-            nr_pg_t *g = &h->pgs[i];
-            const int32_t *bres = res ? res + (size_t)(i - head) * NR_RES : NULL;
+        for (uint32_t b = 0; b < nb; b++)
+            if (h->pgs[slots[b]].gen > gen) gen = h->pgs[slots[b]].gen;
+        for (uint32_t b = 0; b < nb; b++) {
+            nr_pg_t *g = &h->pgs[slots[b]];
+            const int32_t *bres = res ? res + (size_t)b * NR_RES : NULL;
             nr_undo_bytes(r, g, sizeof *g);  /* a free entry: plain stores, logged at once */
             memset(g, 0, sizeof *g);
             g->gen = gen;
-            g->head = head;
+            g->head = slots[0];
             g->nb = nb;
-            g->cpus_res = cpus[i - head] > 0 ? cpus[i - head] : 0;
+            g->next = b + 1 < nb ? slots[b + 1] + 1 : 0;
+            g->cpus_res = cpus[b] > 0 ? cpus[b] : 0;
             for (uint32_t k = 1; k < NR_RES; k++) g->res_res[k] = bres && bres[k] > 0 ? bres[k] : 0;
             g->state = NR_PG_PENDING;
             WINC(h->npg_pending);
         }
-        if (fits_node(h, head)) place(r, head);
-        pool = ((uint64_t)gen << 32) | (head + 1);
+        if (fits_node(h, slots[0])) place(r, slots[0]);
+        pool = ((uint64_t)gen << 32) | (slots[0] + 1);
         nri_kick(r, &w);
-        break;
     }
     nr_unlock(r);
     nri_flush(r, &w);
@@ -99,8 +104,8 @@ int nr_pg_remove(nr_region_t *r, uint64_t pool) {
     nr_lock(r);
     int head = live_head(r, pool);
     if (head >= 0) {
-        uint32_t nb = h->pgs[head].nb;
-        for (uint32_t i = (uint32_t)head; i < (uint32_t)head + nb; i++) {
+        /* (next and nb stay as they are: the walk reads them.) */
+        FOR_BUNDLES(h, (uint32_t)head, i, n) {
             nr_pg_t *g = &h->pgs[i];
             if (g->state == NR_PG_CREATED) {
                 WADD(h->cpus_avail, g->cpus_avail);
@@ -151,14 +156,10 @@ int nr_pg_fits(nr_region_t *r, uint64_t pool, int32_t cpus, const int32_t *res) 
     nr_lock(r);
     int head = live_head(r, pool), ok = 0;
     if (head >= 0) {
-        uint32_t i = ((uint32_t)pool & ~NR_POOL_ANY) - 1, any = (uint32_t)pool & NR_POOL_ANY;
-        uint32_t first = any ? (uint32_t)head : i;
-        uint32_t last = any ? (uint32_t)head + h->pgs[head].nb : i + 1;
-        for (uint32_t j = first; j < last && !ok; j++) {
-            nr_pg_t *g = &h->pgs[j];
-            ok = cpus <= g->cpus_res;
-            for (uint32_t k = 1; ok && res && k < NR_RES; k++)
-                if (res[k] > g->res_res[k]) ok = 0;
+        uint32_t one = ((uint32_t)pool & ~NR_POOL_ANY) - 1, any = (uint32_t)pool & NR_POOL_ANY;
+        FOR_BUNDLES(h, any ? (uint32_t)head : one, j, n) {
+            ok = nri_bundle_holds(&h->pgs[j], cpus, res);
+            if (ok || !any) break;
         }
     }
     nr_unlock(r);

@@ -53,18 +53,20 @@
 #define NR_RES_MEM 2
 #define NR_RES_NAME 32
 #define NR_MAX_GPUS 32
-#define NR_MAX_PG 64                   /* placement-group bundles reserved at once */
+#define NR_MAX_PG 256                  /* placement-group bundles reserved at once */
 enum { NR_PG_FREE = 0, NR_PG_PENDING, NR_PG_CREATED };
 
 /* A placement group's bundle: resources reserved from the node for the
- * tasks and actors scheduled in it.  A group of n bundles holds n slots in
- * a row (pgs[head..head+n-1]), all with the group's state and generation:
- * it is pending until the node has them all free, and placed at once. */
+ * tasks and actors scheduled in it.  A group of n bundles holds n slots,
+ * chained from its first (head) in bundle order, all with the group's
+ * state and generation: it is pending until the node has them all free,
+ * and placed at once. */
 typedef struct {
     uint32_t state;       /* NR_PG_* */
     uint32_t gen;         /* bumped when removed: (index + 1, gen) names it */
     uint32_t head;        /* the slot index of its group's first bundle */
     uint32_t nb;          /* how many bundles its group has */
+    uint32_t next;        /* the slot index + 1 of its group's next bundle, 0: last */
     int32_t cpus_res;     /* milli-CPUs reserved */
     int32_t cpus_avail;   /* of those, free */
     int64_t res_res[NR_RES];   /* resources beyond CPUs reserved (res_res[0] unused) */

@@ -42,18 +42,30 @@ static int fits_in(const int32_t *cpus_avail, const int64_t *avail, int32_t cpus
 
 uint32_t nri_pool_pick(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus, uint32_t mask,
                        const int32_t *res) {
-    uint32_t i = (pool & ~NR_POOL_ANY) - 1, n = 1;
-    if (i >= NR_MAX_PG) return 0;
-    if (pool & NR_POOL_ANY) {
-        n = LOAD(&h->pgs[i].nb);
-        if (LOAD(&h->pgs[i].head) != i || n > NR_MAX_PG - i) return 0;
+    uint32_t j = (pool & ~NR_POOL_ANY) - 1, n = 1;
+    if (j >= NR_MAX_PG) return 0;
+    if (pool & NR_POOL_ANY) {            /* the group's bundles, in order, along their chain */
+        n = LOAD(&h->pgs[j].nb);
+        if (LOAD(&h->pgs[j].head) != j) return 0;
     }
-    for (uint32_t j = i; j < i + n; j++) {
+    for (; n-- && j < NR_MAX_PG; j = LOAD(&h->pgs[j].next) - 1) {
         nr_pg_t *g = &h->pgs[j];
         if (LOAD(&g->gen) != gen || LOAD(&g->state) != NR_PG_CREATED) return 0;
         if (fits_in(&g->cpus_avail, g->res_avail, cpus, mask, res)) return j + 1;
     }
     return 0;
+}
+
+uint32_t nri_pool_fallback(nr_header_t *h, uint32_t pool, uint32_t gen, int32_t cpus,
+                           const int32_t *res) {
+    uint32_t j = (pool & ~NR_POOL_ANY) - 1, n, best = 0;
+    if (!(pool & NR_POOL_ANY) || j >= NR_MAX_PG) return pool & ~NR_POOL_ANY;
+    for (n = h->pgs[j].nb; n-- && j < NR_MAX_PG; j = h->pgs[j].next - 1) {
+        nr_pg_t *g = &h->pgs[j];
+        if (g->gen != gen || !nri_bundle_holds(g, cpus, res)) continue;
+        if (!best || g->cpus_avail > h->pgs[best - 1].cpus_avail) best = j + 1;
+    }
+    return best ? best : pool & ~NR_POOL_ANY;
 }
 
 static int task_fits(nr_header_t *h, nr_task_t *t) {

@@ -225,20 +225,22 @@ void nr_poke_waiters(nr_region_t *r);
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
                         int32_t retries, uint32_t target_slot1, const int32_t *res,
                         uint64_t pool, uint64_t env, uint64_t *ret_out);
-/* Placement groups (nr_pg.c).  A group of nb bundles is named by its first
- * bundle's pool, (gen << 32) | (slot + 1); its bundle b's is that + b, and
- * with NR_POOL_ANY (bit 31) the first's names any bundle of the group (a
- * task takes the first that fits).  0 for none.  nr_pg_create reserves
- * cpus[b] and res[b * NR_RES ..] (NULL: none) for each bundle from the node
- * now, or once they are all free (pending): returns the group's pool, 0
- * when no nb slots in a row are free.  The rest take any of the group's
- * pools (nr_pg_tasks: the group's).  nr_pg_remove gives
+/* Placement groups (nr_pg.c).  Each bundle of a group has a slot; its pool
+ * is (gen << 32) | (slot + 1), the group's is its first bundle's, and that
+ * with NR_POOL_ANY (bit 31) names any bundle of the group (a task takes the
+ * first that fits).  0 for none.  nr_pg_create reserves cpus[b] and
+ * res[b * NR_RES ..] (NULL: none) for each bundle b from the node now, or
+ * once they are all free (pending), writes each bundle's slot to slots[b],
+ * and returns the group's pool: 0 when fewer than nb slots are free.  The
+ * rest take any of the group's pools (nr_pg_tasks: the group's).
+ * nr_pg_remove gives
  * what is unused back to the node (what its tasks hold goes back as they
  * finish): 0, or -1 if already gone.  nr_pg_state: NR_PG_*, -1 if gone.
  * nr_pg_tasks writes up to max (gen << 32 | t) of the tasks scheduled in it
  * that have not started, returns how many there are. */
 #define NR_POOL_ANY 0x80000000u
-uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res);
+uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res,
+                      uint32_t *slots);
 int nr_pg_remove(nr_region_t *r, uint64_t pool);
 int nr_pg_state(nr_region_t *r, uint64_t pool);
 uint32_t nr_pg_tasks(nr_region_t *r, uint64_t pool, uint64_t *out, uint32_t max);

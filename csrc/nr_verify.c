@@ -278,11 +278,22 @@ int nr_region_verify(nr_region_t *r, nr_verify_t *out) {
         nr_pg_t *g = &h->pgs[i];
         if (g->state > NR_PG_CREATED) FAIL(-432);
         if (g->state == NR_PG_PENDING) npending++;
-        if (g->state != NR_PG_FREE) {    /* one of its group's row, all alike */
-            nr_pg_t *hd = &h->pgs[g->head < NR_MAX_PG ? g->head : 0];
-            if (g->head > i || g->nb == 0 || g->head + g->nb <= i || g->head + g->nb > NR_MAX_PG ||
-                hd->gen != g->gen || hd->state != g->state || hd->nb != g->nb || hd->head != g->head)
+        if (g->state != NR_PG_FREE) {    /* one of its group's bundles, all alike */
+            if (g->head >= NR_MAX_PG || g->nb == 0 || g->nb > NR_MAX_PG) FAIL(-437);
+            nr_pg_t *hd = &h->pgs[g->head];
+            if (hd->gen != g->gen || hd->state != g->state || hd->nb != g->nb ||
+                hd->head != g->head)
                 FAIL(-437);
+            if (g->head == i) {          /* its chain: nb bundles of this group, then the end */
+                uint32_t j = i, n = 1;
+                for (; h->pgs[j].next; n++) {
+                    j = h->pgs[j].next - 1;
+                    if (j >= NR_MAX_PG || n >= g->nb || h->pgs[j].head != i ||
+                        h->pgs[j].state == NR_PG_FREE)
+                        FAIL(-438);
+                }
+                if (n != g->nb) FAIL(-438);
+            }
         }
         if (g->state != NR_PG_CREATED) {
             if (pcpus[i]) FAIL(-433);
@@ -362,7 +373,14 @@ out:
 typedef struct { uint64_t h; } fnv_t;
 static void feed(fnv_t *f, const void *p, size_t n) {
     const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++) { f->h ^= c[i]; f->h *= 1099511628211ull; }
+    for (; n >= 8; n -= 8, c += 8) {     /* a word at a time: the crash-point walk digests often */
+        uint64_t w;
+        memcpy(&w, c, 8);
+        f->h ^= w;
+        f->h *= 1099511628211ull;
+        f->h ^= f->h >> 29;
+    }
+    for (; n; n--, c++) { f->h ^= *c; f->h *= 1099511628211ull; }
 }
 #define FEED(f, x) feed((f), &(x), sizeof(x))
 
@@ -381,7 +399,15 @@ uint64_t nr_region_digest(nr_region_t *r) {
     hc.committed = 0; hc.pf_window = 0; hc.pf_bytes = 0; hc.pf_seq = 0; hc.pf_sleeping = 0;
     hc.pf_pid = 0; hc.pf_errno = 0; hc.pf_quiet_until = 0;                  /* the prefault thread's: no lock */
     memset(hc.spill_dir, 0, sizeof hc.spill_dir);   /* set once at init, not undone */
-    FEED(&f, hc);
+    /* The header but its placement-group table, then the bundles in use
+     * (and of the free ones what names them: generation and state). */
+    feed(&f, &hc, offsetof(nr_header_t, pgs));
+    feed(&f, (char *)&hc + offsetof(nr_header_t, pgs) + sizeof hc.pgs,
+         sizeof hc - offsetof(nr_header_t, pgs) - sizeof hc.pgs);
+    for (uint32_t i = 0; i < NR_MAX_PG; i++) {
+        if (h->pgs[i].state == NR_PG_FREE) { FEED(&f, h->pgs[i].gen); FEED(&f, h->pgs[i].state); }
+        else FEED(&f, h->pgs[i]);
+    }
     for (uint32_t i = 0; i < h->max_procs; i++) {
         nr_proc_t pc;
         memcpy(&pc, nr_proc(r, i), sizeof pc);

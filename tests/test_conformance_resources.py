@@ -443,24 +443,82 @@ def test_each_bundle_is_a_reservation_of_its_own(fresh, tmp_path):
     remove_placement_group(pg)
 
 
+def test_an_actor_for_any_bundle_is_charged_to_one_that_reserved_enough(fresh, tmp_path):
+    from nanoray.util.placement_group import placement_group, remove_placement_group
+    from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as In
+    ray = fresh(num_cpus=2, num_gpus=1)
+    pg = placement_group([{"GPU": 1}, {"CPU": 1}])
+    assert pg.wait(30)
+    gate, started = str(tmp_path / "gate"), str(tmp_path / "started")
+
+    @ray.remote(num_cpus=1)
+    def hold(started, gate):
+        touch(started)
+        wait_for_path(gate)
+        return "done"
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ping(self):
+            return "pong"
+
+    @ray.remote(num_cpus=0, num_gpus=1)
+    def gpu():
+        return "gpu"
+    busy = hold.options(scheduling_strategy=In(pg, 1)).remote(started, gate)
+    wait_for_path(started)
+    # Bundle 1 is busy and bundle 0 has no CPU: Ray makes the actor once
+    # bundle 1 frees, nanoray at once on bundle 1; either way bundle 0's
+    # GPU stays free for its own calls.
+    h = Holder.options(scheduling_strategy=In(pg)).remote()
+    assert ray.get(gpu.options(scheduling_strategy=In(pg, 0)).remote(), timeout=30) == "gpu"
+    touch(gate)
+    assert ray.get(busy, timeout=30) == "done"
+    assert ray.get(h.ping.remote(), timeout=60) == "pong"
+    second = str(tmp_path / "second")
+    later = hold.options(scheduling_strategy=In(pg, 1)).remote(second, gate)
+    time.sleep(0.5)
+    assert not os.path.exists(second)          # the actor holds bundle 1's CPU
+    ray.kill(h)
+    assert ray.get(later, timeout=30) == "done"
+    remove_placement_group(pg)
+
+
 def test_more_bundles_than_the_table_holds_share_one_reservation(fresh):
+    import warnings
     from nanoray.util.placement_group import placement_group, remove_placement_group
     from nanoray.util.scheduling_strategies import PlacementGroupSchedulingStrategy as In
     ray = fresh(num_cpus=2)
-    local_only("nanoray reserves at most 64 bundles at once")
+    local_only("nanoray reserves at most 256 bundles at once")
     with pytest.warns(RuntimeWarning, match="share one reservation"):
-        big = placement_group([{"CPU": 0.01}] * 100)
+        big = placement_group([{"CPU": 0.001}] * 300)
     assert big.wait(10)
 
-    @ray.remote(num_cpus=0.01)
+    @ray.remote(num_cpus=0.001)
     def group_of():
         return ray.get_runtime_context().get_placement_group_id()
     assert ray.get([group_of.options(scheduling_strategy=In(big, i)).remote()
-                    for i in (0, 99, -1)], timeout=30) == [big.id.hex()] * 3
-    small = [placement_group([{"CPU": 0.001}]) for _ in range(63)]   # the table's rest
-    with pytest.raises(RuntimeError, match="at most 64"):
+                    for i in (0, 299, -1)], timeout=30) == [big.id.hex()] * 3
+    small = [placement_group([{"CPU": 0.001}]) for _ in range(255)]   # the table's rest
+    with pytest.raises(RuntimeError, match="at most 256"):
         placement_group([{"CPU": 0.001}])
-    for g in small + [big]:
+    # Every other slot free: a group's bundles need not be next to each other.
+    for g in small[::2]:
+        remove_placement_group(g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spread = placement_group([{"CPU": 0.5}] * 3)
+    assert spread.wait(10)
+
+    @ray.remote(num_cpus=0.5)
+    def started_at():
+        start = time.monotonic()
+        time.sleep(0.3)
+        return start
+    a, b = ray.get([started_at.options(scheduling_strategy=In(spread, 0)).remote()
+                    for _ in range(2)], timeout=30)
+    assert abs(a - b) >= 0.25                   # bundle 0 holds one at a time
+    for g in small[1::2] + [big, spread]:
         remove_placement_group(g)
     assert ray._api._backend.region.verify()["code"] == 0
     _eventually(lambda: ray.available_resources()["CPU"] == 2)

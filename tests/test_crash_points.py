@@ -421,9 +421,9 @@ def scenario(r):
     # the node has no room for is pending until all of it fits, then placed
     # whole; any bundle's pool names its group.
     any_bundle = 0x80000000                       # NR_POOL_ANY
-    pg2 = r.pg_create([1000, 1000])
-    assert r.pg_state(pg2) == 2 and r.pg_state(pg2 + 1) == 2
-    assert r.pg_fits(pg2 + 1, 1000) == 1 and r.pg_fits(pg2 | any_bundle, 1001) == 0
+    pg2, (_, b1) = r.pg_create([1000, 1000], bundles=True)
+    assert r.pg_state(pg2) == 2 and r.pg_state(b1) == 2
+    assert r.pg_fits(b1, 1000) == 1 and r.pg_fits(pg2 | any_bundle, 1001) == 0
     pg3 = r.pg_create([500, 500])
     assert r.pg_state(pg3) == 1                   # the node's CPUs are all pg2's
     ta, (ra,) = r.submit(pool=pg2)
@@ -440,7 +440,7 @@ def scenario(r):
     assert r.next(w8) == tb
     r.seal(rc)
     r.finish(w9, tc)
-    assert r.pg_remove(pg2 + 1) == 0
+    assert r.pg_remove(b1) == 0
     assert r.pg_state(pg3) == 2                   # what pg2 had unused placed it
     r.seal(rb)
     r.finish(w8, tb)

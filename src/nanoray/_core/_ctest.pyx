@@ -338,19 +338,25 @@ cdef class CRegion:
     def task_gpus(self, uint32_t t):
         return nr_task(&self.r, t).gpu_mask
 
-    def pg_create(self, cpus, res=None):
+    def pg_create(self, cpus, res=None, bundles=False):
         """cpus: one bundle's milli-CPUs, or a list of each bundle's; res:
-        one bundle's NR_RES amounts, or a list of each bundle's (or None)."""
-        cdef int32_t cv[64]
-        cdef int32_t rv[64 * 8]
-        bundles = list(cpus) if isinstance(cpus, (list, tuple)) else [cpus]
+        one bundle's NR_RES amounts, or a list of each bundle's (or None).
+        The group's pool; with bundles, each bundle's pool too."""
+        cdef int32_t cv[256]
+        cdef int32_t rv[256 * 8]
+        cdef uint32_t slots[256]
+        sizes = list(cpus) if isinstance(cpus, (list, tuple)) else [cpus]
         if res is not None and not isinstance(res[0], (list, tuple)):
             res = [res]
-        for b in range(len(bundles)):
-            cv[b] = bundles[b]
+        for b in range(len(sizes)):
+            cv[b] = sizes[b]
             for i in range(8):
                 rv[b * 8 + i] = res[b][i] if res is not None else 0
-        return nr_pg_create(&self.r, len(bundles), cv, rv)
+        pool = nr_pg_create(&self.r, len(sizes), cv, rv, slots)
+        if not bundles:
+            return pool
+        return pool, [((pool >> 32) << 32) | (slots[b] + 1) for b in range(len(sizes))] \
+            if pool else None
 
     def pg_gone_error(self, uint64_t err):
         return nr_pg_set_gone_error(&self.r, err)

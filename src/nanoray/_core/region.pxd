@@ -57,7 +57,7 @@ cdef extern from "nr_region.h" nogil:
     enum: NR_MAX_PG
 
     ctypedef struct nr_header_t:
-        nr_pg_t pgs[64]      # placement-group bundles (NR_MAX_PG)
+        nr_pg_t pgs[256]     # placement-group bundles (NR_MAX_PG)
         uint64_t arena_off   # where the arena starts
         nr_arena_t arena
         uint64_t size        # total mapped bytes

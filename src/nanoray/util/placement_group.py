@@ -10,9 +10,9 @@ or with none (-1) to the first bundle it fits then, and waits while that
 has no room, as in Ray.  A call that fits no bundle it may use raises
 ValueError at .remote(), as in Ray.  STRICT_SPREAD with more than one
 bundle needs more than one node: such a group stays pending, as in Ray.
-At most 64 bundles are reserved at once; a group that finds no room for
-its bundles in that table shares one reservation among them, with a
-warning (its bundle indexes then do not narrow what a call may use).
+At most 256 bundles are reserved at once, over all groups; a group with
+more bundles than there are free slots shares one reservation among them,
+with a warning (its bundle indexes then do not narrow what a call may use).
 
 remove_placement_group() gives the unused reservation back at once, fails
 the group's tasks that have not started (and any submitted to it later)
@@ -49,8 +49,9 @@ class PlacementGroupID(HexID):
 class PlacementGroup:
     """A handle to a placement group: ready(), wait(), its id and bundles."""
 
-    def __init__(self, pool, bundles, strategy="PACK", name="", session=0):
+    def __init__(self, pool, bundles, strategy="PACK", name="", session=0, bundle_pools=None):
         self._pool = pool
+        self._bundle_pools = bundle_pools     # each bundle's pool (None: they share one)
         self._session = session
         self.bundle_specs = [dict(b) for b in bundles]
         self.strategy = strategy
@@ -58,17 +59,13 @@ class PlacementGroup:
         self.id = PlacementGroupID("%016x%016x" % (session & ((1 << 64) - 1), pool))
         self._actors = []                    # (slot, gen) made here in it, for remove
         self._fits = {}                      # (index, demand) -> fits a bundle
-        self._merged = False                 # its bundles share one reservation
 
     def _pool_for(self, index):
         """The pool a call with this bundle index is charged to (-1: any)."""
         from nanoray._core import _runtime as _rt
-        pool = self._pool
-        if pool is None:
-            return None
-        if index is None or index < 0 or self._merged:
-            return pool | _rt.POOL_ANY
-        return pool + index
+        if index is None or index < 0 or not self._bundle_pools:
+            return self._pool | _rt.POOL_ANY
+        return self._bundle_pools[index]
 
     @property
     def bundle_count(self):
@@ -92,7 +89,7 @@ class PlacementGroup:
 
     def __reduce__(self):
         return (PlacementGroup, (self._pool, self.bundle_specs, self.strategy, self.name,
-                                 self._session), {"_merged": self._merged})
+                                 self._session, self._bundle_pools))
 
     def __eq__(self, other):
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -209,27 +206,24 @@ def placement_group(bundles, strategy="PACK", name="", lifetime=None, _soft_targ
                           "STRICT_SPREAD" and len(bundles) > 1 else
                           "it needs more than the machine has"), RuntimeWarning, stacklevel=2)
         each[0] = (1 << 30,) + each[0][1:]   # pending for good
-    merged = False
-    pool = _rt.pg_create([c for c, _, _ in each], [v for _, v, _ in each])
+    pool, bundle_pools = _rt.pg_create([c for c, _, _ in each], [v for _, v, _ in each])
     if not pool and len(bundles) > 1:
-        # No room for a reservation per bundle: one for all of them.
+        # Fewer free slots than bundles: one reservation for all of them.
         cpus, vec, _ = _demand(_total(bundles))
-        pool = _rt.pg_create([1 << 30 if never else cpus], [vec])
+        pool, _ = _rt.pg_create([1 << 30 if never else cpus], [vec])
         if pool:
-            merged = True
             warnings.warn(
-                "The placement group %s has %d bundles, and nanoray reserves at most %d bundles "
-                "at once: its bundles share one reservation (a bundle index does not narrow "
-                "what a call may use)." % (name or bundles, len(bundles),
-                                           _rt.MAX_PLACEMENT_GROUPS),
+                "The placement group %s has %d bundles, more than nanoray has room for now "
+                "(it reserves at most %d bundles at once, over all groups): its bundles share "
+                "one reservation (a bundle index does not narrow what a call may use)."
+                % (name or bundles, len(bundles), _rt.MAX_PLACEMENT_GROUPS),
                 RuntimeWarning, stacklevel=2)
     if not pool:
         raise RuntimeError("nanoray reserves at most %d placement-group bundles at once; remove "
                            "some groups with remove_placement_group()"
                            % _rt.MAX_PLACEMENT_GROUPS)
-    pg = PlacementGroup(pool, bundles, strategy, name, b.region.session)
+    pg = PlacementGroup(pool, bundles, strategy, name, b.region.session, bundle_pools)
     pg._never = bool(never)
-    pg._merged = merged
     with _lock:
         _registry[pool] = pg
     return pg

@@ -171,24 +171,36 @@ cdef void _restore_visible_gpus(object old) except *:
 
 # -- placement groups (csrc/nr_pg.c) ------------------------------------------
 
-MAX_PLACEMENT_GROUPS = 64                  # bundles reserved at once (NR_MAX_PG)
+MAX_PLACEMENT_GROUPS = NR_MAX_PG          # bundles reserved at once
 POOL_ANY = NR_POOL_ANY
 
 
 def pg_create(list cpus, list res):
     """Reserves, for each bundle b, cpus[b] (milli) and res[b] (NR_RES
-    amounts or None); the group's pool, 0 when there is no room in the
-    table for its bundles."""
+    amounts or None).  Returns (the group's pool, each bundle's pool), or
+    (0, None) when the table has fewer free slots than bundles."""
     cdef Region reg = _running()
     cdef uint32_t nb = len(cpus), b
-    cdef int32_t cv[64]
-    cdef int32_t rv[64 * NR_RES]
-    if nb == 0 or nb > MAX_PLACEMENT_GROUPS or len(res) != nb:
-        return 0
-    for b in range(nb):
-        cv[b] = cpus[b]
-        _fill_res(res[b], &rv[b * NR_RES])
-    return nr_pg_create(&reg.r, nb, cv, rv)
+    cdef int32_t *cv
+    cdef int32_t *rv
+    cdef uint32_t *slots
+    cdef uint64_t pool
+    if nb == 0 or nb > NR_MAX_PG or len(res) != nb:
+        return 0, None
+    cv = <int32_t *>malloc(4 * nb * (NR_RES + 2))
+    if cv == NULL:
+        raise MemoryError()
+    rv, slots = cv + nb, <uint32_t *>(cv + nb * (NR_RES + 1))
+    try:
+        for b in range(nb):
+            cv[b] = cpus[b]
+            _fill_res(res[b], &rv[b * NR_RES])
+        pool = nr_pg_create(&reg.r, nb, cv, rv, slots)
+        if not pool:
+            return 0, None
+        return pool, [((pool >> 32) << 32) | (slots[b] + 1) for b in range(nb)]
+    finally:
+        free(cv)
 
 
 def pg_remove(uint64_t pool):
