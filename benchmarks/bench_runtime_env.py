@@ -11,6 +11,9 @@ Figures, each the median of --rounds rounds (a fresh runtime per round):
                      for it (median over 6 new environments a round)
   env switch ms      a task of an environment whose worker exists and is
                      idle, right after a task of another one
+  behind backlog ms  a task in a new runtime_env submitted just before 100
+                     plain 20 ms tasks (1 s of work on 2 CPUs): from
+                     .remote() until it starts (median over 3 a round)
 
 With --ray (Ray installed), the same figures for Ray in the same run: Ray
 also starts workers per runtime_env.
@@ -30,6 +33,14 @@ def noop():
 
 def env_value():
     return os.environ.get("NR_BENCH_ENV")
+
+
+def sleep20():
+    time.sleep(0.02)
+
+
+def started_at():
+    return time.monotonic()
 
 
 def measure(ray, tasks):
@@ -55,8 +66,18 @@ def measure(ray, tasks):
         t0 = time.perf_counter()
         ray.get(g.options(**opts).remote())
         switch.append((time.perf_counter() - t0) * 1e3)
+    slow, when = ray.remote(sleep20), ray.remote(started_at)
+    behind = []
+    for i in range(3):
+        opts = {"runtime_env": {"env_vars": {"NR_BENCH_ENV": "%s-late-%d" % (stamp, i)}}}
+        t0 = time.monotonic()
+        ref = when.options(**opts).remote()
+        backlog = [slow.remote() for _ in range(100)]
+        behind.append((ray.get(ref) - t0) * 1e3)
+        ray.get(backlog)
     return {"plain tasks/s": plain, "env tasks/s": env,
-            "new env ms": statistics.median(new), "env switch ms": statistics.median(switch)}
+            "new env ms": statistics.median(new), "env switch ms": statistics.median(switch),
+            "behind backlog ms": statistics.median(behind)}
 
 
 def one_round(backend, tasks):
