@@ -82,6 +82,9 @@ static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, u
 /* How often a plain worker held back from plain work for a runtime_env's
  * task (nr_sched.c pop_locked) looks again while it sleeps. */
 #define NR_HELD_POLL_NS 2000000LL
+/* The longest plain workers leave CPUs to a runtime_env's task waiting for
+ * a fresh worker, from the first such hold until one of them starts. */
+#define NR_HOLD_MAX_NS 250000000LL
 /* Whether the xq (either list) holds a task; read without the lock too. */
 static inline int nri_xq_any(nr_header_t *h) { return LOAD(&h->xq_head) || LOAD(&h->xnq_head); }
 static inline int nri_env_ok(nr_proc_t *p, uint64_t task_env) {

@@ -200,10 +200,12 @@ void nri_kick(nr_region_t *r, wakeups_t *w) {
         env = nr_task(r, t)->env;
     } else if (t && nr_task(r, t)->env) {
         /* Plain work, and a task of a runtime_env that fits too: wake a
-         * worker of it, or when it has none, start one (plain workers
-         * leave it the CPUs meanwhile: pop_locked). */
+         * worker of it, or when it has none, start one below the worker
+         * limit (plain workers leave it CPUs meanwhile: hold_for; at the
+         * limit no plain worker is evicted for it while plain work lasts). */
         uint64_t e = nr_task(r, t)->env;
-        if (!wake_first_locked(r, w, WAKE_ENV, e) && !env_has_worker(r, e))
+        if (!wake_first_locked(r, w, WAKE_ENV, e) && !env_has_worker(r, e) &&
+            h->nworkers < h->max_workers)
             maybe_spawn_locked(r, w, 1, e);
     }
     if (!env && !h->nenv_workers) {      /* every worker may run it */
@@ -273,11 +275,29 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
     nri_kick(r, w);
 }
 
-/* The next task for slot p, 0 if none.  A plain worker leaves the plain
- * queues alone while a task of a runtime_env that has no worker yet fits
- * the free CPUs (*held set): a fresh worker is on its way for it (nri_kick),
- * and taking plain work would take its CPUs, again and again while plain
- * work lasts.  (One with a worker runs when that worker is free.) */
+/* Whether plain worker p should leave the plain queues' next task alone
+ * for task e, of a runtime_env with no idle or running worker, that fits
+ * the free CPUs: when taking it would leave e too few, a fresh worker can
+ * come for e (below the worker limit, or one is starting: nri_kick asks),
+ * and not for longer than NR_HOLD_MAX_NS since the first such hold (a fork
+ * that stalls must not stop plain work; the clock restarts when a task of
+ * a runtime_env starts).  Otherwise plain work would take e's CPUs again
+ * and again while it lasts.  (A task whose environment has a worker runs
+ * when that worker is free; at the limit no plain worker is evicted for
+ * it while plain work is queued.) */
+static int hold_for(nr_region_t *r, nr_task_t *e) {
+    nr_header_t *h = r->hdr;
+    uint32_t *head = next_queue(h, r);
+    if (!head || nri_cpus_fit(e->cpus, h->cpus_avail - nr_task(r, *head)->cpus)) return 0;
+    if (h->nworkers >= h->max_workers && !h->spawn_pending && !h->nstarting) return 0;
+    if (env_has_worker(r, e->env)) return 0;
+    int64_t now = nr_now_ns();
+    if (!h->hold_since) h->hold_since = now;    /* unlogged: a hint (not in the digest) */
+    return now - h->hold_since < NR_HOLD_MAX_NS;
+}
+
+/* The next task for slot p, 0 if none (*held: left for a runtime_env's
+ * task, hold_for). */
 static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p, int *held) {
     nr_header_t *h = r->hdr;
     if (p->kind == NR_KIND_ACTOR) return nri_actor_pop(r, p);
@@ -292,8 +312,8 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p, int *held) {
     if (nri_xq_any(h)) {
         if ((t = nri_xq_first_fit(r, p, 1, 1))) return t;
         if (!nri_env_keyed(p) && (t = nri_xq_first_fit(r, NULL, 0, 1)) &&
-            !nri_env_ok(p, nr_task(r, t)->env) && !env_has_worker(r, nr_task(r, t)->env)) {
-            *held = 1;                   /* one of a runtime_env with no worker yet fits */
+            !nri_env_ok(p, nr_task(r, t)->env) && hold_for(r, nr_task(r, t))) {
+            *held = 1;
             return 0;
         }
     }
@@ -327,6 +347,7 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
         W(p->env, NR_ENV_SET | task->env);
         if (task->env) WINC(r->hdr->nenv_workers);
     }
+    if (task->env) r->hdr->hold_since = 0;          /* hold_for's clock restarts */
     /* In a placement group: the bundle it fits (it was taken because one
      * does; its group's first otherwise). */
     uint32_t pool = task->target || !task->pool ? 0 :

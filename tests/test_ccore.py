@@ -447,6 +447,30 @@ def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_then_for_no_plain_
     r.reap(w2)
 
 
+def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
+    import time
+    r = CRegion(cpus_milli=1000)
+    w1 = r.proc()
+    t0, _ = r.submit()
+    assert r.next(w1) == t0                          # w1: keyed to no runtime_env
+    r.finish(w1, t0)
+    tp, _ = r.submit()
+    assert r.next(w1) == tp
+    te, _ = r.submit(env=5)
+    tp2, _ = r.submit()
+    r.finish(w1, tp)
+    assert r.next(w1) == 0                           # te fits, a fresh worker may come
+    time.sleep(0.3)                                  # none came (a fork that stalls)
+    assert r.next(w1) == tp2                         # plain work goes on
+    r.finish(w1, tp2)
+    w2 = r.proc()
+    assert r.next(w2) == te
+    r.finish(w2, te)
+    assert r.verify()[0] == 0
+    r.reap(w1)
+    r.reap(w2)
+
+
 def test_a_runtime_env_task_whose_worker_is_busy_holds_back_no_plain_work():
     r = CRegion(cpus_milli=2000)
     w1, w2 = r.proc(), r.proc()

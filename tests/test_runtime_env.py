@@ -233,6 +233,33 @@ def test_a_new_runtime_env_does_not_wait_behind_a_backlog_of_plain_tasks(fresh):
         ray.get(backlog, timeout=60)
 
 
+def test_at_the_worker_limit_env_tasks_waiting_on_plain_work_take_no_plain_workers(fresh):
+    """Two env tasks get() the last of a backlog of plain tasks, with the
+    pool at its limit: no plain worker is retired to make room for them
+    (that left the backlog with no worker: 'deadlock avoided'), and the
+    env tasks do not fork a worker each."""
+    local_only("_max_workers is nanoray's own")
+    ray = fresh(num_cpus=2, _max_workers=2)
+
+    @ray.remote
+    def plain(i):
+        time.sleep(0.05)
+        return i, os.getpid()
+
+    @ray.remote
+    def waits(box):
+        return os.environ["NR_RENV_VALUE"], ray.get(box[0])[0], os.getpid()
+    ray.get([plain.remote(-1) for _ in range(8)], timeout=60)   # both workers: plain
+    backlog = [plain.remote(i) for i in range(20)]
+    a = waits.options(runtime_env=_env("w")).remote([backlog[-1]])
+    time.sleep(0.2)
+    b = waits.options(runtime_env=_env("w")).remote([backlog[-1]])
+    got = ray.get([a, b], timeout=60)
+    assert [g[:2] for g in got] == [("w", 19), ("w", 19)]
+    pids = {pid for _, pid in ray.get(backlog, timeout=60)} | {g[2] for g in got}
+    assert len(pids) <= 4
+
+
 def _alive(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
