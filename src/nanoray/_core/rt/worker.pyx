@@ -131,7 +131,17 @@ cdef object _invoke(_Call c):
                 return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
             finally:
                 _in_user_code = False
-        return c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
+        value = c.func(*c.args, **c.kwargs) if c.kwargs else c.func(*c.args)
+        if c.kind == NR_SPEC_ACTOR_CALL and nr_task(&_region.r, c.t).cancelled and \
+                (c.extras is None or c.extras.get("gen") is None) and \
+                not _actor_opts.get("is_async"):
+            # Cancelled while it ran (a sync actor's call is not interrupted;
+            # an async one's coroutine is cancelled): its returns raise
+            # TaskCancelledError, as in Ray.
+            c.failure = _exc.TaskCancelledError(
+                error_message="nanoray: actor call %s() was cancelled while it ran" % c.name)
+            return None
+        return value
     except SystemExit:
         # As in Ray: the worker exits; a task is retried (max_retries) or
         # fails with WorkerCrashedError; an actor exits on purpose.  Never
