@@ -447,13 +447,19 @@ def test_a_runtime_env_task_waits_for_cpus_like_any_other_and_then_for_no_plain_
     r.reap(w2)
 
 
+def _plain_worker(r):
+    """A pool worker keyed to no runtime_env (its first task had none)."""
+    w = r.proc()
+    t, _ = r.submit()
+    assert r.next(w) == t
+    r.finish(w, t)
+    return w
+
+
 def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
     import time
     r = CRegion(cpus_milli=1000)
-    w1 = r.proc()
-    t0, _ = r.submit()
-    assert r.next(w1) == t0                          # w1: keyed to no runtime_env
-    r.finish(w1, t0)
+    w1 = _plain_worker(r)
     tp, _ = r.submit()
     assert r.next(w1) == tp
     te, _ = r.submit(env=5)
@@ -473,10 +479,8 @@ def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
 
 def test_a_runtime_env_task_whose_worker_is_busy_holds_back_no_plain_work():
     r = CRegion(cpus_milli=2000)
-    w1, w2 = r.proc(), r.proc()
-    t0, _ = r.submit()
-    assert r.next(w1) == t0                          # w1: keyed to no runtime_env
-    r.finish(w1, t0)
+    w1 = _plain_worker(r)
+    w2 = r.proc()
     te, _ = r.submit(env=5)
     assert r.next(w2) == te                          # w2: keyed to 5, running
     te2, _ = r.submit(env=5)
