@@ -253,11 +253,7 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
         nri_fail_push(r, t, h->pg_gone_err);   /* its group was removed: it never runs */
         return;
     }
-    /* The resource queue: first fit, so one that cannot fit yet holds up
-     * no other.  A task asking for no CPUs goes there too: it must not wait
-     * behind a CPU task that cannot start (actors may hold every CPU). */
-    if (task->res_mask || task->pool || task->env || task->cpus > h->cpus_total ||
-        task->cpus <= 0) {
+    if (task->res_mask || task->pool || task->env || task->cpus > h->cpus_total) {
         if (task->cancelled) {           /* its arguments came after cancel(): it would only */
             nri_release(r, t);           /* wait here (its returns are the canceller's) */
             return;
