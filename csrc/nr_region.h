@@ -265,9 +265,10 @@ typedef struct {
     int32_t pf_pid;               /* the process it runs in, 0 if none */
     int32_t pf_errno;             /* why it stopped early (ENOMEM...), 0 if it did not */
     int64_t pf_quiet_until;       /* CLOCK_MONOTONIC ns: a large copy runs until about then */
-    int64_t hold_since;           /* CLOCK_MONOTONIC ns: since when a plain worker leaves a
-                                   * CPU to a runtime_env's task (0: none since the last
-                                   * such task started); a hint, stored unlogged */
+    int64_t hold_since;           /* CLOCK_MONOTONIC ns: since when plain workers leave a
+                                   * CPU to task hold_task of a runtime_env (0: none);
+                                   * hints, stored unlogged */
+    uint64_t hold_task;           /* (gen << 32) | index of that task */
 } nr_header_t;
 
 /* One finished task or actor call, for nanoray.timeline(): kept in a ring

@@ -276,23 +276,26 @@ void nri_enqueue(nr_region_t *r, uint32_t t, wakeups_t *w) {
 }
 
 /* Whether plain worker p should leave the plain queues' next task alone
- * for task e, of a runtime_env with no idle or running worker, that fits
- * the free CPUs: when taking it would leave e too few, a fresh worker can
- * come for e (below the worker limit, or one is starting: nri_kick asks),
- * and not for longer than NR_HOLD_MAX_NS since the first such hold (a fork
- * that stalls must not stop plain work; the clock restarts when a task of
- * a runtime_env starts).  Otherwise plain work would take e's CPUs again
- * and again while it lasts.  (A task whose environment has a worker runs
- * when that worker is free; at the limit no plain worker is evicted for
- * it while plain work is queued.) */
-static int hold_for(nr_region_t *r, nr_task_t *e) {
+ * for task e (index t), of a runtime_env with no idle or running worker,
+ * that fits the free CPUs: when taking it would leave e too few, a fresh
+ * worker can come for e (below the worker limit, or one is starting:
+ * nri_kick asks), and not for longer than NR_HOLD_MAX_NS since the first
+ * hold for e (a fork that stalls must not stop plain work).  Otherwise
+ * plain work would take e's CPUs again and again while it lasts.  (A task
+ * whose environment has a worker runs when that worker is free; at the
+ * limit no plain worker is evicted for it while plain work is queued.) */
+static int hold_for(nr_region_t *r, nr_task_t *e, uint32_t t) {
     nr_header_t *h = r->hdr;
     uint32_t *head = next_queue(h, r);
     if (!head || nri_cpus_fit(e->cpus, h->cpus_avail - nr_task(r, *head)->cpus)) return 0;
     if (h->nworkers >= h->max_workers && !h->spawn_pending && !h->nstarting) return 0;
     if (env_has_worker(r, e->env)) return 0;
     int64_t now = nr_now_ns();
-    if (!h->hold_since) h->hold_since = now;    /* unlogged: a hint (not in the digest) */
+    uint64_t key = (uint64_t)e->gen << 32 | t;
+    if (!h->hold_since || h->hold_task != key) {   /* e's clock (unlogged hints: not in the digest) */
+        h->hold_since = now;
+        h->hold_task = key;
+    }
     return now - h->hold_since < NR_HOLD_MAX_NS;
 }
 
@@ -312,7 +315,7 @@ static uint32_t pop_locked(nr_region_t *r, nr_proc_t *p, int *held) {
     if (nri_xq_any(h)) {
         if ((t = nri_xq_first_fit(r, p, 1, 1))) return t;
         if (!nri_env_keyed(p) && (t = nri_xq_first_fit(r, NULL, 0, 1)) &&
-            !nri_env_ok(p, nr_task(r, t)->env) && hold_for(r, nr_task(r, t))) {
+            !nri_env_ok(p, nr_task(r, t)->env) && hold_for(r, nr_task(r, t), t)) {
             *held = 1;
             return 0;
         }
@@ -347,7 +350,8 @@ static void start_task_locked(nr_region_t *r, uint32_t slot, uint32_t t) {
         W(p->env, NR_ENV_SET | task->env);
         if (task->env) WINC(r->hdr->nenv_workers);
     }
-    if (task->env) r->hdr->hold_since = 0;          /* hold_for's clock restarts */
+    if (task->env && r->hdr->hold_task == ((uint64_t)task->gen << 32 | t))
+        r->hdr->hold_since = 0;                     /* hold_for's clock */
     /* In a placement group: the bundle it fits (it was taken because one
      * does; its group's first otherwise). */
     uint32_t pool = task->target || !task->pool ? 0 :

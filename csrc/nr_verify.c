@@ -398,7 +398,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
     hc.broken = 0; hc.spills = 0; hc.restores = 0;
     hc.committed = 0; hc.pf_window = 0; hc.pf_bytes = 0; hc.pf_seq = 0; hc.pf_sleeping = 0;
     hc.pf_pid = 0; hc.pf_errno = 0; hc.pf_quiet_until = 0;                  /* the prefault thread's: no lock */
-    hc.hold_since = 0;                                                       /* a hint, not undone */
+    hc.hold_since = 0; hc.hold_task = 0;                                     /* hints, not undone */
     memset(hc.spill_dir, 0, sizeof hc.spill_dir);   /* set once at init, not undone */
     /* The header but its placement-group table, then the bundles in use
      * (and of the free ones what names them: generation and state). */

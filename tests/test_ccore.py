@@ -477,6 +477,35 @@ def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
     r.reap(w2)
 
 
+def test_a_cancelled_env_task_leaves_the_next_one_its_own_hold():
+    import time
+    r = CRegion(cpus_milli=1000)
+    w1 = _plain_worker(r)
+    for env, cancel in ((5, True), (6, False)):
+        tp, _ = r.submit()
+        assert r.next(w1) == tp
+        te, rets = r.submit(env=env)
+        tp2, _ = r.submit()
+        r.finish(w1, tp)
+        assert r.next(w1) == 0                       # held for te: its clock starts
+        if not cancel:
+            break
+        t, gen = r.task_of(rets[0])
+        r.cancel(t, gen)
+        assert r.drop(t, gen)                        # te never starts
+        assert r.next(w1) == tp2
+        r.finish(w1, tp2)
+        time.sleep(0.3)                              # past te's 250 ms
+    w2 = r.proc()
+    assert r.next(w2) == te
+    r.finish(w2, te)
+    assert r.next(w1) == tp2
+    r.finish(w1, tp2)
+    assert r.verify()[0] == 0
+    r.reap(w1)
+    r.reap(w2)
+
+
 def test_a_runtime_env_task_whose_worker_is_busy_holds_back_no_plain_work():
     r = CRegion(cpus_milli=2000)
     w1 = _plain_worker(r)
