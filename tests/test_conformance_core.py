@@ -199,6 +199,35 @@ def test_a_cancelled_running_actor_call_whose_actor_dies_raises_task_cancelled(r
     assert ray.get(w.pid.remote(), timeout=60) != pid     # restarted
 
 
+def test_a_cancelled_generator_actor_method_delivers_nothing_made_after_the_cancel(ray, tmp_path):
+    @ray.remote
+    class Source:
+        def pair(self, started, gate):
+            touch(started)
+            wait_for_path(gate)
+            yield 1
+            yield 2
+
+        def some(self, started, gate):
+            touch(started)
+            wait_for_path(gate)
+            yield from range(3)
+    s = Source.remote()
+    for kind in ("pair", "dynamic"):
+        started, gate = str(tmp_path / (kind + "-started")), str(tmp_path / (kind + "-gate"))
+        if kind == "pair":
+            refs = s.pair.options(num_returns=2).remote(started, gate)
+        else:
+            refs = [s.some.options(num_returns="dynamic").remote(started, gate)]
+        wait_for_path(started)
+        ray.cancel(refs[0])
+        time.sleep(0.2)
+        touch(gate)
+        for ref in refs:
+            with pytest.raises(exceptions.TaskCancelledError):
+                ray.get(ref, timeout=30)
+
+
 def test_cancel_a_running_async_actor_call_cancels_its_coroutine(ray):
     @ray.remote
     class Service:

@@ -85,17 +85,21 @@ cdef object _END = object()
 
 cdef object _next_value(_Call c, object it):
     """next(it) as the task's own code (cancel may interrupt it); _END at
-    the end."""
+    the end.  A cancelled actor call's generator (not interrupted) ends at
+    its next value: what is left fails with TaskCancelledError, as in Ray."""
     global _in_user_code
-    if c.kind == NR_SPEC_TASK and nr_task(&_region.r, c.t).cancelled:
+    if c.kind != NR_SPEC_ACTOR_CREATE and nr_task(&_region.r, c.t).cancelled:
         raise KeyboardInterrupt            # a cancel that arrived outside its own code
     _in_user_code = c.kind == NR_SPEC_TASK
     try:
-        return next(it)
+        value = next(it)
     except StopIteration:
         return _END
     finally:
         _in_user_code = False
+    if c.kind != NR_SPEC_ACTOR_CREATE and nr_task(&_region.r, c.t).cancelled:
+        raise KeyboardInterrupt            # made after the cancel: not delivered
+    return value
 
 
 cdef object _each(_Call c, object gen, object consume):

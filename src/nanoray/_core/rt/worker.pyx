@@ -325,6 +325,9 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             result = _dynamic_refs(reg, c, result)
             if c.exit_worker:
                 return
+            if task.cancelled:             # its return fails whole, as in Ray
+                result = None
+                failure = _failure_of(KeyboardInterrupt(), c.name)
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
             return
