@@ -456,6 +456,20 @@ def _plain_worker(r):
     return w
 
 
+def _fresh_worker_runs(r, t):
+    """A fresh pool worker that took and ran task t."""
+    w = r.proc()
+    assert r.next(w) == t
+    r.finish(w, t)
+    return w
+
+
+def _verified_and_reaped(r, *workers):
+    assert r.verify()[0] == 0
+    for w in workers:
+        r.reap(w)
+
+
 def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
     import time
     r = CRegion(cpus_milli=1000)
@@ -469,12 +483,7 @@ def test_a_plain_worker_leaves_an_env_task_a_cpu_for_a_quarter_second_at_most():
     time.sleep(0.3)                                  # none came (a fork that stalls)
     assert r.next(w1) == tp2                         # plain work goes on
     r.finish(w1, tp2)
-    w2 = r.proc()
-    assert r.next(w2) == te
-    r.finish(w2, te)
-    assert r.verify()[0] == 0
-    r.reap(w1)
-    r.reap(w2)
+    _verified_and_reaped(r, w1, _fresh_worker_runs(r, te))
 
 
 def test_a_cancelled_env_task_leaves_the_next_one_its_own_hold():
@@ -496,14 +505,10 @@ def test_a_cancelled_env_task_leaves_the_next_one_its_own_hold():
         assert r.next(w1) == tp2
         r.finish(w1, tp2)
         time.sleep(0.3)                              # past te's 250 ms
-    w2 = r.proc()
-    assert r.next(w2) == te
-    r.finish(w2, te)
+    w2 = _fresh_worker_runs(r, te)
     assert r.next(w1) == tp2
     r.finish(w1, tp2)
-    assert r.verify()[0] == 0
-    r.reap(w1)
-    r.reap(w2)
+    _verified_and_reaped(r, w1, w2)
 
 
 def test_a_runtime_env_task_whose_worker_is_busy_holds_back_no_plain_work():
