@@ -41,7 +41,7 @@ def task_rows(Region reg=None):
                 rows[n].attempts, rows[n].cancelled = task.attempts, task.cancelled
                 rows[n].deps_left = task.deps_left
                 rows[n].pool = 0
-                if task.pool and (task.pool & ~NR_POOL_ANY) <= NR_MAX_PG:  # its group's id
+                if 0 < (task.pool & ~NR_POOL_ANY) <= NR_MAX_PG:  # its group's id
                     rows[n].pool = ((<uint64_t>task.pool_gen) << 32) | \
                         (reg.r.hdr.pgs[(task.pool & ~NR_POOL_ANY) - 1].head + 1)
                 rows[n].pid = nr_proc(&reg.r, task.proc - 1).pid if task.proc else 0
