@@ -62,8 +62,10 @@ import traceback
 
 cimport cython
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.long cimport PyLong_AsLongAndOverflow
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from cpython.exc cimport PyErr_Clear
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.exc cimport PyErr_CheckSignals
@@ -77,6 +79,7 @@ cdef extern from "Python.h":
     enum:
         PyBUF_READ
         PyBUF_WRITE
+    const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size)    # NULL: error set
 
 cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)

@@ -77,69 +77,212 @@ cdef bytes _dumps_function(func):
 # and its argument, STOP.
 cdef object _NOT_SCALAR = object()
 
+# Simple values (None, bools, ints of 64 bits, floats, str and bytes of at
+# most 255 bytes, and tuples of them nested up to 4 deep) are written and read
+# as pickle protocol 5 streams directly, not through a Pickler or Unpickler,
+# which cost more than the rest of submitting, sealing or getting one: a
+# task's (args, kwargs) of a few such arguments, a return of one.  The
+# streams are what pickle.loads reads the same way; the reader takes only
+# the opcodes the writer writes and hands anything else to pickle.
+cdef enum:
+    SIMPLE_MAX = 512             # bytes of a simple stream, PROTO to STOP
+    SIMPLE_DEPTH = 4
+    SIMPLE_MARKS = 8
 
-cdef bytes _scalar_stream(object value):
-    """The pickle stream of a None, bool, 32-bit int or float; else None."""
-    cdef unsigned char buf[12]
-    cdef type t = type(value)
-    cdef long v
-    cdef int overflow = 0, i, n
+
+cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
+    """Appends v's opcodes at buf[n:]; returns the new length, or -1 when v
+    is not simple or the stream would not fit SIMPLE_MAX (with its STOP)."""
+    cdef type t = type(v)
+    cdef long long x
+    cdef int overflow = 0, i, k
     cdef uint64_t bits
     cdef double d
+    cdef Py_ssize_t sz
+    cdef const char *c
+    if v is None:
+        if n + 2 > SIMPLE_MAX:
+            return -1
+        buf[n] = 78                          # NONE
+        return n + 1
+    if t is bool:
+        if n + 2 > SIMPLE_MAX:
+            return -1
+        buf[n] = 0x88 if v is True else 0x89  # NEWTRUE / NEWFALSE
+        return n + 1
+    if t is int:
+        x = PyLong_AsLongLongAndOverflow(v, &overflow)
+        if overflow:
+            return -1
+        if -2147483648 <= x <= 2147483647:
+            if n + 6 > SIMPLE_MAX:
+                return -1
+            buf[n] = 74                      # BININT: 4 bytes, little-endian
+            for i in range(4):
+                buf[n + 1 + i] = (<uint64_t>x >> (8 * i)) & 0xFF
+            return n + 5
+        if n + 11 > SIMPLE_MAX:
+            return -1
+        buf[n] = 0x8a                        # LONG1: 8 bytes, two's complement
+        buf[n + 1] = 8
+        for i in range(8):
+            buf[n + 2 + i] = (<uint64_t>x >> (8 * i)) & 0xFF
+        return n + 10
+    if t is float:
+        if n + 10 > SIMPLE_MAX:
+            return -1
+        d = PyFloat_AS_DOUBLE(v)
+        memcpy(&bits, &d, 8)
+        buf[n] = 71                          # BINFLOAT: 8 bytes, big-endian
+        for i in range(8):
+            buf[n + 1 + i] = (bits >> (8 * (7 - i))) & 0xFF
+        return n + 9
+    if t is str or t is bytes:
+        if t is str:
+            c = PyUnicode_AsUTF8AndSize(v, &sz)
+            if c == NULL:                    # a lone surrogate: pickle's own way
+                PyErr_Clear()
+                return -1
+        else:
+            c = PyBytes_AS_STRING(v)
+            sz = PyBytes_GET_SIZE(v)
+        if sz > 255 or n + 3 + sz > SIMPLE_MAX:
+            return -1
+        buf[n] = 0x8c if t is str else 0x43  # SHORT_BINUNICODE / SHORT_BINBYTES
+        buf[n + 1] = <unsigned char>sz
+        memcpy(buf + n + 2, c, sz)
+        return n + 2 + <int>sz
+    if t is tuple:
+        k = <int>len(<tuple>v)
+        if depth >= SIMPLE_DEPTH or k > 64:
+            return -1
+        if k > 3:
+            if n + 2 > SIMPLE_MAX:
+                return -1
+            buf[n] = 40                      # MARK
+            n += 1
+        for i in range(k):
+            n = _put_simple((<tuple>v)[i], buf, n, depth + 1)
+            if n < 0:
+                return -1
+        if n + 2 > SIMPLE_MAX:
+            return -1
+        buf[n] = (0x29 if k == 0 else 0x85 if k == 1 else 0x86 if k == 2
+                  else 0x87 if k == 3 else 116)   # EMPTY_TUPLE, TUPLE1-3, TUPLE
+        return n + 1
+    return -1
+
+
+cdef bytes _scalar_stream(object value):
+    """The pickle stream of a simple value (above); else None."""
+    cdef unsigned char buf[SIMPLE_MAX]
     buf[0] = 0x80
     buf[1] = 5
-    if value is None:
-        buf[2] = 78                      # NONE
-        n = 3
-    elif t is bool:
-        buf[2] = 0x88 if value is True else 0x89
-        n = 3
-    elif t is int:
-        v = PyLong_AsLongAndOverflow(value, &overflow)
-        if overflow or v < -2147483648 or v > 2147483647:
-            return None
-        buf[2] = 74                      # BININT: 4 bytes, little-endian
-        for i in range(4):
-            buf[3 + i] = (<uint64_t>v >> (8 * i)) & 0xFF
-        n = 7
-    elif t is float:
-        d = PyFloat_AS_DOUBLE(value)
-        memcpy(&bits, &d, 8)
-        buf[2] = 71                      # BINFLOAT: 8 bytes, big-endian
-        for i in range(8):
-            buf[3 + i] = (bits >> (8 * (7 - i))) & 0xFF
-        n = 11
-    else:
+    cdef int n = _put_simple(value, buf, 2, 0)
+    if n < 0:
         return None
-    buf[n] = 46                          # STOP
+    buf[n] = 46                              # STOP
     return PyBytes_FromStringAndSize(<char *>buf, n + 1)
 
 
 cdef object _scalar_load(const unsigned char *s, uint64_t n):
-    """The value of a stream _scalar_stream writes; _NOT_SCALAR for any other."""
-    cdef int i
-    cdef uint64_t bits = 0
-    cdef uint32_t u = 0
+    """The value of a stream _scalar_stream writes; _NOT_SCALAR for any
+    other (pickle reads those)."""
+    cdef uint64_t i = 2, end, bits
+    cdef uint32_t u
+    cdef int64_t x
     cdef double d
-    if n < 4 or n > 12 or s[0] != 0x80 or s[n - 1] != 46:
+    cdef int k, j, nm = 0, base
+    cdef int marks[SIMPLE_MARKS]
+    cdef unsigned char op
+    if n < 4 or n > SIMPLE_MAX or s[0] != 0x80 or s[1] != 5 or s[n - 1] != 46:
         return _NOT_SCALAR
-    if n == 4:
+    if n == 4:                               # one opcode: the common returns
         if s[2] == 78:
             return None
         if s[2] == 0x88:
             return True
         if s[2] == 0x89:
             return False
-    elif n == 8 and s[2] == 74:
-        for i in range(4):
-            u |= (<uint32_t>s[3 + i]) << (8 * i)
-        return <int32_t>u
-    elif n == 12 and s[2] == 71:
-        for i in range(8):
-            bits = (bits << 8) | s[3 + i]
-        memcpy(&d, &bits, 8)
-        return d
-    return _NOT_SCALAR
+    end = n - 1
+    cdef list stack = []
+    while i < end:
+        op = s[i]
+        i += 1
+        if op == 78:
+            stack.append(None)
+        elif op == 0x88:
+            stack.append(True)
+        elif op == 0x89:
+            stack.append(False)
+        elif op == 74:
+            if i + 4 > end:
+                return _NOT_SCALAR
+            u = 0
+            for j in range(4):
+                u |= (<uint32_t>s[i + j]) << (8 * j)
+            stack.append(<int32_t>u)
+            i += 4
+        elif op == 0x8a:
+            if i + 1 > end:
+                return _NOT_SCALAR
+            k = s[i]
+            if k > 8 or i + 1 + k > end:
+                return _NOT_SCALAR
+            bits = 0
+            for j in range(k):
+                bits |= (<uint64_t>s[i + 1 + j]) << (8 * j)
+            if 0 < k < 8 and (s[i + k] & 0x80):
+                bits |= ~((<uint64_t>1 << (8 * k)) - 1)     # sign-extend
+            x = <int64_t>bits
+            stack.append(x)
+            i += 1 + k
+        elif op == 71:
+            if i + 8 > end:
+                return _NOT_SCALAR
+            bits = 0
+            for j in range(8):
+                bits = (bits << 8) | s[i + j]
+            memcpy(&d, &bits, 8)
+            stack.append(d)
+            i += 8
+        elif op == 0x8c or op == 0x43:
+            if i + 1 > end:
+                return _NOT_SCALAR
+            k = s[i]
+            if i + 1 + k > end:
+                return _NOT_SCALAR
+            if op == 0x8c:
+                stack.append(PyUnicode_DecodeUTF8(<const char *>s + i + 1, k, "surrogatepass"))
+            else:
+                stack.append(PyBytes_FromStringAndSize(<const char *>s + i + 1, k))
+            i += 1 + k
+        elif op == 40:
+            if nm == SIMPLE_MARKS:
+                return _NOT_SCALAR
+            marks[nm] = len(stack)
+            nm += 1
+        elif op == 0x29:
+            stack.append(())
+        elif op == 0x85 or op == 0x86 or op == 0x87 or op == 116:
+            base = marks[nm - 1] if nm else 0
+            if op == 116:
+                if nm == 0:
+                    return _NOT_SCALAR
+                k = len(stack) - base
+                nm -= 1
+            else:
+                k = op - 0x84
+                if len(stack) - base < k:
+                    return _NOT_SCALAR
+            t = tuple(stack[len(stack) - k:])
+            del stack[len(stack) - k:]
+            stack.append(t)
+        else:
+            return _NOT_SCALAR
+    if nm or len(stack) != 1:
+        return _NOT_SCALAR
+    return stack[0]
 
 
 cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
@@ -315,7 +458,7 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy, bint cow=False
     cdef uint64_t *table = nr_payload_contained(hdr) + hdr.ncontained
     cdef uint64_t *blocks = nr_payload_blocks(hdr)      # buffers in born blocks, or NULL
     cdef char *stream = <char *>(table + (3 if blocks != NULL else 2) * nb)
-    if nb == 0 and hdr.pickle_len <= 12:
+    if nb == 0 and hdr.pickle_len <= SIMPLE_MAX:
         v = _scalar_load(<const unsigned char *>stream, hdr.pickle_len)
         if v is not _NOT_SCALAR:
             return v
