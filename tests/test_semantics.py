@@ -142,3 +142,89 @@ def test_refs_and_views_kept_only_by_cyclic_garbage_give_their_objects_back(ray)
         del cycle, view, holder
     gc.collect()
     assert store_objects() == before
+
+
+def _same(a, b):
+    """Equal, and of the same types all the way down (1 is not True, 0.0 is
+    not -0.0, nan is nan)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is tuple:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if type(a) is float:
+        return repr(a) == repr(b)
+    return a == b
+
+
+# Values at the edges of what is written without a Pickler (None, bools,
+# 64-bit ints, floats, str and bytes up to 255 bytes, tuples nested 4 deep
+# with up to 64 items) and just past them, where pickle takes over.
+SIMPLE_EDGES = [
+    None, True, False, 0, 1, -1, 2 ** 31 - 1, -2 ** 31, 2 ** 31, -2 ** 31 - 1, 2 ** 63 - 1,
+    -2 ** 63, 2 ** 63, -2 ** 63 - 1, 0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"),
+    5e-324, "", "a", "é" * 127, "é" * 128, "x" * 255, "x" * 256, "\U0001F600" * 63, "\ud800",
+    "a\x00b", b"", b"\x00" * 255, b"x" * 256, (), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4),
+    tuple(range(64)), tuple(range(65)), ((((1,),),),), (((((1,),),),),), ((), ()),
+    (None, (True, (1.5, ("s", b"b")))), tuple("x" * 60 for _ in range(10)),
+]
+
+
+def test_simple_values_keep_their_exact_types_through_put_args_and_returns(ray):
+    @ray.remote
+    def echo(*args):
+        return args
+
+    for v in SIMPLE_EDGES:
+        assert _same(ray.get(ray.put(v)), v), repr(v)
+        assert _same(ray.get(echo.remote(v), timeout=30), (v,)), repr(v)
+        if type(v) is tuple:
+            assert _same(ray.get(echo.remote(*v), timeout=30), v), repr(v)
+
+
+def test_remote_checks_arguments_on_every_call_and_follows_shutdown(fresh):
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    def add(a, b=10):
+        return a + b
+
+    assert ray.get(add.remote(1)) == 11          # the first call: later ones take the C path
+    assert ray.get(add.remote(1, 2)) == 3
+    assert ray.get(add.remote(1, b=5)) == 6
+    assert ray.get(add.remote(**{"a": 4})) == 14
+    with pytest.raises(TypeError, match="add"):
+        add.remote()
+    with pytest.raises(TypeError, match="add"):
+        add.remote(1, 2, 3)
+    ray.shutdown()
+    assert not ray.is_initialized()
+    # A runtime starts on the call (as in Ray), and the function is exported
+    # again, to it.
+    assert ray.get(add.remote(2), timeout=30) == 12
+    assert ray.is_initialized()
+    ray.shutdown()
+    ray.init(num_cpus=1)
+    assert ray.get(add.remote(3), timeout=30) == 13
+
+
+def test_a_call_cached_for_the_c_path_still_inherits_a_capturing_group(fresh):
+    from nanoray import _runtime_env
+    from nanoray.util.placement_group import placement_group
+    ray = fresh(num_cpus=2)
+    pg = placement_group([{"CPU": 1}])
+    assert pg.wait(10)
+
+    @ray.remote
+    def where():
+        return ray.get_runtime_context().get_placement_group_id()
+
+    assert ray.get(where.remote(), timeout=30) is None
+    # What a worker does around a task of a capturing group: this process's
+    # calls now inherit it, on the C path too.
+    _runtime_env.set_current_pg((pg, True))
+    try:
+        ref = where.remote()
+    finally:
+        _runtime_env.set_current_pg(None)
+    assert ray.get(ref, timeout=30) == pg.id.hex()
+    assert ray.get(where.remote(), timeout=30) is None

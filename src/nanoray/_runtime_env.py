@@ -26,6 +26,7 @@ import os
 import sys
 
 from nanoray import exceptions
+from nanoray._core import _runtime as _rt
 
 SUPPORTED = ("env_vars", "working_dir", "py_modules", "config")
 
@@ -40,9 +41,11 @@ current_pg = None
 def _sync():
     """remote_function._inheriting: whether a call made here may inherit
     something (one global read per submit, instead of two attribute reads)."""
+    on = current is not None or current_pg is not None
     rf = sys.modules.get("nanoray.remote_function")
     if rf is not None:
-        rf._inheriting = current is not None or current_pg is not None
+        rf._inheriting = on
+    _rt.set_inheriting(on)
 
 
 def set_current_pg(value):

@@ -44,6 +44,7 @@ def forget_exports():
     for rf in functions:
         rf._ref = None          # a later .remote() exports it to the new runtime
         rf._ref_region = None
+        rf._plain = None
 
 
 def validate_options(opts):
@@ -238,6 +239,7 @@ def _signature_check(function):
         def check(args, kwargs):
             if kwargs or not least <= len(args) <= most:
                 bind(args, kwargs)
+        check.bounds = (least, most)      # for .remote()'s C path (_rt.PlainCall)
         return check
     return bind
 
@@ -331,6 +333,7 @@ class RemoteFunction:
         self._compiled = _Options(self._options, self._is_generator,
                                   getattr(function, "__name__", "task"))
         self._check = _signature_check(function)
+        self._plain = None          # what .remote()'s C path needs, after a first call
         self._ref = None            # the exported function in the current runtime, once sealed
         self._ref_region = None
         self._reserving = None      # the export being written: its id goes into the pickle
@@ -347,9 +350,11 @@ class RemoteFunction:
         raise TypeError("Remote functions cannot be called directly. Instead of running "
                         "'%s()', try '%s.remote()'." % (name, name))
 
-    def remote(self, /, *args, **kwargs):
-        """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
-        return self._submit(args, kwargs, self._compiled)
+    # Submits a task; returns its ObjectRef (a list of them if num_returns > 1).
+    # In C: a call without keyword arguments, once the function's first call
+    # has left a PlainCall here (see _submit), is written and queued without
+    # running any Python; any other call takes _submit.
+    remote = _rt.remote_function_remote
 
     def map(self, /, *iterables, chunksize=None):
         """f.remote(*item) for each item of zip(*iterables), submitted in
@@ -453,7 +458,13 @@ class RemoteFunction:
         if o.num_returns == 0:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
             return None
-        return _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
+        out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
+        if o is self._compiled and o.num_returns == 1 and not o.streaming and \
+                self._plain is None:
+            bounds = (0, 1 << 62) if check is None else getattr(check, "bounds", None)
+            if bounds is not None:           # the next calls take the C path
+                self._plain = _rt.PlainCall(ref, o.cpus_milli, o.max_retries, *bounds)
+        return out
 
     def _current_export(self):
         """The ref of this function's export in the running runtime."""

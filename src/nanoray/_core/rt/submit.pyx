@@ -51,6 +51,54 @@ def submit(ObjectRef func_ref, tuple args, dict kwargs, uint32_t nret,
                    NR_SPEC_TASK, None, None, extras, res, pool)
 
 
+# True while a task or actor here has a runtime_env or a placement group its
+# calls may inherit (kept by nanoray._runtime_env): then .remote() takes the
+# Python path, which merges them in.
+cdef bint _inheriting = False
+
+
+def set_inheriting(bint on):
+    global _inheriting
+    _inheriting = on
+
+
+@cython.final
+cdef class PlainCall:
+    """What a remote function's .remote() needs on its common path (one
+    return, one CPU at most, no runtime_env, resources, strategy or other
+    extras), kept by the RemoteFunction once its first call took the Python
+    path: its export in this runtime, its options, and how many positional
+    arguments it takes."""
+    cdef Region reg
+    cdef ObjectRef ref
+    cdef int32_t cpus_milli, retries
+    cdef Py_ssize_t least, most
+
+    def __cinit__(self, ObjectRef ref, int32_t cpus_milli, int32_t retries, Py_ssize_t least,
+                  Py_ssize_t most):
+        self.reg = ref._reg
+        self.ref = ref
+        self.cpus_milli = cpus_milli
+        self.retries = retries
+        self.least = least
+        self.most = most
+
+
+def remote_function_remote(self, /, *args, **kwargs):
+    """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
+    cdef PlainCall p
+    cdef Py_ssize_t n
+    if not kwargs and not _inheriting:
+        o = self._plain
+        if type(o) is PlainCall:
+            p = <PlainCall>o
+            n = len(args)
+            if p.reg is _region and p.least <= n <= p.most:
+                return _submit(p.reg, p.ref._id, args, None, 1, p.cpus_milli, p.retries, 0,
+                               NR_SPEC_TASK, None, None)
+    return self._submit(args, kwargs, self._compiled)
+
+
 # Items per task of f.map() when no chunksize is given: enough tasks to
 # balance the CPUs (4 per CPU, as multiprocessing.Pool.map), and a result
 # is at most this many items late.
