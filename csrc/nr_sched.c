@@ -513,6 +513,18 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
     }
 }
 
+int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done) {
+    wakeups_t w = {0};
+    int held = 0;
+    uint32_t t = 0;
+    nr_lock(r);
+    finish_locked(r, slot, done, &w);
+    if (!r->hdr->shutdown) t = take_locked(r, slot, &w, &held);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return t;
+}
+
 int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     int held = 0;

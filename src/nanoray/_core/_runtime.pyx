@@ -66,6 +66,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.exc cimport PyErr_Clear
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from cpython.tuple cimport PyTuple_New
 from cpython.float cimport PyFloat_AS_DOUBLE
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.exc cimport PyErr_CheckSignals
@@ -80,6 +83,7 @@ cdef extern from "Python.h":
         PyBUF_READ
         PyBUF_WRITE
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size)    # NULL: error set
+    void _tuple_steal "PyTuple_SET_ITEM" (object t, Py_ssize_t i, PyObject *o)
 
 cdef extern from "<sys/prctl.h>" nogil:
     int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)

@@ -14,6 +14,7 @@ cdef extern from "nr_region.h" nogil:
         NR_KIND_WORKER
         NR_KIND_ACTOR
         NR_ALIGN
+        NR_SMALL_PAYLOAD
         NR_RES
         NR_RES_GPU
         NR_RES_MEM

@@ -111,6 +111,7 @@ cdef extern from "nr_sched.h" nogil:
     int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t t, int64_t spin_ns,
                                 int64_t idle_timeout_ns)
     int64_t nr_task_try_next(nr_region_t *r, uint32_t slot)
+    int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done)
     void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)

@@ -29,6 +29,7 @@ cdef object _born_prev = None     # the handler there was (its arrays still free
 
 
 cdef void **_np_api_table = NULL
+cdef dict _sys_modules = sys.modules
 
 
 cdef void **_np_api() except? NULL:
@@ -36,8 +37,7 @@ cdef void **_np_api() except? NULL:
     global _np_api_table
     if _np_api_table != NULL:
         return _np_api_table
-    np = sys.modules.get("numpy")
-    if np is None:
+    if PyDict_GetItem(_sys_modules, "numpy") == NULL:    # looked at per task: kept cheap
         return NULL
     try:
         from numpy._core import _multiarray_umath as m     # numpy >= 2

@@ -88,6 +88,7 @@ cdef enum:
     SIMPLE_MAX = 512             # bytes of a simple stream, PROTO to STOP
     SIMPLE_DEPTH = 4
     SIMPLE_MARKS = 8
+    SIMPLE_STACK = 260           # values pending on the reader's stack
 
 
 cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
@@ -185,16 +186,112 @@ cdef bytes _scalar_stream(object value):
     return PyBytes_FromStringAndSize(<char *>buf, n + 1)
 
 
-cdef object _scalar_load(const unsigned char *s, uint64_t n):
-    """The value of a stream _scalar_stream writes; _NOT_SCALAR for any
-    other (pickle reads those)."""
-    cdef uint64_t i = 2, end, bits
+cdef int _push(PyObject **stack, int *sp, object v) except -1:
+    """Pushes a new reference to v (the stack owns it)."""
+    if sp[0] == SIMPLE_STACK:
+        return 1
+    Py_INCREF(v)
+    stack[sp[0]] = <PyObject *>v
+    sp[0] += 1
+    return 0
+
+
+cdef int _simple_parse(const unsigned char *s, uint64_t n, PyObject **stack, int *sp) except -1:
+    """Runs the opcodes of s[2:n-1] onto stack: 0, or 1 for an opcode or a
+    shape the writer does not make."""
+    cdef uint64_t i = 2, end = n - 1, bits
     cdef uint32_t u
     cdef int64_t x
     cdef double d
     cdef int k, j, nm = 0, base
     cdef int marks[SIMPLE_MARKS]
     cdef unsigned char op
+    while i < end:
+        op = s[i]
+        i += 1
+        if op == 78 or op == 0x88 or op == 0x89:
+            if _push(stack, sp, None if op == 78 else op == 0x88):
+                return 1
+        elif op == 74:
+            if i + 4 > end:
+                return 1
+            u = 0
+            for j in range(4):
+                u |= (<uint32_t>s[i + j]) << (8 * j)
+            if _push(stack, sp, <int32_t>u):
+                return 1
+            i += 4
+        elif op == 0x8a:
+            if i + 1 > end:
+                return 1
+            k = s[i]
+            if k > 8 or i + 1 + k > end:
+                return 1
+            bits = 0
+            for j in range(k):
+                bits |= (<uint64_t>s[i + 1 + j]) << (8 * j)
+            if 0 < k < 8 and (s[i + k] & 0x80):
+                bits |= ~((<uint64_t>1 << (8 * k)) - 1)     # sign-extend
+            x = <int64_t>bits
+            if _push(stack, sp, x):
+                return 1
+            i += 1 + k
+        elif op == 71:
+            if i + 8 > end:
+                return 1
+            bits = 0
+            for j in range(8):
+                bits = (bits << 8) | s[i + j]
+            memcpy(&d, &bits, 8)
+            if _push(stack, sp, d):
+                return 1
+            i += 8
+        elif op == 0x8c or op == 0x43:
+            if i + 1 > end:
+                return 1
+            k = s[i]
+            if i + 1 + k > end:
+                return 1
+            if op == 0x8c:
+                v = PyUnicode_DecodeUTF8(<const char *>s + i + 1, k, "surrogatepass")
+            else:
+                v = PyBytes_FromStringAndSize(<const char *>s + i + 1, k)
+            if _push(stack, sp, v):
+                return 1
+            i += 1 + k
+        elif op == 40:
+            if nm == SIMPLE_MARKS:
+                return 1
+            marks[nm] = sp[0]
+            nm += 1
+        elif op == 0x29:
+            if _push(stack, sp, ()):
+                return 1
+        elif op == 0x85 or op == 0x86 or op == 0x87 or op == 116:
+            base = marks[nm - 1] if nm else 0
+            if op == 116:
+                if nm == 0:
+                    return 1
+                k = sp[0] - base
+                nm -= 1
+            else:
+                k = op - 0x84
+                if sp[0] - base < k:
+                    return 1
+            t = PyTuple_New(k)
+            for j in range(k):                # the tuple takes the stack's references
+                _tuple_steal(t, j, stack[sp[0] - k + j])
+            sp[0] -= k
+            if _push(stack, sp, t):
+                return 1
+        else:
+            return 1
+    return 1 if nm or sp[0] != 1 else 0
+
+
+cdef object _scalar_load(const unsigned char *s, uint64_t n):
+    """The value of a stream _scalar_stream writes; _NOT_SCALAR for any
+    other (pickle reads those)."""
     if n < 4 or n > SIMPLE_MAX or s[0] != 0x80 or s[1] != 5 or s[n - 1] != 46:
         return _NOT_SCALAR
     if n == 4:                               # one opcode: the common returns
@@ -204,85 +301,18 @@ cdef object _scalar_load(const unsigned char *s, uint64_t n):
             return True
         if s[2] == 0x89:
             return False
-    end = n - 1
-    cdef list stack = []
-    while i < end:
-        op = s[i]
-        i += 1
-        if op == 78:
-            stack.append(None)
-        elif op == 0x88:
-            stack.append(True)
-        elif op == 0x89:
-            stack.append(False)
-        elif op == 74:
-            if i + 4 > end:
-                return _NOT_SCALAR
-            u = 0
-            for j in range(4):
-                u |= (<uint32_t>s[i + j]) << (8 * j)
-            stack.append(<int32_t>u)
-            i += 4
-        elif op == 0x8a:
-            if i + 1 > end:
-                return _NOT_SCALAR
-            k = s[i]
-            if k > 8 or i + 1 + k > end:
-                return _NOT_SCALAR
-            bits = 0
-            for j in range(k):
-                bits |= (<uint64_t>s[i + 1 + j]) << (8 * j)
-            if 0 < k < 8 and (s[i + k] & 0x80):
-                bits |= ~((<uint64_t>1 << (8 * k)) - 1)     # sign-extend
-            x = <int64_t>bits
-            stack.append(x)
-            i += 1 + k
-        elif op == 71:
-            if i + 8 > end:
-                return _NOT_SCALAR
-            bits = 0
-            for j in range(8):
-                bits = (bits << 8) | s[i + j]
-            memcpy(&d, &bits, 8)
-            stack.append(d)
-            i += 8
-        elif op == 0x8c or op == 0x43:
-            if i + 1 > end:
-                return _NOT_SCALAR
-            k = s[i]
-            if i + 1 + k > end:
-                return _NOT_SCALAR
-            if op == 0x8c:
-                stack.append(PyUnicode_DecodeUTF8(<const char *>s + i + 1, k, "surrogatepass"))
-            else:
-                stack.append(PyBytes_FromStringAndSize(<const char *>s + i + 1, k))
-            i += 1 + k
-        elif op == 40:
-            if nm == SIMPLE_MARKS:
-                return _NOT_SCALAR
-            marks[nm] = len(stack)
-            nm += 1
-        elif op == 0x29:
-            stack.append(())
-        elif op == 0x85 or op == 0x86 or op == 0x87 or op == 116:
-            base = marks[nm - 1] if nm else 0
-            if op == 116:
-                if nm == 0:
-                    return _NOT_SCALAR
-                k = len(stack) - base
-                nm -= 1
-            else:
-                k = op - 0x84
-                if len(stack) - base < k:
-                    return _NOT_SCALAR
-            t = tuple(stack[len(stack) - k:])
-            del stack[len(stack) - k:]
-            stack.append(t)
-        else:
-            return _NOT_SCALAR
-    if nm or len(stack) != 1:
-        return _NOT_SCALAR
-    return stack[0]
+    cdef PyObject *stack[SIMPLE_STACK]
+    cdef int sp = 0, j, bad = 1
+    try:
+        bad = _simple_parse(s, n, stack, &sp)
+        if not bad:
+            return <object>stack[0]
+    except UnicodeDecodeError:
+        pass                                 # not one of the writer's: pickle says why
+    finally:
+        for j in range(sp):
+            Py_XDECREF(stack[j])
+    return _NOT_SCALAR
 
 
 cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
@@ -412,8 +442,14 @@ cdef list _born_refs(_Pickled p, uint64_t *size):
 cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
     """A block of `size` bytes; spills objects to make room if need be."""
     cdef uint64_t off
-    with nogil:
+    if size <= NR_SMALL_PAYLOAD:
+        # A block from this process's cache, or a short section refilling
+        # it: not worth releasing and taking the GIL around (the lock's
+        # holders never wait for a GIL).
         off = nr_arena_alloc_small(&reg.r, size)
+    else:
+        with nogil:
+            off = nr_arena_alloc_small(&reg.r, size)
     while off == 0:
         if size + 64 > reg.r.hdr.arena.end - reg.r.hdr.arena_off or not _spill_one(reg, size):
             s = reg.stats()

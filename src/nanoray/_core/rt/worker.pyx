@@ -8,18 +8,24 @@
 FUNCTION_CACHE_MAX = 4096
 
 
-cdef object _function(Region reg, uint64_t fid):
+cdef tuple _function_entry(Region reg, uint64_t fid):
+    """(function, its name) of the exported function fid, cached."""
     cdef bint is_error = False
-    f = _funcs.get(fid)
-    if f is None:
+    entry = _funcs.get(fid)
+    if entry is None:
         f = _value(reg, fid, &is_error)
         if is_error:                     # never cached: the next task tries again
             raise _exc.RaySystemError("nanoray: the task's function could not be loaded: %s"
                                       % _exc._safe_repr(f))
         if len(_funcs) >= FUNCTION_CACHE_MAX:
             _funcs.clear()
-        _funcs[fid] = f
-    return f
+        entry = (f, getattr(f, "__qualname__", None) or getattr(f, "__name__", "task"))
+        _funcs[fid] = entry
+    return <tuple>entry
+
+
+cdef object _function(Region reg, uint64_t fid):
+    return _function_entry(reg, fid)[0]
 
 
 @cython.freelist(8)
@@ -69,8 +75,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
         return c
     try:
         if c.kind == NR_SPEC_TASK:
-            c.func = _function(reg, spec.func_id)
-            c.name = getattr(c.func, "__qualname__", None) or getattr(c.func, "__name__", "task")
+            c.func, c.name = _function_entry(reg, spec.func_id)
             _task_name = c.name
         if spec.args_obj:
             loaded = _value(reg, spec.args_obj, &is_error)
@@ -547,10 +552,14 @@ def worker_loop(Region reg, uint32_t slot):
     try:
         while True:
             done, _unfinished = _unfinished, 0
-            with nogil:
-                if done:
-                    t = nr_task_finish_next(&reg.r, slot, done, spin, idle)
-                else:
+            t = 0
+            if done:
+                # One short section, holding the GIL: a task queued behind
+                # this one is taken at once (a pipelined burst) without
+                # releasing and taking the GIL again around it.
+                t = nr_task_finish_try_next(&reg.r, slot, done)
+            if t == 0:
+                with nogil:
                     t = nr_task_next(&reg.r, slot, spin, idle)
             if t <= 0:
                 return t
