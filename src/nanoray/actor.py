@@ -410,7 +410,12 @@ class ActorMethod:
         raise TypeError("Actor methods cannot be called directly. Instead of running "
                         "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))
 
-    def remote(self, /, *args, **kwargs):
+    # Queues a call; returns its ref(s).  In C (_rt.actor_method_remote) once
+    # the method's label is stored in this runtime, unless the handle counts
+    # pending calls or the method streams; those take _remote.
+    remote = _rt.actor_method_remote
+
+    def _remote(self, args, kwargs):
         ref = self._ref
         if type(ref) is _WeakRef:
             ref = ref.strong()               # the call holds the actor while pending

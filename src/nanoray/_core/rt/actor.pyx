@@ -369,6 +369,28 @@ def submit_actor_call(ObjectRef handle, uint32_t slot, str method, tuple args, d
                    NR_SPEC_ACTOR_CALL, handle, method, extras)
 
 
+def actor_method_remote(self, /, *args, **kwargs):
+    """Queues a call of this actor method; returns its ObjectRef (a list of
+    them if num_returns > 1)."""
+    # In C when the handle has no max_pending_calls and the method does not
+    # stream, once its "Class.method" label is stored in this runtime (the
+    # first call stores it); any other call takes ActorMethod._remote.
+    cdef Region reg = _region
+    cdef ObjectRef label
+    if reg is not None and self._pending is None and not self._streaming:
+        held = self._label
+        if (<tuple>held)[0] is reg:
+            ref = self._ref
+            if type(ref) is not ObjectRef:
+                ref = ref.strong()           # the call holds the actor while pending
+            if (<ObjectRef>ref)._reg is reg:
+                label = (<tuple>held)[1]
+                return _submit(reg, label._id, args, kwargs or None, self._nret, 0,
+                               self._retries, <uint32_t>self._slot + 1, NR_SPEC_ACTOR_CALL,
+                               ref, self._name, self._extras)
+    return self._remote(args, kwargs)
+
+
 def pending_count(list refs):
     """Drops the sealed refs from refs; returns how many are still pending."""
     cdef Region reg = _running()

@@ -62,9 +62,9 @@ class PoolWorker:
                 if len(self._funcs) > 64:
                     self._funcs.popitem(last=False)
         if mode == _MAP:
-            return [func(x) for x in chunk]
+            return list(map(func, chunk))
         if mode == _STAR:
-            return [func(*x) for x in chunk]
+            return list(itertools.starmap(func, chunk))
         args, kwds = chunk
         return [func(*args, **kwds)]
 
@@ -438,6 +438,11 @@ def _gone(e):
 
 
 def _chunks(iterable, size):
+    if type(iterable) in (list, tuple, range):
+        # Slices: a range's chunk travels as a range, a list's is copied in C.
+        for i in range(0, len(iterable), size):
+            yield iterable[i:i + size]
+        return
     it = iter(iterable)
     while True:
         chunk = list(itertools.islice(it, size))
