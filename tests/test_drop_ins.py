@@ -61,6 +61,12 @@ def endless():
         i += 1
 
 
+def stops_at_3(x):
+    if x == 3:
+        raise StopIteration("at 3")
+    return x
+
+
 def broken_iterable():
     yield 1
     yield 2
@@ -94,6 +100,16 @@ def test_pool_maps_and_applies_as_the_stdlib_does(ray):
         assert [next(it) for _ in range(10)] == [x * x for x in range(10)]
         arrays = [np.full(100_000, i, dtype=np.float64) for i in range(4)]
         assert p.map(total, arrays) == [i * 100_000.0 for i in range(4)]
+        # Chunks of a list, tuple or range are slices of it, in order.
+        assert p.map(square, range(3, 40, 2), chunksize=4) == [x * x for x in range(3, 40, 2)]
+        assert p.map(square, tuple(xs), chunksize=6) == [x * x for x in xs]
+        assert p.starmap(add, [(i, i) for i in range(9)], chunksize=2) == list(range(0, 18, 2))
+        # A StopIteration the function raises fails the call: it does not
+        # end the chunk early (which would shift every later result).
+        for call in (lambda: p.map(stops_at_3, range(8), chunksize=4),
+                     lambda: p.starmap(stops_at_3, [(i,) for i in range(8)], chunksize=4)):
+            with pytest.raises(StopIteration, match="at 3"):
+                call()
         # As Ray's actors once they run, the pool's processes hold no CPU:
         # tasks run beside a pool of num_cpus processes.
         assert ray.get([ray.remote(square).remote(i) for i in range(4)], timeout=T) == \

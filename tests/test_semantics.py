@@ -180,6 +180,33 @@ def test_simple_values_keep_their_exact_types_through_put_args_and_returns(ray):
         if type(v) is tuple:
             assert _same(ray.get(echo.remote(*v), timeout=30), v), repr(v)
 
+    # One object twice stays one object (pickle's memo), as in Ray.
+    s, inner = "shared", (1, "x")
+    for v in [(s, s), (inner, inner), (b"b" * 3,) * 2]:
+        got = ray.get(ray.put(v))
+        assert got == v and got[0] is got[1]
+        a, b = ray.get(echo.remote(*v), timeout=30)
+        assert a is b
+
+
+def test_remote_methods_copy_and_pickle_as_methods(ray):
+    import copy
+    import pickle
+
+    @ray.remote
+    class Counter:
+        def get(self):
+            return 2
+
+    h = Counter.remote()
+    for method in (h.get.remote, copy.copy(h.get.remote),
+                   pickle.loads(pickle.dumps(h.get.remote))):
+        assert method.__name__ == "remote"
+        assert ray.get(method(), timeout=30) == 2
+    f = ray.remote(_same)
+    assert ray.get(copy.copy(f.remote)(1, 1), timeout=30) is True
+    assert f.remote.__name__ == "remote"
+
 
 def test_remote_checks_arguments_on_every_call_and_follows_shutdown(fresh):
     ray = fresh(num_cpus=1)

@@ -138,7 +138,11 @@ def test_an_actor_dying_in_init_after_its_last_handle_went_leaves_no_busy_count(
     # count must drop with it (else waiters stop spinning for good, and the
     # next repair's verification fails).
     region = nanoray._api._backend.region
+    deadline = time.monotonic() + 5            # the last test's task is sealed before
+    while region.stats()["busy"] and time.monotonic() < deadline:   # its worker is idle
+        time.sleep(0.01)
     base = region.stats()["busy"]
+    assert base == 0
 
     @ray.remote
     class DiesInInit:

@@ -459,8 +459,9 @@ class RemoteFunction:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)
             return None
         out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries)
+        plain = self._plain
         if o is self._compiled and o.num_returns == 1 and not o.streaming and \
-                self._plain is None:
+                (plain is None or not plain.current()):   # none yet, or one of a runtime gone
             bounds = (0, 1 << 62) if check is None else getattr(check, "bounds", None)
             if bounds is not None:           # the next calls take the C path
                 self._plain = _rt.PlainCall(ref, o.cpus_milli, o.max_retries, *bounds)

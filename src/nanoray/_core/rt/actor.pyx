@@ -391,6 +391,10 @@ def actor_method_remote(self, /, *args, **kwargs):
     return self._remote(args, kwargs)
 
 
+actor_method_remote.__name__ = "remote"          # as a method's: copy, pickle, repr
+actor_method_remote.__qualname__ = "ActorMethod.remote"
+
+
 def pending_count(list refs):
     """Drops the sealed refs from refs; returns how many are still pending."""
     cdef Region reg = _running()

@@ -89,9 +89,29 @@ cdef enum:
     SIMPLE_DEPTH = 4
     SIMPLE_MARKS = 8
     SIMPLE_STACK = 260           # values pending on the reader's stack
+    SIMPLE_SEEN = 128            # str, bytes and tuples in one stream
 
 
-cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
+ctypedef struct _Seen:          # the str, bytes and tuples a stream holds so far
+    int n
+    PyObject *at[SIMPLE_SEEN]
+
+
+cdef bint _seen_again(object v, _Seen *seen):
+    """True when v was met before in this stream, or too many were: pickle
+    then writes it, whose memo keeps one object shared (as it was)."""
+    cdef int i
+    for i in range(seen.n):
+        if seen.at[i] == <PyObject *>v:
+            return True
+    if seen.n == SIMPLE_SEEN:
+        return True
+    seen.at[seen.n] = <PyObject *>v
+    seen.n += 1
+    return False
+
+
+cdef int _put_simple(object v, unsigned char *buf, int n, int depth, _Seen *seen):
     """Appends v's opcodes at buf[n:]; returns the new length, or -1 when v
     is not simple or the stream would not fit SIMPLE_MAX (with its STOP)."""
     cdef type t = type(v)
@@ -139,6 +159,8 @@ cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
             buf[n + 1 + i] = (bits >> (8 * (7 - i))) & 0xFF
         return n + 9
     if t is str or t is bytes:
+        if len(v) > 255 or _seen_again(v, seen):
+            return -1
         if t is str:
             c = PyUnicode_AsUTF8AndSize(v, &sz)
             if c == NULL:                    # a lone surrogate: pickle's own way
@@ -155,7 +177,7 @@ cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
         return n + 2 + <int>sz
     if t is tuple:
         k = <int>len(<tuple>v)
-        if depth >= SIMPLE_DEPTH or k > 64:
+        if depth >= SIMPLE_DEPTH or k > 64 or (k and _seen_again(v, seen)):
             return -1
         if k > 3:
             if n + 2 > SIMPLE_MAX:
@@ -163,7 +185,7 @@ cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
             buf[n] = 40                      # MARK
             n += 1
         for i in range(k):
-            n = _put_simple((<tuple>v)[i], buf, n, depth + 1)
+            n = _put_simple((<tuple>v)[i], buf, n, depth + 1, seen)
             if n < 0:
                 return -1
         if n + 2 > SIMPLE_MAX:
@@ -177,9 +199,11 @@ cdef int _put_simple(object v, unsigned char *buf, int n, int depth):
 cdef bytes _scalar_stream(object value):
     """The pickle stream of a simple value (above); else None."""
     cdef unsigned char buf[SIMPLE_MAX]
+    cdef _Seen seen
+    seen.n = 0
     buf[0] = 0x80
     buf[1] = 5
-    cdef int n = _put_simple(value, buf, 2, 0)
+    cdef int n = _put_simple(value, buf, 2, 0, &seen)
     if n < 0:
         return None
     buf[n] = 46                              # STOP

@@ -83,6 +83,10 @@ cdef class PlainCall:
         self.least = least
         self.most = most
 
+    def current(self):
+        """Whether it was made for the running runtime."""
+        return self.reg is _region
+
 
 def remote_function_remote(self, /, *args, **kwargs):
     """Submits a task; returns its ObjectRef (a list of them if num_returns > 1)."""
@@ -97,6 +101,10 @@ def remote_function_remote(self, /, *args, **kwargs):
                 return _submit(p.reg, p.ref._id, args, None, 1, p.cpus_milli, p.retries, 0,
                                NR_SPEC_TASK, None, None)
     return self._submit(args, kwargs, self._compiled)
+
+
+remote_function_remote.__name__ = "remote"       # as a method's: copy, pickle, repr
+remote_function_remote.__qualname__ = "RemoteFunction.remote"
 
 
 # Items per task of f.map() when no chunksize is given: enough tasks to

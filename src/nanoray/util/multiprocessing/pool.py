@@ -61,10 +61,12 @@ class PoolWorker:
                 self._funcs[ref.hex()] = func
                 if len(self._funcs) > 64:
                     self._funcs.popitem(last=False)
+        # Comprehensions, not list(map(...)): a StopIteration the function
+        # raises must fail the call, not end the chunk early.
         if mode == _MAP:
-            return list(map(func, chunk))
+            return [func(x) for x in chunk]
         if mode == _STAR:
-            return list(itertools.starmap(func, chunk))
+            return [func(*x) for x in chunk]
         args, kwds = chunk
         return [func(*args, **kwds)]
 
