@@ -518,7 +518,7 @@ int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done) {
     int held = 0;
     uint32_t t = 0;
     nr_lock(r);
-    finish_locked(r, slot, done, &w);
+    if (done) finish_locked(r, slot, done, &w);
     if (!r->hdr->shutdown) t = take_locked(r, slot, &w, &held);
     nr_unlock(r);
     nri_flush(r, &w);

@@ -263,9 +263,10 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t t, int64_t s
 int64_t nr_task_next(nr_region_t *r, uint32_t slot, int64_t spin_ns, int64_t idle_timeout_ns);
 /* Pops the next task for `slot` without waiting: > 0 a task, 0 none. */
 int64_t nr_task_try_next(nr_region_t *r, uint32_t slot);
-/* nr_task_finish of task done, and in the same section the next task for
- * `slot` if one is there (> 0), without waiting, spinning or sleeping: 0
- * when none (or shut down).  Short enough to call holding the GIL. */
+/* nr_task_finish of task done (if not 0), and in the same section the next
+ * task for `slot` if one is there (> 0), without waiting, spinning or
+ * sleeping: 0 when none (or shut down).  Short enough to call holding the
+ * GIL. */
 int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done);
 /* The running process is done with task t: CPUs back, arguments released. */
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);

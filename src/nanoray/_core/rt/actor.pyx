@@ -150,8 +150,12 @@ def actor_loop(Region reg, uint32_t slot):
     if concurrency > 1:
         return _threaded_loop(reg, slot, concurrency)
     while True:
-        with nogil:
-            t = nr_task_next(&reg.r, slot, spin, -1)
+        # A call already queued is taken in one short section holding the
+        # GIL (pipelined calls); the blocking wait releases it.
+        t = nr_task_finish_try_next(&reg.r, slot, 0)
+        if t == 0:
+            with nogil:
+                t = nr_task_next(&reg.r, slot, spin, -1)
         if t <= 0:
             return t
         _run_task(reg, <uint32_t>t)
