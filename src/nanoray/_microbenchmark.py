@@ -1,6 +1,7 @@
 """Per-task overhead of nanoray next to its peers, measured in one run.
 
-Figures (each the best of a few repeats, to damp noise on a shared machine):
+Figures (each the median of a few repeats, 5 by default, in one run: a
+noisy machine moves single repeats by tens of percent):
   init           start-up until the first no-op task's result is back
   pipelined      no-op tasks submitted in a burst, then all collected (tasks/s)
   batched        10x as many no-op calls submitted as one batch, then all
@@ -79,7 +80,7 @@ def _bench_actors(ray, num_cpus, n_calls, n_rt, repeats, out):
         ray.kill(a)
         return dt
     create()                                          # warm: the class is exported once
-    out["actor_create_ms"] = _best(create, repeats) * 1e3
+    out["actor_create_ms"] = _typical(create, repeats) * 1e3
     a = RActor.remote()
     ray.get(a.noop.remote())
 
@@ -88,13 +89,13 @@ def _bench_actors(ray, num_cpus, n_calls, n_rt, repeats, out):
         for i in range(n_rt):
             ray.get(a.noop.remote(i))
         return (time.perf_counter() - t) / n_rt
-    out["actor_round_trip_us"] = _best(round_trip, repeats) * 1e6
+    out["actor_round_trip_us"] = _typical(round_trip, repeats) * 1e6
 
     def pipelined():
         t = time.perf_counter()
         ray.get([a.noop.remote(i) for i in range(n_calls)])
         return time.perf_counter() - t
-    out["actor_pipelined_calls_per_s"] = _rate(n_calls, _best(pipelined, repeats))
+    out["actor_pipelined_calls_per_s"] = _rate(n_calls, _typical(pipelined, repeats))
 
     actors = [RActor.remote() for _ in range(num_cpus)]
     ray.get([h.noop.remote() for h in actors])
@@ -106,7 +107,7 @@ def _bench_actors(ray, num_cpus, n_calls, n_rt, repeats, out):
         t = time.perf_counter()
         ray.get([caller.remote(h, per) for h in actors])
         return time.perf_counter() - t
-    out["actor_n_to_n_calls_per_s"] = _rate(per * num_cpus, _best(n_to_n, repeats))
+    out["actor_n_to_n_calls_per_s"] = _rate(per * num_cpus, _typical(n_to_n, repeats))
 
     aa = ray.remote(AsyncActor).remote()
     ray.get(aa.noop.remote())
@@ -115,13 +116,14 @@ def _bench_actors(ray, num_cpus, n_calls, n_rt, repeats, out):
         t = time.perf_counter()
         ray.get([aa.noop.remote(i) for i in range(n_calls)])
         return time.perf_counter() - t
-    out["async_actor_calls_per_s"] = _rate(n_calls, _best(async_pipelined, repeats))
+    out["async_actor_calls_per_s"] = _rate(n_calls, _typical(async_pipelined, repeats))
     for h in [a, aa] + actors:
         ray.kill(h)
 
 
-def _best(fn, repeats):
-    return min(fn() for _ in range(repeats))
+def _typical(fn, repeats):
+    """The median time of `repeats` runs of fn."""
+    return statistics.median(fn() for _ in range(repeats))
 
 
 def _rate(n, seconds):
@@ -154,14 +156,14 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             t = time.perf_counter()
             ray.get([rnoop.remote(i) for i in range(n_tasks)])
             return time.perf_counter() - t
-        out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
+        out["pipelined_tasks_per_s"] = _rate(n_tasks, _typical(pipelined, repeats))
 
         if hasattr(rnoop, "map"):               # nanoray's batched submission
             def map_refs():
                 t = time.perf_counter()
                 ray.get(rnoop.map(range(BATCH * n_tasks)))
                 return time.perf_counter() - t
-            out["map_refs_per_s"] = _rate(BATCH * n_tasks, _best(map_refs, repeats))
+            out["map_refs_per_s"] = _rate(BATCH * n_tasks, _typical(map_refs, repeats))
             from nanoray.util.multiprocessing import Pool
             with Pool(num_cpus) as pool:          # its drop-in: values, chunks as Pool.map's
                 pool.map(noop, range(1000))
@@ -170,14 +172,14 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
                     t = time.perf_counter()
                     pool.map(noop, range(BATCH * n_tasks))
                     return time.perf_counter() - t
-                out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
+                out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _typical(batched, repeats))
 
         def round_trip():
             t = time.perf_counter()
             for i in range(n_rt):
                 ray.get(rnoop.remote(i))
             return (time.perf_counter() - t) / n_rt
-        out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+        out["round_trip_us"] = _typical(round_trip, repeats) * 1e6
         _bench_actors(ray, num_cpus, n_tasks, n_rt, repeats, out)
 
         big = np.ones(big_bytes // 8)
@@ -190,7 +192,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             return dt
         if full:
             out["put_big_first_GBps"] = big_bytes / put_big() / 1e9
-        out["put_big_GBps"] = big_bytes / _best(put_big, repeats) / 1e9
+        out["put_big_GBps"] = big_bytes / _typical(put_big, repeats) / 1e9
         if not full:
             return out
 
@@ -201,7 +203,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             for _ in range(n_rt):
                 ray.put(small)
             return (time.perf_counter() - t) / n_rt
-        out["put_small_us"] = _best(put_small, repeats) * 1e6
+        out["put_small_us"] = _typical(put_small, repeats) * 1e6
         ref = ray.put(small)
 
         def get_small():
@@ -209,7 +211,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             for _ in range(n_rt):
                 ray.get(ref)
             return (time.perf_counter() - t) / n_rt
-        out["get_small_us"] = _best(get_small, repeats) * 1e6
+        out["get_small_us"] = _typical(get_small, repeats) * 1e6
 
         bref = ray.put(big)
 
@@ -219,7 +221,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             dt = time.perf_counter() - t
             assert v.shape == big.shape and not v.flags.owndata
             return dt
-        out["get_big_us"] = _best(get_big, repeats) * 1e6
+        out["get_big_us"] = _typical(get_big, repeats) * 1e6
         # Zero copy: getting 256 MiB should cost about what getting a tiny
         # value does (a copy takes ~14 ms even into warm memory).
         out["get_big_over_small"] = out["get_big_us"] / out["get_small_us"]
@@ -228,7 +230,7 @@ def _bench_ray_api(ray, init_kwargs, num_cpus, n_tasks, n_rt, big_bytes, repeats
             t = time.perf_counter()
             ray.get(rfirst.remote(bref))
             return time.perf_counter() - t
-        out["array_to_task_ms"] = _best(to_task, repeats) * 1e3
+        out["array_to_task_ms"] = _typical(to_task, repeats) * 1e3
         del bref
     finally:
         ray.shutdown()
@@ -257,20 +259,20 @@ def _bench_pool(make, submit, result, batch, num_cpus, n_tasks, n_rt, big_bytes,
             for f in futs:
                 result(f)
             return time.perf_counter() - t
-        out["pipelined_tasks_per_s"] = _rate(n_tasks, _best(pipelined, repeats))
+        out["pipelined_tasks_per_s"] = _rate(n_tasks, _typical(pipelined, repeats))
 
         def batched():
             t = time.perf_counter()
             batch(pool, noop, range(BATCH * n_tasks), num_cpus)
             return time.perf_counter() - t
-        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
+        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _typical(batched, repeats))
 
         def round_trip():
             t = time.perf_counter()
             for i in range(n_rt):
                 result(submit(pool, noop, (i,)))
             return (time.perf_counter() - t) / n_rt
-        out["round_trip_us"] = _best(round_trip, repeats) * 1e6
+        out["round_trip_us"] = _typical(round_trip, repeats) * 1e6
 
         big = np.ones(big_bytes // 8)
 
@@ -278,7 +280,7 @@ def _bench_pool(make, submit, result, batch, num_cpus, n_tasks, n_rt, big_bytes,
             t = time.perf_counter()
             result(submit(pool, first_element, (big,)))
             return time.perf_counter() - t
-        out["array_to_task_ms"] = _best(to_task, repeats) * 1e3
+        out["array_to_task_ms"] = _typical(to_task, repeats) * 1e3
     finally:
         if hasattr(pool, "terminate"):
             pool.terminate()
@@ -318,7 +320,7 @@ def bench_joblib(num_cpus, n_tasks, n_rt, big_bytes, repeats):
             t = time.perf_counter()
             par(delayed(noop)(i) for i in range(BATCH * n_tasks))
             return time.perf_counter() - t
-        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _best(batched, repeats))
+        out["batched_tasks_per_s"] = _rate(BATCH * n_tasks, _typical(batched, repeats))
     return out
 
 
@@ -405,7 +407,7 @@ def main(argv=None):
     ap.add_argument("--tasks", type=int, default=20000, help="tasks per pipelined burst")
     ap.add_argument("--round-trips", type=int, default=2000)
     ap.add_argument("--big-mib", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     ap.add_argument("--only", choices=["nanoray", "Pool", "ProcessPoolExecutor", "Ray", "joblib"],
                     action="append", help="run only these (repeatable)")
@@ -428,7 +430,7 @@ def main(argv=None):
         pass
     results = {}
     print("nanoray microbenchmark: %s" % machine())
-    print("num_cpus=%d, %d tasks per burst, %d round trips, %d MiB array, best of %d\n"
+    print("num_cpus=%d, %d tasks per burst, %d round trips, %d MiB array, median of %d repeats\n"
           % (a.num_cpus, a.tasks, a.round_trips, a.big_mib, a.repeats), flush=True)
     for name, fn in runs:
         if a.only and name not in a.only and name != "nanoray":
