@@ -104,6 +104,9 @@ def test_pool_maps_and_applies_as_the_stdlib_does(ray):
         assert p.map(square, range(3, 40, 2), chunksize=4) == [x * x for x in range(3, 40, 2)]
         assert p.map(square, tuple(xs), chunksize=6) == [x * x for x in xs]
         assert p.starmap(add, [(i, i) for i in range(9)], chunksize=2) == list(range(0, 18, 2))
+        # A range longer than sys.maxsize is read lazily, as the stdlib does.
+        it = p.imap(square, range(2 ** 70), chunksize=2)
+        assert [next(it) for _ in range(3)] == [0, 1, 4]
         # A StopIteration the function raises fails the call: it does not
         # end the chunk early (which would shift every later result).
         for call in (lambda: p.map(stops_at_3, range(8), chunksize=4),

@@ -180,7 +180,8 @@ def test_simple_values_keep_their_exact_types_through_put_args_and_returns(ray):
         if type(v) is tuple:
             assert _same(ray.get(echo.remote(*v), timeout=30), v), repr(v)
 
-    # One object twice stays one object (pickle's memo), as in Ray.
+    # One object twice in a value stays one object, as pickle's memo keeps
+    # it (and Ray's put).
     s, inner = "shared", (1, "x")
     for v in [(s, s), (inner, inner), (b"b" * 3,) * 2]:
         got = ray.get(ray.put(v))
@@ -206,6 +207,15 @@ def test_remote_methods_copy_and_pickle_as_methods(ray):
     f = ray.remote(_same)
     assert ray.get(copy.copy(f.remote)(1, 1), timeout=30) is True
     assert f.remote.__name__ == "remote"
+
+    # Handed to a task, as a bound method or inside a closure.
+    @ray.remote
+    def call(submit, *args):
+        return ray.get(submit(*args))
+
+    assert ray.get(call.remote(f.remote, 2, 2), timeout=30) is True
+    assert ray.get(call.remote(lambda *a: h.get.remote(*a)), timeout=30) == 2
+    assert ray.get(call.remote(h.get.remote), timeout=30) == 2
 
 
 def test_remote_checks_arguments_on_every_call_and_follows_shutdown(fresh):

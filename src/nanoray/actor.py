@@ -406,6 +406,16 @@ class ActorMethod:
             self._label = (region, ref)
         return ref
 
+    def __reduce__(self):
+        # Its fields, not its cached label (which names this process's
+        # runtime), nor this handle's count of pending calls.
+        ref = self._ref
+        if type(ref) is _WeakRef:
+            ref = ref.strong()               # a copy sent elsewhere holds the actor
+        return (ActorMethod, (ref, self._slot, None if self._pending is None else [],
+                              self._max_pending, self._cls, self._name, self._mode,
+                              self._retries, self._retry_exc))
+
     def __call__(self, *args, **kwargs):
         raise TypeError("Actor methods cannot be called directly. Instead of running "
                         "'object.%s()', try 'object.%s.remote()'." % (self._name, self._name))

@@ -395,8 +395,11 @@ def actor_method_remote(self, /, *args, **kwargs):
     return self._remote(args, kwargs)
 
 
-actor_method_remote.__name__ = "remote"          # as a method's: copy, pickle, repr
+# Named as the method it is (copy, pickle, repr): pickled by reference, it
+# is found again as nanoray.actor.ActorMethod.remote.
+actor_method_remote.__name__ = "remote"
 actor_method_remote.__qualname__ = "ActorMethod.remote"
+actor_method_remote.__module__ = "nanoray.actor"
 
 
 def pending_count(list refs):

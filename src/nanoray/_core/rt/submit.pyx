@@ -103,8 +103,11 @@ def remote_function_remote(self, /, *args, **kwargs):
     return self._submit(args, kwargs, self._compiled)
 
 
-remote_function_remote.__name__ = "remote"       # as a method's: copy, pickle, repr
+# Named as the method it is (copy, pickle, repr): pickled by reference, it
+# is found again as nanoray.remote_function.RemoteFunction.remote.
+remote_function_remote.__name__ = "remote"
 remote_function_remote.__qualname__ = "RemoteFunction.remote"
+remote_function_remote.__module__ = "nanoray.remote_function"
 
 
 # Items per task of f.map() when no chunksize is given: enough tasks to

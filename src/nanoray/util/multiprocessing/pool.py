@@ -442,9 +442,14 @@ def _gone(e):
 def _chunks(iterable, size):
     if type(iterable) in (list, tuple, range):
         # Slices: a range's chunk travels as a range, a list's is copied in C.
-        for i in range(0, len(iterable), size):
-            yield iterable[i:i + size]
-        return
+        try:
+            n = len(iterable)
+        except OverflowError:            # a range longer than sys.maxsize: read lazily
+            n = None
+        if n is not None:
+            for i in range(0, n, size):
+                yield iterable[i:i + size]
+            return
     it = iter(iterable)
     while True:
         chunk = list(itertools.islice(it, size))
