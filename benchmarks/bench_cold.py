@@ -8,8 +8,8 @@ does) that starts nanoray and measures, in this order:
   rt_200_300ms      first worker is up; the zygote imports numpy and forks
                     the others), the next 0.1 s, ...: round trips run back to
                     back, each counted in the slot where it started
-  rt_0_100ms_p90    the first slot's 90th percentile and mean
-  rt_0_100ms_mean
+  rt_*_p90          each slot's 90th percentile and mean
+  rt_*_mean
   rt_steady         median round trip 1 s later
   put_first_now     GB/s of the first put of 256 MiB, made right after the
                     first task's result (the store's pages all fresh)
@@ -68,10 +68,11 @@ if mode == "now":
         samples.append((t - t_first, e - t))
     for lo in (0, 100, 200):
         xs = sorted(d for s, d in samples if lo / 1e3 <= s < (lo + 100) / 1e3)
-        out["rt_%%d_%%dms" %% (lo, lo + 100)] = statistics.median(xs) * 1e6 if xs else None
-        if lo == 0 and xs:
-            out["rt_0_100ms_p90"] = xs[int(0.9 * (len(xs) - 1))] * 1e6
-            out["rt_0_100ms_mean"] = statistics.fmean(xs) * 1e6
+        key = "rt_%%d_%%dms" %% (lo, lo + 100)
+        out[key] = statistics.median(xs) * 1e6 if xs else None
+        if xs:
+            out[key + "_p90"] = xs[int(0.9 * (len(xs) - 1))] * 1e6
+            out[key + "_mean"] = statistics.fmean(xs) * 1e6
     t = time.perf_counter()
     r = ray.put(big)
     out["put_first_now"] = big.nbytes / (time.perf_counter() - t) / 1e9
@@ -120,7 +121,11 @@ ROWS = (("init_ms", "init until first task", "ms"),
         ("rt_0_100ms_p90", "round trip, first 0.1 s, 90th pct", "us"),
         ("rt_0_100ms_mean", "round trip, first 0.1 s, mean", "us"),
         ("rt_100_200ms", "round trip, 0.1-0.2 s, median", "us"),
+        ("rt_100_200ms_p90", "round trip, 0.1-0.2 s, 90th pct", "us"),
+        ("rt_100_200ms_mean", "round trip, 0.1-0.2 s, mean", "us"),
         ("rt_200_300ms", "round trip, 0.2-0.3 s, median", "us"),
+        ("rt_200_300ms_p90", "round trip, 0.2-0.3 s, 90th pct", "us"),
+        ("rt_200_300ms_mean", "round trip, 0.2-0.3 s, mean", "us"),
         ("rt_steady", "round trip, steady (1 s later)", "us"),
         ("put_first_now", "first put 256 MiB, right after init", "GB/s"),
         ("put_first_idle", "first put 256 MiB, 0.3 s after init", "GB/s"),
