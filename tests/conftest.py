@@ -100,14 +100,23 @@ def fresh():
 
 def store_objects():
     """Live objects in the store once it is quiet: cyclic garbage collected
-    (a failed test's traceback can hold refs), and no task in flight (a
-    worker releases a task's arguments just after sealing its result)."""
+    (a failed test's traceback can hold refs), no task in flight (a worker
+    releases a task's arguments just after sealing its result), and the
+    count steady for 20 ms (the thread that wakes an `await ref` holds the
+    ref until just after it has woken the awaiting one)."""
     gc.collect()
     stats = nanoray._api._backend.region.stats
     deadline = time.monotonic() + 10
     while stats()["tasks"] and time.monotonic() < deadline:
         time.sleep(0.005)
-    return stats()["objects"]
+    n = stats()["objects"]
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        m = stats()["objects"]
+        if m == n:
+            break
+        n = m
+    return n
 
 
 # -- both backends ---------------------------------------------------------------
