@@ -147,6 +147,7 @@ cdef inline void _check_ndarray():
 include "rt/handle.pyx"
 include "rt/refs.pyx"
 include "rt/born.pyx"
+include "rt/simple.pyx"
 include "rt/serial.pyx"
 include "rt/waiting.pyx"
 include "rt/submit.pyx"
