@@ -70,11 +70,8 @@ cdef bytes _dumps_function(func):
     return _function_pickler(func)
 
 
-# The most common small values, None, bools, 32-bit ints and floats, are
-# written and read as their pickle streams directly, without a Pickler or an
-# Unpickler (each costs more than the rest of sealing or getting such a
-# value).  The streams are what pickle itself reads: PROTO 5, one opcode
-# and its argument, STOP.
+# Simple values (rt/simple.pyx) are written as their pickle streams
+# directly; everything else through the C Pickler, or cloudpickle.
 cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
     cdef _Pickled p = _Pickled.__new__(_Pickled)
     cdef bytes scalar
