@@ -293,6 +293,27 @@ def test_lock_held_by_a_dead_process_is_recovered():
     assert r.check() == 0
 
 
+def test_a_task_is_finished_and_the_next_taken_in_one_call_that_never_waits():
+    # What a worker's loop does holding the GIL between two pipelined tasks.
+    r = CRegion(cpus_milli=1000)
+    w = r.proc()
+    t1, _ = r.submit()
+    t2, _ = r.submit()
+    assert r.finish_then_next(w, 0) == t1               # nothing to finish: a take
+    assert r.cpus_available() == 0 and r.stats()["nidle"] == 0
+    assert r.finish_then_next(w, t1) == t2              # t1's CPU went to t2
+    assert r.cpus_available() == 0 and r.stats()["ntasks"] == 1
+    assert r.finish_then_next(w, t2) == 0               # nothing queued: no wait either
+    assert r.cpus_available() == 1000 and r.stats()["nidle"] == 1
+    assert r.stats()["ntasks"] == 0 and r.verify()[0] == 0
+    t3, _ = r.submit()
+    t4, _ = r.submit()
+    assert r.next(w) == t3
+    r.shutdown()
+    assert r.finish_then_next(w, t3) == 0               # finished, but nothing taken
+    assert r.stats()["ntasks"] == 1 and r.cpus_available() == 1000
+
+
 def test_idle_workers_are_counted_through_every_state_change():
     r = CRegion()
     w1, w2 = r.proc(), r.proc()

@@ -296,6 +296,11 @@ cdef class CRegion:
         """The next task for slot, or 0 when none is runnable now."""
         return nr_task_try_next(&self.r, slot)
 
+    def finish_then_next(self, uint32_t slot, uint32_t done):
+        """Finishes task done (0: none) and takes the next for slot in one
+        section, never waiting: the next task, or 0."""
+        return nr_task_finish_try_next(&self.r, slot, done)
+
     def next_blocking(self, uint32_t slot, int64_t idle_timeout_ns):
         cdef int64_t t
         with nogil:
