@@ -1,6 +1,7 @@
 /* nr_sched: objects, tasks, queues and waiting, on the shared region.
- * (Objects and waiting for them are implemented in nr_objects.c; tasks,
- * queues and processes in nr_sched.c; resources beyond CPUs in nr_res.c;
+ * (Objects and waiting for them are implemented in nr_objects.c; a task's
+ * submission in nr_submit.c; queues, taking and finishing tasks, and
+ * processes in nr_sched.c; resources beyond CPUs in nr_res.c;
  * cancelling in nr_cancel.c; placement groups in nr_pg.c; actors in
  * nr_actor.c.)
  *
