@@ -39,13 +39,9 @@ current_pg = None
 
 
 def _sync():
-    """remote_function._inheriting: whether a call made here may inherit
-    something (one global read per submit, instead of two attribute reads)."""
-    on = current is not None or current_pg is not None
-    rf = sys.modules.get("nanoray.remote_function")
-    if rf is not None:
-        rf._inheriting = on
-    _rt.set_inheriting(on)
+    """Whether a call made here may inherit something, kept where .remote()
+    reads it (one C flag per submit, instead of two attribute reads)."""
+    _rt.set_inheriting(current is not None or current_pg is not None)
 
 
 def set_current_pg(value):

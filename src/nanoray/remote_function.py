@@ -24,10 +24,6 @@ _NO_EFFECT = {"name", "max_calls", "accelerator_type", "_metadata", "label_selec
 # generator functions), or all stored, then one ref to their refs.
 GENERATOR_MODES = ("streaming", "dynamic")
 
-# True while a task or actor here has a runtime_env or a placement group
-# its calls may inherit (kept by _runtime_env._sync).
-_inheriting = False
-
 # Every RemoteFunction holding an export of the running runtime.  Its cached
 # ref keeps that runtime's Region (and so the store's mapping) alive, so
 # shutdown() drops them all (forget_exports).
@@ -421,7 +417,7 @@ class RemoteFunction:
         ref = self._current_export()
         extras = o.extras
         pool = 0
-        if _inheriting:                       # inside a task: its env, its group
+        if _rt.inheriting():                  # inside a task: its env, its group
             extras, pool = inherit(o.explicit, extras)
         res = None
         if o.special or pool:

@@ -62,6 +62,10 @@ def set_inheriting(bint on):
     _inheriting = on
 
 
+def inheriting():
+    return _inheriting
+
+
 @cython.final
 cdef class PlainCall:
     """What a remote function's .remote() needs on its common path (one
