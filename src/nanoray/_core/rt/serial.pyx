@@ -156,6 +156,16 @@ cdef void _write_payload(char *dst, _Pickled p, bint with_contained, list born=N
         off += n
 
 
+cdef inline void _write_simple(char *dst, const unsigned char *stream, int n) noexcept:
+    """Writes a simple stream of n bytes (rt/simple.pyx) at dst as a payload:
+    what _write_payload writes for it, without a _Pickled in between."""
+    cdef nr_payload_t *hdr = <nr_payload_t *>dst
+    hdr.nbufs = 0
+    hdr.ncontained = 0
+    hdr.pickle_len = n
+    memcpy(dst + 16, stream, n)
+
+
 cdef list _born_refs(_Pickled p, uint64_t *size):
     """Which of p's buffers lie in born blocks of this process's arrays, each
     handed to the store (remapped copy-on-write here); None when none does.
@@ -321,7 +331,18 @@ def put(value):
     cdef Region reg = _running()
     if type(value) is ObjectRef:
         raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
-    return put_pickled(reg, _pickle(value, False))
+    cdef unsigned char buf[SIMPLE_MAX]
+    cdef int n = _simple_into(value, buf)
+    cdef uint64_t off, oid
+    if n < 0:
+        return put_pickled(reg, _pickle(value, False))
+    off = _alloc(reg, 16 + n)          # a simple value: straight into its block
+    _write_simple(reg.r.base + off, buf, n)
+    oid = nr_put(&reg.r, off, 16 + n)
+    if oid == 0:
+        nr_arena_free(&reg.r, off)
+        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+    return _adopt(reg, oid)
 
 
 cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="") except *:
@@ -330,6 +351,18 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
     object is never left behind (its getters would wait forever)."""
     cdef _Pickled p
     cdef uint64_t off = 0
+    cdef unsigned char buf[SIMPLE_MAX]
+    cdef int n = -1 if is_error else _simple_into(value, buf)
+    if n > 0:                          # a simple value: straight into its block
+        try:
+            off = _alloc(reg, 16 + n)
+        except Exception:
+            off = 0                    # the way below seals the store's error
+        if off:
+            _write_simple(reg.r.base + off, buf, n)
+            if nr_object_seal(&reg.r, oid, off, 16 + n, False) != 0:
+                nr_arena_free(&reg.r, off)
+            return
     try:
         p = _pickle(value, is_error)
         off = _store(reg, p)

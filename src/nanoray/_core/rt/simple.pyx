@@ -124,18 +124,46 @@ cdef int _put_simple(object v, unsigned char *buf, int n, int depth, _Seen *seen
     return -1
 
 
-cdef bytes _scalar_stream(object value):
-    """The pickle stream of a simple value (above); else None."""
-    cdef unsigned char buf[SIMPLE_MAX]
+cdef int _simple_into(object value, unsigned char *buf):
+    """Writes the pickle stream of a simple value (above), PROTO to STOP, at
+    buf (SIMPLE_MAX bytes); returns its length, or -1 if it is not simple."""
     cdef _Seen seen
     seen.n = 0
     buf[0] = 0x80
     buf[1] = 5
     cdef int n = _put_simple(value, buf, 2, 0, &seen)
     if n < 0:
-        return None
+        return -1
     buf[n] = 46                              # STOP
-    return PyBytes_FromStringAndSize(<char *>buf, n + 1)
+    return n + 1
+
+
+cdef int _simple_call_into(object args, object kwargs, object method, unsigned char *buf):
+    """What _simple_into writes for a task's arguments, (args, kwargs) or
+    (args, kwargs, method) if method is not None, without building the tuple."""
+    cdef _Seen seen
+    seen.n = 0
+    buf[0] = 0x80
+    buf[1] = 5
+    cdef int n = _put_simple(args, buf, 2, 1, &seen)
+    if n >= 0:
+        n = _put_simple(kwargs, buf, n, 1, &seen)
+    if n >= 0 and method is not None:
+        n = _put_simple(method, buf, n, 1, &seen)
+    if n < 0 or n + 2 > SIMPLE_MAX:
+        return -1
+    buf[n] = 0x86 if method is None else 0x87     # TUPLE2 / TUPLE3
+    buf[n + 1] = 46                               # STOP
+    return n + 2
+
+
+cdef bytes _scalar_stream(object value):
+    """The pickle stream of a simple value (above); else None."""
+    cdef unsigned char buf[SIMPLE_MAX]
+    cdef int n = _simple_into(value, buf)
+    if n < 0:
+        return None
+    return PyBytes_FromStringAndSize(<char *>buf, n)
 
 
 cdef int _push(PyObject **stack, int *sp, object v) except -1:

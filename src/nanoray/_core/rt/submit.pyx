@@ -256,27 +256,31 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
             kwargs = kw
     else:
         kwargs = None
-    cdef _Pickled p
-    try:
-        if extras is not None:
-            p = _pickle((args, kwargs, method, extras), False)
-        else:
-            p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
-    except Exception as e:
-        raise TypeError("nanoray: could not serialize the arguments of the task: %s"
-                        % _exc._safe_repr(e)) from e
-    if most and p.size > most:
-        raise _ChunkTooBig()
+    cdef _Pickled p = None
+    cdef unsigned char simple[SIMPLE_MAX]
+    cdef int sn = -1 if extras is not None else _simple_call_into(args, kwargs, method, simple)
+    cdef uint64_t args_bytes = 16 + sn     # simple arguments: written from the stack
     cdef ObjectRef args_ref = None
-    cdef uint64_t args_bytes = p.size
-    if p.size > INLINE_ARGS_MAX:
+    if sn < 0:
+        try:
+            if extras is not None:
+                p = _pickle((args, kwargs, method, extras), False)
+            else:
+                p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
+        except Exception as e:
+            raise TypeError("nanoray: could not serialize the arguments of the task: %s"
+                            % _exc._safe_repr(e)) from e
+        args_bytes = p.size
+    if most and args_bytes > most:
+        raise _ChunkTooBig()
+    if args_bytes > INLINE_ARGS_MAX:
         args_ref = put_pickled(reg, p)
         args_bytes = 0
     if nret > reg.r.hdr.max_objects:
         raise ValueError("num_returns=%d is more than the object table holds (%d objects)"
                          % (nret, reg.r.hdr.max_objects))
     cdef uint32_t ndeps = 0 if deps is None else len(deps)
-    cdef uint32_t ncont = 0 if args_ref is not None else len(p.contained)
+    cdef uint32_t ncont = 0 if args_ref is not None or p is None else len(p.contained)
     cdef uint32_t nheld = 0 if holds is None else 1
     cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont + nheld) + args_bytes
     cdef uint64_t off = _alloc(reg, size)
@@ -301,7 +305,9 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     cdef uint64_t rets_stack[8]
     cdef uint64_t *rets = &rets_stack[0]
     try:
-        if args_ref is None:
+        if p is None:
+            _write_simple(nr_spec_args(spec), simple, sn)
+        elif args_ref is None:
             _write_payload(nr_spec_args(spec), p, False)
         if nret > 8:
             rets = <uint64_t *>malloc(8 * nret)
