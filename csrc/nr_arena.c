@@ -247,6 +247,25 @@ uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
     return nr_arena_alloc(r, n);         /* store full, or every entry is being written */
 }
 
+void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off) {
+    nr_block_t *b = blk(r, payload_off - NR_BLOCK_HDR);
+    uint64_t size = bsize(b);
+    int c = size == 128 ? 0 : size == 256 ? 1 : size == 512 ? 2 : -1;
+    nr_proc_t *p = nr_proc(r, r->slot);
+    /* (not into the slot of a process gone: nothing would take it back) */
+    if (c >= 0 && !b->born && p->state != NR_PROC_FREE && p->state != NR_PROC_EXITED) {
+        nr_arena_t *a = &r->hdr->arena;
+        for (int i = 2 * c; i < 2 * c + 2; i++) {
+            if (p->cache[i]) continue;
+            W(p->cache[i], payload_off);
+            WADD(a->cached, size);
+            WINC(a->ncached);
+            return;
+        }
+    }
+    nr_arena_free_locked(r, payload_off);
+}
+
 /* Under the lock: a cache entry no longer holds the block at off. */
 static void uncache(nr_region_t *r, nr_proc_t *p, int i, uint64_t off) {
     nr_arena_t *a = &r->hdr->arena;

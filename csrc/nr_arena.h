@@ -35,6 +35,12 @@ typedef struct {
 /* Returns the offset of a NR_ALIGN-aligned payload of `n` bytes, 0 if full. */
 uint64_t nr_arena_alloc_locked(nr_region_t *r, uint64_t n);
 void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off);
+/* The same, but a block of a size the small cache holds goes to the calling
+ * process's cache when that entry is empty: its next small payload or spec
+ * takes it without the lock (a task's spec, freed by the worker that ran
+ * it, becomes that worker's next return; a result, freed by the driver,
+ * its next spec). */
+void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off);
 /* As nr_arena_alloc_locked, with the payload aligned to `align` (a power
  * of two, a multiple of NR_ALIGN) and rounded up to a multiple of it: the
  * pages of [payload, payload + round_up(n)) belong to this block alone. */

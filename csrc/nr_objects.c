@@ -65,7 +65,7 @@ void nri_obj_free(nr_region_t *r, nr_object_t *o) {
             }
         }
         nri_born_payload(r, p, -1);       /* the born blocks its buffers live in */
-        nr_arena_free_locked(r, o->data);
+        nr_arena_free_keep_locked(r, o->data);
         W(o->data, 0);
     }
     if (o->actor) {                      /* the last handle of an actor is gone */
@@ -259,18 +259,21 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
     return id;
 }
 
+int nri_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error,
+                    wakeups_t *w) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return -1;
+    if (o->state != NR_OBJ_PENDING) return 1;      /* a retried task sealed it before */
+    nr_arena_written(r, data);
+    nri_seal(r, o, data, size, is_error, w);
+    if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
+    return 0;
+}
+
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error) {
     wakeups_t w = {0};
     nr_lock(r);
-    nr_object_t *o = nr_object_lookup(r, id);
-    int rc = 0;
-    if (!o) rc = -1;
-    else if (o->state != NR_OBJ_PENDING) rc = 1;   /* a retried task sealed it before */
-    else {
-        nr_arena_written(r, data);
-        nri_seal(r, o, data, size, is_error, &w);
-        if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
-    }
+    int rc = nri_object_seal(r, id, data, size, is_error, &w);
     nr_unlock(r);
     nri_flush(r, &w);
     return rc;

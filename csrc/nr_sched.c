@@ -514,10 +514,19 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
 }
 
 int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done) {
+    return nr_task_seal_finish_try_next(r, slot, done, 0, 0, 0);
+}
+
+int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
+                                     uint64_t data, uint64_t size) {
     wakeups_t w = {0};
     int held = 0;
     uint32_t t = 0;
     nr_lock(r);
+    if (id && nri_object_seal(r, id, data, size, 0, &w) != 0) {
+        nr_arena_written(r, data);
+        nr_arena_free_locked(r, data);   /* not sealed with it: the block goes back */
+    }
     if (done) finish_locked(r, slot, done, &w);
     if (!r->hdr->shutdown) t = take_locked(r, slot, &w, &held);
     nr_unlock(r);
@@ -544,7 +553,7 @@ void nri_release(nr_region_t *r, uint32_t t) {
     for (uint32_t i = s->nret; i < s->nret + s->ndeps + s->ncontained; i++) nri_decref(r, ids[i]);
     if (s->func_id) nri_decref(r, s->func_id);
     if (s->args_obj) nri_decref(r, s->args_obj);
-    nr_arena_free_locked(r, task->spec);
+    nr_arena_free_keep_locked(r, task->spec);
     W(task->spec, 0);
     W(task->state, NR_TASK_FREE);
     WINC(task->gen);

@@ -269,6 +269,12 @@ int64_t nr_task_try_next(nr_region_t *r, uint32_t slot);
  * sleeping: 0 when none (or shut down).  Short enough to call holding the
  * GIL. */
 int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done);
+/* The same, sealing first the object id (if not 0) with the payload at data
+ * (size bytes, not an error), as nr_object_seal would: one section for a
+ * task's one return, its end and the next task.  A refused seal (the object
+ * is gone or sealed already) gives the block back. */
+int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
+                                     uint64_t data, uint64_t size);
 /* The running process is done with task t: CPUs back, arguments released. */
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);
 /* Task t lost its process: queue it again (1) or, with no retries left, 0. */

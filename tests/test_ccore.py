@@ -314,6 +314,60 @@ def test_a_task_is_finished_and_the_next_taken_in_one_call_that_never_waits():
     assert r.stats()["ntasks"] == 1 and r.cpus_available() == 1000
 
 
+def test_a_return_is_sealed_its_task_finished_and_the_next_taken_in_one_call():
+    # A worker's loop after a task whose one return is a small value.
+    r = CRegion(cpus_milli=1000)
+    w = r.proc()
+    t1, (o1,) = r.submit()
+    t2, (o2,) = r.submit()
+    assert r.next(w) == t1
+    used = r.stats()["arena_used"]
+    t, off = r.seal_finish_then_next(w, t1, o1)
+    sealed = r.stats()["arena_used"] - used             # its block in, t1's spec out
+    assert t == t2                                      # t1's CPU went to t2
+    assert r.state(o1) == OBJ_READY and r.object_data(o1) == off
+    assert r.state(o2) == OBJ_PENDING and r.stats()["ntasks"] == 1
+    assert r.verify()[0] == 0
+    # A refused seal (sealed before: a retried task) gives the block back,
+    # and the task is finished all the same.
+    assert r.seal(o2) == 0
+    kept = r.object_data(o2)
+    used = r.stats()["arena_used"]
+    t, off = r.seal_finish_then_next(w, t2, o2)
+    refused = r.stats()["arena_used"] - used            # t2's spec out, and nothing in
+    assert t == 0 and r.object_data(o2) == kept != off
+    assert sealed - refused == 128                      # the one block the seal kept
+    assert r.stats()["ntasks"] == 0 and r.cpus_available() == 1000
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_a_freed_small_block_stays_in_the_freeing_process_cache():
+    # A result freed by the driver becomes its next spec's block, and a
+    # spec freed by the worker its next result's, without the lock.
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))    # the process acting: a live one
+    o = r.put(small=True)              # refills its class's two entries, takes one
+    data = r.object_data(o)
+    assert r.cached() == (128, 1)
+    used = r.stats()["arena_used"]
+    r.decref(o)                        # the emptied entry keeps its block
+    assert r.cached() == (256, 2)
+    assert r.stats()["arena_used"] == used - 128        # free to the user all the same
+    assert r.verify()[0] == 0 and r.check() == 0
+    o2 = r.put(small=True)
+    assert r.object_data(o2) == data   # taken back from the cache
+    o3 = r.put(small=True)
+    assert r.cached() == (0, 0)
+    o4 = r.put()                       # a block of the same size, not from the cache
+    r.decref(o2)
+    r.decref(o3)
+    assert r.cached() == (256, 2)
+    r.decref(o4)                       # both entries full: to the free lists
+    assert r.cached() == (256, 2)
+    assert r.stats()["arena_used"] == used - 128
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
 def test_idle_workers_are_counted_through_every_state_change():
     r = CRegion()
     w1, w2 = r.proc(), r.proc()

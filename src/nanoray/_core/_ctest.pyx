@@ -301,6 +301,19 @@ cdef class CRegion:
         section, never waiting: the next task, or 0."""
         return nr_task_finish_try_next(&self.r, slot, done)
 
+    def seal_finish_then_next(self, uint32_t slot, uint32_t done, uint64_t oid):
+        """finish_then_next, sealing oid first in the same section with a
+        small payload written here: (the next task or 0, the payload's offset)."""
+        cdef uint64_t off = self.payload((), True)
+        return nr_task_seal_finish_try_next(&self.r, slot, done, oid, off, 16), off
+
+    def object_data(self, uint64_t oid):
+        """A sealed object's payload offset (0 if none, -1 if no such object)."""
+        cdef uint64_t data = 0
+        if nr_object_info(&self.r, oid, &data, NULL) < 0:
+            return -1
+        return data
+
     def next_blocking(self, uint32_t slot, int64_t idle_timeout_ns):
         cdef int64_t t
         with nogil:
