@@ -66,7 +66,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.long cimport PyLong_AsLongAndOverflow, PyLong_AsLongLongAndOverflow
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from cpython.exc cimport PyErr_Clear
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_Size
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_New
 from cpython.float cimport PyFloat_AS_DOUBLE
@@ -125,6 +125,8 @@ cdef int _timed_waiters = 0       # those of them with a timeout
 cdef object _tls = threading.local()  # .refs: refs met while pickling (per thread)
 cdef int _pid = getpid()         # this process; refs inherited by a fork are inert
 cdef dict _funcs = {}             # function object id -> callable (workers)
+cdef uint64_t _last_fid = 0        # the last one looked up there, and its entry
+cdef tuple _last_entry = None
 _liveness_check = None            # driver: callable raising if the runtime died
 
 

@@ -30,14 +30,21 @@ cdef object _born_prev = None     # the handler there was (its arrays still free
 
 cdef void **_np_api_table = NULL
 cdef dict _sys_modules = sys.modules
+cdef Py_ssize_t _np_modules_seen = -1    # len(sys.modules) when numpy was last looked for
 
 
 cdef void **_np_api() except? NULL:
     """numpy's C API table (what import_array() reads), NULL without numpy."""
-    global _np_api_table
+    global _np_api_table, _np_modules_seen
     if _np_api_table != NULL:
         return _np_api_table
-    if PyDict_GetItem(_sys_modules, "numpy") == NULL:    # looked at per task: kept cheap
+    # Looked at per task, kept cheap: sys.modules is searched again only
+    # once it has grown (or shrunk) since.
+    cdef Py_ssize_t n = PyDict_Size(_sys_modules)
+    if n == _np_modules_seen:
+        return NULL
+    _np_modules_seen = n
+    if PyDict_GetItem(_sys_modules, "numpy") == NULL:
         return NULL
     try:
         from numpy._core import _multiarray_umath as m     # numpy >= 2

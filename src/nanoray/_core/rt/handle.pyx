@@ -231,10 +231,10 @@ cdef Region _running():
 
 def set_process_state(Region region, uint32_t slot):
     """Makes `region` this process's runtime (driver at init, workers at start)."""
-    global _region, _slot, _funcs, _watcher
+    global _region, _slot, _watcher
     _region = region
     _slot = slot
-    _funcs = {}
+    drop_function_cache()
     # Caches of a previous runtime would keep its region mapped (rt/waiting.pyx).
     if _watcher is not None and _watcher.reg is not region:
         _watcher = None
@@ -252,8 +252,10 @@ def set_process_state(Region region, uint32_t slot):
 
 def drop_function_cache():
     """Forgets the functions this worker loaded, releasing the refs they hold."""
-    global _funcs
+    global _funcs, _last_fid, _last_entry
     _funcs = {}
+    _last_fid = 0
+    _last_entry = None
 
 
 def set_liveness_check(check):

@@ -10,7 +10,10 @@ FUNCTION_CACHE_MAX = 4096
 
 cdef tuple _function_entry(Region reg, uint64_t fid):
     """(function, its name) of the exported function fid, cached."""
+    global _last_fid, _last_entry
     cdef bint is_error = False
+    if fid == _last_fid and _last_entry is not None:
+        return _last_entry
     entry = _funcs.get(fid)
     if entry is None:
         f = _value(reg, fid, &is_error)
@@ -21,6 +24,8 @@ cdef tuple _function_entry(Region reg, uint64_t fid):
             _funcs.clear()
         entry = (f, getattr(f, "__qualname__", None) or getattr(f, "__name__", "task"))
         _funcs[fid] = entry
+    _last_fid = fid
+    _last_entry = <tuple>entry
     return <tuple>entry
 
 
@@ -298,6 +303,38 @@ cdef _Call _reload(Region reg, _Call c):
 
 cdef bint _finish_in_loop = False     # worker_loop runs the tasks here
 cdef uint32_t _unfinished = 0         # a task whose returns are sealed, not yet finished
+# Its one return, when simple: written, and sealed by worker_loop in the
+# section that finishes the task (0: none).
+cdef uint64_t _unsealed_id = 0, _unsealed_off = 0, _unsealed_size = 0
+
+
+cdef bint _write_unsealed(Region reg, uint64_t oid, object value) except -1:
+    """Writes a task's one return, if it is simple (rt/simple.pyx), for
+    worker_loop to seal as it finishes the task; False when it is not."""
+    global _unsealed_id, _unsealed_off, _unsealed_size
+    cdef unsigned char buf[SIMPLE_MAX]
+    cdef int n = _simple_into(value, buf)
+    cdef uint64_t off
+    if n < 0:
+        return False
+    try:
+        off = _alloc(reg, 16 + n)
+    except Exception:
+        return False                   # _seal seals the store's error
+    _write_simple(reg.r.base + off, buf, n)
+    _unsealed_off = off
+    _unsealed_size = 16 + n
+    _unsealed_id = oid
+    return True
+
+
+cdef void _seal_unsealed(Region reg) except *:
+    """Seals the return _write_unsealed wrote, on its own."""
+    global _unsealed_id
+    cdef uint64_t oid = _unsealed_id
+    _unsealed_id = 0
+    if oid and nr_object_seal(&reg.r, oid, _unsealed_off, _unsealed_size, False) != 0:
+        nr_arena_free(&reg.r, _unsealed_off)
 
 
 cdef void _complete(Region reg, _Call c, object result) except *:
@@ -320,13 +357,13 @@ cdef void _complete(Region reg, _Call c, object result) except *:
                 _actor_init_failed(reg, failure)
             return
         mode = c.extras.get("gen") if c.extras is not None else None
-        if mode == "streaming":
+        if mode is not None and mode == "streaming":
             if not c.streamed:
                 _stream_sync(reg, c, result, ids[0])
             if c.exit_worker and c.kind != NR_SPEC_TASK:
                 _actor_exit(reg, c.t)      # sys.exit() in an actor's generator: never returns
             return
-        if mode == "dynamic" and failure is None:
+        if mode is not None and mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
             if c.exit_worker:
                 return
@@ -353,6 +390,9 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
+            elif (nret == 1 and _finish_in_loop and c.kind == NR_SPEC_TASK
+                    and _write_unsealed(reg, ids[0], result)):
+                pass                       # sealed as the task is finished
             else:
                 _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
@@ -369,7 +409,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         # would wait forever): seal it with no payload, read back as a
         # system error.
         for i in range(nret):
-            if nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
+            if ids[i] != _unsealed_id and nr_object_info(&reg.r, ids[i], NULL, NULL) == NR_OBJ_PENDING:
                 nr_object_seal(&reg.r, ids[i], 0, 0, 1)
         if c.kind == NR_SPEC_TASK:
             _task_ended(reg)
@@ -401,7 +441,9 @@ cdef void _record_event(Region reg, _Call c, nr_task_t *task, nr_spec_t *spec,
             bytes_in += size
     for i in range(spec.nret):
         size = 0
-        if nr_object_info(&reg.r, ids[i], NULL, &size) >= 0:
+        if ids[i] == _unsealed_id:
+            bytes_out += _unsealed_size
+        elif nr_object_info(&reg.r, ids[i], NULL, &size) >= 0:
             bytes_out += size
     cdef bytes name = _event_names.get(c.name)
     if name is None:
@@ -544,9 +586,10 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
 def worker_loop(Region reg, uint32_t slot):
     """Runs tasks until shutdown (returns 0) or idle retirement (-1).  Each
     task is finished in the same lock section that takes the next one."""
-    global _finish_in_loop, _unfinished
+    global _finish_in_loop, _unfinished, _unsealed_id
     cdef int64_t t
     cdef uint32_t done
+    cdef uint64_t oid
     cdef int64_t spin = WORKER_SPIN_NS, idle = IDLE_RETIRE_NS
     _finish_in_loop = True
     try:
@@ -554,10 +597,13 @@ def worker_loop(Region reg, uint32_t slot):
             done, _unfinished = _unfinished, 0
             t = 0
             if done:
-                # One short section, holding the GIL: a task queued behind
-                # this one is taken at once (a pipelined burst) without
-                # releasing and taking the GIL again around it.
-                t = nr_task_finish_try_next(&reg.r, slot, done)
+                # One short section, holding the GIL: its simple return
+                # sealed, and a task queued behind this one taken at once
+                # (a pipelined burst) without releasing and taking the GIL
+                # again around it.
+                oid, _unsealed_id = _unsealed_id, 0
+                t = nr_task_seal_finish_try_next(&reg.r, slot, done, oid, _unsealed_off,
+                                                 _unsealed_size)
             if t == 0:
                 with nogil:
                     t = nr_task_next(&reg.r, slot, spin, idle)
@@ -566,7 +612,8 @@ def worker_loop(Region reg, uint32_t slot):
             _run_task(reg, <uint32_t>t)
     finally:
         _finish_in_loop = False
-        if _unfinished:                # _run_task raised after its task completed
+        _seal_unsealed(reg)            # _run_task raised after its task completed
+        if _unfinished:
             done, _unfinished = _unfinished, 0
             nr_task_finish(&reg.r, slot, done)
 
