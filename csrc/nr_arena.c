@@ -224,7 +224,11 @@ uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
     uint64_t payload = (128u << c) - NR_BLOCK_HDR;
     nr_proc_t *p = nr_proc(r, r->slot);
     for (int round = 0; round < 2; round++) {
-        for (int i = 2 * c; i < 2 * c + 2; i++) {
+        /* Its class's entries, then larger ones: blocks freed into them
+         * (nr_arena_free_keep_locked) serve smaller payloads too, so a
+         * worker's returns reuse the specs it frees, and the driver's specs
+         * the returns it frees. */
+        for (int i = 2 * c; i < NR_NCACHE; i++) {
             uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
             if (v && !(v & 1) &&
                 __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,

@@ -47,8 +47,9 @@ void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off);
 uint64_t nr_arena_alloc_aligned_locked(nr_region_t *r, uint64_t n, uint64_t align);
 uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
 /* nr_arena_alloc, but up to NR_SMALL_PAYLOAD bytes come from this process's
- * cache of small blocks (two each of 128, 256 and 512 bytes), with no lock
- * (a size class's two are refilled under one acquisition): a task's spec and
+ * cache of small blocks (two each of 128, 256 and 512 bytes; its size
+ * class's, else a larger one's), with no lock (a size class's two are
+ * refilled under one acquisition): a task's spec and
  * a small result then cost no lock of their own.  Freed, or made an
  * object's or a task's, as any block. */
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n);

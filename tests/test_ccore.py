@@ -80,16 +80,22 @@ def test_small_blocks_come_from_a_per_process_cache_that_reaping_gives_back():
     assert r.cached() == (2 * 256, 2)
     b = r.alloc_small(448)                 # the 512-byte class
     assert r.cached() == (2 * 256 + 2 * 512, 4)
-    c = r.alloc_small(16)                  # the 128-byte class: no larger than the arena's own
-    assert r.cached() == (2 * 256 + 2 * 512 + 2 * 128, 6)
-    assert len({a, b, c}) == 3 and r.alloc_small(449) not in (0,)   # larger: an ordinary block
+    c = r.alloc_small(16)                  # the 128-byte class is empty: a larger entry
+    assert r.cached() == (2 * 256 + 2 * 512, 4) and r.usable(c) == 256 - 64
+    d = r.alloc_small(16)                  # and the next larger one
+    assert r.cached() == (2 * 256 + 2 * 512, 4) and r.usable(d) == 512 - 64
+    e = r.alloc_small(16)                  # the larger ones all taken: its own refilled
+    assert r.cached() == (2 * 256 + 2 * 512 + 2 * 128, 6) and r.usable(e) == 128 - 64
+    assert len({a, b, c, d, e}) == 5 and r.alloc_small(449) not in (0,)   # larger: an ordinary block
     # Cached blocks, taken or not, are not the store's use until they hold
     # something: only the 449-byte block counts.
     assert r.stats()["arena_nallocs"] == base["arena_nallocs"] + 1
     r.free(a)                              # back to the arena, out of the cache
     assert r.cached() == (256 + 2 * 512 + 2 * 128, 5)
-    assert r.alloc_small(100) != 0         # the class's other entry, no refill
-    assert r.cached() == (256 + 2 * 512 + 2 * 128, 5)
+    r.free(e)
+    assert r.cached() == (256 + 2 * 512 + 128, 4)
+    assert r.alloc_small(16) != 0          # its class's other entry, no refill
+    assert r.cached() == (256 + 2 * 512 + 128, 4)
     assert r.verify()[0] == 0
     r.use_ledger(None)
     r.reap(w)                     # the dead process's cache and unsealed block go back
