@@ -149,16 +149,10 @@ def actor_loop(Region reg, uint32_t slot):
         return _async_loop(reg, slot, concurrency)
     if concurrency > 1:
         return _threaded_loop(reg, slot, concurrency)
-    while True:
-        # A call already queued is taken in one short section holding the
-        # GIL (pipelined calls); the blocking wait releases it.
-        t = nr_task_finish_try_next(&reg.r, slot, 0)
-        if t == 0:
-            with nogil:
-                t = nr_task_next(&reg.r, slot, spin, -1)
-        if t <= 0:
-            return t
-        _run_task(reg, <uint32_t>t)
+    # A call is finished (its simple return sealed) and the next one already
+    # queued taken in one short section holding the GIL (pipelined calls);
+    # the blocking wait releases it.
+    return _loop(reg, slot, spin, -1)
 
 
 cdef int64_t _threaded_loop(Region reg, uint32_t slot, int concurrency) except? -3:

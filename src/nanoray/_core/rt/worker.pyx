@@ -301,16 +301,16 @@ cdef _Call _reload(Region reg, _Call c):
     return _prepare(reg, c.t)
 
 
-cdef bint _finish_in_loop = False     # worker_loop runs the tasks here
+cdef bint _finish_in_loop = False     # _loop runs the tasks (or a sync actor's calls) here
 cdef uint32_t _unfinished = 0         # a task whose returns are sealed, not yet finished
-# Its one return, when simple: written, and sealed by worker_loop in the
-# section that finishes the task (0: none).
+# Its one return, when simple: written, and sealed by _loop in the section
+# that finishes the task (0: none).
 cdef uint64_t _unsealed_id = 0, _unsealed_off = 0, _unsealed_size = 0
 
 
 cdef bint _write_unsealed(Region reg, uint64_t oid, object value) except -1:
     """Writes a task's one return, if it is simple (rt/simple.pyx), for
-    worker_loop to seal as it finishes the task; False when it is not."""
+    _loop to seal as it finishes the task; False when it is not."""
     global _unsealed_id, _unsealed_off, _unsealed_size
     cdef unsigned char buf[SIMPLE_MAX]
     cdef int n = _simple_into(value, buf)
@@ -339,7 +339,7 @@ cdef void _seal_unsealed(Region reg) except *:
 
 cdef void _complete(Region reg, _Call c, object result) except *:
     """Seals the returns of c (its value, or its failure) and finishes the task
-    (or leaves that to worker_loop, which takes the next one in the same step)."""
+    (or leaves that to _loop, which takes the next one in the same step)."""
     global _in_task, _unfinished, _born_lazy
     cdef nr_task_t *task = nr_task(&reg.r, c.t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
@@ -390,7 +390,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
-            elif (nret == 1 and _finish_in_loop and c.kind == NR_SPEC_TASK
+            elif (nret == 1 and _finish_in_loop and c.kind != NR_SPEC_ACTOR_CREATE
                     and _write_unsealed(reg, ids[0], result)):
                 pass                       # sealed as the task is finished
             else:
@@ -417,8 +417,8 @@ cdef void _complete(Region reg, _Call c, object result) except *:
             _record_event(reg, c, task, spec, failed)
         except Exception:
             pass
-        if _finish_in_loop and c.kind == NR_SPEC_TASK:
-            _unfinished = c.t          # worker_loop finishes it and takes the next at once
+        if _finish_in_loop and c.kind != NR_SPEC_ACTOR_CREATE:
+            _unfinished = c.t          # _loop finishes it and takes the next at once
         else:
             nr_task_finish(&reg.r, _slot, c.t)
 
@@ -584,13 +584,18 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
 
 
 def worker_loop(Region reg, uint32_t slot):
-    """Runs tasks until shutdown (returns 0) or idle retirement (-1).  Each
-    task is finished in the same lock section that takes the next one."""
+    """Runs tasks until shutdown (returns 0) or idle retirement (-1)."""
+    return _loop(reg, slot, WORKER_SPIN_NS, IDLE_RETIRE_NS)
+
+
+cdef int64_t _loop(Region reg, uint32_t slot, int64_t spin, int64_t idle) except? -3:
+    """Runs the tasks (or a sync actor's calls) given to slot until
+    nr_task_next says to stop, and returns what it said.  Each is finished
+    in the same lock section that takes the next one."""
     global _finish_in_loop, _unfinished, _unsealed_id
     cdef int64_t t
     cdef uint32_t done
     cdef uint64_t oid
-    cdef int64_t spin = WORKER_SPIN_NS, idle = IDLE_RETIRE_NS
     _finish_in_loop = True
     try:
         while True:
