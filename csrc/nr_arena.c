@@ -217,7 +217,7 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
 }
 
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
-    if (n > NR_SMALL_PAYLOAD) return nr_arena_alloc(r, n);
+    if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc(r, n);
     /* Its size class: blocks of 128, 256 or 512 bytes, two entries each, so
      * a payload takes at most about twice its size (the arena rounds to 64). */
     int c = n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
@@ -257,7 +257,8 @@ void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off) {
     int c = size == 128 ? 0 : size == 256 ? 1 : size == 512 ? 2 : -1;
     nr_proc_t *p = nr_proc(r, r->slot);
     /* (not into the slot of a process gone: nothing would take it back) */
-    if (c >= 0 && !b->born && p->state != NR_PROC_FREE && p->state != NR_PROC_EXITED) {
+    if (c >= 0 && !b->born && !r->borrowed && p->state != NR_PROC_FREE &&
+        p->state != NR_PROC_EXITED) {
         nr_arena_t *a = &r->hdr->arena;
         for (int i = 2 * c; i < 2 * c + 2; i++) {
             if (p->cache[i]) continue;

@@ -39,7 +39,9 @@ void nr_arena_free_locked(nr_region_t *r, uint64_t payload_off);
  * process's cache when that entry is empty: its next small payload or spec
  * takes it without the lock (a task's spec, freed by the worker that ran
  * it, becomes that worker's next return; a result, freed by the driver,
- * its next spec). */
+ * its next spec).  Not in a borrowed slot (r->borrowed, the zygote's):
+ * the slot's owner could take the block before the section commits, and
+ * a death of the borrower inside it would undo the keep under its feet. */
 void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off);
 /* As nr_arena_alloc_locked, with the payload aligned to `align` (a power
  * of two, a multiple of NR_ALIGN) and rounded up to a multiple of it: the

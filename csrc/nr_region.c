@@ -159,7 +159,7 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     __atomic_store_n(&h->magic, NR_MAGIC, __ATOMIC_RELEASE);
     r->base = base; r->hdr = h; r->size = tmp.size; r->fd = fd;
     r->undo_log = base + h->undo_off; r->undo_cap = h->undo_cap;
-    r->spawn_fd = -1; r->slot = 0;
+    r->spawn_fd = -1; r->slot = 0; r->borrowed = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
 }
@@ -172,7 +172,7 @@ int nr_region_attach(nr_region_t *r, int fd) {
     if (base == MAP_FAILED) return -errno;
     r->base = base; r->hdr = (nr_header_t *)base; r->size = h.size; r->fd = fd;
     r->undo_log = base + h.undo_off; r->undo_cap = h.undo_cap;
-    r->spawn_fd = -1; r->slot = 0;
+    r->spawn_fd = -1; r->slot = 0; r->borrowed = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
     return 0;
 }

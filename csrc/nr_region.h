@@ -299,6 +299,8 @@ typedef struct {
     uint32_t *ledger_hwm;   /* its high-water mark, in its proc slot */
     void *undo_log;         /* the undo log (nr_undo.h), and its entries */
     uint32_t undo_cap;
+    int borrowed;           /* it acts in another process's slot (the zygote in the
+                             * driver's): no small-block cache of its own there */
 } nr_region_t;
 
 typedef struct {

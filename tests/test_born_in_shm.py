@@ -490,3 +490,29 @@ def test_a_thread_unknown_to_threading_cannot_change_a_returned_array(ray):
         ray.get(stop.remote())
         del x, r
     assert changed == 0, "%d of 10 stored arrays changed after get()" % changed
+
+
+def test_a_task_hiding_numpy_leaves_its_worker_running(tmp_path):
+    # A driver without numpy: the worker looks for it at each task, and a
+    # task that blocks it (sys.modules["numpy"] = None, as some test suites
+    # do) must not break the tasks after it.
+    script = tmp_path / "hide.py"
+    script.write_text(
+        "import os, sys, nanoray as ray\n"
+        "ray.init(num_cpus=1)\n"
+        "@ray.remote(max_retries=0)\n"
+        "def hide():\n"
+        "    sys.modules['numpy'] = None\n"
+        "    return os.getpid()\n"
+        "@ray.remote(max_retries=0)\n"
+        "def after(x):\n"
+        "    return os.getpid(), x + 1\n"
+        "pid = ray.get(hide.remote())\n"
+        "assert ray.get([after.remote(i) for i in range(3)]) == [(pid, 1), (pid, 2), (pid, 3)]\n"
+        "assert 'numpy' not in sys.modules\n"
+        "ray.shutdown()\n"
+        "print('ok')\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr[-2000:]

@@ -134,7 +134,10 @@ def scenario(r):
     r.finish(w2, t1)
     routed, (rr,) = r.submit(target=w2 + 1)       # to w2's own queue
     assert r.next(w2) == routed
-    r.finish(w2, routed)
+    queued, (rq,) = r.submit(target=w2 + 1)       # pipelined behind it
+    assert r.seal_finish_then_next(w2, routed, rr)[0] == queued   # one section
+    r.seal(rq)                                    # (sealed first, as by a retry)
+    assert r.seal_finish_then_next(w2, queued, rq)[0] == 0        # refused: block back
     assert r.next_blocking(w2, 1_000_000) == -1   # sleeps, times out, retires
     r.reap(w2)
 

@@ -118,7 +118,8 @@ def main():
     region = rt.Region.attach(cfg["region_fd"])
     region.set_spawn_fd(spawn_fd)
     rt.set_process_state(region, 0)
-    rt.no_spilling()                                 # it shares the driver's slot
+    rt.borrow_slot(region)                           # it shares the driver's slot:
+    rt.no_spilling()                                 # no small-block cache, no spilling
 
     sig_r, sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(sig_w)

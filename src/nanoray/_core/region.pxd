@@ -98,6 +98,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t slot        # this process's proc slot
         int32_t *ledger      # this process's ledger, NULL when it keeps none
         uint32_t *ledger_hwm # its high-water mark
+        int borrowed         # it acts in another process's slot: no small-block cache
 
     ctypedef struct nr_config_t:
         uint64_t arena_bytes # object store bytes

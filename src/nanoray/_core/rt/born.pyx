@@ -47,9 +47,12 @@ cdef void **_np_api() except? NULL:
     if PyDict_GetItem(_sys_modules, "numpy") == NULL:
         return NULL
     try:
-        from numpy._core import _multiarray_umath as m     # numpy >= 2
-    except ImportError:
-        from numpy.core import _multiarray_umath as m      # numpy 1.22 ..
+        try:
+            from numpy._core import _multiarray_umath as m     # numpy >= 2
+        except ImportError:
+            from numpy.core import _multiarray_umath as m      # numpy 1.22 ..
+    except Exception:                  # not importable here (sys.modules["numpy"] = None)
+        return NULL
     _np_api_table = <void **>PyCapsule_GetPointer(m._ARRAY_API, NULL)
     return _np_api_table
 

@@ -240,6 +240,7 @@ def set_process_state(Region region, uint32_t slot):
         _watcher = None
     if region is not None:
         region.r.slot = slot
+        region.r.borrowed = 0
         region.pid = _pid
         region.r.ledger = NULL
         kind = nr_proc(&region.r, slot).kind
@@ -248,6 +249,13 @@ def set_process_state(Region region, uint32_t slot):
             # back.  The driver keeps none: when it dies, the runtime goes.
             region.r.ledger = nr_ledger(&region.r, slot)
             region.r.ledger_hwm = &nr_proc(&region.r, slot).ledger_hwm
+
+
+def borrow_slot(Region region):
+    """This process acts in the slot set_process_state gave it, which is
+    another's (the zygote in the driver's): it keeps no small blocks there
+    (csrc/nr_arena.h).  Processes forked from it set their own slot."""
+    region.r.borrowed = 1
 
 
 def drop_function_cache():
