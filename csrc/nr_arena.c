@@ -150,6 +150,16 @@ static uint64_t split_used(nr_region_t *r, uint64_t off, uint64_t first) {
     return rest;
 }
 
+void nr_arena_written_as(nr_region_t *r, uint64_t payload_off, uint64_t n) {
+    nr_arena_written(r, payload_off);
+    if (n > NR_SMALL_PAYLOAD) return;
+    uint64_t off = payload_off - NR_BLOCK_HDR;
+    nr_block_t *b = blk(r, off);
+    uint64_t size = bsize(b), want = n + NR_BLOCK_HDR <= 128 ? 128 : n + NR_BLOCK_HDR <= 256 ? 256 : 512;
+    if (size <= want || (size != 256 && size != 512) || b->born) return;
+    nr_arena_free_keep_locked(r, split_used(r, off, want) + NR_BLOCK_HDR);
+}
+
 /* Where in free block `off` an aligned payload of len bytes would start
  * (its leading fragment none, or a block of its own), 0 if it does not fit. */
 static uint64_t aligned_fit(nr_region_t *r, uint64_t off, uint64_t len, uint64_t align) {
@@ -214,6 +224,24 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
     nr_unlock(r);
     if (off) nr_prefault_kick(r);       /* fresh memory used: keep the window ahead */
     return off;
+}
+
+static void uncache(nr_region_t *r, nr_proc_t *p, int i, uint64_t off);
+
+uint64_t nr_arena_alloc_small_locked(nr_region_t *r, uint64_t n) {
+    if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc_locked(r, n);
+    int c = n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+    nr_proc_t *p = nr_proc(r, r->slot);
+    for (int i = 2 * c; i < NR_NCACHE; i++) {
+        uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
+        if (v && !(v & 1) &&
+            __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            uncache(r, p, i, v);         /* the caller's already: no write in flight */
+            return v;
+        }
+    }
+    return nr_arena_alloc_locked(r, (128u << c) - NR_BLOCK_HDR);   /* a size it can keep */
 }
 
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {

@@ -55,10 +55,20 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
  * a small result then cost no lock of their own.  Freed, or made an
  * object's or a task's, as any block. */
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n);
+/* Under the lock: the same cache's block, handed over at once (not in
+ * flight: nothing to mark written), else a block of its size class from
+ * the arena, so that whoever frees it can keep it. */
+uint64_t nr_arena_alloc_small_locked(nr_region_t *r, uint64_t n);
 void nr_arena_free(nr_region_t *r, uint64_t payload_off);
 uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off);
 /* Under the lock: the block at off is now owned (sealed, put, submitted). */
 void nr_arena_written(nr_region_t *r, uint64_t off);
+/* The same for a block becoming an object's payload of n bytes: one of a
+ * larger size class than n needs (a cache's larger entry: a freed spec
+ * reused) keeps only the smallest that holds it, and its tail goes back
+ * (to the cache, as freed blocks do, or the free lists), so an object of
+ * a few bytes holds 128 of the store, not 256 or 512. */
+void nr_arena_written_as(nr_region_t *r, uint64_t off, uint64_t n);
 /* Under the lock: frees the blocks a dead process was still writing. */
 void nr_arena_release_writing(nr_region_t *r, uint32_t slot);
 

@@ -251,7 +251,7 @@ uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
     nr_lock(r);
     uint64_t id = nri_obj_alloc(r);
     if (id) {
-        nr_arena_written(r, data);
+        nr_arena_written_as(r, data, size);
         nri_seal(r, objs(r) + (nr_id_index1(id) - 1), data, size, 0, &w);
     }
     nr_unlock(r);
@@ -264,7 +264,7 @@ int nri_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, i
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return -1;
     if (o->state != NR_OBJ_PENDING) return 1;      /* a retried task sealed it before */
-    nr_arena_written(r, data);
+    nr_arena_written_as(r, data, size);
     nri_seal(r, o, data, size, is_error, w);
     if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     return 0;
@@ -289,7 +289,7 @@ int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uin
     if (!o) rc = -1;
     else if (o->state != NR_OBJ_PENDING) rc = 1;
     else {
-        nr_arena_written(r, data);
+        nr_arena_written_as(r, data, size);
         nri_seal(r, o, data, size, 0, &w);
         if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
     }

@@ -226,6 +226,13 @@ void nr_poke_waiters(nr_region_t *r);
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus,
                         int32_t retries, uint32_t target_slot1, const int32_t *res,
                         uint64_t pool, uint64_t env, uint64_t *ret_out);
+/* The same for a spec written elsewhere (size bytes at spec, the caller's
+ * memory): its block is allocated, and the spec copied in, in the submit's
+ * own section.  0 also when the arena has no room (nothing is spilled
+ * here: allocate and call nr_task_submit then). */
+uint32_t nr_task_submit_copy(nr_region_t *r, const void *spec, uint64_t size, int32_t cpus,
+                             int32_t retries, uint32_t target_slot1, const int32_t *res,
+                             uint64_t pool, uint64_t env, uint64_t *ret_out);
 /* Placement groups (nr_pg.c).  Each bundle of a group has a slot; its pool
  * is (gen << 32) | (slot + 1), the group's is its first bundle's, and that
  * with NR_POOL_ANY (bit 31) names any bundle of the group (a task takes the

@@ -242,7 +242,7 @@ uint64_t nr_put_pinned(nr_region_t *r, uint64_t data, uint64_t size) {
     if (id) {
         nr_object_t *o = objs(r) + (nr_id_index1(id) - 1);
         o->pins = 1;                     /* fresh: taken before anyone can see it */
-        nr_arena_written(r, data);
+        nr_arena_written_as(r, data, size);
         nri_seal(r, o, data, size, 0, &w);
     }
     nr_unlock(r);

@@ -2,21 +2,60 @@
  * return objects, the counts it holds, its dependency links, and the queue
  * once nothing is pending.  Taking, running and finishing tasks: nr_sched.c. */
 #include "nr_internal.h"
+#include "nr_prefault.h"
+
+static uint32_t submit_locked(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
+                              uint32_t target_slot1, const int32_t *res, uint64_t pool,
+                              uint64_t env, uint64_t *ret_out, wakeups_t *w);
+
+/* Whether every table has room for the task of spec s. */
+static inline int room_for(nr_header_t *h, const nr_spec_t *s) {
+    return !((!h->task_free && h->task_hwm >= h->max_tasks) ||
+             h->max_objects - h->nobjects < s->nret || h->max_deps - h->ndeps_live < s->ndeps);
+}
 
 uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
                         uint32_t target_slot1, const int32_t *res, uint64_t pool,
                         uint64_t env, uint64_t *ret_out) {
-    nr_header_t *h = r->hdr;
-    nr_spec_t *s = (nr_spec_t *)(r->base + spec);
-    uint64_t *ids = nr_spec_ids(s);
     wakeups_t w = {0};
     nr_lock(r);
     /* Check every table first, so a full one fails cleanly and takes nothing. */
-    if ((!h->task_free && h->task_hwm >= h->max_tasks) ||
-        h->max_objects - h->nobjects < s->nret || h->max_deps - h->ndeps_live < s->ndeps) {
+    if (!room_for(r->hdr, (nr_spec_t *)(r->base + spec))) {
         nr_unlock(r);
         return 0;
     }
+    nr_arena_written(r, spec);
+    uint32_t t = submit_locked(r, spec, cpus, retries, target_slot1, res, pool, env, ret_out, &w);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return t;
+}
+
+uint32_t nr_task_submit_copy(nr_region_t *r, const void *spec, uint64_t size, int32_t cpus,
+                             int32_t retries, uint32_t target_slot1, const int32_t *res,
+                             uint64_t pool, uint64_t env, uint64_t *ret_out) {
+    wakeups_t w = {0};
+    nr_lock(r);
+    uint64_t off = 0;
+    if (room_for(r->hdr, (const nr_spec_t *)spec)) off = nr_arena_alloc_small_locked(r, size);
+    if (!off) {
+        nr_unlock(r);
+        return 0;
+    }
+    memcpy(r->base + off, spec, size);   /* a fresh block: undone by freeing it */
+    uint32_t t = submit_locked(r, off, cpus, retries, target_slot1, res, pool, env, ret_out, &w);
+    nr_unlock(r);
+    nri_flush(r, &w);
+    nr_prefault_kick(r);
+    return t;
+}
+
+static uint32_t submit_locked(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
+                              uint32_t target_slot1, const int32_t *res, uint64_t pool,
+                              uint64_t env, uint64_t *ret_out, wakeups_t *w) {
+    nr_header_t *h = r->hdr;
+    nr_spec_t *s = (nr_spec_t *)(r->base + spec);
+    uint64_t *ids = nr_spec_ids(s);
     uint32_t t;
     if (h->task_free) {
         t = h->task_free;
@@ -53,7 +92,6 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
         if (task->res[k]) task->res_mask |= 1u << k;
     }
     W(task->state, NR_TASK_WAITING);
-    nr_arena_written(r, spec);
     if (s->kind == NR_SPEC_ACTOR_CREATE && target_slot1)
         W(nr_proc(r, target_slot1 - 1)->create_task, t);
     /* The caller gets the return ids from here: once the lock is released
@@ -80,9 +118,7 @@ uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t ret
         W(o->dep_head, d);
         WINC(task->deps_left);
     }
-    if (task->deps_left == 0) nri_enqueue(r, t, &w);
+    if (task->deps_left == 0) nri_enqueue(r, t, w);
     else if (s->kind == NR_SPEC_ACTOR_CALL) nri_actor_hold_place(r, t);
-    nr_unlock(r);
-    nri_flush(r, &w);
     return t;
 }

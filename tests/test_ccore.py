@@ -347,6 +347,59 @@ def test_a_return_is_sealed_its_task_finished_and_the_next_taken_in_one_call():
     assert r.verify()[0] == 0 and r.check() == 0
 
 
+def test_a_spec_copied_in_by_its_submit_takes_a_block_the_next_free_can_keep():
+    # The driver's small specs: written on its stack, copied into a block
+    # allocated in the submit's own section (no section of its own), from
+    # its cache if it holds one, else of a size class a cache keeps.
+    r = CRegion(cpus_milli=1000)
+    assert r.proc(KIND_DRIVER) == 0
+    w = r.proc()
+    t1, (o1,) = r.submit(copy=True)
+    assert r.cached() == (0, 0)                         # nothing cached, nothing refilled
+    assert r.next(w) == t1 and r.stats()["ntasks"] == 1
+    r.set_slot(w)                                       # the worker finishes it
+    r.finish(w, t1)
+    assert r.cached() == (256, 1)                       # and keeps its 256-byte block
+    r.set_slot(0)
+    assert r.seal(o1) == 0
+    r.decref(o1)
+    o = r.put(small=True)                               # a block for the driver's cache...
+    r.decref(o)
+    before = r.cached()
+    t2, (o2,) = r.submit(copy=True)                     # ...not of the spec's class: a new block
+    assert r.cached() == before
+    assert r.next(w) == t2
+    r.finish(w, t2)                                     # freed here (as the driver): kept
+    assert r.cached() == (before[0] + 256, before[1] + 1)
+    t3, _ = r.submit(copy=True)                         # and taken by the next spec
+    assert r.cached() == before and t3 != 0
+    # Full tables: refused whole, nothing allocated.
+    full = CRegion(max_tasks=1)
+    assert full.submit(copy=True)[0] != 0
+    used = full.stats()["arena_used"]
+    assert full.submit(copy=True) == (0, [])
+    assert full.stats()["arena_used"] == used and full.verify()[0] == 0
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_a_small_object_keeps_only_the_size_class_it_needs():
+    # A freed spec's 256-byte block, reused for a value of a few bytes, is
+    # cut to 128 as it becomes an object's; the tail goes back (kept).
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    w = r.proc()
+    t, _ = r.submit(copy=True)
+    assert r.next(w) == t
+    r.finish(w, t)                                      # its spec kept here
+    assert r.cached() == (256, 1)
+    o = r.put(small=True)                               # 16 bytes: takes that block
+    assert r.usable(r.object_data(o)) == 128 - 64
+    assert r.cached() == (128, 1)                       # the tail, kept
+    o2 = r.put(small=True)
+    assert r.usable(r.object_data(o2)) == 128 - 64 and r.cached() == (0, 0)
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
 def test_a_freed_small_block_stays_in_the_freeing_process_cache():
     # A result freed by the driver becomes its next spec's block, and a
     # spec freed by the worker its next result's, without the lock.

@@ -138,6 +138,10 @@ def scenario(r):
     assert r.seal_finish_then_next(w2, routed, rr)[0] == queued   # one section
     r.seal(rq)                                    # (sealed first, as by a retry)
     assert r.seal_finish_then_next(w2, queued, rq)[0] == 0        # refused: block back
+    copied, (rc,) = r.submit(target=w2 + 1, copy=True)   # its block taken in its section
+    assert r.next(w2) == copied
+    r.seal(rc)
+    r.finish(w2, copied)
     assert r.next_blocking(w2, 1_000_000) == -1   # sleeps, times out, retires
     r.reap(w2)
 

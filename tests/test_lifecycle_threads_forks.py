@@ -225,3 +225,23 @@ def test_a_failed_fork_for_an_actor_asks_for_it_again():
     r.spawn_giveback(slot)                        # its fork failed
     assert r.spawn_take() == [slot]
     assert r.check() == 0
+
+
+def test_a_forked_child_uses_the_store_without_the_parents_small_block_cache(ray):
+    # A child forked from the driver acts in the driver's slot: the blocks
+    # the driver keeps at hand stay the driver's (a child killed inside a
+    # section would otherwise undo a block under the parent's feet).
+    region = ray._api._backend.region
+    assert ray.get(ray.put(1)) == 1 and not region.borrowed
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ok = region.borrowed and ray.get(ray.put((1, "x"))) == (1, "x")
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not region.borrowed and ray.get(ray.put(2)) == 2
+    assert region.verify()["code"] == 0

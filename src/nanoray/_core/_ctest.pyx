@@ -263,10 +263,19 @@ cdef class CRegion:
 
     def submit(self, deps=(), int nret=1, int32_t cpus=1000, int32_t retries=0,
                uint32_t target=0, uint32_t kind=NR_SPEC_TASK, uint64_t holds=0,
-               uint64_t parent=0, res=None, uint64_t pool=0, uint64_t env=0):
+               uint64_t parent=0, res=None, uint64_t pool=0, uint64_t env=0, bint copy=False):
+        """copy: the spec is written here and copied into a block the submit
+        allocates in its own section (nr_task_submit_copy)."""
         cdef uint32_t nheld = 1 if holds else 0
-        cdef uint64_t off = nr_arena_alloc(&self.r, sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld))
-        cdef nr_spec_t *s = <nr_spec_t *>(self.r.base + off)
+        cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + len(deps) + nheld)
+        cdef uint64_t local[56]
+        cdef uint64_t off = 0
+        cdef nr_spec_t *s = <nr_spec_t *>&local[0]
+        if copy:
+            assert size <= sizeof(local)
+        else:
+            off = nr_arena_alloc(&self.r, size)
+            s = <nr_spec_t *>(self.r.base + off)
         s.func_id = 0
         s.args_obj = 0
         s.args_len = 0
@@ -285,10 +294,15 @@ cdef class CRegion:
         cdef int32_t rv[8]
         for i in range(8):
             rv[i] = res[i] if res is not None else 0
-        t = nr_task_submit(&self.r, off, cpus, retries, target, rv if res is not None else NULL,
-                           pool, env, rets)
+        if copy:
+            t = nr_task_submit_copy(&self.r, s, size, cpus, retries, target,
+                                    rv if res is not None else NULL, pool, env, rets)
+        else:
+            t = nr_task_submit(&self.r, off, cpus, retries, target,
+                               rv if res is not None else NULL, pool, env, rets)
         if t == 0:
-            nr_arena_free(&self.r, off)
+            if not copy:
+                nr_arena_free(&self.r, off)
             return 0, []
         return t, [rets[i] for i in range(nret)]
 

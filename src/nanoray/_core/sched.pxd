@@ -96,6 +96,9 @@ cdef extern from "nr_sched.h" nogil:
     uint32_t nr_task_submit(nr_region_t *r, uint64_t spec, int32_t cpus, int32_t retries,
                             uint32_t target_slot1, const int32_t *res, uint64_t pool,
                             uint64_t env, uint64_t *ret_out)
+    uint32_t nr_task_submit_copy(nr_region_t *r, const void *spec, uint64_t size, int32_t cpus,
+                                 int32_t retries, uint32_t target_slot1, const int32_t *res,
+                                 uint64_t pool, uint64_t env, uint64_t *ret_out)
     uint64_t nr_pg_create(nr_region_t *r, uint32_t nb, const int32_t *cpus, const int32_t *res,
                           uint32_t *slots)
     uint32_t NR_POOL_ANY

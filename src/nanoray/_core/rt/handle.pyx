@@ -199,6 +199,12 @@ cdef class Region:
                             spilled=("no", "writing", "yes")[o.spill]))
         return out
 
+    @property
+    def borrowed(self):
+        """Whether this process acts in another's slot (a fork's child, the
+        zygote), keeping no small blocks there."""
+        return self.r.borrowed != 0
+
     def arena_check(self):
         """0 when the allocator's invariants hold, else which one broke."""
         nr_lock(&self.r)
@@ -210,6 +216,10 @@ cdef class Region:
 def _after_fork_in_child():
     global _pid
     _pid = getpid()
+    if _region is not None:
+        # It acts in its parent's slot (until set_process_state gives it
+        # one: a worker): no small-block cache there (csrc/nr_arena.h).
+        _region.r.borrowed = 1
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

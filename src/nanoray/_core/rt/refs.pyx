@@ -9,6 +9,7 @@
 # track refs at all (a program holding a million refs would otherwise have
 # each collection walk them, and making refs would trigger collections).
 @cython.no_gc
+@cython.freelist(256)                 # refs come and go by the thousand: no malloc each
 cdef class ObjectRef:
     """A future for a value in the object store, as in Ray.
 

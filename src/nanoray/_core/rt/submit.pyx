@@ -283,8 +283,14 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     cdef uint32_t ncont = 0 if args_ref is not None or p is None else len(p.contained)
     cdef uint32_t nheld = 0 if holds is None else 1
     cdef uint64_t size = sizeof(nr_spec_t) + 8 * (nret + ndeps + ncont + nheld) + args_bytes
-    cdef uint64_t off = _alloc(reg, size)
-    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + off)
+    # A small spec is written here and copied into its block by the submit,
+    # which allocates it in its own section; a larger one into its block.
+    cdef uint64_t local[56]
+    cdef uint64_t off = 0
+    cdef nr_spec_t *spec = <nr_spec_t *>&local[0]
+    if size > sizeof(local):
+        off = _alloc(reg, size)
+        spec = <nr_spec_t *>(reg.r.base + off)
     spec.func_id = func_id
     spec.args_obj = args_ref._id if args_ref is not None else 0
     spec.args_len = args_bytes
@@ -314,7 +320,8 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
             if rets == NULL:
                 raise MemoryError()
     except BaseException:
-        nr_arena_free(&reg.r, off)            # the spec is not the task's yet
+        if off:
+            nr_arena_free(&reg.r, off)        # the spec is not the task's yet
         raise
     cdef uint32_t t
     cdef int32_t resv[NR_RES]
@@ -324,8 +331,16 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     if extras is not None and kind == NR_SPEC_TASK and not target:
         env = _env_key(extras.get("env"))
     try:
-        t = nr_task_submit(&reg.r, off, cpus_milli, retries, target,
-                           resv if res is not None else NULL, pool, env, rets)
+        t = 0
+        if off == 0:
+            t = nr_task_submit_copy(&reg.r, spec, size, cpus_milli, retries, target,
+                                    resv if res is not None else NULL, pool, env, rets)
+            if t == 0:                        # a table or the arena full: the way that
+                off = _alloc(reg, size)       # spills to make room, or says what is full
+                memcpy(reg.r.base + off, spec, size)
+        if t == 0:
+            t = nr_task_submit(&reg.r, off, cpus_milli, retries, target,
+                               resv if res is not None else NULL, pool, env, rets)
         if t == 0:
             nr_arena_free(&reg.r, off)
             s = reg.stats()
