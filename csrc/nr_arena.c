@@ -7,6 +7,12 @@ static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t
 static inline uint64_t bsize(nr_block_t *b) { return b->size & ~USED; }
 static inline int bin_of(uint64_t size) { return 63 - __builtin_clzll(size / NR_BLOCK_HDR); }
 
+/* The size class of a small payload of n bytes: blocks of 128, 256 or 512
+ * bytes (two cache entries each). */
+static inline int small_class(uint64_t n) {
+    return n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+}
+
 static void unlink_free(nr_region_t *r, uint64_t off) {
     nr_arena_t *a = &r->hdr->arena;
     nr_block_t *b = blk(r, off);
@@ -155,7 +161,7 @@ void nr_arena_written_as(nr_region_t *r, uint64_t payload_off, uint64_t n) {
     if (n > NR_SMALL_PAYLOAD) return;
     uint64_t off = payload_off - NR_BLOCK_HDR;
     nr_block_t *b = blk(r, off);
-    uint64_t size = bsize(b), want = n + NR_BLOCK_HDR <= 128 ? 128 : n + NR_BLOCK_HDR <= 256 ? 256 : 512;
+    uint64_t size = bsize(b), want = 128u << small_class(n);
     if (size <= want || (size != 256 && size != 512) || b->born) return;
     nr_arena_free_keep_locked(r, split_used(r, off, want) + NR_BLOCK_HDR);
 }
@@ -228,49 +234,54 @@ uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n) {
 
 static void uncache(nr_region_t *r, nr_proc_t *p, int i, uint64_t off);
 
-uint64_t nr_arena_alloc_small_locked(nr_region_t *r, uint64_t n) {
-    if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc_locked(r, n);
-    int c = n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
-    nr_proc_t *p = nr_proc(r, r->slot);
+/* Takes a cached block of class c or larger (marked in flight), 0 if none:
+ * blocks freed into larger entries (nr_arena_free_keep_locked) serve
+ * smaller payloads too, so a worker's returns reuse the specs it frees, and
+ * the driver's specs the returns it frees (cut to size when they become
+ * objects: nr_arena_written_as). */
+static uint64_t take_cached(nr_proc_t *p, int c, int *entry) {
     for (int i = 2 * c; i < NR_NCACHE; i++) {
         uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
         if (v && !(v & 1) &&
             __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST)) {
-            uncache(r, p, i, v);         /* the caller's already: no write in flight */
+            *entry = i;
             return v;
         }
+    }
+    return 0;
+}
+
+uint64_t nr_arena_alloc_small_locked(nr_region_t *r, uint64_t n) {
+    if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc_locked(r, n);
+    int c = small_class(n), i;
+    nr_proc_t *p = nr_proc(r, r->slot);
+    uint64_t v = take_cached(p, c, &i);
+    if (v) {
+        uncache(r, p, i, v);             /* the caller's already: no write in flight */
+        return v;
     }
     return nr_arena_alloc_locked(r, (128u << c) - NR_BLOCK_HDR);   /* a size it can keep */
 }
 
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
     if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc(r, n);
-    /* Its size class: blocks of 128, 256 or 512 bytes, two entries each, so
-     * a payload takes at most about twice its size (the arena rounds to 64). */
-    int c = n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+    /* A payload takes at most about twice its size in its own class (the
+     * arena rounds to 64); a larger entry's block is cut to size later. */
+    int c = small_class(n), i;
     uint64_t payload = (128u << c) - NR_BLOCK_HDR;
     nr_proc_t *p = nr_proc(r, r->slot);
     for (int round = 0; round < 2; round++) {
-        /* Its class's entries, then larger ones: blocks freed into them
-         * (nr_arena_free_keep_locked) serve smaller payloads too, so a
-         * worker's returns reuse the specs it frees, and the driver's specs
-         * the returns it frees. */
-        for (int i = 2 * c; i < NR_NCACHE; i++) {
-            uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
-            if (v && !(v & 1) &&
-                __atomic_compare_exchange_n(&p->cache[i], &v, v | 1, 0, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST))
-                return v;
-        }
+        uint64_t v = take_cached(p, c, &i);
+        if (v) return v;
         if (round) break;
         nr_arena_t *a = &r->hdr->arena;
         nr_lock(r);                      /* refill the class's empty entries at once */
-        for (int i = 2 * c; i < 2 * c + 2; i++) {
-            if (p->cache[i]) continue;
+        for (int k = 2 * c; k < 2 * c + 2; k++) {
+            if (p->cache[k]) continue;
             uint64_t off = nr_arena_alloc_locked(r, payload);
             if (!off) break;
-            W(p->cache[i], off);
+            W(p->cache[k], off);
             WADD(a->cached, nr_arena_usable(r, off) + NR_BLOCK_HDR);
             WINC(a->ncached);
         }
