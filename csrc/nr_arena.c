@@ -158,7 +158,7 @@ static uint64_t split_used(nr_region_t *r, uint64_t off, uint64_t first) {
 
 void nr_arena_written_as(nr_region_t *r, uint64_t payload_off, uint64_t n) {
     nr_arena_written(r, payload_off);
-    if (n > NR_SMALL_PAYLOAD) return;
+    if (!payload_off || n > NR_SMALL_PAYLOAD) return;   /* (0: sealed with no payload) */
     uint64_t off = payload_off - NR_BLOCK_HDR;
     nr_block_t *b = blk(r, off);
     uint64_t size = bsize(b), want = 128u << small_class(n);

@@ -400,6 +400,26 @@ def test_a_small_object_keeps_only_the_size_class_it_needs():
     assert r.verify()[0] == 0 and r.check() == 0
 
 
+def test_an_object_sealed_with_no_payload_touches_no_block():
+    # Sealing with no payload (data 0: the store could not hold even the
+    # error) must not read a block header below the arena's first byte.
+    import os
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    before = r.stats()
+    pid = os.fork()
+    if pid == 0:                                        # a wild access kills only the child
+        os._exit(0 if r.seal_empty(r.create()) == 0 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    oid = r.create()
+    assert r.seal_empty(oid) == 0 and r.state(oid) == OBJ_ERROR
+    assert r.object_data(oid) == 0
+    after = r.stats()
+    assert after["arena_nallocs"] == before["arena_nallocs"] and r.cached() == (0, 0)
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
 def test_a_freed_small_block_stays_in_the_freeing_process_cache():
     # A result freed by the driver becomes its next spec's block, and a
     # spec freed by the worker its next result's, without the lock.

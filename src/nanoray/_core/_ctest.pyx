@@ -219,6 +219,11 @@ cdef class CRegion:
             nr_arena_free(&self.r, off)
         return rc
 
+    def seal_empty(self, uint64_t oid):
+        """Seals oid as an error with no payload (what a store that cannot
+        hold even the error does)."""
+        return nr_object_seal(&self.r, oid, 0, 0, 1)
+
     def stream_seal(self, uint32_t t, uint64_t cell, uint64_t nxt, contained=()):
         """A streaming generator task t yielded: seals cell, records nxt."""
         cdef uint64_t off = self.payload(contained, False)
