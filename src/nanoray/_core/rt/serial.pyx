@@ -72,10 +72,12 @@ cdef bytes _dumps_function(func):
 
 # Simple values (rt/simple.pyx) are written as their pickle streams
 # directly; everything else through the C Pickler, or cloudpickle.
-cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False):
+cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint function=False,
+                      bint simple=True):
+    """simple=False: the caller found value not simple already."""
     cdef _Pickled p = _Pickled.__new__(_Pickled)
     cdef bytes scalar
-    if not force_cloud and not function:
+    if simple and not force_cloud and not function:
         scalar = _scalar_stream(value)
         if scalar is not None:
             p.data = scalar
@@ -164,6 +166,20 @@ cdef inline void _write_simple(char *dst, const unsigned char *stream, int n) no
     hdr.ncontained = 0
     hdr.pickle_len = n
     memcpy(dst + 16, stream, n)
+
+
+cdef uint64_t _store_simple(Region reg, object value, uint64_t *size) except? 0:
+    """Writes a simple value (rt/simple.pyx) straight into a new block:
+    its offset, with its payload's bytes in size; 0 when value is not
+    simple.  Raises what _alloc raises (the store full)."""
+    cdef unsigned char buf[SIMPLE_MAX]
+    cdef int n = _simple_into(value, buf)
+    if n < 0:
+        return 0
+    cdef uint64_t off = _alloc(reg, 16 + n)
+    _write_simple(reg.r.base + off, buf, n)
+    size[0] = 16 + n
+    return off
 
 
 cdef list _born_refs(_Pickled p, uint64_t *size):
@@ -331,40 +347,36 @@ def put(value):
     cdef Region reg = _running()
     if type(value) is ObjectRef:
         raise TypeError("Calling put() on an ObjectRef is not allowed: it is already in the store")
-    cdef unsigned char buf[SIMPLE_MAX]
-    cdef int n = _simple_into(value, buf)
-    cdef uint64_t off, oid
-    if n < 0:
-        return put_pickled(reg, _pickle(value, False))
-    off = _alloc(reg, 16 + n)          # a simple value: straight into its block
-    _write_simple(reg.r.base + off, buf, n)
-    oid = nr_put(&reg.r, off, 16 + n)
+    cdef uint64_t size, oid
+    cdef uint64_t off = _store_simple(reg, value, &size)
+    if off == 0:
+        return put_pickled(reg, _pickle(value, False, True, False, False))
+    oid = nr_put(&reg.r, off, size)
     if oid == 0:
         nr_arena_free(&reg.r, off)
         raise _exc.ObjectStoreFullError("nanoray: the object table is full")
     return _adopt(reg, oid)
 
 
-cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="") except *:
+cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="",
+                bint simple=True) except *:
     """Stores value as the object's result.  If the value cannot be pickled
     or stored, the object is sealed with that error instead: a pending
-    object is never left behind (its getters would wait forever)."""
+    object is never left behind (its getters would wait forever).
+    simple=False: the caller found value not simple (or not storable so)."""
     cdef _Pickled p
-    cdef uint64_t off = 0
-    cdef unsigned char buf[SIMPLE_MAX]
-    cdef int n = -1 if is_error else _simple_into(value, buf)
-    if n > 0:                          # a simple value: straight into its block
+    cdef uint64_t off = 0, size
+    if simple and not is_error:        # a simple value: straight into its block
         try:
-            off = _alloc(reg, 16 + n)
+            off = _store_simple(reg, value, &size)
         except Exception:
             off = 0                    # the way below seals the store's error
         if off:
-            _write_simple(reg.r.base + off, buf, n)
-            if nr_object_seal(&reg.r, oid, off, 16 + n, False) != 0:
+            if nr_object_seal(&reg.r, oid, off, size, False) != 0:
                 nr_arena_free(&reg.r, off)
             return
     try:
-        p = _pickle(value, is_error)
+        p = _pickle(value, is_error, True, False, False)
         off = _store(reg, p)
     except Exception as e:
         if isinstance(e, _exc.ObjectStoreFullError):

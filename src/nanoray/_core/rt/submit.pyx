@@ -264,9 +264,10 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
     if sn < 0:
         try:
             if extras is not None:
-                p = _pickle((args, kwargs, method, extras), False)
+                p = _pickle((args, kwargs, method, extras), False, True, False, False)   # (a dict)
             else:
-                p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False)
+                p = _pickle((args, kwargs) if method is None else (args, kwargs, method), False,
+                            True, False, False)       # not simple: looked at above
         except Exception as e:
             raise TypeError("nanoray: could not serialize the arguments of the task: %s"
                             % _exc._safe_repr(e)) from e

@@ -311,21 +311,14 @@ cdef uint64_t _unsealed_id = 0, _unsealed_off = 0, _unsealed_size = 0
 cdef bint _write_unsealed(Region reg, uint64_t oid, object value) except -1:
     """Writes a task's one return, if it is simple (rt/simple.pyx), for
     _loop to seal as it finishes the task; False when it is not."""
-    global _unsealed_id, _unsealed_off, _unsealed_size
-    cdef unsigned char buf[SIMPLE_MAX]
-    cdef int n = _simple_into(value, buf)
-    cdef uint64_t off
-    if n < 0:
-        return False
+    global _unsealed_id, _unsealed_off
     try:
-        off = _alloc(reg, 16 + n)
+        _unsealed_off = _store_simple(reg, value, &_unsealed_size)
     except Exception:
         return False                   # _seal seals the store's error
-    _write_simple(reg.r.base + off, buf, n)
-    _unsealed_off = off
-    _unsealed_size = 16 + n
-    _unsealed_id = oid
-    return True
+    if _unsealed_off:
+        _unsealed_id = oid
+    return _unsealed_off != 0
 
 
 cdef void _seal_unsealed(Region reg) except *:
@@ -390,9 +383,9 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         for i in range(nret):
             if failure is not None:
                 _seal_failure(reg, ids[i], failure, c.name)
-            elif (nret == 1 and _finish_in_loop and c.kind != NR_SPEC_ACTOR_CREATE
-                    and _write_unsealed(reg, ids[0], result)):
-                pass                       # sealed as the task is finished
+            elif nret == 1 and _finish_in_loop and c.kind != NR_SPEC_ACTOR_CREATE:
+                if not _write_unsealed(reg, ids[0], result):   # else sealed as it is finished
+                    _seal(reg, ids[0], result, False, c.name, False)
             else:
                 _seal(reg, ids[i], result if nret == 1 else result[i], False, c.name)
     finally:
