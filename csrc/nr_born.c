@@ -54,18 +54,20 @@ void nri_born_payload(nr_region_t *r, nr_payload_t *p, int d) {
 
 void nri_born_reap(nr_region_t *r, uint32_t slot) {
     nr_arena_t *a = &r->hdr->arena;
-    for (;;) {
-        uint64_t found = 0;
-        for (uint64_t off = r->hdr->arena_off; off < a->brk; off += blk(r, off)->size & ~USED) {
-            nr_block_t *b = blk(r, off);
-            if ((b->size & USED) && b->born && NR_BORN_OWNER(b->born) == slot + 1) {
-                found = off + NR_BLOCK_HDR;
-                break;
-            }
+    /* One walk over the blocks.  Giving one back may free it and merge it
+     * into a free block before it (or the free space after it into it),
+     * never past the block before it: the walk resumes there. */
+    uint64_t off = r->hdr->arena_off, prev = off;
+    while (off < a->brk) {
+        nr_block_t *b = blk(r, off);
+        if ((b->size & USED) && b->born && NR_BORN_OWNER(b->born) == slot + 1) {
+            nr_undo_commit(r);               /* one block per step */
+            unhold(r, off + NR_BLOCK_HDR, 1);
+            off = prev;
+            continue;
         }
-        if (!found) return;
-        nr_undo_commit(r);                   /* one block per step */
-        unhold(r, found, 1);
+        prev = off;
+        off += b->size & ~USED;
     }
 }
 

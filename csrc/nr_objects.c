@@ -156,6 +156,14 @@ void nr_object_incref(nr_region_t *r, uint64_t id) {
     nri_ledger_add(r, id, 1);
 }
 
+/* Under the lock: frees object id (at o) if nothing counts it any more,
+ * unless it is still pending (then its seal frees it). */
+static void free_if_uncounted(nr_region_t *r, nr_object_t *o, uint64_t id) {
+    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) == nr_id_gen(id) && LOAD(&o->refs) == 0 &&
+        o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
+        nri_obj_free(r, o);
+}
+
 void nr_object_decref(nr_region_t *r, uint64_t id) {
     nr_object_t *o = nr_object_lookup(r, id);
     if (!o) return;
@@ -164,9 +172,58 @@ void nr_object_decref(nr_region_t *r, uint64_t id) {
     /* Nobody can take a new reference now; free it unless still pending
      * (then the seal frees it).  Re-check under the lock. */
     nr_lock(r);
-    if ((LOAD(&o->gen) & NR_ID_GEN_MASK) == nr_id_gen(id) && LOAD(&o->refs) == 0 &&
-        o->state != NR_OBJ_PENDING && o->state != NR_OBJ_FREE)
-        nri_obj_free(r, o);
+    free_if_uncounted(r, o, id);
+    nr_unlock(r);
+}
+
+/* Whether freeing o can wait for this process's next section: a small
+ * sealed value that holds nothing else (no refs inside, no arrays born in
+ * blocks of their own, not an actor's handle count, not spilled), so that
+ * putting it off keeps back at most NR_REL_RING small blocks and entries.
+ * Read without the lock while the caller held o's last count: the seal's
+ * stores are visible (state is read first), and the payload does not
+ * change once sealed.  A wrong guess only frees sooner or later. */
+static int free_can_wait(nr_region_t *r, nr_object_t *o) {
+    if (LOAD(&o->state) != NR_OBJ_READY || o->actor || o->spill != NR_SPILL_NONE) return 0;
+    uint64_t data = o->data;
+    if (!data || o->size > NR_SMALL_PAYLOAD || data + sizeof(nr_payload_t) > r->size) return 0;
+    nr_payload_t *p = (nr_payload_t *)(r->base + data);
+    return p->ncontained == 0 && !(p->nbufs & NR_PAYLOAD_EXTERN);
+}
+
+void nr_object_release(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (!o) return;
+    nri_ledger_add(r, id, -1);
+    if (ADD(&o->refs, -1) != 0) return;
+    if (!r->borrowed && free_can_wait(r, o)) {
+        uint32_t head = r->rel_head;
+        if (head - __atomic_load_n(&r->rel_tail, __ATOMIC_ACQUIRE) < NR_REL_RING) {
+            r->rel_ids[head % NR_REL_RING] = id;
+            __atomic_store_n(&r->rel_head, head + 1, __ATOMIC_RELEASE);
+            return;
+        }
+    }
+    nr_lock(r);                          /* frees the ring too */
+    free_if_uncounted(r, o, id);
+    nr_unlock(r);
+}
+
+void nri_release_drain(nr_region_t *r) {
+    uint32_t t = r->rel_tail, head = __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE);
+    for (; t != head; t++) {
+        uint64_t id = r->rel_ids[t % NR_REL_RING];
+        nr_object_t *o = nr_object_lookup(r, id);
+        if (o) free_if_uncounted(r, o, id);
+        NR_CRASH_AT_END();
+        nr_undo_commit(r);
+        __atomic_store_n(&r->rel_tail, t + 1, __ATOMIC_RELEASE);
+    }
+}
+
+void nr_release_flush(nr_region_t *r) {
+    if (r->rel_tail == __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE)) return;
+    nr_lock(r);
     nr_unlock(r);
 }
 
@@ -312,6 +369,7 @@ int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin
     int64_t start = nr_now_ns();
     if (SPIN_UNTIL(r, sealed(o) || LOAD(&r->hdr->shutdown), spin_ns))
         return sealed(o) ? 0 : -1;
+    nr_release_flush(r);                 /* nothing put off while it sleeps */
     int rc = 0;
     /* Sleep on the object's own state word: its seal wakes this object's
      * waiters only.  Counted first, then the state read (see nri_seal).
@@ -362,6 +420,7 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
     if (SPIN_UNTIL(r, (k = count_ready(r, ids, n, ready)) >= want || LOAD(&r->hdr->shutdown),
                    spin_ns))
         return k;
+    nr_release_flush(r);
     /* Register as a waiter on the ids pending now, and only on those. */
     uint8_t stack[256];
     uint8_t *watched = n <= 256 ? stack : malloc((size_t)n);

@@ -76,6 +76,7 @@ typedef struct {
 #define NR_NCACHE 6           /* small blocks each process keeps at hand: two each of
                                * 128, 256 and 512 bytes (payloads of 64, 192, 448) */
 #define NR_SMALL_PAYLOAD 448u  /* the largest payload a cached block holds */
+#define NR_REL_RING 64u        /* frees a process may put off (nr_object_release) */
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -301,6 +302,12 @@ typedef struct {
     uint32_t undo_cap;
     int borrowed;           /* it acts in another process's slot (the zygote in the
                              * driver's): no small-block cache of its own there */
+    /* Frees put off by nr_object_release: ids of small objects whose last
+     * count this process dropped, freed at the start of its next section.
+     * A ring with one producer (the thread dropping a ref, holding the GIL)
+     * and one consumer (this process's lock holder). */
+    uint32_t rel_head, rel_tail;
+    uint64_t rel_ids[NR_REL_RING];
 } nr_region_t;
 
 typedef struct {
@@ -323,6 +330,9 @@ void nr_region_detach(nr_region_t *r);
 /* Takes the lock; if its last holder died inside a critical section, first
  * undoes that section (nr_undo.h) and checks the structures. */
 void nr_lock(nr_region_t *r);
+/* Frees what this process put off (nr_object_release), one committed step
+ * each: called by nr_lock, with the lock held and the log empty. */
+void nri_release_drain(nr_region_t *r);
 /* Ends the section: finishes deferred frees and failures (one committed
  * step each), commits, releases the lock, then issues the wake-ups. */
 void nr_unlock(nr_region_t *r);

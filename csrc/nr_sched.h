@@ -167,6 +167,14 @@ void nr_object_incref(nr_region_t *r, uint64_t id);
  * counted: 1, else 0. */
 int nr_object_try_incref(nr_region_t *r, uint64_t id);
 void nr_object_decref(nr_region_t *r, uint64_t id);
+/* nr_object_decref for a ref that Python code drops (ObjectRef): when the
+ * count reaches zero and the object is a small plain value, its free waits
+ * for this process's next section (up to NR_REL_RING of them), so that a
+ * driver dropping the results it got takes no section per ref.  One thread
+ * at a time may call it (the GIL's holder); not in borrowed processes. */
+void nr_object_release(nr_region_t *r, uint64_t id);
+/* Frees now what nr_object_release put off (a section, if any). */
+void nr_release_flush(nr_region_t *r);
 /* Frees sealed objects nothing counts any more (left by a process that died
  * between its decref and the free); called after a reap.  Returns how many. */
 uint32_t nr_sweep_uncounted(nr_region_t *r);

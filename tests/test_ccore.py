@@ -153,6 +153,10 @@ def test_object_table_full():
     assert all(ids) and r.put() == 0
     r.decref(ids[0])
     assert r.put() != 0
+    r.set_slot(r.proc(KIND_DRIVER))
+    r.release(ids[1])                  # its free put off: the next put's section frees it
+    assert r.releases_put_off() == 1
+    assert r.put() != 0 and r.releases_put_off() == 0
 
 
 def test_wait_many_counts_ready():
@@ -444,6 +448,114 @@ def test_a_freed_small_block_stays_in_the_freeing_process_cache():
     r.decref(o4)                       # both entries full: to the free lists
     assert r.cached() == (256, 2)
     assert r.stats()["arena_used"] == used - 128
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_a_dropped_small_value_is_freed_by_the_next_section_not_its_own():
+    # ObjectRef drops (nr_object_release): a small plain value's free waits
+    # for the process's next section; anything holding more is freed at once.
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    base = r.stats()["nobjects"]
+    small = [r.put() for _ in range(3)]
+    for o in small:
+        r.release(o)
+    assert r.releases_put_off() == 3
+    assert all(r.state(o) == OBJ_READY for o in small)       # not freed yet
+    assert r.verify()[0] == 0                                 # (verify's section frees them)
+    assert r.releases_put_off() == 0 and all(r.state(o) == -1 for o in small)
+    assert r.stats()["nobjects"] == base
+
+    inner = r.put()
+    holder = r.put([inner])                   # holds a ref: freed at once, and inner with it
+    r.decref(inner)
+    big = r.put(size=4096)                    # beyond a small block
+    err = r.create()
+    r.seal(err, error=True)
+    pending = r.create()                      # its seal frees it
+    for o in (holder, big, err, pending):
+        r.release(o)
+    assert r.releases_put_off() == 0
+    assert [r.state(o) for o in (holder, inner, big, err)] == [-1] * 4
+    r.seal(pending)
+    assert r.state(pending) == -1
+
+    kept = r.put()
+    r.incref(kept)
+    r.release(kept)                           # not the last count: nothing to put off
+    assert r.releases_put_off() == 0 and r.state(kept) == OBJ_READY
+    r.release(kept)
+    assert r.releases_put_off() == 1
+    r.flush_releases()
+    assert r.releases_put_off() == 0 and r.state(kept) == -1
+
+    r.set_borrowed(True)                      # the zygote, a forked child: no putting off
+    o = r.put()
+    r.release(o)
+    assert r.releases_put_off() == 0 and r.state(o) == -1
+    r.set_borrowed(False)
+    assert r.stats()["nobjects"] == base
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_a_full_ring_of_put_off_frees_is_freed_by_the_next_drop():
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    objs = [r.put() for _ in range(65)]
+    for o in objs[:64]:
+        r.release(o)
+    assert r.releases_put_off() == 64
+    r.release(objs[64])                       # no room: a section, which frees them all
+    assert r.releases_put_off() == 0
+    assert all(r.state(o) == -1 for o in objs)
+    # An id in the ring whose object another process freed meanwhile (as a
+    # sweep after a crash does), its entry since reused, frees nothing.
+    import os
+    a = r.put()
+    r.release(a)
+    pid = os.fork()
+    if pid == 0:                              # the child frees a and puts b in its entry
+        r.flush_releases()
+        b = r.put()
+        os._exit(0 if r.object_index(b) == r.object_index(a) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert r.state(a) == -1 and r.stats()["nobjects"] == 1      # b, the child's
+    r.flush_releases()                        # a's stale id: b is left alone
+    assert r.stats()["nobjects"] == 1
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_reaping_gives_back_every_born_block_in_one_walk_of_the_arena():
+    # A dead worker's born blocks, between other processes' blocks, some
+    # next to free space (a give-back merges), some held by objects.
+    r = CRegion(arena_bytes=64 << 20)
+    r.set_slot(r.proc(KIND_DRIVER))
+    w = r.proc()
+    others, held = [], []
+    for i in range(60):
+        r.use_ledger(w)
+        b = r.born_alloc(5000 + 4096 * (i % 3))
+        r.use_ledger(None)
+        if i % 5 == 0:
+            held.append(r.born_put([b]))         # the driver's object refers to it: kept
+        x = r.alloc(200 + i)
+        if i % 2:
+            r.free(x)                            # free space beside a born block
+        else:
+            others.append(x)
+            r.fill(x, 200, i % 251)
+    assert r.born_count() == 60
+    r.reap(w)
+    assert r.born_count() == len(held)
+    for i, x in enumerate(others):
+        assert r.read(x, 200) == bytes([(2 * i) % 251]) * 200
+    for o in held:
+        r.decref(o)
+    assert r.born_count() == 0
+    for x in others:
+        r.free(x)
+    assert r.stats()["arena_used"] == 0
     assert r.verify()[0] == 0 and r.check() == 0
 
 

@@ -55,7 +55,10 @@ def scenario(r):
     dropped = r.create()
     r.decref(dropped)                             # freed when sealed
     r.seal(dropped)
-    r.free(r.alloc(5000))
+    p1, p2 = r.put(), r.put()
+    r.release(p1)                                 # frees put off (ObjectRef drops)...
+    r.release(p2)
+    r.free(r.alloc(5000))                         # ...done first in the next section
 
     # Arrays born in the arena: a block referred to by objects, given back
     # by the array and by the objects in either order; headers cut where

@@ -162,6 +162,7 @@ def main():
             code = 1
         finally:
             try:
+                region.flush_releases()          # frees it put off (ObjectRef drops)
                 from nanoray import _output
                 _output.flush_all()              # unended lines too
             finally:

@@ -159,8 +159,8 @@ cdef class CRegion:
         return s
 
     # objects: payloads here are bare nr_payload_t headers listing contained ids
-    def payload(self, contained=(), bint small=False):
-        cdef uint64_t n = 16 + 8 * len(contained)
+    def payload(self, contained=(), bint small=False, uint64_t size=0):
+        cdef uint64_t n = max(16 + 8 * len(contained), size)
         cdef uint64_t off = nr_arena_alloc_small(&self.r, n) if small else nr_arena_alloc(&self.r, n)
         cdef nr_payload_t *p = <nr_payload_t *>(self.r.base + off)
         p.nbufs = 0
@@ -170,8 +170,8 @@ cdef class CRegion:
             nr_payload_contained(p)[i] = c
         return off
 
-    def put(self, contained=(), bint small=False):
-        return nr_put(&self.r, self.payload(contained, small), 16)
+    def put(self, contained=(), bint small=False, uint64_t size=16):
+        return nr_put(&self.r, self.payload(contained, small, size), size)
 
     # arrays born in the arena (csrc/nr_born.h), acting as the current slot
     def born_alloc(self, uint64_t n):
@@ -245,6 +245,22 @@ cdef class CRegion:
 
     def decref(self, uint64_t oid):
         nr_object_decref(&self.r, oid)
+
+    def release(self, uint64_t oid):
+        """As an ObjectRef dropped: a small plain object's free may wait."""
+        nr_object_release(&self.r, oid)
+
+    def object_index(self, uint64_t oid):
+        return nr_id_index1(oid)
+
+    def releases_put_off(self):
+        return self.r.rel_head - self.r.rel_tail
+
+    def flush_releases(self):
+        nr_release_flush(&self.r)
+
+    def set_borrowed(self, bint b):
+        self.r.borrowed = b
 
     def state(self, uint64_t oid):
         return nr_object_info(&self.r, oid, NULL, NULL)

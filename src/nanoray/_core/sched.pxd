@@ -85,6 +85,8 @@ cdef extern from "nr_sched.h" nogil:
     void nr_object_incref(nr_region_t *r, uint64_t id)
     int nr_object_try_incref(nr_region_t *r, uint64_t id)
     void nr_object_decref(nr_region_t *r, uint64_t id)
+    void nr_object_release(nr_region_t *r, uint64_t id)
+    void nr_release_flush(nr_region_t *r)
     int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size)
     int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns)
     int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,

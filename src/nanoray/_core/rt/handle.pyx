@@ -146,6 +146,7 @@ cdef class Region:
 
     def stats(self):
         cdef nr_stats_t s
+        nr_release_flush(&self.r)         # what this process put off is freed first
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
                     waiting_for_resources=s.xq_len, workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
@@ -158,6 +159,12 @@ cdef class Region:
                     lock_repairs=s.repairs, actors=s.nactors, lock_stalls=s.lock_stalls,
                     spilled_objects=s.spilled_objects, spilled_bytes=s.spilled_bytes,
                     spills=s.spills, restores=s.restores)
+
+    def flush_releases(self):
+        """Frees now the small objects whose last ref this process dropped
+        and whose free it put off to its next section (a process about to
+        exit calls it: nothing else would free them)."""
+        nr_release_flush(&self.r)
 
     def verify(self):
         """Checks every table, queue and counter of the region against the
@@ -180,9 +187,11 @@ cdef class Region:
         """Every live object, read without the lock (a snapshot that may be
         stale): dicts of id, state, refs, size and holders, the counts each
         process's ledger records ({pid: count})."""
-        cdef uint32_t i, s, n = self.r.hdr.obj_hwm
+        cdef uint32_t i, s, n
         cdef nr_object_t *o
         cdef nr_proc_t *p
+        nr_release_flush(&self.r)
+        n = self.r.hdr.obj_hwm
         out = []
         for i in range(n):
             o = <nr_object_t *>(self.r.base + self.r.hdr.objs_off) + i
@@ -218,8 +227,10 @@ def _after_fork_in_child():
     _pid = getpid()
     if _region is not None:
         # It acts in its parent's slot (until set_process_state gives it
-        # one: a worker): no small-block cache there (csrc/nr_arena.h).
+        # one: a worker): no small-block cache there (csrc/nr_arena.h), and
+        # the frees its parent put off are the parent's to do.
         _region.r.borrowed = 1
+        _region.r.rel_tail = _region.r.rel_head
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
