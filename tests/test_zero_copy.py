@@ -83,3 +83,63 @@ def test_tasks_may_take_writable_copy_on_write_arguments(ray):
         ray.get(write.remote(ref), timeout=30)
     assert ray.get(write.options(writable_args=True).remote(ref), timeout=30) is None
     assert ray.get(ref)[0] == 1.0
+
+
+def test_writable_args_covers_arrays_passed_by_value_too(ray):
+    @ray.remote(writable_args=True)
+    def bump(x, y=None):
+        x.flat[0] += 5                           # private to this call
+        if y is not None:
+            y[-1] = -1.0
+        return float(x.flat[0]), bool(x.flags.writeable), bool(x.flags.owndata)
+
+    # Small (inline in the task), mid-sized and large (the call's own
+    # argument object: a copy-on-write view of it, no copy).
+    for n in (10, 13000, 1 << 18):
+        a = np.ones(n)
+        got = ray.get(bump.remote(a, y=np.zeros(n)), timeout=30)
+        assert got[:2] == (6.0, True), n
+        assert a[0] == 1.0
+    assert ray.get(bump.remote(np.ones(1 << 18)), timeout=30)[2] is False
+    t = np.arange(120000.0).reshape(300, 400)[:, 1::3].T    # strided, offset in its buffer
+    assert ray.get(bump.remote(t), timeout=30)[:2] == (6.0, True)
+
+    @ray.remote(writable_args=True)
+    def same(x):
+        return x.shape, x.strides == t.strides or x.flags.c_contiguous, x.tolist() == t.tolist()
+    assert ray.get(same.remote(t), timeout=30) == (t.shape, True, True)
+    assert ray.get(bump.map([np.ones(3), np.ones(1 << 17)])) == \
+        [(6.0, True, True), (6.0, True, False)]
+
+
+def test_get_writable_of_many_small_arrays_copies_them_instead_of_mapping_each(ray):
+    # One private mapping each would use up the process's map count (65530).
+    refs = [ray.put(np.full(2, i)) for i in range(70000)]
+    got = ray.get(refs, writable=True)
+    got[-1][0] = -5
+    assert got[-1].tolist() == [-5, 69999] and got[123].tolist() == [123, 123]
+    assert ray.get(refs[-1]).tolist() == [69999, 69999]
+
+
+def test_a_write_to_a_read_only_argument_says_how_to_make_it_writable(ray):
+    import pytest
+
+    @ray.remote
+    def write(x):
+        x[0] = 2.0
+    with pytest.raises(ValueError, match="writable_args=True"):
+        ray.get(write.remote(np.ones(1 << 16)), timeout=30)
+
+
+def test_an_uncaught_write_to_an_array_from_get_says_how_to_make_it_writable():
+    import subprocess
+    import sys
+    script = ("import numpy as np, nanoray as ray\n"
+              "ray.init(num_cpus=1)\n"
+              "a = ray.get(ray.put(np.zeros(100000)))\n"
+              "a[0] = 1\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1
+    assert "assignment destination is read-only" in out.stderr
+    assert "nanoray.get(ref, writable=True)" in out.stderr, out.stderr

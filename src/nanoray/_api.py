@@ -335,6 +335,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         if not _atexit_registered:
             atexit.register(shutdown)
             _atexit_registered = True
+        exceptions._install_read_only_hint()   # a write to an array from get(): the way out
         if include_dashboard:
             from nanoray import _dashboard
             try:

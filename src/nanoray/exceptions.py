@@ -243,6 +243,42 @@ def _as_stdlib(e):
     return e
 
 
+_READ_ONLY_NOTE = (
+    "nanoray: arrays from get(), and the array arguments of tasks, are read-only views of "
+    "the object store. For a writable view that copies only the pages you change, use "
+    "nanoray.get(ref, writable=True), or @nanoray.remote(writable_args=True) for a task's "
+    "arguments; or copy the array (x.copy()).")
+_READ_ONLY_MARKS = ("read-only", "WRITEABLE flag")
+
+
+def _note_read_only(e):
+    """Adds a note to numpy's error for a write to a read-only array (once),
+    naming the ways to a writable one."""
+    if isinstance(e, (ValueError, TypeError)) and hasattr(e, "add_note"):
+        msg = str(e)
+        if any(m in msg for m in _READ_ONLY_MARKS) and \
+                _READ_ONLY_NOTE not in getattr(e, "__notes__", ()):
+            e.add_note(_READ_ONLY_NOTE)
+
+
+def _install_read_only_hint():
+    """The driver's uncaught errors get that note too (sys.excepthook, once,
+    in front of whatever hook is there)."""
+    import sys
+    prev = sys.excepthook
+    if getattr(prev, "_nanoray_read_only", False):
+        return
+
+    def hook(tp, value, tb):
+        try:
+            _note_read_only(value)
+        except Exception:
+            pass
+        prev(tp, value, tb)
+    hook._nanoray_read_only = True
+    sys.excepthook = hook
+
+
 def _safe_repr(obj):
     try:
         return repr(obj)

@@ -21,7 +21,9 @@ cdef class ObjectRef:
 
     def __dealloc__(self):
         if self._reg is not None and self._reg.pid == _pid:
-            nr_object_decref(&self._reg.r, self._id)
+            # A small value's free waits for this process's next section
+            # (csrc/nr_sched.h): the GIL makes this thread the one producer.
+            nr_object_release(&self._reg.r, self._id)
 
     def hex(self):
         return format(self._id, "016x")
@@ -198,17 +200,25 @@ cdef class _CowBuffer:
         pass
 
 
+# Below this many bytes a writable view is a copy: copying costs about what
+# mapping would, and each mapping is one of the process's vm.max_map_count
+# (65530 by default), which many small arrays would use up.
+cdef enum:
+    _COW_MIN_BYTES = 65536
+
+
 cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size, bint shared=False):
     """A writable view of size bytes at ptr: a private mapping of that range
-    of the memfd, or, without the fd, a copy.  shared: a read-only view, a
-    second shared mapping of the range (for a process whose own mapping of
-    it is private: an array born in the arena, handed off; rt/born.pyx)."""
+    of the memfd, or, without the fd or for a small range, a copy.  shared:
+    a read-only view, a second shared mapping of the range (for a process
+    whose own mapping of it is private: an array born in the arena, handed
+    off; rt/born.pyx)."""
     cdef uint64_t data, nbytes, file
     cdef uint32_t spill
     cdef uint64_t off = <uint64_t>(ptr - reg.r.base)
     cdef uint64_t start = off & ~(<uint64_t>4095)
     cdef size_t length = <size_t>((off - start + size + 4095) & ~(<uint64_t>4095))
-    if reg.r.fd < 0 or size == 0:
+    if reg.r.fd < 0 or size == 0 or (size < _COW_MIN_BYTES and not shared):
         return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
     cdef void *m
     if shared:

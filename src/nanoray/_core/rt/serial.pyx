@@ -241,7 +241,7 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
                 "(object_store_memory=%d, %d bytes in use, %d objects spilled to %s). What "
                 "is left is held by arrays from get() that are still alive, by running "
                 "tasks, by values holding refs, or by live numpy arrays workers made in the "
-                "store (at most 3/4 of it), none of which can be spilled. Free refs "
+                "store (at most half of it), none of which can be spilled. Free refs "
                 "you no longer need, or pass a larger object_store_memory to init()." % (
                     size, nr_arena_largest_free(&reg.r), s["store_capacity"], s["store_used"],
                     s["spilled_objects"], spill_dir(reg) or "(spilling off)"))

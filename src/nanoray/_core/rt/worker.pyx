@@ -45,6 +45,7 @@ cdef object _failure_of(BaseException e, str name):
     if isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError)):
         return _exc.TaskCancelledError(
             error_message="nanoray: task %s() was cancelled (interrupted while running)" % name)
+    _exc._note_read_only(e)              # a write to an argument: how to make it writable
     if isinstance(e, _exc.RayTaskError):
         # A task it waited on failed: keep that cause; the traceback shows
         # this task's frames, then the inner task's.
@@ -116,6 +117,8 @@ cdef _Call _prepare(Region reg, uint32_t t):
                           for k, a in kwargs.items()}
         c.args = args
         c.kwargs = kwargs
+        if c.extras is not None and c.extras.get("writable_args", False):
+            _writable_by_value(reg, spec.args_obj, c)
     except SystemExit:
         c.exit_worker = True
     except BaseException as e:
@@ -174,6 +177,38 @@ cdef object _only_value(object gen):
     if not vals:
         raise ValueError("the generator yielded 0 values; num_returns is 1")
     return vals[0]
+
+
+cdef void _writable_by_value(Region reg, uint64_t args_obj, _Call c) except *:
+    """writable_args: the top-level arrays passed by value become writable
+    too (those passed as refs came as copy-on-write views already): a
+    copy-on-write view of the call's argument object for a large one, a copy
+    of a small one (inline arguments were copied out of the spec)."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return                             # no numpy: no arrays
+    if c.is_map:
+        c.args = ([tuple([_writable(reg, args_obj, np, v) for v in item])
+                   for item in c.args[0]],)
+    else:
+        c.args = tuple([_writable(reg, args_obj, np, v) for v in c.args])
+    if c.kwargs:
+        c.kwargs = {k: _writable(reg, args_obj, np, v) for k, v in c.kwargs.items()}
+
+
+cdef object _writable(Region reg, uint64_t oid, object np, object v):
+    if not isinstance(v, np.ndarray) or v.flags.writeable:
+        return v
+    cdef uintptr_t base = <uintptr_t>reg.r.base
+    cdef uintptr_t lo, hi, at
+    if oid and type(v) is np.ndarray and v.size:
+        bounds = getattr(getattr(np, "lib", None), "array_utils", None)
+        lo, hi = (bounds.byte_bounds if bounds is not None else np.byte_bounds)(v)
+        at = v.__array_interface__["data"][0]
+        if base <= lo and hi <= base + reg.r.size:      # in the argument object's payload
+            buf = _cow(reg, oid, <char *>lo, hi - lo)
+            return np.ndarray(v.shape, v.dtype, buffer=buf, offset=at - lo, strides=v.strides)
+    return v.copy(order="K")
 
 
 cdef void _run_map(Region reg, _Call c) except *:
@@ -395,6 +430,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if c.kind == NR_SPEC_TASK:
             _in_task = False
         if c.exit_worker:
+            nr_release_flush(&reg.r)
             from nanoray import _output
             _output.flush_all()
             os._exit(1)
