@@ -2,44 +2,49 @@
 
 A worker runs one task on the CPUs the scheduler gave it, but numpy's BLAS
 starts a thread per core of the machine: two workers multiplying matrices
-at once on two cores then run four threads on two CPUs.  As Ray does,
-workers start with OMP_NUM_THREADS and friends set to 1 (unless the user
-set them), and a task granted k CPUs has its already-loaded BLAS and
-OpenMP pools set to k threads while it runs (the calls threadpoolctl makes,
-found by symbol in the libraries the process has loaded).
+at once on two cores then run four threads on two CPUs.  As Ray does, a
+task granted k CPUs runs with OMP_NUM_THREADS=k (workers start at 1), which
+every BLAS and OpenMP library reads when it loads and has no variable of
+its own set; the pools already loaded are set to k threads while it runs
+(the calls threadpoolctl makes, found by symbol in the libraries the
+process has loaded).  A count the user chose wins: OMP_NUM_THREADS, or a
+library's own variable (OPENBLAS_NUM_THREADS, MKL_NUM_THREADS,
+BLIS_NUM_THREADS), from the driver's environment or a runtime_env.
 """
 
 import ctypes
 import os
 import sys
 
-ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+OMP = "OMP_NUM_THREADS"
+ENV_VARS = (OMP, "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
 
-# (set, get) symbol names of the thread-count calls, by library family.
+# (set, get) symbol names of the thread-count calls, by library family, and
+# the variable that family reads before OMP_NUM_THREADS.
 _CALLS = (
-    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
-    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
-    ("openblas_set_num_threads", "openblas_get_num_threads"),
-    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
-    ("bli_thread_set_num_threads", "bli_thread_get_num_threads"),
-    ("omp_set_num_threads", "omp_get_max_threads"),
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_",
+     "OPENBLAS_NUM_THREADS"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads", "OPENBLAS_NUM_THREADS"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_", "OPENBLAS_NUM_THREADS"),
+    ("openblas_set_num_threads", "openblas_get_num_threads", "OPENBLAS_NUM_THREADS"),
+    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads", "MKL_NUM_THREADS"),
+    ("bli_thread_set_num_threads", "bli_thread_get_num_threads", "BLIS_NUM_THREADS"),
+    ("omp_set_num_threads", "omp_get_max_threads", OMP),
 )
 _HINTS = ("openblas", "mkl_rt", "blis", "gomp", "libomp", "libiomp")
 
-_user_set = {v for v in ENV_VARS if v in os.environ}
-_pools = None            # [(path, set, get)] found in this process
+_pools = None            # [(path, set, get, variable)] found in this process
 _seen_modules = -1       # len(sys.modules) when last scanned: no import, no new library
-_current = 1             # the thread count the pools have (1: preset_environment)
+_ours = None             # the OMP_NUM_THREADS value this process set last (None: none)
 
 
 def preset_environment():
-    """Workers start single-threaded (before numpy is imported), unless the
-    user chose a count."""
-    for v in ENV_VARS:
-        if v not in _user_set:
-            os.environ[v] = "1"
+    """Workers start single-threaded (set before numpy is imported), unless
+    the user chose OMP_NUM_THREADS."""
+    global _ours
+    if OMP not in os.environ:
+        os.environ[OMP] = _ours = "1"
 
 
 def _loaded_libraries():
@@ -69,31 +74,44 @@ def _scan():
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
         except OSError:
             continue
-        for set_name, get_name in _CALLS:
+        for set_name, get_name, var in _CALLS:
             setter = getattr(lib, set_name, None)
             getter = getattr(lib, get_name, None)
             if setter is not None and getter is not None:
                 setter.argtypes, setter.restype = [ctypes.c_int], None
                 getter.argtypes, getter.restype = [], ctypes.c_int
-                pools.append((path, setter, getter))
+                pools.append((path, setter, getter, var))
                 break
     _pools, _seen_modules = pools, len(sys.modules)
     return pools
 
 
+def _chosen(var):
+    """The count the user chose through var, or None (unset, unreadable, or
+    the OMP_NUM_THREADS this module set)."""
+    v = os.environ.get(var)
+    if v is None or (var == OMP and v == _ours):
+        return None
+    try:
+        return max(1, min(int(v), os.cpu_count() or 1))
+    except ValueError:
+        return None
+
+
 def limit(cpus):
-    """Sets every loaded pool to `cpus` threads (at least 1), unless the user
-    chose a count through the environment.  Free when the count is the one
-    already set (pools loaded later start at 1, from the environment)."""
-    global _current
+    """Holds the BLAS and OpenMP pools to `cpus` threads (at least 1): sets
+    OMP_NUM_THREADS for the libraries loaded from now on, and the loaded
+    pools' counts; a count the user chose wins (see above)."""
+    global _ours
     n = max(1, int(cpus))
-    if n == _current or _user_set:
-        return
-    for _, setter, _ in _scan():
-        setter(n)
-    _current = n
+    omp = _chosen(OMP)
+    if omp is None:
+        os.environ[OMP] = _ours = str(n)
+    for _, setter, _, var in _scan():
+        own = _chosen(var) if var != OMP else None
+        setter(own or omp or n)
 
 
 def threads():
     """{library path: its thread count} for the pools loaded in this process."""
-    return {path: getter() for path, _, getter in _scan()}
+    return {path: getter() for path, _, getter, _ in _scan()}

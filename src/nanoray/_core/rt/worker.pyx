@@ -508,7 +508,7 @@ def current_task():
     return _task_id.get()
 
 
-cdef int _task_threads = 1            # BLAS/OpenMP threads set for tasks (workers start at 1)
+cdef int _task_threads = 0            # BLAS/OpenMP threads set for tasks (0: none yet)
 
 
 cdef void _run_task(Region reg, uint32_t t) except *:
@@ -516,14 +516,10 @@ cdef void _run_task(Region reg, uint32_t t) except *:
     cdef _Call c = _prepare(reg, t)
     _born_check()                      # this thread's large arrays: born in the arena
                                        # (after _prepare: loading it may import numpy)
-    cdef int cpus
+    cdef int cpus = 0
     cdef uint32_t gpus = 0
-    if c.kind == NR_SPEC_TASK:         # BLAS/OpenMP threads: the CPUs it was granted
+    if c.kind == NR_SPEC_TASK:
         cpus = max(1, nr_task(&reg.r, t).cpus // 1000)
-        if cpus != _task_threads:      # a C compare per task; Python only on a change
-            from nanoray._threads import limit
-            limit(cpus)
-            _task_threads = cpus
         gpus = nr_task(&reg.r, t).gpu_mask
     env = c.extras.get("env") if c.extras is not None else None
     pg = c.extras.get("pg") if c.extras is not None else None
@@ -543,6 +539,13 @@ cdef void _run_task(Region reg, uint32_t t) except *:
             c.failure = _exc.RuntimeEnvSetupError(
                 "nanoray: the runtime_env of %s() could not be applied: %s"
                 % (c.name, _exc._safe_repr(e)))
+    # BLAS/OpenMP threads: the CPUs it was granted (after its runtime_env,
+    # whose env_vars may choose a count).  A C compare per task; Python only
+    # on a change, and in each task of a runtime_env.
+    if cpus and (cpus != _task_threads or env is not None):
+        from nanoray._threads import limit
+        limit(cpus)
+        _task_threads = cpus
     if gpus:
         visible = _set_visible_gpus(gpus)
     try:
