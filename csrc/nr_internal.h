@@ -3,6 +3,7 @@
 #ifndef NR_INTERNAL_H
 #define NR_INTERNAL_H
 
+#include <limits.h>
 #include <sched.h>
 #include <string.h>
 #include "nr_sched.h"
@@ -23,7 +24,7 @@ typedef struct {
     uint32_t slots[8];
     int nobj;
     uint32_t *obj_words[8]; /* state words of sealed objects that threads sleep on */
-    int objs;       /* wake every process waiting on obj_seq */
+    uint32_t groups; /* wait_seq words to wake (a bit per group) */
     int spawn;      /* poke the zygote */
 } wakeups_t;
 

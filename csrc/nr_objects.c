@@ -5,6 +5,8 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "nr_internal.h"
 
@@ -287,20 +289,21 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
      * then reads the state (nr_object_wait), so one of the two sees the other. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint32_t waiting = LOAD(&o->waiters);
-    if (waiting % NR_WAIT_MANY) {            /* get() on this object: wake only them */
+    if (waiting % NR_WAIT_GROUP0) {          /* get() on this object: wake only them */
         if (w->nobj < 8) w->obj_words[w->nobj++] = &o->state;
         else nr_futex_wake(&o->state, INT_MAX);   /* rare: more than 8 in one section */
     }
-    if (waiting >= NR_WAIT_MANY) {
-        ADD(&r->hdr->obj_seq, 1);
-        w->objs = 1;
-    }
+    uint32_t groups = waiting / NR_WAIT_GROUP0;  /* wait() on it: only those groups */
+    for (uint32_t g = 0, m = groups; m; g++, m >>= 1)
+        if (m & 1) ADD(&r->hdr->wait_seq[g], 1);
+    w->groups |= groups;
+    if (is_error) ADD(&r->hdr->errors, 1);
 }
 
 void nr_wake_object_waiters(nr_region_t *r) {
     uint32_t hwm = LOAD(&r->hdr->obj_hwm);
     for (uint32_t i = 0; i < hwm; i++)
-        if (LOAD(&objs(r)[i].waiters) % NR_WAIT_MANY) nr_futex_wake(&objs(r)[i].state, INT_MAX);
+        if (LOAD(&objs(r)[i].waiters) % NR_WAIT_GROUP0) nr_futex_wake(&objs(r)[i].state, INT_MAX);
 }
 
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {
@@ -407,8 +410,15 @@ int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,
 }
 
 void nr_poke_waiters(nr_region_t *r) {
-    ADD(&r->hdr->obj_seq, 1);
-    nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
+    nri_wake_all_groups(r->hdr);
+}
+
+/* This thread's group of waiters (nr_region.h): its tid spreads the
+ * threads of all processes over the words. */
+static uint32_t my_group(void) {
+    static __thread uint32_t g1;         /* group + 1; 0: not chosen yet */
+    if (!g1) g1 = (uint32_t)syscall(SYS_gettid) % NR_WAIT_GROUPS + 1;
+    return g1 - 1;
 }
 
 int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
@@ -421,29 +431,48 @@ int nr_wait_many_or(nr_region_t *r, const uint64_t *ids, int n, int want,
                    spin_ns))
         return k;
     nr_release_flush(r);
-    /* Register as a waiter on the ids pending now, and only on those. */
-    uint8_t stack[256];
-    uint8_t *watched = n <= 256 ? stack : malloc((size_t)n);
-    if (!watched) return k;
+    /* Mark this thread's group on the ids pending now, and only on those:
+     * their seals wake this group's word, no other.  The mark stays until
+     * the object is freed (another thread of the group may watch it too). */
+    uint32_t g = my_group(), bit = NR_WAIT_GROUP0 << g;
+    uint32_t *word = &r->hdr->wait_seq[g];
+    int first = 0;                       /* every id before it is ready */
     for (int i = 0; i < n; i++) {
         nr_object_t *o = ready[i] ? NULL : nr_object_lookup(r, ids[i]);
-        watched[i] = o != NULL;
-        if (o) ADD(&o->waiters, NR_WAIT_MANY);
+        if (o && !(LOAD(&o->waiters) & bit)) __atomic_fetch_or(&o->waiters, bit, __ATOMIC_SEQ_CST);
     }
     for (;;) {
-        uint32_t seq = LOAD(&r->hdr->obj_seq);
-        k = count_ready(r, ids, n, ready);
+        uint32_t seq = LOAD(word);
+        /* Look again at the ids not ready yet; waiting for all of them,
+         * stop at the first still pending (seals do not come undone). */
+        if (want == n) {
+            while (first < n) {
+                if (!ready[first]) {
+                    nr_object_t *o = nr_object_lookup(r, ids[first]);
+                    if (o && !sealed(o)) break;
+                    ready[first] = 1;
+                }
+                first++;
+            }
+            k = first;
+        } else {
+            k = 0;
+            for (int i = 0; i < n; i++) {
+                if (!ready[i]) {
+                    nr_object_t *o = nr_object_lookup(r, ids[i]);
+                    ready[i] = (uint8_t)(!o || sealed(o));
+                }
+                k += ready[i];
+            }
+        }
         if (k >= want || LOAD(&r->hdr->shutdown) || (cancel && LOAD(cancel))) break;
         int64_t left = -1;
         if (timeout_ns >= 0) {
             left = timeout_ns - (nr_now_ns() - start);
             if (left <= 0) break;
         }
-        nr_futex_wait(&r->hdr->obj_seq, seq, left);
+        nr_futex_wait(word, seq, left);
     }
-    /* Our waiter counts keep the entries alive: refs are held by the caller. */
-    for (int i = 0; i < n; i++)
-        if (watched[i]) ADD(&objs(r)[nr_id_index1(ids[i]) - 1].waiters, -(int32_t)NR_WAIT_MANY);
-    if (watched != stack) free(watched);
+    if (want == n && k < n) k = count_ready(r, ids, n, ready);   /* all of ready[], exact */
     return k;
 }

@@ -259,6 +259,13 @@ void nr_lock(nr_region_t *r) {
     if (r->rel_tail != __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE)) nri_release_drain(r);
 }
 
+void nri_wake_all_groups(nr_header_t *h) {
+    for (uint32_t g = 0; g < NR_WAIT_GROUPS; g++) {
+        __atomic_add_fetch(&h->wait_seq[g], 1, __ATOMIC_SEQ_CST);
+        nr_futex_wake(&h->wait_seq[g], INT_MAX);
+    }
+}
+
 int32_t nr_lock_holder(nr_region_t *r) {
 #ifdef __GLIBC__
     if (!__atomic_load_n(&r->hdr->lock.__data.__lock, __ATOMIC_RELAXED)) return 0;
@@ -292,8 +299,7 @@ void nr_repair(nr_region_t *r) {
                 h->broken == 1 ? "its undo log had overflowed" : "it failed verification check",
                 code);
         __atomic_store_n(&h->shutdown, 1, __ATOMIC_SEQ_CST);
-        __atomic_add_fetch(&h->obj_seq, 1, __ATOMIC_SEQ_CST);
-        nr_futex_wake(&h->obj_seq, INT_MAX);
+        nri_wake_all_groups(h);
         nr_wake_object_waiters(r);
         for (uint32_t i = 0; i < h->max_procs; i++) {
             nr_proc_t *p = nr_proc(r, i);

@@ -77,6 +77,7 @@ typedef struct {
                                * 128, 256 and 512 bytes (payloads of 64, 192, 448) */
 #define NR_SMALL_PAYLOAD 448u  /* the largest payload a cached block holds */
 #define NR_REL_RING 64u        /* frees a process may put off (nr_object_release) */
+#define NR_WAIT_GROUPS 16u     /* futex words the waiters on several objects spread over */
 
 /* Process slot kinds and states. */
 enum { NR_PROC_FREE = 0, NR_PROC_STARTING, NR_PROC_IDLE, NR_PROC_RUNNING,
@@ -247,9 +248,13 @@ typedef struct {
     uint32_t ndeps_live;          /* dep nodes in use */
     uint32_t nactors;             /* live actor slots (tombstones included) */
 
-    /* The futex word that waiters on several objects (wait(), futures) sleep
-     * on; a waiter on one object sleeps on that object's state word. */
-    uint32_t obj_seq NR_LINE;     /* bumped when an object such a waiter watches seals */
+    /* The futex words that waiters on several objects (wait(), futures)
+     * sleep on, one per group of threads (a thread's group: its tid modulo
+     * NR_WAIT_GROUPS); a waiter on one object sleeps on that object's state
+     * word.  An object's `waiters` marks the groups that watch it, and its
+     * seal bumps and wakes those groups' words only. */
+    uint32_t wait_seq[NR_WAIT_GROUPS] NR_LINE;
+    uint32_t errors NR_LINE;      /* bumped at each error sealed: a get() of many looks again */
 
     /* Task events (nanoray.timeline()): taken by an atomic add, no lock. */
     uint64_t events_next NR_LINE;
@@ -333,6 +338,8 @@ void nr_lock(nr_region_t *r);
 /* Frees what this process put off (nr_object_release), one committed step
  * each: called by nr_lock, with the lock held and the log empty. */
 void nri_release_drain(nr_region_t *r);
+/* Bumps and wakes every group's wait word (shutdown, a poke). */
+void nri_wake_all_groups(nr_header_t *h);
 /* Ends the section: finishes deferred frees and failures (one committed
  * step each), commits, releases the lock, then issues the wake-ups. */
 void nr_unlock(nr_region_t *r);

@@ -13,7 +13,8 @@ nr_task_t *nr_task(nr_region_t *r, uint32_t t) { return tasks(r) + (t - 1); }
 void nri_flush(nr_region_t *r, wakeups_t *w) {
     for (int i = 0; i < w->n; i++) nr_futex_wake(&nr_proc(r, w->slots[i])->wake, 1);
     for (int i = 0; i < w->nobj; i++) nr_futex_wake(w->obj_words[i], INT_MAX);
-    if (w->objs) nr_futex_wake(&r->hdr->obj_seq, INT_MAX);
+    for (uint32_t g = 0, m = w->groups; m; g++, m >>= 1)
+        if (m & 1) nr_futex_wake(&r->hdr->wait_seq[g], INT_MAX);
     if (w->spawn && r->spawn_fd >= 0) {
         uint64_t one = 1;
         ssize_t rc = write(r->spawn_fd, &one, sizeof one);
@@ -595,7 +596,6 @@ void nr_shutdown(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     nr_lock(r);
     STORE(&h->shutdown, 1);
-    ADD(&h->obj_seq, 1);
     for (uint32_t i = 0; i < h->max_procs; i++) {
         nr_proc_t *p = nr_proc(r, i);
         if (p->state != NR_PROC_FREE) { ADD(&p->wake, 1); W(p->sleeping, 0); }
@@ -605,7 +605,7 @@ void nr_shutdown(nr_region_t *r) {
     nr_unlock(r);
     for (uint32_t i = 0; i < h->max_procs; i++)
         if (nr_proc(r, i)->state != NR_PROC_FREE) nr_futex_wake(&nr_proc(r, i)->wake, INT_MAX);
-    nr_futex_wake(&h->obj_seq, INT_MAX);
+    nri_wake_all_groups(h);
     nr_wake_object_waiters(r);
 }
 

@@ -46,7 +46,7 @@ enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
 enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL,
        NR_SPEC_CANCELLED };   /* a creation task whose actor ended while it waited */
 
-enum { NR_WAIT_ONE = 1u, NR_WAIT_MANY = 1u << 16 };
+enum { NR_WAIT_ONE = 1u, NR_WAIT_GROUP0 = 1u << 16 };
 
 typedef struct {
     uint64_t gen;         /* generation, bumped on free; the id's high bits (mod 2^40) */
@@ -56,8 +56,10 @@ typedef struct {
     uint64_t data;        /* payload offset in the arena, 0 if none */
     uint64_t size;        /* payload bytes */
     uint32_t waiters;     /* atomic: threads waiting until it seals, in two counts:
-                           * NR_WAIT_ONE each for those sleeping on `state` (get),
-                           * NR_WAIT_MANY each for those on hdr->obj_seq (wait) */
+                           * NR_WAIT_ONE each for those sleeping on `state` (get) in
+                           * the low 16 bits; above, a bit per group of threads that
+                           * wait() on it (NR_WAIT_GROUP0 << g: hdr->wait_seq[g]),
+                           * set by its first such waiter, cleared when it is freed */
     union {
         uint32_t next_free;   /* free (or zombie) list link (index + 1) */
         uint32_t task;        /* a task's return: that task (index + 1), for cancel */

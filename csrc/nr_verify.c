@@ -394,7 +394,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
     memcpy(&hc, h, sizeof hc);
     memset(&hc.lock, 0, sizeof hc.lock);
     hc.lock_pid = 0; hc.repairs = 0; hc.lock_stalls = 0; hc.undo_n = 0; hc.undo_overflow = 0;
-    hc.rollbacks = 0; hc.undone = 0; hc.obj_seq = 0; hc.arena.peak = 0; hc.shutdown = 0;
+    hc.rollbacks = 0; hc.undone = 0; memset(hc.wait_seq, 0, sizeof hc.wait_seq); hc.errors = 0; hc.arena.peak = 0; hc.shutdown = 0;
     hc.broken = 0; hc.spills = 0; hc.restores = 0;
     hc.committed = 0; hc.pf_window = 0; hc.pf_bytes = 0; hc.pf_seq = 0; hc.pf_sleeping = 0;
     hc.pf_pid = 0; hc.pf_errno = 0; hc.pf_quiet_until = 0;                  /* the prefault thread's: no lock */

@@ -159,6 +159,36 @@ def test_object_table_full():
     assert r.put() != 0 and r.releases_put_off() == 0
 
 
+def test_a_seal_wakes_only_the_wait_groups_watching_that_object():
+    import threading
+    r = CRegion()
+    a, b = r.create(), r.create()
+    out = []
+    t = threading.Thread(target=lambda: out.append(r.wait_many([a, b], 1, 10 * 10**9)))
+    t.start()
+    deadline = __import__("time").monotonic() + 10
+    while not (r.waiters_word(a) or 0) >> 16 and __import__("time").monotonic() < deadline:
+        pass
+    groups = r.waiters_word(a) >> 16
+    assert bin(groups).count("1") == 1 and r.waiters_word(b) >> 16 == groups
+    g = groups.bit_length() - 1
+    c = r.create()
+    seq = r.wait_seq()
+    r.seal(c)                                  # watched by no group: no word moves
+    assert r.wait_seq() == seq
+    r.seal(a)                                  # its group's word only
+    t.join(10)
+    assert out == [(1, [True, False])]
+    after = r.wait_seq()
+    assert after[g] == seq[g] + 1 and [x for i, x in enumerate(after) if i != g] == \
+        [x for i, x in enumerate(seq) if i != g]
+    r.seal(b)                                  # the mark stays until b is freed
+    assert r.wait_seq()[g] == seq[g] + 2
+    for x in (a, b, c):
+        r.decref(x)
+    assert r.create() and r.waiters_word(r.create()) == 0   # a fresh entry: no marks
+
+
 def test_wait_many_counts_ready():
     r = CRegion()
     a, b = r.create(), r.create()

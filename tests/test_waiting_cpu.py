@@ -133,6 +133,79 @@ def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
     assert woken < 40, "a waiter on one object was woken %d times by other seals" % woken
 
 
+def test_a_seal_wakes_no_thread_in_wait_on_other_objects(ray):
+    # As above, with wait(): threads waiting on several objects sleep on one
+    # futex word per group of threads (a thread's native id modulo 16), and
+    # a seal wakes only the groups watching that object.  (Through one word
+    # shared by all, 20 idle waiters took 2 s of CPU.)
+    @ray.remote
+    def slow():
+        time.sleep(1.5)
+        return "slow"
+
+    @ray.remote
+    def quick(i):
+        return i
+
+    ray.get([quick.remote(i) for i in range(4)])
+    slow_ref = slow.remote()
+    mine = threading.get_native_id() % 16
+    tid, got = [], []
+    started = threading.Event()
+
+    def waiter():
+        tid.append(threading.get_native_id())
+        started.set()
+        if tid[-1] % 16 != mine:                # in another group than the main thread
+            got.append(ray.wait([slow_ref], timeout=30)[0])
+
+    for _ in range(20):
+        t = threading.Thread(target=waiter)
+        t.start()
+        started.wait()
+        started.clear()
+        if tid[-1] % 16 != mine:
+            break
+        t.join()
+    time.sleep(0.05)                           # it sleeps in wait() now
+    before = _voluntary_switches(tid[-1])
+    for i in range(300):
+        ready, _ = ray.wait([quick.remote(i)], timeout=30)
+        assert len(ready) == 1
+    woken = _voluntary_switches(tid[-1]) - before
+    assert t.is_alive(), "the slow task finished early: the test measured nothing"
+    t.join()
+    assert got == [[slow_ref]]
+    assert woken < 40, "a thread in wait() was woken %d times by other seals" % woken
+
+
+def test_a_get_of_many_raises_an_error_behind_a_slower_ref_at_once(ray, tmp_path):
+    # The failure is the second ref: get raises it without waiting for the
+    # first, which finishes only once the gate opens, after the get.
+    from conftest import touch
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def gated(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 1
+
+    @ray.remote
+    def fails():
+        time.sleep(0.05)
+        raise KeyError("behind")
+    refs = [gated.remote(gate), fails.remote(), gated.remote(gate)]
+    try:
+        ray.get(refs, timeout=30)                # GetTimeoutError if it waited for refs[0]
+        raise AssertionError("get returned")
+    except KeyError:
+        pass
+    touch(gate)
+    assert ray.get([refs[0], refs[2]], timeout=60) == [1, 1]
+
+
 def test_an_actor_dying_in_init_after_its_last_handle_went_leaves_no_busy_count(ray):
     # Its slot is freed while it was running its creation task: the busy
     # count must drop with it (else waiters stop spinning for good, and the

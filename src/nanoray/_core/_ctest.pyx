@@ -271,10 +271,20 @@ cdef class CRegion:
     def wait_many(self, ids, int want, int64_t timeout_ns):
         cdef uint64_t buf[64]
         cdef uint8_t ready[64]
+        cdef int n = len(ids), k
         for i, x in enumerate(ids):
             buf[i] = x
-        k = nr_wait_many(&self.r, buf, len(ids), want, timeout_ns, 0, ready)
-        return k, [bool(ready[i]) for i in range(len(ids))]
+        with nogil:                      # a thread of the test may seal meanwhile
+            k = nr_wait_many(&self.r, buf, n, want, timeout_ns, 0, ready)
+        return k, [bool(ready[i]) for i in range(n)]
+
+    def wait_seq(self):
+        """The wait() groups' futex words."""
+        return [self.r.hdr.wait_seq[g] for g in range(NR_WAIT_GROUPS)]
+
+    def waiters_word(self, uint64_t oid):
+        cdef nr_object_t *o = nr_object_lookup(&self.r, oid)
+        return o.waiters if o != NULL else None
 
     # tasks
     def proc(self, uint32_t kind=NR_KIND_WORKER):

@@ -15,6 +15,7 @@ cdef extern from "nr_region.h" nogil:
         NR_KIND_ACTOR
         NR_ALIGN
         NR_SMALL_PAYLOAD
+        NR_WAIT_GROUPS
         NR_RES
         NR_RES_GPU
         NR_RES_MEM
@@ -73,6 +74,8 @@ cdef extern from "nr_region.h" nogil:
         uint32_t max_names   # its entries
         uint64_t objs_off    # where the object table starts
         uint32_t shutdown    # set once at shutdown
+        uint32_t errors      # bumped at each error sealed
+        uint32_t wait_seq[NR_WAIT_GROUPS]  # the futex words of wait()
         char spill_dir[256]  # where spilled payloads go
         uint32_t repairs     # locks recovered from a dead holder
         uint32_t rollbacks   # sections undone after their holder died

@@ -27,6 +27,7 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t pins        # readers of its payload in memory
         uint32_t spill       # NR_SPILL_*
         uint32_t task        # a task's return: that task (index + 1)
+        uint32_t waiters     # get() waiters (low 16 bits), wait() groups (a bit each above)
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -85,6 +86,7 @@ cdef extern from "nr_sched.h" nogil:
     void nr_object_incref(nr_region_t *r, uint64_t id)
     int nr_object_try_incref(nr_region_t *r, uint64_t id)
     void nr_object_decref(nr_region_t *r, uint64_t id)
+    nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id)
     void nr_object_release(nr_region_t *r, uint64_t id)
     void nr_release_flush(nr_region_t *r)
     int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size)

@@ -178,28 +178,33 @@ cdef inline int _state(object ref):
     return nr_object_info(&(<ObjectRef>ref)._reg.r, (<ObjectRef>ref)._id, NULL, NULL)
 
 
-cdef int _wait_tail(object refs, int64_t deadline) except -1:
-    """Sleeps until the last pending ref of refs is sealed; returns early
-    when one before it is an error (get raises the first error without
-    waiting for the rest), at the deadline, or on anything unusual, which
-    the ordered gets that follow then report.  Not inside pool tasks, whose
-    waits lend CPUs (_wait_one)."""
-    cdef Py_ssize_t n = len(refs), p = 0, j
+cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
+    """Sleeps until the last pending ref of refs is sealed.  Returns the
+    index of a ref whose object failed, seen meanwhile (get raises it at
+    once, without waiting for the refs before it, as Ray does), else -1: at
+    the end, at the deadline, or on anything unusual, which the ordered gets
+    that follow then report.  Not inside pool tasks, whose waits lend CPUs
+    (_wait_one)."""
+    cdef Py_ssize_t n = len(refs), p = 0, j, i
     cdef int st, rc
     cdef int64_t slice_ns, most = TAIL_SLICE_NS
+    cdef uint32_t errors
     cdef ObjectRef last
     if n < 2 or _in_task:
-        return 0
+        return -1
+    errors = _region.r.hdr.errors if _region is not None else 0
     j = n - 1
     while j >= 0:
         st = _state(refs[j])
         if st < 0:
-            return 0
+            return -1
         if st == NR_OBJ_PENDING:
             break
+        if st != NR_OBJ_READY:
+            return j                      # failed already
         j -= 1
     if j < 0:
-        return 0                          # all sealed
+        return -1                         # all sealed
     last = refs[j]
     while True:
         while p < j:                      # the sealed ones in front: stop at an error
@@ -207,15 +212,25 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
             if st == NR_OBJ_PENDING:
                 break
             if st != NR_OBJ_READY:
-                return 0
+                return p if st > 0 else -1
             p += 1
+        if _region.r.hdr.errors != errors:
+            # Some object failed since the last look (any in the runtime):
+            # one of these behind a pending one?
+            errors = _region.r.hdr.errors
+            for i in range(p, j):
+                st = _state(refs[i])
+                if st != NR_OBJ_PENDING and st != NR_OBJ_READY:
+                    return i if st > 0 else -1
         slice_ns = _slice(deadline, most)
         if slice_ns == 0:
-            return 0
+            return -1
         with nogil:
             rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
+        if rc == 0 and _state(last) == NR_OBJ_ERROR:
+            return j
         if rc != 1:                       # sealed (0), or gone or shut down (-1)
-            return 0
+            return -1
         most = min(2 * most, TAIL_SLICE_MAX_NS)
         PyErr_CheckSignals()
         if _liveness_check is not None:
@@ -224,9 +239,12 @@ cdef int _wait_tail(object refs, int64_t deadline) except -1:
 
 def get(object refs, timeout=None, bint cow=False):
     """Values of a sequence of refs, in order (the API layer validates);
-    cow: arrays as writable copy-on-write views."""
+    cow: arrays as writable copy-on-write views.  A failed one raises as
+    soon as it is seen failed, though refs before it are still pending."""
     cdef int64_t deadline = _deadline(timeout)
-    _wait_tail(refs, deadline)
+    cdef Py_ssize_t failed = _wait_tail(refs, deadline)
+    if failed >= 0:
+        _get_one(refs[failed], deadline, cow)    # raises its error
     return [_get_one(r, deadline, cow) for r in refs]
 
 
