@@ -174,6 +174,18 @@ def test_pool_errors_reach_the_caller_as_the_functions_own(ray):
             for v in p.imap(fails_at_3, range(8)):
                 out.append(v)
         assert out == [0, 1, 2]                     # the values before the failure
+        for chunksize in (2, 3):                     # the failing item's chunk mates too,
+            it = p.imap(fails_at_3, range(6), chunksize=chunksize)   # each in its place
+            out = []
+            for _ in range(6):
+                try:
+                    out.append(next(it))
+                except ZeroDivisionError as e:
+                    assert isinstance(e.__cause__, multiprocessing.pool.RemoteTraceback)
+                    out.append("error")
+            assert out == [0, 1, 2, "error", 4, 5], chunksize
+            with pytest.raises(StopIteration):
+                next(it)
         errors = []
         r = p.map_async(fails_at_3, range(8), error_callback=errors.append)
         r.wait(T)

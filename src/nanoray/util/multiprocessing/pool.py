@@ -41,7 +41,7 @@ __all__ = ["Pool", "TimeoutError"]
 _RUN, _CLOSE, _TERMINATE = 0, 1, 2
 _PLAIN_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 _PER_WORKER = 2                        # chunks in flight per actor
-_MAP, _STAR, _APPLY = 0, 1, 2
+_MAP, _STAR, _APPLY, _IMAP = 0, 1, 2, 3
 
 
 class PoolWorker:
@@ -65,6 +65,15 @@ class PoolWorker:
         # raises must fail the call, not end the chunk early.
         if mode == _MAP:
             return [func(x) for x in chunk]
+        if mode == _IMAP:                        # each item's own outcome: imap raises at
+            out = []                             # that item, in its place, and goes on
+            for x in chunk:
+                try:
+                    out.append((True, func(x)))
+                except Exception as e:
+                    import traceback
+                    out.append((False, (e, traceback.format_exc())))
+            return out
         if mode == _STAR:
             return [func(*x) for x in chunk]
         args, kwds = chunk
@@ -272,7 +281,7 @@ class Pool:
 
     def _imap(self, result, func, iterable, chunksize):
         _check_chunksize(chunksize)
-        self._submit(result, func, _chunks(iterable, chunksize), _MAP)
+        self._submit(result, func, _chunks(iterable, chunksize), _IMAP)
         return result
 
     def _func_ref(self, func):

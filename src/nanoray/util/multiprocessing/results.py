@@ -124,6 +124,12 @@ class MapResult(ApplyResult):
                 self._parts[i] for i in range(self._nchunks))))
 
 
+def _with_traceback(error, tb):
+    from multiprocessing.pool import RemoteTraceback
+    error.__cause__ = RemoteTraceback(tb)
+    return error
+
+
 class IMapIterator:
     """imap's iterator: results in order, each as soon as it and those before
     it are in; next(timeout) raises multiprocessing.TimeoutError."""
@@ -162,9 +168,12 @@ class IMapIterator:
     def _finished(self):
         return self._nchunks is not None and self._next_chunk >= self._nchunks
 
-    def _chunk(self, index, values):
+    def _chunk(self, index, outcomes):
+        """A chunk's (ok, value) per item; a failed item's value is (its
+        exception, the remote traceback), raised as multiprocessing does."""
         with self._cond:
-            self._parts[index] = [(True, v) for v in values]
+            self._parts[index] = [(True, v) if ok else (False, _with_traceback(*v))
+                                  for ok, v in outcomes]
             self._flush()
 
     def _fail(self, index, error):
