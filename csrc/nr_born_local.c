@@ -269,8 +269,18 @@ int nr_born_settle(void) {
     for (size_t i = 0; i < g_n; i++) {
         entry_t *e = &g_tab[i];
         if (!e->handed || e->priv || e->foreign || e->anon) continue;
-        if (make_private(e) != 0)            /* never silently shared: writes fault */
-            mprotect(e->addr, e->len, PROT_READ);
+        /* Never silently shared: writes fault; where not even that can be
+         * done (no mapping left to split), the process ends rather than let
+         * a later write change the object its array became. */
+        if (make_private(e) != 0 && mprotect(e->addr, e->len, PROT_READ) != 0) {
+            static const char msg[] =
+                "nanoray: this worker cannot make an array it returned private again (out of "
+                "memory mappings or address space); it exits so that no later write can "
+                "change the stored object\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+            _exit(70);
+        }
         n++;
     }
     pthread_mutex_unlock(&g_mu);
@@ -323,5 +333,19 @@ void nr_born_before_fork(void) {
 void nr_born_after_fork_child(void) {
     if (!g_r) return;
     pthread_mutex_init(&g_mu, NULL);         /* another thread may have held it */
-    for (size_t i = 0; i < g_n; i++) g_tab[i].foreign = 1;
+    for (size_t i = 0; i < g_n; i++) {
+        entry_t *e = &g_tab[i];
+        /* Not copied before the fork (no memory for the copy): still the
+         * parent's memory, so this child may not touch it at all (a fork
+         * to exec never does); a touch faults, never writes through. */
+        if (!e->anon && !e->foreign && mprotect(e->addr, e->len, PROT_NONE) != 0) {
+            static const char msg[] =
+                "nanoray: a process forked in a task shares arrays with its parent that it "
+                "could not be given copies of (out of memory); it exits\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+            _exit(70);
+        }
+        e->foreign = 1;
+    }
 }

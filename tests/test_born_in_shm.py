@@ -278,6 +278,38 @@ def test_fork_inside_a_task_copies_the_arrays_and_frees_nothing_twice(fresh):
     check_region(ray)
 
 
+def test_a_fork_that_cannot_copy_the_arrays_leaves_them_out_of_the_childs_reach(fresh):
+    # No address space left for the copies before the fork (RLIMIT_AS): the
+    # child may not touch the parent's arrays (a touch faults), so a write
+    # there never reaches the parent.  A fork to exec works as ever.
+    ray = fresh(num_cpus=1, object_store_memory=512 * MIB)
+
+    @ray.remote(max_retries=0)
+    def forks():
+        import resource
+        import signal
+        import subprocess
+        a = np.zeros(4 * MIB)                                   # 32 MiB, born
+        with open("/proc/self/status") as f:
+            vm = [int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize")][0]
+        old = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (vm + 16 * MIB, old[1]))
+        try:
+            pid = os.fork()
+            if pid == 0:
+                a[:] = 9.0                                      # faults
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, old)
+        out = subprocess.run(["true"]).returncode               # fork and exec
+        return (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSEGV,
+                float(a.max()), out)
+
+    assert ray.get(forks.remote()) == (True, 0.0, 0)
+    check_region(ray)
+
+
 def test_a_full_store_falls_back_to_malloc(fresh):
     ray = fresh(num_cpus=1, object_store_memory=64 * MIB)
 

@@ -86,6 +86,7 @@ def test_pool_maps_and_applies_as_the_stdlib_does(ray):
         assert p.map(square, []) == []
         assert p.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
         assert list(p.imap(square, xs, chunksize=4)) == [x * x for x in xs]
+        assert p.map(square, xs, chunksize=np.int64(3)) == [x * x for x in xs]   # as the stdlib
         assert sorted(p.imap_unordered(square, xs)) == [x * x for x in xs]
         assert p.apply(add, (1,), {"b": 5}) == 6
         got = []

@@ -81,6 +81,7 @@ def test_map_checks_its_arguments_before_submitting_anything(ray):
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match="chunksize"):
             f.map(range(3), chunksize=bad)
+    assert ray.get(f.map(range(3), chunksize=np.int64(2)), timeout=T) == [0, 1, 4]
     for n in (2, 0, "streaming", "dynamic"):
         with pytest.raises(ValueError, match="num_returns"):
             f.options(num_returns=n).map(range(3))

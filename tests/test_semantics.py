@@ -290,10 +290,11 @@ def test_small_results_and_puts_take_one_small_block_each(fresh):
         del kept
 
 
-def test_dropped_small_values_are_not_left_in_the_store(ray):
+def test_dropped_small_values_are_not_left_in_the_store(fresh):
     # A small value's free may wait for the process's next section: what
-    # the store reports, and what a full store has room for, never shows it.
+    # the store reports never shows it.
     from conftest import store_objects
+    ray = fresh(num_cpus=2)
     before = store_objects()
     refs = [ray.put(i) for i in range(100)]
     del refs

@@ -1,6 +1,7 @@
 """@remote functions: RemoteFunction and its options."""
 
 import inspect
+import operator
 import numbers
 import threading
 import weakref
@@ -390,8 +391,14 @@ class RemoteFunction:
     def _map(self, iterables, chunksize, o):
         if not iterables:
             raise TypeError("map() takes at least one iterable")
-        if chunksize is not None and (type(chunksize) is not int or chunksize < 1):
-            raise ValueError("chunksize must be a positive int, got %r" % (chunksize,))
+        if chunksize is not None:
+            try:
+                n = 0 if isinstance(chunksize, bool) else operator.index(chunksize)
+            except TypeError:                                  # (numpy's integers pass)
+                n = 0
+            if n < 1:
+                raise ValueError("chunksize must be a positive int, got %r" % (chunksize,))
+            chunksize = n
         if self._is_generator or o.num_returns != 1 or (o.extras and "gen" in o.extras):
             raise ValueError("%s.map() needs a function with num_returns=1 that is not a "
                              "generator: it returns one ref per item"

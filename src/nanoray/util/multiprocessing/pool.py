@@ -21,6 +21,7 @@ Differences from the stdlib, on purpose:
 
 import collections
 import itertools
+import operator
 import os
 import queue
 import threading
@@ -266,7 +267,7 @@ class Pool:
             iterable = list(iterable)
         if chunksize is None:                 # the stdlib's default: four chunks a process
             chunksize = max(1, -(-len(iterable) // (self._processes * 4)))
-        _check_chunksize(chunksize)
+        chunksize = _check_chunksize(chunksize)
         n = -(-len(iterable) // chunksize)
         result = MapResult(n, callback, error_callback)
         if progress:
@@ -280,7 +281,7 @@ class Pool:
         return result
 
     def _imap(self, result, func, iterable, chunksize):
-        _check_chunksize(chunksize)
+        chunksize = _check_chunksize(chunksize)
         self._submit(result, func, _chunks(iterable, chunksize), _IMAP)
         return result
 
@@ -468,9 +469,15 @@ def _chunks(iterable, size):
 
 
 def _check_chunksize(chunksize):
-    if not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError("Chunksize must be 1+, not {0:n}".format(chunksize)
-                         if isinstance(chunksize, int) else "chunksize must be an int")
+    """An int of 1 or more, or anything that is one (numpy's integers), as
+    multiprocessing takes; returned as an int."""
+    try:
+        n = operator.index(chunksize)
+    except TypeError:
+        raise ValueError("chunksize must be an int, got %r" % (chunksize,)) from None
+    if n < 1:
+        raise ValueError("Chunksize must be 1+, not {0:n}".format(n))
+    return n
 
 
 def _kill(actor):
