@@ -456,6 +456,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
     wakeups_t w = {0};
     nr_lock(r);
     nr_proc_t *p = nr_proc(r, slot);
+    nri_release_drain(r, slot);              /* the frees it put off (commits each) */
     nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
     nri_born_reap(r, slot);                  /* its arrays' blocks (commits too) */
     nr_arena_release_writing(r, slot);

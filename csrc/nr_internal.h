@@ -4,6 +4,7 @@
 #define NR_INTERNAL_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <sched.h>
 #include <string.h>
 #include "nr_sched.h"
@@ -60,8 +61,10 @@ static inline void nri_ledger_add_locked(nr_region_t *r, uint64_t id, int32_t d)
  * on only when the slot is freed). */
 static inline void nri_proc_reset(nr_region_t *r, nr_proc_t *p, uint32_t kind, uint32_t state) {
     uint32_t gen = p->gen;
-    nr_undo_bytes(r, p, sizeof *p);   /* callers leave RUNNING through nri_set_state first */
-    memset(p, 0, sizeof *p);
+    /* All but the ring of put-off frees (empty: a free slot was reaped). */
+    nr_undo_bytes(r, p, offsetof(nr_proc_t, rel_head));   /* callers leave RUNNING through
+                                                           * nri_set_state first */
+    memset(p, 0, offsetof(nr_proc_t, rel_head));
     p->gen = gen;
     p->kind = kind;
     p->state = state;

@@ -199,10 +199,11 @@ void nr_object_release(nr_region_t *r, uint64_t id) {
     nri_ledger_add(r, id, -1);
     if (ADD(&o->refs, -1) != 0) return;
     if (!r->borrowed && free_can_wait(r, o)) {
-        uint32_t head = r->rel_head;
-        if (head - __atomic_load_n(&r->rel_tail, __ATOMIC_ACQUIRE) < NR_REL_RING) {
-            r->rel_ids[head % NR_REL_RING] = id;
-            __atomic_store_n(&r->rel_head, head + 1, __ATOMIC_RELEASE);
+        nr_proc_t *p = nr_proc(r, r->slot);
+        uint32_t head = p->rel_head;
+        if (head - __atomic_load_n(&p->rel_tail, __ATOMIC_ACQUIRE) < NR_REL_RING) {
+            p->rel_ids[head % NR_REL_RING] = id;
+            __atomic_store_n(&p->rel_head, head + 1, __ATOMIC_RELEASE);
             return;
         }
     }
@@ -211,22 +212,44 @@ void nr_object_release(nr_region_t *r, uint64_t id) {
     nr_unlock(r);
 }
 
-void nri_release_drain(nr_region_t *r) {
-    uint32_t t = r->rel_tail, head = __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE);
+static inline int ring_empty(nr_proc_t *p) {
+    return p->rel_tail == __atomic_load_n(&p->rel_head, __ATOMIC_ACQUIRE);
+}
+
+void nri_release_drain(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    uint32_t t = p->rel_tail, head = __atomic_load_n(&p->rel_head, __ATOMIC_ACQUIRE);
+    if (head - t > NR_REL_RING) t = head;        /* never: a torn ring frees nothing */
     for (; t != head; t++) {
-        uint64_t id = r->rel_ids[t % NR_REL_RING];
+        uint64_t id = p->rel_ids[t % NR_REL_RING];
         nr_object_t *o = nr_object_lookup(r, id);
         if (o) free_if_uncounted(r, o, id);
         NR_CRASH_AT_END();
         nr_undo_commit(r);
-        __atomic_store_n(&r->rel_tail, t + 1, __ATOMIC_RELEASE);
+        __atomic_store_n(&p->rel_tail, t + 1, __ATOMIC_RELEASE);
     }
 }
 
 void nr_release_flush(nr_region_t *r) {
-    if (r->rel_tail == __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE)) return;
+    if (ring_empty(nr_proc(r, r->slot))) return;
     nr_lock(r);
     nr_unlock(r);
+}
+
+int nr_release_flush_all(nr_region_t *r) {
+    uint32_t n = r->hdr->max_procs, i;
+    for (i = 0; i < n && ring_empty(nr_proc(r, i)); i++) {}
+    if (i == n) return 0;
+    nr_lock(r);
+    for (i = 0; i < n; i++)
+        if (!ring_empty(nr_proc(r, i))) nri_release_drain(r, i);
+    nr_unlock(r);
+    return 1;
+}
+
+uint32_t nr_release_pending(nr_region_t *r, uint32_t slot) {
+    nr_proc_t *p = nr_proc(r, slot);
+    return __atomic_load_n(&p->rel_head, __ATOMIC_ACQUIRE) - p->rel_tail;
 }
 
 int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size) {

@@ -142,6 +142,7 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
+    nri_release_drain(r, slot);          /* the frees it put off (commits each) */
     nri_ledger_release(r, slot, &w);     /* first: it commits as it goes */
     nri_born_reap(r, slot);              /* its arrays' blocks (commits too) */
     nr_arena_release_writing(r, slot);

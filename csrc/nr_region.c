@@ -161,7 +161,6 @@ int nr_region_create(nr_region_t *r, const nr_config_t *cfg) {
     r->undo_log = base + h->undo_off; r->undo_cap = h->undo_cap;
     r->spawn_fd = -1; r->slot = 0; r->borrowed = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
-    r->rel_head = r->rel_tail = 0;
     return 0;
 }
 
@@ -175,7 +174,6 @@ int nr_region_attach(nr_region_t *r, int fd) {
     r->undo_log = base + h.undo_off; r->undo_cap = h.undo_cap;
     r->spawn_fd = -1; r->slot = 0; r->borrowed = 0;
     r->ledger = NULL; r->ledger_hwm = NULL;
-    r->rel_head = r->rel_tail = 0;
     return 0;
 }
 
@@ -256,7 +254,9 @@ void nr_lock(nr_region_t *r) {
     nr_crash_checkpoint(r);
 #endif
     /* The frees this process put off go first, while the log is empty. */
-    if (r->rel_tail != __atomic_load_n(&r->rel_head, __ATOMIC_ACQUIRE)) nri_release_drain(r);
+    nr_proc_t *me = nr_proc(r, r->slot);
+    if (me->rel_tail != __atomic_load_n(&me->rel_head, __ATOMIC_ACQUIRE))
+        nri_release_drain(r, r->slot);
 }
 
 void nri_wake_all_groups(nr_header_t *h) {

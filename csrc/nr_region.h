@@ -129,8 +129,18 @@ typedef struct {
     uint64_t env;         /* pool workers: 0 (fresh) until their first task, then
                            * NR_ENV_SET | that task's runtime_env key (nr_task_t.env):
                            * from then on they take only tasks of that key */
+    /* Frees put off by nr_object_release: ids of small objects whose last
+     * count this process dropped, freed at the start of its next section,
+     * by a flush (stats, waits), or when it is reaped.  A ring with one
+     * producer (the process's thread dropping a ref, holding the GIL) and
+     * one consumer at a time (a holder of the lock); not logged, not in
+     * the digest (the frees are, one committed step each). */
+    uint32_t rel_head __attribute__((aligned(64)));   /* lines of their own: */
+    uint32_t rel_tail;                                /* written per drop */
+    uint64_t rel_ids[NR_REL_RING];
 } nr_proc_t;
-_Static_assert(sizeof(nr_proc_t) == 256, "four cache lines per process slot");
+_Static_assert(offsetof(nr_proc_t, rel_head) == 256, "four cache lines of process state");
+_Static_assert(sizeof(nr_proc_t) % 64 == 0, "whole cache lines per process slot");
 
 typedef struct {
     uint64_t brk;         /* arena offset where never-used memory begins */
@@ -307,12 +317,6 @@ typedef struct {
     uint32_t undo_cap;
     int borrowed;           /* it acts in another process's slot (the zygote in the
                              * driver's): no small-block cache of its own there */
-    /* Frees put off by nr_object_release: ids of small objects whose last
-     * count this process dropped, freed at the start of its next section.
-     * A ring with one producer (the thread dropping a ref, holding the GIL)
-     * and one consumer (this process's lock holder). */
-    uint32_t rel_head, rel_tail;
-    uint64_t rel_ids[NR_REL_RING];
 } nr_region_t;
 
 typedef struct {
@@ -335,9 +339,10 @@ void nr_region_detach(nr_region_t *r);
 /* Takes the lock; if its last holder died inside a critical section, first
  * undoes that section (nr_undo.h) and checks the structures. */
 void nr_lock(nr_region_t *r);
-/* Frees what this process put off (nr_object_release), one committed step
- * each: called by nr_lock, with the lock held and the log empty. */
-void nri_release_drain(nr_region_t *r);
+/* Frees what the process in slot put off (nr_object_release), one
+ * committed step each, with the lock held and the log empty: nr_lock for
+ * this process's own, a reap for a dead one's. */
+void nri_release_drain(nr_region_t *r, uint32_t slot);
 /* Bumps and wakes every group's wait word (shutdown, a poke). */
 void nri_wake_all_groups(nr_header_t *h);
 /* Ends the section: finishes deferred frees and failures (one committed

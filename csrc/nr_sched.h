@@ -173,10 +173,15 @@ void nr_object_decref(nr_region_t *r, uint64_t id);
  * count reaches zero and the object is a small plain value, its free waits
  * for this process's next section (up to NR_REL_RING of them), so that a
  * driver dropping the results it got takes no section per ref.  One thread
- * at a time may call it (the GIL's holder); not in borrowed processes. */
+ * of a process at a time may call it (the GIL's holder); a borrowed process
+ * frees at once.  The ring is in the process's slot: a reap frees what a
+ * dead process put off. */
 void nr_object_release(nr_region_t *r, uint64_t id);
-/* Frees now what nr_object_release put off (a section, if any). */
+/* Frees now what nr_object_release put off: this process's (a section, if
+ * any), or every process's (returns whether it took a section). */
 void nr_release_flush(nr_region_t *r);
+int nr_release_flush_all(nr_region_t *r);
+uint32_t nr_release_pending(nr_region_t *r, uint32_t slot);   /* for tests */
 /* Frees sealed objects nothing counts any more (left by a process that died
  * between its decref and the free); called after a reap.  Returns how many. */
 uint32_t nr_sweep_uncounted(nr_region_t *r);

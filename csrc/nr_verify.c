@@ -413,6 +413,7 @@ uint64_t nr_region_digest(nr_region_t *r) {
         nr_proc_t pc;
         memcpy(&pc, nr_proc(r, i), sizeof pc);
         pc.wake = 0; pc.ledger_hwm = 0;
+        pc.rel_head = pc.rel_tail = 0; memset(pc.rel_ids, 0, sizeof pc.rel_ids);
         FEED(&f, pc);
         for (uint32_t c = 0; c <= h->max_procs; c++) FEED(&f, nr_held_counts(r, i)[c]);
         int32_t *l = nr_ledger(r, i);

@@ -548,3 +548,26 @@ def test_a_task_hiding_numpy_leaves_its_worker_running(tmp_path):
     import sys
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.split() == ["ok"], out.stderr[-2000:]
+
+
+def test_a_writable_get_in_the_process_that_made_a_small_born_array_reads_the_store(
+        fresh, monkeypatch):
+    # Its own mapping of the block is private (it kept the array and wrote
+    # to it since): a writable view reads the stored bytes, not its own.
+    monkeypatch.setenv("NANORAY_BORN_MIN_BYTES", "16384")
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    class Keeper:
+        def make(self):
+            self.a = np.zeros(4096)                         # 32 KiB: born
+            return self.a
+
+        def write_then_read(self, box):
+            self.a[:] = 7.0
+            return float(ray.get(box[0])[0]), float(ray.get(box[0], writable=True)[0])
+
+    k = Keeper.remote()
+    ref = k.make.remote()
+    assert ray.get(k.write_then_read.remote([ref]), timeout=30) == (0.0, 0.0)
+    assert ray.get(ref)[0] == 0.0

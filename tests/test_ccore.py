@@ -538,21 +538,46 @@ def test_a_full_ring_of_put_off_frees_is_freed_by_the_next_drop():
     r.release(objs[64])                       # no room: a section, which frees them all
     assert r.releases_put_off() == 0
     assert all(r.state(o) == -1 for o in objs)
-    # An id in the ring whose object another process freed meanwhile (as a
-    # sweep after a crash does), its entry since reused, frees nothing.
-    import os
+    # An id in the ring whose object was freed meanwhile (by the sweep that
+    # follows another process's crash), its entry since reused, frees nothing.
+    me, other = r.slot(), r.proc()
     a = r.put()
     r.release(a)
-    pid = os.fork()
-    if pid == 0:                              # the child frees a and puts b in its entry
-        r.flush_releases()
-        b = r.put()
-        os._exit(0 if r.object_index(b) == r.object_index(a) else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert r.state(a) == -1 and r.stats()["nobjects"] == 1      # b, the child's
-    r.flush_releases()                        # a's stale id: b is left alone
-    assert r.stats()["nobjects"] == 1
+    r.use_ledger(other)                       # another process sweeps
+    assert r.sweep() == 1 and r.state(a) == -1
+    r.use_ledger(None)
+    assert r.releases_put_off(me) == 1
+    b = r.create()                            # a's entry, a newer generation: its section
+    assert r.object_index(b) == r.object_index(a)        # finds a's id stale first
+    assert r.releases_put_off(me) == 0 and r.state(b) == OBJ_PENDING
+    r.seal(b)
+    assert r.state(b) == OBJ_READY and r.stats()["nobjects"] == 1
+    r.decref(b)
+    assert r.stats()["nobjects"] == 0
+    assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_a_reap_frees_what_the_dead_process_put_off_and_a_flush_frees_every_processs():
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    w = r.proc()
+    r.use_ledger(w)                           # acting as the worker
+    objs = [r.put() for _ in range(5)]
+    for o in objs:
+        r.release(o)
+    r.use_ledger(None)                        # the driver again
+    assert r.releases_put_off(w) == 5 and all(r.state(o) == OBJ_READY for o in objs)
+    r.reap(w)                                 # it died (exit code 0 or not)
+    assert r.releases_put_off(w) == 0 and all(r.state(o) == -1 for o in objs)
+    w2 = r.proc()                             # another, alive and idle
+    r.use_ledger(w2)
+    o = r.put()
+    r.release(o)
+    r.use_ledger(None)
+    assert r.releases_put_off(w2) == 1
+    assert r.flush_all_releases() == 1 and r.state(o) == -1
+    assert r.flush_all_releases() == 0        # nothing left: no section
+    assert r.stats()["nobjects"] == 0
     assert r.verify()[0] == 0 and r.check() == 0
 
 

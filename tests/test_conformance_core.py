@@ -683,3 +683,32 @@ def test_a_cancelled_task_still_waiting_for_its_arguments_is_released(fresh):
     while not on_ray() and ray._api._backend.region.stats()["tasks"]:
         assert time.monotonic() < deadline, "cancelled tasks stayed queued"
         time.sleep(0.05)
+
+
+def test_a_get_of_many_raises_the_first_failure_in_list_order_at_once(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def fails(i):
+        raise ValueError("fail%d" % i)
+
+    @ray.remote
+    def gated(path):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return 1
+    a, b = fails.remote(1), fails.remote(2)
+    ray.wait([a, b], num_returns=2, timeout=30)
+    for refs, first in (([a, b], "fail1"), ([b, a], "fail2")):
+        with pytest.raises(ValueError, match=first):
+            ray.get(refs, timeout=30)
+    slow = [gated.remote(gate) for _ in range(3)]
+    # Failed before the get, behind pending refs: raised at once (a wait for
+    # the gated ones would end in GetTimeoutError).
+    for refs, first in (([a, slow[0], b], "fail1"), ([slow[0], b, slow[1]], "fail2"),
+                        ([slow[0], slow[1], a], "fail1")):
+        with pytest.raises(ValueError, match=first):
+            ray.get(refs, timeout=20)
+    touch(gate)
+    assert ray.get(slow, timeout=60) == [1, 1, 1]

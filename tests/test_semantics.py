@@ -303,3 +303,64 @@ def test_dropped_small_values_are_not_left_in_the_store(fresh):
     ray.get(refs)
     refs = None
     assert store_objects() == before
+
+
+def test_frees_a_process_put_off_are_done_when_it_exits_or_idles(fresh):
+    import os
+    import threading
+    import time as _time
+    from conftest import store_objects
+    ray = fresh(num_cpus=1)
+
+    @ray.remote
+    class Holder:
+        def hold(self, n):
+            self.refs = [ray.put(i) for i in range(n)]
+
+        def leave(self):
+            self.refs = None               # put off in its ring...
+            os._exit(0)                    # ...and gone, with exit code 0
+
+    h = Holder.remote()
+    ray.get(h.hold.remote(0), timeout=30)
+    before = store_objects()               # the class's export and h's handle count
+    ray.get(h.hold.remote(30), timeout=30)
+    try:
+        ray.get(h.leave.remote(), timeout=30)
+    except ray.exceptions.RayActorError:
+        pass
+    # The reap (or a flush) freed them: what is left is counted (its death
+    # record and its last call's error, for h, which is still held).
+    assert store_objects() - before <= 2
+    assert all(o["refs"] > 0 for o in ray._api._backend.region.objects())
+    assert ray._api._backend.region.verify()["zero_count_objects"] == 0
+
+    @ray.remote
+    def later(n):
+        refs = [ray.put(i) for i in range(n)]
+        threading.Thread(target=lambda: (_time.sleep(0.3), refs.clear())).start()
+
+    ray.get(later.remote(0), timeout=30)
+    _time.sleep(0.5)
+    before = store_objects()               # with later's export
+    ray.get(later.remote(20), timeout=30)
+    _time.sleep(0.6)                       # the worker idles with them put off:
+    assert store_objects() == before       # the driver's stats() frees them
+
+
+def test_a_task_whose_exception_cannot_be_printed_fails_once(ray, tmp_path):
+    import pytest
+    runs = tmp_path / "runs"
+
+    class BadStr(ValueError):
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    @ray.remote
+    def raises(path):
+        with open(path, "a") as f:
+            f.write("x")
+        raise BadStr()
+    with pytest.raises(ray.exceptions.RayTaskError):
+        ray.get(raises.remote(str(runs)), timeout=30)
+    assert runs.read_text() == "x"

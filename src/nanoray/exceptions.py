@@ -255,10 +255,13 @@ def _note_read_only(e):
     """Adds a note to numpy's error for a write to a read-only array (once),
     naming the ways to a writable one."""
     if isinstance(e, (ValueError, TypeError)) and hasattr(e, "add_note"):
-        msg = str(e)
-        if any(m in msg for m in _READ_ONLY_MARKS) and \
-                _READ_ONLY_NOTE not in getattr(e, "__notes__", ()):
-            e.add_note(_READ_ONLY_NOTE)
+        try:
+            msg = str(e)
+            if any(m in msg for m in _READ_ONLY_MARKS) and \
+                    _READ_ONLY_NOTE not in getattr(e, "__notes__", ()):
+                e.add_note(_READ_ONLY_NOTE)
+        except Exception:
+            pass                         # an exception whose str() fails: left as it is
 
 
 def _install_read_only_hint():

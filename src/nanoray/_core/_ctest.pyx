@@ -250,14 +250,23 @@ cdef class CRegion:
         """As an ObjectRef dropped: a small plain object's free may wait."""
         nr_object_release(&self.r, oid)
 
+    def slot(self):
+        return self.r.slot
+
     def object_index(self, uint64_t oid):
         return nr_id_index1(oid)
 
-    def releases_put_off(self):
-        return self.r.rel_head - self.r.rel_tail
+    def releases_put_off(self, slot=None):
+        return nr_release_pending(&self.r, self.r.slot if slot is None else slot)
 
     def flush_releases(self):
         nr_release_flush(&self.r)
+
+    def flush_all_releases(self):
+        return nr_release_flush_all(&self.r)
+
+    def sweep(self):
+        return nr_sweep_uncounted(&self.r)
 
     def set_borrowed(self, bint b):
         self.r.borrowed = b

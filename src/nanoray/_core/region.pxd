@@ -102,8 +102,6 @@ cdef extern from "nr_region.h" nogil:
         int32_t *ledger      # this process's ledger, NULL when it keeps none
         uint32_t *ledger_hwm # its high-water mark
         int borrowed         # it acts in another process's slot: no small-block cache
-        uint32_t rel_head    # frees put off by nr_object_release: a ring
-        uint32_t rel_tail
 
     ctypedef struct nr_config_t:
         uint64_t arena_bytes # object store bytes

@@ -89,6 +89,8 @@ cdef extern from "nr_sched.h" nogil:
     nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id)
     void nr_object_release(nr_region_t *r, uint64_t id)
     void nr_release_flush(nr_region_t *r)
+    int nr_release_flush_all(nr_region_t *r)
+    uint32_t nr_release_pending(nr_region_t *r, uint32_t slot)
     int nr_object_info(nr_region_t *r, uint64_t id, uint64_t *data, uint64_t *size)
     int nr_object_wait(nr_region_t *r, uint64_t id, int64_t timeout_ns, int64_t spin_ns)
     int nr_wait_many(nr_region_t *r, const uint64_t *ids, int n, int want,

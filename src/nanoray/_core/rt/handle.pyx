@@ -146,7 +146,7 @@ cdef class Region:
 
     def stats(self):
         cdef nr_stats_t s
-        nr_release_flush(&self.r)         # what this process put off is freed first
+        nr_release_flush_all(&self.r)     # what processes put off is freed first
         nr_stats(&self.r, &s)
         return dict(objects=s.nobjects, tasks=s.ntasks, queued=s.rq_len,
                     waiting_for_resources=s.xq_len, workers=s.nworkers, idle=s.nidle, blocked=s.nblocked,
@@ -175,6 +175,7 @@ cdef class Region:
         cdef nr_verify_t v
         cdef uint32_t rollbacks, broken
         cdef uint64_t undone
+        nr_release_flush_all(&self.r)     # frees processes put off are not leaks
         nr_lock(&self.r)                  # no Python object is made while it is held
         nr_region_verify(&self.r, &v)
         rollbacks, undone, broken = self.r.hdr.rollbacks, self.r.hdr.undone, self.r.hdr.broken
@@ -190,7 +191,7 @@ cdef class Region:
         cdef uint32_t i, s, n
         cdef nr_object_t *o
         cdef nr_proc_t *p
-        nr_release_flush(&self.r)
+        nr_release_flush_all(&self.r)
         n = self.r.hdr.obj_hwm
         out = []
         for i in range(n):
@@ -228,9 +229,8 @@ def _after_fork_in_child():
     if _region is not None:
         # It acts in its parent's slot (until set_process_state gives it
         # one: a worker): no small-block cache there (csrc/nr_arena.h), and
-        # the frees its parent put off are the parent's to do.
+        # no frees put off in its parent's ring.
         _region.r.borrowed = 1
-        _region.r.rel_tail = _region.r.rel_head
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -207,18 +207,20 @@ cdef enum:
     _COW_MIN_BYTES = 65536
 
 
-cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size, bint shared=False):
+cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size, bint shared=False,
+                 bint hidden=False):
     """A writable view of size bytes at ptr: a private mapping of that range
     of the memfd, or, without the fd or for a small range, a copy.  shared:
-    a read-only view, a second shared mapping of the range (for a process
-    whose own mapping of it is private: an array born in the arena, handed
-    off; rt/born.pyx)."""
+    a read-only view, a second shared mapping of the range.  hidden: this
+    process maps the range privately (an array born in the arena, handed
+    off; rt/born.pyx), so the store's bytes are read through a mapping of
+    the memfd, never copied from ptr."""
     cdef uint64_t data, nbytes, file
     cdef uint32_t spill
     cdef uint64_t off = <uint64_t>(ptr - reg.r.base)
     cdef uint64_t start = off & ~(<uint64_t>4095)
     cdef size_t length = <size_t>((off - start + size + 4095) & ~(<uint64_t>4095))
-    if reg.r.fd < 0 or size == 0 or (size < _COW_MIN_BYTES and not shared):
+    if reg.r.fd < 0 or size == 0 or (size < _COW_MIN_BYTES and not shared and not hidden):
         return bytearray(PyMemoryView_FromMemory(ptr, size, PyBUF_READ))
     cdef void *m
     if shared:

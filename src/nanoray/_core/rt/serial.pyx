@@ -234,6 +234,11 @@ cdef uint64_t _alloc(Region reg, uint64_t size) except 0:
         with nogil:
             off = nr_arena_alloc_small(&reg.r, size)
     while off == 0:
+        if nr_release_flush_all(&reg.r):  # small frees processes put off first
+            with nogil:
+                off = nr_arena_alloc(&reg.r, size)
+            if off:
+                break
         if size + 64 > reg.r.hdr.arena.end - reg.r.hdr.arena_off or not _spill_one(reg, size):
             s = reg.stats()
             raise _exc.ObjectStoreFullError(
@@ -295,7 +300,7 @@ cdef object _load(Region reg, uint64_t oid, char *ptr, bint copy, bint cow=False
                 # This process maps those pages privately (an array of its
                 # own, handed off and perhaps written since): read the
                 # store's bytes through a shared mapping of their own.
-                view = memoryview(_cow(reg, oid, at, table[2 * i + 1], not cow))
+                view = memoryview(_cow(reg, oid, at, table[2 * i + 1], not cow, True))
                 bufs.append(bytes(view) if copy and not cow else view)
                 continue
         if cow:

@@ -96,6 +96,7 @@ def object_rows(Region reg=None, uint32_t limit=10000):
     if reg is None:
         reg = _running()
     cdef uint32_t n = 0, i
+    nr_release_flush_all(&reg.r)          # frees processes put off: not live objects
     limit = min(limit, reg.r.hdr.obj_hwm + 64)
     cdef _ObjRow *rows = <_ObjRow *>malloc(sizeof(_ObjRow) * max(limit, 1))
     cdef nr_object_t *o

@@ -190,19 +190,30 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
     cdef int64_t slice_ns, most = TAIL_SLICE_NS
     cdef uint32_t errors
     cdef ObjectRef last
-    if n < 2 or _in_task:
+    if n < 2 or _in_task or _region is None:
         return -1
-    errors = _region.r.hdr.errors if _region is not None else 0
+    errors = _region.r.hdr.errors
     j = n - 1
-    while j >= 0:
-        st = _state(refs[j])
-        if st < 0:
-            return -1
-        if st == NR_OBJ_PENDING:
-            break
-        if st != NR_OBJ_READY:
-            return j                      # failed already
-        j -= 1
+    if errors:
+        # Some object failed in this runtime already: the first of these
+        # that has (in list order, as Ray raises), and the last pending one.
+        j = -1
+        for i in range(n):
+            st = _state(refs[i])
+            if st < 0:
+                return -1
+            if st == NR_OBJ_PENDING:
+                j = i
+            elif st != NR_OBJ_READY:
+                return i
+    else:
+        while j >= 0:
+            st = _state(refs[j])
+            if st < 0:
+                return -1
+            if st == NR_OBJ_PENDING:
+                break
+            j -= 1
     if j < 0:
         return -1                         # all sealed
     last = refs[j]
@@ -216,9 +227,9 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
             p += 1
         if _region.r.hdr.errors != errors:
             # Some object failed since the last look (any in the runtime):
-            # one of these behind a pending one?
+            # one of these behind a pending one?  The first in list order.
             errors = _region.r.hdr.errors
-            for i in range(p, j):
+            for i in range(p, j + 1):
                 st = _state(refs[i])
                 if st != NR_OBJ_PENDING and st != NR_OBJ_READY:
                     return i if st > 0 else -1
@@ -227,8 +238,8 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
             return -1
         with nogil:
             rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
-        if rc == 0 and _state(last) == NR_OBJ_ERROR:
-            return j
+        if rc == 0 and _region is not None and _region.r.hdr.errors != errors:
+            continue                      # sealed, and something failed: look first
         if rc != 1:                       # sealed (0), or gone or shut down (-1)
             return -1
         most = min(2 * most, TAIL_SLICE_MAX_NS)
