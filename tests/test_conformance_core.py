@@ -694,9 +694,7 @@ def test_a_get_of_many_raises_the_first_failure_in_list_order_at_once(ray, tmp_p
 
     @ray.remote
     def gated(path):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_path(path, 60)
         return 1
     a, b = fails.remote(1), fails.remote(2)
     ray.wait([a, b], num_returns=2, timeout=30)

@@ -95,11 +95,8 @@ def _voluntary_switches(tid):
     raise AssertionError("no voluntary_ctxt_switches for thread %d" % tid)
 
 
-def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
-    # One thread waits in get() on a slow task; meanwhile the main thread
-    # waits on 300 quick tasks in turn.  Each of those seals must not wake
-    # the first thread (through one shared futex word it would wake 300
-    # times); it wakes only for its own wait slices (every 0.1 s).
+def _quick_and_a_slow_one(ray):
+    """A quick task (warmed up), and the ref of a 1.5 s one started now."""
     @ray.remote
     def slow():
         time.sleep(1.5)
@@ -110,7 +107,15 @@ def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
         return i
 
     ray.get([quick.remote(i) for i in range(4)])
-    slow_ref = slow.remote()
+    return quick, slow.remote()
+
+
+def test_a_seal_wakes_only_the_waiters_of_that_object(ray):
+    # One thread waits in get() on a slow task; meanwhile the main thread
+    # waits on 300 quick tasks in turn.  Each of those seals must not wake
+    # the first thread (through one shared futex word it would wake 300
+    # times); it wakes only for its own wait slices (every 0.1 s).
+    quick, slow_ref = _quick_and_a_slow_one(ray)
     tid, got = [], []
     started = threading.Event()
 
@@ -138,17 +143,7 @@ def test_a_seal_wakes_no_thread_in_wait_on_other_objects(ray):
     # futex word per group of threads (a thread's native id modulo 16), and
     # a seal wakes only the groups watching that object.  (Through one word
     # shared by all, 20 idle waiters took 2 s of CPU.)
-    @ray.remote
-    def slow():
-        time.sleep(1.5)
-        return "slow"
-
-    @ray.remote
-    def quick(i):
-        return i
-
-    ray.get([quick.remote(i) for i in range(4)])
-    slow_ref = slow.remote()
+    quick, slow_ref = _quick_and_a_slow_one(ray)
     mine = threading.get_native_id() % 16
     tid, got = [], []
     started = threading.Event()
@@ -182,14 +177,12 @@ def test_a_seal_wakes_no_thread_in_wait_on_other_objects(ray):
 def test_a_get_of_many_raises_an_error_behind_a_slower_ref_at_once(ray, tmp_path):
     # The failure is the second ref: get raises it without waiting for the
     # first, which finishes only once the gate opens, after the get.
-    from conftest import touch
+    from conftest import touch, wait_for_path
     gate = str(tmp_path / "gate")
 
     @ray.remote
     def gated(path):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(path) and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_path(path, 60)
         return 1
 
     @ray.remote
