@@ -253,9 +253,11 @@ void nr_lock(nr_region_t *r) {
 #ifdef NR_CRASHPOINTS
     nr_crash_checkpoint(r);
 #endif
-    /* The frees this process put off go first, while the log is empty. */
+    /* The frees this process (or another in its slot) put off go first,
+     * while the log is empty; not in a section that repaired a dead
+     * holder's, which leaves the structures as they were before that one. */
     nr_proc_t *me = nr_proc(r, r->slot);
-    if (me->rel_tail != __atomic_load_n(&me->rel_head, __ATOMIC_ACQUIRE))
+    if (rc != EOWNERDEAD && me->rel_tail != __atomic_load_n(&me->rel_head, __ATOMIC_ACQUIRE))
         nri_release_drain(r, r->slot);
 }
 
