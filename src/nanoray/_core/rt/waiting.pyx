@@ -190,6 +190,7 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
     cdef int64_t slice_ns, most = TAIL_SLICE_NS
     cdef uint32_t errors
     cdef ObjectRef last
+    cdef Region reg                       # last's: alive while last is, shut down or not
     if n < 2 or _in_task or _region is None:
         return -1
     errors = _region.r.hdr.errors
@@ -217,6 +218,7 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
     if j < 0:
         return -1                         # all sealed
     last = refs[j]
+    reg = last._reg
     while True:
         while p < j:                      # the sealed ones in front: stop at an error
             st = _state(refs[p])
@@ -225,10 +227,10 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
             if st != NR_OBJ_READY:
                 return p if st > 0 else -1
             p += 1
-        if _region.r.hdr.errors != errors:
+        if reg.r.hdr.errors != errors:
             # Some object failed since the last look (any in the runtime):
             # one of these behind a pending one?  The first in list order.
-            errors = _region.r.hdr.errors
+            errors = reg.r.hdr.errors
             for i in range(p, j + 1):
                 st = _state(refs[i])
                 if st != NR_OBJ_PENDING and st != NR_OBJ_READY:
@@ -237,8 +239,8 @@ cdef Py_ssize_t _wait_tail(object refs, int64_t deadline) except -2:
         if slice_ns == 0:
             return -1
         with nogil:
-            rc = nr_object_wait(&last._reg.r, last._id, slice_ns, 0)
-        if rc == 0 and _region is not None and _region.r.hdr.errors != errors:
+            rc = nr_object_wait(&reg.r, last._id, slice_ns, 0)
+        if rc == 0 and reg.r.hdr.errors != errors:
             continue                      # sealed, and something failed: look first
         if rc != 1:                       # sealed (0), or gone or shut down (-1)
             return -1
