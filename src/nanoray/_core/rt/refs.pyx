@@ -242,3 +242,21 @@ cdef object _cow(Region reg, uint64_t oid, char *ptr, Py_ssize_t size, bint shar
     b.size = size
     b.readonly = shared
     return b
+
+
+cdef object _writable(Region reg, uint64_t oid, object np, object v):
+    """v, if a read-only array, made writable: a copy-on-write view when it lies
+    in object oid's payload (any strides, through its byte bounds), else a
+    copy (writable_args for arrays passed by value: rt/worker.pyx)."""
+    if not isinstance(v, np.ndarray) or v.flags.writeable:
+        return v
+    cdef uintptr_t base = <uintptr_t>reg.r.base
+    cdef uintptr_t lo, hi, at
+    if oid and type(v) is np.ndarray and v.size:
+        bounds = getattr(getattr(np, "lib", None), "array_utils", None)
+        lo, hi = (bounds.byte_bounds if bounds is not None else np.byte_bounds)(v)
+        at = v.__array_interface__["data"][0]
+        if base <= lo and hi <= base + reg.r.size:      # in the argument object's payload
+            buf = _cow(reg, oid, <char *>lo, hi - lo)
+            return np.ndarray(v.shape, v.dtype, buffer=buf, offset=at - lo, strides=v.strides)
+    return v.copy(order="K")

@@ -196,21 +196,6 @@ cdef void _writable_by_value(Region reg, uint64_t args_obj, _Call c) except *:
         c.kwargs = {k: _writable(reg, args_obj, np, v) for k, v in c.kwargs.items()}
 
 
-cdef object _writable(Region reg, uint64_t oid, object np, object v):
-    if not isinstance(v, np.ndarray) or v.flags.writeable:
-        return v
-    cdef uintptr_t base = <uintptr_t>reg.r.base
-    cdef uintptr_t lo, hi, at
-    if oid and type(v) is np.ndarray and v.size:
-        bounds = getattr(getattr(np, "lib", None), "array_utils", None)
-        lo, hi = (bounds.byte_bounds if bounds is not None else np.byte_bounds)(v)
-        at = v.__array_interface__["data"][0]
-        if base <= lo and hi <= base + reg.r.size:      # in the argument object's payload
-            buf = _cow(reg, oid, <char *>lo, hi - lo)
-            return np.ndarray(v.shape, v.dtype, buffer=buf, offset=at - lo, strides=v.strides)
-    return v.copy(order="K")
-
-
 cdef void _run_map(Region reg, _Call c) except *:
     """A chunk of f.map(): func(*item) for each item, in order, each value
     sealed as soon as it returns, as f.remote's would be.  An item that
