@@ -162,7 +162,6 @@ def main():
             code = 1
         finally:
             try:
-                region.flush_releases()          # frees it put off (ObjectRef drops)
                 from nanoray import _output
                 _output.flush_all()              # unended lines too
             finally:

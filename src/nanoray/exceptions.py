@@ -235,12 +235,17 @@ def _as_stdlib(e):
     with the remote traceback chained as __cause__ (multiprocessing's
     RemoteTraceback), as multiprocessing and concurrent.futures raise it."""
     if isinstance(e, RayTaskError) and isinstance(e.cause, BaseException):
-        cause = e.cause
-        if e.traceback_str:
-            from multiprocessing.pool import RemoteTraceback
-            cause.__cause__ = RemoteTraceback(e.traceback_str)
-        return cause
+        return _with_remote_traceback(e.cause, e.traceback_str)
     return e
+
+
+def _with_remote_traceback(error, traceback_str):
+    """error with the remote traceback chained as __cause__, as
+    multiprocessing raises it."""
+    if traceback_str:
+        from multiprocessing.pool import RemoteTraceback
+        error.__cause__ = RemoteTraceback(traceback_str)
+    return error
 
 
 _READ_ONLY_NOTE = (

@@ -95,7 +95,6 @@ cdef void _actor_exit(Region reg, uint32_t t) except *:
         import atexit
         atexit._run_exitfuncs()
     finally:
-        nr_release_flush(&reg.r)
         from nanoray import _output
         _output.flush_all()
         os._exit(0)

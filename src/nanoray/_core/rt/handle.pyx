@@ -160,12 +160,6 @@ cdef class Region:
                     spilled_objects=s.spilled_objects, spilled_bytes=s.spilled_bytes,
                     spills=s.spills, restores=s.restores)
 
-    def flush_releases(self):
-        """Frees now the small objects whose last ref this process dropped
-        and whose free it put off to its next section (a process about to
-        exit calls it: nothing else would free them)."""
-        nr_release_flush(&self.r)
-
     def verify(self):
         """Checks every table, queue and counter of the region against the
         others (under the lock): a dict with code (0 when consistent, else

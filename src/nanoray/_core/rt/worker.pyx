@@ -415,7 +415,6 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if c.kind == NR_SPEC_TASK:
             _in_task = False
         if c.exit_worker:
-            nr_release_flush(&reg.r)
             from nanoray import _output
             _output.flush_all()
             os._exit(1)

@@ -11,6 +11,8 @@ import threading
 import time
 from multiprocessing import TimeoutError
 
+from nanoray import exceptions
+
 _set_lock = threading.Lock()
 
 class ApplyResult:
@@ -124,12 +126,6 @@ class MapResult(ApplyResult):
                 self._parts[i] for i in range(self._nchunks))))
 
 
-def _with_traceback(error, tb):
-    from multiprocessing.pool import RemoteTraceback
-    error.__cause__ = RemoteTraceback(tb)
-    return error
-
-
 class IMapIterator:
     """imap's iterator: results in order, each as soon as it and those before
     it are in; next(timeout) raises multiprocessing.TimeoutError."""
@@ -172,7 +168,7 @@ class IMapIterator:
         """A chunk's (ok, value) per item; a failed item's value is (its
         exception, the remote traceback), raised as multiprocessing does."""
         with self._cond:
-            self._parts[index] = [(True, v) if ok else (False, _with_traceback(*v))
+            self._parts[index] = [(True, v) if ok else (False, exceptions._with_remote_traceback(*v))
                                   for ok, v in outcomes]
             self._flush()
 
