@@ -364,3 +364,17 @@ def test_a_task_whose_exception_cannot_be_printed_fails_once(ray, tmp_path):
     with pytest.raises(ray.exceptions.RayTaskError):
         ray.get(raises.remote(str(runs)), timeout=30)
     assert runs.read_text() == "x"
+
+
+def test_more_than_a_million_tasks_and_results_can_be_alive_at_once(ray):
+    # A list comprehension of f.remote over a large input holds every result
+    # at once: the tables hold four million tasks and objects.
+    n = 1_100_000
+    f = ray.remote(lambda x: x * x)
+    refs = [f.remote(i) for i in range(n)]
+    assert ray.get(refs, timeout=300) == [i * i for i in range(n)]
+    mapped = f.map(range(n))
+    assert len(refs) + len(mapped) > 2_000_000
+    assert ray.get(mapped, timeout=300) == [i * i for i in range(n)]
+    del refs, mapped
+    assert ray.get(f.remote(3), timeout=30) == 9

@@ -66,6 +66,7 @@ cdef extern from "nr_region.h" nogil:
         uint64_t session     # random at creation: tells runtimes apart
         uint32_t max_procs   # proc slots
         uint32_t max_objects # object table entries
+        uint32_t max_tasks   # task table entries
         uint32_t obj_hwm     # object entries ever used
         uint32_t events_cap  # task events kept
         uint64_t events_next # task events ever recorded (each finished task or call)

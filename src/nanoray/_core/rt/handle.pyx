@@ -18,8 +18,8 @@ cdef class Region:
     @staticmethod
     def create(uint64_t arena_bytes, int32_t cpus_milli, uint32_t min_workers,
                uint32_t max_workers, uint32_t max_procs=1024,
-               uint32_t max_objects=1 << 20, uint32_t max_tasks=1 << 20,
-               uint32_t max_deps=1 << 21):
+               uint32_t max_objects=1 << 22, uint32_t max_tasks=1 << 22,
+               uint32_t max_deps=1 << 23):
         cdef Region self = Region.__new__(Region)
         cdef nr_config_t cfg
         cfg.arena_bytes = arena_bytes

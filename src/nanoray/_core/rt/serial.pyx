@@ -337,6 +337,14 @@ cdef object _value(Region reg, uint64_t oid, bint *is_error, bint cow=False):
         nr_object_unpin(&reg.r, oid)
 
 
+cdef object _table_full(Region reg):
+    """The error when every entry of the object table is taken."""
+    return _exc.ObjectStoreFullError(
+        "nanoray: the object table is full: %d objects are alive, as many as it holds. "
+        "Release ObjectRefs you no longer need, or get results before submitting more."
+        % reg.r.hdr.max_objects)
+
+
 cdef ObjectRef put_pickled(Region reg, _Pickled p, bint pinned=False):
     """Stores a pickled value as a new sealed object; returns its ref.
     pinned: never spilled (a payload the C layer reads itself)."""
@@ -344,7 +352,7 @@ cdef ObjectRef put_pickled(Region reg, _Pickled p, bint pinned=False):
     cdef uint64_t oid = nr_put_pinned(&reg.r, off, p.size) if pinned else nr_put(&reg.r, off, p.size)
     if oid == 0:
         nr_arena_free(&reg.r, off)
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+        raise _table_full(reg)
     return _adopt(reg, oid)
 
 
@@ -359,7 +367,7 @@ def put(value):
     oid = nr_put(&reg.r, off, size)
     if oid == 0:
         nr_arena_free(&reg.r, off)
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+        raise _table_full(reg)
     return _adopt(reg, oid)
 
 
@@ -405,7 +413,7 @@ def put_error(err):
     cdef Region reg = _running()
     cdef uint64_t oid = nr_object_create(&reg.r)
     if oid == 0:
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+        raise _table_full(reg)
     ref = _adopt(reg, oid)
     _seal(reg, oid, err, True)
     return ref

@@ -54,7 +54,7 @@ cdef class _Stream:
         item = put_pickled(reg, _pickle(value, False))
         cdef uint64_t nxt = nr_object_create(&reg.r)
         if nxt == 0:
-            raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+            raise _table_full(reg)
         nref = _adopt(reg, nxt)
         p = _pickle((item, nref), False)
         off = _store(reg, p)
@@ -170,7 +170,7 @@ cdef object _dynamic_refs(Region reg, _Call c, object gen):
     if failure is not None:
         err = _error_ref(reg, failure, c.name)
         if err is None:
-            raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+            raise _table_full(reg)
         refs.append(err)
     from nanoray._generator import DynamicObjectRefGenerator
     return DynamicObjectRefGenerator(refs)

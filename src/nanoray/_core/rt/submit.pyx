@@ -21,7 +21,7 @@ def export_function(func, on_reserved):
     cdef Region reg = _running()
     cdef uint64_t oid = nr_object_create(&reg.r)
     if oid == 0:
-        raise _exc.ObjectStoreFullError("nanoray: the object table is full")
+        raise _table_full(reg)
     ref = _adopt(reg, oid)
     cdef _Pickled p
     cdef uint64_t off
@@ -347,8 +347,9 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
             s = reg.stats()
             raise _exc.RaySystemError(
                 "nanoray: no room for another task: %d tasks pending and %d objects alive "
-                "(tables hold %d each). Release ObjectRefs you no longer need, or wait "
-                "for results before submitting more." % (s["tasks"], s["objects"], 1 << 20))
+                "(the tables hold %d tasks and %d objects). Release ObjectRefs you no "
+                "longer need, or wait for results before submitting more."
+                % (s["tasks"], s["objects"], reg.r.hdr.max_tasks, reg.r.hdr.max_objects))
         # The spec belongs to the task now (it may already have run and been
         # freed): the ids come from rets, written under the region lock.
         if nret == 0:
