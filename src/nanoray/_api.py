@@ -67,6 +67,7 @@ class LocalBackend:
         self.death_fd = death_fd
         self.spawn_fd = spawn_fd
         self.pid = os.getpid()      # the process that started it (a forked child is not)
+        self.runtime_env = None     # the one given to init() (the driver's backend)
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
@@ -328,6 +329,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
                                       spill_base, env, totals, log_to_driver, bool(born),
                                       _prefault_bytes(_system_config, object_store_memory))
+        _backend.runtime_env = env                # what get_runtime_context() reports
         _rt.set_liveness_check(_backend.check_alive)
         bars = sys.modules.get("nanoray.experimental.tqdm_ray")
         if bars is not None:

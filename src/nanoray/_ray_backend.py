@@ -540,7 +540,9 @@ class RayBackend:
         b = cls(ray, True)
         b.ray_context = ray.init(address=address, **kwargs)
         from nanoray import cloudpickle as mine
+        from nanoray.util import serialization
         mine.sync_to_ray()
+        serialization.sync_to_ray(ray)
         return b
 
     def context(self, context_class):

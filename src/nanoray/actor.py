@@ -229,8 +229,9 @@ class ActorClass:
         if slot == -2:
             if o["get_if_exists"]:
                 return get_actor(name, o["namespace"])
-            raise ValueError("The name %s (namespace=%s) is already taken by another actor."
-                             % (name, o["namespace"] or backend.namespace))
+            raise exceptions.ActorAlreadyExistsError(
+                "The name %s (namespace=%s) is already taken by another actor."
+                % (name, o["namespace"] or backend.namespace))
         try:
             env = _runtime_env.merge(_runtime_env.current,
                                      _runtime_env.validate(o["runtime_env"]))

@@ -18,7 +18,7 @@ __all__ = [
     "OutOfMemoryError", "OutOfDiskError", "NodeDiedError", "LocalRayletDiedError",
     "RuntimeEnvSetupError", "TaskPlacementGroupRemoved", "ActorPlacementGroupRemoved",
     "AsyncioActorExit", "CrossLanguageError", "UnserializableException",
-    "StreamingGeneratorReplayInconsistentError",
+    "StreamingGeneratorReplayInconsistentError", "ActorAlreadyExistsError",
 ]
 
 
@@ -171,6 +171,15 @@ class ActorDiedError(RayActorError):
 
 class ActorUnavailableError(RayActorError):
     """The actor cannot take calls right now (e.g. it is restarting)."""
+
+
+class ActorAlreadyExistsError(ValueError, RayError):
+    """An actor of that name already lives in that namespace (a ValueError
+    too, as in Ray, so older code catching ValueError still does)."""
+
+    def __init__(self, error_message):
+        super().__init__(error_message)
+        self.error_message = error_message
 
 
 class PendingCallsLimitExceeded(RayError):

@@ -43,6 +43,48 @@ class RuntimeContext:
         cur = _runtime_env.current_pg
         return cur[0].id.hex() if cur is not None else None
 
+    def get_task_name(self):
+        """The name of the task or actor call running here: the function's
+        name ("f"), or "Cls.method" in an actor; None in the driver."""
+        call = _rt.current_call()
+        return None if call is None else call[0]
+
+    def get_task_function_name(self):
+        """The running task's or actor call's function with its module
+        ("module.f", "module.Cls.method"); None in the driver."""
+        call = _rt.current_call()
+        if call is None:
+            return None
+        fn = getattr(call[1], "__func__", call[1])        # a bound method's function
+        module = getattr(fn, "__module__", None)
+        return call[0] if not module else "%s.%s" % (module, call[0])
+
+    def get_actor_name(self):
+        """The name the actor running here was registered under ("" if it
+        has none); None outside actors."""
+        me = _rt.current_actor_slot()
+        if me is None:
+            return None
+        for _ns, name, slot in _rt.actor_names(True):
+            if slot == me[0]:
+                return name
+        return ""
+
+    @property
+    def runtime_env(self):
+        """The runtime_env the code here runs with (a dict; {} if none):
+        the task's or actor's, else the one given to init()."""
+        from nanoray import _runtime_env
+        env = _runtime_env.current
+        if env is None:
+            env = getattr(_api._get_backend(), "runtime_env", None)
+        return dict(env or {})
+
+    def get_runtime_env_string(self):
+        """runtime_env as a JSON string."""
+        import json
+        return json.dumps(self.runtime_env, sort_keys=True, default=str)
+
     def is_canceled(self):
         """True when nanoray.cancel() was called on the task running here."""
         return _rt.task_cancel_requested()

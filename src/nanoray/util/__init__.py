@@ -7,13 +7,27 @@ on its own (``from nanoray.util.queue import Queue``), as in Ray.
 """
 
 from nanoray.util.actor_pool import ActorPool
+from nanoray.util.check_serialize import inspect_serializability
+from nanoray.util.helpers import as_completed, map_unordered
 from nanoray.util.placement_group import (get_current_placement_group, get_placement_group,
                                           placement_group, placement_group_table,
                                           remove_placement_group)
+from nanoray.util.serialization import deregister_serializer, register_serializer
 
-__all__ = ["ActorPool", "get_current_placement_group", "get_placement_group",
-           "list_named_actors", "placement_group", "placement_group_table",
-           "remove_placement_group"]
+__all__ = ["ActorPool", "as_completed", "deregister_serializer", "get_current_placement_group",
+           "get_node_ip_address", "get_placement_group", "inspect_serializability",
+           "list_named_actors", "map_unordered", "placement_group", "placement_group_table",
+           "register_serializer", "remove_placement_group"]
+
+
+def get_node_ip_address():
+    """This node's address: on the local backend the loopback address, as
+    Ray reports on one machine; on the Ray backend, Ray's answer."""
+    from nanoray import _api
+    b = _api._backend
+    if b is not None and b.remote:
+        return b.ray.util.get_node_ip_address()
+    return "127.0.0.1"
 
 
 def list_named_actors(all_namespaces=False):

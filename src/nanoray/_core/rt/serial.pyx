@@ -39,6 +39,35 @@ cdef inline uint64_t _align(uint64_t x):
 
 
 cdef object _function_pickler = None
+# Reducers of the classes given to nanoray.util.register_serializer (by
+# class), consulted by both picklers below (live: a ChainMap holds it).
+cdef dict _reducers = {}
+cdef object _value_pickler = None
+
+
+def set_reducer(cls, reducer):
+    """Pickles instances of cls with reducer(obj) -> (callable, args) from
+    now on, in this process; reducer None: as before."""
+    if reducer is None:
+        _reducers.pop(cls, None)
+    else:
+        _reducers[cls] = reducer
+
+
+cdef bytes _dumps_registered(value, buffer_callback):
+    """cloudpickle with the registered reducers first."""
+    global _value_pickler
+    if _value_pickler is None:
+        from collections import ChainMap
+        cp = _cloud()
+
+        class ValuePickler(cp.CloudPickler):
+            dispatch_table = ChainMap(_reducers, cp.CloudPickler.dispatch_table)
+        _value_pickler = ValuePickler
+    import io
+    buf = io.BytesIO()
+    _value_pickler(buf, protocol=5, buffer_callback=buffer_callback).dump(value)
+    return buf.getvalue()
 
 
 cdef bytes _dumps_function(func):
@@ -58,9 +87,8 @@ cdef bytes _dumps_function(func):
             return ctor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
         class FunctionPickler(cp.CloudPickler):
-            if base is not None:
-                dispatch_table = ChainMap({types.CodeType: reduce_code},
-                                          cp.CloudPickler.dispatch_table)
+            dispatch_table = ChainMap({types.CodeType: reduce_code} if base is not None else {},
+                                      _reducers, cp.CloudPickler.dispatch_table)
 
         def dumps(f):
             buf = io.BytesIO()
@@ -95,6 +123,8 @@ cdef _Pickled _pickle(object value, bint force_cloud, bint oob=True, bint functi
             p.data = _dumps_function(value)
         elif not force_cloud and _plain(value, 3):
             p.data = _pickle_dumps(value, 5, buffer_callback=bufs.append if oob else None)
+        elif _reducers:
+            p.data = _dumps_registered(value, bufs.append if oob else None)
         else:
             p.data = _cloud().dumps(value, 5, buffer_callback=bufs.append if oob else None)
     finally:

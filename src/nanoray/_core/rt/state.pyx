@@ -137,3 +137,15 @@ def events(Region reg=None, uint32_t limit=1 << 17):
                  bool(e.failed)) for e in rows[:n]]
     finally:
         free(rows)
+
+
+def current_call():
+    """(name, callable) of the task or actor call running in this thread or
+    coroutine: "f" or "Cls.method" and the function or bound method; None
+    in the driver and between calls."""
+    if _in_task:
+        return _task_name, _task_fn
+    t = _task_id.get()
+    if t is None or t[1] is None:
+        return None
+    return t[1], t[2]

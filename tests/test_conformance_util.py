@@ -1,0 +1,135 @@
+"""ray.util's helpers and the runtime context's names, written once against
+the public API and run on both backends (conftest's `backend`): custom
+serializers, as_completed and map_unordered, inspect_serializability,
+get_node_ip_address, task and actor names, ActorAlreadyExistsError."""
+
+import io
+import threading
+
+import pytest
+
+from conftest import conformance_fixtures, touch, wait_for_path
+from nanoray import exceptions
+
+ray = conformance_fixtures()[0]
+T = 60
+
+
+class Locked:
+    """Holds a lock: pickles only through a registered serializer."""
+
+    def __init__(self, value):
+        self.value = value
+        self.lock = threading.Lock()
+
+
+def _rebuild(value):
+    return Locked(value)
+
+
+def _value_of(obj):
+    return obj.value
+
+
+def double_locked(x):
+    return x.value * 2
+
+
+def gated(path, x):
+    wait_for_path(path, timeout=T)
+    return x
+
+
+def own_names():
+    import nanoray
+    c = nanoray.get_runtime_context()
+    return c.get_actor_name(), c.get_task_name(), c.get_task_function_name()
+
+
+class Named:
+    def names(self):
+        return own_names()
+
+
+class AsyncNamed:
+    async def names(self):
+        return own_names()
+
+
+def test_a_registered_serializer_carries_unpicklable_instances_until_deregistered(ray):
+    ray.util.register_serializer(Locked, serializer=_value_of, deserializer=_rebuild)
+    try:
+        assert ray.get(ray.remote(double_locked).remote(Locked(21)), timeout=T) == 42
+        got = ray.get(ray.put([Locked(1), {"k": Locked(2)}]), timeout=T)
+        assert isinstance(got[1]["k"], Locked) and got[1]["k"].value == 2
+    finally:
+        ray.util.deregister_serializer(Locked)
+    with pytest.raises(TypeError):
+        ray.put(Locked(3))
+    with pytest.raises(TypeError):
+        ray.util.register_serializer(Locked, serializer=None, deserializer=_rebuild)
+
+
+def test_as_completed_yields_what_finished_first(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+    f = ray.remote(gated)
+    refs = [f.remote(gate, "slow"), f.remote(str(tmp_path), "fast")]
+    it = ray.util.as_completed(refs, chunk_size=1)
+    assert next(it) == "fast"              # while the first is still held
+    touch(gate)
+    assert list(it) == ["slow"]
+    refs = [f.remote(str(tmp_path), i) for i in range(5)]
+    assert list(ray.util.as_completed(refs, chunk_size=2, yield_obj_refs=True)) != []
+    assert sorted(ray.util.as_completed(refs, chunk_size=3)) == list(range(5))
+    with pytest.raises(ValueError):
+        list(ray.util.as_completed(refs, chunk_size=0))
+
+
+def test_map_unordered_keeps_at_most_backpressure_size_in_flight(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+    f = ray.remote(lambda x: gated(gate, x) if x == 0 else x)
+    it = ray.util.map_unordered(f, range(6), backpressure_size=2, chunk_size=1)
+    assert [next(it) for _ in range(5)] == [1, 2, 3, 4, 5]     # item 0 still held
+    touch(gate)
+    assert list(it) == [0]
+    assert sorted(ray.util.map_unordered(f, range(20), backpressure_size=None)) == list(range(20))
+    with pytest.raises(ValueError):
+        list(ray.util.map_unordered(f, range(3), backpressure_size=0))
+
+
+def test_inspect_serializability_names_the_unpicklable_part(ray):
+    lock = threading.Lock()
+
+    def uses_lock():
+        return lock
+    out = io.StringIO()
+    ok, failures = ray.util.inspect_serializability(uses_lock, name="uses_lock", print_file=out)
+    assert not ok and "lock" in [f.path[-1] for f in failures]
+    assert "Checking Serializability" in out.getvalue()
+    assert ray.util.inspect_serializability(double_locked, print_file=out) == (True, set())
+
+
+def test_node_ip_address_is_a_dotted_address(ray):
+    ip = ray.util.get_node_ip_address()
+    assert isinstance(ip, str) and len(ip.split(".")) == 4
+
+
+def test_runtime_context_names_tasks_and_actors(ray):
+    assert own_names() == (None, None, None)             # the driver
+    mod = __name__
+    assert ray.get(ray.remote(own_names).remote(), timeout=T) == (
+        None, "own_names", mod + ".own_names")
+    named = ray.remote(Named).options(name="util-names").remote()
+    assert ray.get(named.names.remote(), timeout=T) == (
+        "util-names", "Named.names", mod + ".Named.names")
+    anon = ray.remote(Named).remote()
+    assert ray.get(anon.names.remote(), timeout=T)[0] == ""
+    asy = ray.remote(AsyncNamed).remote()
+    assert ray.get(asy.names.remote(), timeout=T)[1:] == (
+        "AsyncNamed.names", mod + ".AsyncNamed.names")
+    with pytest.raises(exceptions.ActorAlreadyExistsError) as info:
+        ray.remote(Named).options(name="util-names").remote()
+    assert isinstance(info.value, ValueError)
+    ray.kill(named)
+    ray.kill(anon)
+    ray.kill(asy)
