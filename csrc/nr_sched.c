@@ -535,6 +535,34 @@ int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t don
     return t;
 }
 
+/* The same, for a pool worker that is to leave (max_calls): instead of
+ * taking the next task it retires in that section (-1), unless tasks are
+ * routed to it alone; then it takes one (or 0) and tries again after it. */
+int64_t nr_task_seal_finish_retire(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
+                                   uint64_t data, uint64_t size) {
+    wakeups_t w = {0};
+    int held = 0;
+    int64_t t = 0;
+    nr_proc_t *p = nr_proc(r, slot);
+    nr_lock(r);
+    if (id && nri_object_seal(r, id, data, size, 0, &w) != 0) {
+        nr_arena_written(r, data);
+        nr_arena_free_locked(r, data);
+    }
+    if (done) finish_locked(r, slot, done, &w);
+    if (r->hdr->shutdown) {
+        t = 0;
+    } else if (p->kind == NR_KIND_WORKER && !p->q_head) {
+        retire_locked(r, p, &w);
+        t = -1;
+    } else {
+        t = take_locked(r, slot, &w, &held);
+    }
+    nr_unlock(r);
+    nri_flush(r, &w);
+    return t;
+}
+
 int64_t nr_task_try_next(nr_region_t *r, uint32_t slot) {
     wakeups_t w = {0};
     int held = 0;

@@ -297,6 +297,10 @@ int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done);
  * is gone or sealed already) gives the block back. */
 int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
                                      uint64_t data, uint64_t size);
+/* The same, for a pool worker leaving after it (max_calls): it retires in
+ * that section (-1), or, when tasks are routed to it alone, takes one. */
+int64_t nr_task_seal_finish_retire(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
+                                   uint64_t data, uint64_t size);
 /* The running process is done with task t: CPUs back, arguments released. */
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t);
 /* Task t lost its process: queue it again (1) or, with no retries left, 0. */

@@ -1,9 +1,11 @@
 """ray.util's helpers and the runtime context's names, written once against
 the public API and run on both backends (conftest's `backend`): custom
 serializers, as_completed and map_unordered, inspect_serializability,
-get_node_ip_address, task and actor names, ActorAlreadyExistsError."""
+get_node_ip_address, task and actor names, ActorAlreadyExistsError, and
+max_calls (a worker leaves after that many calls of a function)."""
 
 import io
+import os
 import threading
 
 import pytest
@@ -133,3 +135,25 @@ def test_runtime_context_names_tasks_and_actors(ray):
     ray.kill(named)
     ray.kill(anon)
     ray.kill(asy)
+
+
+def own_pid(x):
+    return os.getpid(), x
+
+
+def test_max_calls_sends_each_worker_away_after_that_many_calls(ray):
+    once = ray.remote(max_calls=1)(own_pid)
+    got = [ray.get(once.remote(i), timeout=T) for i in range(4)]
+    assert [x for _, x in got] == [0, 1, 2, 3]
+    assert len({pid for pid, _ in got}) == 4                # a fresh worker for each call
+    burst = ray.get([once.remote(i) for i in range(6)], timeout=T)
+    assert [x for _, x in burst] == list(range(6)) and len({p for p, _ in burst}) == 6
+    twice = ray.remote(max_calls=2)(own_pid)
+    pids = [ray.get(twice.remote(i), timeout=T)[0] for i in range(6)]
+    assert all(pids.count(p) <= 2 for p in pids)
+    plain = ray.remote(own_pid)
+    assert len({p for p, _ in ray.get([plain.remote(i) for i in range(40)], timeout=T)}) <= 4
+    with pytest.raises(ValueError):
+        ray.remote(max_calls=-1)(own_pid)
+    with pytest.raises(ValueError):
+        plain.options(max_calls=1)

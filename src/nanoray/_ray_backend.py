@@ -601,16 +601,20 @@ class RayBackend:
 
     def _remote_function(self, rf, options):
         writable = bool(options.get("writable_args"))
+        most = options.get("max_calls") or 0      # Ray takes it at decoration only
         cache = rf.__dict__.setdefault("_ray_cache", {})
-        key = (id(self.ray), writable)
+        key = (id(self.ray), writable, most)
         base = cache.get(key)
         if base is None:
             with self._cache_lock:
                 base = cache.get(key)
                 if base is None:
-                    base = self.ray.remote(task_wrapper(rf._function, writable))
+                    wrapper = task_wrapper(rf._function, writable)
+                    base = (self.ray.remote(max_calls=most)(wrapper) if most
+                            else self.ray.remote(wrapper))
                     cache[key] = base
         ropts = ray_options(options)
+        ropts.pop("max_calls", None)
         return base.options(**ropts) if ropts else base
 
     def create_actor(self, ac, args, kwargs, options):

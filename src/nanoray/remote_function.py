@@ -12,6 +12,8 @@ from nanoray._core import _runtime as _rt
 # Options that change what a task does here, with Ray's defaults.
 _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exceptions": False,
              "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
+             # a worker leaves after running the function this many times (0: never)
+             "max_calls": 0,
              "scheduling_strategy": None, "placement_group": None,
              "placement_group_bundle_index": None, "placement_group_capture_child_tasks": None,
              # nanoray's own: the task's top-level array arguments arrive as
@@ -19,7 +21,7 @@ _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exception
              "writable_args": False}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
-_NO_EFFECT = {"name", "max_calls", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
+_NO_EFFECT = {"name", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
               "_generator_backpressure_num_objects"}
 # num_returns for generators: values streamed as yielded (Ray's default for
 # generator functions), or all stored, then one ref to their refs.
@@ -57,6 +59,9 @@ def validate_options(opts):
     r = opts.get("max_retries")
     if r is not None and (not isinstance(r, int) or isinstance(r, bool) or r < -1):
         raise ValueError("max_retries must be an int >= -1 (-1: retry forever), got %r" % (r,))
+    m = opts.get("max_calls")
+    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 0):
+        raise ValueError("max_calls must be an int >= 0 (0: no limit), got %r" % (m,))
     check_resources(opts)
     check_scheduling(opts)
     _runtime_env.validate(opts.get("runtime_env"))
@@ -189,7 +194,8 @@ def inherit(explicit, extras):
     return extras, pool
 
 
-def call_extras(num_returns, retry_exceptions, runtime_env=None, writable_args=False):
+def call_extras(num_returns, retry_exceptions, runtime_env=None, writable_args=False,
+                max_calls=0):
     """What a call's worker needs beyond the call itself (None: nothing,
     the common case, which keeps the argument payload as small as before)."""
     extras = None
@@ -205,6 +211,9 @@ def call_extras(num_returns, retry_exceptions, runtime_env=None, writable_args=F
     if writable_args:
         extras = extras or {}
         extras["writable_args"] = True
+    if max_calls:
+        extras = extras or {}
+        extras["max_calls"] = max_calls
     return extras
 
 
@@ -258,7 +267,7 @@ class _Options:
         self.max_retries = merged["max_retries"]
         self.extras = call_extras(n, merged["retry_exceptions"],
                                   _runtime_env.validate(merged["runtime_env"]),
-                                  bool(merged["writable_args"]))
+                                  bool(merged["writable_args"]), merged["max_calls"])
         self.demand = resource_demand(merged)
         from nanoray.util.scheduling_strategies import normalize
         self.strategy = normalize(merged)
@@ -378,6 +387,8 @@ class RemoteFunction:
 
     def options(self, **options):
         """A copy of this function with some options replaced, for .remote()."""
+        if "max_calls" in options:       # as in Ray: a worker counts the function's calls
+            raise ValueError("Setting 'max_calls' is not supported in '.options()'.")
         validate_options(options)
         merged = dict(self._options)
         merged.update(options)

@@ -123,6 +123,8 @@ cdef extern from "nr_sched.h" nogil:
     int64_t nr_task_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done)
     int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
                                          uint64_t data, uint64_t size)
+    int64_t nr_task_seal_finish_retire(nr_region_t *r, uint32_t slot, uint32_t done, uint64_t id,
+                                         uint64_t data, uint64_t size)
     void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t)
     int nr_task_retry(nr_region_t *r, uint32_t t)
     void nr_task_release(nr_region_t *r, uint32_t t)

@@ -1,36 +1,6 @@
-# The worker side: loading functions, running a task, sealing its returns,
-# and the calls the zygote makes when a process dies.
+# The worker side: running a task, sealing its returns, and the calls the
+# zygote makes when a process dies (its functions: rt/functions.pyx).
 # Included by _runtime.pyx: one extension module, one concern per file.
-
-
-# Deserialized functions kept per worker; past this many the cache restarts
-# (a program with more distinct remote functions pays an unpickle again).
-FUNCTION_CACHE_MAX = 4096
-
-
-cdef tuple _function_entry(Region reg, uint64_t fid):
-    """(function, its name) of the exported function fid, cached."""
-    global _last_fid, _last_entry
-    cdef bint is_error = False
-    if fid == _last_fid and _last_entry is not None:
-        return _last_entry
-    entry = _funcs.get(fid)
-    if entry is None:
-        f = _value(reg, fid, &is_error)
-        if is_error:                     # never cached: the next task tries again
-            raise _exc.RaySystemError("nanoray: the task's function could not be loaded: %s"
-                                      % _exc._safe_repr(f))
-        if len(_funcs) >= FUNCTION_CACHE_MAX:
-            _funcs.clear()
-        entry = (f, getattr(f, "__qualname__", None) or getattr(f, "__name__", "task"))
-        _funcs[fid] = entry
-    _last_fid = fid
-    _last_entry = <tuple>entry
-    return <tuple>entry
-
-
-cdef object _function(Region reg, uint64_t fid):
-    return _function_entry(reg, fid)[0]
 
 
 @cython.freelist(8)
@@ -506,6 +476,8 @@ cdef int _task_threads = 0            # BLAS/OpenMP threads set for tasks (0: no
 cdef void _run_task(Region reg, uint32_t t) except *:
     global _task_threads
     cdef _Call c = _prepare(reg, t)
+    if c.extras is not None and c.kind == NR_SPEC_TASK:
+        _count_call(reg, c)            # max_calls
     _born_check()                      # this thread's large arrays: born in the arena
                                        # (after _prepare: loading it may import numpy)
     cdef int cpus = 0
@@ -625,7 +597,13 @@ cdef int64_t _loop(Region reg, uint32_t slot, int64_t spin, int64_t idle) except
         while True:
             done, _unfinished = _unfinished, 0
             t = 0
-            if done:
+            if _retire_after:           # max_calls reached: finish, and leave
+                oid, _unsealed_id = _unsealed_id, 0
+                t = nr_task_seal_finish_retire(&reg.r, slot, done, oid, _unsealed_off,
+                                               _unsealed_size)
+                if t < 0:
+                    return t
+            elif done:
                 # One short section, holding the GIL: its simple return
                 # sealed, and a task queued behind this one taken at once
                 # (a pipelined burst) without releasing and taking the GIL
