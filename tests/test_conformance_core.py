@@ -493,6 +493,33 @@ def test_dag_runs_each_shared_node_once_and_binds_live_actors(ray):
     assert ray.get(dag.execute(1), timeout=30) == (6, 6)     # the live actor kept its state
 
 
+def test_dag_calls_bound_on_one_class_node_run_in_the_order_bound(ray):
+    # Ray's documented example: each method node runs the calls bound on
+    # its actor before it.
+    @ray.remote
+    class Actor:
+        def __init__(self, value):
+            self.i = value
+
+        def inc(self, x):
+            self.i += x
+
+        def get(self):
+            return self.i
+
+    @ray.remote
+    def combine(x, y):
+        return x + y
+    a1 = Actor.bind(10)
+    assert ray.get(a1.get.bind().execute(), timeout=30) == 10
+    a2 = Actor.bind(10)
+    a1.inc.bind(2)
+    a1.inc.bind(4)
+    a2.inc.bind(6)
+    dag = combine.bind(a1.get.bind(), a2.get.bind())
+    assert ray.get(dag.execute(), timeout=30) == 32
+
+
 def test_dag_node_errors_propagate(ray):
     from nanoray.dag import InputNode
 

@@ -95,11 +95,14 @@ class FunctionNode(_BodyNode):
 
 
 class ClassNode(_BodyNode):
-    """ActorClass.bind(*args): an actor, created at each execute()."""
+    """ActorClass.bind(*args): an actor, created at each execute().  The
+    method calls bound on it form a chain, as in Ray: executing one submits
+    the calls bound on the actor before it first (a1.inc.bind(2) then
+    a1.get.bind(): the get sees the increment)."""
 
     def __getattr__(self, name):
         if name.startswith("__") or name in ("_body", "_bound_args", "_bound_kwargs",
-                                             "_bound_options"):
+                                             "_bound_options", "_last_call"):
             raise AttributeError(name)
         return _UnboundMethod(self, name)
 
@@ -126,11 +129,17 @@ class ClassMethodNode(DAGNode):
     def __init__(self, parent, method_name, args, kwargs, options=None):
         self._parent = parent                  # a ClassNode or an ActorHandle
         self._method_name = method_name
+        self._prev = None                      # the call bound on that ClassNode before
+        if isinstance(parent, ClassNode):
+            self._prev = parent.__dict__.get("_last_call")
+            parent.__dict__["_last_call"] = self
         super().__init__(args, kwargs, options)
 
     def _execute_impl(self, run):
         parent = self._parent
         handle = parent._resolve(run) if isinstance(parent, DAGNode) else parent
+        if self._prev is not None:
+            self._prev._resolve(run)           # submitted first: the actor runs it first
         args, kwargs = self._args(run)
         m = getattr(handle, self._method_name)
         if self._bound_options:
