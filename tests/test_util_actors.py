@@ -68,12 +68,16 @@ def test_util_exports_and_imports_start_nothing():
     import nanoray.util
     import nanoray.util.queue as q
     assert nanoray.util.__all__ == [
-        "ActorPool", "get_current_placement_group", "get_placement_group", "list_named_actors",
-        "placement_group", "placement_group_table", "remove_placement_group"]
+        "ActorPool", "as_completed", "deregister_serializer", "get_current_placement_group",
+        "get_node_ip_address", "get_placement_group", "inspect_serializability",
+        "list_named_actors", "map_unordered", "placement_group", "placement_group_table",
+        "register_serializer", "remove_placement_group"]
+    assert all(callable(getattr(nanoray.util, name)) for name in nanoray.util.__all__)
     assert nanoray.util.ActorPool is ActorPool
     assert issubclass(q.Empty, std_queue.Empty) and issubclass(q.Full, std_queue.Full)
     code = ("import nanoray, nanoray.util, nanoray.util.queue, nanoray.util.actor_pool, "
-            "nanoray.util.scheduling_strategies, nanoray.dag, nanoray.cloudpickle; "
+            "nanoray.util.scheduling_strategies, nanoray.util.serialization, nanoray.dag, "
+            "nanoray.cloudpickle; "
             "print(nanoray.is_initialized())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)

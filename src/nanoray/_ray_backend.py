@@ -619,14 +619,19 @@ class RayBackend:
 
     def create_actor(self, ac, args, kwargs, options):
         cache = ac.__dict__.setdefault("_ray_cache", {})
-        base = cache.get(id(self.ray))
+        groups = options.get("concurrency_groups")    # Ray takes it at decoration only
+        key = (id(self.ray), tuple(sorted(groups.items())) if groups else None)
+        base = cache.get(key)
         if base is None:
             with self._cache_lock:
-                base = cache.get(id(self.ray))
+                base = cache.get(key)
                 if base is None:
-                    base = self.ray.remote(actor_wrapper(ac._cls))
-                    cache[id(self.ray)] = base
+                    wrapper = actor_wrapper(ac._cls)
+                    base = (self.ray.remote(concurrency_groups=groups)(wrapper) if groups
+                            else self.ray.remote(wrapper))
+                    cache[key] = base
         ropts = ray_options(options)
+        ropts.pop("concurrency_groups", None)
         cls = base.options(**ropts) if ropts else base
         args, kwargs = _unwrap_args(args, kwargs)
         return wrap_handle(_call(cls.remote, *args, **kwargs))

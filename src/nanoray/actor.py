@@ -38,9 +38,12 @@ _ACTOR_DEFAULTS = {"num_cpus": 0, "max_concurrency": None, "max_restarts": 0,
                    "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
                    "scheduling_strategy": None, "placement_group": None,
                    "placement_group_bundle_index": None,
-                   "placement_group_capture_child_tasks": None}
+                   "placement_group_capture_child_tasks": None,
+                   # {group: max concurrency}: methods of a group (ray.method's
+                   # concurrency_group) run on threads (or slots) of their own
+                   "concurrency_groups": None}
 _ACTOR_NO_EFFECT = {"accelerator_type", "_metadata",
-                    "label_selector", "enable_task_events", "concurrency_groups",
+                    "label_selector", "enable_task_events",
                     "object_store_memory", "allow_out_of_order_execution"}
 # Ray's default concurrency for async actors.
 ASYNC_MAX_CONCURRENCY = 1000
@@ -62,6 +65,17 @@ def validate_actor_options(opts):
                           or c != c):
         raise ValueError("num_cpus must be a number >= 0, got %r" % (c,))
     _check_int(opts, "max_concurrency", 1)
+    groups = opts.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict):
+            raise TypeError("concurrency_groups must be a dict of group name to max "
+                            "concurrency, got %r" % (type(groups).__name__,))
+        for g, n in groups.items():
+            if not isinstance(g, str) or not g:
+                raise ValueError("concurrency group names must be non-empty str, got %r" % (g,))
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError("the max concurrency of group %r must be an int >= 1, got %r"
+                                 % (g, n))
     _check_int(opts, "max_restarts", -1)
     _check_int(opts, "max_task_retries", -1)
     mp = opts.get("max_pending_calls")
@@ -136,6 +150,12 @@ class ActorClass:
         self._cls = cls
         self._options = dict(options)
         self._desc = _describe(cls)
+        self._method_groups = {                 # method -> the concurrency group it names
+            name: opts["concurrency_group"]
+            for name, opts in ((n, getattr(getattr(m, "__func__", m),
+                                           "__nanoray_method_options__", None) or {})
+                               for n, m in inspect.getmembers(cls) if callable(m))
+            if opts.get("concurrency_group") is not None}
         self._exporter = RemoteFunction(cls, {})   # exports the class once per runtime
         self._check = _signature_check(cls)
         for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
@@ -157,6 +177,8 @@ class ActorClass:
         return self._submit(args, kwargs, self._options)
 
     def options(self, **options):
+        if "concurrency_groups" in options:   # as in Ray: they belong to the class
+            raise ValueError("Setting 'concurrency_groups' is not supported in '.options()'.")
         validate_actor_options(options)
         merged = dict(self._options)
         merged.update(options)
@@ -186,11 +208,17 @@ class ActorClass:
             key = namespace + _NAME_SEP + name
         is_async = self._desc["is_async"]
         concurrency = o["max_concurrency"] or (ASYNC_MAX_CONCURRENCY if is_async else 1)
+        groups = dict(o["concurrency_groups"] or {})
+        for m, g in self._method_groups.items():
+            if g not in groups:
+                raise ValueError("%s.%s runs in concurrency group %r, which the actor does not "
+                                 "define (its concurrency_groups: %s)"
+                                 % (self._cls.__name__, m, g, sorted(groups)))
         cpus_milli = int(round(o["num_cpus"] * 1000))     # actor_create refuses too many
         cls_ref = self._exporter._current_export()
         # The handle object: what every handle (get_actor's too) knows of it.
         desc = dict(self._desc, max_task_retries=o["max_task_retries"],
-                    max_pending_calls=max(0, o["max_pending_calls"]))
+                    max_pending_calls=max(0, o["max_pending_calls"]), groups=tuple(groups))
         from nanoray.util.scheduling_strategies import check, normalize
         strategy = normalize(o)
         pool, pg = placement_of(strategy)
@@ -222,7 +250,8 @@ class ActorClass:
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
-                                     unordered=is_async or concurrency > 1, res=res,
+                                     unordered=is_async or concurrency > 1 or bool(groups),
+                                     res=res,
                                      pool=pool, infeasible=infeasible)
         if pg is not None and slot >= 0:
             pg[0]._actors.append((slot, gen))     # killed if the group is removed
@@ -237,7 +266,7 @@ class ActorClass:
                                      _runtime_env.validate(o["runtime_env"]))
             _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
                                     {"max_concurrency": concurrency, "is_async": is_async,
-                                     "runtime_env": env, "pg": pg})
+                                     "runtime_env": env, "pg": pg, "groups": groups})
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
             try:
@@ -313,6 +342,7 @@ class ActorHandle:
         retries = spec[1] if spec[1] is not None else self._retries
         m = ActorMethod(self._ref, self._slot, self._pending, self._max_pending,
                         self._desc["class_name"], name, spec[0], retries, spec[2])
+        m._groups = self._desc.get("groups")
         self.__dict__[name] = m               # cached: the next access is a dict lookup
         return m
 
@@ -379,10 +409,11 @@ class ActorMethod:
     # The handle's fields, not the handle: a handle caches its methods, and
     # a cycle would keep the actor alive until the garbage collector ran.
     __slots__ = ("_ref", "_slot", "_pending", "_max_pending", "_cls", "_name", "_nret",
-                 "_retries", "_mode", "_retry_exc", "_extras", "_streaming", "_label")
+                 "_retries", "_mode", "_retry_exc", "_extras", "_streaming", "_label", "_group",
+                 "_groups")
 
     def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries,
-                 retry_exceptions=False):
+                 retry_exceptions=False, group=None):
         self._ref = ref
         self._slot = slot
         self._pending = pending
@@ -394,7 +425,11 @@ class ActorMethod:
         self._streaming = num_returns == "streaming"
         self._retries = retries
         self._retry_exc = retry_exceptions
+        self._group = group                      # .options(concurrency_group=...)
+        self._groups = None                      # the actor's groups, when its handle said
         self._extras = call_extras(num_returns, retry_exceptions)
+        if group is not None:
+            self._extras = dict(self._extras or {}, group=group)
         self._label = (None, None)               # (runtime, ref to "Class.method")
 
     def _label_ref(self):
@@ -415,7 +450,7 @@ class ActorMethod:
             ref = ref.strong()               # a copy sent elsewhere holds the actor
         return (ActorMethod, (ref, self._slot, None if self._pending is None else [],
                               self._max_pending, self._cls, self._name, self._mode,
-                              self._retries, self._retry_exc))
+                              self._retries, self._retry_exc, self._group))
 
     def __call__(self, *args, **kwargs):
         raise TypeError("Actor methods cannot be called directly. Instead of running "
@@ -463,8 +498,16 @@ class ActorMethod:
         r = options.get("max_task_retries", self._retries)
         e = options.get("retry_exceptions", self._retry_exc)
         check_retry_exceptions(e)
-        return ActorMethod(self._ref, self._slot, self._pending, self._max_pending, self._cls,
-                           self._name, n, r, e)
+        g = options.get("concurrency_group", self._group)
+        if g is not None and (not isinstance(g, str) or not g):
+            raise ValueError("concurrency_group must be a non-empty str, got %r" % (g,))
+        if g is not None and self._groups is not None and g not in self._groups:
+            raise ValueError("the actor %s has no concurrency group %r (its groups: %s)"
+                             % (self._cls, g, sorted(self._groups)))
+        m = ActorMethod(self._ref, self._slot, self._pending, self._max_pending, self._cls,
+                        self._name, n, r, e, g)
+        m._groups = self._groups
+        return m
 
     def bind(self, *args, **kwargs):
         """A DAG node calling this method of this live actor (nanoray.dag)."""

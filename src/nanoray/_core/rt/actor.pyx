@@ -145,8 +145,13 @@ def actor_loop(Region reg, uint32_t slot):
     if p.aflags & NR_ACTOR_DEAD:
         return -2
     cdef int concurrency = _actor_opts.get("max_concurrency", 1)
+    groups = _actor_opts.get("groups")
+    if groups:
+        _find_method_groups()
     if _actor_opts.get("is_async"):
-        return _async_loop(reg, slot, concurrency)
+        return _async_loop(reg, slot, concurrency, groups)
+    if groups:
+        return _grouped_loop(reg, slot, concurrency, groups)
     if concurrency > 1:
         return _threaded_loop(reg, slot, concurrency)
     # A call is finished (its simple return sealed) and the next one already
@@ -180,17 +185,81 @@ cdef int64_t _threaded_loop(Region reg, uint32_t slot, int concurrency) except? 
         pool.shutdown(wait=t != 0)
 
 
+cdef dict _method_groups = {}     # method name -> its concurrency group (ray.method's)
+
+
+cdef void _find_method_groups() except *:
+    import inspect
+    for name, member in inspect.getmembers(type(_actor)):
+        opts = getattr(getattr(member, "__func__", member), "__nanoray_method_options__", None)
+        if opts and opts.get("concurrency_group") is not None:
+            _method_groups[name] = opts["concurrency_group"]
+
+
+cdef object _call_group(Region reg, uint32_t t):
+    """The concurrency group actor call t runs in (None: the default one):
+    its .options(concurrency_group=) or its method's.  Peeks at the call's
+    arguments; _prepare loads them again (and reports what fails)."""
+    cdef nr_task_t *task = nr_task(&reg.r, t)
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
+    cdef bint is_error = False
+    if spec.kind != NR_SPEC_ACTOR_CALL or task.cancelled:
+        return None
+    try:
+        if spec.args_obj:
+            loaded = _value(reg, spec.args_obj, &is_error)
+        else:
+            loaded = _load(reg, 0, nr_spec_args(spec), True)
+        if is_error:
+            return None
+        extras = loaded[3] if len(loaded) > 3 else None
+        if extras and extras.get("group") is not None:
+            return extras["group"]
+        return _method_groups.get(loaded[2])
+    except Exception:
+        return None
+
+
+cdef int64_t _grouped_loop(Region reg, uint32_t slot, int concurrency, dict groups) except? -3:
+    """concurrency_groups on a sync actor: each group's calls run on a pool
+    of threads of its own, as many as the group allows; the other calls on
+    max_concurrency threads.  Calls are taken as they come (a group that is
+    busy holds up no other)."""
+    from concurrent.futures import ThreadPoolExecutor
+    pools = {None: ThreadPoolExecutor(concurrency, thread_name_prefix="nanoray-actor")}
+    for g, n in groups.items():
+        pools[g] = ThreadPoolExecutor(n, thread_name_prefix="nanoray-actor-%s" % g)
+
+    def run(uint32_t t):
+        _run_task(reg, t)
+    cdef int64_t t = 0
+    cdef int64_t spin = WORKER_SPIN_NS
+    try:
+        while True:
+            with nogil:
+                t = nr_task_next(&reg.r, slot, spin, -1)
+            if t <= 0:
+                return t
+            pools.get(_call_group(reg, <uint32_t>t), pools[None]).submit(run, <uint32_t>t)
+    finally:
+        for pool in pools.values():
+            pool.shutdown(wait=t != 0)
+
+
 # How often an async actor looks for cancelled calls while calls run.
 CANCEL_POLL_S = 0.05
 
 
-cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
+cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups) except? -3:
     """Async actors: calls run as tasks of one event loop (a thread of this
-    process), up to max_concurrency at once; this thread feeds it."""
+    process), up to max_concurrency at once; this thread feeds it.  With
+    concurrency_groups, each group's calls (and the others') are limited
+    apart, on the same loop."""
     import asyncio
     import inspect
     loop = asyncio.new_event_loop()
-    free = threading.Semaphore(concurrency)
+    free = threading.Semaphore(concurrency) if not groups else None
+    slots = {}                        # group -> asyncio.Semaphore (on the loop's thread)
     # Calls that have started (each registers itself, so a call is never
     # cancelled before its first step, which would skip its finally), and
     # whether the watch below is scheduled.  Both live on the loop's thread.
@@ -209,14 +278,27 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
         if watching[0]:
             loop.call_later(CANCEL_POLL_S, watch)
 
-    async def run(uint32_t t):
+    async def run(uint32_t t, group):
         cdef _Call c
         running[t] = asyncio.current_task()
         if not watching[0]:
             watching[0] = True
             loop.call_later(CANCEL_POLL_S, watch)
+        slot_of = None
         try:
             c = _prepare(reg, t)
+            if free is None:
+                sem = slots.get(group)
+                if sem is None:
+                    sem = slots[group] = asyncio.Semaphore(groups.get(group, concurrency)
+                                                           if group is not None else concurrency)
+                try:
+                    await sem.acquire()
+                    slot_of = sem
+                except BaseException as e:     # cancelled while its group was full
+                    c.failure = _failure_of(e, c.name)
+                    _complete(reg, c, None)
+                    return
             while True:
                 result = _invoke(c)
                 if inspect.isasyncgen(result) and c.extras is not None and \
@@ -238,17 +320,21 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
         finally:
             running.pop(t, None)
             cancelled.discard(t)
-            free.release()
+            if free is not None:
+                free.release()
+            elif slot_of is not None:
+                slot_of.release()
 
-    def start(uint32_t t):
-        loop.create_task(run(t))
+    def start(uint32_t t, group):
+        loop.create_task(run(t, group))
 
     thread = threading.Thread(target=loop.run_forever, name="nanoray-actor-loop", daemon=True)
     thread.start()
     cdef int64_t t
     cdef int64_t spin = WORKER_SPIN_NS
     while True:
-        free.acquire()
+        if free is not None:
+            free.acquire()
         with nogil:
             t = nr_task_next(&reg.r, slot, spin, -1)
         if t <= 0:
@@ -257,7 +343,8 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency) except? -3:
         # Each call runs in a copy of this thread's context, numpy's
         # allocator hook included once this thread has it.
         _born_check()
-        loop.call_soon_threadsafe(start, <uint32_t>t)
+        loop.call_soon_threadsafe(start, <uint32_t>t,
+                                  _call_group(reg, <uint32_t>t) if free is None else None)
 
 
 # -- the caller's side ------------------------------------------------------

@@ -117,7 +117,7 @@ cdef bint _born_lazy_now() except -1:
     ended (no other thread: not a threaded or async actor, and no thread
     the user started)."""
     return (_born_lazy and not _actor_opts.get("is_async")
-            and _actor_opts.get("max_concurrency", 1) == 1
+            and _actor_opts.get("max_concurrency", 1) == 1 and not _actor_opts.get("groups")
             and _thread_states() <= _born_threads)
 
 
