@@ -5,6 +5,7 @@ default group is busy, each group holds its own number of calls at once
 .options(concurrency_group=) moves one call to a group."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -101,4 +102,38 @@ def test_a_method_naming_an_undefined_group_is_refused(ray):
         actor.set_stop.options(concurrency_group="nope")
     with pytest.raises(ValueError):
         ray.remote(concurrency_groups={"io": 0})(Stoppable)
+    ray.kill(actor)
+
+
+class Ordered:
+    def __init__(self):
+        self.log = []
+
+    def m(self, x):
+        self.log.append("m")
+
+    def n(self):
+        self.log.append("n")
+
+    @_method(concurrency_group="io")
+    def seen(self):
+        return list(self.log)
+
+
+def held(path):
+    end = time.monotonic() + T
+    while not os.path.exists(path) and time.monotonic() < end:
+        time.sleep(0.01)
+    return 1
+
+
+def test_groups_keep_a_sync_actors_calls_in_submission_order(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+    actor = ray.remote(concurrency_groups={"io": 1})(Ordered).remote()
+    first = actor.m.remote(ray.remote(held).remote(gate))   # waits for its argument
+    second = actor.n.remote()
+    time.sleep(0.3)                       # time for n to run ahead of m, were it let
+    open(gate, "w").close()
+    ray.get([first, second], timeout=T)
+    assert ray.get(actor.seen.remote(), timeout=T) == ["m", "n"]
     ray.kill(actor)

@@ -13,7 +13,7 @@ import pytest
 from conftest import conformance_fixtures, touch, wait_for_path
 from nanoray import exceptions
 
-ray = conformance_fixtures()[0]
+ray, fresh = conformance_fixtures()
 T = 60
 
 
@@ -157,3 +157,41 @@ def test_max_calls_sends_each_worker_away_after_that_many_calls(ray):
         ray.remote(max_calls=-1)(own_pid)
     with pytest.raises(ValueError):
         plain.options(max_calls=1)
+
+
+def fails_twice(path):
+    with open(path, "a") as f:
+        f.write("%d\n" % os.getpid())
+    with open(path) as f:
+        if len(f.read().split()) < 3:
+            raise ValueError("not yet")
+    return os.getpid()
+
+
+def test_max_calls_sends_an_exception_retry_to_a_fresh_worker(ray, tmp_path):
+    path = str(tmp_path / "attempts")
+    f = ray.remote(max_calls=1, max_retries=3, retry_exceptions=True)(fails_twice)
+    last = ray.get(f.remote(path), timeout=T)
+    with open(path) as fh:
+        attempts = [int(p) for p in fh.read().split()]
+    assert len(attempts) == 3 and attempts[-1] == last
+    assert len(set(attempts)) == 3                        # each attempt in its own worker
+    once = ray.remote(max_calls=1)(own_pid)
+    mapped = ray.get(once.map(range(6)), timeout=T)
+    assert [x for _, x in mapped] == list(range(6)) and len({p for p, _ in mapped}) == 6
+
+
+def env_seen():
+    import nanoray
+    return nanoray.get_runtime_context().runtime_env, os.environ.get("NANORAY_T_JOB")
+
+
+def test_runtime_context_runtime_env_includes_the_jobs(fresh):
+    ray = fresh(num_cpus=2, runtime_env={"env_vars": {"NANORAY_T_JOB": "1"}})
+    job = {"env_vars": {"NANORAY_T_JOB": "1"}}
+    assert ray.get_runtime_context().runtime_env["env_vars"] == job["env_vars"]
+    env, var = ray.get(ray.remote(env_seen).remote(), timeout=T)
+    assert env["env_vars"] == job["env_vars"] and var == "1"
+    env, _ = ray.get(ray.remote(runtime_env={"env_vars": {"B": "2"}})(env_seen).remote(),
+                     timeout=T)
+    assert env["env_vars"] == {"NANORAY_T_JOB": "1", "B": "2"}

@@ -378,3 +378,18 @@ def test_more_than_a_million_tasks_and_results_can_be_alive_at_once(ray):
     assert ray.get(mapped, timeout=300) == [i * i for i in range(n)]
     del refs, mapped
     assert ray.get(f.remote(3), timeout=30) == 9
+
+
+def test_init_fits_smaller_tables_under_an_address_space_limit():
+    # Under `ulimit -v` the region's four-million-entry tables may not map;
+    # init falls back to smaller ones rather than failing.
+    import resource
+    import subprocess
+    code = ("import nanoray as ray; ray.init(num_cpus=1, object_store_memory=1 << 30); "
+            "print(ray.get(ray.remote(lambda: 6 * 7).remote(), timeout=60)); ray.shutdown()")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, preexec_fn=limit)
+    assert out.returncode == 0 and out.stdout.split() == ["42"], out.stderr[-2000:]

@@ -10,6 +10,7 @@ compiled runtime.
 """
 
 import atexit
+import errno
 import json
 import numbers
 import os
@@ -30,6 +31,7 @@ from nanoray._core._runtime import ObjectRef
 EXTRA_WORKERS = 128
 # Process slots in the region (driver, workers, later actors).
 MAX_PROCS = 1024
+TABLE_SIZES = (1 << 22, 1 << 20, 1 << 17)     # tasks and objects, tried in turn
 # The object store's default size, as a share of physical memory (Ray's
 # default too).  The region is sparse: memory is used only as objects need it.
 DEFAULT_STORE_SHARE = 0.3
@@ -67,16 +69,24 @@ class LocalBackend:
         self.death_fd = death_fd
         self.spawn_fd = spawn_fd
         self.pid = os.getpid()      # the process that started it (a forked child is not)
-        self.runtime_env = None     # the one given to init() (the driver's backend)
 
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
               spill_base=None, runtime_env=None, resources=None, log_to_driver=True,
               born_in_shm=True, prefault_bytes=0):
         floor, most = worker_limits(num_cpus, max_workers)
-        region = _rt.Region.create(
-            object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
-            max_workers=most, max_procs=MAX_PROCS)
+        # Four million tasks and objects; smaller tables where the address
+        # space is limited (ulimit -v): the region maps them all.
+        for n in TABLE_SIZES:
+            try:
+                region = _rt.Region.create(
+                    object_store_memory, int(round(num_cpus * 1000)), min_workers=floor,
+                    max_workers=most, max_procs=MAX_PROCS, max_objects=n, max_tasks=n,
+                    max_deps=2 * n)
+                break
+            except OSError as e:
+                if e.errno != errno.ENOMEM or n == TABLE_SIZES[-1]:
+                    raise
         if prefault_bytes > 0:
             try:
                 region.prefault_start(prefault_bytes)   # uses the CPUs start-up leaves idle
@@ -100,6 +110,7 @@ class LocalBackend:
             "preload": ["numpy"] if "numpy" in sys.modules else [],
             "namespace": namespace,
             "log_to_driver": bool(log_to_driver),
+            "runtime_env": runtime_env,
         }
         env = dict(os.environ, **env_vars)
         env["NANORAY_ZYGOTE"] = json.dumps(cfg)
@@ -329,7 +340,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
                                       spill_base, env, totals, log_to_driver, bool(born),
                                       _prefault_bytes(_system_config, object_store_memory))
-        _backend.runtime_env = env                # what get_runtime_context() reports
+        _runtime_env.job = env                   # what get_runtime_context() reports
         _rt.set_liveness_check(_backend.check_alive)
         bars = sys.modules.get("nanoray.experimental.tqdm_ray")
         if bars is not None:
@@ -426,6 +437,7 @@ def shutdown(_exiting_interpreter=False):
         else:
             _backend = None
             _rt.set_liveness_check(None)
+            _runtime_env.job = None
             b.stop()
             bars = sys.modules.get("nanoray.experimental.tqdm_ray")
             if bars is not None:

@@ -33,6 +33,9 @@ SUPPORTED = ("env_vars", "working_dir", "py_modules", "config")
 # The runtime_env of the task or actor running in this process (inherited
 # by what it submits); None in the driver and between tasks.
 current = None
+# The one given to init(), which every worker runs with: in the driver and
+# (through the zygote) in workers; None if none.
+job = None
 # The placement group it runs in, as (PlacementGroup, capture child tasks);
 # None if none.
 current_pg = None

@@ -116,6 +116,8 @@ def main():
     for fd in (cfg["region_fd"], death_fd, spawn_fd):
         os.set_inheritable(fd, False)                # kept by fork, closed by exec
     region = rt.Region.attach(cfg["region_fd"])
+    from nanoray import _runtime_env
+    _runtime_env.job = cfg.get("runtime_env")       # get_runtime_context().runtime_env
     region.set_spawn_fd(spawn_fd)
     rt.set_process_state(region, 0)
     rt.borrow_slot(region)                           # it shares the driver's slot:

@@ -250,8 +250,7 @@ class ActorClass:
         handle_ref = _rt.put(desc)
         slot, gen = _rt.actor_create(handle_ref, o["max_restarts"], cpus_milli, key,
                                      detached=o["lifetime"] == "detached",
-                                     unordered=is_async or concurrency > 1 or bool(groups),
-                                     res=res,
+                                     unordered=is_async or concurrency > 1, res=res,
                                      pool=pool, infeasible=infeasible)
         if pg is not None and slot >= 0:
             pg[0]._actors.append((slot, gen))     # killed if the group is removed
@@ -428,8 +427,6 @@ class ActorMethod:
         self._group = group                      # .options(concurrency_group=...)
         self._groups = None                      # the actor's groups, when its handle said
         self._extras = call_extras(num_returns, retry_exceptions)
-        if group is not None:
-            self._extras = dict(self._extras or {}, group=group)
         self._label = (None, None)               # (runtime, ref to "Class.method")
 
     def _label_ref(self):
@@ -438,7 +435,11 @@ class ActorMethod:
         region, ref = self._label
         if region is not _rt.current_region():
             region = _rt.current_region()
-            ref = _rt.put("%s.%s" % (self._cls, self._name))
+            # With .options(concurrency_group=), the group rides in it too
+            # (after \x1f): the actor finds a call's group without loading
+            # the call's arguments.
+            ref = _rt.put("%s.%s" % (self._cls, self._name) if self._group is None
+                          else "%s.%s\x1f%s" % (self._cls, self._name, self._group))
             self._label = (region, ref)
         return ref
 

@@ -453,6 +453,8 @@ class RemoteFunction:
             res = o.resources() if o.special else None
         if items is not None:
             extras = dict(extras or {}, map=True, retries=o.max_retries)
+            if "max_calls" in extras:
+                chunksize = 1                # each item is a call max_calls counts
             return _rt.submit_map(ref, items, chunksize, o.cpus_milli, extras, res, pool,
                                   lambda item: self._submit(item, {}, o))
         if o.special or pool:

@@ -73,12 +73,10 @@ class RuntimeContext:
     @property
     def runtime_env(self):
         """The runtime_env the code here runs with (a dict; {} if none):
-        the task's or actor's, else the one given to init()."""
+        the one given to init(), with the task's or actor's over it."""
         from nanoray import _runtime_env
-        env = _runtime_env.current
-        if env is None:
-            env = getattr(_api._get_backend(), "runtime_env", None)
-        return dict(env or {})
+        _api._get_backend()
+        return dict(_runtime_env.merge(_runtime_env.job, _runtime_env.current) or {})
 
     def get_runtime_env_string(self):
         """runtime_env as a JSON string."""

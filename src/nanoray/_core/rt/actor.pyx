@@ -196,28 +196,35 @@ cdef void _find_method_groups() except *:
             _method_groups[name] = opts["concurrency_group"]
 
 
+cdef dict _label_groups = {}      # a call label's object id -> its group (or "")
+
+
 cdef object _call_group(Region reg, uint32_t t):
     """The concurrency group actor call t runs in (None: the default one):
-    its .options(concurrency_group=) or its method's.  Peeks at the call's
-    arguments; _prepare loads them again (and reports what fails)."""
+    its .options(concurrency_group=) or its method's, read from the call's
+    label ("Class.method", then the group after \x1f when the call names
+    one), which its spec names where a task names its function: the
+    arguments are not loaded here."""
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef bint is_error = False
-    if spec.kind != NR_SPEC_ACTOR_CALL or task.cancelled:
+    if spec.kind != NR_SPEC_ACTOR_CALL or not spec.func_id:
         return None
-    try:
-        if spec.args_obj:
-            loaded = _value(reg, spec.args_obj, &is_error)
-        else:
-            loaded = _load(reg, 0, nr_spec_args(spec), True)
-        if is_error:
+    group = _label_groups.get(spec.func_id)
+    if group is None:
+        try:
+            label = _value(reg, spec.func_id, &is_error)
+        except Exception:
             return None
-        extras = loaded[3] if len(loaded) > 3 else None
-        if extras and extras.get("group") is not None:
-            return extras["group"]
-        return _method_groups.get(loaded[2])
-    except Exception:
-        return None
+        if is_error or type(label) is not str:
+            return None
+        name, _, group = (<str>label).partition("\x1f")
+        if not group:
+            group = _method_groups.get(name.rpartition(".")[2], "")
+        if len(_label_groups) >= 4096:
+            _label_groups.clear()
+        _label_groups[spec.func_id] = group
+    return group or None
 
 
 cdef int64_t _grouped_loop(Region reg, uint32_t slot, int concurrency, dict groups) except? -3:

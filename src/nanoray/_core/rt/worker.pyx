@@ -284,6 +284,13 @@ cdef bint _retry_exception(Region reg, _Call c) except -1:
         return False
     if allowed is not True and not isinstance(e, allowed):
         return False
+    if _retire_after and c.kind == NR_SPEC_TASK:
+        # max_calls reached: the retry runs in a fresh worker, as in Ray.
+        # This one leaves without sealing; its reap queues the task again,
+        # taking the retry then.
+        if nr_task(&reg.r, c.t).retries_left != 0 and not nr_task(&reg.r, c.t).cancelled:
+            c.exit_worker = True
+        return False
     if not nr_task_use_retry(&reg.r, c.t):
         return False
     c.raised = c.failure = None

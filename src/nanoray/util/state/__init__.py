@@ -73,7 +73,7 @@ def _name_of(func_id, known, cache):
             ref = _rt.ref_if_alive(func_id)
             if ref is not None:
                 f = _rt.get_one(ref, 5)
-                name = f if isinstance(f, str) else \
+                name = f.partition("\x1f")[0] if isinstance(f, str) else \
                     (getattr(f, "__name__", None) or type(f).__name__)
         except Exception:
             pass
