@@ -100,6 +100,9 @@ CHILD_OUTLIVES = """
         return os.getpid()
     ray.get([pid.remote() for _ in range(4)])
     b = ray._api._backend
+    end = time.time() + 60          # both workers up (one may have run all four)
+    while len(b.region.worker_pids()) < 2 and time.time() < end:
+        time.sleep(0.01)
     child = os.fork()
     if child == 0:
         time.sleep(120)             # outlives the driver, and must not keep the runtime
@@ -114,7 +117,9 @@ def test_a_forked_child_does_not_keep_the_runtime_alive_after_the_driver_dies(tm
     pids = []
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) >= 4, proc.stderr.read()
+        if len(pids) < 4:
+            proc.kill()             # its stderr ends once it (and its runtime) are gone
+            pytest.fail("the driver printed %r: %s" % (pids, proc.stderr.read()))
         child, runtime = pids[0], pids[1:]
         proc.kill()
         proc.wait()
