@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import conformance_fixtures, touch, wait_for_path
+from conftest import conformance_fixtures, local_only, touch, wait_for_path
 from nanoray import exceptions
 
 ray, fresh = conformance_fixtures()
@@ -195,3 +195,34 @@ def test_runtime_context_runtime_env_includes_the_jobs(fresh):
     env, _ = ray.get(ray.remote(runtime_env={"env_vars": {"B": "2"}})(env_seen).remote(),
                      timeout=T)
     assert env["env_vars"] == {"NANORAY_T_JOB": "1", "B": "2"}
+
+
+def always_fails(path):
+    with open(path, "a") as f:
+        f.write("%d\n" % os.getpid())
+    raise ValueError("again")
+
+
+def test_max_calls_counts_each_retry_as_a_call(ray, tmp_path):
+    path = str(tmp_path / "attempts")
+    f = ray.remote(max_calls=2, max_retries=3, retry_exceptions=True)(always_fails)
+    with pytest.raises(ValueError):
+        ray.get(f.remote(path), timeout=T)
+    with open(path) as fh:
+        pids = fh.read().split()
+    assert len(pids) == 4
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[1] != pids[2]   # as Ray: A A B B
+    path = str(tmp_path / "mapped")
+    once = ray.remote(max_calls=1, max_retries=3, retry_exceptions=True)(always_fails)
+    with pytest.raises(ValueError):
+        ray.get(once.map([path]), timeout=T)
+    with open(path) as fh:
+        assert len(set(fh.read().split())) == 4
+
+
+def test_a_large_job_runtime_env_starts(fresh):
+    local_only("Ray 2.60's task did not start within a minute with env_vars this large")
+    big = "x" * 66000                     # two of them pass one environment string's cap
+    ray = fresh(num_cpus=1, runtime_env={"env_vars": {"NANORAY_T_A": big, "NANORAY_T_B": big}})
+    env, _ = ray.get(ray.remote(env_seen).remote(), timeout=T)
+    assert env["env_vars"]["NANORAY_T_A"] == big and env["env_vars"]["NANORAY_T_B"] == big

@@ -393,3 +393,43 @@ def test_init_fits_smaller_tables_under_an_address_space_limit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, preexec_fn=limit)
     assert out.returncode == 0 and out.stdout.split() == ["42"], out.stderr[-2000:]
+
+
+def test_a_cancel_while_a_max_calls_worker_leaves_to_retry_elsewhere_is_a_cancel(fresh, tmp_path):
+    # The worker that reached max_calls leaves for its retry to run in a fresh
+    # one; a cancel() in that window (the zygote is paused so that it is wide)
+    # must read back as a cancel, not as a crash with no retries left.
+    import signal
+    ray = fresh(num_cpus=1, object_store_memory=1 << 28)
+    gate, pidf = str(tmp_path / "gate"), str(tmp_path / "pid")
+
+    def raises_once_let(gate, pidf):
+        with open(pidf, "w") as f:
+            f.write(str(os.getpid()))
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        raise ValueError("boom")
+    ref = ray.remote(max_calls=1, max_retries=3, retry_exceptions=True)(raises_once_let).remote(
+        gate, pidf)
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(pidf) and open(pidf).read()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker = int(open(pidf).read())
+    zygote = ray._api._backend.zygote.pid
+    os.kill(zygote, signal.SIGSTOP)
+    try:
+        open(gate, "w").close()
+
+        def state(pid):
+            try:
+                text = open("/proc/%d/stat" % pid).read()
+                return text[text.rindex(")") + 2]
+            except OSError:
+                return "gone"
+        while state(worker) not in ("Z", "gone") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ray.cancel(ref)
+    finally:
+        os.kill(zygote, signal.SIGCONT)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)

@@ -110,7 +110,12 @@ class LocalBackend:
             "preload": ["numpy"] if "numpy" in sys.modules else [],
             "namespace": namespace,
             "log_to_driver": bool(log_to_driver),
-            "runtime_env": runtime_env,
+            # What get_runtime_context() reports in workers: the env_vars'
+            # values are in the zygote's environment already (one string of
+            # the environment holds at most 128 KiB: not twice).
+            "runtime_env": runtime_env and dict(
+                runtime_env, **({"env_vars": sorted(runtime_env["env_vars"])}
+                                if "env_vars" in runtime_env else {})),
         }
         env = dict(os.environ, **env_vars)
         env["NANORAY_ZYGOTE"] = json.dumps(cfg)

@@ -117,7 +117,10 @@ def main():
         os.set_inheritable(fd, False)                # kept by fork, closed by exec
     region = rt.Region.attach(cfg["region_fd"])
     from nanoray import _runtime_env
-    _runtime_env.job = cfg.get("runtime_env")       # get_runtime_context().runtime_env
+    job = cfg.get("runtime_env")                    # get_runtime_context().runtime_env
+    if job and "env_vars" in job:                   # names only: the values are here
+        job["env_vars"] = {k: os.environ.get(k, "") for k in job["env_vars"]}
+    _runtime_env.job = job
     region.set_spawn_fd(spawn_fd)
     rt.set_process_state(region, 0)
     rt.borrow_slot(region)                           # it shares the driver's slot:
@@ -182,10 +185,15 @@ def main():
             return
         if rt.task_retry(region, t):
             return
-        from nanoray.exceptions import WorkerCrashedError
-        err = WorkerCrashedError(
-            "The worker died unexpectedly while executing this task (killed, out of "
-            "memory, crashed, or the task called sys.exit()), and no retries were left.")
+        from nanoray.exceptions import TaskCancelledError, WorkerCrashedError
+        if rt.task_cancelled(region, t):
+            # cancel() came while its process was ending (a worker leaving
+            # at max_calls to retry it elsewhere, or a crash): not retried.
+            err = TaskCancelledError(error_message="nanoray: the task was cancelled")
+        else:
+            err = WorkerCrashedError(
+                "The worker died unexpectedly while executing this task (killed, out of "
+                "memory, crashed, or the task called sys.exit()), and no retries were left.")
         for oid in rt.task_returns(region, t):
             rt.seal_error(oid, err)
         rt.task_release(region, t)

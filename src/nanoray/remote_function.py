@@ -420,7 +420,9 @@ class RemoteFunction:
         if self._check is not None:           # every item has as many arguments
             self._check(items[0], {})
         b = _api._backend or _api._auto_init()
-        if b.remote:
+        if b.remote or (o.extras and "max_calls" in o.extras):
+            # max_calls counts each item as a call (and each retry): one
+            # task per item, as on Ray
             return [self._submit(item, {}, o) for item in items]
         return self._submit(None, None, o, items, chunksize or 0)
 
@@ -453,8 +455,6 @@ class RemoteFunction:
             res = o.resources() if o.special else None
         if items is not None:
             extras = dict(extras or {}, map=True, retries=o.max_retries)
-            if "max_calls" in extras:
-                chunksize = 1                # each item is a call max_calls counts
             return _rt.submit_map(ref, items, chunksize, o.cpus_milli, extras, res, pool,
                                   lambda item: self._submit(item, {}, o))
         if o.special or pool:

@@ -293,6 +293,8 @@ cdef bint _retry_exception(Region reg, _Call c) except -1:
         return False
     if not nr_task_use_retry(&reg.r, c.t):
         return False
+    if c.kind == NR_SPEC_TASK:
+        _count_call(reg, c)            # a retry here is one more call (max_calls)
     c.raised = c.failure = None
     return True
 
@@ -667,6 +669,11 @@ def task_returned(Region reg, uint32_t t):
 
 def task_retry(Region reg, uint32_t t):
     return nr_task_retry(&reg.r, t)
+
+
+def task_cancelled(Region reg, uint32_t t):
+    """True when nanoray.cancel() asked for task t."""
+    return bool(nr_task(&reg.r, t).cancelled)
 
 
 def task_release(Region reg, uint32_t t):
