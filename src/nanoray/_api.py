@@ -87,6 +87,11 @@ class LocalBackend:
             except OSError as e:
                 if e.errno != errno.ENOMEM or n == TABLE_SIZES[-1]:
                     raise
+        if n != TABLE_SIZES[0]:
+            import warnings
+            warnings.warn("nanoray: the address space limit (ulimit -v) leaves room for "
+                          "%d tasks and %d objects alive at once, not %d" % (n, n, TABLE_SIZES[0]),
+                          RuntimeWarning, stacklevel=4)
         if prefault_bytes > 0:
             try:
                 region.prefault_start(prefault_bytes)   # uses the CPUs start-up leaves idle
