@@ -265,7 +265,8 @@ class ActorClass:
                                      _runtime_env.validate(o["runtime_env"]))
             _rt.submit_actor_create(cls_ref, slot, tuple(args), dict(kwargs),
                                     {"max_concurrency": concurrency, "is_async": is_async,
-                                     "runtime_env": env, "pg": pg, "groups": groups})
+                                     "runtime_env": env, "pg": pg, "groups": groups,
+                                     "method_groups": self._method_groups if groups else {}})
         except BaseException as e:
             # Never a half-made actor: its name, CPUs and slot go back.
             try:

@@ -122,7 +122,7 @@ cdef void _actor_init_failed(Region reg, failure) except *:
 
 def actor_loop(Region reg, uint32_t slot):
     """Hosts one actor until its last handle is gone (-2) or shutdown (0)."""
-    global _actor_gen, _actor_process
+    global _actor_gen, _actor_process, _method_groups
     cdef nr_proc_t *p = nr_proc(&reg.r, slot)
     _actor_gen = p.gen
     _actor_process = True
@@ -146,8 +146,7 @@ def actor_loop(Region reg, uint32_t slot):
         return -2
     cdef int concurrency = _actor_opts.get("max_concurrency", 1)
     groups = _actor_opts.get("groups")
-    if groups:
-        _find_method_groups()
+    _method_groups = _actor_opts.get("method_groups") or {}
     if _actor_opts.get("is_async"):
         return _async_loop(reg, slot, concurrency, groups)
     if groups:
@@ -185,16 +184,8 @@ cdef int64_t _threaded_loop(Region reg, uint32_t slot, int concurrency) except? 
         pool.shutdown(wait=t != 0)
 
 
-cdef dict _method_groups = {}     # method name -> its concurrency group (ray.method's)
-
-
-cdef void _find_method_groups() except *:
-    import inspect
-    for name, member in inspect.getmembers(type(_actor)):
-        opts = getattr(getattr(member, "__func__", member), "__nanoray_method_options__", None)
-        if opts and opts.get("concurrency_group") is not None:
-            _method_groups[name] = opts["concurrency_group"]
-
+cdef dict _method_groups = {}     # method name -> its concurrency group (ray.method's),
+                                  # found by the ActorClass
 
 cdef dict _label_groups = {}      # a call label's object id -> its group (or "")
 

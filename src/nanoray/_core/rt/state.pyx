@@ -143,9 +143,23 @@ def current_call():
     """(name, callable) of the task or actor call running in this thread or
     coroutine: "f" or "Cls.method" and the function or bound method; None
     in the driver and between calls."""
-    if _in_task:
-        return _task_name, _task_fn
+    if _in_task:                       # a pool task: its function was the last looked up
+        return _task_name, (_last_entry[0] if _last_entry is not None else None)
+    cdef Region reg = _region
     t = _task_id.get()
-    if t is None or t[1] is None:
+    if t is None or reg is None:
         return None
-    return t[1], t[2]
+    # An actor's call: read from its spec, which names the class (creation)
+    # or the call's "Class.method" label where a task names its function.
+    cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + nr_task(&reg.r, <uint32_t>(t & 0xFFFFFFFF)).spec)
+    cdef bint is_error = False
+    if not spec.func_id:
+        return None
+    if spec.kind == NR_SPEC_ACTOR_CREATE:
+        cls = _function(reg, spec.func_id)
+        return getattr(cls, "__name__", "Actor") + ".__init__", getattr(cls, "__init__", None)
+    label = _value(reg, spec.func_id, &is_error)
+    if is_error or type(label) is not str:
+        return None
+    name = (<str>label).partition("\x1f")[0]
+    return name, getattr(_actor, name.rpartition(".")[2], None)

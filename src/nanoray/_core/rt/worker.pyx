@@ -26,13 +26,12 @@ cdef object _failure_of(BaseException e, str name):
 
 cdef _Call _prepare(Region reg, uint32_t t):
     """Loads the function (or actor method) and the arguments of task t."""
-    global _in_task, _pool_task_id, _task_name, _task_fn
+    global _in_task, _pool_task_id, _task_name
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
     cdef uint64_t *ids = nr_spec_ids(spec)
     cdef uint32_t nret = spec.nret, ndeps = spec.ndeps, i
     cdef bint is_error = False
-    cdef list call = None
     cdef _Call c = _Call.__new__(_Call)
     c.t = t
     c.t0 = nr_now_ns()
@@ -40,8 +39,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
     if c.kind == NR_SPEC_TASK:
         _pool_task_id = ((<uint64_t>task.gen) << 32) | t   # one task at a time here
     else:
-        call = [((<uint64_t>task.gen) << 32) | t, None, None]   # filled in below
-        _task_id.set(call)               # per coroutine / thread
+        _task_id.set(((<uint64_t>task.gen) << 32) | t)     # per coroutine / thread
     c.nret = nret
     c.name = "task"
     if c.kind == NR_SPEC_TASK:
@@ -55,7 +53,6 @@ cdef _Call _prepare(Region reg, uint32_t t):
         if c.kind == NR_SPEC_TASK:
             c.func, c.name = _function_entry(reg, spec.func_id)
             _task_name = c.name
-            _task_fn = c.func
         if spec.args_obj:
             loaded = _value(reg, spec.args_obj, &is_error)
         else:
@@ -75,8 +72,6 @@ cdef _Call _prepare(Region reg, uint32_t t):
                 c.func, c.name = _actor_constructor(_function(reg, spec.func_id), extra)
             else:
                 c.func, c.name = _actor_method(extra)
-            call[1] = c.name
-            call[2] = c.func
         if ndeps:
             vals = []
             cow = c.extras is not None and c.extras.get("writable_args", False)
@@ -452,15 +447,13 @@ cdef void _record_event(Region reg, _Call c, nr_task_t *task, nr_spec_t *spec,
                     bytes_in, bytes_out, failed, _pid, name, len(name))
 
 
-# The running actor call's [id, name, method]: a context variable, so that
-# each coroutine of an async actor (and each thread) sees its own.  A pool
-# task's are globals.
+# The running task's id: a context variable, so that each coroutine of an
+# async actor (and each thread) sees its own.
 _task_id = _contextvars.ContextVar("nanoray_task_id", default=None)
 
 
 cdef uint64_t _pool_task_id = 0
 cdef str _task_name = ""               # the pool task this process runs (or ran last)
-cdef object _task_fn = None            # and its function
 
 
 def output_name():
@@ -475,8 +468,7 @@ def current_task():
     """The id of the task this code runs in, None outside tasks."""
     if _in_task:
         return _pool_task_id
-    t = _task_id.get()
-    return None if t is None else t[0]
+    return _task_id.get()
 
 
 cdef int _task_threads = 0            # BLAS/OpenMP threads set for tasks (0: none yet)
@@ -546,7 +538,7 @@ cdef uint64_t _parent_task():
         return _pool_task_id
     if _actor_process:
         t = _task_id.get()
-        return t[0] if t is not None else 0
+        return t if t is not None else 0
     return 0
 
 
