@@ -7,6 +7,7 @@ max_calls (a worker leaves after that many calls of a function)."""
 import io
 import os
 import threading
+import time
 
 import pytest
 
@@ -137,6 +138,30 @@ def test_runtime_context_names_tasks_and_actors(ray):
     ray.kill(asy)
 
 
+def raises_value_error():
+    raise ValueError("named")
+
+
+def test_options_name_names_the_task_and_the_actor_call(ray):
+    mod = __name__
+    f = ray.remote(own_names)
+    assert ray.get(f.options(name="renamed").remote(), timeout=T) == (
+        None, "renamed", mod + ".own_names")
+    assert ray.get(f.remote(), timeout=T)[1] == "own_names"      # the plain call is not renamed
+    with pytest.raises(Exception) as info:
+        ray.get(ray.remote(raises_value_error).options(name="named-failure").remote(), timeout=T)
+    assert "named-failure()" in str(info.value).splitlines()[0]
+    with pytest.raises(TypeError):
+        f.options(name=3).remote()
+    a = ray.remote(Named).remote()
+    assert ray.get(a.names.options(name="call-name").remote(), timeout=T)[1:] == (
+        "call-name", mod + ".Named.names")
+    assert ray.get(a.names.remote(), timeout=T)[1] == "Named.names"
+    with pytest.raises(TypeError):
+        a.names.options(name=[1]).remote()
+    ray.kill(a)
+
+
 def own_pid(x):
     return os.getpid(), x
 
@@ -179,6 +204,31 @@ def test_max_calls_sends_an_exception_retry_to_a_fresh_worker(ray, tmp_path):
     once = ray.remote(max_calls=1)(own_pid)
     mapped = ray.get(once.map(range(6)), timeout=T)
     assert [x for _, x in mapped] == list(range(6)) and len({p for p, _ in mapped}) == 6
+
+
+def test_a_gpu_function_runs_each_call_in_a_fresh_worker(fresh):
+    ray = fresh(num_cpus=2, num_gpus=1)
+    gpu = ray.remote(num_gpus=1)(own_pid)              # max_calls=1 by default, as in Ray
+    pids = [ray.get(gpu.remote(i), timeout=T)[0] for i in range(3)]
+    assert len(set(pids)) == 3
+    for pid in pids:                                     # each worker left after its call
+        deadline = time.monotonic() + T
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(pid)
+    kept = ray.remote(num_gpus=1, max_calls=0)(own_pid)  # unless it says otherwise
+    pid = ray.get(kept.remote(0), timeout=T)[0]
+    time.sleep(0.5)
+    assert _alive(pid)
+
+
+def _alive(pid):
+    """Whether process pid runs (a zombie, reaped soon, counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def env_seen():

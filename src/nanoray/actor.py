@@ -26,7 +26,8 @@ from nanoray._core._runtime import ObjectRef
 from nanoray.remote_function import (GENERATOR_MODES, RemoteFunction, _Bound, _signature_check,
                                      call_extras, check_num_returns, check_resources,
                                      check_scheduling, explicit_strategy, placement_of,
-                                     check_retry_exceptions, resource_demand, warn_infeasible)
+                                     check_retry_exceptions, check_task_name, resource_demand,
+                                     warn_infeasible)
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -410,10 +411,10 @@ class ActorMethod:
     # a cycle would keep the actor alive until the garbage collector ran.
     __slots__ = ("_ref", "_slot", "_pending", "_max_pending", "_cls", "_name", "_nret",
                  "_retries", "_mode", "_retry_exc", "_extras", "_streaming", "_label", "_group",
-                 "_groups")
+                 "_groups", "_task_name")
 
     def __init__(self, ref, slot, pending, max_pending, cls_name, name, num_returns, retries,
-                 retry_exceptions=False, group=None):
+                 retry_exceptions=False, group=None, task_name=None):
         self._ref = ref
         self._slot = slot
         self._pending = pending
@@ -426,6 +427,7 @@ class ActorMethod:
         self._retries = retries
         self._retry_exc = retry_exceptions
         self._group = group                      # .options(concurrency_group=...)
+        self._task_name = task_name              # .options(name=...)
         self._groups = None                      # the actor's groups, when its handle said
         self._extras = call_extras(num_returns, retry_exceptions)
         self._label = (None, None)               # (runtime, ref to "Class.method")
@@ -438,9 +440,13 @@ class ActorMethod:
             region = _rt.current_region()
             # With .options(concurrency_group=), the group rides in it too
             # (after \x1f): the actor finds a call's group without loading
-            # the call's arguments.
-            ref = _rt.put("%s.%s" % (self._cls, self._name) if self._group is None
-                          else "%s.%s\x1f%s" % (self._cls, self._name, self._group))
+            # the call's arguments; with .options(name=), the name after \x1e.
+            label = "%s.%s" % (self._cls, self._name)
+            if self._group is not None:
+                label += "\x1f" + self._group
+            if self._task_name:
+                label += "\x1e" + self._task_name
+            ref = _rt.put(label)
             self._label = (region, ref)
         return ref
 
@@ -452,7 +458,7 @@ class ActorMethod:
             ref = ref.strong()               # a copy sent elsewhere holds the actor
         return (ActorMethod, (ref, self._slot, None if self._pending is None else [],
                               self._max_pending, self._cls, self._name, self._mode,
-                              self._retries, self._retry_exc, self._group))
+                              self._retries, self._retry_exc, self._group, self._task_name))
 
     def __call__(self, *args, **kwargs):
         raise TypeError("Actor methods cannot be called directly. Instead of running "
@@ -500,6 +506,8 @@ class ActorMethod:
         r = options.get("max_task_retries", self._retries)
         e = options.get("retry_exceptions", self._retry_exc)
         check_retry_exceptions(e)
+        name = options.get("name", self._task_name)
+        check_task_name(name)
         g = options.get("concurrency_group", self._group)
         if g is not None and (not isinstance(g, str) or not g):
             raise ValueError("concurrency_group must be a non-empty str, got %r" % (g,))
@@ -507,7 +515,7 @@ class ActorMethod:
             raise ValueError("the actor %s has no concurrency group %r (its groups: %s)"
                              % (self._cls, g, sorted(self._groups)))
         m = ActorMethod(self._ref, self._slot, self._pending, self._max_pending, self._cls,
-                        self._name, n, r, e, g)
+                        self._name, n, r, e, g, name)
         m._groups = self._groups
         return m
 

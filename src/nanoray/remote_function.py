@@ -14,6 +14,9 @@ _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exception
              "runtime_env": None, "num_gpus": 0, "resources": None, "memory": None,
              # a worker leaves after running the function this many times (0: never)
              "max_calls": 0,
+             # what get_task_name() and a failure's header call the task
+             # (None: the function's name)
+             "name": None,
              "scheduling_strategy": None, "placement_group": None,
              "placement_group_bundle_index": None, "placement_group_capture_child_tasks": None,
              # nanoray's own: the task's top-level array arguments arrive as
@@ -21,7 +24,7 @@ _DEFAULTS = {"num_returns": 1, "num_cpus": 1, "max_retries": 3, "retry_exception
              "writable_args": False}
 # Options Ray accepts that have no effect on one machine; accepted so that
 # Ray code runs unchanged.
-_NO_EFFECT = {"name", "accelerator_type", "_metadata", "label_selector", "enable_task_events",
+_NO_EFFECT = {"accelerator_type", "_metadata", "label_selector", "enable_task_events",
               "_generator_backpressure_num_objects"}
 # num_returns for generators: values streamed as yielded (Ray's default for
 # generator functions), or all stored, then one ref to their refs.
@@ -53,6 +56,7 @@ def validate_options(opts):
             raise ValueError("Invalid option keyword %s for remote functions." % (key,))
     check_num_returns(opts.get("num_returns"))
     check_retry_exceptions(opts.get("retry_exceptions"))
+    check_task_name(opts.get("name"))
     c = opts.get("num_cpus")
     if c is not None and (not isinstance(c, numbers.Real) or isinstance(c, bool) or c < 0):
         raise ValueError("num_cpus must be a number >= 0, got %r" % (c,))
@@ -66,6 +70,13 @@ def validate_options(opts):
     check_scheduling(opts)
     _runtime_env.validate(opts.get("runtime_env"))
     return opts
+
+
+def check_task_name(name):
+    """A task's (or actor call's) name= option: a str or None, as in Ray."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError("The type of keyword 'name' must be (<class 'str'>, <class 'NoneType'>), "
+                        "but received type %s" % (type(name),))
 
 
 def check_scheduling(opts):
@@ -268,6 +279,8 @@ class _Options:
         self.extras = call_extras(n, merged["retry_exceptions"],
                                   _runtime_env.validate(merged["runtime_env"]),
                                   bool(merged["writable_args"]), merged["max_calls"])
+        if merged["name"]:
+            self.extras = dict(self.extras or (), name=merged["name"])
         self.demand = resource_demand(merged)
         from nanoray.util.scheduling_strategies import normalize
         self.strategy = normalize(merged)
@@ -334,6 +347,10 @@ class RemoteFunction:
     def __init__(self, function, options):
         self._function = function
         self._options = dict(options)
+        if (self._options.get("num_gpus") or 0) > 0 and self._options.get("max_calls") is None:
+            # As in Ray: a GPU function's worker leaves after each call (its
+            # CUDA context, and the device memory it holds, go with it).
+            self._options["max_calls"] = 1
         self._is_generator = (inspect.isgeneratorfunction(function)
                               or inspect.isasyncgenfunction(function))
         self._compiled = _Options(self._options, self._is_generator,

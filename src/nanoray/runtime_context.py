@@ -57,7 +57,9 @@ class RuntimeContext:
             return None
         fn = getattr(call[1], "__func__", call[1])        # a bound method's function
         module = getattr(fn, "__module__", None)
-        return call[0] if not module else "%s.%s" % (module, call[0])
+        # The function's own name, whatever .options(name=) called the call.
+        name = getattr(fn, "__qualname__", None) or call[0]
+        return name if not module else "%s.%s" % (module, name)
 
     def get_actor_name(self):
         """The name the actor running here was registered under ("" if it

@@ -209,7 +209,7 @@ cdef object _call_group(Region reg, uint32_t t):
             return None
         if is_error or type(label) is not str:
             return None
-        name, _, group = (<str>label).partition("\x1f")
+        name, _, group = (<str>label).partition("\x1e")[0].partition("\x1f")
         if not group:
             group = _method_groups.get(name.rpartition(".")[2], "")
         if len(_label_groups) >= 4096:

@@ -161,5 +161,6 @@ def current_call():
     label = _value(reg, spec.func_id, &is_error)
     if is_error or type(label) is not str:
         return None
-    name = (<str>label).partition("\x1f")[0]
-    return name, getattr(_actor, name.rpartition(".")[2], None)
+    head, _, given = (<str>label).partition("\x1e")      # .options(name=) after \x1e
+    name = head.partition("\x1f")[0]
+    return given or name, getattr(_actor, name.rpartition(".")[2], None)

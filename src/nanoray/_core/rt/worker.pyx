@@ -63,6 +63,8 @@ cdef _Call _prepare(Region reg, uint32_t t):
             else:
                 args, kwargs, extra, c.extras = loaded
                 c.is_map = "map" in c.extras
+                if "name" in c.extras:     # .options(name=)
+                    c.name = _task_name = c.extras["name"]
         else:
             if len(loaded) == 3:
                 args, kwargs, extra = loaded

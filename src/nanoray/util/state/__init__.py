@@ -64,6 +64,13 @@ def _func_names():
     return out
 
 
+def _label_name(label):
+    """An actor call's name from its label: "Class.method", then its group
+    after \x1f, then its .options(name=) after \x1e."""
+    head, _, given = label.partition("\x1e")
+    return given or head.partition("\x1f")[0]
+
+
 def _name_of(func_id, known, cache):
     if func_id in known:
         return known[func_id]
@@ -73,7 +80,7 @@ def _name_of(func_id, known, cache):
             ref = _rt.ref_if_alive(func_id)
             if ref is not None:
                 f = _rt.get_one(ref, 5)
-                name = f.partition("\x1f")[0] if isinstance(f, str) else \
+                name = _label_name(f) if isinstance(f, str) else \
                     (getattr(f, "__name__", None) or type(f).__name__)
         except Exception:
             pass
