@@ -16,6 +16,7 @@ from nanoray import exceptions
 
 # Each test runs on the local backend, then on Ray when it is installed.
 ray = conformance_fixtures()[0]
+T = 60
 
 
 def test_a_generator_task_streams_refs_in_order(ray):
@@ -421,6 +422,71 @@ def test_cancel_a_streaming_generator(ray):
         for ref in gen:
             ray.get(ref, timeout=30)
             assert time.monotonic() < deadline
+
+
+def test_completed_is_ready_once_the_generator_task_has_ended(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    def gated(n, gate, fail=False):
+        for i in range(n):
+            yield i
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        if fail:
+            raise ValueError("after the values")
+    gen = gated.remote(2, gate)
+    done = gen.completed()
+    assert isinstance(done, ray.ObjectRef)
+    assert [ray.get(next(gen), timeout=T) for _ in range(2)] == [0, 1]
+    assert ray.wait([done], timeout=0.3)[0] == []             # yielded all, not ended yet
+    touch(gate)
+    assert ray.get(done, timeout=T) is None
+    assert list(gen) == [] and ray.get(gen.completed(), timeout=T) is None
+    # An exception from the generator is an item; completed() still is None.
+    gen = gated.remote(1, gate, True)
+    assert ray.get(gen.completed(), timeout=T) is None
+    assert ray.get(next(gen), timeout=T) == 0
+    with pytest.raises(ValueError):
+        ray.get(next(gen), timeout=T)
+
+    @ray.remote
+    class Streams:
+        def values(self, n):
+            for i in range(n):
+                yield i
+
+        async def async_values(self, n):
+            for i in range(n):
+                yield i
+    s = Streams.remote()
+    for method in (s.values, s.async_values):
+        gen = method.remote(3)
+        assert ray.get(gen.completed(), timeout=T) is None
+        assert [ray.get(r, timeout=T) for r in gen] == [0, 1, 2]
+    ray.kill(s)
+
+
+def test_completed_follows_a_re_run_and_fails_with_a_death_without_retries(ray, tmp_path):
+    marker = str(tmp_path / "died")
+
+    @ray.remote(max_retries=2)
+    def dies_once(n, marker):
+        for i in range(n):
+            if i == 1 and not os.path.exists(marker):
+                touch(marker)
+                os._exit(1)
+            yield i
+    gen = dies_once.remote(3, marker)
+    assert ray.get(gen.completed(), timeout=T) is None
+    assert [ray.get(r, timeout=T) for r in gen] == [0, 1, 2]
+
+    @ray.remote(max_retries=0)
+    def dies():
+        yield 1
+        os._exit(1)
+    with pytest.raises(exceptions.WorkerCrashedError):
+        ray.get(dies.remote().completed(), timeout=T)
 
 
 def test_a_consumed_stream_frees_what_the_caller_dropped(ray):

@@ -16,8 +16,9 @@ class ObjectRefGenerator:
     exception raised by the task arrives as the ref at the item where it
     happened (getting it raises); the values before it stay readable."""
 
-    def __init__(self, first_cell, task=None):
+    def __init__(self, first_cell, task=None, done=None):
         self._cell = first_cell          # None once finished
+        self._done = done                # sealed (None) once the task has ended
         # What cancel() names: the task itself, not a ref to its first cell
         # (which would keep every value of the stream alive).
         if task is None:
@@ -75,6 +76,15 @@ class ObjectRefGenerator:
         except StopIteration:
             raise StopAsyncIteration from None
 
+    def completed(self):
+        """A ref that is ready once the generator task has ended: its value
+        is None, also when the generator raised (the exception is the item
+        where it happened); getting it raises if the task could not run or
+        its worker died."""
+        if self._done is None:
+            raise ValueError("this ObjectRefGenerator was not returned by a task")
+        return self._done
+
     def is_finished(self):
         """True once every item was taken (or the stream ended)."""
         return self._cell is None
@@ -97,7 +107,7 @@ class ObjectRefGenerator:
         return self._cell
 
     def __reduce__(self):
-        return (ObjectRefGenerator, (self._cell, self._task or ()))
+        return (ObjectRefGenerator, (self._cell, self._task or (), self._done))
 
     def __repr__(self):
         return "ObjectRefGenerator(%s)" % (self._cell.hex() if self._cell else "finished")

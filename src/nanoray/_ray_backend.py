@@ -238,6 +238,9 @@ def _generator_class():
         def is_finished(self):
             return self._g.is_finished()
 
+        def completed(self):
+            return RayRef(self._g.completed())
+
         def is_next_ready(self):
             return self._g.next_ready()
 

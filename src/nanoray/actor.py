@@ -422,7 +422,9 @@ class ActorMethod:
         self._cls = cls_name
         self._name = name
         self._mode = num_returns                 # an int, "streaming" or "dynamic"
-        self._nret = 1 if num_returns in GENERATOR_MODES else num_returns
+        # A streaming method's returns: its first cell, and completed()'s.
+        self._nret = ((2 if num_returns == "streaming" else 1) if num_returns in GENERATOR_MODES
+                      else num_returns)
         self._streaming = num_returns == "streaming"
         self._retries = retries
         self._retry_exc = retry_exceptions
@@ -480,7 +482,7 @@ class ActorMethod:
                                         self._label_ref())
             if self._streaming:
                 from nanoray._generator import ObjectRefGenerator
-                return ObjectRefGenerator(out)
+                return ObjectRefGenerator(out[0], None, out[1])
             return out
         # max_pending_calls: counted per handle, as in Ray.
         if len(pending) >= self._max_pending and _rt.pending_count(pending) >= self._max_pending:
@@ -493,7 +495,7 @@ class ActorMethod:
             pending.append(out if self._nret == 1 else out[0])
         if self._streaming:
             from nanoray._generator import ObjectRefGenerator
-            return ObjectRefGenerator(out)
+            return ObjectRefGenerator(out[0], None, out[1])
         return out
 
     def options(self, **options):

@@ -272,7 +272,9 @@ class _Options:
             merged["num_returns"] = "streaming"     # Ray's default for generators
         merged.update({k: v for k, v in opts.items() if k in _DEFAULTS and v is not None})
         n = merged["num_returns"]
-        self.num_returns = 1 if n in GENERATOR_MODES else n
+        # A streaming generator's returns: its first cell, and what
+        # completed() gives (sealed at its end).
+        self.num_returns = (2 if n == "streaming" else 1) if n in GENERATOR_MODES else n
         self.streaming = n == "streaming"
         self.cpus_milli = int(round(merged["num_cpus"] * 1000))
         self.max_retries = merged["max_retries"]
@@ -327,7 +329,7 @@ def _unschedulable(o, function, items=None):
     refs = [_rt.put_error(err) for _ in range(max(o.num_returns, 1))]
     if o.streaming:
         from nanoray._generator import ObjectRefGenerator
-        return ObjectRefGenerator(refs[0], ())
+        return ObjectRefGenerator(refs[0], (), refs[1])
     if o.num_returns == 0:
         return None
     return refs[0] if o.num_returns == 1 else refs
@@ -479,14 +481,14 @@ class RemoteFunction:
                              extras, res, pool)
             if o.streaming:
                 from nanoray._generator import ObjectRefGenerator
-                return ObjectRefGenerator(out)
+                return ObjectRefGenerator(out[0], None, out[1])
             return out
         if extras is not None:
             out = _rt.submit(ref, args, kwargs, o.num_returns, o.cpus_milli, o.max_retries,
                              extras)
             if o.streaming:
                 from nanoray._generator import ObjectRefGenerator
-                return ObjectRefGenerator(out)
+                return ObjectRefGenerator(out[0], None, out[1])
             return out
         if o.num_returns == 0:
             _rt.submit(ref, args, kwargs, 0, o.cpus_milli, o.max_retries)

@@ -12,6 +12,10 @@
 #
 #   ret0 = cell0 ──seal──► (v0, cell1) ──► (v1, cell2) ──► ... ──► None
 #
+# The task's second return is sealed with None once the stream has ended
+# (with an exception too): ObjectRefGenerator.completed().  A death fails it
+# as it fails any return, unless the task runs again.
+#
 # The caller's ObjectRefGenerator (nanoray/_generator.py) holds only the
 # current cell; the cells it passed are freed.  A task's spec records its
 # pending cell and the values yielded, in the section that seals the cell
@@ -40,6 +44,7 @@ cdef class _Stream:
         self.cell_ref = None
         self.name = name
         cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + nr_task(&reg.r, t).spec)
+        self.done = nr_spec_ids(spec)[1] if spec.nret >= 2 else 0
         if spec.stream_cell:               # a re-run: resume where the last one was
             self.cell = spec.stream_cell
             self.skip = spec.streamed
@@ -63,12 +68,25 @@ cdef class _Stream:
         self.cell = nxt
         self.cell_ref = nref           # dropped when the next cell replaces it
 
-    cdef void fail(self, object failure) except *:
+    cdef void fail(self, object failure, bint ran=True) except *:
+        """The stream ends with failure: raised by the generator (ran), or
+        before it could run (cancelled, an argument failed), which
+        completed() raises too."""
         err = _error_ref(self.reg, failure, self.name)
         if err is None:
             _seal(self.reg, self.cell, failure, True, self.name)   # the cell itself raises
         else:
             _seal(self.reg, self.cell, (err, None), False, self.name)
+        self.finished(None if ran else failure)
+
+    cdef void finished(self, object failure=None) except *:
+        """Seals the task's completion return, with None or failure (once: a
+        re-run after a death between the two seals finds it sealed)."""
+        if self.done and nr_object_info(&self.reg.r, self.done, NULL, NULL) == NR_OBJ_PENDING:
+            if failure is None:
+                _seal(self.reg, self.done, None, False, self.name)
+            else:
+                _seal_failure(self.reg, self.done, failure, self.name)
 
     cdef void end(self) except *:
         if self.skip:                  # the re-run ended before the values already sent
@@ -78,6 +96,7 @@ cdef class _Stream:
                 "same values each run" % (self.name, self.skip)))
             return
         _seal(self.reg, self.cell, None, False, self.name)
+        self.finished()
 
 
 cdef object _END = object()
@@ -145,7 +164,7 @@ cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) exc
     """Runs a streaming generator to its end (or its first exception)."""
     cdef _Stream s = _Stream(reg, c.t, first_cell, c.name)
     if c.failure is not None:
-        s.fail(c.failure)
+        s.fail(c.failure, False)
         return
     if type(gen) is not _GeneratorType and not hasattr(gen, "__next__"):
         s.emit(gen)                    # a plain value: a stream of one, as Ray does
