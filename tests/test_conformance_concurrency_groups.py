@@ -1,7 +1,7 @@
 """Actors' concurrency groups, written once against the public API and run
 on both backends (conftest's `backend`): a method of a group runs while the
 default group is busy, each group holds its own number of calls at once
-(threads for a sync actor, slots of the event loop for an async one), and
+(threads for a sync actor, an event loop each for an async one), and
 .options(concurrency_group=) moves one call to a group."""
 
 import asyncio
@@ -85,6 +85,30 @@ def test_each_group_of_an_async_actor_holds_its_own_number_of_calls(ray):
     ray.get([actor.io.remote() for _ in range(6)] + [actor.one.remote() for _ in range(3)]
             + [actor.other.remote() for _ in range(4)], timeout=T)
     assert ray.get(actor.peaks.remote(), timeout=T) == {"io": 2, "one": 1, "default": 4}
+    ray.kill(actor)
+
+
+class BlocksItsLoop:
+    @_method(concurrency_group="io")
+    async def blocking(self, path):
+        held(path)                       # blocks this group's event loop, not awaiting
+        return "unblocked"
+
+    async def quick(self):
+        return "quick"
+
+
+def test_an_async_actors_group_blocking_its_loop_holds_up_no_other_group(ray, tmp_path):
+    gate = str(tmp_path / "gate")
+    actor = ray.remote(concurrency_groups={"io": 1})(BlocksItsLoop).remote()
+    assert ray.get(actor.quick.remote(), timeout=T) == "quick"
+    blocked = actor.blocking.remote(gate)
+    time.sleep(0.2)
+    # Each group has an event loop of its own, as in Ray.
+    assert ray.get(actor.quick.remote(), timeout=T) == "quick"
+    assert ray.wait([blocked], timeout=0.1)[0] == []
+    open(gate, "w").close()
+    assert ray.get(blocked, timeout=T) == "unblocked"
     ray.kill(actor)
 
 

@@ -249,50 +249,94 @@ CANCEL_POLL_S = 0.05
 
 
 cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups) except? -3:
-    """Async actors: calls run as tasks of one event loop (a thread of this
+    """Async actors: calls run as tasks of an event loop (a thread of this
     process), up to max_concurrency at once; this thread feeds it.  With
-    concurrency_groups, each group's calls (and the others') are limited
-    apart, on the same loop."""
+    concurrency_groups, each group has a loop (and thread) of its own, as in
+    Ray, limited to the group's size: a call that blocks its loop holds up
+    no other group."""
     import asyncio
-    import inspect
-    loop = asyncio.new_event_loop()
     free = threading.Semaphore(concurrency) if not groups else None
-    slots = {}                        # group -> asyncio.Semaphore (on the loop's thread)
-    # Calls that have started (each registers itself, so a call is never
-    # cancelled before its first step, which would skip its finally), and
-    # whether the watch below is scheduled.  Both live on the loop's thread.
-    running = {}
-    cancelled = set()
-    watching = [False]
+    loops = {None: _CallLoop(reg, "default", free, concurrency)}
+    for g, n in groups.items():
+        loops[g] = _CallLoop(reg, g, None, n)
+    cdef int64_t t
+    cdef int64_t spin = WORKER_SPIN_NS
+    cdef _CallLoop into
+    while True:
+        if free is not None:
+            free.acquire()
+        with nogil:
+            t = nr_task_next(&reg.r, slot, spin, -1)
+        if t <= 0:
+            for into in loops.values():
+                into.loop.call_soon_threadsafe(into.loop.stop)
+            return t
+        # Each call runs in a copy of this thread's context, numpy's
+        # allocator hook included once this thread has it.
+        _born_check()
+        into = loops[None] if free is not None else loops.get(
+            _call_group(reg, <uint32_t>t), loops[None])
+        into.loop.call_soon_threadsafe(into.start, <uint32_t>t)
 
-    def watch():
+
+cdef class _CallLoop:
+    """One event loop of an async actor, on a thread of its own, and the
+    calls running on it: every call (free: max_concurrency), or one
+    concurrency group's (sem: the group's size, made on the loop)."""
+    cdef Region reg
+    cdef object loop, free, sem
+    cdef int size
+    cdef dict running          # call -> its asyncio.Task (registered at its first step,
+                               # so a call is never cancelled before it, which would
+                               # skip its finally)
+    cdef set cancelled
+    cdef bint watching         # the watch below is scheduled
+    # Both live on the loop's thread.
+
+    def __cinit__(self, Region reg, str name, free, int size):
+        import asyncio
+        self.reg = reg
+        self.loop = asyncio.new_event_loop()
+        self.free = free
+        self.size = size
+        self.running = {}
+        self.cancelled = set()
+        threading.Thread(target=self.loop.run_forever, daemon=True,
+                         name="nanoray-actor-loop" if name == "default"
+                         else "nanoray-actor-loop-%s" % name).start()
+
+    def watch(self):
         """While calls run: every 50 ms, cancel the asyncio.Task of a call
         nanoray.cancel() marked (as Ray does for async actors)."""
-        for t, job in list(running.items()):
-            if t not in cancelled and nr_task(&reg.r, t).cancelled:
-                cancelled.add(t)
+        for t, job in list(self.running.items()):
+            if t not in self.cancelled and nr_task(&self.reg.r, <uint32_t>t).cancelled:
+                self.cancelled.add(t)
                 job.cancel()
-        watching[0] = bool(running)
-        if watching[0]:
-            loop.call_later(CANCEL_POLL_S, watch)
+        self.watching = bool(self.running)
+        if self.watching:
+            self.loop.call_later(CANCEL_POLL_S, self.watch)
 
-    async def run(uint32_t t, group):
+    def start(self, uint32_t t):
+        self.loop.create_task(self.run(t))
+
+    async def run(self, uint32_t t):
+        import asyncio
+        import inspect
+        cdef Region reg = self.reg
         cdef _Call c
-        running[t] = asyncio.current_task()
-        if not watching[0]:
-            watching[0] = True
-            loop.call_later(CANCEL_POLL_S, watch)
-        slot_of = None
+        self.running[t] = asyncio.current_task()
+        if not self.watching:
+            self.watching = True
+            self.loop.call_later(CANCEL_POLL_S, self.watch)
+        held = False
         try:
             c = _prepare(reg, t)
-            if free is None:
-                sem = slots.get(group)
-                if sem is None:
-                    sem = slots[group] = asyncio.Semaphore(groups.get(group, concurrency)
-                                                           if group is not None else concurrency)
+            if self.free is None:
+                if self.sem is None:
+                    self.sem = asyncio.Semaphore(self.size)
                 try:
-                    await sem.acquire()
-                    slot_of = sem
+                    await self.sem.acquire()
+                    held = True
                 except BaseException as e:     # cancelled while its group was full
                     c.failure = _failure_of(e, c.name)
                     _complete(reg, c, None)
@@ -316,33 +360,12 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups
                 c = _reload(reg, c)
             _complete(reg, c, result)
         finally:
-            running.pop(t, None)
-            cancelled.discard(t)
-            if free is not None:
-                free.release()
-            elif slot_of is not None:
-                slot_of.release()
-
-    def start(uint32_t t, group):
-        loop.create_task(run(t, group))
-
-    thread = threading.Thread(target=loop.run_forever, name="nanoray-actor-loop", daemon=True)
-    thread.start()
-    cdef int64_t t
-    cdef int64_t spin = WORKER_SPIN_NS
-    while True:
-        if free is not None:
-            free.acquire()
-        with nogil:
-            t = nr_task_next(&reg.r, slot, spin, -1)
-        if t <= 0:
-            loop.call_soon_threadsafe(loop.stop)
-            return t
-        # Each call runs in a copy of this thread's context, numpy's
-        # allocator hook included once this thread has it.
-        _born_check()
-        loop.call_soon_threadsafe(start, <uint32_t>t,
-                                  _call_group(reg, <uint32_t>t) if free is None else None)
+            self.running.pop(t, None)
+            self.cancelled.discard(t)
+            if self.free is not None:
+                self.free.release()
+            elif held:
+                self.sem.release()
 
 
 # -- the caller's side ------------------------------------------------------
