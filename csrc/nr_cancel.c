@@ -42,12 +42,28 @@ uint32_t nr_task_of(nr_region_t *r, uint64_t ret_id, uint32_t *gen) {
     return found;
 }
 
+/* A running task that has sealed every return (a streaming generator: its
+ * last cell too) and only has to finish: cancelling it is a no-op, as for
+ * a finished one (its children are not cancelled either). */
+static int returned(nr_region_t *r, nr_task_t *task) {
+    nr_spec_t *s = spec_of(r, task);
+    if (!s->nret) return 0;
+    nr_object_t *o = s->stream_cell ? nr_object_lookup(r, s->stream_cell) : NULL;
+    if (o && o->state == NR_OBJ_PENDING) return 0;
+    for (uint32_t i = 0; i < s->nret; i++) {
+        o = nr_object_lookup(r, nr_spec_ids(s)[i]);
+        if (o && o->state == NR_OBJ_PENDING) return 0;
+    }
+    return 1;
+}
+
 int nr_task_cancel(nr_region_t *r, uint32_t t, uint32_t gen, int mark, int32_t *pid,
                    uint32_t *kind, uint64_t *rets, uint32_t *nret) {
     int state = -1;
     *pid = 0;
     nr_lock(r);
     nr_task_t *task = live_task(r, t, gen);
+    if (task && task->state == NR_TASK_RUNNING && returned(r, task)) task = NULL;
     if (task) {
         state = (int)task->state;
         *kind = task->kind;

@@ -312,7 +312,8 @@ void nr_task_release(nr_region_t *r, uint32_t t);
 int nr_task_use_retry(nr_region_t *r, uint32_t t);
 /* Cancelling.  nr_task_of: the live task (index + 1, and its generation)
  * that ret_id is a return of; 0 if none (finished, or not a task's return).
- * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale),
+ * nr_task_cancel reports task (t, gen): its state (NR_TASK_*, -1 if stale,
+ * or running with every return sealed: it has returned, only its finish is left),
  * the process running it (*pid), its NR_SPEC_* (*kind), and its return ids
  * (up to *nret of them written to rets; *nret set to how many it has; a
  * streaming generator that has yielded adds its pending cell last); with

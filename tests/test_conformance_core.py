@@ -126,6 +126,25 @@ def test_cancelling_a_finished_task_or_a_put_does_nothing(ray):
         ray.cancel("not a ref")
 
 
+def test_cancelling_a_task_that_has_returned_leaves_what_it_submitted_running(ray):
+    # Its result is in, so the cancel is a no-op, recursive or not: the
+    # children it handed back keep running (asked at once, while its worker
+    # may still be finishing it, which cancelled them here before).
+    @ray.remote
+    def child(i):
+        time.sleep(0.05)
+        return i
+
+    @ray.remote
+    def parent(i):
+        return [child.remote(i)]
+    for i in range(10):
+        p = parent.remote(i)
+        [c] = ray.get(p, timeout=30)
+        ray.cancel(p, recursive=True)
+        assert ray.get(c, timeout=30) == i
+
+
 def test_cancel_actor_calls_queued_never_run_and_running_see_is_canceled(ray, tmp_path):
     flag = str(tmp_path / "flag")
 
