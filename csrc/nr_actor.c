@@ -451,7 +451,7 @@ int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restar
     return pid;
 }
 
-int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
+int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj, uint64_t unavail_obj) {
     nr_header_t *h = r->hdr;
     wakeups_t w = {0};
     nr_lock(r);
@@ -483,7 +483,8 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj) {
             if (requeue_tail) W(nr_task(r, requeue_tail)->next, t); else requeue_head = t;
             requeue_tail = t;
         } else {                             /* cancelled: that, as in Ray */
-            uint64_t why = p->death_obj ? p->death_obj : death_obj;
+            uint64_t why = p->death_obj ? p->death_obj :
+                           restart && unavail_obj ? unavail_obj : death_obj;
             nri_fail_push(r, t, task->cancelled && r->hdr->cancel_err ? r->hdr->cancel_err : why);
         }
     }

@@ -88,8 +88,10 @@ int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj
  * started yet (it exits when it does), -1 when (slot, gen) is stale or dead. */
 int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart);
 /* The zygote saw the actor's process end.  1: restarting (fork a process
- * for it); 0: gone or dead (death_obj is the error its calls now get). */
-int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj);
+ * for it); 0: gone or dead (death_obj is the error its calls now get).
+ * Calls it was running that are not retried fail with death_obj, or with
+ * unavail_obj (when not 0) if the actor restarts. */
+int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj, uint64_t unavail_obj);
 /* (state, flags, restarts, pid) of the actor in (slot, gen); -1 if stale. */
 int nr_actor_info(nr_region_t *r, uint32_t slot, uint32_t gen, uint32_t *flags,
                   uint32_t *restarts, int32_t *pid);

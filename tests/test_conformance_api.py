@@ -299,6 +299,27 @@ def test_a_failing_constructor_and_a_killed_actor_raise_actor_errors(ray):
         ray.kill("not an actor")
 
 
+def test_a_restarting_actor_that_dies_mid_call_fails_it_as_unavailable(ray):
+    # The call is not retried (max_task_retries=0) while the actor restarts:
+    # ActorUnavailableError, as in Ray; once no restart is left, ActorDiedError.
+    @ray.remote(max_restarts=1)
+    class Fragile:
+        def die(self):
+            os._exit(1)
+
+        def pid(self):
+            return os.getpid()
+    actor = Fragile.remote()
+    first = ray.get(actor.pid.remote(), timeout=60)
+    with pytest.raises(exceptions.ActorUnavailableError) as info:
+        ray.get(actor.die.remote(), timeout=60)
+    assert isinstance(info.value, exceptions.RayActorError)
+    assert not isinstance(info.value, exceptions.ActorDiedError)
+    assert ray.get(actor.pid.remote(), timeout=60) != first     # restarted
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(actor.die.remote(), timeout=60)
+
+
 def test_named_actors_and_handles_passed_to_tasks(ray):
     @ray.remote
     class Registry:

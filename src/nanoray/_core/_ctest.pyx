@@ -619,8 +619,8 @@ cdef class CRegion:
     def actor_kill(self, uint32_t slot, uint32_t gen, int no_restart=1):
         return nr_actor_kill(&self.r, slot, gen, no_restart)
 
-    def actor_reap(self, uint32_t slot, uint64_t death):
-        return nr_actor_reap(&self.r, slot, death)
+    def actor_reap(self, uint32_t slot, uint64_t death, uint64_t unavail=0):
+        return nr_actor_reap(&self.r, slot, death, unavail)
 
     def actor_info(self, uint32_t slot, uint32_t gen):
         cdef uint32_t flags = 0, restarts = 0

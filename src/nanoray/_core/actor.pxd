@@ -27,6 +27,6 @@ cdef extern from "nr_actor.h" nogil:
                         uint32_t *gen)
     int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj)
     int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart)
-    int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj)
+    int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj, uint64_t unavail_obj)
     int nr_actor_info(nr_region_t *r, uint32_t slot, uint32_t gen, uint32_t *flags,
                       uint32_t *restarts, int32_t *pid)

@@ -38,6 +38,7 @@ cdef extern from "nr_region.h" nogil:
         uint32_t ledger_hwm  # ledger entries below it may be non-zero
         uint32_t max_pending # queued calls allowed, 0 = no limit (actors)
         uint32_t restarts    # times restarted (actors)
+        int32_t restarts_left  # restarts allowed still (-1: forever)
         uint32_t q_head      # first task of its private queue
         uint64_t handle_obj  # object counting the handles (actors)
         uint32_t res_mask    # resources beyond CPUs held (bit k)

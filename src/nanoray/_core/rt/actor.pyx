@@ -533,12 +533,21 @@ def actor_reap(Region reg, uint32_t slot):
     else:
         msg = ("The actor died unexpectedly before finishing this call: its process ended "
                "(killed, crashed, out of memory, or it called os._exit()).")
+    cdef uint64_t death_id = 0, unavail_id = 0
     try:
         death = _put_death(_exc.ActorDiedError(msg))
         death_id = (<ObjectRef>death)._id
+        if p.restarts_left != 0 and not p.aflags & (NR_ACTOR_DEAD | NR_ACTOR_NO_RESTART):
+            # It may restart (nr_actor_reap decides): a call it was running
+            # that is not retried fails with this, as in Ray.
+            unavail = _put_death(_exc.ActorUnavailableError(
+                "The actor died while running this call and is restarting (max_restarts); "
+                "the call is not retried (max_task_retries), and it may or may not have "
+                "run: " + msg))
+            unavail_id = (<ObjectRef>unavail)._id
     except Exception:                          # the store is full: calls fail without it
-        death_id = 0
-    return nr_actor_reap(&reg.r, slot, death_id) == 1
+        pass
+    return nr_actor_reap(&reg.r, slot, death_id, unavail_id) == 1
 
 
 def actor_info(uint32_t slot, uint32_t gen):
