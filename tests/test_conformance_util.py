@@ -276,3 +276,79 @@ def test_a_large_job_runtime_env_starts(fresh):
     ray = fresh(num_cpus=1, runtime_env={"env_vars": {"NANORAY_T_A": big, "NANORAY_T_B": big}})
     env, _ = ray.get(ray.remote(env_seen).remote(), timeout=T)
     assert env["env_vars"]["NANORAY_T_A"] == big and env["env_vars"]["NANORAY_T_B"] == big
+
+
+def job_env():
+    return os.environ.get("NANORAY_T_JC"), os.environ.get("NANORAY_T_RE")
+
+
+def test_init_takes_rays_arguments_and_a_job_config(fresh):
+    from nanoray.job_config import JobConfig, LoggingConfig
+    from nanoray.runtime_env import RuntimeEnv
+    ray = fresh(num_cpus=2, labels={"zone": "here"}, _temp_dir=None, logging_format=None,
+                logging_config=LoggingConfig(log_level="INFO"),
+                job_config=JobConfig(runtime_env={"env_vars": {"NANORAY_T_JC": "1"}}))
+    f = ray.remote(job_env)
+    assert ray.get(f.remote(), timeout=T) == ("1", None)
+    env = RuntimeEnv(env_vars={"NANORAY_T_RE": "2"})
+    assert isinstance(env, dict) and env["env_vars"] == {"NANORAY_T_RE": "2"}
+    assert ray.get(f.options(runtime_env=env).remote(), timeout=T) == ("1", "2")
+    with pytest.raises(ValueError):
+        RuntimeEnv(conda="an-env")                  # needs a machine of its own
+    with pytest.raises(TypeError):
+        ray.init(num_cpus=1, not_an_argument=1)
+
+
+def record(counter):
+    counter.inc(tags={"route": "/task"})            # a copy: the task's own values
+    return counter.values()
+
+
+def test_metrics_record_values_as_rays_do(ray):
+    from nanoray.util.metrics import Counter, Gauge, Histogram
+    c = Counter("requests", description="requests served", tag_keys=("route",))
+    c.set_default_tags({"route": "/"})
+    c.inc()
+    c.inc(2, tags={"route": "/x"})
+    assert c.values() == {(("route", "/"),): 1.0, (("route", "/x"),): 2.0}
+    with pytest.raises(ValueError):
+        c.inc(0)
+    with pytest.raises(ValueError):
+        Counter("keyed", tag_keys=("route",)).inc()     # a tag key without a value
+    with pytest.raises(TypeError):
+        Counter("bad", tag_keys=["route"])              # a tuple, as in Ray
+    with pytest.raises(ValueError):
+        Counter("")
+    g = Gauge("depth")
+    g.set(3)
+    g.set(4.5)
+    assert g.values() == {(): 4.5}
+    h = Histogram("latency", boundaries=[0.1, 1.0])
+    h.observe(0.5)
+    h.observe(2)
+    assert h.values() == {(): [0.5, 2.0]} and h.info["boundaries"] == [0.1, 1.0]
+    with pytest.raises(ValueError):
+        Histogram("no-bounds")
+    assert ray.get(ray.remote(record).remote(c), timeout=T) == {(("route", "/task"),): 1.0}
+
+
+class Methods:
+    def ping(self):
+        return "pong"
+
+
+def test_runtime_context_object_refs_and_handles_answer_rays_other_questions(ray):
+    ctx = ray.get_runtime_context()
+    assert set(ctx.get_resource_ids()) >= {"GPU"}
+    assert isinstance(ctx.get_session_name(), str) and ctx.get_session_name()
+    assert os.path.isdir(ctx.get_temp_dir())
+    pg = ctx.current_placement_group_id               # none (Ray: a nil id)
+    assert pg is None or pg.is_nil()
+    assert ctx.should_capture_child_tasks_in_placement_group is False
+    assert isinstance(ctx.get_node_labels(), dict)
+    ref = ray.put(7)
+    assert isinstance(ref.is_nil(), bool)       # (Ray 2.60 says True for a put's ref)
+    assert ref.as_future().result(timeout=T) == 7
+    handle = ray.remote(Methods).remote()
+    assert "ping" in dir(handle)
+    ray.kill(handle)

@@ -8,7 +8,7 @@ import nanoray
 
 def test_public_names():
     assert sorted(nanoray.__all__) == sorted([
-        "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef",
+        "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "LoggingConfig", "ObjectRef",
         "ObjectRefGenerator", "RemoteFunction", "actor", "available_resources", "cancel",
         "cloudpickle", "cluster_resources", "exceptions", "experimental", "get", "get_actor",
         "get_gpu_ids", "nodes",

@@ -16,8 +16,8 @@ from nanoray.remote_function import RemoteFunction, remote
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "ObjectRef", "ObjectRefGenerator",
-    "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle",
+    "ActorClass", "ActorHandle", "DynamicObjectRefGenerator", "LoggingConfig", "ObjectRef",
+    "ObjectRefGenerator", "RemoteFunction", "actor", "available_resources", "cancel", "cloudpickle",
     "cluster_resources", "exceptions", "experimental", "get", "get_actor", "get_gpu_ids",
     "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put", "remote",
     "shutdown", "timeline", "util", "wait", "__version__",
@@ -36,6 +36,9 @@ _LAZY = {
     "ObjectRefGenerator": ("nanoray._generator", "ObjectRefGenerator"),
     "DynamicObjectRefGenerator": ("nanoray._generator", "DynamicObjectRefGenerator"),
     "util": ("nanoray.util", None),
+    "runtime_env": ("nanoray.runtime_env", None),
+    "job_config": ("nanoray.job_config", None),
+    "LoggingConfig": ("nanoray.job_config", "LoggingConfig"),
     "experimental": ("nanoray.experimental", None),
 }
 

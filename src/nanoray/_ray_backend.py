@@ -461,6 +461,9 @@ def handle_class():
         def __init__(self, h):
             self.__dict__["_h"] = h
 
+        def __dir__(self):
+            return sorted(set(object.__dir__(self)) | set(dir(self.__dict__["_h"])))
+
         def __getattr__(self, name):
             if name.startswith("__") and name not in ("__ray_terminate__", "__ray_ready__",
                                                       "__call__"):

@@ -28,7 +28,9 @@ import sys
 from nanoray import exceptions
 from nanoray._core import _runtime as _rt
 
-SUPPORTED = ("env_vars", "working_dir", "py_modules", "config")
+# "excludes" filters what Ray uploads of working_dir; here the directory is
+# used in place, so nothing is left out (accepted, checked, no effect).
+SUPPORTED = ("env_vars", "working_dir", "py_modules", "config", "excludes")
 
 # The runtime_env of the task or actor running in this process (inherited
 # by what it submits); None in the driver and between tasks.
@@ -75,6 +77,10 @@ def validate(runtime_env):
             raise TypeError("runtime_env['env_vars'] must be a dict of str to str, got %r"
                             % (env,))
         out["env_vars"] = dict(env)
+    ex = runtime_env.get("excludes")
+    if ex is not None and (isinstance(ex, str) or not isinstance(ex, (list, tuple)) or
+                           not all(isinstance(x, str) for x in ex)):
+        raise TypeError("runtime_env['excludes'] must be a list of str, got %r" % (ex,))
     wd = runtime_env.get("working_dir")
     if wd:
         out["working_dir"] = _local_dir(wd, "working_dir")

@@ -331,6 +331,10 @@ class ActorHandle:
         self._max_pending = desc.get("max_pending_calls", 0)
         self._pending = [] if self._max_pending else None   # this handle's unfinished calls
 
+    def __dir__(self):
+        return sorted(set(super().__dir__()) |
+                      set(self.__dict__.get("_desc", {}).get("methods", {})))
+
     def __getattr__(self, name):
         methods = self.__dict__.get("_desc", {}).get("methods", {})
         spec = methods.get(name)

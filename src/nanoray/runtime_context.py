@@ -85,6 +85,55 @@ class RuntimeContext:
         import json
         return json.dumps(self.runtime_env, sort_keys=True, default=str)
 
+    def get_resource_ids(self):
+        """{"CPU": [], "GPU": [ids as str]}: the devices the running task or
+        actor holds (CPUs are counted, not pinned, here)."""
+        _api._get_backend()
+        return {"CPU": [], "GPU": [str(d) for d in _rt.current_gpu_ids()]}
+
+    def get_node_labels(self):
+        """The node's labels: this machine has Ray's default one."""
+        return {"ray.io/node-id": self.get_node_id()}
+
+    def get_session_name(self):
+        """A name for this runtime (one per init())."""
+        _api._get_backend()
+        return "session_nanoray_%016x" % _rt.current_region().session
+
+    def get_temp_dir(self):
+        """The temporary directory (where spilled objects go by default)."""
+        import tempfile
+        return tempfile.gettempdir()
+
+    @property
+    def current_placement_group_id(self):
+        return self.get_placement_group_id()
+
+    @property
+    def should_capture_child_tasks_in_placement_group(self):
+        """Whether tasks submitted here join the placement group this runs
+        in (placement_group_capture_child_tasks=True)."""
+        from nanoray import _runtime_env
+        cur = _runtime_env.current_pg          # (group, capture child tasks)
+        return bool(cur is not None and cur[1])
+
+    # Ray's older names.
+    @property
+    def job_id(self):
+        return self.get_job_id()
+
+    @property
+    def node_id(self):
+        return self.get_node_id()
+
+    @property
+    def task_id(self):
+        return self.get_task_id()
+
+    @property
+    def actor_id(self):
+        return self.get_actor_id()
+
     def is_canceled(self):
         """True when nanoray.cancel() was called on the task running here."""
         return _rt.task_cancel_requested()

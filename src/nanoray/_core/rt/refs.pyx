@@ -31,6 +31,13 @@ cdef class ObjectRef:
     def binary(self):
         return self._id.to_bytes(8, "little")
 
+    def is_nil(self):
+        return self._id == 0
+
+    def job_id(self):
+        """The id (hex) of the runtime's job, as get_runtime_context().get_job_id()."""
+        return "%08x" % ((self._reg.session if self._reg is not None else 0) & 0xFFFFFFFF)
+
     def __repr__(self):
         return "ObjectRef(" + self.hex() + ")"
 
@@ -85,6 +92,10 @@ cdef class ObjectRef:
                 pass                       # cancelled meanwhile
         _watch(self, resolve)
         return fut
+
+    def as_future(self):
+        """future(), by Ray's older name."""
+        return self.future()
 
 
 cdef inline ObjectRef _adopt(Region reg, uint64_t oid):

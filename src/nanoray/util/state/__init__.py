@@ -1,6 +1,6 @@
 """What runs now, under Ray's module path (ray.util.state): list_tasks,
 list_actors, list_objects, list_workers, list_nodes, list_placement_groups,
-summarize_tasks, get_task, get_actor, with Ray's field names.
+list_jobs, summarize_tasks, get_task, get_actor, with Ray's field names.
 
 Each call reads a snapshot of the shared tables (copied under the region
 lock, rt/state.pyx).  A task is listed while it is pending or running: a
@@ -12,10 +12,10 @@ Filters are Ray's: a list of (key, predicate, value) with predicate "="
 or "!=", values compared as strings.
 """
 
-from nanoray import _api
+from nanoray import _api, _runtime_env
 from nanoray._core import _runtime as _rt
 
-__all__ = ["get_actor", "get_task", "list_actors", "list_nodes", "list_objects",
+__all__ = ["get_actor", "get_task", "list_actors", "list_jobs", "list_nodes", "list_objects",
            "list_placement_groups", "list_tasks", "list_workers", "summarize_tasks"]
 
 _TASK_STATE = {1: "PENDING_ARGS_AVAIL", 2: "PENDING_NODE_ASSIGNMENT", 3: "RUNNING"}
@@ -228,6 +228,17 @@ def list_nodes(address=None, filters=None, limit=100, timeout=30, detail=False,
     rows = [StateRecord(node_id=n["NodeID"], node_ip=n["NodeManagerAddress"],
                         is_head_node=True, state="ALIVE", node_name=n["NodeName"],
                         resources_total=dict(n["Resources"]))]
+    return _filtered(rows, filters, limit)
+
+
+def list_jobs(address=None, filters=None, limit=100, timeout=30, detail=False,
+              raise_on_missing_output=True, _explain=False):
+    """The one job, this runtime's driver, Ray's JobState fields."""
+    import os
+    _, job, _ = _ids()
+    rows = [StateRecord(job_id=job, submission_id=None, type="DRIVER", status="RUNNING",
+                        entrypoint="", driver_info={"pid": str(os.getpid())},
+                        runtime_env=dict(_runtime_env.job or {}), metadata={})]
     return _filtered(rows, filters, limit)
 
 

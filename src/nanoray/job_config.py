@@ -1,0 +1,47 @@
+"""JobConfig and LoggingConfig: init(job_config=, logging_config=) as in Ray.
+A job_config's runtime_env and namespace are used (init()'s own arguments
+win); the rest is accepted for Ray code to run unchanged."""
+
+__all__ = ["JobConfig", "LoggingConfig"]
+
+
+class JobConfig:
+    """Ray's per-job settings: runtime_env, ray_namespace and metadata are kept."""
+
+    def __init__(self, jvm_options=None, code_search_path=None, runtime_env=None,
+                 _client_job=False, metadata=None, ray_namespace=None,
+                 default_actor_lifetime="non_detached", _py_driver_sys_path=None):
+        self.jvm_options = jvm_options or []
+        self.code_search_path = code_search_path or []
+        self.metadata = dict(metadata or {})
+        self.ray_namespace = ray_namespace
+        self.default_actor_lifetime = default_actor_lifetime
+        self.runtime_env = None
+        self.set_runtime_env(runtime_env)
+
+    def set_runtime_env(self, runtime_env, validate=False):
+        from nanoray import _runtime_env
+        if validate:
+            _runtime_env.validate(runtime_env)
+        self.runtime_env = dict(runtime_env) if runtime_env else None
+
+    def set_ray_namespace(self, ray_namespace):
+        self.ray_namespace = ray_namespace
+
+    def set_metadata(self, key, value):
+        self.metadata[key] = value
+
+    def set_default_actor_lifetime(self, default_actor_lifetime):
+        self.default_actor_lifetime = default_actor_lifetime
+
+
+class LoggingConfig:
+    """init(logging_config=): the log format and level of Ray's own logs.
+    nanoray's messages are few and plain, so it is accepted and changes nothing."""
+
+    def __init__(self, encoding="TEXT", log_level="INFO", additional_log_standard_attrs=None):
+        if encoding not in ("TEXT", "JSON"):
+            raise ValueError("encoding must be 'TEXT' or 'JSON', got %r" % (encoding,))
+        self.encoding = encoding
+        self.log_level = log_level
+        self.additional_log_standard_attrs = list(additional_log_standard_attrs or [])
