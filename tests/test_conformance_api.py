@@ -360,6 +360,43 @@ def test_async_actor_calls_run_concurrently(ray):
 
 # -- futures -----------------------------------------------------------------------
 
+def test_an_async_init_is_awaited_on_the_actors_event_loop(ray):
+    @ray.remote
+    class Started:
+        async def __init__(self, v):
+            await asyncio.sleep(0.01)
+            self.v = v
+            self.seen = asyncio.Queue()
+            self.task = asyncio.get_running_loop().create_task(self.count())   # lives on
+            self.n = 0
+
+        async def count(self):
+            while True:
+                await self.seen.get()
+                self.n += 1
+
+        async def read(self):
+            await self.seen.put(1)
+            for _ in range(200):
+                if self.n:
+                    break
+                await asyncio.sleep(0.01)
+            return self.v, self.n
+
+    @ray.remote
+    class Fails:
+        async def __init__(self):
+            raise ValueError("no")
+
+        async def read(self):
+            return 1
+    a = Started.remote(3)
+    assert ray.get(a.read.remote(), timeout=60) == (3, 1)
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(Fails.remote().read.remote(), timeout=60)
+    ray.kill(a)
+
+
 def test_refs_are_awaitable_and_give_futures(ray):
     @ray.remote
     def double(x):

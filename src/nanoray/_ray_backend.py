@@ -414,9 +414,14 @@ def actor_wrapper(cls):
           "__doc__": cls.__doc__}
     base_init = cls.__init__
 
-    def __init__(self, *args, **kwargs):
-        attach()
-        base_init(self, *args, **kwargs)
+    if inspect.iscoroutinefunction(base_init):
+        async def __init__(self, *args, **kwargs):        # Ray awaits it
+            attach()
+            await base_init(self, *args, **kwargs)
+    else:
+        def __init__(self, *args, **kwargs):
+            attach()
+            base_init(self, *args, **kwargs)
     ns["__init__"] = __init__
     for name, member in inspect.getmembers(cls):
         func = getattr(member, "__func__", member)

@@ -125,7 +125,7 @@ def _describe(cls):
     """What a handle needs to know of its class: method names, returns,
     whether it is async.  Pickled with every handle, so kept small."""
     methods = {}
-    is_async = False
+    is_async = inspect.iscoroutinefunction(getattr(cls, "__init__", None))
     for name, member in inspect.getmembers(cls):
         if name.startswith("__") and name.endswith("__") and name != "__call__":
             continue

@@ -21,7 +21,20 @@ cdef class _Constructor:
 
     def __call__(self, *args, **kwargs):
         global _actor, _actor_name
-        _actor = self.cls(*args, **kwargs)
+        import inspect
+        cls = self.cls
+        if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+            # async def __init__, as Ray allows: awaited on the actor's event
+            # loop, where its calls will run.
+            import asyncio
+            obj = (object.__new__(cls) if cls.__new__ is object.__new__
+                   else cls.__new__(cls, *args, **kwargs))
+            into = _default_call_loop()
+            asyncio.run_coroutine_threadsafe(cls.__init__(obj, *args, **kwargs),
+                                             into.loop).result()
+            _actor = obj
+        else:
+            _actor = cls(*args, **kwargs)
         if type(_actor).__repr__ is not object.__repr__:
             try:
                 _actor_name = repr(_actor)
@@ -256,7 +269,9 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups
     no other group."""
     import asyncio
     free = threading.Semaphore(concurrency) if not groups else None
-    loops = {None: _CallLoop(reg, "default", free, concurrency)}
+    loops = {None: _default_call_loop()}
+    (<_CallLoop>loops[None]).free = free
+    (<_CallLoop>loops[None]).size = concurrency
     for g, n in groups.items():
         loops[g] = _CallLoop(reg, g, None, n)
     cdef int64_t t
@@ -277,6 +292,18 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups
         into = loops[None] if free is not None else loops.get(
             _call_group(reg, <uint32_t>t), loops[None])
         into.loop.call_soon_threadsafe(into.start, <uint32_t>t)
+
+
+cdef _CallLoop _default_loop = None
+
+
+cdef _CallLoop _default_call_loop():
+    """The async actor's loop for calls of no group (made by an async
+    __init__, which runs on it, or when calls start)."""
+    global _default_loop
+    if _default_loop is None:
+        _default_loop = _CallLoop(_region, "default", None, 1)
+    return _default_loop
 
 
 cdef class _CallLoop:
