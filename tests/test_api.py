@@ -374,8 +374,9 @@ def test_results_that_cannot_be_pickled_fail_clearly(ray):
     @ray.remote
     def returns_lock():
         return threading.Lock()
-    with pytest.raises(exceptions.RayTaskError, match="serialized"):
+    with pytest.raises(exceptions.RayTaskError, match="serialized") as info:
         ray.get(returns_lock.remote())
+    assert isinstance(info.value, TypeError)         # the pickling error's type, as in Ray
 
 
 def test_object_ref_basics(ray):

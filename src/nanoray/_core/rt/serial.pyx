@@ -425,8 +425,13 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
         if isinstance(e, _exc.ObjectStoreFullError):
             cause = e                  # catchable as ObjectStoreFullError by the caller
         else:
-            cause = _exc.RaySystemError("nanoray: the result of %s() could not be serialized: %s"
-                                        % (name, _exc._safe_repr(e)))
+            # As Ray: the pickling error's own type (a TypeError, mostly), so
+            # `except TypeError` sees it; the message says where it came from.
+            msg = "nanoray: the result of %s() could not be serialized: %s" % (
+                name, _exc._safe_repr(e))
+            cause = (type(e)(msg) if type(e) in (TypeError, AttributeError, ValueError,
+                                                  pickle.PicklingError)
+                     else _exc.RaySystemError(msg))
         err = _exc.RayTaskError(name, "", cause, os.getpid())
         try:
             p = _pickle(err, True)
