@@ -211,19 +211,21 @@ def test_a_generator_whose_worker_dies_ends_with_an_error_not_a_hang(ray):
         ray.get(refs[1], timeout=30)
 
 
+def dies_once_at(n, marker, at):
+    """Yields 0, 10, 20, ...; its first run dies (os._exit) before item `at`."""
+    for i in range(n):
+        if i == at and not os.path.exists(marker):
+            touch(marker)
+            os._exit(1)
+        yield i * 10
+
+
 def test_a_generator_whose_worker_dies_runs_again_and_each_value_arrives_once(ray, tmp_path):
     # As Ray's streaming generators: with retries left, the task runs again
     # and the values the caller already has are not sent twice.
     marker = str(tmp_path / "died")
-
-    @ray.remote(max_retries=2)
-    def dies_once(n, marker):
-        for i in range(n):
-            if i == 3 and not os.path.exists(marker):
-                touch(marker)
-                os._exit(1)
-            yield i * 10
-    got = [ray.get(r, timeout=60) for r in dies_once.remote(6, marker)]
+    dies_once = ray.remote(max_retries=2)(dies_once_at)
+    got = [ray.get(r, timeout=60) for r in dies_once.remote(6, marker, 3)]
     assert got == [0, 10, 20, 30, 40, 50]
     assert os.path.exists(marker)
 
@@ -469,17 +471,9 @@ def test_completed_is_ready_once_the_generator_task_has_ended(ray, tmp_path):
 
 def test_completed_follows_a_re_run_and_fails_with_a_death_without_retries(ray, tmp_path):
     marker = str(tmp_path / "died")
-
-    @ray.remote(max_retries=2)
-    def dies_once(n, marker):
-        for i in range(n):
-            if i == 1 and not os.path.exists(marker):
-                touch(marker)
-                os._exit(1)
-            yield i
-    gen = dies_once.remote(3, marker)
+    gen = ray.remote(max_retries=2)(dies_once_at).remote(3, marker, 1)
     assert ray.get(gen.completed(), timeout=T) is None
-    assert [ray.get(r, timeout=T) for r in gen] == [0, 1, 2]
+    assert [ray.get(r, timeout=T) for r in gen] == [0, 10, 20]
 
     @ray.remote(max_retries=0)
     def dies():

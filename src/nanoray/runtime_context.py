@@ -117,23 +117,6 @@ class RuntimeContext:
         cur = _runtime_env.current_pg          # (group, capture child tasks)
         return bool(cur is not None and cur[1])
 
-    # Ray's older names.
-    @property
-    def job_id(self):
-        return self.get_job_id()
-
-    @property
-    def node_id(self):
-        return self.get_node_id()
-
-    @property
-    def task_id(self):
-        return self.get_task_id()
-
-    @property
-    def actor_id(self):
-        return self.get_actor_id()
-
     def is_canceled(self):
         """True when nanoray.cancel() was called on the task running here."""
         return _rt.task_cancel_requested()
@@ -171,6 +154,12 @@ class RuntimeContext:
     @property
     def namespace(self):
         return _api._get_backend().namespace
+
+    # Ray's older names.
+    job_id = property(get_job_id)
+    node_id = property(get_node_id)
+    task_id = property(get_task_id)
+    actor_id = property(get_actor_id)
 
     def get(self):
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
