@@ -390,10 +390,20 @@ def test_an_async_init_is_awaited_on_the_actors_event_loop(ray):
 
         async def read(self):
             return 1
+    @ray.remote
+    class Leaves:
+        async def __init__(self):
+            import nanoray
+            nanoray.actor.exit_actor()        # SystemExit: it stopped the loop, and hung
+
+        async def read(self):
+            return 1
     a = Started.remote(3)
     assert ray.get(a.read.remote(), timeout=60) == (3, 1)
     with pytest.raises(exceptions.ActorDiedError):
         ray.get(Fails.remote().read.remote(), timeout=60)
+    with pytest.raises(exceptions.ActorDiedError):
+        ray.get(Leaves.remote().read.remote(), timeout=60)
     ray.kill(a)
 
 

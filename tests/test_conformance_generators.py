@@ -424,6 +424,8 @@ def test_cancel_a_streaming_generator(ray):
         for ref in gen:
             ray.get(ref, timeout=30)
             assert time.monotonic() < deadline
+    with pytest.raises(exceptions.TaskCancelledError):      # it did not end by itself
+        ray.get(gen.completed(), timeout=30)
 
 
 def test_completed_is_ready_once_the_generator_task_has_ended(ray, tmp_path):
@@ -467,6 +469,27 @@ def test_completed_is_ready_once_the_generator_task_has_ended(ray, tmp_path):
         assert ray.get(gen.completed(), timeout=T) is None
         assert [ray.get(r, timeout=T) for r in gen] == [0, 1, 2]
     ray.kill(s)
+
+
+def test_a_stream_counts_as_a_pending_call_until_it_has_ended(ray):
+    @ray.remote(max_pending_calls=1)
+    class Slow:
+        def values(self):
+            for i in range(3):
+                yield i
+                time.sleep(0.2)
+
+        def ping(self):
+            return 1
+    a = Slow.remote()
+    gen = a.values.remote()
+    assert ray.get(next(gen), timeout=T) == 0                # yielded, still running
+    with pytest.raises(exceptions.PendingCallsLimitExceeded):
+        a.ping.remote()
+    assert [ray.get(r, timeout=T) for r in gen] == [1, 2]
+    ray.get(gen.completed(), timeout=T)
+    assert ray.get(a.ping.remote(), timeout=T) == 1
+    ray.kill(a)
 
 
 def test_completed_follows_a_re_run_and_fails_with_a_death_without_retries(ray, tmp_path):

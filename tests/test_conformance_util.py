@@ -4,6 +4,7 @@ serializers, as_completed and map_unordered, inspect_serializability,
 get_node_ip_address, task and actor names, ActorAlreadyExistsError, and
 max_calls (a worker leaves after that many calls of a function)."""
 
+import asyncio
 import io
 import os
 import threading
@@ -52,6 +53,9 @@ def own_names():
 class Named:
     def names(self):
         return own_names()
+
+    def fails(self):
+        raise ValueError("named")
 
 
 class AsyncNamed:
@@ -159,6 +163,9 @@ def test_options_name_names_the_task_and_the_actor_call(ray):
     assert ray.get(a.names.remote(), timeout=T)[1] == "Named.names"
     with pytest.raises(TypeError):
         a.names.options(name=[1]).remote()
+    with pytest.raises(Exception) as info:
+        ray.get(a.fails.options(name="failing-call").remote(), timeout=T)
+    assert "failing-call()" in str(info.value).splitlines()[0]
     ray.kill(a)
 
 
@@ -322,11 +329,15 @@ def test_metrics_record_values_as_rays_do(ray):
     g = Gauge("depth")
     g.set(3)
     g.set(4.5)
+    g.set(None)                                     # changes nothing, as in Ray
     assert g.values() == {(): 4.5}
     h = Histogram("latency", boundaries=[0.1, 1.0])
-    h.observe(0.5)
-    h.observe(2)
-    assert h.values() == {(): [0.5, 2.0]} and h.info["boundaries"] == [0.1, 1.0]
+    for x in (0.5, 2, 1.0, 0.05):
+        h.observe(x)
+    (key, got), = h.values().items()
+    assert key == () and got["count"] == 4 and got["buckets"] == [1, 2, 1]
+    assert got["sum"] == pytest.approx(3.55)
+    assert h.info["boundaries"] == [0.1, 1.0]
     with pytest.raises(ValueError):
         Histogram("no-bounds")
     assert ray.get(ray.remote(record).remote(c), timeout=T) == {(("route", "/task"),): 1.0}
@@ -346,9 +357,14 @@ def test_runtime_context_object_refs_and_handles_answer_rays_other_questions(ray
     assert pg is None or pg.is_nil()
     assert ctx.should_capture_child_tasks_in_placement_group is False
     assert isinstance(ctx.get_node_labels(), dict)
+    assert isinstance(ctx.job_id.hex(), str) and isinstance(ctx.node_id.hex(), str)
     ref = ray.put(7)
     assert isinstance(ref.is_nil(), bool)       # (Ray 2.60 says True for a put's ref)
-    assert ref.as_future().result(timeout=T) == 7
+    assert isinstance(ref.job_id().hex(), str)
+
+    async def awaited():
+        return await ref.as_future()
+    assert asyncio.run(awaited()) == 7
     handle = ray.remote(Methods).remote()
     assert "ping" in dir(handle)
     ray.kill(handle)

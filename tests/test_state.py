@@ -66,6 +66,28 @@ def test_list_tasks_and_summary_show_what_runs_and_waits(ray, tmp_path):
     assert get_task(run.task_id) is None
 
 
+def test_list_tasks_names_a_named_actor_call_by_its_name_and_method(ray, tmp_path):
+    from nanoray.util.state import list_tasks
+    gate = str(tmp_path / "gate")
+
+    @ray.remote
+    class Waits:
+        def wait(self, gate):
+            _wait_for(gate)
+            return 1
+    a = Waits.remote()
+    ref = a.wait.options(name="the-wait").remote(gate)
+    deadline = time.monotonic() + T
+    while not [t for t in list_tasks() if t.type == "ACTOR_TASK"]:
+        assert time.monotonic() < deadline, list_tasks()
+        time.sleep(0.02)
+    call, = [t for t in list_tasks() if t.type == "ACTOR_TASK"]
+    assert (call.name, call.func_or_class_name) == ("the-wait", "Waits.wait")
+    open(gate, "w").close()
+    assert ray.get(ref, timeout=T) == 1
+    ray.kill(a)
+
+
 def test_list_actors_workers_and_objects(ray):
     from nanoray.util.state import get_actor, list_actors, list_objects, list_workers
 

@@ -316,13 +316,12 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     ray_only = {k: kwargs.pop(k) for k in list(kwargs) if k in RAY_ONLY_INIT}
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
-    if isinstance(num_cpus, str):            # Ray's first argument: init("auto")
-        address, num_cpus = num_cpus, None
-    job_config = ray_only.pop("job_config", None)
+    if isinstance(num_cpus, str) and (num_cpus in ("auto", "local") or ":" in num_cpus):
+        address, num_cpus = num_cpus, None   # Ray's first argument: init("auto")
+    job_config = ray_only.get("job_config")
     if job_config is not None:               # Ray's JobConfig, or nanoray.job_config's
         runtime_env = runtime_env or getattr(job_config, "runtime_env", None) or None
         namespace = namespace or getattr(job_config, "ray_namespace", None)
-    ray_only.pop("logging_config", None)
     with _lock:
         if _backend is not None:
             if ignore_reinit_error:

@@ -543,6 +543,8 @@ class RayBackend:
     def start(cls, address, init_kwargs):
         ray = import_ray()
         kwargs = {k: v for k, v in init_kwargs.items() if v is not None}
+        from nanoray.job_config import as_rays
+        as_rays(ray, kwargs)
         if "memory" in kwargs:
             kwargs["_memory"] = kwargs.pop("memory")      # Ray's name for it in init()
         kwargs.setdefault("include_dashboard", False)
@@ -658,20 +660,6 @@ class RayBackend:
 
     def get_actor(self, name, namespace):
         return wrap_handle(_call(self.ray.get_actor, name, namespace=namespace))
-
-
-class RayRuntimeContext:
-    """Ray's runtime context, with current_actor as a nanoray handle."""
-
-    def __init__(self, ctx):
-        self._ctx = ctx
-
-    @property
-    def current_actor(self):
-        return wrap_handle(self._ctx.current_actor)
-
-    def __getattr__(self, name):
-        return getattr(self._ctx, name)
 
 
 def _ray_side(r):

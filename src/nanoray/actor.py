@@ -436,6 +436,8 @@ class ActorMethod:
         self._task_name = task_name              # .options(name=...)
         self._groups = None                      # the actor's groups, when its handle said
         self._extras = call_extras(num_returns, retry_exceptions)
+        if task_name:                            # for the worker: a failure's header
+            self._extras = dict(self._extras or (), name=task_name)
         self._label = (None, None)               # (runtime, ref to "Class.method")
 
     def _label_ref(self):
@@ -496,7 +498,9 @@ class ActorMethod:
         out = _rt.submit_actor_call(ref, self._slot, self._name, args, kwargs or None,
                                     self._nret, self._retries, self._extras, self._label_ref())
         if self._nret:
-            pending.append(out if self._nret == 1 else out[0])
+            # A stream is pending until it has ended (its completion return).
+            pending.append(out[1] if self._streaming else
+                           out if self._nret == 1 else out[0])
         if self._streaming:
             from nanoray._generator import ObjectRefGenerator
             return ObjectRefGenerator(out[0], None, out[1])

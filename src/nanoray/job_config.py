@@ -45,3 +45,19 @@ class LoggingConfig:
         self.encoding = encoding
         self.log_level = log_level
         self.additional_log_standard_attrs = list(additional_log_standard_attrs or [])
+
+
+def as_rays(ray, kwargs):
+    """init()'s job_config and logging_config, for the Ray backend: as
+    Ray's types (nanoray's own are given where Ray is not installed)."""
+    jc = kwargs.get("job_config")
+    if jc is not None and not isinstance(jc, ray.job_config.JobConfig):
+        kwargs["job_config"] = ray.job_config.JobConfig(
+            jvm_options=jc.jvm_options, code_search_path=jc.code_search_path,
+            runtime_env=jc.runtime_env, metadata=jc.metadata, ray_namespace=jc.ray_namespace,
+            default_actor_lifetime=jc.default_actor_lifetime)
+    lc = kwargs.get("logging_config")
+    if lc is not None and not isinstance(lc, ray.LoggingConfig):
+        kwargs["logging_config"] = ray.LoggingConfig(
+            encoding=lc.encoding, log_level=lc.log_level,
+            additional_log_standard_attrs=lc.additional_log_standard_attrs)

@@ -155,11 +155,11 @@ class RuntimeContext:
     def namespace(self):
         return _api._get_backend().namespace
 
-    # Ray's older names.
-    job_id = property(get_job_id)
-    node_id = property(get_node_id)
-    task_id = property(get_task_id)
-    actor_id = property(get_actor_id)
+    # Ray's older names: IDs (hex strs with .hex()), as Ray's are.
+    job_id = property(lambda self: _hex_id(self.get_job_id()))
+    node_id = property(lambda self: _hex_id(self.get_node_id()))
+    task_id = property(lambda self: _hex_id(self.get_task_id()))
+    actor_id = property(lambda self: _hex_id(self.get_actor_id()))
 
     def get(self):
         return {"job_id": self.get_job_id(), "node_id": self.get_node_id(),
@@ -168,9 +168,28 @@ class RuntimeContext:
                 "actor_id": self.get_actor_id()}
 
 
+class RayRuntimeContext:
+    """On the Ray backend: Ray's runtime context, with current_actor as a
+    nanoray handle."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    @property
+    def current_actor(self):
+        from nanoray._ray_backend import wrap_handle
+        return wrap_handle(self._ctx.current_actor)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+def _hex_id(value):
+    return None if value is None else _rt.HexId(value)
+
+
 def get_runtime_context():
     b = _api._get_backend()
     if b.remote:
-        from nanoray._ray_backend import RayRuntimeContext
         return RayRuntimeContext(b.ray.get_runtime_context())     # Ray's, nanoray's handle
     return RuntimeContext()

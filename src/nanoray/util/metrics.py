@@ -4,8 +4,10 @@ Prometheus through its metrics agent; nanoray has no agent, so each metric
 keeps its values in the process that records them (readable, for tests and
 debugging, from ``metric.values()``: tags as a sorted tuple of pairs ->
 the counter's sum, the gauge's last value, or the histogram's
-observations)."""
+{"count", "sum", "buckets"}, buckets counting the observations at or
+below each boundary and, last, those above every one)."""
 
+import bisect
 import numbers
 import threading
 
@@ -68,7 +70,8 @@ class Metric:
     def values(self):
         """What this process recorded, by tags (a copy)."""
         with self._lock:
-            return {k: (list(v) if isinstance(v, list) else v) for k, v in self._values.items()}
+            return {k: (dict(v, buckets=list(v["buckets"])) if isinstance(v, dict) else v)
+                    for k, v in self._values.items()}
 
     @property
     def info(self):
@@ -97,15 +100,15 @@ class Counter(Metric):
 
 
 class Gauge(Metric):
-    """The last value set: set(value); set(None) forgets it."""
+    """The last value set: set(value) (set(None) changes nothing, as in Ray)."""
 
     def set(self, value, tags=None):
+        if value is None:
+            return
+        value = self._number(value)
         key = self._tags(tags)
         with self._lock:
-            if value is None:
-                self._values.pop(key, None)
-            else:
-                self._values[key] = self._number(value)
+            self._values[key] = value
 
 
 class Histogram(Metric):
@@ -120,13 +123,20 @@ class Histogram(Metric):
             if isinstance(b, bool) or not isinstance(b, numbers.Real) or b <= 0:
                 raise ValueError("Invalid `boundaries` argument: %r. Use positive values, "
                                  "e.g., [0.1, 1.0, 10.0]" % (boundaries,))
-        self._boundaries = list(boundaries)
+        self._boundaries = sorted(boundaries)
 
     def observe(self, value, tags=None):
         value = self._number(value)
         key = self._tags(tags)
+        i = bisect.bisect_left(self._boundaries, value)     # the first bound >= value
         with self._lock:
-            self._values.setdefault(key, []).append(value)
+            v = self._values.get(key)
+            if v is None:
+                v = self._values[key] = {"count": 0, "sum": 0.0,
+                                         "buckets": [0] * (len(self._boundaries) + 1)}
+            v["count"] += 1
+            v["sum"] += value
+            v["buckets"][i] += 1
 
     @property
     def info(self):

@@ -30,8 +30,10 @@ cdef class _Constructor:
             obj = (object.__new__(cls) if cls.__new__ is object.__new__
                    else cls.__new__(cls, *args, **kwargs))
             into = _default_call_loop()
-            asyncio.run_coroutine_threadsafe(cls.__init__(obj, *args, **kwargs),
-                                             into.loop).result()
+            outcome = asyncio.run_coroutine_threadsafe(
+                _caught(cls.__init__(obj, *args, **kwargs)), into.loop).result()
+            if outcome is not None:          # raised here, exit_actor()'s SystemExit too
+                raise outcome
             _actor = obj
         else:
             _actor = cls(*args, **kwargs)
@@ -292,6 +294,15 @@ cdef int64_t _async_loop(Region reg, uint32_t slot, int concurrency, dict groups
         into = loops[None] if free is not None else loops.get(
             _call_group(reg, <uint32_t>t), loops[None])
         into.loop.call_soon_threadsafe(into.start, <uint32_t>t)
+
+
+async def _caught(coro):
+    """coro's exception (any: a SystemExit would stop the loop's thread), or None."""
+    try:
+        await coro
+    except BaseException as e:
+        return e
+    return None
 
 
 cdef _CallLoop _default_loop = None

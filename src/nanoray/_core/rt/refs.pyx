@@ -35,8 +35,8 @@ cdef class ObjectRef:
         return self._id == 0
 
     def job_id(self):
-        """The id (hex) of the runtime's job, as get_runtime_context().get_job_id()."""
-        return "%08x" % ((self._reg.session if self._reg is not None else 0) & 0xFFFFFFFF)
+        """The runtime's job id (as get_runtime_context().get_job_id(); .hex() too)."""
+        return HexId("%08x" % ((self._reg.session if self._reg is not None else 0) & 0xFFFFFFFF))
 
     def __repr__(self):
         return "ObjectRef(" + self.hex() + ")"
@@ -94,8 +94,24 @@ cdef class ObjectRef:
         return fut
 
     def as_future(self):
-        """future(), by Ray's older name."""
-        return self.future()
+        """An asyncio future of the value (Ray's older API; await ref, or
+        asyncio.wrap_future(ref.future()), is the same)."""
+        import asyncio
+        return asyncio.wrap_future(self.future())
+
+
+class HexId(str):
+    """An id as the hex str it is, with Ray's ID methods (.hex(), .binary(),
+    .is_nil()), where Ray returns ID objects (ctx.job_id, ref.job_id())."""
+
+    def hex(self):
+        return str(self)
+
+    def binary(self):
+        return bytes.fromhex(self)
+
+    def is_nil(self):
+        return set(self) <= {"f"}
 
 
 cdef inline ObjectRef _adopt(Region reg, uint64_t oid):

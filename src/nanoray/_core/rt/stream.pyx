@@ -70,14 +70,15 @@ cdef class _Stream:
 
     cdef void fail(self, object failure, bint ran=True) except *:
         """The stream ends with failure: raised by the generator (ran), or
-        before it could run (cancelled, an argument failed), which
-        completed() raises too."""
+        before it could run (cancelled, an argument failed)."""
         err = _error_ref(self.reg, failure, self.name)
         if err is None:
             _seal(self.reg, self.cell, failure, True, self.name)   # the cell itself raises
         else:
             _seal(self.reg, self.cell, (err, None), False, self.name)
-        self.finished(None if ran else failure)
+        # completed() raises too when the stream did not end by itself: it
+        # never ran, or nanoray.cancel() stopped it (as in Ray).
+        self.finished(None if ran and not nr_task(&self.reg.r, self.t).cancelled else failure)
 
     cdef void finished(self, object failure=None) except *:
         """Seals the task's completion return, with None or failure (once: a

@@ -74,6 +74,8 @@ cdef _Call _prepare(Region reg, uint32_t t):
                 c.func, c.name = _actor_constructor(_function(reg, spec.func_id), extra)
             else:
                 c.func, c.name = _actor_method(extra)
+                if c.extras is not None and "name" in c.extras:    # .options(name=)
+                    c.name = c.extras["name"]
         if ndeps:
             vals = []
             cow = c.extras is not None and c.extras.get("writable_args", False)

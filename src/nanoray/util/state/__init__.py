@@ -64,27 +64,31 @@ def _func_names():
     return out
 
 
-def _label_name(label):
-    """An actor call's name from its label: "Class.method", then its group
-    after \x1f, then its .options(name=) after \x1e."""
+def _label_names(label):
+    """(name, "Class.method") of an actor call from its label: "Class.method",
+    then its group after \x1f, then its .options(name=) after \x1e."""
     head, _, given = label.partition("\x1e")
-    return given or head.partition("\x1f")[0]
+    method = head.partition("\x1f")[0]
+    return given or method, method
 
 
 def _name_of(func_id, known, cache):
+    """(the call's name, its function's or "Class.method")."""
     if func_id in known:
-        return known[func_id]
+        return known[func_id], known[func_id]
     if func_id not in cache:
-        name = "unknown"
+        names = ("unknown", "unknown")
         try:
             ref = _rt.ref_if_alive(func_id)
             if ref is not None:
                 f = _rt.get_one(ref, 5)
-                name = _label_name(f) if isinstance(f, str) else \
-                    (getattr(f, "__name__", None) or type(f).__name__)
+                if isinstance(f, str):
+                    names = _label_names(f)
+                else:
+                    names = (getattr(f, "__name__", None) or type(f).__name__,) * 2
         except Exception:
             pass
-        cache[func_id] = name
+        cache[func_id] = names
     return cache[func_id]
 
 
@@ -131,16 +135,16 @@ def list_tasks(address=None, filters=None, limit=100, timeout=30, detail=False,
          parent, _ret, pool) in _rt.task_rows():
         actor = actors.get(target - 1) if target else None
         if kind == 0 or (kind == 2 and func_id):   # a function, or "Class.method"
-            name = _name_of(func_id, known, cache)
+            name, func_name = _name_of(func_id, known, cache)
         else:
-            name = "%s.__init__" % actor[1] if kind == 1 and actor else \
+            name = func_name = "%s.__init__" % actor[1] if kind == 1 and actor else \
                 (actor[1] if actor else "actor task")
         st = _TASK_STATE.get(state, "PENDING_NODE_ASSIGNMENT")
         if state == 1 and not deps_left:
             st = "PENDING_NODE_ASSIGNMENT"
         rows.append(StateRecord(
             task_id="%016x" % ((gen << 32) | t), attempt_number=max(attempts - 1, 0),
-            name=name, func_or_class_name=name if kind != 1 else (actor[1] if actor else name),
+            name=name, func_or_class_name=func_name if kind != 1 else (actor[1] if actor else name),
             state=st, job_id=job, actor_id=actor[0] if actor else None,
             type=_TASK_TYPE.get(kind, "NORMAL_TASK"), node_id=node,
             parent_task_id="%016x" % parent if parent else None,
