@@ -32,16 +32,6 @@ EXTRA_WORKERS = 128
 # Process slots in the region (driver, workers, later actors).
 MAX_PROCS = 1024
 TABLE_SIZES = (1 << 22, 1 << 20, 1 << 17)     # tasks and objects, tried in turn
-# Ray's init() arguments that change nothing on one machine: accepted so
-# that Ray code runs unchanged (a job_config's runtime_env and namespace are
-# used), and passed on to Ray by the Ray backend.
-RAY_ONLY_INIT = frozenset((
-    "labels", "local_mode", "job_config", "logging_format", "logging_config",
-    "enable_resource_isolation", "cgroup_path", "system_reserved_cpu",
-    "system_reserved_memory", "proxy_server_url", "_enable_object_reconstruction",
-    "_plasma_directory", "_node_ip_address", "_driver_object_store_memory", "_memory",
-    "_redis_username", "_redis_password", "_temp_dir", "_metrics_export_port",
-    "_tracing_startup_hook", "_node_name", "_skip_env_hook"))
 # The object store's default size, as a share of physical memory (Ray's
 # default too).  The region is sparse: memory is used only as objects need it.
 DEFAULT_STORE_SHARE = 0.3
@@ -303,7 +293,7 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     taken; dashboard_port= picks it): the returned context's dashboard_url
     (nanoray/_dashboard.py).  None and False start nothing.
 
-    Ray's other arguments (RAY_ONLY_INIT: labels, job_config,
+    Ray's other arguments (job_config.RAY_ONLY_INIT: labels, job_config,
     logging_config, _temp_dir, ...) are accepted; a job_config's runtime_env
     and namespace apply where init() gives none.
 
@@ -313,15 +303,12 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
     the environment, starts a local Ray for them (nanoray/_ray_backend.py;
     needs `pip install 'nanoray[ray]'`)."""
     global _backend, _atexit_registered
-    ray_only = {k: kwargs.pop(k) for k in list(kwargs) if k in RAY_ONLY_INIT}
+    from nanoray.job_config import ray_only_args
+    ray_only, runtime_env, namespace = ray_only_args(kwargs, runtime_env, namespace)
     if kwargs:
         raise TypeError("init() got unexpected keyword argument(s): %s" % ", ".join(sorted(kwargs)))
     if isinstance(num_cpus, str) and (num_cpus in ("auto", "local") or ":" in num_cpus):
         address, num_cpus = num_cpus, None   # Ray's first argument: init("auto")
-    job_config = ray_only.get("job_config")
-    if job_config is not None:               # Ray's JobConfig, or nanoray.job_config's
-        runtime_env = runtime_env or getattr(job_config, "runtime_env", None) or None
-        namespace = namespace or getattr(job_config, "ray_namespace", None)
     with _lock:
         if _backend is not None:
             if ignore_reinit_error:

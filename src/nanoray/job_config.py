@@ -4,6 +4,28 @@ win); the rest is accepted for Ray code to run unchanged."""
 
 __all__ = ["JobConfig", "LoggingConfig"]
 
+# Ray's init() arguments that change nothing on one machine: accepted so
+# that Ray code runs unchanged (a job_config's runtime_env and namespace are
+# used), and passed on to Ray by the Ray backend.
+RAY_ONLY_INIT = frozenset((
+    "labels", "local_mode", "job_config", "logging_format", "logging_config",
+    "enable_resource_isolation", "cgroup_path", "system_reserved_cpu",
+    "system_reserved_memory", "proxy_server_url", "_enable_object_reconstruction",
+    "_plasma_directory", "_node_ip_address", "_driver_object_store_memory", "_memory",
+    "_redis_username", "_redis_password", "_temp_dir", "_metrics_export_port",
+    "_tracing_startup_hook", "_node_name", "_skip_env_hook"))
+
+
+def ray_only_args(kwargs, runtime_env, namespace):
+    """Takes Ray's init() arguments out of kwargs: (them, runtime_env,
+    namespace), a job_config's applied where init() gives none."""
+    ray_only = {k: kwargs.pop(k) for k in list(kwargs) if k in RAY_ONLY_INIT}
+    job_config = ray_only.get("job_config")
+    if job_config is not None:               # Ray's JobConfig, or this module's
+        runtime_env = runtime_env or getattr(job_config, "runtime_env", None) or None
+        namespace = namespace or getattr(job_config, "ray_namespace", None)
+    return ray_only, runtime_env, namespace
+
 
 class JobConfig:
     """Ray's per-job settings: runtime_env, ray_namespace and metadata are kept."""
