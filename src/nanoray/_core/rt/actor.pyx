@@ -323,6 +323,7 @@ cdef class _CallLoop:
     concurrency group's (sem: the group's size, made on the loop)."""
     cdef Region reg
     cdef object loop, free, sem
+    cdef object asyncio, isasyncgen, isawaitable   # looked up once, not per call
     cdef int size
     cdef dict running          # call -> its asyncio.Task (registered at its first step,
                                # so a call is never cancelled before it, which would
@@ -333,6 +334,10 @@ cdef class _CallLoop:
 
     def __cinit__(self, Region reg, str name, free, int size):
         import asyncio
+        import inspect
+        self.asyncio = asyncio
+        self.isasyncgen = inspect.isasyncgen
+        self.isawaitable = inspect.isawaitable
         self.reg = reg
         self.loop = asyncio.new_event_loop()
         self.free = free
@@ -358,11 +363,9 @@ cdef class _CallLoop:
         self.loop.create_task(self.run(t))
 
     async def run(self, uint32_t t):
-        import asyncio
-        import inspect
         cdef Region reg = self.reg
         cdef _Call c
-        self.running[t] = asyncio.current_task()
+        self.running[t] = self.asyncio.current_task()
         if not self.watching:
             self.watching = True
             self.loop.call_later(CANCEL_POLL_S, self.watch)
@@ -371,7 +374,7 @@ cdef class _CallLoop:
             c = _prepare(reg, t)
             if self.free is None:
                 if self.sem is None:
-                    self.sem = asyncio.Semaphore(self.size)
+                    self.sem = self.asyncio.Semaphore(self.size)
                 try:
                     await self.sem.acquire()
                     held = True
@@ -381,11 +384,11 @@ cdef class _CallLoop:
                     return
             while True:
                 result = _invoke(c)
-                if inspect.isasyncgen(result) and c.extras is not None and \
+                if self.isasyncgen(result) and c.extras is not None and \
                         c.extras.get("gen") == "streaming":
                     await stream_async(reg, c, result, _first_return(reg, t))
                     c.streamed = True
-                elif inspect.isawaitable(result):
+                elif self.isawaitable(result):
                     try:
                         result = await result
                     except SystemExit:
