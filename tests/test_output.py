@@ -90,3 +90,73 @@ def test_partial_lines_odd_text_and_stream_methods_in_tasks():
     assert out.returncode == 0, out.stderr
     assert re.search(r"^\(partial pid=\d+\) begun here and ended$", out.stdout, re.M), out.stdout
     assert "lone \\ud800 surrogate" in out.stdout, out.stdout
+
+
+UNHANDLED = textwrap.dedent("""
+    import time
+    import nanoray as ray
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    def bad(i):
+        raise ValueError("boom %d" % i)
+
+    @ray.remote
+    def consume(x):
+        return x
+
+    @ray.remote
+    def sleeper():
+        time.sleep(30)
+
+    bad.remote(1)                         # fire and forget: its worker reports it
+    r = bad.remote(2)
+    ray.wait([r])
+    del r                                 # looked at with wait: not reported
+    r = bad.remote(3)
+    try:
+        ray.get(r)
+    except ValueError:
+        pass
+    del r                                 # got (it raised): not reported
+    r = bad.remote(4)
+    time.sleep(1.0)
+    del r                                 # held, never fetched: reported (once)
+    r = bad.remote(5)
+    try:
+        ray.get(consume.remote(r))        # its failure surfaced through the consumer
+    except ValueError:
+        pass
+    del r
+    s = sleeper.remote()
+    time.sleep(0.5)
+    ray.cancel(s)
+    time.sleep(0.5)
+    del s                                 # cancelled: not reported
+    time.sleep(1.0)
+    print("DONE", flush=True)
+    ray.shutdown()
+""")
+
+
+def run_unhandled(**env):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env)
+    out = subprocess.run([sys.executable, "-c", UNHANDLED], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
+    return out.stderr
+
+
+def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
+    err = run_unhandled()
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 2, err
+    for i in (1, 4):
+        assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
+    for i in (2, 3, 5):
+        assert "boom %d" % i not in err, err
+    assert "Cancelled" not in err, err
+
+
+def test_unhandled_failures_are_quiet_with_rays_switch():
+    err = run_unhandled(RAY_IGNORE_UNHANDLED_ERRORS="1")
+    assert "Unhandled error" not in err and "boom" not in err, err

@@ -19,6 +19,9 @@ class ObjectRefGenerator:
     def __init__(self, first_cell, task=None, done=None):
         self._cell = first_cell          # None once finished
         self._done = done                # sealed (None) once the task has ended
+        if done is not None:             # its failure is the stream's, reported there
+            from nanoray._core._runtime import quiet
+            quiet(done)
         # What cancel() names: the task itself, not a ref to its first cell
         # (which would keep every value of the stream alive).
         if task is None:

@@ -3,6 +3,8 @@
 cdef class ObjectRef:
     cdef readonly uint64_t _id        # (generation << 32) | (index + 1) in the object table
     cdef Region _reg                  # the runtime it counts in; None for a dead ref
+    cdef bint _seen                   # its value was got (or raised), or it was passed on: a
+                                      # failure it holds is not reported when it is dropped
 
 cdef class _DepArg:
     cdef public int i                 # index of the top-level ref argument it stands for

@@ -21,6 +21,8 @@ cdef class ObjectRef:
 
     def __dealloc__(self):
         if self._reg is not None and self._reg.pid == _pid:
+            if not self._seen and self._reg.r.hdr.errors:
+                _unhandled_if_last(self._reg, self._id)
             # A small value's free waits for this process's next section
             # (csrc/nr_sched.h): the GIL makes this thread the one producer.
             nr_object_release(&self._reg.r, self._id)
@@ -136,6 +138,45 @@ def _rebuild_ref(uint64_t oid, uint64_t session=0):
         (<ObjectRef>ref)._id = oid
         return ref
     return _new_ref(_region, oid)
+
+
+def quiet(ref):
+    """Marks ref as seen: a failure it holds is not reported when it is
+    dropped (a ref the runtime keeps for the user, such as a stream's
+    completion)."""
+    if type(ref) is ObjectRef:
+        (<ObjectRef>ref)._seen = True
+
+
+cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
+    """A failed object whose last count goes with a ref nobody got it
+    through: its error is reported on stderr, as Ray does ("Unhandled
+    error"), so that a task whose result is never fetched does not fail
+    silently.  Its worker reports it instead when no ref was left by the
+    time it failed (report_unhandled)."""
+    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
+    cdef bint is_error = False
+    if o == NULL or o.state != NR_OBJ_ERROR or o.refs != 1:
+        return
+    try:
+        value = _value(reg, oid, &is_error)
+        if is_error:
+            report_unhandled(value)
+    except BaseException:
+        pass
+
+
+def report_unhandled(error):
+    """Writes a failure nobody fetched to stderr (not a cancel's, and not
+    with RAY_IGNORE_UNHANDLED_ERRORS set)."""
+    if isinstance(error, _exc.TaskCancelledError) or "RAY_IGNORE_UNHANDLED_ERRORS" in os.environ:
+        return
+    try:
+        sys.stderr.write("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): %s\n"
+                         % (error,))
+        sys.stderr.flush()
+    except Exception:
+        pass
 
 
 cdef class _DepArg:

@@ -234,6 +234,7 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         a = args[i]
         if type(a) is ObjectRef:
             _check_ref(a)
+            (<ObjectRef>a)._seen = True    # a failure it holds fails that task, and is seen there
             if deps is None:
                 deps = []
                 largs = list(args)
@@ -246,6 +247,7 @@ cdef object _submit(Region reg, uint64_t func_id, tuple args, dict kwargs, uint3
         for k, a in kwargs.items():
             if type(a) is ObjectRef:
                 _check_ref(a)
+                (<ObjectRef>a)._seen = True
                 if deps is None:
                     deps = []
                 if kw is None:

@@ -581,7 +581,13 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
                                         failure.pid, cause_repr=_exc._safe_repr(failure.cause))
         else:
             failure = _exc.RaySystemError(_exc._safe_repr(failure))
+    # No ref left to it (a task's result nobody kept): nobody can see this
+    # failure, so it is reported here (rt/refs.pyx, _unhandled_if_last).
+    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
+    cdef bint unseen = o != NULL and o.refs == 0
     _seal(reg, oid, failure, True, name)
+    if unseen:
+        report_unhandled(failure)
 
 
 def worker_loop(Region reg, uint32_t slot):
