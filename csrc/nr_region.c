@@ -216,6 +216,13 @@ void nr_lock(nr_region_t *r) {
     pthread_mutex_t *m = &r->hdr->lock;
     int rc = 0;
     for (int i = 0; i < 200; i++) {
+#ifdef __GLIBC__
+        /* Spin on a read while it is held: a trylock would take the line
+         * from the holder at each turn. */
+        if (i && __atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED)) {
+            rc = EBUSY;
+        } else
+#endif
         rc = pthread_mutex_trylock(m);
         if (rc != EBUSY) break;
         NR_PROF_LOCK_SPIN();

@@ -185,7 +185,10 @@ typedef struct {
     int32_t lock_pid;             /* the process that last took the lock (for messages) */
     uint32_t repairs;             /* locks recovered from a dead holder */
     uint32_t lock_stalls;         /* waits for the lock that passed NR_LOCK_STALL_NS */
-    uint32_t undo_n;              /* entries in the undo log of the section under way */
+    /* The log's count, which every logged store of a section writes: in a
+     * line of its own, not the lock's, which waiters for the lock read
+     * (and each such read took the line from the holder, once per store). */
+    uint32_t undo_n NR_LINE;      /* entries in the undo log of the section under way */
     uint32_t undo_overflow;       /* the section outgrew the log: a death in it cannot be undone */
     uint32_t broken;              /* a repair failed: the runtime shut down rather than go on */
     uint32_t rollbacks;           /* sections undone after their holder died */
