@@ -7,10 +7,17 @@ static inline nr_block_t *blk(nr_region_t *r, uint64_t off) { return (nr_block_t
 static inline uint64_t bsize(nr_block_t *b) { return b->size & ~USED; }
 static inline int bin_of(uint64_t size) { return 63 - __builtin_clzll(size / NR_BLOCK_HDR); }
 
-/* The size class of a small payload of n bytes: blocks of 128, 256 or 512
- * bytes (two cache entries each). */
+/* The size class of a small payload of n bytes: blocks of 192, 256 or 512
+ * bytes (two cache entries each).  192, not 128: a plain task's spec
+ * (about 100 bytes) and a small result then share a class, so the specs a
+ * worker frees are its next results, and the results the driver frees its
+ * next specs, with no block split or refilled under the lock. */
 static inline int small_class(uint64_t n) {
-    return n + NR_BLOCK_HDR <= 128 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+    return n + NR_BLOCK_HDR <= 192 ? 0 : n + NR_BLOCK_HDR <= 256 ? 1 : 2;
+}
+static inline uint64_t class_size(int c) { return c == 0 ? 192 : c == 1 ? 256 : 512; }
+static inline int class_of_size(uint64_t size) {
+    return size == 192 ? 0 : size == 256 ? 1 : size == 512 ? 2 : -1;
 }
 
 static void unlink_free(nr_region_t *r, uint64_t off) {
@@ -161,8 +168,12 @@ void nr_arena_written_as(nr_region_t *r, uint64_t payload_off, uint64_t n) {
     if (!payload_off || n > NR_SMALL_PAYLOAD) return;   /* (0: sealed with no payload) */
     uint64_t off = payload_off - NR_BLOCK_HDR;
     nr_block_t *b = blk(r, off);
-    uint64_t size = bsize(b), want = 128u << small_class(n);
-    if (size <= want || (size != 256 && size != 512) || b->born) return;
+    /* A larger class's block keeps its payload's class size where the rest
+     * makes a block (512: 192 + 320, or 256 + 256); a 256 holding a
+     * payload of the 192 class stays whole. */
+    uint64_t size = bsize(b), want = class_size(small_class(n));
+    if (size <= want || size - want < NR_MIN_BLOCK || class_of_size(size) < 0 || b->born)
+        return;
     nr_arena_free_keep_locked(r, split_used(r, off, want) + NR_BLOCK_HDR);
 }
 
@@ -254,14 +265,28 @@ static uint64_t take_cached(nr_proc_t *p, int c, int *entry) {
 
 uint64_t nr_arena_alloc_small_locked(nr_region_t *r, uint64_t n) {
     if (n > NR_SMALL_PAYLOAD || r->borrowed) return nr_arena_alloc_locked(r, n);
-    int c = small_class(n), i;
+    int c = small_class(n);
     nr_proc_t *p = nr_proc(r, r->slot);
-    uint64_t v = take_cached(p, c, &i);
-    if (v) {
-        uncache(r, p, i, v);             /* the caller's already: no write in flight */
+    nr_arena_t *a = &r->hdr->arena;
+    /* Taken as take_cached does (a thread of this process may take entries
+     * without the lock), but cleared at once, the caller's already (no
+     * write in flight), and logged before, so a death in this section
+     * gives the entry back exactly. */
+    for (int i = 2 * c; i < NR_NCACHE; i++) {
+        uint64_t v = __atomic_load_n(&p->cache[i], __ATOMIC_SEQ_CST);
+        if (!v || (v & 1)) continue;
+        NR_CRASH_SITE();
+        nr_undo_push(r, &p->cache[i], NR_UNDO_U64, v);
+        NR_CRASH_SITE();
+        uint64_t want = v;
+        if (!__atomic_compare_exchange_n(&p->cache[i], &want, 0, 0, __ATOMIC_SEQ_CST,
+                                         __ATOMIC_SEQ_CST))
+            continue;
+        WADD(a->cached, -(nr_arena_usable(r, v) + NR_BLOCK_HDR));
+        WDEC(a->ncached);
         return v;
     }
-    return nr_arena_alloc_locked(r, (128u << c) - NR_BLOCK_HDR);   /* a size it can keep */
+    return nr_arena_alloc_locked(r, class_size(c) - NR_BLOCK_HDR);   /* a size it can keep */
 }
 
 uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
@@ -269,7 +294,7 @@ uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
     /* A payload takes at most about twice its size in its own class (the
      * arena rounds to 64); a larger entry's block is cut to size later. */
     int c = small_class(n), i;
-    uint64_t payload = (128u << c) - NR_BLOCK_HDR;
+    uint64_t payload = class_size(c) - NR_BLOCK_HDR;
     nr_proc_t *p = nr_proc(r, r->slot);
     for (int round = 0; round < 2; round++) {
         uint64_t v = take_cached(p, c, &i);
@@ -293,7 +318,7 @@ uint64_t nr_arena_alloc_small(nr_region_t *r, uint64_t n) {
 void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off) {
     nr_block_t *b = blk(r, payload_off - NR_BLOCK_HDR);
     uint64_t size = bsize(b);
-    int c = size == 128 ? 0 : size == 256 ? 1 : size == 512 ? 2 : -1;
+    int c = class_of_size(size);
     nr_proc_t *p = nr_proc(r, r->slot);
     /* (not into the slot of a process gone: nothing would take it back) */
     if (c >= 0 && !b->born && !r->borrowed && p->state != NR_PROC_FREE &&

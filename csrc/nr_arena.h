@@ -49,7 +49,7 @@ void nr_arena_free_keep_locked(nr_region_t *r, uint64_t payload_off);
 uint64_t nr_arena_alloc_aligned_locked(nr_region_t *r, uint64_t n, uint64_t align);
 uint64_t nr_arena_alloc(nr_region_t *r, uint64_t n);
 /* nr_arena_alloc, but up to NR_SMALL_PAYLOAD bytes come from this process's
- * cache of small blocks (two each of 128, 256 and 512 bytes; its size
+ * cache of small blocks (two each of 192, 256 and 512 bytes; its size
  * class's, else a larger one's), with no lock (a size class's two are
  * refilled under one acquisition): a task's spec and
  * a small result then cost no lock of their own.  Freed, or made an
@@ -65,9 +65,10 @@ uint64_t nr_arena_usable(nr_region_t *r, uint64_t payload_off);
 void nr_arena_written(nr_region_t *r, uint64_t off);
 /* The same for a block becoming an object's payload of n bytes: one of a
  * larger size class than n needs (a cache's larger entry: a freed spec
- * reused) keeps only the smallest that holds it, and its tail goes back
- * (to the cache, as freed blocks do, or the free lists), so an object of
- * a few bytes holds 128 of the store, not 256 or 512. */
+ * reused) keeps only its class's size where the rest makes a block, and
+ * the rest goes back (to the cache, as freed blocks do, or the free
+ * lists), so an object of a few bytes holds 192 of the store (256 when
+ * it reused a 256-byte block), not 512. */
 void nr_arena_written_as(nr_region_t *r, uint64_t off, uint64_t n);
 /* Under the lock: frees the blocks a dead process was still writing. */
 void nr_arena_release_writing(nr_region_t *r, uint32_t slot);

@@ -74,7 +74,7 @@ typedef struct {
 } nr_pg_t;
 
 #define NR_NCACHE 6           /* small blocks each process keeps at hand: two each of
-                               * 128, 256 and 512 bytes (payloads of 64, 192, 448) */
+                               * 192, 256 and 512 bytes (payloads of 128, 192, 448) */
 #define NR_SMALL_PAYLOAD 448u  /* the largest payload a cached block holds */
 #define NR_REL_RING 64u        /* frees a process may put off (nr_object_release) */
 #define NR_WAIT_GROUPS 16u     /* futex words the waiters on several objects spread over */

@@ -76,26 +76,26 @@ def test_small_blocks_come_from_a_per_process_cache_that_reaping_gives_back():
     base = r.stats()
     w = r.proc()
     r.use_ledger(w)
-    a = r.alloc_small(100)                 # a 256-byte class: its two entries filled, one taken
+    a = r.alloc_small(150)                 # a 256-byte class: its two entries filled, one taken
     assert r.cached() == (2 * 256, 2)
     b = r.alloc_small(448)                 # the 512-byte class
     assert r.cached() == (2 * 256 + 2 * 512, 4)
-    c = r.alloc_small(16)                  # the 128-byte class is empty: a larger entry
+    c = r.alloc_small(16)                  # the 192-byte class is empty: a larger entry
     assert r.cached() == (2 * 256 + 2 * 512, 4) and r.usable(c) == 256 - 64
     d = r.alloc_small(16)                  # and the next larger one
     assert r.cached() == (2 * 256 + 2 * 512, 4) and r.usable(d) == 512 - 64
     e = r.alloc_small(16)                  # the larger ones all taken: its own refilled
-    assert r.cached() == (2 * 256 + 2 * 512 + 2 * 128, 6) and r.usable(e) == 128 - 64
+    assert r.cached() == (2 * 256 + 2 * 512 + 2 * 192, 6) and r.usable(e) == 192 - 64
     assert len({a, b, c, d, e}) == 5 and r.alloc_small(449) not in (0,)   # larger: an ordinary block
     # Cached blocks, taken or not, are not the store's use until they hold
     # something: only the 449-byte block counts.
     assert r.stats()["arena_nallocs"] == base["arena_nallocs"] + 1
     r.free(a)                              # back to the arena, out of the cache
-    assert r.cached() == (256 + 2 * 512 + 2 * 128, 5)
+    assert r.cached() == (256 + 2 * 512 + 2 * 192, 5)
     r.free(e)
-    assert r.cached() == (256 + 2 * 512 + 128, 4)
+    assert r.cached() == (256 + 2 * 512 + 192, 4)
     assert r.alloc_small(16) != 0          # its class's other entry, no refill
-    assert r.cached() == (256 + 2 * 512 + 128, 4)
+    assert r.cached() == (256 + 2 * 512 + 192, 4)
     assert r.verify()[0] == 0
     r.use_ledger(None)
     r.reap(w)                     # the dead process's cache and unsealed block go back
@@ -346,7 +346,7 @@ def test_a_return_is_sealed_its_task_finished_and_the_next_taken_in_one_call():
     t, off = r.seal_finish_then_next(w, t2, o2)
     refused = r.stats()["arena_used"] - used            # t2's spec out, and nothing in
     assert t == 0 and r.object_data(o2) == kept != off
-    assert sealed - refused == 128                      # the one block the seal kept
+    assert sealed - refused == 192                      # the one block the seal kept
     assert r.stats()["ntasks"] == 0 and r.cpus_available() == 1000
     assert r.verify()[0] == 0 and r.check() == 0
 
@@ -363,20 +363,20 @@ def test_a_spec_copied_in_by_its_submit_takes_a_block_the_next_free_can_keep():
     assert r.next(w) == t1 and r.stats()["ntasks"] == 1
     r.set_slot(w)                                       # the worker finishes it
     r.finish(w, t1)
-    assert r.cached() == (256, 1)                       # and keeps its 256-byte block
+    assert r.cached() == (192, 1)                       # and keeps its 192-byte block
     r.set_slot(0)
     assert r.seal(o1) == 0
     r.decref(o1)
-    o = r.put(small=True)                               # a block for the driver's cache...
-    r.decref(o)
+    o = r.put(small=True)                               # a small value's block, of the
+    r.decref(o)                                         # spec's class, kept once freed...
     before = r.cached()
-    t2, (o2,) = r.submit(copy=True)                     # ...not of the spec's class: a new block
-    assert r.cached() == before
+    t2, (o2,) = r.submit(copy=True)                     # ...is the next spec's: no new block
+    assert r.cached() == (before[0] - 192, before[1] - 1)
     assert r.next(w) == t2
     r.finish(w, t2)                                     # freed here (as the driver): kept
-    assert r.cached() == (before[0] + 256, before[1] + 1)
+    assert r.cached() == before
     t3, _ = r.submit(copy=True)                         # and taken by the next spec
-    assert r.cached() == before and t3 != 0
+    assert r.cached() == (before[0] - 192, before[1] - 1) and t3 != 0
     # Full tables: refused whole, nothing allocated.
     full = CRegion(max_tasks=1)
     assert full.submit(copy=True)[0] != 0
@@ -387,20 +387,23 @@ def test_a_spec_copied_in_by_its_submit_takes_a_block_the_next_free_can_keep():
 
 
 def test_a_small_object_keeps_only_the_size_class_it_needs():
-    # A freed spec's 256-byte block, reused for a value of a few bytes, is
-    # cut to 128 as it becomes an object's; the tail goes back (kept).
+    # A freed spec's 512-byte block (40 returns), reused for a value of a
+    # few bytes, is cut to 192 as it becomes an object's; the rest (320,
+    # not a size a cache keeps) goes back to the free lists.
     r = CRegion()
     r.set_slot(r.proc(KIND_DRIVER))
     w = r.proc()
-    t, _ = r.submit(copy=True)
+    t, _ = r.submit(copy=True, nret=40)
     assert r.next(w) == t
     r.finish(w, t)                                      # its spec kept here
-    assert r.cached() == (256, 1)
+    assert r.cached() == (512, 1)
+    used = r.stats()["arena_used"]
     o = r.put(small=True)                               # 16 bytes: takes that block
-    assert r.usable(r.object_data(o)) == 128 - 64
-    assert r.cached() == (128, 1)                       # the tail, kept
-    o2 = r.put(small=True)
-    assert r.usable(r.object_data(o2)) == 128 - 64 and r.cached() == (0, 0)
+    assert r.usable(r.object_data(o)) == 192 - 64
+    assert r.cached() == (0, 0)
+    assert r.stats()["arena_used"] == used + 192        # only 192 of it held
+    o2 = r.put(small=True)                              # its own class, refilled
+    assert r.usable(r.object_data(o2)) == 192 - 64 and r.cached() == (192, 1)
     assert r.verify()[0] == 0 and r.check() == 0
 
 
@@ -431,11 +434,11 @@ def test_a_freed_small_block_stays_in_the_freeing_process_cache():
     r.set_slot(r.proc(KIND_DRIVER))    # the process acting: a live one
     o = r.put(small=True)              # refills its class's two entries, takes one
     data = r.object_data(o)
-    assert r.cached() == (128, 1)
+    assert r.cached() == (192, 1)
     used = r.stats()["arena_used"]
     r.decref(o)                        # the emptied entry keeps its block
-    assert r.cached() == (256, 2)
-    assert r.stats()["arena_used"] == used - 128        # free to the user all the same
+    assert r.cached() == (384, 2)
+    assert r.stats()["arena_used"] == used - 192        # free to the user all the same
     assert r.verify()[0] == 0 and r.check() == 0
     o2 = r.put(small=True)
     assert r.object_data(o2) == data   # taken back from the cache
@@ -444,10 +447,10 @@ def test_a_freed_small_block_stays_in_the_freeing_process_cache():
     o4 = r.put()                       # a block of the same size, not from the cache
     r.decref(o2)
     r.decref(o3)
-    assert r.cached() == (256, 2)
+    assert r.cached() == (384, 2)
     r.decref(o4)                       # both entries full: to the free lists
-    assert r.cached() == (256, 2)
-    assert r.stats()["arena_used"] == used - 128
+    assert r.cached() == (384, 2)
+    assert r.stats()["arena_used"] == used - 192
     assert r.verify()[0] == 0 and r.check() == 0
 
 

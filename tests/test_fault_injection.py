@@ -50,7 +50,8 @@ def _assert_back_to(ray, baseline, leaks_allowed=0, timeout=20.0):
     left = [o for o in region.objects() if o["id"] not in baseline[0]]
     assert len(left) <= leaks_allowed, "objects left: %s" % left
     assert all(not o["holders"] and o["refs"] == 1 and o["state"] == "ready" for o in left), left
-    leaked_bytes = sum(max(128, (o["size"] + 64 + 63) // 64 * 64) for o in left)
+    # (a small object holds a block of 192, or 256 when it reused one: nr_arena.c)
+    leaked_bytes = sum(max(256, (o["size"] + 64 + 63) // 64 * 64) for o in left)
     assert used <= baseline[1] + leaked_bytes, "%d bytes used (baseline %d)" % (used, baseline[1])
     v = region.verify()
     assert v["code"] == 0 and v["orphan_blocks"] == 0 and v["zero_count_objects"] == 0, v
