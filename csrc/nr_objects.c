@@ -20,6 +20,12 @@ nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id) {
     return o;
 }
 
+void nr_object_mark_seen(nr_region_t *r, uint64_t id) {
+    nr_object_t *o = nr_object_lookup(r, id);
+    if (o && LOAD(&o->state) == NR_OBJ_ERROR && !(LOAD(&o->waiters) & NR_WAIT_SEEN))
+        __atomic_fetch_or(&o->waiters, NR_WAIT_SEEN, __ATOMIC_RELAXED);
+}
+
 uint64_t nri_obj_alloc(nr_region_t *r) {
     nr_header_t *h = r->hdr;
     uint32_t idx;
@@ -285,6 +291,10 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
         incref_payload_contained(r, data);
         nri_born_payload(r, (nr_payload_t *)(r->base + data), 1);
     }
+    /* errors moves before an ERROR state is seen (a reader that finds
+     * errors at 0 finds no failed object) and again after (a reader that
+     * saw it move looks at the states again: rt/waiting.pyx). */
+    if (is_error) ADD(&r->hdr->errors, 1);
     W(o->state, is_error ? NR_OBJ_ERROR : NR_OBJ_READY);
     /* Release the tasks that were waiting for this object, in the order
      * they were submitted (the list was built by pushing at the head). */
@@ -312,7 +322,7 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
      * then reads the state (nr_object_wait), so one of the two sees the other. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     uint32_t waiting = LOAD(&o->waiters);
-    if (waiting % NR_WAIT_GROUP0) {          /* get() on this object: wake only them */
+    if (waiting & NR_WAIT_COUNT) {           /* get() on this object: wake only them */
         if (w->nobj < 8) w->obj_words[w->nobj++] = &o->state;
         else nr_futex_wake(&o->state, INT_MAX);   /* rare: more than 8 in one section */
     }
@@ -326,7 +336,7 @@ void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size,
 void nr_wake_object_waiters(nr_region_t *r) {
     uint32_t hwm = LOAD(&r->hdr->obj_hwm);
     for (uint32_t i = 0; i < hwm; i++)
-        if (LOAD(&objs(r)[i].waiters) % NR_WAIT_GROUP0) nr_futex_wake(&objs(r)[i].state, INT_MAX);
+        if (LOAD(&objs(r)[i].waiters) & NR_WAIT_COUNT) nr_futex_wake(&objs(r)[i].state, INT_MAX);
 }
 
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size) {

@@ -46,7 +46,8 @@ enum { NR_TASK_FREE = 0, NR_TASK_WAITING, NR_TASK_READY, NR_TASK_RUNNING };
 enum { NR_SPEC_TASK = 0, NR_SPEC_ACTOR_CREATE, NR_SPEC_ACTOR_CALL,
        NR_SPEC_CANCELLED };   /* a creation task whose actor ended while it waited */
 
-enum { NR_WAIT_ONE = 1u, NR_WAIT_GROUP0 = 1u << 16 };
+enum { NR_WAIT_ONE = 1u, NR_WAIT_COUNT = 0x7FFFu, NR_WAIT_SEEN = 1u << 15,
+       NR_WAIT_GROUP0 = 1u << 16 };
 
 typedef struct {
     uint64_t gen;         /* generation, bumped on free; the id's high bits (mod 2^40) */
@@ -57,9 +58,12 @@ typedef struct {
     uint64_t size;        /* payload bytes */
     uint32_t waiters;     /* atomic: threads waiting until it seals, in two counts:
                            * NR_WAIT_ONE each for those sleeping on `state` (get) in
-                           * the low 16 bits; above, a bit per group of threads that
+                           * the low 15 bits; above, a bit per group of threads that
                            * wait() on it (NR_WAIT_GROUP0 << g: hdr->wait_seq[g]),
-                           * set by its first such waiter, cleared when it is freed */
+                           * set by its first such waiter, cleared when it is freed;
+                           * and NR_WAIT_SEEN: its failure was raised by a get() or
+                           * returned by a wait() in some process, so dropping its
+                           * last ref reports nothing (nr_object_mark_seen) */
     union {
         uint32_t next_free;   /* free (or zombie) list link (index + 1) */
         uint32_t task;        /* a task's return: that task (index + 1), for cancel */
@@ -154,6 +158,10 @@ typedef struct {
 
 /* Objects */
 nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id);   /* NULL if stale */
+/* Marks id's failure as looked at (NR_WAIT_SEEN), when it has failed, by
+ * a caller holding a count on it: an atomic OR, no lock (a hint for the
+ * "Unhandled error" report, never undone). */
+void nr_object_mark_seen(nr_region_t *r, uint64_t id);
 uint64_t nr_object_create(nr_region_t *r);                      /* pending, refs 1; 0 if full */
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1; 0 if full */
 /* 0 sealed; 1 already sealed (caller frees data); -1 stale id */

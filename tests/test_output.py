@@ -109,6 +109,18 @@ UNHANDLED = textwrap.dedent("""
     def sleeper():
         time.sleep(30)
 
+    @ray.remote
+    def gen(x):
+        yield x
+
+    @ray.remote
+    class Keeper:
+        def keep(self, box):
+            self.box = box
+
+        def drop(self):
+            self.box = None
+
     bad.remote(1)                         # fire and forget: its worker reports it
     r = bad.remote(2)
     ray.wait([r])
@@ -133,6 +145,25 @@ UNHANDLED = textwrap.dedent("""
     ray.cancel(s)
     time.sleep(0.5)
     del s                                 # cancelled: not reported
+    refs = [bad.remote(10), bad.remote(11)]
+    box = ray.put(refs)
+    for x in ray.get(box):                # other instances of the same refs
+        try:
+            ray.get(x)
+        except ValueError:
+            pass
+    del box, x
+    del refs                              # got through copies: not reported
+    r = bad.remote(6)
+    k = Keeper.remote()
+    ray.get(k.keep.remote([r]))           # the actor holds a copy
+    try:
+        ray.get(r)
+    except ValueError:
+        pass
+    del r
+    ray.get(k.drop.remote())              # its copy goes last, in the actor: not reported
+    gen.remote(bad.remote(7))             # a stream that failed before it ran: reported once
     time.sleep(1.0)
     print("DONE", flush=True)
     ray.shutdown()
@@ -149,10 +180,10 @@ def run_unhandled(**env):
 
 def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
     err = run_unhandled()
-    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 2, err
-    for i in (1, 4):
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 3, err
+    for i in (1, 4, 7):
         assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
-    for i in (2, 3, 5):
+    for i in (2, 3, 5, 6, 10, 11):
         assert "boom %d" % i not in err, err
     assert "Cancelled" not in err, err
 

@@ -19,9 +19,6 @@ class ObjectRefGenerator:
     def __init__(self, first_cell, task=None, done=None):
         self._cell = first_cell          # None once finished
         self._done = done                # sealed (None) once the task has ended
-        if done is not None:             # its failure is the stream's, reported there
-            from nanoray._core._runtime import quiet
-            quiet(done)
         # What cancel() names: the task itself, not a ref to its first cell
         # (which would keep every value of the stream alive).
         if task is None:
@@ -51,16 +48,28 @@ class ObjectRefGenerator:
                 raise
             # The cell itself failed (the task failed before it could store
             # an item, or its worker died): that ref is the last item.
-            self._cell = None
+            self._end()
             return cell
         return self._step(value)
 
     def _step(self, value):
         if value is None:
-            self._cell = None
+            self._end()
             raise StopIteration
         item, self._cell = value
+        if self._cell is None:           # the last item: a failure (the stream ends with it)
+            self._end()
         return item
+
+    def _end(self):
+        # Every item was handed out, a failure among them (which reports
+        # itself if dropped unseen): the completion's failure, the same one,
+        # is not reported again.  A stream dropped before its end reports
+        # its failure through the completion ("Unhandled error").
+        self._cell = None
+        if self._done is not None:
+            from nanoray._core._runtime import quiet
+            quiet(self._done)
 
     def __aiter__(self):
         return self
@@ -72,7 +81,7 @@ class ObjectRefGenerator:
         try:
             value = await cell
         except Exception:
-            self._cell = None
+            self._end()
             return cell
         try:
             return self._step(value)

@@ -18,6 +18,7 @@ cdef extern from "nr_sched.h" nogil:
         NR_SPILL_NONE
         NR_SPILL_WRITING
         NR_SPILL_DONE
+        NR_WAIT_SEEN
 
     ctypedef struct nr_object_t:
         uint64_t gen         # generation (the id's high bits)
@@ -27,7 +28,7 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t pins        # readers of its payload in memory
         uint32_t spill       # NR_SPILL_*
         uint32_t task        # a task's return: that task (index + 1)
-        uint32_t waiters     # get() waiters (low 16 bits), wait() groups (a bit each above)
+        uint32_t waiters     # get() waiters (low 15 bits), NR_WAIT_SEEN, wait() groups (above)
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free
@@ -87,6 +88,7 @@ cdef extern from "nr_sched.h" nogil:
     int nr_object_try_incref(nr_region_t *r, uint64_t id)
     void nr_object_decref(nr_region_t *r, uint64_t id)
     nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id)
+    void nr_object_mark_seen(nr_region_t *r, uint64_t id)
     void nr_object_release(nr_region_t *r, uint64_t id)
     void nr_release_flush(nr_region_t *r)
     int nr_release_flush_all(nr_region_t *r)

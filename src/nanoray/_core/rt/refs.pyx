@@ -148,6 +148,15 @@ def quiet(ref):
         (<ObjectRef>ref)._seen = True
 
 
+cdef void _mark_seen(ObjectRef ref) noexcept:
+    """ref's failure was raised or handed back to the user: not reported
+    when this instance is dropped, nor when another one is, in any process
+    (a copy unpickled from a container, an actor's)."""
+    ref._seen = True
+    if ref._reg is not None and ref._reg.pid == _pid:
+        nr_object_mark_seen(&ref._reg.r, ref._id)
+
+
 cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
     """A failed object whose last count goes with a ref nobody got it
     through: its error is reported on stderr, as Ray does ("Unhandled
@@ -156,8 +165,8 @@ cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
     time it failed (report_unhandled)."""
     cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
     cdef bint is_error = False
-    if o == NULL or o.state != NR_OBJ_ERROR or o.refs != 1:
-        return
+    if o == NULL or o.state != NR_OBJ_ERROR or o.refs != 1 or o.waiters & NR_WAIT_SEEN:
+        return                            # not failed, not the last ref, or seen elsewhere
     try:
         value = _value(reg, oid, &is_error)
         if is_error:

@@ -78,7 +78,10 @@ cdef class _Stream:
             _seal(self.reg, self.cell, (err, None), False, self.name)
         # completed() raises too when the stream did not end by itself: it
         # never ran, or nanoray.cancel() stopped it (as in Ray).
-        self.finished(None if ran and not nr_task(&self.reg.r, self.t).cancelled else failure)
+        ending = None if ran and not nr_task(&self.reg.r, self.t).cancelled else failure
+        if err is not None and ending is not None:
+            (<ObjectRef>err)._seen = True   # reported with the completion, if unheard
+        self.finished(ending)
 
     cdef void finished(self, object failure=None) except *:
         """Seals the task's completion return, with None or failure (once: a

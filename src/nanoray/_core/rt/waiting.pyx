@@ -155,7 +155,7 @@ cdef object _get_one(ObjectRef ref, int64_t deadline, bint cow=False):
         raise _exc.GetTimeoutError("Get timed out: some object(s) not ready.")
     value = _value(reg, ref._id, &is_error, cow)
     if is_error:
-        ref._seen = True                  # raised here: not reported when dropped
+        _mark_seen(ref)                   # raised here: not reported when dropped
         if isinstance(value, _exc.RayTaskError):
             raise value.as_instanceof_cause()
         raise value
@@ -319,7 +319,11 @@ def wait(list refs, int num_returns, timeout):
         for i in range(n):
             if ready[i] and len(out) < num_returns:
                 out.append(i)
-                if reg.r.hdr.errors:           # looked at: a failure is not "unhandled" (as Ray)
+                # Looked at: a failure it holds is not "unhandled" (as Ray).
+                # errors moves before a failed state shows (nri_seal).
+                if reg.r.hdr.errors:
+                    _mark_seen(<ObjectRef>refs[i])
+                else:
                     (<ObjectRef>refs[i])._seen = True
         return out
     finally:
