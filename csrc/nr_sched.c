@@ -382,14 +382,24 @@ static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w, int *he
     if (t) {
         start_task_locked(r, slot, t);
         nri_kick(r, w);
-    } else if (p->kind == NR_KIND_WORKER &&
-               (nri_xq_any(r->hdr) || (r->hdr->nenv_workers && r->hdr->rq_len))) {
+        return t;
+    }
+    if (p->kind == NR_KIND_WORKER && !p->task && p->state == NR_PROC_RUNNING)
+        nri_set_state(r, p, NR_PROC_IDLE);   /* finished in this section (finish_locked's stay) */
+    if (p->kind == NR_KIND_WORKER &&
+        (nri_xq_any(r->hdr) || (r->hdr->nenv_workers && r->hdr->rq_len))) {
         nri_kick(r, w);
     }
-    return t;
+    return 0;
 }
 
-static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *w) {
+/* Ends slot's task t.  stay: a pool worker that takes its next task in the
+ * same section (take_locked) stays RUNNING meanwhile, and take_locked makes
+ * it IDLE if it finds none: a task's finish and the next one's start then
+ * move neither the busy nor the idle count (lines the driver reads while it
+ * spins).  A kick in between (a released argument was an actor's last
+ * handle) counts it busy: at worst a worker starts that retires idle. */
+static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *w, int stay) {
     nr_proc_t *p = nr_proc(r, slot);
     if (p->kind == NR_KIND_ACTOR) {
         nri_actor_finish(r, p, t);
@@ -397,7 +407,7 @@ static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *
     }
     nri_release_held(r, p);
     W(p->task, 0);
-    nri_set_state(r, p, NR_PROC_IDLE);
+    if (!stay || p->kind != NR_KIND_WORKER) nri_set_state(r, p, NR_PROC_IDLE);
     nri_release(r, t);
     if (r->hdr->npg_pending) nri_pg_place_pending(r);
     if (p->kind != NR_KIND_WORKER) nri_kick(r, w);  /* pool workers poll next themselves */
@@ -435,7 +445,7 @@ int64_t nr_task_finish_next(nr_region_t *r, uint32_t slot, uint32_t done, int64_
         wakeups_t w = {0};
         nr_lock(r);
         if (done) {                      /* the task it ran: finished in this section */
-            finish_locked(r, slot, done, &w);
+            finish_locked(r, slot, done, &w, 0);
             done = 0;
         }
         if (h->shutdown) { nr_unlock(r); nri_flush(r, &w); return 0; }
@@ -528,8 +538,10 @@ int64_t nr_task_seal_finish_try_next(nr_region_t *r, uint32_t slot, uint32_t don
         nr_arena_written(r, data);
         nr_arena_free_locked(r, data);   /* not sealed with it: the block goes back */
     }
-    if (done) finish_locked(r, slot, done, &w);
+    if (done) finish_locked(r, slot, done, &w, 1);
     if (!r->hdr->shutdown) t = take_locked(r, slot, &w, &held);
+    else if (nr_proc(r, slot)->kind == NR_KIND_WORKER && done)
+        nri_set_state(r, nr_proc(r, slot), NR_PROC_IDLE);            /* no take: the stay ends */
     nr_unlock(r);
     nri_flush(r, &w);
     return t;
@@ -549,7 +561,7 @@ int64_t nr_task_seal_finish_retire(nr_region_t *r, uint32_t slot, uint32_t done,
         nr_arena_written(r, data);
         nr_arena_free_locked(r, data);
     }
-    if (done) finish_locked(r, slot, done, &w);
+    if (done) finish_locked(r, slot, done, &w, 0);
     if (r->hdr->shutdown) {
         t = 0;
     } else if (p->kind == NR_KIND_WORKER && !p->q_head) {
@@ -594,7 +606,7 @@ void nri_release(nr_region_t *r, uint32_t t) {
 void nr_task_finish(nr_region_t *r, uint32_t slot, uint32_t t) {
     wakeups_t w = {0};
     nr_lock(r);
-    finish_locked(r, slot, t, &w);
+    finish_locked(r, slot, t, &w, 0);
     nr_unlock(r);
     nri_flush(r, &w);
 }
