@@ -20,9 +20,12 @@ nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id) {
     return o;
 }
 
-void nr_object_mark_seen(nr_region_t *r, uint64_t id) {
+void nr_object_mark_seen(nr_region_t *r, uint64_t id, int pending_too) {
     nr_object_t *o = nr_object_lookup(r, id);
-    if (o && LOAD(&o->state) == NR_OBJ_ERROR && !(LOAD(&o->waiters) & NR_WAIT_SEEN))
+    if (!o) return;
+    uint32_t st = LOAD(&o->state);
+    if ((st == NR_OBJ_ERROR || (pending_too && st == NR_OBJ_PENDING)) &&
+        !(LOAD(&o->waiters) & NR_WAIT_SEEN))
         __atomic_fetch_or(&o->waiters, NR_WAIT_SEEN, __ATOMIC_RELAXED);
 }
 

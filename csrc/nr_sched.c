@@ -397,8 +397,8 @@ static uint32_t take_locked(nr_region_t *r, uint32_t slot, wakeups_t *w, int *he
  * same section (take_locked) stays RUNNING meanwhile, and take_locked makes
  * it IDLE if it finds none: a task's finish and the next one's start then
  * move neither the busy nor the idle count (lines the driver reads while it
- * spins).  A kick in between (a released argument was an actor's last
- * handle) counts it busy: at worst a worker starts that retires idle. */
+ * spins).  Nothing between the two kicks (nri_release frees objects and
+ * actors without one); a kick there would count it busy. */
 static void finish_locked(nr_region_t *r, uint32_t slot, uint32_t t, wakeups_t *w, int stay) {
     nr_proc_t *p = nr_proc(r, slot);
     if (p->kind == NR_KIND_ACTOR) {

@@ -158,10 +158,11 @@ typedef struct {
 
 /* Objects */
 nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id);   /* NULL if stale */
-/* Marks id's failure as looked at (NR_WAIT_SEEN), when it has failed, by
- * a caller holding a count on it: an atomic OR, no lock (a hint for the
- * "Unhandled error" report, never undone). */
-void nr_object_mark_seen(nr_region_t *r, uint64_t id);
+/* Marks id's failure as looked at (NR_WAIT_SEEN), when it has failed (or
+ * is still pending, with pending_too), by a caller holding a count on it:
+ * an atomic OR, no lock (a hint for the "Unhandled error" report, never
+ * undone). */
+void nr_object_mark_seen(nr_region_t *r, uint64_t id, int pending_too);
 uint64_t nr_object_create(nr_region_t *r);                      /* pending, refs 1; 0 if full */
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1; 0 if full */
 /* 0 sealed; 1 already sealed (caller frees data); -1 stale id */

@@ -170,9 +170,69 @@ UNHANDLED = textwrap.dedent("""
 """)
 
 
-def run_unhandled(**env):
+UNHANDLED_STREAMS = textwrap.dedent("""
+    import time
+    import nanoray as ray
+    from nanoray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    ray.init(num_cpus=2)
+
+    @ray.remote
+    def bad(i):
+        raise ValueError("boom %d" % i)
+
+    @ray.remote
+    def gen(x):
+        yield x
+
+    @ray.remote
+    def mid(i):
+        yield 1
+        raise ValueError("boom %d" % i)
+
+    @ray.remote
+    class Keeper:
+        def keep(self, box):
+            self.box = box
+
+        def drop(self):
+            self.box = None
+
+    for r in gen.remote(bad.remote(1)):   # read, and its failure handled: not reported
+        try:
+            ray.get(r)
+        except ValueError:
+            pass
+    for r in mid.remote(2):               # the same, raised mid-stream
+        try:
+            ray.get(r)
+        except ValueError:
+            pass
+    del r
+    g = gen.remote(bad.remote(3))
+    k = Keeper.remote()
+    ray.get(k.keep.remote([g]))           # a copy of the stream in an actor
+    for r in g:
+        try:
+            ray.get(r)
+        except ValueError:
+            pass
+    del g, r
+    time.sleep(0.5)
+    ray.get(k.drop.remote())              # dropped last there: not reported
+    items = list(mid.remote(4))           # its failed item never got: reported once
+    del items
+    far = NodeAffinitySchedulingStrategy(node_id="ab" * 28, soft=False)
+    g = gen.options(scheduling_strategy=far).remote(5)
+    del g                                 # could never run: reported once (not twice)
+    time.sleep(1.0)
+    print("DONE", flush=True)
+    ray.shutdown()
+""")
+
+
+def run_unhandled(script=UNHANDLED, **env):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env)
-    out = subprocess.run([sys.executable, "-c", UNHANDLED], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
     return out.stderr
@@ -191,3 +251,12 @@ def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
 def test_unhandled_failures_are_quiet_with_rays_switch():
     err = run_unhandled(RAY_IGNORE_UNHANDLED_ERRORS="1")
     assert "Unhandled error" not in err and "boom" not in err, err
+
+
+def test_a_streams_failure_is_reported_once_and_not_when_read():
+    err = run_unhandled(UNHANDLED_STREAMS)
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 2, err
+    assert len(re.findall(r"ValueError: boom 4$", err, re.M)) == 1, err
+    assert err.count("is unschedulable") == 1, err
+    for i in (1, 2, 3):
+        assert "boom %d" % i not in err, err

@@ -8,6 +8,17 @@ cell and yields the value's ref as soon as the worker has yielded it."""
 
 __all__ = ["DynamicObjectRefGenerator", "ObjectRefGenerator"]
 
+_quiet = None
+
+
+def quiet(ref, everywhere=False):
+    """nanoray._core._runtime.quiet (imported at first use)."""
+    global _quiet
+    if _quiet is None:
+        from nanoray._core._runtime import quiet as q
+        _quiet = q
+    _quiet(ref, everywhere)
+
 
 class ObjectRefGenerator:
     """Refs of a generator task's values, each available as soon as the task
@@ -19,6 +30,11 @@ class ObjectRefGenerator:
     def __init__(self, first_cell, task=None, done=None):
         self._cell = first_cell          # None once finished
         self._done = done                # sealed (None) once the task has ended
+        # Who reports a failure nobody fetched ("Unhandled error"): the item
+        # it is (a failed cell is handed out as one), or the completion,
+        # while the stream is not read to its end.  The cell held here is
+        # not the user's: quiet (a failed one would report twice).
+        quiet(first_cell)
         # What cancel() names: the task itself, not a ref to its first cell
         # (which would keep every value of the stream alive).
         if task is None:
@@ -59,17 +75,18 @@ class ObjectRefGenerator:
         item, self._cell = value
         if self._cell is None:           # the last item: a failure (the stream ends with it)
             self._end()
+        else:
+            quiet(self._cell)
         return item
 
     def _end(self):
         # Every item was handed out, a failure among them (which reports
         # itself if dropped unseen): the completion's failure, the same one,
-        # is not reported again.  A stream dropped before its end reports
-        # its failure through the completion ("Unhandled error").
+        # is not reported again, by this copy of the generator or another
+        # (one passed to a task or actor).
         self._cell = None
         if self._done is not None:
-            from nanoray._core._runtime import quiet
-            quiet(self._done)
+            quiet(self._done, True)
 
     def __aiter__(self):
         return self

@@ -140,12 +140,15 @@ def _rebuild_ref(uint64_t oid, uint64_t session=0):
     return _new_ref(_region, oid)
 
 
-def quiet(ref):
+def quiet(ref, bint everywhere=False):
     """Marks ref as seen: a failure it holds is not reported when it is
     dropped (a ref the runtime keeps for the user, such as a stream's
-    completion)."""
+    completion); everywhere: nor when another instance of it is, in any
+    process (also when it has not failed yet)."""
     if type(ref) is ObjectRef:
         (<ObjectRef>ref)._seen = True
+        if everywhere and (<ObjectRef>ref)._reg is not None and (<ObjectRef>ref)._reg.pid == _pid:
+            nr_object_mark_seen(&(<ObjectRef>ref)._reg.r, (<ObjectRef>ref)._id, 1)
 
 
 cdef void _mark_seen(ObjectRef ref) noexcept:
@@ -154,7 +157,7 @@ cdef void _mark_seen(ObjectRef ref) noexcept:
     (a copy unpickled from a container, an actor's)."""
     ref._seen = True
     if ref._reg is not None and ref._reg.pid == _pid:
-        nr_object_mark_seen(&ref._reg.r, ref._id)
+        nr_object_mark_seen(&ref._reg.r, ref._id, 0)
 
 
 cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
@@ -165,8 +168,14 @@ cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
     time it failed (report_unhandled)."""
     cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
     cdef bint is_error = False
-    if o == NULL or o.state != NR_OBJ_ERROR or o.refs != 1 or o.waiters & NR_WAIT_SEEN:
-        return                            # not failed, not the last ref, or seen elsewhere
+    if o == NULL or o.state != NR_OBJ_ERROR or o.waiters & NR_WAIT_SEEN:
+        return                            # not failed, or seen elsewhere
+    if o.refs != 1:
+        # Not the last ref, unless a free this process put off holds one
+        # (a stream's cell holds its failed item): those go first.
+        nr_release_flush(&reg.r)
+        if o.refs != 1:
+            return
     try:
         value = _value(reg, oid, &is_error)
         if is_error:

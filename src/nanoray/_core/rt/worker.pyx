@@ -584,7 +584,7 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
     # No ref left to it (a task's result nobody kept): nobody can see this
     # failure, so it is reported here (rt/refs.pyx, _unhandled_if_last).
     cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
-    cdef bint unseen = o != NULL and o.refs == 0
+    cdef bint unseen = o != NULL and o.refs == 0 and not o.waiters & NR_WAIT_SEEN
     _seal(reg, oid, failure, True, name)
     if unseen:
         report_unhandled(failure)
