@@ -92,22 +92,16 @@ def test_partial_lines_odd_text_and_stream_methods_in_tasks():
     assert "lone \\ud800 surrogate" in out.stdout, out.stdout
 
 
-UNHANDLED = textwrap.dedent("""
+# What both scripts below start with.
+UNHANDLED_PRELUDE = textwrap.dedent("""
     import time
     import nanoray as ray
+    from nanoray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
     ray.init(num_cpus=2)
 
     @ray.remote
     def bad(i):
         raise ValueError("boom %d" % i)
-
-    @ray.remote
-    def consume(x):
-        return x
-
-    @ray.remote
-    def sleeper():
-        time.sleep(30)
 
     @ray.remote
     def gen(x):
@@ -120,6 +114,16 @@ UNHANDLED = textwrap.dedent("""
 
         def drop(self):
             self.box = None
+""")
+
+UNHANDLED = UNHANDLED_PRELUDE + textwrap.dedent("""
+    @ray.remote
+    def consume(x):
+        return x
+
+    @ray.remote
+    def sleeper():
+        time.sleep(30)
 
     bad.remote(1)                         # fire and forget: its worker reports it
     r = bad.remote(2)
@@ -170,32 +174,11 @@ UNHANDLED = textwrap.dedent("""
 """)
 
 
-UNHANDLED_STREAMS = textwrap.dedent("""
-    import time
-    import nanoray as ray
-    from nanoray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    ray.init(num_cpus=2)
-
-    @ray.remote
-    def bad(i):
-        raise ValueError("boom %d" % i)
-
-    @ray.remote
-    def gen(x):
-        yield x
-
+UNHANDLED_STREAMS = UNHANDLED_PRELUDE + textwrap.dedent("""
     @ray.remote
     def mid(i):
         yield 1
         raise ValueError("boom %d" % i)
-
-    @ray.remote
-    class Keeper:
-        def keep(self, box):
-            self.box = box
-
-        def drop(self):
-            self.box = None
 
     for r in gen.remote(bad.remote(1)):   # read, and its failure handled: not reported
         try:

@@ -71,16 +71,21 @@ cdef class _Stream:
     cdef void fail(self, object failure, bint ran=True) except *:
         """The stream ends with failure: raised by the generator (ran), or
         before it could run (cancelled, an argument failed)."""
+        # completed() raises too when the stream did not end by itself: it
+        # never ran, or nanoray.cancel() stopped it (as in Ray).
+        ending = None if ran and not nr_task(&self.reg.r, self.t).cancelled else failure
         err = _error_ref(self.reg, failure, self.name)
         if err is None:
             _seal(self.reg, self.cell, failure, True, self.name)   # the cell itself raises
         else:
+            if ending is not None:
+                (<ObjectRef>err)._seen = True   # reported with the completion, if unheard
             _seal(self.reg, self.cell, (err, None), False, self.name)
-        # completed() raises too when the stream did not end by itself: it
-        # never ran, or nanoray.cancel() stopped it (as in Ray).
-        ending = None if ran and not nr_task(&self.reg.r, self.t).cancelled else failure
-        if err is not None and ending is not None:
-            (<ObjectRef>err)._seen = True   # reported with the completion, if unheard
+            # This process's counts go at once, the cell's first (it holds
+            # the item): the reader's drop of the item can then be the last,
+            # which reports it if unread.
+            self.cell_ref = None
+            err = None
         self.finished(ending)
 
     cdef void finished(self, object failure=None) except *:
