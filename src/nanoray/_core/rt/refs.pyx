@@ -146,18 +146,19 @@ def quiet(ref, bint everywhere=False):
     completion); everywhere: nor when another instance of it is, in any
     process (also when it has not failed yet)."""
     if type(ref) is ObjectRef:
-        (<ObjectRef>ref)._seen = True
-        if everywhere and (<ObjectRef>ref)._reg is not None and (<ObjectRef>ref)._reg.pid == _pid:
-            nr_object_mark_seen(&(<ObjectRef>ref)._reg.r, (<ObjectRef>ref)._id, 1)
+        if everywhere:
+            _mark_seen(<ObjectRef>ref, True)
+        else:
+            (<ObjectRef>ref)._seen = True
 
 
-cdef void _mark_seen(ObjectRef ref) noexcept:
+cdef void _mark_seen(ObjectRef ref, bint pending_too=False) noexcept:
     """ref's failure was raised or handed back to the user: not reported
     when this instance is dropped, nor when another one is, in any process
     (a copy unpickled from a container, an actor's)."""
     ref._seen = True
     if ref._reg is not None and ref._reg.pid == _pid:
-        nr_object_mark_seen(&ref._reg.r, ref._id, 0)
+        nr_object_mark_seen(&ref._reg.r, ref._id, pending_too)
 
 
 cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:

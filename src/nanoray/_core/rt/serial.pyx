@@ -457,3 +457,26 @@ def put_error(err):
 def seal_error(uint64_t oid, err):
     """Seals a pending object with an error (used when a task cannot run)."""
     _seal(_region, oid, err, True)
+
+
+cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
+    """Seals oid with failure (a stand-in when it will not pickle or rebuild)."""
+    cdef _Pickled p
+    try:
+        p = _pickle(failure, True)
+        _pickle_loads(p.data, buffers=p.bufs)     # the getter must be able to rebuild it
+    except Exception:
+        # The cause will not pickle or rebuild (e.g. an __init__ that needs
+        # other arguments): keep its traceback text and repr.
+        if isinstance(failure, _exc.RayTaskError):
+            failure = _exc.RayTaskError(failure.function_name, failure.traceback_str, None,
+                                        failure.pid, cause_repr=_exc._safe_repr(failure.cause))
+        else:
+            failure = _exc.RaySystemError(_exc._safe_repr(failure))
+    # No ref left to it (a task's result nobody kept): nobody can see this
+    # failure, so it is reported here (rt/refs.pyx, _unhandled_if_last).
+    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
+    cdef bint unseen = o != NULL and o.refs == 0 and not o.waiters & NR_WAIT_SEEN
+    _seal(reg, oid, failure, True, name)
+    if unseen:
+        report_unhandled(failure)
