@@ -204,6 +204,10 @@ UNHANDLED_STREAMS = UNHANDLED_PRELUDE + textwrap.dedent("""
     ray.get(k.drop.remote())              # dropped last there: not reported
     items = list(mid.remote(4))           # its failed item never got: reported once
     del items
+    g = mid.remote(6)                     # read up to its failure, which is
+    ray.get(next(g))                      # never taken: reported once, at the drop
+    ray.get(g.completed())
+    del g
     far = NodeAffinitySchedulingStrategy(node_id="ab" * 28, soft=False)
     g = gen.options(scheduling_strategy=far).remote(5)
     del g                                 # could never run: reported once (not twice)
@@ -238,8 +242,9 @@ def test_unhandled_failures_are_quiet_with_rays_switch():
 
 def test_a_streams_failure_is_reported_once_and_not_when_read():
     err = run_unhandled(UNHANDLED_STREAMS)
-    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 2, err
-    assert len(re.findall(r"ValueError: boom 4$", err, re.M)) == 1, err
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 3, err
+    for i in (4, 6):
+        assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
     assert err.count("is unschedulable") == 1, err
     for i in (1, 2, 3):
         assert "boom %d" % i not in err, err

@@ -88,6 +88,20 @@ class ObjectRefGenerator:
         if self._done is not None:
             quiet(self._done, True)
 
+    def __del__(self):
+        # Dropped before its failed last item was read: the cell goes first,
+        # then the item, whose drop reports it if nobody else saw it.
+        if self._cell is None:
+            return
+        try:
+            from nanoray._core._runtime import failed_tail
+            item = failed_tail(self._cell, self._done)
+        except Exception:
+            return
+        if item is not None:
+            self._cell = None
+            del item
+
     def __aiter__(self):
         return self
 

@@ -253,3 +253,32 @@ async def _astream(Region reg, _Call c, object agen, uint64_t first_cell):
         s.fail(_failure_of(e, c.name))
         return
     s.end()
+
+
+cdef inline bint _failed(Region reg, object ref):
+    cdef nr_object_t *o
+    if type(ref) is not ObjectRef:
+        return False
+    o = nr_object_lookup(&reg.r, (<ObjectRef>ref)._id)
+    return o != NULL and o.state == NR_OBJ_ERROR
+
+
+def failed_tail(ObjectRef cell, done):
+    """The failed last item a stream's sealed cell holds, as a ref of its
+    own (None when the cell holds a value, is not sealed, or the stream's
+    completion failed too and reports it): a generator dropped before that
+    item was read lets go of the cell first, and the item's drop is then
+    the last, which reports it if nobody saw it (a cell freed last frees
+    its item inside C, unreported)."""
+    cdef Region reg = cell._reg
+    cdef nr_object_t *o
+    cdef bint is_error = False
+    if reg is None or reg is not _region or reg.pid != _pid or not reg.r.hdr.errors:
+        return None
+    o = nr_object_lookup(&reg.r, cell._id)
+    if o == NULL or o.state != NR_OBJ_READY or _failed(reg, done):
+        return None
+    value = _value(reg, cell._id, &is_error)
+    if type(value) is tuple and len(value) == 2 and value[1] is None and _failed(reg, value[0]):
+        return value[0]
+    return None
