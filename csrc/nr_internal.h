@@ -153,7 +153,8 @@ void nri_release(nr_region_t *r, uint32_t t);
 void nri_seal(nr_region_t *r, nr_object_t *o, uint64_t data, uint64_t size, int is_error, wakeups_t *w);
 void nri_decref(nr_region_t *r, uint64_t id);
 void nri_obj_free(nr_region_t *r, nr_object_t *o);
-/* nr_object_seal under the lock (its wakeups in w); same return codes. */
+/* nr_object_seal under the lock (its wakeups in w); same return codes (2
+ * only with is_error). */
 int nri_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error,
                     wakeups_t *w);
 void nri_wake_slot(nr_region_t *r, nr_proc_t *p, uint32_t slot, wakeups_t *w);

@@ -202,23 +202,33 @@ static int free_can_wait(nr_region_t *r, nr_object_t *o) {
     return p->ncontained == 0 && !(p->nbufs & NR_PAYLOAD_EXTERN);
 }
 
-void nr_object_release(nr_region_t *r, uint64_t id) {
+int nr_object_release(nr_region_t *r, uint64_t id, int unseen_back) {
     nr_object_t *o = nr_object_lookup(r, id);
-    if (!o) return;
+    if (!o) return 0;
     nri_ledger_add(r, id, -1);
-    if (ADD(&o->refs, -1) != 0) return;
+    if (ADD(&o->refs, -1) != 0) return 0;
     if (!r->borrowed && free_can_wait(r, o)) {
         nr_proc_t *p = nr_proc(r, r->slot);
         uint32_t head = p->rel_head;
         if (head - __atomic_load_n(&p->rel_tail, __ATOMIC_ACQUIRE) < NR_REL_RING) {
             p->rel_ids[head % NR_REL_RING] = id;
             __atomic_store_n(&p->rel_head, head + 1, __ATOMIC_RELEASE);
-            return;
+            return 0;
         }
     }
     nr_lock(r);                          /* frees the ring too */
-    free_if_uncounted(r, o, id);
+    int back = unseen_back && (LOAD(&o->gen) & NR_ID_GEN_MASK) == nr_id_gen(id) &&
+               LOAD(&o->refs) == 0 && o->state == NR_OBJ_ERROR &&
+               !(LOAD(&o->waiters) & NR_WAIT_SEEN);
+    if (back) {                          /* the caller's again, to report */
+        LADD64(o->refs, 1);
+        nri_ledger_add_locked(r, id, 1);
+        __atomic_fetch_or(&o->waiters, NR_WAIT_SEEN, __ATOMIC_RELAXED);
+    } else {
+        free_if_uncounted(r, o, id);
+    }
     nr_unlock(r);
+    return back;
 }
 
 static inline int ring_empty(nr_proc_t *p) {
@@ -362,8 +372,10 @@ int nri_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, i
     if (o->state != NR_OBJ_PENDING) return 1;      /* a retried task sealed it before */
     nr_arena_written_as(r, data, size);
     nri_seal(r, o, data, size, is_error, w);
-    if (LOAD(&o->refs) == 0) nri_obj_free(r, o);
-    return 0;
+    if (LOAD(&o->refs) != 0) return 0;
+    int unseen = is_error && !(LOAD(&o->waiters) & NR_WAIT_SEEN);
+    nri_obj_free(r, o);
+    return unseen ? 2 : 0;
 }
 
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error) {

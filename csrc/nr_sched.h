@@ -165,7 +165,10 @@ nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id);   /* NULL if stale *
 void nr_object_mark_seen(nr_region_t *r, uint64_t id, int pending_too);
 uint64_t nr_object_create(nr_region_t *r);                      /* pending, refs 1; 0 if full */
 uint64_t nr_put(nr_region_t *r, uint64_t data, uint64_t size);  /* ready, refs 1; 0 if full */
-/* 0 sealed; 1 already sealed (caller frees data); -1 stale id */
+/* 0 sealed; 1 already sealed (caller frees data); -1 stale id; 2 sealed
+ * a failure (is_error) that no ref counted and nobody had seen: it was
+ * freed at once, data with it, and the caller reports it ("Unhandled
+ * error"), since no process is left to. */
 int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, int is_error);
 /* Streaming generator task t yielded: seals its pending cell `cell` (the
  * payload holds the value's ref and the next cell's) and records `next` as
@@ -184,8 +187,12 @@ void nr_object_decref(nr_region_t *r, uint64_t id);
  * driver dropping the results it got takes no section per ref.  One thread
  * of a process at a time may call it (the GIL's holder); a borrowed process
  * frees at once.  The ring is in the process's slot: a reap frees what a
- * dead process put off. */
-void nr_object_release(nr_region_t *r, uint64_t id);
+ * dead process put off.  unseen_back: when the count it drops was the
+ * last on a failure nobody has seen (NR_WAIT_SEEN), the count is handed
+ * back instead (1; the failure is then marked seen): the caller reports
+ * it, then drops it again; decided in the section that would free it, so
+ * a seal racing the drop reports it in one process or the other. */
+int nr_object_release(nr_region_t *r, uint64_t id, int unseen_back);
 /* Frees now what nr_object_release put off: this process's (a section, if
  * any), or every process's (returns whether it took a section). */
 void nr_release_flush(nr_region_t *r);

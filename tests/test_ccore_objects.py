@@ -170,3 +170,34 @@ def test_reaping_gives_back_every_born_block_in_one_walk_of_the_arena():
         r.free(x)
     assert r.stats()["arena_used"] == 0
     assert r.verify()[0] == 0 and r.check() == 0
+
+
+def test_an_unseen_failure_is_reported_by_the_seal_or_the_drop_whichever_is_last():
+    # "Unhandled error": the process whose drop or seal leaves a failure that
+    # nobody saw with no count reports it.  A drop racing the worker's seal
+    # is decided in the one section that frees the object.
+    r = CRegion()
+    r.set_slot(r.proc(KIND_DRIVER))
+    dropped_first = r.create()
+    assert r.release(dropped_first, True) is False     # pending: nothing to report yet
+    assert r.state(dropped_first) == OBJ_PENDING
+    assert r.seal(dropped_first, error=True) == 2      # the seal frees it: the worker reports
+    assert r.state(dropped_first) == -1
+
+    sealed_first = r.create()
+    assert r.seal(sealed_first, error=True) == 0       # a ref holds it
+    assert r.release(sealed_first, True) is True       # the drop's count comes back to report
+    assert r.state(sealed_first) == OBJ_ERROR and r.waiters_word(sealed_first) & 0x8000
+    assert r.release(sealed_first, True) is False      # seen now: the second drop frees it
+    assert r.state(sealed_first) == -1
+
+    seen = r.create()
+    r.seal(seen, error=True)
+    r.mark_seen(seen)                                  # a get raised it somewhere
+    assert r.release(seen, True) is False and r.state(seen) == -1
+    quiet = r.create()
+    r.seal(quiet, error=True)
+    assert r.release(quiet, False) is False and r.state(quiet) == -1   # a quiet ref's drop
+    fine = r.create()
+    assert r.release(fine, True) is False and r.seal(fine) == 0 and r.state(fine) == -1
+    assert r.verify()[0] == 0 and r.stats()["nobjects"] == 0

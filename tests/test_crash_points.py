@@ -52,6 +52,10 @@ def scenario(r):
     err = r.create()
     r.seal(err, error=True)
     assert r.seal(err) == 1                       # sealed twice: refused
+    unseen = r.create()
+    r.seal(unseen, error=True)
+    assert r.release(unseen, True)                # the last drop of an unseen failure: back,
+    assert not r.release(unseen, True)            # reported, then dropped again (freed)
     dropped = r.create()
     r.decref(dropped)                             # freed when sealed
     r.seal(dropped)

@@ -215,7 +215,7 @@ cdef class CRegion:
     def seal(self, uint64_t oid, contained=(), bint error=False, bint small=False):
         cdef uint64_t off = self.payload(contained, small)
         rc = nr_object_seal(&self.r, oid, off, 16, error)
-        if rc != 0:
+        if rc == 1 or rc < 0:             # not sealed with it (2: freed with the object)
             nr_arena_free(&self.r, off)
         return rc
 
@@ -246,9 +246,10 @@ cdef class CRegion:
     def decref(self, uint64_t oid):
         nr_object_decref(&self.r, oid)
 
-    def release(self, uint64_t oid):
-        """As an ObjectRef dropped: a small plain object's free may wait."""
-        nr_object_release(&self.r, oid)
+    def release(self, uint64_t oid, bint unseen_back=False):
+        """As an ObjectRef dropped: a small plain object's free may wait.
+        unseen_back: True when the count came back (an unseen failure)."""
+        return nr_object_release(&self.r, oid, unseen_back) == 1
 
     def slot(self):
         return self.r.slot
@@ -290,6 +291,9 @@ cdef class CRegion:
     def wait_seq(self):
         """The wait() groups' futex words."""
         return [self.r.hdr.wait_seq[g] for g in range(NR_WAIT_GROUPS)]
+
+    def mark_seen(self, uint64_t oid):
+        nr_object_mark_seen(&self.r, oid, 0)
 
     def waiters_word(self, uint64_t oid):
         cdef nr_object_t *o = nr_object_lookup(&self.r, oid)

@@ -89,7 +89,7 @@ cdef extern from "nr_sched.h" nogil:
     void nr_object_decref(nr_region_t *r, uint64_t id)
     nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id)
     void nr_object_mark_seen(nr_region_t *r, uint64_t id, int pending_too)
-    void nr_object_release(nr_region_t *r, uint64_t id)
+    int nr_object_release(nr_region_t *r, uint64_t id, int unseen_back)
     void nr_release_flush(nr_region_t *r)
     int nr_release_flush_all(nr_region_t *r)
     uint32_t nr_release_pending(nr_region_t *r, uint32_t slot)

@@ -25,7 +25,11 @@ cdef class ObjectRef:
                 _unhandled_if_last(self._reg, self._id)
             # A small value's free waits for this process's next section
             # (csrc/nr_sched.h): the GIL makes this thread the one producer.
-            nr_object_release(&self._reg.r, self._id)
+            # A failure sealed since the look above, and left unseen, comes
+            # back to be reported (the worker saw this count at its seal).
+            if nr_object_release(&self._reg.r, self._id, not self._seen):
+                _report_last(self._reg, self._id)
+                nr_object_release(&self._reg.r, self._id, 0)
 
     def hex(self):
         return format(self._id, "016x")
@@ -168,7 +172,6 @@ cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
     silently.  Its worker reports it instead when no ref was left by the
     time it failed (report_unhandled)."""
     cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
-    cdef bint is_error = False
     if o == NULL or o.state != NR_OBJ_ERROR or o.waiters & NR_WAIT_SEEN:
         return                            # not failed, or seen elsewhere
     if o.refs != 1:
@@ -177,6 +180,12 @@ cdef void _unhandled_if_last(Region reg, uint64_t oid) noexcept:
         nr_release_flush(&reg.r)
         if o.refs != 1:
             return
+    nr_object_mark_seen(&reg.r, oid, 0)   # the release after this one frees it
+    _report_last(reg, oid)
+
+
+cdef void _report_last(Region reg, uint64_t oid) noexcept:
+    cdef bint is_error = False
     try:
         value = _value(reg, oid, &is_error)
         if is_error:

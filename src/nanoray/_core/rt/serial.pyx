@@ -401,12 +401,14 @@ def put(value):
     return _adopt(reg, oid)
 
 
-cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name="",
-                bint simple=True) except *:
+cdef bint _seal(Region reg, uint64_t oid, object value, bint is_error, str name="",
+                bint simple=True) except -1:
     """Stores value as the object's result.  If the value cannot be pickled
     or stored, the object is sealed with that error instead: a pending
     object is never left behind (its getters would wait forever).
-    simple=False: the caller found value not simple (or not storable so)."""
+    simple=False: the caller found value not simple (or not storable so).
+    True when it sealed a failure that no ref held and nobody had seen
+    (nr_object_seal's 2): the caller reports it."""
     cdef _Pickled p
     cdef uint64_t off = 0, size
     if simple and not is_error:        # a simple value: straight into its block
@@ -417,7 +419,7 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
         if off:
             if nr_object_seal(&reg.r, oid, off, size, False) != 0:
                 nr_arena_free(&reg.r, off)
-            return
+            return False
     try:
         p = _pickle(value, is_error, True, False, False)
         off = _store(reg, p)
@@ -439,8 +441,10 @@ cdef void _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
         except Exception:
             off = 0                    # sealed with no payload: read back as a system error
         is_error = True
-    if nr_object_seal(&reg.r, oid, off, p.size if off else 0, is_error) != 0 and off:
-        nr_arena_free(&reg.r, off)
+    cdef int rc = nr_object_seal(&reg.r, oid, off, p.size if off else 0, is_error)
+    if (rc == 1 or rc < 0) and off:
+        nr_arena_free(&reg.r, off)     # not sealed with it (2: freed with the object)
+    return rc == 2
 
 
 def put_error(err):
@@ -473,10 +477,7 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
                                         failure.pid, cause_repr=_exc._safe_repr(failure.cause))
         else:
             failure = _exc.RaySystemError(_exc._safe_repr(failure))
-    # No ref left to it (a task's result nobody kept): nobody can see this
-    # failure, so it is reported here (rt/refs.pyx, _unhandled_if_last).
-    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
-    cdef bint unseen = o != NULL and o.refs == 0 and not o.waiters & NR_WAIT_SEEN
-    _seal(reg, oid, failure, True, name)
-    if unseen:
+    # No ref left to it at the seal (a task's result nobody kept): nobody
+    # can see this failure, so it is reported here (rt/refs.pyx).
+    if _seal(reg, oid, failure, True, name):
         report_unhandled(failure)
