@@ -5,6 +5,7 @@ Objects, tasks, errors, wait, actors, async, cancel, retries."""
 
 import asyncio
 import os
+import sys
 import time
 
 import numpy as np
@@ -318,6 +319,31 @@ def test_a_restarting_actor_that_dies_mid_call_fails_it_as_unavailable(ray):
     assert ray.get(actor.pid.remote(), timeout=60) != first     # restarted
     with pytest.raises(exceptions.ActorDiedError):
         ray.get(actor.die.remote(), timeout=60)
+
+
+def test_sys_exit_in_an_actor_method_is_a_crash_unless_its_code_is_0(ray, tmp_path):
+    # Ray reads the code as Python does: 0 is an exit on purpose (no restart,
+    # as exit_actor()); any other code, or none, is a crash: the actor is
+    # restarted and the call retried while max_restarts and max_task_retries allow.
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class A:
+        def exit_once(self, marker, *code):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                sys.exit(*code)
+            return "after restart"
+
+        def ping(self):
+            return "pong"
+    for i, code in enumerate([(1,), ("bad state",), ()]):
+        a = A.remote()
+        assert ray.get(a.exit_once.remote(str(tmp_path / str(i)), *code), timeout=60) == \
+            "after restart", code
+    a = A.remote()
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(a.exit_once.remote(str(tmp_path / "zero"), 0), timeout=60)
+    with pytest.raises(exceptions.RayActorError):                # no restart
+        ray.get(a.ping.remote(), timeout=60)
 
 
 def test_named_actors_and_handles_passed_to_tasks(ray):

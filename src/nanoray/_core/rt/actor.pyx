@@ -93,10 +93,10 @@ def put_death(err):
 
 
 cdef void _actor_exit(Region reg, uint32_t t) except *:
-    """exit_actor(), __ray_terminate__ or sys.exit() in a method: the actor
+    """exit_actor(), __ray_terminate__ or sys.exit(0) in a method: the actor
     ends for good; this call and every queued one fail with ActorDiedError."""
     death = _put_death(_exc.ActorDiedError(
-        "The actor %s exited on purpose (exit_actor(), __ray_terminate__ or sys.exit() "
+        "The actor %s exited on purpose (exit_actor(), __ray_terminate__ or sys.exit(0) "
         "in one of its methods): no more calls run on it." % _actor_name))
     cdef nr_task_t *task = nr_task(&reg.r, t)
     cdef nr_spec_t *spec = <nr_spec_t *>(reg.r.base + task.spec)
@@ -391,8 +391,8 @@ cdef class _CallLoop:
                 elif self.isawaitable(result):
                     try:
                         result = await result
-                    except SystemExit:
-                        c.exit_worker = True
+                    except SystemExit as e:
+                        _exiting(c, e)
                     except BaseException as e:
                         c.raised = e
                         c.failure = _failure_of(e, c.name)

@@ -142,8 +142,8 @@ cdef object _each(_Call c, object gen, object consume):
             if value is _END:
                 return None
             consume(value)
-    except SystemExit:
-        c.exit_worker = True
+    except SystemExit as e:
+        _exiting(c, e)
         return _exit_failure(c)
     except BaseException as e:
         return _failure_of(e, c.name)
@@ -155,7 +155,7 @@ cdef object _exit_failure(_Call c):
     exits on purpose, for good, as with exit_actor()."""
     if c.kind == NR_SPEC_TASK:
         return _exc.WorkerCrashedError("The generator called sys.exit(); its process exited.")
-    return _exc.ActorDiedError("The actor %s exited on purpose (sys.exit() in its generator "
+    return _exc.ActorDiedError("The actor %s exited on purpose (sys.exit(0) in its generator "
                                "method %s): no more calls run on it." % (_actor_name, c.name))
 
 
@@ -182,7 +182,7 @@ cdef void _stream_sync(Region reg, _Call c, object gen, uint64_t first_cell) exc
     failure = _each(c, gen, lambda value: s.emit(value))
     if failure is None:
         s.end()
-    elif c.exit_worker and c.kind == NR_SPEC_TASK:
+    elif c.exit_worker and (c.kind == NR_SPEC_TASK or c.exit_crash):
         return                         # sys.exit(): as a death, re-run while retries allow
     else:
         s.fail(failure)
@@ -245,9 +245,10 @@ async def _astream(Region reg, _Call c, object agen, uint64_t first_cell):
     try:
         async for value in agen:
             s.emit(value)
-    except SystemExit:
-        c.exit_worker = True
-        s.fail(_exit_failure(c))
+    except SystemExit as e:
+        _exiting(c, e)
+        if not c.exit_crash:           # a crash: as a death (its reap)
+            s.fail(_exit_failure(c))
         return
     except BaseException as e:
         s.fail(_failure_of(e, c.name))

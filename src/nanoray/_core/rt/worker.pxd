@@ -9,6 +9,7 @@ cdef class _Call:
     cdef object failure               # the error its returns carry, or None
     cdef str name                     # for messages: "f", "Cls.__init__", "Cls.method"
     cdef bint exit_worker             # it raised SystemExit: the process ends
+    cdef bint exit_crash              # ...with a code other than 0: an actor's crashes
     cdef object extras                # per-call options (retry_exceptions, gen, env) or None
     cdef object raised                # the exception the call itself raised (for retries)
     cdef bint streamed                # an async generator already sealed its stream

@@ -93,11 +93,21 @@ cdef _Call _prepare(Region reg, uint32_t t):
         c.kwargs = kwargs
         if c.extras is not None and c.extras.get("writable_args", False):
             _writable_by_value(reg, spec.args_obj, c)
-    except SystemExit:
-        c.exit_worker = True
+    except SystemExit as e:
+        _exiting(c, e)
     except BaseException as e:
         c.failure = _failure_of(e, c.name)
     return c
+
+
+cdef void _exiting(_Call c, e) noexcept:
+    """c raised SystemExit e: its process ends, an actor's on purpose only
+    with code 0 (sys.exit(0), exit_actor()), as Ray reads the code."""
+    c.exit_worker = True
+    try:
+        c.exit_crash = not (e.code is not None and e.code == 0)
+    except Exception:
+        c.exit_crash = True
 
 
 cdef object _invoke(_Call c):
@@ -129,11 +139,13 @@ cdef object _invoke(_Call c):
                 error_message="nanoray: actor call %s() was cancelled while it ran" % c.name)
             return None
         return value
-    except SystemExit:
+    except SystemExit as e:
         # As in Ray: the worker exits; a task is retried (max_retries) or
-        # fails with WorkerCrashedError; an actor exits on purpose.  Never
-        # re-raised in the driver, where it would end the program silently.
-        c.exit_worker = True
+        # fails with WorkerCrashedError; an actor exits on purpose with
+        # code 0 (exit_actor() too), and crashes with any other (restarted
+        # while max_restarts allows).  Never re-raised in the driver, where
+        # it would end the program silently.
+        _exiting(c, e)
     except BaseException as e:
         c.raised = e
         c.failure = _failure_of(e, c.name)
@@ -205,9 +217,9 @@ cdef void _run_map(Region reg, _Call c) except *:
                 if type(v) is _GeneratorType:
                     v = _only_value(v)
                 _in_user_code = False
-            except SystemExit:
+            except SystemExit as e:
                 _in_user_code = False
-                c.exit_worker = True
+                _exiting(c, e)
                 return
             except KeyboardInterrupt as e:
                 _in_user_code = False
@@ -345,9 +357,9 @@ cdef void _complete(Region reg, _Call c, object result) except *:
     failure = c.failure
     try:
         if c.exit_worker:
-            if c.kind != NR_SPEC_TASK:
+            if c.kind != NR_SPEC_TASK and not c.exit_crash:
                 _actor_exit(reg, c.t)      # never returns
-            return
+            return                         # a crash: its reap fails or re-runs the call
         if c.kind == NR_SPEC_ACTOR_CREATE:
             if failure is not None:
                 _actor_init_failed(reg, failure)
@@ -356,8 +368,8 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if mode is not None and mode == "streaming":
             if not c.streamed:
                 _stream_sync(reg, c, result, ids[0])
-            if c.exit_worker and c.kind != NR_SPEC_TASK:
-                _actor_exit(reg, c.t)      # sys.exit() in an actor's generator: never returns
+            if c.exit_worker and c.kind != NR_SPEC_TASK and not c.exit_crash:
+                _actor_exit(reg, c.t)      # sys.exit(0) in an actor's generator: never returns
             return
         if mode is not None and mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
