@@ -131,6 +131,11 @@ def test_remote_functions_and_classes_are_not_called_directly(ray):
     with pytest.raises(TypeError):
         f.remote(1, 2)                             # the signature is checked at .remote()
 
+    async def g():
+        return 1
+    with pytest.raises(ValueError, match="async def"):
+        ray.remote(g)                              # refused at once, not at its first run
+
 
 # -- errors ----------------------------------------------------------------------
 

@@ -347,6 +347,11 @@ class RemoteFunction:
     """A function run as a task by .remote(); calling it directly is an error."""
 
     def __init__(self, function, options):
+        if inspect.iscoroutinefunction(function):
+            # As Ray: refused here, not when the task's coroutine cannot be stored.
+            raise ValueError("'async def' should not be used for remote tasks. You can wrap "
+                             "the async function with `asyncio.run(f())`; async actor "
+                             "methods run on the actor's event loop.")
         self._function = function
         self._options = dict(options)
         if (self._options.get("num_gpus") or 0) > 0 and self._options.get("max_calls") is None:
