@@ -121,13 +121,14 @@ def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray)
     def too_many():
         yield from range(3)
     x, y = too_many.remote()
-    assert ray.get(x) == 0
-    if on_ray():
-        # Ray keeps the first two values and only logs the error.
-        assert ray.get(y) == 1
-        return
-    with pytest.raises(ValueError, match="more than num_returns=2"):
-        ray.get(y)
+    assert ray.get([x, y]) == [0, 1]              # kept: the error is only logged
+
+    @ray.remote(num_returns=2)
+    def fail_after_all():
+        yield 0
+        yield 1
+        raise IndexError("after all")
+    assert ray.get(list(fail_after_all.remote())) == [0, 1]   # the same
 
 
 def test_generator_options_and_generator_passed_to_a_task(ray):

@@ -206,20 +206,17 @@ cdef object _dynamic_refs(Region reg, _Call c, object gen):
 
 cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except *:
     """A generator with a fixed num_returns: each value seals the next return
-    as it is yielded (the last one once the generator has ended, so one
-    value too many fails it); an exception fails only the returns not yet
-    sealed."""
+    as it is yielded; an exception fails only the returns not yet sealed.
+    Once all are sealed, what goes wrong after (an exception, one value too
+    many) is only logged, as in Ray: the caller keeps the values."""
     cdef uint32_t nret = c.nret, j
-    state = [0, _END]                      # values seen, the last one (held)
+    state = [0]                            # values seen
 
     def take(value):
         i = state[0]
         if i >= nret:
             raise ValueError("the generator yielded more than num_returns=%d values" % nret)
-        if i + 1 == nret:
-            state[1] = value               # sealed once the generator ends
-        else:
-            _seal(reg, ids[i], value, False, c.name)
+        _seal(reg, ids[i], value, False, c.name)
         state[0] = i + 1
     if nret == 0:                          # num_returns=0: run it, keep nothing
         _each(c, gen, lambda value: None)
@@ -228,11 +225,19 @@ cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except
     if failure is None and state[0] < nret:
         failure = _failure_of(ValueError("the generator yielded %d values; num_returns is %d"
                                          % (state[0], nret)), c.name)
-    if failure is None:
-        _seal(reg, ids[nret - 1], state[1], False, c.name)
-    elif not c.exit_worker:
-        for j in range(min(<uint32_t>state[0], nret - 1), nret):
-            _seal_failure(reg, ids[j], failure, c.name)
+    if failure is None or c.exit_worker:
+        return
+    if state[0] >= nret:
+        try:
+            sys.stderr.write("nanoray: %s() failed after yielding all num_returns=%d values; "
+                             "they are kept, and the error is only logged: %s\n"
+                             % (c.name, nret, failure))
+            sys.stderr.flush()
+        except Exception:
+            pass
+        return
+    for j in range(<uint32_t>state[0], nret):
+        _seal_failure(reg, ids[j], failure, c.name)
 
 
 def stream_async(Region reg, _Call c, object agen, uint64_t first_cell):
