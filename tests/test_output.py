@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import os, sys
     import nanoray as ray
@@ -248,3 +250,47 @@ def test_a_streams_failure_is_reported_once_and_not_when_read():
     assert err.count("is unschedulable") == 1, err
     for i in (1, 2, 3):
         assert "boom %d" % i not in err, err
+
+
+FAILED_AT_EXIT = textwrap.dedent("""
+    import sys, time, nanoray as ray
+    ray.init(num_cpus=1)
+
+    @ray.remote(num_returns=2)
+    def f():
+        raise ValueError("boom at exit")
+
+    @ray.remote
+    class Store:
+        def get(self):
+            return 1
+
+    @ray.remote
+    class Loop:
+        def run(self, store):
+            while True:
+                ray.get(store.get.remote())
+    a, b = f.remote()                     # b: held by a global until the exit
+    try:
+        ray.get(a)
+    except ValueError:
+        pass
+    s = Store.remote()
+    Loop.remote().run.remote(s)           # cut short by the shutdown
+    time.sleep(0.5)
+    if sys.argv[1] == "shutdown":
+        ray.shutdown()
+    print("DONE", flush=True)
+""")
+
+
+@pytest.mark.parametrize("how", ["shutdown", "exit"])
+def test_refs_still_held_at_the_exit_and_calls_the_shutdown_cuts_report_nothing(how):
+    # As in Ray: a failure is reported when its last ref goes while the
+    # runtime runs; not for refs the interpreter drops after the shutdown
+    # (which could not even be read then), nor for calls the shutdown ends.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-c", FAILED_AT_EXIT, how], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
+    assert "Unhandled error" not in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -21,13 +21,16 @@ cdef class ObjectRef:
 
     def __dealloc__(self):
         if self._reg is not None and self._reg.pid == _pid:
-            if not self._seen and self._reg.r.hdr.errors:
+            # Only while its runtime runs: not for refs dropped after
+            # shutdown() (at the interpreter's exit, say), as in Ray.
+            report = not self._seen and self._reg is _region
+            if report and self._reg.r.hdr.errors:
                 _unhandled_if_last(self._reg, self._id)
             # A small value's free waits for this process's next section
             # (csrc/nr_sched.h): the GIL makes this thread the one producer.
             # A failure sealed since the look above, and left unseen, comes
             # back to be reported (the worker saw this count at its seal).
-            if nr_object_release(&self._reg.r, self._id, not self._seen):
+            if nr_object_release(&self._reg.r, self._id, report):
                 _report_last(self._reg, self._id)
                 nr_object_release(&self._reg.r, self._id, 0)
 
@@ -195,10 +198,13 @@ cdef void _report_last(Region reg, uint64_t oid) noexcept:
 
 
 def report_unhandled(error):
-    """Writes a failure nobody fetched to stderr (not a cancel's, and not
-    with RAY_IGNORE_UNHANDLED_ERRORS set)."""
+    """Writes a failure nobody fetched to stderr (not a cancel's, not once
+    the runtime is shutting down, and not with RAY_IGNORE_UNHANDLED_ERRORS
+    set)."""
     if isinstance(error, _exc.TaskCancelledError) or "RAY_IGNORE_UNHANDLED_ERRORS" in os.environ:
         return
+    if _region is None or _region.r.hdr.shutdown:
+        return                            # failures of the shutdown itself (calls it cut short)
     try:
         sys.stderr.write("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1'): %s\n"
                          % (error,))
