@@ -18,6 +18,15 @@ def test_public_names():
         assert hasattr(nanoray, name)
 
 
+def test_the_module_paths_ray_programs_import_from():
+    from nanoray import dag
+    from nanoray._raylet import ObjectRefGenerator
+    from nanoray.dag.input_node import InputNode
+    from nanoray.dag.output_node import MultiOutputNode
+    assert (InputNode, MultiOutputNode) == (dag.InputNode, dag.MultiOutputNode)
+    assert ObjectRefGenerator is nanoray.ObjectRefGenerator
+
+
 def test_exceptions_module_mirrors_ray():
     from nanoray import exceptions as e
     assert issubclass(e.GetTimeoutError, e.RayError) and issubclass(e.GetTimeoutError, TimeoutError)
