@@ -281,6 +281,27 @@ def test_cancel_a_running_async_actor_call_cancels_its_coroutine(ray):
     assert ray.get(s.seen.remote(), timeout=30) == ["cancelled"]
 
 
+def test_an_async_call_that_swallows_its_cancel_still_raises_task_cancelled(ray):
+    @ray.remote
+    class Service:
+        async def swallow(self):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                return "swallowed"
+
+        async def quick(self):
+            return "quick"
+    s = Service.remote()
+    ref = s.swallow.remote()
+    assert ray.get(s.quick.remote(), timeout=30) == "quick"   # swallow is running
+    time.sleep(0.2)
+    ray.cancel(ref)
+    with pytest.raises(exceptions.TaskCancelledError):
+        ray.get(ref, timeout=30)
+    assert ray.get(s.quick.remote(), timeout=30) == "quick"
+
+
 def test_cancelling_an_async_call_just_as_it_starts_never_loses_it(ray):
     @ray.remote(max_concurrency=2)
     class Busy:

@@ -391,6 +391,12 @@ cdef class _CallLoop:
                 elif self.isawaitable(result):
                     try:
                         result = await result
+                        if t in self.cancelled:
+                            # Its coroutine swallowed the cancel: the call
+                            # still raises TaskCancelledError, as in Ray.
+                            result = None
+                            c.failure = _exc.TaskCancelledError(error_message=(
+                                "nanoray: actor call %s() was cancelled while it ran" % c.name))
                     except SystemExit as e:
                         _exiting(c, e)
                     except BaseException as e:
