@@ -156,8 +156,12 @@ def test_a_task_error_is_the_original_type_and_flows_to_dependents(ray):
         ray.get(ref)
     assert isinstance(info.value, exceptions.RayTaskError)
     assert "fails" in str(info.value)
-    with pytest.raises(CustomError):
+    with pytest.raises(CustomError) as info:
         ray.get(after.remote(ref))
+    # Named by the task that could not run, and by the one that failed.
+    text = str(info.value)
+    assert "after()" in text and "could not be computed" in text and "broken here" in text
+    assert text.index("after()") < text.index("fails()")
 
 
 def test_get_and_wait_timeouts(ray):

@@ -82,7 +82,7 @@ cdef _Call _prepare(Region reg, uint32_t t):
             for i in range(ndeps):
                 v = _value(reg, ids[nret + i], &is_error, cow)
                 if is_error:
-                    c.failure = v          # a failed argument fails this task too
+                    c.failure = _failed_arg(v, c.name)   # a failed argument fails this task too
                     return c
                 vals.append(v)
             args = tuple([vals[(<_DepArg>a).i] if type(a) is _DepArg else a for a in args])
@@ -98,6 +98,17 @@ cdef _Call _prepare(Region reg, uint32_t t):
     except BaseException as e:
         c.failure = _failure_of(e, c.name)
     return c
+
+
+cdef object _failed_arg(object v, str name):
+    """The failure of a task whose argument failed with v: a task's error
+    names this task too, as Ray's does (the original type still catches)."""
+    if isinstance(v, _exc.RayTaskError):
+        text = str(v).replace("\n", "\n  ")
+        return _exc.RayTaskError(
+            name, "  At least one of the input arguments for this task could not be "
+            "computed:\n  " + text, v.cause, os.getpid(), v.cause_repr).as_instanceof_cause()
+    return v
 
 
 cdef void _exiting(_Call c, e) noexcept:
