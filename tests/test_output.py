@@ -169,6 +169,14 @@ UNHANDLED = UNHANDLED_PRELUDE + textwrap.dedent("""
         pass
     del r
     ray.get(k.drop.remote())              # its copy goes last, in the actor: not reported
+    r = bad.remote(8)
+    ray.get(k.keep.remote([r]))
+    try:
+        ray.get(consume.remote(r))        # handed on through a task, and raised there
+    except ValueError:
+        pass
+    del r
+    ray.get(k.drop.remote())              # the actor's copy goes last: not reported
     gen.remote(bad.remote(7))             # a stream that failed before it ran: reported once
     time.sleep(1.0)
     print("DONE", flush=True)
@@ -232,7 +240,7 @@ def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
     assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 3, err
     for i in (1, 4, 7):
         assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
-    for i in (2, 3, 5, 6, 10, 11):
+    for i in (2, 3, 5, 6, 8, 10, 11):
         assert "boom %d" % i not in err, err
     assert "Cancelled" not in err, err
 

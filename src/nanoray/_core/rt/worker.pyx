@@ -83,6 +83,8 @@ cdef _Call _prepare(Region reg, uint32_t t):
                 v = _value(reg, ids[nret + i], &is_error, cow)
                 if is_error:
                     c.failure = _failed_arg(v, c.name)   # a failed argument fails this task too
+                    # ...which carries it on: no copy of that ref reports it.
+                    nr_object_mark_seen(&reg.r, ids[nret + i], 0)
                     return c
                 vals.append(v)
             args = tuple([vals[(<_DepArg>a).i] if type(a) is _DepArg else a for a in args])
