@@ -354,6 +354,21 @@ def test_sys_exit_in_an_actor_method_is_a_crash_unless_its_code_is_0(ray, tmp_pa
     with pytest.raises(exceptions.RayActorError):                # no restart
         ray.get(a.ping.remote(), timeout=60)
 
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class G:
+        @ray.method(num_returns=2)
+        def values(self):
+            yield 1
+            sys.exit(0)                           # from a generator method: the same
+
+        def ping(self):
+            return "pong"
+    g = G.remote()
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(g.values.remote(), timeout=60)
+    with pytest.raises(exceptions.RayActorError):
+        ray.get(g.ping.remote(), timeout=60)
+
 
 def test_named_actors_and_handles_passed_to_tasks(ray):
     @ray.remote

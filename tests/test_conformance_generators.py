@@ -106,7 +106,7 @@ def test_dynamic_num_returns_gives_one_ref_to_all_the_refs(ray):
         ray.get(refs[1])
 
 
-def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray):
+def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray, tmp_path):
     @ray.remote(num_returns=3)
     def two_then_fail():
         yield "a"
@@ -122,6 +122,17 @@ def test_a_fixed_num_returns_generator_keeps_the_values_before_an_exception(ray)
         yield from range(3)
     x, y = too_many.remote()
     assert ray.get([x, y]) == [0, 1]              # kept: the error is only logged
+
+    @ray.remote(num_returns=2, max_retries=1)
+    def dies_once(marker):
+        first = not os.path.exists(marker)
+        yield "first run" if first else "re-run"
+        if first:
+            touch(marker)
+            os._exit(1)
+        yield "re-run"
+    # Its values go out when it ends: a re-run never mixes two runs' values.
+    assert ray.get(list(dies_once.remote(str(tmp_path / "died")))) == ["re-run", "re-run"]
 
     @ray.remote(num_returns=2)
     def fail_after_all():

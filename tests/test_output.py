@@ -127,7 +127,13 @@ UNHANDLED = UNHANDLED_PRELUDE + textwrap.dedent("""
     def sleeper():
         time.sleep(30)
 
+    @ray.remote
+    def unpicklable():
+        import threading
+        return threading.Lock()
+
     bad.remote(1)                         # fire and forget: its worker reports it
+    unpicklable.remote()                  # the same, for a result it could not store
     r = bad.remote(2)
     ray.wait([r])
     del r                                 # looked at with wait: not reported
@@ -237,7 +243,8 @@ def run_unhandled(script=UNHANDLED, **env):
 
 def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
     err = run_unhandled()
-    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 3, err
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 4, err
+    assert err.count("the result of unpicklable() could not be serialized") == 1, err
     for i in (1, 4, 7):
         assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
     for i in (2, 3, 5, 6, 8, 10, 11):

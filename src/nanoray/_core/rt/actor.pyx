@@ -579,7 +579,8 @@ def actor_reap(Region reg, uint32_t slot):
         msg = "The actor was killed by nanoray.kill()."
     else:
         msg = ("The actor died unexpectedly before finishing this call: its process ended "
-               "(killed, crashed, out of memory, or it called os._exit()).")
+               "(killed, crashed, out of memory, or it called sys.exit() with a code other "
+               "than 0, or os._exit()).")
     cdef uint64_t death_id = 0, unavail_id = 0
     try:
         death = _put_death(_exc.ActorDiedError(msg))

@@ -411,6 +411,7 @@ cdef bint _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
     (nr_object_seal's 2): the caller reports it."""
     cdef _Pickled p
     cdef uint64_t off = 0, size
+    err = None
     if simple and not is_error:        # a simple value: straight into its block
         try:
             off = _store_simple(reg, value, &size)
@@ -444,6 +445,9 @@ cdef bint _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
     cdef int rc = nr_object_seal(&reg.r, oid, off, p.size if off else 0, is_error)
     if (rc == 1 or rc < 0) and off:
         nr_arena_free(&reg.r, off)     # not sealed with it (2: freed with the object)
+    if rc == 2 and err is not None:    # its own error, which no ref can see: reported here
+        report_unhandled(err)
+        return False
     return rc == 2
 
 

@@ -79,7 +79,10 @@ cdef class _Stream:
             _seal(self.reg, self.cell, failure, True, self.name)   # the cell itself raises
         else:
             if ending is not None:
-                (<ObjectRef>err)._seen = True   # reported with the completion, if unheard
+                # Reported with the completion, if unheard: seen for every
+                # copy (a reader's drop of the generator between the two
+                # seals would report the item, and the completion again).
+                _mark_seen(<ObjectRef>err)
             _seal(self.reg, self.cell, (err, None), False, self.name)
             # This process's counts go at once, the cell's first (it holds
             # the item): the reader's drop of the item can then be the last,
@@ -205,29 +208,34 @@ cdef object _dynamic_refs(Region reg, _Call c, object gen):
 
 
 cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except *:
-    """A generator with a fixed num_returns: each value seals the next return
-    as it is yielded; an exception fails only the returns not yet sealed.
-    Once all are sealed, what goes wrong after (an exception, one value too
-    many) is only logged, as in Ray: the caller keeps the values."""
+    """A generator with a fixed num_returns: its values are sealed once it
+    has ended, as in Ray (a re-run after its worker died then never mixes
+    two runs' values); an exception fails only the returns it did not
+    yield.  Once all were yielded, what goes wrong after (an exception, one
+    value too many) is only logged, as in Ray: the caller keeps them."""
     cdef uint32_t nret = c.nret, j
-    state = [0]                            # values seen
+    values = []
 
     def take(value):
-        i = state[0]
-        if i >= nret:
+        if len(values) >= nret:
             raise ValueError("the generator yielded more than num_returns=%d values" % nret)
-        _seal(reg, ids[i], value, False, c.name)
-        state[0] = i + 1
+        values.append(value)
     if nret == 0:                          # num_returns=0: run it, keep nothing
         _each(c, gen, lambda value: None)
         return
     failure = _each(c, gen, take)
-    if failure is None and state[0] < nret:
+    if c.exit_worker:
+        return                             # its process ends: as a death
+    if failure is None and len(values) < nret:
         failure = _failure_of(ValueError("the generator yielded %d values; num_returns is %d"
-                                         % (state[0], nret)), c.name)
-    if failure is None or c.exit_worker:
+                                         % (len(values), nret)), c.name)
+    cdef uint32_t n = len(values)
+    for j in range(n):
+        _seal(reg, ids[j], values[j], False, c.name)
+    values = None
+    if failure is None:
         return
-    if state[0] >= nret:
+    if n >= nret:
         try:
             sys.stderr.write("nanoray: %s() failed after yielding all num_returns=%d values; "
                              "they are kept, and the error is only logged: %s\n"
@@ -236,7 +244,7 @@ cdef void _static_returns(Region reg, _Call c, object gen, uint64_t *ids) except
         except Exception:
             pass
         return
-    for j in range(<uint32_t>state[0], nret):
+    for j in range(n, nret):
         _seal_failure(reg, ids[j], failure, c.name)
 
 

@@ -387,12 +387,16 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if mode is not None and mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
             if c.exit_worker:
+                if c.kind != NR_SPEC_TASK and not c.exit_crash:
+                    _actor_exit(reg, c.t)  # sys.exit(0) in an actor's generator: never returns
                 return
             if task.cancelled:             # its return fails whole, as in Ray
                 result = None
                 failure = _failure_of(KeyboardInterrupt(), c.name)
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
+            if c.exit_worker and c.kind != NR_SPEC_TASK and not c.exit_crash:
+                _actor_exit(reg, c.t)      # sys.exit(0) in an actor's generator: never returns
             return
         if c.is_map and failure is None:
             return                       # _run_map sealed each item's return
