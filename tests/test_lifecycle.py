@@ -86,11 +86,15 @@ def test_the_ray_backend_without_ray_says_how_to_get_it(fresh, monkeypatch):
     from nanoray import _ray_backend
     monkeypatch.setitem(sys.modules, "ray", None)          # import ray fails, as uninstalled
     monkeypatch.setattr(_ray_backend, "_ray", None)
-    for kwargs in ({"address": "ray://somewhere:10001"}, {"address": "auto"},
-                   {"backend": "ray"}):
+    for kwargs in ({"address": "ray://somewhere:10001"}, {"backend": "ray"}):
         with pytest.raises(ImportError, match=r"pip install 'nanoray\[ray\]'"):
             nanoray.init(**kwargs)
         assert not nanoray.is_initialized()
+    # "auto" finds no cluster: Ray's ConnectionError, on which programs fall
+    # back to a local runtime; it still says how to get the Ray backend.
+    with pytest.raises(ConnectionError, match=r"pip install 'nanoray\[ray\]'"):
+        nanoray.init(address="auto")
+    assert not nanoray.is_initialized()
     monkeypatch.setenv("NANORAY_BACKEND", "ray")
     with pytest.raises(ImportError, match=r"nanoray\[ray\]"):
         nanoray.put(1)                                     # the first call starts it

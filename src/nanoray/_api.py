@@ -330,7 +330,15 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
                 _system_config = dict(_system_config or {}, object_spilling_config=json.dumps(
                     {"type": "filesystem",
                      "params": {"directory_path": object_spilling_directory}}))
-            from nanoray._ray_backend import RayBackend
+            from nanoray._ray_backend import RayBackend, import_ray
+            if address == "auto" and backend != "ray":
+                try:
+                    import_ray()
+                except ImportError as e:
+                    # As Ray says it when no cluster runs: programs fall back
+                    # to a local runtime on `except ConnectionError`.
+                    raise ConnectionError("Could not find any running Ray instance for "
+                                          "address='auto': %s" % e) from None
             _backend = RayBackend.start(address, dict(
                 num_cpus=num_cpus, num_gpus=num_gpus, resources=resources, memory=memory,
                 object_store_memory=object_store_memory, namespace=namespace,
