@@ -315,6 +315,8 @@ int nr_actor_create(nr_region_t *r, uint64_t handle_obj, int32_t max_restarts,
         if (flags & NR_ACTOR_DETACHED) LADD64(o->refs, 1);   /* dropped when it dies */
         p->restarts_left = max_restarts;
         p->handle_obj = handle_obj;
+        W(p->owner_slot1, (flags & NR_ACTOR_DETACHED) ? 0 : r->slot + 1);
+        W(p->owner_pid, nr_proc(r, r->slot)->pid);   /* the creator's slot, as it is now */
         p->cpus_held = cpus_milli;           /* held for the actor's life, as in Ray */
         /* From its placement group's bundle, if it has one: the one it
          * names, or the first with room (else the one that reserved enough
@@ -426,6 +428,25 @@ int nr_actor_die(nr_region_t *r, uint32_t slot, uint32_t gen, uint64_t death_obj
     return rc;
 }
 
+/* The process in `slot` (pid) ended: the actors it created end with it,
+ * for good, unless detached (as in Ray: an actor's owner is the process
+ * that created it).  Under the lock, so none of them is inside a section
+ * when it is killed; each one's own reap then fails its calls, and ends
+ * the actors it created in turn. */
+void nri_actor_owner_gone(nr_region_t *r, uint32_t slot, int32_t pid, wakeups_t *w) {
+    if (pid <= 0 || !r->hdr->nactors) return;
+    for (uint32_t i = 1; i < r->hdr->max_procs && i <= r->hdr->proc_hwm; i++) {
+        nr_proc_t *c = nr_proc(r, i);
+        if (c->kind != NR_KIND_ACTOR || c->state == NR_PROC_FREE || c->owner_slot1 != slot + 1 ||
+            c->owner_pid != pid || (c->aflags & (NR_ACTOR_DEAD | NR_ACTOR_DETACHED)))
+            continue;
+        W(c->owner_slot1, 0);
+        if (end_unstarted(r, c)) w->spawn = 1;   /* infeasible: a process starts, to exit */
+        W(c->aflags, c->aflags | NR_ACTOR_KILLED | NR_ACTOR_NO_RESTART | NR_ACTOR_OWNER_DIED);
+        if (c->state != NR_PROC_STARTING && c->pid > 0) kill(c->pid, SIGKILL);
+    }
+}
+
 int32_t nr_actor_kill(nr_region_t *r, uint32_t slot, uint32_t gen, int no_restart) {
     int32_t pid = -1;
     int self = 0;
@@ -458,6 +479,7 @@ int nr_actor_reap(nr_region_t *r, uint32_t slot, uint64_t death_obj, uint64_t un
     nr_proc_t *p = nr_proc(r, slot);
     nri_release_drain(r, slot);              /* the frees it put off (commits each) */
     nri_ledger_release(r, slot, &w);         /* the handles and refs it held (first: it commits) */
+    nri_actor_owner_gone(r, slot, p->pid, &w);
     nri_born_reap(r, slot);                  /* its arrays' blocks (commits too) */
     nr_arena_release_writing(r, slot);
     nri_spill_release(r, slot);

@@ -47,6 +47,7 @@ enum {
                                 * process starts for it (calls stay pending, as in Ray)
                                 * until it is killed or orphaned, when one starts that
                                 * exits at once */
+    NR_ACTOR_OWNER_DIED = 256, /* killed because the process that created it ended */
 };
 
 #define NR_NAME_MAX 112        /* bytes of "namespace\x1fname": an entry is 128 bytes */

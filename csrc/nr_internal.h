@@ -235,6 +235,7 @@ int nri_spill_pending(void);
 
 /* nr_actor.c's hooks into the scheduler (all under the lock). */
 void nri_actor_orphaned(nr_region_t *r, uint32_t slot1);      /* its handle object was freed */
+void nri_actor_owner_gone(nr_region_t *r, uint32_t slot, int32_t pid, wakeups_t *w);
 int nri_actor_route(nr_region_t *r, uint32_t t, nr_proc_t *p, uint32_t slot, wakeups_t *w);
 uint32_t nri_actor_pop(nr_region_t *r, nr_proc_t *p);
 void nri_actor_finish(nr_region_t *r, nr_proc_t *p, uint32_t t);

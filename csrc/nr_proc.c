@@ -149,6 +149,10 @@ uint32_t nr_proc_reap(nr_region_t *r, uint32_t slot) {
     nri_spill_release(r, slot);
     nr_proc_t *p = nr_proc(r, slot);
     uint32_t t = p->task;
+    /* A pool worker that died (one that retired ends its actors' owner no
+     * more than an idle one would): the actors its tasks created go. */
+    if (p->kind == NR_KIND_WORKER && p->state != NR_PROC_EXITED)
+        nri_actor_owner_gone(r, slot, p->pid, &w);
     if (p->kind == NR_KIND_WORKER) {     /* an actor's: nr_actor_reap */
         if (p->state != NR_PROC_RUNNING) W(p->cpus_held, 0);   /* lent while it blocked */
         nri_release_held(r, p);

@@ -138,9 +138,17 @@ typedef struct {
     uint32_t rel_head __attribute__((aligned(64)));   /* lines of their own: */
     uint32_t rel_tail;                                /* written per drop */
     uint64_t rel_ids[NR_REL_RING];
+    /* Actors: the process that created it (slot + 1, and its pid then; 0
+     * for a detached actor).  When that process ends (an actor's, for any
+     * reason; a pool worker's, by dying) the actor ends with it, as in Ray
+     * (nri_actor_owner_gone).  Set at creation, read at reaps: the spare
+     * bytes of the ring's last line. */
+    uint32_t owner_slot1;
+    int32_t owner_pid;
 } nr_proc_t;
 _Static_assert(offsetof(nr_proc_t, rel_head) == 256, "four cache lines of process state");
 _Static_assert(sizeof(nr_proc_t) % 64 == 0, "whole cache lines per process slot");
+_Static_assert(sizeof(nr_proc_t) == 832, "the owner fields fit the ring's last line");
 
 typedef struct {
     uint64_t brk;         /* arena offset where never-used memory begins */

@@ -298,3 +298,46 @@ def test_get_actor_id_still_works_while_an_orphaned_actor_drains(ray):
     r = a.slow_id.remote(0.3)
     del a                                             # the queued call still runs
     assert ray.get(r, timeout=T) == expected
+
+
+def test_actors_end_with_the_process_that_created_them_down_the_tree(ray):
+    # Owner death by SIGKILL (an actor's, a pool worker's): the actors it
+    # created end, and theirs in turn; a retired or idle worker is no death.
+    import signal
+    from nanoray import exceptions
+
+    @ray.remote
+    class Node:
+        def spawn(self):
+            self.kid = Node.remote()
+            return self.kid
+
+        def pid(self):
+            return os.getpid()
+
+    @ray.remote
+    def make():
+        n = Node.remote()
+        ray.get(n.pid.remote())
+        return n, os.getpid()
+
+    def dead(handle):
+        deadline = time.monotonic() + T
+        while time.monotonic() < deadline:
+            try:
+                ray.get(handle.pid.remote(), timeout=T)
+            except exceptions.ActorDiedError as e:
+                return "owner has died" in str(e)
+            time.sleep(0.05)
+        return False
+    root = Node.remote()
+    kid = ray.get(root.spawn.remote(), timeout=T)
+    grandkid = ray.get(kid.spawn.remote(), timeout=T)
+    os.kill(ray.get(root.pid.remote(), timeout=T), signal.SIGKILL)
+    assert dead(kid) and dead(grandkid)
+
+    made, worker = ray.get(make.remote(), timeout=T)
+    time.sleep(0.3)                               # its worker idles: the actor lives on
+    assert ray.get(made.pid.remote(), timeout=T) > 0
+    os.kill(worker, signal.SIGKILL)
+    assert dead(made)

@@ -370,6 +370,38 @@ def test_sys_exit_in_an_actor_method_is_a_crash_unless_its_code_is_0(ray, tmp_pa
         ray.get(g.ping.remote(), timeout=60)
 
 
+def test_an_actor_dies_with_the_actor_that_created_it_unless_detached(ray):
+    # As in Ray: the process that creates an actor owns it, and its end
+    # (killed, crashed, exited) ends the actor, though others hold handles.
+    @ray.remote
+    class Child:
+        def ping(self):
+            return "pong"
+
+    @ray.remote
+    class Parent:
+        def make(self):
+            self.kids = (Child.remote(), Child.options(lifetime="detached").remote())
+            return self.kids
+
+    def dead(handle):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ray.get(handle.ping.remote(), timeout=30)
+            except exceptions.RayActorError:
+                return True
+            time.sleep(0.1)
+        return False
+    parent = Parent.remote()
+    child, detached = ray.get(parent.make.remote(), timeout=60)
+    assert ray.get([child.ping.remote(), detached.ping.remote()], timeout=60) == ["pong"] * 2
+    ray.kill(parent)
+    assert dead(child)
+    assert ray.get(detached.ping.remote(), timeout=60) == "pong"
+    ray.kill(detached)
+
+
 def test_named_actors_and_handles_passed_to_tasks(ray):
     @ray.remote
     class Registry:

@@ -517,11 +517,17 @@ def scenario(r):
     r.actor_started(s2)
     assert r.next(s2) == cr2
     r.finish(s2, cr2)
+    me = r.slot()
+    r.set_slot(s2)                                # it creates an actor: that one ends with it
+    hk = r.put()
+    sk, gk = r.actor_create(hk, 1, 0)
+    r.set_slot(me)
     q1, (rq1,) = r.submit(target=s2 + 1, kind=SPEC_CALL, holds=h2, cpus=0, retries=1)
     q2, (rq2,) = r.submit(target=s2 + 1, kind=SPEC_CALL, holds=h2, cpus=0, retries=1)
     assert r.next(s2) == q1
     assert r.next(s2) == q2
     assert r.actor_reap(s2, death) == 1
+    assert r.actor_reap(sk, death) == 0            # its owner's end: no restart
     r.actor_started(s2)
     assert r.next(s2) == cr2
     r.finish(s2, cr2)
@@ -530,7 +536,8 @@ def scenario(r):
     r.finish(s2, q2)
     r.decref(h2)
     r.actor_reap(s2, death)
-    for x in (handle, h3, death, pend, parg, parg2, rc1, rc2, rc3, rl, rq1, rq2, rq3, r3, r4, r5):
+    for x in (handle, h3, hk, death, pend, parg, parg2, rc1, rc2, rc3, rl, rq1, rq2, rq3, r3, r4,
+              r5):
         r.decref(x)
     r.shutdown()
 

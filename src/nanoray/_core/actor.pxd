@@ -12,6 +12,7 @@ cdef extern from "nr_actor.h" nogil:
         NR_ACTOR_DETACHED
         NR_ACTOR_UNORDERED
         NR_ACTOR_INFEASIBLE
+        NR_ACTOR_OWNER_DIED
         NR_NAME_MAX
 
     ctypedef struct nr_name_t:

@@ -575,7 +575,10 @@ def actor_kill(uint32_t slot, uint32_t gen, bint no_restart):
 def actor_reap(Region reg, uint32_t slot):
     """The zygote saw actor `slot`'s process end: True to restart it."""
     cdef nr_proc_t *p = nr_proc(&reg.r, slot)
-    if p.aflags & NR_ACTOR_KILLED:
+    if p.aflags & NR_ACTOR_OWNER_DIED:
+        msg = ("The actor is dead because its owner has died: the actor or task's worker that "
+               "created it ended. Create it with lifetime=\"detached\" to outlive its creator.")
+    elif p.aflags & NR_ACTOR_KILLED:
         msg = "The actor was killed by nanoray.kill()."
     else:
         msg = ("The actor died unexpectedly before finishing this call: its process ended "
