@@ -113,6 +113,10 @@ def test_list_actors_workers_and_objects(ray):
     assert (a.class_name, a.state, a.pid, a.name, a.ray_namespace) == \
         ("Keeper", "ALIVE", pid, "keeper", "ns")
     assert get_actor(a.actor_id).pid == pid
+    from nanoray.util.state import summarize_actors, summarize_objects
+    summary = summarize_actors()["cluster"]
+    assert summary["summary"]["Keeper"]["state_counts"].get("ALIVE", 0) >= 1
+    assert summary["total_actors"] == len(actors) and summary["summary_by"] == "class"
     workers = list_workers(limit=None)
     assert any(w.worker_type == "DRIVER" and w.pid == os.getpid() for w in workers)
     assert any(w.pid == pid and w.is_actor for w in workers)
@@ -127,6 +131,9 @@ def test_list_actors_workers_and_objects(ray):
     o = objs[big.hex()]
     assert o.object_size >= 8 << 20 and o.task_status == "FINISHED"
     assert o.reference_count >= 1
+    summary = summarize_objects()["cluster"]
+    assert summary["total_objects"] == len(objs) and summary["total_size_mb"] >= 8
+    assert summary["summary"]["disabled"]["task_state_counts"]["FINISHED"] >= 1
     del big
 
 

@@ -1,6 +1,7 @@
 """What runs now, under Ray's module path (ray.util.state): list_tasks,
 list_actors, list_objects, list_workers, list_nodes, list_placement_groups,
-list_jobs, summarize_tasks, get_task, get_actor, with Ray's field names.
+list_jobs, summarize_tasks, summarize_actors, summarize_objects, get_task,
+get_actor, with Ray's field names.
 
 Each call reads a snapshot of the shared tables (copied under the region
 lock, rt/state.pyx).  A task is listed while it is pending or running: a
@@ -16,7 +17,8 @@ from nanoray import _api, _runtime_env
 from nanoray._core import _runtime as _rt
 
 __all__ = ["get_actor", "get_task", "list_actors", "list_jobs", "list_nodes", "list_objects",
-           "list_placement_groups", "list_tasks", "list_workers", "summarize_tasks"]
+           "list_placement_groups", "list_tasks", "list_workers", "summarize_actors",
+           "summarize_objects", "summarize_tasks"]
 
 _TASK_STATE = {1: "PENDING_ARGS_AVAIL", 2: "PENDING_NODE_ASSIGNMENT", 3: "RUNNING"}
 _TASK_TYPE = {0: "NORMAL_TASK", 1: "ACTOR_CREATION_TASK", 2: "ACTOR_TASK"}
@@ -270,3 +272,30 @@ def summarize_tasks(address=None, timeout=30, raise_on_missing_output=True, _exp
                         "total_actor_scheduled": sum(t.type == "ACTOR_CREATION_TASK"
                                                      for t in tasks),
                         "summary_by": "func_name"}}
+
+
+def summarize_actors(address=None, timeout=30, raise_on_missing_output=True, _explain=False):
+    """Actor counts by class and state, in Ray's summary layout."""
+    summary = {}
+    actors = list_actors(limit=None)
+    for a in actors:
+        entry = summary.setdefault(a.class_name, {"class_name": a.class_name,
+                                                  "state_counts": {}})
+        entry["state_counts"][a.state] = entry["state_counts"].get(a.state, 0) + 1
+    return {"cluster": {"summary": summary, "total_actors": len(actors), "summary_by": "class"}}
+
+
+def summarize_objects(address=None, timeout=30, raise_on_missing_output=True, _explain=False):
+    """Object counts and sizes, in Ray's summary layout (by call site,
+    which is not recorded: one entry, "disabled", as Ray's default)."""
+    objects = list_objects(limit=None)
+    size_mb = sum(o.object_size for o in objects) / (1024 * 1024)
+    states, refs = {}, {}
+    for o in objects:
+        states[o.task_status] = states.get(o.task_status, 0) + 1
+        refs[o.reference_type] = refs.get(o.reference_type, 0) + 1
+    entry = {"total_objects": len(objects), "total_size_mb": size_mb, "total_num_workers": 1,
+             "total_num_nodes": 1, "task_state_counts": states, "ref_type_counts": refs}
+    return {"cluster": {"summary": {"disabled": entry} if objects else {},
+                        "total_objects": len(objects), "total_size_mb": size_mb,
+                        "callsite_enabled": False, "summary_by": "callsite"}}
