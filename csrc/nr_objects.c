@@ -142,12 +142,12 @@ uint32_t nr_sweep_uncounted(nr_region_t *r) {
     return freed;
 }
 
-int nr_object_try_incref(nr_region_t *r, uint64_t id) {
+int nr_object_try_incref(nr_region_t *r, uint64_t id, int ready_only) {
     /* Under the lock, so a count that has reached zero is never revived:
      * the decref that reached it frees the object under this same lock. */
     nr_lock(r);
     nr_object_t *o = nr_object_lookup(r, id);
-    int ok = o && o->state == NR_OBJ_READY && LOAD(&o->refs) > 0;
+    int ok = o && (o->state == NR_OBJ_READY || !ready_only) && LOAD(&o->refs) > 0;
     if (ok) {
         LADD64(o->refs, 1);
         nri_ledger_add_locked(r, id, 1);

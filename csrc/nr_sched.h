@@ -177,9 +177,9 @@ int nr_object_seal(nr_region_t *r, uint64_t id, uint64_t data, uint64_t size, in
 int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uint64_t size,
                    uint64_t next);
 void nr_object_incref(nr_region_t *r, uint64_t id);
-/* Takes a count only if the object is ready (sealed, not failed) and still
- * counted: 1, else 0. */
-int nr_object_try_incref(nr_region_t *r, uint64_t id);
+/* Takes a count only if the object is still counted, and ready (sealed,
+ * not failed) with ready_only: 1, else 0. */
+int nr_object_try_incref(nr_region_t *r, uint64_t id, int ready_only);
 void nr_object_decref(nr_region_t *r, uint64_t id);
 /* nr_object_decref for a ref that Python code drops (ObjectRef): when the
  * count reaches zero and the object is a small plain value, its free waits

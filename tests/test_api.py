@@ -67,6 +67,28 @@ def test_get_rejects_what_is_not_a_ref(ray):
         ray.get([ray.put(1), "nope"])
 
 
+def test_a_ref_rebuilt_from_its_binary_id_is_the_same_ref(ray):
+    r = ray.put(42)
+    assert r.binary().hex() == r.hex()
+    r2 = ray.ObjectRef(bytes.fromhex(r.hex()))      # out of band, as Ray's docs show
+    assert r2 == r and ray.get(r2) == 42
+    del r                                           # the rebuilt ref keeps it alive
+    assert ray.get(r2) == 42
+
+    @ray.remote
+    def slow():
+        time.sleep(0.2)
+        return 7
+    p = slow.remote()
+    assert ray.get(ray.ObjectRef(p.binary()), timeout=30) == 7   # pending when rebuilt
+    gone = r2.binary()
+    del r2
+    with pytest.raises(exceptions.ObjectFreedError):
+        ray.ObjectRef(gone)                         # an id nothing holds: said at once
+    with pytest.raises(TypeError):
+        ray.ObjectRef()
+
+
 def test_put_of_a_ref_is_refused(ray):
     with pytest.raises(TypeError):
         ray.put(ray.put(1))

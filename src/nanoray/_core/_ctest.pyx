@@ -238,7 +238,7 @@ cdef class CRegion:
         return s.stream_cell, s.streamed
 
     def try_incref(self, uint64_t oid):
-        return nr_object_try_incref(&self.r, oid)
+        return nr_object_try_incref(&self.r, oid, 1)
 
     def incref(self, uint64_t oid):
         nr_object_incref(&self.r, oid)

@@ -85,7 +85,7 @@ cdef extern from "nr_sched.h" nogil:
     int nr_stream_seal(nr_region_t *r, uint32_t t, uint64_t cell, uint64_t data, uint64_t size,
                        uint64_t next)
     void nr_object_incref(nr_region_t *r, uint64_t id)
-    int nr_object_try_incref(nr_region_t *r, uint64_t id)
+    int nr_object_try_incref(nr_region_t *r, uint64_t id, int ready_only)
     void nr_object_decref(nr_region_t *r, uint64_t id)
     nr_object_t *nr_object_lookup(nr_region_t *r, uint64_t id)
     void nr_object_mark_seen(nr_region_t *r, uint64_t id, int pending_too)

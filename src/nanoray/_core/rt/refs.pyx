@@ -16,8 +16,22 @@ cdef class ObjectRef:
     Each instance holds one count on its object in the shared table; the
     value is freed when no ref, task or view in any process holds it."""
 
-    def __init__(self, *args, **kwargs):
-        raise TypeError("ObjectRefs are made by put() and .remote(), not directly")
+    def __init__(self, binary=None, *args, **kwargs):
+        # ObjectRef(ref.binary()), as Ray allows: a ref out of band (an id
+        # passed as bytes), counted like any other while its object lives.
+        if type(binary) is not bytes or len(binary) != 8 or args or kwargs:
+            raise TypeError("ObjectRefs are made by put() and .remote(), or from another "
+                            "ref's 8-byte id: ObjectRef(ref.binary())")
+        cdef Region reg = _running()
+        cdef uint64_t oid = int.from_bytes(binary, "big")   # as binary() writes it
+        if self._reg is not None:
+            raise TypeError("this ObjectRef is already made")
+        if not nr_object_try_incref(&reg.r, oid, 0):
+            raise _exc.ObjectFreedError(
+                "nanoray: no object with id %s is alive (freed, or from another runtime)"
+                % binary.hex())
+        self._id = oid
+        self._reg = reg
 
     def __dealloc__(self):
         if self._reg is not None and self._reg.pid == _pid:
@@ -38,7 +52,7 @@ cdef class ObjectRef:
         return format(self._id, "016x")
 
     def binary(self):
-        return self._id.to_bytes(8, "little")
+        return self._id.to_bytes(8, "big")     # as Ray's: binary().hex() == hex()
 
     def is_nil(self):
         return self._id == 0

@@ -5,7 +5,7 @@
 def ref_if_alive(uint64_t oid):
     """An ObjectRef to oid if the object is sealed and still counted, else None."""
     cdef Region reg = _region
-    if reg is None or not nr_object_try_incref(&reg.r, oid):
+    if reg is None or not nr_object_try_incref(&reg.r, oid, 1):
         return None
     return _adopt(reg, oid)
 
