@@ -2,6 +2,7 @@
 line prefixed with the task or actor that printed it and its pid; and
 log_to_driver=False silences workers entirely."""
 
+import json
 import os
 import re
 import subprocess
@@ -309,3 +310,41 @@ def test_refs_still_held_at_the_exit_and_calls_the_shutdown_cuts_report_nothing(
                          text=True, timeout=120, env=env)
     assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
     assert "Unhandled error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+LOGGING = textwrap.dedent("""
+    import json, logging, sys
+    import nanoray as ray
+    ray.init(num_cpus=1, logging_config=ray.LoggingConfig(encoding=sys.argv[1],
+                                                          log_level="INFO"))
+
+    @ray.remote
+    def f():
+        logging.getLogger("user").info("from the task")
+        logging.getLogger("user").debug("below the level")
+
+    ray.get(f.remote())
+    logging.getLogger("user").info("from the driver")
+    ray.shutdown()
+    logging.getLogger("user").info("after shutdown")
+    print("DONE", flush=True)
+""")
+
+
+@pytest.mark.parametrize("encoding", ["TEXT", "JSON"])
+def test_logging_config_sets_every_process_root_logger_as_ray_does(encoding):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, "-c", LOGGING, encoding], capture_output=True,
+                         text=True, timeout=120, env=env)
+    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
+    lines = [line for line in out.stderr.splitlines() if "from the" in line or "after" in line]
+    assert len(lines) == 3 and "below the level" not in out.stderr, out.stderr
+    if encoding == "JSON":
+        recs = [json.loads(line) for line in lines]
+        task = next(r for r in recs if r["message"] == "from the task")
+        assert task["levelname"] == "INFO" and task["task_name"] == "f" and task["job_id"]
+        assert "task_id" not in next(r for r in recs if r["message"] == "from the driver")
+    else:
+        task = next(line for line in lines if "from the task" in line)
+        assert "\tINFO " in task and " -- from the task" in task and "task_name=f" in task
+        assert not task.startswith("(f pid=")       # records carry their ids, not a prefix

@@ -76,7 +76,7 @@ class LocalBackend:
     @classmethod
     def start(cls, num_cpus, object_store_memory, max_workers=None, namespace=None,
               spill_base=None, runtime_env=None, resources=None, log_to_driver=True,
-              born_in_shm=True, prefault_bytes=0):
+              born_in_shm=True, prefault_bytes=0, logging=None):
         floor, most = worker_limits(num_cpus, max_workers)
         # Four million tasks and objects; smaller tables where the address
         # space is limited (ulimit -v): the region maps them all.
@@ -118,6 +118,7 @@ class LocalBackend:
             "preload": ["numpy"] if "numpy" in sys.modules else [],
             "namespace": namespace,
             "log_to_driver": bool(log_to_driver),
+            "logging": logging,                      # LoggingConfig._spec(), or None
             # What get_runtime_context() reports in workers: the env_vars'
             # values are in the zygote's environment already (one string of
             # the environment holds at most 128 KiB: not twice).
@@ -368,9 +369,15 @@ def init(num_cpus=None, object_store_memory=None, ignore_reinit_error=False, *,
         env = _runtime_env.validate(runtime_env)
         totals = _resource_totals(num_gpus, resources, memory, object_store_memory)
         born = (_system_config or {}).get("born_in_shm", True)
+        logging_config = ray_only.get("logging_config")
+        spec = logging_config._spec() if hasattr(logging_config, "_spec") else None
         _backend = LocalBackend.start(num_cpus, object_store_memory, _max_workers, namespace,
                                       spill_base, env, totals, log_to_driver, bool(born),
-                                      _prefault_bytes(_system_config, object_store_memory))
+                                      _prefault_bytes(_system_config, object_store_memory),
+                                      spec)
+        if spec is not None:
+            from nanoray.job_config import configure_logging
+            configure_logging(spec)
         _runtime_env.job = env                   # what get_runtime_context() reports
         _rt.set_liveness_check(_backend.check_alive)
         bars = sys.modules.get("nanoray.experimental.tqdm_ray")

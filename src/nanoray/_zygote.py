@@ -149,6 +149,9 @@ def main():
                 pass
             from nanoray import _output
             _output.install(cfg.get("log_to_driver", True), rt.output_name)
+            if cfg.get("logging"):                   # init(logging_config=)
+                from nanoray.job_config import configure_logging
+                configure_logging(cfg["logging"])
             from nanoray import _api
             _api._become_worker(region, slot, cfg.get("namespace"))
             region.proc_started(slot, os.getpid())

@@ -2,6 +2,11 @@
 A job_config's runtime_env and namespace are used (init()'s own arguments
 win); the rest is accepted for Ray code to run unchanged."""
 
+import json
+import logging
+import sys
+import time
+
 __all__ = ["JobConfig", "LoggingConfig"]
 
 # Ray's init() arguments that change nothing on one machine: accepted so
@@ -58,8 +63,10 @@ class JobConfig:
 
 
 class LoggingConfig:
-    """init(logging_config=): the log format and level of Ray's own logs.
-    nanoray's messages are few and plain, so it is accepted and changes nothing."""
+    """init(logging_config=): as in Ray, the root logger of the driver and
+    of every worker logs at log_level to stderr, each record in one line of
+    TEXT (Ray's layout) or JSON, with the job, worker, node and (in a task)
+    the task's ids and name."""
 
     def __init__(self, encoding="TEXT", log_level="INFO", additional_log_standard_attrs=None):
         if encoding not in ("TEXT", "JSON"):
@@ -67,6 +74,76 @@ class LoggingConfig:
         self.encoding = encoding
         self.log_level = log_level
         self.additional_log_standard_attrs = list(additional_log_standard_attrs or [])
+
+    def _spec(self):
+        """What the workers get (plain values)."""
+        return {"encoding": self.encoding, "log_level": self.log_level,
+                "attrs": self.additional_log_standard_attrs}
+
+
+class _Context(logging.Filter):
+    """Adds the ids Ray's structured logs carry to each record."""
+
+    def filter(self, record):
+        record.timestamp_ns = time.time_ns()
+        try:
+            from nanoray import runtime_context
+            ctx = runtime_context.get_runtime_context()
+            record.job_id = ctx.get_job_id()
+            record.worker_id = ctx.get_worker_id()
+            record.node_id = ctx.get_node_id()
+            task = ctx.get_task_id()
+            if task is not None:
+                record.task_id = task
+                record.task_name = ctx.get_task_name()
+                record.task_func_name = ctx.get_task_function_name()
+        except Exception:
+            pass                           # no runtime (shut down): the record as it is
+        return True
+
+
+_IDS = ("job_id", "worker_id", "node_id", "task_id", "task_name", "task_func_name")
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, spec):
+        super().__init__("%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s")
+        self.json = spec["encoding"] == "JSON"
+        self.attrs = list(spec.get("attrs") or ())
+
+    def format(self, record):
+        if self.json:
+            record.message = record.getMessage()
+            out = {"asctime": self.formatTime(record), "levelname": record.levelname,
+                   "message": record.message, "filename": record.filename,
+                   "lineno": record.lineno, "process": record.process}
+            for k in self.attrs + list(_IDS) + ["timestamp_ns"]:
+                if hasattr(record, k):
+                    out[k] = getattr(record, k)
+            if record.exc_info:
+                out["exc_text"] = self.formatException(record.exc_info)
+            return json.dumps(out, default=str)
+        text = super().format(record)
+        extra = ["%s=%s" % (k, getattr(record, k)) for k in self.attrs + list(_IDS)
+                 if hasattr(record, k)]
+        return " ".join([text] + extra + ["timestamp_ns=%d" % record.timestamp_ns])
+
+
+def configure_logging(spec):
+    """The root logger as LoggingConfig asks (spec: LoggingConfig._spec()),
+    writing to this process's real stderr (a worker's lines carry their own
+    ids, not the "(f pid=...)" prefix of printed output)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_nanoray", False):
+            root.removeHandler(h)
+    stream = getattr(sys.stderr, "_stream", sys.stderr)
+    handler = logging.StreamHandler(stream)
+    handler._nanoray = True
+    handler.addFilter(_Context())
+    handler.setFormatter(_Formatter(spec))
+    root.addHandler(handler)
+    root.setLevel(spec["log_level"])
 
 
 def as_rays(ray, kwargs):
