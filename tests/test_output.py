@@ -234,9 +234,10 @@ UNHANDLED_STREAMS = UNHANDLED_PRELUDE + textwrap.dedent("""
 """)
 
 
-def run_unhandled(script=UNHANDLED, **env):
+def run_unhandled(script=UNHANDLED, *args, **env):
+    """Runs script (with args); it must print DONE.  Returns its stderr."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p), **env)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
     return out.stderr
@@ -305,11 +306,8 @@ def test_refs_still_held_at_the_exit_and_calls_the_shutdown_cuts_report_nothing(
     # As in Ray: a failure is reported when its last ref goes while the
     # runtime runs; not for refs the interpreter drops after the shutdown
     # (which could not even be read then), nor for calls the shutdown ends.
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run([sys.executable, "-c", FAILED_AT_EXIT, how], capture_output=True,
-                         text=True, timeout=120, env=env)
-    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
-    assert "Unhandled error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    err = run_unhandled(FAILED_AT_EXIT, how)
+    assert "Unhandled error" not in err and "Traceback" not in err, err
 
 
 LOGGING = textwrap.dedent("""
@@ -333,12 +331,9 @@ LOGGING = textwrap.dedent("""
 
 @pytest.mark.parametrize("encoding", ["TEXT", "JSON"])
 def test_logging_config_sets_every_process_root_logger_as_ray_does(encoding):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    out = subprocess.run([sys.executable, "-c", LOGGING, encoding], capture_output=True,
-                         text=True, timeout=120, env=env)
-    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
-    lines = [line for line in out.stderr.splitlines() if "from the" in line or "after" in line]
-    assert len(lines) == 3 and "below the level" not in out.stderr, out.stderr
+    err = run_unhandled(LOGGING, encoding)
+    lines = [line for line in err.splitlines() if "from the" in line or "after" in line]
+    assert len(lines) == 3 and "below the level" not in err, err
     if encoding == "JSON":
         recs = [json.loads(line) for line in lines]
         task = next(r for r in recs if r["message"] == "from the task")
