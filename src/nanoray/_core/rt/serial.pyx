@@ -1,5 +1,6 @@
 # Serialization: values to payloads in the arena and back (pickle 5 with
-# out-of-band buffers read in place), put, and sealing results.
+# out-of-band buffers read in place), put, sealing results, and the errors
+# a failed call's returns carry.
 # Included by _runtime.pyx: one extension module, one concern per file.
 
 
@@ -485,3 +486,29 @@ cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:
     # can see this failure, so it is reported here (rt/refs.pyx).
     if _seal(reg, oid, failure, True, name):
         report_unhandled(failure)
+
+
+cdef object _failure_of(BaseException e, str name):
+    """The error a failed call's returns carry."""
+    aio = sys.modules.get("asyncio")
+    if isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError)):
+        return _exc.TaskCancelledError(
+            error_message="nanoray: task %s() was cancelled (interrupted while running)" % name)
+    _exc._note_read_only(e)              # a write to an argument: how to make it writable
+    if isinstance(e, _exc.RayTaskError):
+        # A task it waited on failed: keep that cause; the traceback shows
+        # this task's frames, then the inner task's.
+        return _exc.RayTaskError(name, _format_tb(e), e.cause, os.getpid(),
+                                 cause_repr=e.cause_repr)
+    return _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
+
+
+cdef object _failed_arg(object v, str name):
+    """The failure of a task whose argument failed with v: a task's error
+    names this task too, as Ray's does (the original type still catches)."""
+    if isinstance(v, _exc.RayTaskError):
+        text = str(v).replace("\n", "\n  ")
+        return _exc.RayTaskError(
+            name, "  At least one of the input arguments for this task could not be "
+            "computed:\n  " + text, v.cause, os.getpid(), v.cause_repr).as_instanceof_cause()
+    return v

@@ -9,21 +9,6 @@ cdef class _Call:
     (an async actor awaits between the two)."""
 
 
-cdef object _failure_of(BaseException e, str name):
-    """The error a failed call's returns carry."""
-    aio = sys.modules.get("asyncio")
-    if isinstance(e, KeyboardInterrupt) or (aio is not None and isinstance(e, aio.CancelledError)):
-        return _exc.TaskCancelledError(
-            error_message="nanoray: task %s() was cancelled (interrupted while running)" % name)
-    _exc._note_read_only(e)              # a write to an argument: how to make it writable
-    if isinstance(e, _exc.RayTaskError):
-        # A task it waited on failed: keep that cause; the traceback shows
-        # this task's frames, then the inner task's.
-        return _exc.RayTaskError(name, _format_tb(e), e.cause, os.getpid(),
-                                 cause_repr=e.cause_repr)
-    return _exc.RayTaskError(name, _format_tb(e), e, os.getpid())
-
-
 cdef _Call _prepare(Region reg, uint32_t t):
     """Loads the function (or actor method) and the arguments of task t."""
     global _in_task, _pool_task_id, _task_name
@@ -100,17 +85,6 @@ cdef _Call _prepare(Region reg, uint32_t t):
     except BaseException as e:
         c.failure = _failure_of(e, c.name)
     return c
-
-
-cdef object _failed_arg(object v, str name):
-    """The failure of a task whose argument failed with v: a task's error
-    names this task too, as Ray's does (the original type still catches)."""
-    if isinstance(v, _exc.RayTaskError):
-        text = str(v).replace("\n", "\n  ")
-        return _exc.RayTaskError(
-            name, "  At least one of the input arguments for this task could not be "
-            "computed:\n  " + text, v.cause, os.getpid(), v.cause_repr).as_instanceof_cause()
-    return v
 
 
 cdef void _exiting(_Call c, e) noexcept:
