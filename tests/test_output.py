@@ -313,6 +313,11 @@ def test_refs_still_held_at_the_exit_and_calls_the_shutdown_cuts_report_nothing(
 LOGGING = textwrap.dedent("""
     import json, logging, sys
     import nanoray as ray
+    try:
+        ray.LoggingConfig(log_level="loud")       # refused at once, as Ray does
+        raise AssertionError("a bad level was taken")
+    except ValueError:
+        pass
     ray.init(num_cpus=1, logging_config=ray.LoggingConfig(encoding=sys.argv[1],
                                                           log_level="INFO"))
 
@@ -325,6 +330,7 @@ LOGGING = textwrap.dedent("""
     logging.getLogger("user").info("from the driver")
     ray.shutdown()
     logging.getLogger("user").info("after shutdown")
+    assert not ray.is_initialized()               # a record starts no runtime
     print("DONE", flush=True)
 """)
 

@@ -71,9 +71,16 @@ class LoggingConfig:
     def __init__(self, encoding="TEXT", log_level="INFO", additional_log_standard_attrs=None):
         if encoding not in ("TEXT", "JSON"):
             raise ValueError("encoding must be 'TEXT' or 'JSON', got %r" % (encoding,))
+        logging._checkLevel(log_level)        # ValueError here, as Ray: not in every worker
+        attrs = list(additional_log_standard_attrs or [])
+        standard = vars(logging.LogRecord("", 0, "", 0, "", None, None))
+        bad = [a for a in attrs if a not in standard]
+        if bad:
+            raise ValueError("additional_log_standard_attrs must be LogRecord attributes; "
+                             "not: %s" % ", ".join(map(str, bad)))
         self.encoding = encoding
         self.log_level = log_level
-        self.additional_log_standard_attrs = list(additional_log_standard_attrs or [])
+        self.additional_log_standard_attrs = attrs
 
     def _spec(self):
         """What the workers get (plain values)."""
@@ -82,27 +89,59 @@ class LoggingConfig:
 
 
 class _Context(logging.Filter):
-    """Adds the ids Ray's structured logs carry to each record."""
+    """Adds the ids Ray's structured logs carry to each record (only while
+    a runtime runs: a record never starts one, as an API call would)."""
+
+    def __init__(self):
+        super().__init__()
+        self._ids = (None, None)          # (backend, (job, worker, node)) of the last record
 
     def filter(self, record):
         record.timestamp_ns = time.time_ns()
+        from nanoray import _api
+        backend = _api._backend
+        if backend is None or backend.remote:
+            return True                    # no runtime here (shut down): the record as it is
         try:
             from nanoray import runtime_context
-            ctx = runtime_context.get_runtime_context()
-            record.job_id = ctx.get_job_id()
-            record.worker_id = ctx.get_worker_id()
-            record.node_id = ctx.get_node_id()
+            ctx = runtime_context.RuntimeContext()
+            if self._ids[0] is not backend:
+                self._ids = (backend, (ctx.get_job_id(), ctx.get_worker_id(), ctx.get_node_id()))
+            record.job_id, record.worker_id, record.node_id = self._ids[1]
             task = ctx.get_task_id()
             if task is not None:
                 record.task_id = task
                 record.task_name = ctx.get_task_name()
                 record.task_func_name = ctx.get_task_function_name()
+            actor = ctx.get_actor_id()
+            if actor is not None:
+                record.actor_id = actor
         except Exception:
-            pass                           # no runtime (shut down): the record as it is
+            pass
         return True
 
 
-_IDS = ("job_id", "worker_id", "node_id", "task_id", "task_name", "task_func_name")
+class _LogStream:
+    """Where a process's records go: its real stderr, under the prefixing of
+    printed lines (records carry their own ids); in a worker whose tqdm_ray
+    bars the driver draws, through the same route as its printed lines, so
+    that the driver hides the bars first."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        from nanoray import _output
+        route = _output.route
+        if route is not None and route(True, text):
+            return
+        self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+
+
+_IDS = ("job_id", "worker_id", "node_id", "actor_id", "task_id", "task_name", "task_func_name")
 
 
 class _Formatter(logging.Formatter):
@@ -137,8 +176,7 @@ def configure_logging(spec):
     for h in list(root.handlers):
         if getattr(h, "_nanoray", False):
             root.removeHandler(h)
-    stream = getattr(sys.stderr, "_stream", sys.stderr)
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(_LogStream(getattr(sys.stderr, "_stream", sys.stderr)))
     handler._nanoray = True
     handler.addFilter(_Context())
     handler.setFormatter(_Formatter(spec))

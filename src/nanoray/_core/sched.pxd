@@ -29,6 +29,7 @@ cdef extern from "nr_sched.h" nogil:
         uint32_t spill       # NR_SPILL_*
         uint32_t task        # a task's return: that task (index + 1)
         uint32_t waiters     # get() waiters (low 15 bits), NR_WAIT_SEEN, wait() groups (above)
+        uint32_t actor       # slot + 1 of the actor whose handles it counts, 0 if none
 
     ctypedef struct nr_task_t:
         uint32_t gen         # bumped on free

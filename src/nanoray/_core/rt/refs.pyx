@@ -21,11 +21,15 @@ cdef class ObjectRef:
         # passed as bytes), counted like any other while its object lives.
         if type(binary) is not bytes or len(binary) != 8 or args or kwargs:
             raise TypeError("ObjectRefs are made by put() and .remote(), or from another "
-                            "ref's 8-byte id: ObjectRef(ref.binary())")
+                            "ref's 8-byte id: ObjectRef(ref.binary()) (on the Ray backend, "
+                            "ray.ObjectRef makes Ray's)")
         cdef Region reg = _running()
         cdef uint64_t oid = int.from_bytes(binary, "big")   # as binary() writes it
         if self._reg is not None:
             raise TypeError("this ObjectRef is already made")
+        cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
+        if o != NULL and o.actor:         # an actor's handle count: not a value to get
+            raise ValueError("nanoray: %s is an actor's id, not an object's" % binary.hex())
         if not nr_object_try_incref(&reg.r, oid, 0):
             raise _exc.ObjectFreedError(
                 "nanoray: no object with id %s is alive (freed, or from another runtime)"
