@@ -38,6 +38,7 @@ cdef class ObjectRef:
         self._reg = reg
 
     def __dealloc__(self):
+        cdef bint report
         if self._reg is not None and self._reg.pid == _pid:
             # Only while its runtime runs: not for refs dropped after
             # shutdown() (at the interpreter's exit, say), as in Ray.
