@@ -185,6 +185,20 @@ UNHANDLED = UNHANDLED_PRELUDE + textwrap.dedent("""
     del r
     ray.get(k.drop.remote())              # the actor's copy goes last: not reported
     gen.remote(bad.remote(7))             # a stream that failed before it ran: reported once
+
+    @ray.remote(max_retries=0)
+    def doomed(path):
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(30)
+    import os, signal, tempfile
+    path = tempfile.mktemp()
+    r = doomed.remote(path)
+    del r                                 # dropped, then its worker dies: reported once
+    while not (os.path.exists(path) and open(path).read()):
+        time.sleep(0.01)
+    os.kill(int(open(path).read()), signal.SIGKILL)
+    os.remove(path)
     time.sleep(1.0)
     print("DONE", flush=True)
     ray.shutdown()
@@ -225,6 +239,14 @@ UNHANDLED_STREAMS = UNHANDLED_PRELUDE + textwrap.dedent("""
     ray.get(next(g))                      # never taken: reported once, at the drop
     ray.get(g.completed())
     del g
+
+    @ray.remote
+    def late(i):
+        yield from range(3)
+        raise ValueError("boom %d" % i)
+    g = late.remote(9)                    # failed three items past where it was read
+    ray.get(g.completed())
+    del g                                 # reported once, at the drop
     far = NodeAffinitySchedulingStrategy(node_id="ab" * 28, soft=False)
     g = gen.options(scheduling_strategy=far).remote(5)
     del g                                 # could never run: reported once (not twice)
@@ -245,8 +267,9 @@ def run_unhandled(script=UNHANDLED, *args, **env):
 
 def test_a_failure_nobody_fetched_is_reported_once_as_in_ray():
     err = run_unhandled()
-    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 4, err
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 5, err
     assert err.count("the result of unpicklable() could not be serialized") == 1, err
+    assert err.count("The worker died unexpectedly while executing this task") == 1, err
     for i in (1, 4, 7):
         assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
     for i in (2, 3, 5, 6, 8, 10, 11):
@@ -261,8 +284,8 @@ def test_unhandled_failures_are_quiet_with_rays_switch():
 
 def test_a_streams_failure_is_reported_once_and_not_when_read():
     err = run_unhandled(UNHANDLED_STREAMS)
-    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 3, err
-    for i in (4, 6):
+    assert err.count("Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')") == 4, err
+    for i in (4, 6, 9):
         assert len(re.findall(r"ValueError: boom %d$" % i, err, re.M)) == 1, err
     assert err.count("is unschedulable") == 1, err
     for i in (1, 2, 3):

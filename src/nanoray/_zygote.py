@@ -198,7 +198,8 @@ def main():
                 "The worker died unexpectedly while executing this task (killed, out of "
                 "memory, crashed, or the task called sys.exit()), and no retries were left.")
         for oid in rt.task_returns(region, t):
-            rt.seal_error(oid, err)
+            if rt.seal_error(oid, err):          # its refs were all dropped: nobody else can
+                rt.report_unhandled(err)
         rt.task_release(region, t)
 
     def reap():

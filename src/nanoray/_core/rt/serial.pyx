@@ -464,8 +464,9 @@ def put_error(err):
 
 
 def seal_error(uint64_t oid, err):
-    """Seals a pending object with an error (used when a task cannot run)."""
-    _seal(_region, oid, err, True)
+    """Seals a pending object with an error (used when a task cannot run).
+    True when no ref held it and nobody saw it: the caller reports it."""
+    return _seal(_region, oid, err, True)
 
 
 cdef void _seal_failure(Region reg, uint64_t oid, failure, str name) except *:

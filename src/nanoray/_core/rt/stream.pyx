@@ -278,21 +278,41 @@ cdef inline bint _failed(Region reg, object ref):
 
 
 def failed_tail(ObjectRef cell, done):
-    """The failed last item a stream's sealed cell holds, as a ref of its
-    own (None when the cell holds a value, is not sealed, or the stream's
-    completion failed too and reports it): a generator dropped before that
-    item was read lets go of the cell first, and the item's drop is then
-    the last, which reports it if nobody saw it (a cell freed last frees
-    its item inside C, unreported)."""
+    """The failed last item of a stream whose unread part starts at cell,
+    as a ref of its own (None when the stream has not failed that way, or
+    its completion failed too and reports it): a generator dropped before
+    that item was read lets go of the cell first, and the item's drop is
+    then the last, which reports it if nobody saw it (freed with the chain
+    inside C, it went unreported).  Walks the sealed cells without reading
+    their values: each holds (item, next cell), the failed one (error,)."""
     cdef Region reg = cell._reg
-    cdef nr_object_t *o
-    cdef bint is_error = False
+    cdef uint64_t cur = cell._id, data = 0, size = 0, file = 0, nxt, tail = 0
+    cdef uint32_t spill = 0, steps = 0
+    cdef int st
+    cdef nr_payload_t *p
     if reg is None or reg is not _region or reg.pid != _pid or not reg.r.hdr.errors:
         return None
-    o = nr_object_lookup(&reg.r, cell._id)
-    if o == NULL or o.state != NR_OBJ_READY or _failed(reg, done):
+    if _failed(reg, done):
         return None
-    value = _value(reg, cell._id, &is_error)
-    if type(value) is tuple and len(value) == 2 and value[1] is None and _failed(reg, value[0]):
-        return value[0]
-    return None
+    while steps < (1u << 20):
+        steps += 1
+        data = 0
+        st = nr_object_pin(&reg.r, cur, &data, &size, &spill, &file)
+        if st < 0 or data == 0:
+            break                            # pending (not failed yet), gone, or on disk
+        p = <nr_payload_t *>(reg.r.base + data)
+        nxt = nr_payload_contained(p)[1] if p.ncontained == 2 else 0
+        if p.ncontained == 1 and st == NR_OBJ_READY:
+            tail = nr_payload_contained(p)[0]
+        nr_object_unpin(&reg.r, cur)
+        if st != NR_OBJ_READY or not nxt:
+            break
+        cur = nxt
+    if not tail or not _failed_id(reg, tail) or not nr_object_try_incref(&reg.r, tail, 0):
+        return None
+    return _adopt(reg, tail)
+
+
+cdef inline bint _failed_id(Region reg, uint64_t oid):
+    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
+    return o != NULL and o.state == NR_OBJ_ERROR
