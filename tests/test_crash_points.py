@@ -605,14 +605,17 @@ def test_the_scenario_runs_clean_and_passes_through_every_crash_point():
     assert not missed, "crash points the scenario never reaches: %s" % missed
 
 
-def test_a_death_at_every_crash_point_is_undone_exactly():
+@pytest.mark.parametrize("half", [0, 1])
+def test_a_death_at_every_crash_point_is_undone_exactly(half):
+    # Every crash point, in two halves (odd and even), each well inside
+    # pytest's 300 s stack-dump timeout on a slow machine.
     cp = CrashPoints()
     probe = new_region()
     assert run_child(probe, cp, 0) == 0
     total = cp.count
     assert total > 500
     seen = set()
-    for n in range(1, total + 1):
+    for n in range(1 + half, total + 1, 2):
         r = new_region()
         status = run_child(r, cp, n)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (n, status)
@@ -630,7 +633,7 @@ def test_a_death_at_every_crash_point_is_undone_exactly():
         assert code == 0, "crash point %d at %s:%d: invariant %d broken" % (n, *site, code)
         smoke(r)                                  # the region still works
         assert r.verify()[0] == 0, (n, site)
-    assert len(seen) > 100
+    assert len(seen) > 50
 
 
 def test_a_death_while_undoing_a_dead_holders_section_is_undone_too():
