@@ -412,7 +412,6 @@ cdef bint _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
     (nr_object_seal's 2): the caller reports it."""
     cdef _Pickled p
     cdef uint64_t off = 0, size
-    err = None
     if simple and not is_error:        # a simple value: straight into its block
         try:
             off = _store_simple(reg, value, &size)
@@ -422,6 +421,7 @@ cdef bint _seal(Region reg, uint64_t oid, object value, bint is_error, str name=
             if nr_object_seal(&reg.r, oid, off, size, False) != 0:
                 nr_arena_free(&reg.r, off)
             return False
+    err = None                         # the store's own error, if it seals one instead
     try:
         p = _pickle(value, is_error, True, False, False)
         off = _store(reg, p)

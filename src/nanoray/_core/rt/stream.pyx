@@ -269,12 +269,13 @@ async def _astream(Region reg, _Call c, object agen, uint64_t first_cell):
     s.end()
 
 
-cdef inline bint _failed(Region reg, object ref):
-    cdef nr_object_t *o
-    if type(ref) is not ObjectRef:
-        return False
-    o = nr_object_lookup(&reg.r, (<ObjectRef>ref)._id)
+cdef inline bint _failed_id(Region reg, uint64_t oid):
+    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
     return o != NULL and o.state == NR_OBJ_ERROR
+
+
+cdef inline bint _failed(Region reg, object ref):
+    return type(ref) is ObjectRef and _failed_id(reg, (<ObjectRef>ref)._id)
 
 
 def failed_tail(ObjectRef cell, done):
@@ -311,8 +312,3 @@ def failed_tail(ObjectRef cell, done):
     if not tail or not _failed_id(reg, tail) or not nr_object_try_incref(&reg.r, tail, 0):
         return None
     return _adopt(reg, tail)
-
-
-cdef inline bint _failed_id(Region reg, uint64_t oid):
-    cdef nr_object_t *o = nr_object_lookup(&reg.r, oid)
-    return o != NULL and o.state == NR_OBJ_ERROR

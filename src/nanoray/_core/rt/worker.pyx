@@ -97,6 +97,11 @@ cdef void _exiting(_Call c, e) noexcept:
         c.exit_crash = True
 
 
+cdef inline bint _exits_on_purpose(_Call c):
+    """An actor's call raised SystemExit with code 0: the actor ends for good."""
+    return c.exit_worker and c.kind != NR_SPEC_TASK and not c.exit_crash
+
+
 cdef object _invoke(_Call c):
     """Calls it; an exception becomes c.failure (or c.exit_worker)."""
     if c.failure is not None or c.exit_worker:
@@ -344,7 +349,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
     failure = c.failure
     try:
         if c.exit_worker:
-            if c.kind != NR_SPEC_TASK and not c.exit_crash:
+            if _exits_on_purpose(c):
                 _actor_exit(reg, c.t)      # never returns
             return                         # a crash: its reap fails or re-runs the call
         if c.kind == NR_SPEC_ACTOR_CREATE:
@@ -355,13 +360,13 @@ cdef void _complete(Region reg, _Call c, object result) except *:
         if mode is not None and mode == "streaming":
             if not c.streamed:
                 _stream_sync(reg, c, result, ids[0])
-            if c.exit_worker and c.kind != NR_SPEC_TASK and not c.exit_crash:
+            if _exits_on_purpose(c):
                 _actor_exit(reg, c.t)      # sys.exit(0) in an actor's generator: never returns
             return
         if mode is not None and mode == "dynamic" and failure is None:
             result = _dynamic_refs(reg, c, result)
             if c.exit_worker:
-                if c.kind != NR_SPEC_TASK and not c.exit_crash:
+                if _exits_on_purpose(c):
                     _actor_exit(reg, c.t)  # sys.exit(0) in an actor's generator: never returns
                 return
             if task.cancelled:             # its return fails whole, as in Ray
@@ -369,7 +374,7 @@ cdef void _complete(Region reg, _Call c, object result) except *:
                 failure = _failure_of(KeyboardInterrupt(), c.name)
         elif failure is None and type(result) is _GeneratorType:
             _static_returns(reg, c, result, ids)
-            if c.exit_worker and c.kind != NR_SPEC_TASK and not c.exit_crash:
+            if _exits_on_purpose(c):
                 _actor_exit(reg, c.t)      # sys.exit(0) in an actor's generator: never returns
             return
         if c.is_map and failure is None:
